@@ -1,0 +1,12 @@
+"""The command API: authenticates, validates and appends commands to Kafka. It never changes a balance."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from ogp.settings import Settings
+from ogp.web.app import build_app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return build_app("command-api", "One Gate Payment: command API", routers=[], settings=settings)

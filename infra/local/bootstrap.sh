@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Set up everything One Gate Payment needs on a fresh Debian machine: system packages (as root),
+# the Python virtualenv with pinned dependencies, and the Kafka jars from Maven Central.
+# Idempotent: a second run only checks. Usage: bash infra/local/bootstrap.sh [--with-browser]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+WITH_BROWSER=0
+[[ "${1:-}" == "--with-browser" ]] && WITH_BROWSER=1
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# --- system packages -------------------------------------------------------------------------------
+missing=()
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+command -v redis-server >/dev/null || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v setpriv >/dev/null || missing+=(util-linux)
+if [[ $WITH_BROWSER == 1 ]]; then
+  command -v chromium >/dev/null || missing+=(chromium)
+fi
+if ((${#missing[@]})); then
+  if [[ $(id -u) == 0 ]]; then
+    say "installing system packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The Debian package starts a system-wide server on the default ports; ours run privately.
+    for svc in postgresql redis-server; do
+      if command -v service >/dev/null; then service "$svc" stop >/dev/null 2>&1 || true; fi
+    done
+  else
+    die "missing system packages: ${missing[*]}. Install them: sudo apt-get install -y ${missing[*]}"
+  fi
+fi
+
+# --- Python ----------------------------------------------------------------------------------------
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
+  || die "Python 3.11 is required (found $("$PY" --version 2>&1))"
+if [[ ! -x .venv/bin/python ]]; then
+  say "creating virtualenv .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.ogp-installed
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  say "installing Python dependencies (pinned by constraints.txt)"
+  .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+  echo "$want" > "$stamp"
+fi
+
+# --- Kafka jars ------------------------------------------------------------------------------------
+say "checking the Kafka jars (Maven Central, cached in ~/.cache/ogp/kafka)"
+.venv/bin/ogp stack fetch
+
+say "ready: .venv/bin/ogp is installed"

@@ -1,0 +1,124 @@
+"""Connections every service needs, created at start-up (never at import) and closed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ogp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(RuntimeError):
+    """The producer is not connected to the broker (yet)."""
+
+
+@dataclass
+class KafkaProducerManager:
+    """An idempotent, acks=all producer that keeps trying to connect in the background.
+
+    A service must start (and answer /health, /ready with 503) even while the broker is down.
+    """
+
+    bootstrap: str
+    client_id: str
+    _producer: AIOKafkaProducer | None = None
+    _task: asyncio.Task | None = None
+    _closing: bool = False
+
+    def _new(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            request_timeout_ms=15000,
+        )
+
+    async def start(self, wait: float = 10.0) -> None:
+        self._task = asyncio.create_task(self._connect_forever())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), wait)
+
+    async def _connect_forever(self) -> None:
+        delay = 0.5
+        while not self._closing:
+            producer = self._new()
+            try:
+                await producer.start()
+                self._producer = producer
+                return
+            except KafkaError as exc:
+                log.warning("kafka producer not connected yet: %s", exc.__class__.__name__)
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise KafkaUnavailable("not connected to Kafka")
+        return self._producer
+
+    async def check(self, timeout: float = 3.0) -> None:
+        """Raise unless a metadata request to the broker succeeds now."""
+        producer = self.producer
+        ok = await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout)
+        if ok is None or not ok.brokers():
+            raise KafkaUnavailable("metadata request returned no brokers")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
+
+
+@dataclass
+class Clients:
+    """The shared connections of one service process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    redis: aioredis.Redis
+    kafka: KafkaProducerManager
+    extras: dict = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.kafka.close()
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+def async_engine(url: str, **kwargs) -> AsyncEngine:
+    """An async SQLAlchemy engine on psycopg 3 (URLs with any postgres driver are accepted)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url).set(drivername="postgresql+psycopg")
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(u, **kwargs)
+
+
+async def open_clients(settings: Settings, client_id: str) -> Clients:
+    engine = async_engine(settings.sqlalchemy_url)
+    redis = aioredis.Redis.from_url(settings.redis_dsn, socket_timeout=3, socket_connect_timeout=3)
+    kafka = KafkaProducerManager(settings.kafka_bootstrap, client_id)
+    await kafka.start(wait=5.0)
+    return Clients(settings=settings, engine=engine, redis=redis, kafka=kafka)

@@ -1,0 +1,100 @@
+"""All configuration, read once from the environment (prefix ``OGP_``) with safe local defaults."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Values that must never be used outside development: they are in the source code.
+_PLACEHOLDER_SECRETS = {
+    "dev-only-jwt-signing-key-change-me-0123456789abcdef",
+    "dev-only-api-key-pepper-change-me",
+    "SB-Mid-server-simulator",
+    "changethis",
+    "",
+}
+
+
+class Settings(BaseSettings):
+    """Process-wide settings; one instance per process via :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="OGP_", env_file=None, extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    # Where the local stack keeps its data, pids and logs (git-ignored).
+    state_dir: Path = REPO_ROOT / ".ogp"
+    # Where the Kafka jars are cached (outside git; shared between clones).
+    kafka_cache_dir: Path = Path.home() / ".cache" / "ogp" / "kafka"
+    kafka_version: str = "4.1.1"
+
+    host: str = "127.0.0.1"
+    command_api_port: int = 8000
+    query_api_port: int = 8001
+    midtrans_sim_port: int = 8002
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    postgres_port: int = 5432
+    redis_port: int = 6379
+
+    # Explicit URLs win over the ports above (e.g. managed services in production).
+    kafka_bootstrap_servers: str | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
+
+    postgres_db: str = "one_gate_payment"
+    postgres_user: str = "ogp"
+    postgres_password: SecretStr = SecretStr("ogp-local")
+
+    commands_partitions: int = Field(default=12, ge=1)
+    events_partitions: int = Field(default=12, ge=1)
+
+    jwt_signing_key: SecretStr = SecretStr("dev-only-jwt-signing-key-change-me-0123456789abcdef")
+    jwt_issuer: str = "one-gate-payment"
+    jwt_audience: str = "one-gate-payment-wallet"
+    api_key_pepper: SecretStr = SecretStr("dev-only-api-key-pepper-change-me")
+
+    midtrans_server_key: SecretStr = Field(
+        default=SecretStr("SB-Mid-server-simulator"), validation_alias="MIDTRANS_SERVER_KEY"
+    )
+    midtrans_client_key: str = Field(default="SB-Mid-client-simulator", validation_alias="MIDTRANS_CLIENT_KEY")
+    midtrans_is_production: bool = Field(default=False, validation_alias="MIDTRANS_IS_PRODUCTION")
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_outside_development(self) -> "Settings":
+        if self.environment == "production":
+            for name in ("jwt_signing_key", "api_key_pepper", "midtrans_server_key", "postgres_password"):
+                value = getattr(self, name).get_secret_value()
+                if value in _PLACEHOLDER_SECRETS or value == "ogp-local":
+                    raise ValueError(f"{name} must be set to a real secret when OGP_ENVIRONMENT=production")
+            if len(self.jwt_signing_key.get_secret_value()) < 32:
+                raise ValueError("jwt_signing_key must be at least 32 characters")
+        return self
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka_bootstrap_servers or f"{self.host}:{self.kafka_port}"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """URL for SQLAlchemy with the psycopg 3 driver."""
+        if self.database_url:
+            return self.database_url
+        pw = self.postgres_password.get_secret_value()
+        return f"postgresql+psycopg://{self.postgres_user}:{pw}@{self.host}:{self.postgres_port}/{self.postgres_db}"
+
+    @property
+    def redis_dsn(self) -> str:
+        return self.redis_url or f"redis://{self.host}:{self.redis_port}/0"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

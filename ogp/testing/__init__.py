@@ -1,0 +1,1 @@
+"""Test and benchmark support: real infrastructure behind one interface."""

@@ -1,0 +1,1 @@
+"""What both FastAPI apps share: lifespan wiring, error handlers, health routes."""

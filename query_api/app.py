@@ -1,0 +1,12 @@
+"""The query API: serves read models to wallet users (JWT) and partners (API key)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from ogp.settings import Settings
+from ogp.web.app import build_app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return build_app("query-api", "One Gate Payment: query API", routers=[], settings=settings)
