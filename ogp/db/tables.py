@@ -1,0 +1,379 @@
+"""Every table of the PostgreSQL database, as SQLAlchemy Core (hot paths build Core statements, no ORM).
+
+Two groups live here:
+
+* the documented tables (the ERD in the project brief): users, authentications, accounts,
+  historical_transactions, external_services, api_keys, api_access_logs; with a few deliberate,
+  documented deviations (marked ``Deviation:`` below), mostly so that no secret is stored in clear;
+* the ledger's own tables, written only by the ledger processor (and projections), which make the
+  Kafka pipeline exactly-once: idempotent commands, double-entry postings, fenced partition ownership,
+  a transactional outbox and projector positions.
+
+This module must stay in step with ``ogp/migrations/versions``: a test compares the migrated database with
+``metadata`` and fails on any drift. Change both together (write a new revision; never edit an applied one).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+# Deterministic constraint names, so that migrations can refer to (and drop) them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# -- Enum types (PostgreSQL names as in the ERD) ---------------------------------------------------------
+# Values are plain strings, so Core rows carry ``str``; ``validate_strings`` rejects a typo before the
+# round trip to the database.
+
+ACCOUNT_STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
+TRANSACTION_TYPES = ("TOPUP", "PAYMENT", "REFUND", "TRANSFER")
+TRANSACTION_STATUSES = ("PENDING", "SUCCESS", "FAILED", "CANCELLED")
+PAYMENT_METHODS = ("GOPAY", "SHOPEE_PAY")
+# The ERD lists "READ_TRANSACTIONS,READ_REPORTS" twice (a typo): the type has the two distinct values.
+PERMISSIONS = ("READ_TRANSACTIONS", "READ_REPORTS")
+RATE_LIMIT_UNITS = ("second", "minute", "hour", "day")
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
+IDEMPOTENCY_STATES = ("IN_FLIGHT", "DONE")
+
+account_status_enum = Enum(*ACCOUNT_STATUSES, name="account_status_enum", validate_strings=True)
+transaction_type_enum = Enum(*TRANSACTION_TYPES, name="transaction_type_enum", validate_strings=True)
+transaction_status_enum = Enum(*TRANSACTION_STATUSES, name="transaction_status_enum", validate_strings=True)
+payment_method_enum = Enum(*PAYMENT_METHODS, name="payment_method_enum", validate_strings=True)
+permissions_enum = Enum(*PERMISSIONS, name="permissions_enum", validate_strings=True)
+rate_limit_unit_enum = Enum(*RATE_LIMIT_UNITS, name="rate_limit_unit_enum", validate_strings=True)
+http_method_enum = Enum(*HTTP_METHODS, name="http_method_enum", validate_strings=True)
+
+# -- Column helpers ----------------------------------------------------------------------------------------
+
+# Money on the wallet side, as documented: numeric(15,2), i.e. below 10^13 IDR. Ledger balances of system
+# accounts aggregate many wallets, hence numeric(20,2) there.
+Money = Numeric(15, 2, asdecimal=True)
+LedgerMoney = Numeric(20, 2, asdecimal=True)
+
+UUID_TEXT_DEFAULT = text("gen_random_uuid()::text")  # built into PostgreSQL 13+, no pgcrypto needed
+
+
+def _uuid_pk() -> Column:
+    return Column("id", String(36), primary_key=True, server_default=UUID_TEXT_DEFAULT)
+
+
+def _created_at() -> Column:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def _updated_at() -> Column:
+    # No trigger: writers set updated_at explicitly in their UPDATE (Core statements, one place each).
+    return Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+# == Documented tables =====================================================================================
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),  # serial, as documented
+    Column("username", String(50), nullable=False),
+    Column("email", String(255), nullable=False),
+    Column("phone", String(20), nullable=False),  # E.164, e.g. +6281234567890
+    # An Argon2id hash (PHC string), never the plaintext.
+    Column("password", String(255), nullable=False),
+    # Deviation: the ERD has no roles; operators need one flag.
+    Column("is_admin", Boolean, nullable=False, server_default=text("false")),
+    _created_at(),
+    _updated_at(),
+    UniqueConstraint("username"),
+    UniqueConstraint("email"),
+    UniqueConstraint("phone"),
+)
+# Deviation: "Alice" and "alice" (or two spellings of one mailbox) must not become two users.
+Index("ux_users_lower_username", func.lower(users.c.username), unique=True)
+Index("ux_users_lower_email", func.lower(users.c.email), unique=True)
+
+# Deviation: the ERD stores the raw refresh token as primary key; a database leak would then hand out
+# live sessions. We keep only its SHA-256, plus what refresh-token rotation with reuse detection needs.
+authentications = Table(
+    "authentications",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # SHA-256 hex of the refresh token
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # All tokens descending from one login share a family; reuse of a rotated token revokes the family.
+    Column("family_id", UUID(as_uuid=True), nullable=False),
+    Column("parent_hash", String(64), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("rotated_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    _created_at(),
+)
+Index("ix_authentications_family_id", authentications.c.family_id)
+Index("ix_authentications_user_id", authentications.c.user_id)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    _uuid_pk(),
+    # bigint referencing a serial (integer) id, as documented; PostgreSQL accepts the widening.
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False),
+    Column("balance", Money, nullable=False, server_default=text("0.00")),
+    Column("currency", String(3), nullable=False, server_default=text("'IDR'")),
+    Column("account_status", account_status_enum, nullable=False, server_default=text("'ACTIVE'")),
+    _created_at(),
+    _updated_at(),
+    UniqueConstraint("user_id"),  # one wallet per user
+    # Last line of defence: the ledger processor already refuses to overdraw.
+    CheckConstraint("balance >= 0", name="balance_non_negative"),
+)
+
+historical_transactions = Table(
+    "historical_transactions",
+    metadata,
+    _uuid_pk(),
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False),
+    Column("account_id", String(36), ForeignKey("accounts.id"), nullable=False),
+    Column("transaction_id", String(50), nullable=False),
+    Column("transaction_type", transaction_type_enum, nullable=False),
+    Column("transaction_status", transaction_status_enum, nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("balance_before", Money, nullable=False),
+    Column("balance_after", Money, nullable=False),
+    Column("currency", String(3), nullable=False, server_default=text("'IDR'")),
+    Column("description", Text, nullable=True),
+    Column("external_reference", String(255), nullable=True),
+    Column("payment_method", payment_method_enum, nullable=True),
+    Column("metadata", Text, nullable=True),
+    Column("is_accessible_external", Boolean, nullable=False, server_default=text("true")),
+    _created_at(),
+    _updated_at(),
+    UniqueConstraint("transaction_id"),
+)
+# Keyset pagination (newest first) of one wallet's and one user's history.
+Index(
+    "ix_historical_transactions_account_recent",
+    historical_transactions.c.account_id,
+    historical_transactions.c.created_at.desc(),
+    historical_transactions.c.id.desc(),
+)
+Index(
+    "ix_historical_transactions_user_recent",
+    historical_transactions.c.user_id,
+    historical_transactions.c.created_at.desc(),
+    historical_transactions.c.id.desc(),
+)
+# Partners (Bank Indonesia, OJK) page through everything they may see, in (created_at, id) order.
+Index(
+    "ix_historical_transactions_external_feed",
+    historical_transactions.c.created_at,
+    historical_transactions.c.id,
+    postgresql_where=historical_transactions.c.is_accessible_external,
+)
+
+external_services = Table(
+    "external_services",
+    metadata,
+    _uuid_pk(),
+    Column("company", String(255), nullable=False),
+    Column("service_type", String(50), nullable=False, server_default=text("'HISTORICAL_TRANSACTION'")),
+    Column("contact_email", String(255), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("is_active", Boolean, nullable=False, server_default=text("true")),
+    _created_at(),
+    _updated_at(),
+    UniqueConstraint("company"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    _uuid_pk(),
+    # Unique as documented (one key per service); rotation with overlap would need this relaxed.
+    Column("external_service_id", String(36), ForeignKey("external_services.id"), nullable=False),
+    Column("key_name", String(255), nullable=False),
+    # Deviation: the ERD's single enum cannot hold "both permissions"; an array of them can.
+    Column(
+        "permissions",
+        ARRAY(permissions_enum, dimensions=1),
+        nullable=False,
+        server_default=text("'{READ_TRANSACTIONS}'::permissions_enum[]"),
+    ),
+    # Deviation: the ERD has nowhere to keep the key. We keep a public lookup prefix (the 8 characters
+    # after "ogp_") and an HMAC-SHA256 of the whole key under a server-side pepper; never the key.
+    Column("key_prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("rate_limit_count", Integer, nullable=True),  # NULL: no per-key limit
+    Column("rate_limit_unit", rate_limit_unit_enum, nullable=False, server_default=text("'minute'")),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("is_active", Boolean, nullable=False, server_default=text("true")),
+    _created_at(),
+    _updated_at(),
+    UniqueConstraint("external_service_id"),
+    UniqueConstraint("key_prefix"),
+    CheckConstraint("rate_limit_count > 0", name="rate_limit_count_positive"),
+)
+
+api_access_logs = Table(
+    "api_access_logs",
+    metadata,
+    _uuid_pk(),
+    Column("external_service_id", String(36), ForeignKey("external_services.id"), nullable=False),
+    Column("api_key_id", String(36), ForeignKey("api_keys.id"), nullable=False),
+    Column("endpoint", String(255), nullable=False),
+    Column("http_method", http_method_enum, nullable=False),
+    Column("ip_address", Text, nullable=True),
+    Column("user_agent", Text, nullable=True),
+    Column("response_status", Integer, nullable=False),
+    _created_at(),
+)
+# Audit views: one partner's or one key's recent calls.
+Index(
+    "ix_api_access_logs_service_recent",
+    api_access_logs.c.external_service_id,
+    api_access_logs.c.created_at.desc(),
+    api_access_logs.c.id,
+)
+Index("ix_api_access_logs_key_recent", api_access_logs.c.api_key_id, api_access_logs.c.created_at.desc())
+
+
+# == Ledger tables (owned by the ledger processor) =========================================================
+# A "partition" is the Kafka partition of the commands topic that owns an account. Each partition has
+# exactly one writer at a time (fenced by ledger_partitions.epoch), so rows carry their partition and no
+# two owners ever update the same row.
+
+ledger_transactions = Table(
+    "ledger_transactions",
+    metadata,
+    # The command id: a redelivered command finds its row and is answered, not applied twice.
+    Column("transaction_id", String(50), primary_key=True),
+    Column("partition", Integer, nullable=False),
+    Column("transaction_type", String(24), nullable=False),
+    Column("account_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("currency", String(3), nullable=False, server_default=text("'IDR'")),
+    Column("failure_reason", String(64), nullable=True),
+    Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("command_offset", BigInteger, nullable=True),
+    _created_at(),
+    _updated_at(),
+    CheckConstraint("amount > 0", name="amount_positive"),
+)
+Index("ix_ledger_transactions_account_id_created_at", ledger_transactions.c.account_id,
+      ledger_transactions.c.created_at)
+
+ledger_system_accounts = Table(
+    "ledger_system_accounts",
+    metadata,
+    # e.g. 'SYS:MIDTRANS_CLEARING:p07': one per kind *per partition*, so partition owners never contend.
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("partition", Integer, nullable=False),
+    # May go negative: a clearing account is the other side of the wallets' credits.
+    Column("balance", LedgerMoney, nullable=False, server_default=text("0")),
+    Column("currency", String(3), nullable=False, server_default=text("'IDR'")),
+    _created_at(),
+    UniqueConstraint("kind", "partition"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", BigInteger, primary_key=True),  # bigserial
+    Column("transaction_id", String(50), nullable=False),
+    Column("account_id", String(64), nullable=False),  # a wallet account id or a system account id
+    # Signed: positive raises the account's balance. The entries of one transaction sum to zero.
+    Column("amount", LedgerMoney, nullable=False),
+    Column("balance_after", LedgerMoney, nullable=False),
+    Column("partition", Integer, nullable=False),
+    _created_at(),
+    CheckConstraint("amount <> 0", name="amount_non_zero"),
+)
+Index("ix_ledger_entries_account_id_id", ledger_entries.c.account_id, ledger_entries.c.id)
+Index("ix_ledger_entries_transaction_id", ledger_entries.c.transaction_id)
+
+ledger_partitions = Table(
+    "ledger_partitions",
+    metadata,
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    # The processor's consumed position, committed with its effects (Kafka's own offset is a hint only).
+    Column("next_offset", BigInteger, nullable=False, server_default=text("0")),
+    # Bumped by each new owner; a zombie whose epoch is stale fails its conditional UPDATE.
+    Column("epoch", BigInteger, nullable=False, server_default=text("0")),
+    Column("owner", String(255), nullable=True),
+    _updated_at(),
+    PrimaryKeyConstraint("topic", "partition"),
+)
+
+ledger_outbox = Table(
+    "ledger_outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True),  # bigserial: publish order within a partition
+    Column("partition", Integer, nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("key", String(255), nullable=True),
+    Column("payload", JSONB, nullable=False),
+    Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    _created_at(),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+)
+# The relay's work queue: only unpublished rows are indexed, so the index stays small.
+Index(
+    "ix_ledger_outbox_unpublished",
+    ledger_outbox.c.partition,
+    ledger_outbox.c.id,
+    postgresql_where=ledger_outbox.c.published_at.is_(None),
+)
+
+projection_positions = Table(
+    "projection_positions",
+    metadata,
+    Column("projector", String(64), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("next_offset", BigInteger, nullable=False),
+    _updated_at(),
+    PrimaryKeyConstraint("projector", "topic", "partition"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("user_id", BigInteger, nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    # SHA-256 of the request: the same key with a different body is refused, not replayed.
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("response_status", Integer, nullable=True),
+    Column("response_body", JSONB, nullable=True),
+    Column("transaction_id", String(50), nullable=True),
+    _created_at(),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("user_id", "idempotency_key"),
+    CheckConstraint("state IN ('IN_FLIGHT', 'DONE')", name="state_known"),
+)
+Index("ix_idempotency_keys_expires_at", idempotency_keys.c.expires_at)
