@@ -19,6 +19,8 @@ app = typer.Typer(help="One Gate Payment: local stack, services and operations."
                   pretty_exceptions_enable=False)
 stack_app = typer.Typer(help="The local infrastructure only: Kafka, PostgreSQL, Redis.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+admin_app = typer.Typer(help="Operator commands.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
 
 console = Console()
 err = Console(stderr=True)
@@ -164,7 +166,7 @@ def _print_demo(creds) -> None:
     for user in creds.users:
         console.print(f"  user   {user.username:<10} password {user.password}")
     for key in creds.api_keys:
-        console.print(f"  apikey {key.company:<16} {key.api_key}  ({key.rate_limit})")
+        console.print(f"  apikey {key.company:<16} {key.plaintext}  ({key.rate_limit_per_minute} requests/minute)")
 
 
 @app.command()
@@ -207,6 +209,41 @@ def logs(
         raise StackError(f"no log yet for {service} ({proc.log_file})")
     cmd = ["tail", "-n", str(lines), *(["-F"] if follow else []), str(proc.log_file)]
     sys.exit(subprocess.call(cmd))
+
+
+@admin_app.command("create-user")
+@friendly
+def admin_create_user(
+    username: Annotated[str, typer.Option(prompt=True)],
+    email: Annotated[str, typer.Option(prompt=True)],
+    phone: Annotated[str, typer.Option(prompt=True)],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
+                                          envvar="OGP_ADMIN_PASSWORD")],
+) -> None:
+    """Create a user with the admin role (the only way to get it) and their wallet account."""
+    from sqlalchemy import update
+
+    from command_api.identity import service
+    from ogp.clients import async_engine
+    from ogp.db.tables import users
+    from ogp.errors import ApiError
+
+    async def create() -> int:
+        engine = async_engine(get_settings().sqlalchemy_url)
+        try:
+            registered = await service.register(engine, username, email, phone, password)
+            async with engine.begin() as conn:
+                await conn.execute(update(users).where(users.c.id == registered.user_id).values(is_admin=True))
+            return registered.user_id
+        finally:
+            await engine.dispose()
+
+    try:
+        user_id = asyncio.run(create())
+    except ApiError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    console.print(f"  admin {username} created (user id {user_id})")
 
 
 def main() -> None:

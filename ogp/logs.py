@@ -39,7 +39,8 @@ class JsonFormatter(logging.Formatter):
         }
         if cid := correlation_id.get():
             entry["correlation_id"] = cid
-        for key in ("transaction_id", "account_id", "partition", "offset", "trace_id", "service"):
+        for key in ("transaction_id", "account_id", "user_id", "partition", "offset", "trace_id", "service",
+                    "retry_after"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:
@@ -49,10 +50,13 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Send every logger's records to stderr as redacted JSON lines."""
+    root = logging.getLogger()
+    # Replace only our own handler (idempotent), leaving others (pytest's capture, say) in place.
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h.formatter, JsonFormatter)]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.getLevelName(level):
+        root.setLevel(level)
     for noisy in ("aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel("WARNING")

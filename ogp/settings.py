@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     jwt_signing_key: SecretStr = SecretStr("dev-only-jwt-signing-key-change-me-0123456789abcdef")
     jwt_issuer: str = "one-gate-payment"
     jwt_audience: str = "one-gate-payment-wallet"
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=900)  # RFC 8725 practice: short-lived
+    refresh_token_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=300)
+    # Failed-login throttling (Redis): per username and per client IP within a sliding window.
+    login_max_failures_per_user: int = Field(default=10, ge=1)
+    login_max_failures_per_ip: int = Field(default=100, ge=1)
+    login_window_seconds: int = Field(default=900, ge=1)
+    # X-Forwarded-For is believed only from these proxies (Kong in the cluster).
+    trusted_proxies: list[str] = Field(default_factory=list)
     api_key_pepper: SecretStr = SecretStr("dev-only-api-key-pepper-change-me")
 
     midtrans_server_key: SecretStr = Field(

@@ -12,6 +12,7 @@ from ogp.errors import install_error_handlers
 from ogp.health import health_router
 from ogp.logs import configure_logging
 from ogp.settings import Settings, get_settings
+from ogp.web.body_limit import BodySizeLimit
 
 
 def build_app(
@@ -39,6 +40,7 @@ def build_app(
 
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=64 * 1024)
     app.include_router(health_router(service))
     for router in routers:
         app.include_router(router)

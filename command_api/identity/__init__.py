@@ -1,0 +1,1 @@
+"""Registration, login, refresh-token rotation and logout."""
