@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     state_dir: Path = REPO_ROOT / ".ogp"
     # Where the Kafka jars are cached (outside git; shared between clones).
     kafka_cache_dir: Path = Path.home() / ".cache" / "ogp" / "kafka"
-    kafka_version: str = "4.1.1"
+    kafka_version: str = "4.3.1"
 
     host: str = "127.0.0.1"
     command_api_port: int = 8000
