@@ -166,7 +166,8 @@ def _print_demo(creds) -> None:
     for user in creds.users:
         console.print(f"  user   {user.username:<10} password {user.password}")
     for key in creds.api_keys:
-        console.print(f"  apikey {key.company:<16} {key.plaintext}  ({key.rate_limit_per_minute} requests/minute)")
+        console.print(f"  apikey {key.company:<16} {key.plaintext}  ({key.rate_limit_per_minute} requests/minute)",
+                      soft_wrap=True)
 
 
 @app.command()
