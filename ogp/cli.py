@@ -212,6 +212,27 @@ def logs(
     sys.exit(subprocess.call(cmd))
 
 
+@app.command("audit")
+@friendly
+def audit_ledger() -> None:
+    """Check the ledger's invariants: double entry, balances equal their entries, none negative."""
+    from sqlalchemy import create_engine
+
+    from ledger_processor.audit import audit
+
+    engine = create_engine(get_settings().sqlalchemy_url)
+    try:
+        with engine.connect() as conn:
+            report = audit(conn)
+    finally:
+        engine.dispose()
+    for line in report.lines():
+        console.print(f"  {line}")
+    console.print("[green]ledger OK[/green]" if report.ok else "[red]ledger INVARIANT VIOLATED[/red]")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 @admin_app.command("create-user")
 @friendly
 def admin_create_user(

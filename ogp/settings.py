@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -64,6 +65,12 @@ class Settings(BaseSettings):
     login_max_failures_per_user: int = Field(default=10, ge=1)
     login_max_failures_per_ip: int = Field(default=100, ge=1)
     login_window_seconds: int = Field(default=900, ge=1)
+    # Per-transaction limits for wallet commands (IDR).
+    min_transaction_amount: Decimal = Decimal("1.00")
+    max_transaction_amount: Decimal = Decimal("100000000.00")
+    idempotency_key_ttl_seconds: int = Field(default=24 * 3600, ge=24 * 3600)
+    # An IN_FLIGHT idempotency record older than this belongs to a crashed request and may be retried.
+    idempotency_in_flight_timeout_seconds: int = Field(default=30, ge=1)
     # X-Forwarded-For is believed only from these proxies (Kong in the cluster).
     trusted_proxies: list[str] = Field(default_factory=list)
     api_key_pepper: SecretStr = SecretStr("dev-only-api-key-pepper-change-me")

@@ -37,3 +37,26 @@ def redis_url(infra) -> str:
 def fresh_database_url(postgres_admin_url) -> str:
     """An empty database of its own for one test."""
     return create_database(postgres_admin_url, f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="module")
+def private_kafka():
+    """A Kafka broker of this module's own: its topics see no other test's messages."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ogp.settings import get_settings
+    from ogp.stack.kafka import KafkaBroker
+    from ogp.stack.process import free_port
+
+    if url := os.environ.get("OGP_TEST_KAFKA_BOOTSTRAP"):
+        pytest.skip(f"a private broker is not available with an external Kafka ({url})")
+    base = Path(tempfile.mkdtemp(prefix="ogp-kafka-"))
+    s = get_settings()
+    broker = KafkaBroker(base, free_port(), free_port(), s.kafka_version, s.kafka_cache_dir)
+    broker.start()
+    yield broker.bootstrap
+    broker.stop()
+    shutil.rmtree(base, ignore_errors=True)

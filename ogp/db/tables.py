@@ -170,6 +170,8 @@ historical_transactions = Table(
     Column("is_accessible_external", Boolean, nullable=False, server_default=text("true")),
     _created_at(),
     _updated_at(),
+    # Deviation (0003): the ledger revision this row reflects; an older replayed state never wins.
+    Column("revision", Integer, nullable=False, server_default=text("0")),
     UniqueConstraint("transaction_id"),
 )
 # Keyset pagination (newest first) of one wallet's and one user's history.
@@ -280,6 +282,14 @@ ledger_transactions = Table(
     Column("command_offset", BigInteger, nullable=True),
     _created_at(),
     _updated_at(),
+    # 0003: the full snapshot a TransactionRecorded event carries, so saga steps can re-publish it.
+    Column("user_id", BigInteger, nullable=True),
+    Column("revision", Integer, nullable=False, server_default=text("0")),
+    Column("balance_before", LedgerMoney, nullable=True),
+    Column("balance_after", LedgerMoney, nullable=True),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("external_reference", String(255), nullable=True),
+    Column("payment_method", String(32), nullable=True),
     CheckConstraint("amount > 0", name="amount_positive"),
 )
 Index("ix_ledger_transactions_account_id_created_at", ledger_transactions.c.account_id,

@@ -76,6 +76,8 @@ EXPECTED_COLUMNS = {
         "is_accessible_external": ("boolean", True, "true"),
         "created_at": (TSTZ, True, NOW),
         "updated_at": (TSTZ, True, NOW),
+        # Deviation (0003): the ledger revision the row reflects, for idempotent projection.
+        "revision": ("integer", True, "0"),
     },
     "external_services": {
         "id": (varchar(36), True, UUID_TEXT),
@@ -126,6 +128,14 @@ EXPECTED_COLUMNS = {
         "command_offset": ("bigint", False, None),
         "created_at": (TSTZ, True, NOW),
         "updated_at": (TSTZ, True, NOW),
+        # 0003: the snapshot a TransactionRecorded event carries.
+        "user_id": ("bigint", False, None),
+        "revision": ("integer", True, "0"),
+        "balance_before": ("numeric(20,2)", False, None),
+        "balance_after": ("numeric(20,2)", False, None),
+        "description": ("text", True, "''::text"),
+        "external_reference": (varchar(255), False, None),
+        "payment_method": (varchar(32), False, None),
     },
     "ledger_system_accounts": {
         "id": (varchar(64), True, None),

@@ -1,0 +1,176 @@
+"""The unit of work of one batch: the accounts and transactions it touches, and what it changes.
+
+Every balance change goes through :meth:`Book.post`, which refuses unbalanced postings and negative
+wallet balances, so the invariants hold whatever a handler does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from schemas.base import Message
+from schemas.commands import Command
+from schemas.events import TransactionRecorded
+
+ZERO = Decimal("0.00")
+
+# System accounts: one per kind per partition, so no two partition owners ever write the same row.
+MIDTRANS_CLEARING = "MIDTRANS_CLEARING"  # money Midtrans owes us / we owe Midtrans
+MERCHANT_PAYABLE = "MERCHANT_PAYABLE"  # money paid to merchants (and refunded from them)
+TRANSFERS_IN_FLIGHT = "TRANSFERS_IN_FLIGHT"  # debited from a source, not yet credited on another partition
+SYSTEM_KINDS = (MIDTRANS_CLEARING, MERCHANT_PAYABLE, TRANSFERS_IN_FLIGHT)
+
+
+def system_account_id(kind: str, partition: int) -> str:
+    return f"SYS:{kind}:p{partition:03d}"
+
+
+class InvariantViolation(AssertionError):
+    """A posting that would break double entry or make a wallet negative: a bug, never user input."""
+
+
+@dataclass
+class Account:
+    account_id: str
+    balance: Decimal
+    status: str = "ACTIVE"
+    currency: str = "IDR"
+    user_id: int | None = None
+    is_system: bool = False
+    status_changed: bool = False
+    balance_changed: bool = False
+
+
+@dataclass
+class Transaction:
+    """A row of ``ledger_transactions``: one transaction as seen by one account."""
+
+    transaction_id: str
+    transaction_type: str
+    account_id: str
+    user_id: int | None
+    status: str
+    amount: Decimal
+    created_at: datetime
+    updated_at: datetime
+    currency: str = "IDR"
+    failure_reason: str | None = None
+    balance_before: Decimal | None = None
+    balance_after: Decimal | None = None
+    description: str = ""
+    external_reference: str | None = None
+    payment_method: str | None = None
+    revision: int = 0
+    details: dict = field(default_factory=dict)
+    is_new: bool = False
+    changed: bool = False
+
+
+@dataclass(frozen=True)
+class Entry:
+    transaction_id: str
+    account_id: str
+    amount: Decimal  # signed: positive raises the account's balance
+    balance_after: Decimal
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to publish after commit: an outcome event or a saga follow-up command."""
+
+    stream: str  # "events" or "commands"
+    key: str
+    message: Message
+
+
+@dataclass
+class Book:
+    partition: int
+    now: datetime
+    partition_of: Callable[[str], int]
+    accounts: dict[str, Account] = field(default_factory=dict)
+    transactions: dict[str, Transaction] = field(default_factory=dict)
+    entries: list[Entry] = field(default_factory=list)
+    outgoing: list[Outgoing] = field(default_factory=list)
+
+    # -- lookups -----------------------------------------------------------------------------------
+    def account(self, account_id: str) -> Account | None:
+        return self.accounts.get(account_id)
+
+    def system(self, kind: str) -> Account:
+        account_id = system_account_id(kind, self.partition)
+        account = self.accounts.get(account_id)
+        if account is None:
+            account = Account(account_id, ZERO, is_system=True)
+            self.accounts[account_id] = account
+        return account
+
+    def tx(self, transaction_id: str) -> Transaction | None:
+        return self.transactions.get(transaction_id)
+
+    def owns(self, account_id: str) -> bool:
+        return self.partition_of(account_id) == self.partition
+
+    # -- changes -----------------------------------------------------------------------------------
+    def new_tx(self, transaction_id: str, transaction_type: str, account_id: str, user_id: int | None,
+               amount: Decimal, **fields) -> Transaction:
+        if transaction_id in self.transactions:
+            raise InvariantViolation(f"transaction {transaction_id} already exists")
+        account = self.accounts.get(account_id)
+        balance = account.balance if account else ZERO
+        tx = Transaction(transaction_id, transaction_type, account_id, user_id, "PENDING", amount,
+                         self.now, self.now, balance_before=balance, balance_after=balance, is_new=True, **fields)
+        self.transactions[transaction_id] = tx
+        return tx
+
+    def post(self, transaction_id: str, legs: list[tuple[Account, Decimal]]) -> None:
+        """Apply balanced legs atomically: they sum to zero and leave no wallet below zero."""
+        if sum((amount for _, amount in legs), ZERO) != ZERO:
+            raise InvariantViolation(f"unbalanced posting for {transaction_id}: {legs}")
+        for account, amount in legs:
+            if amount == ZERO:
+                raise InvariantViolation("zero leg")
+            if not account.is_system and account.balance + amount < ZERO:
+                raise InvariantViolation(f"posting would make {account.account_id} negative")
+        for account, amount in legs:
+            account.balance += amount
+            account.balance_changed = True
+            self.entries.append(Entry(transaction_id, account.account_id, amount, account.balance))
+
+    def settle(self, tx: Transaction, status: str, *, failure_reason: str | None = None,
+               before: Decimal | None = None, after: Decimal | None = None, publish: bool = True) -> None:
+        """Move ``tx`` to ``status`` (optionally with its balance snapshot) and publish its new state."""
+        tx.status = status
+        tx.failure_reason = failure_reason
+        if before is not None:
+            tx.balance_before = before
+        if after is not None:
+            tx.balance_after = after
+        tx.updated_at = self.now
+        tx.revision += 1
+        tx.changed = True
+        if publish:
+            self.publish_tx(tx)
+
+    def publish_tx(self, tx: Transaction) -> None:
+        if tx.user_id is None:
+            return  # an unknown account has no history to project into
+        self.outgoing.append(Outgoing("events", tx.account_id, TransactionRecorded(
+            event_id=f"{tx.transaction_id}#{tx.revision}", transaction_id=tx.transaction_id,
+            revision=tx.revision, account_id=tx.account_id, user_id=tx.user_id,
+            transaction_type=tx.transaction_type, status=tx.status, amount=tx.amount,
+            balance_before=tx.balance_before, balance_after=tx.balance_after, currency=tx.currency,
+            description=tx.description, external_reference=tx.external_reference,
+            payment_method=tx.payment_method, failure_reason=tx.failure_reason,
+            metadata=tx.details.get("metadata", {}), created_at=tx.created_at, updated_at=tx.updated_at,
+        )))
+
+    def emit(self, key: str, message: Message) -> None:
+        self.outgoing.append(Outgoing("events", key, message))
+
+    def follow_up(self, command: Command) -> None:
+        """A saga step for another partition, sent through the outbox with this batch's commit."""
+        self.outgoing.append(Outgoing("commands", command.account_id, command))

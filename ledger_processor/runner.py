@@ -1,0 +1,180 @@
+"""The ledger processor: consume commands, apply them per partition in fenced batches, publish the outbox.
+
+Plain aiokafka rather than faust-streaming: the processor must seek each partition to the position stored
+in PostgreSQL, fence older owners, and publish only after the database commit; all of that is explicit here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from ledger_processor.store import Fenced, LedgerStore, OffsetGap, OutboxRow, Record, connect
+from ogp.messaging import headers_dict, partition_for
+from ogp.settings import Settings
+from ogp.stack.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stats:
+    applied: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    fenced: int = 0
+    published: int = 0
+
+
+@dataclass
+class Owned:
+    epoch: int
+    next_offset: int
+
+
+@dataclass
+class LedgerProcessor:
+    settings: Settings
+    group_id: str = "ogp-ledger-processor"
+    max_batch: int = 2000
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    stats: Stats = field(default_factory=Stats)
+
+    def __post_init__(self) -> None:
+        self._owned: dict[int, Owned] = {}
+        self._lock = asyncio.Lock()  # a rebalance waits for the batch in progress
+        self._stopping = asyncio.Event()
+        self._partitions = 0
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.store: LedgerStore | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        self.store = LedgerStore(await connect(s.sqlalchemy_url), COMMANDS, LEDGER_EVENTS, DEAD_LETTER)
+        self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True,
+                                         linger_ms=5, max_batch_size=256 * 1024, client_id=f"ledger-{self.owner}")
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id, client_id=f"ledger-{self.owner}",
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_batch,
+            fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=10000, heartbeat_interval_ms=2000, max_poll_interval_ms=60000,
+        )
+        self.consumer.subscribe([COMMANDS], listener=_Listener(self))
+        await self.consumer.start()
+        self._partitions = s.commands_partitions  # replaced by the topic's real count at assignment
+        log.info("ledger processor started", extra={"service": self.owner})
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        async with self._lock:
+            for closer in (self.consumer, self.producer):
+                if closer is not None:
+                    with contextlib.suppress(Exception):
+                        await closer.stop()
+            if self.store is not None:
+                with contextlib.suppress(Exception):
+                    await self.store.conn.close()
+
+    async def run(self) -> None:
+        """Consume until stopped."""
+        assert self.consumer is not None
+        while not self._stopping.is_set():
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+            if not batches:
+                continue
+            async with self._lock:
+                for tp, records in batches.items():
+                    if tp.partition in self._owned:
+                        await self._process(tp, records)
+
+    # -- ownership -------------------------------------------------------------------------------------
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        async with self._lock:
+            # Route saga follow-ups exactly as the producers' partitioner does: by the topic's real count.
+            self._partitions = len(self.consumer.partitions_for_topic(COMMANDS) or ()) or self._partitions
+            for tp in sorted(partitions, key=lambda t: t.partition):
+                epoch, next_offset = await self._claim(tp.partition)
+                self._owned[tp.partition] = Owned(epoch, next_offset)
+                # Whatever a crash left in the outbox goes out before anything newer.
+                leftovers = await self.store.unpublished(tp.partition)
+                if leftovers:
+                    await self._publish(tp.partition, leftovers)
+                    log.info("published outbox leftovers", extra={"partition": tp.partition})
+                self.consumer.seek(tp, next_offset)
+                self.consumer.resume(tp)
+                log.info("partition claimed", extra={"partition": tp.partition, "offset": next_offset})
+
+    async def _claim(self, partition: int) -> tuple[int, int]:
+        while True:
+            try:
+                return await self.store.claim(partition, self.owner)
+            except Exception as exc:  # lock timeout behind a stalled old owner: retry until it is gone
+                log.warning("claim of partition %s waiting: %s", partition, exc.__class__.__name__)
+                await asyncio.sleep(0.5)
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in partitions:
+                self._owned.pop(tp.partition, None)
+
+    # -- the work --------------------------------------------------------------------------------------
+    def partition_of(self, account_id: str) -> int:
+        return partition_for(account_id, self._partitions)
+
+    async def _process(self, tp: TopicPartition, records) -> None:
+        owned = self._owned[tp.partition]
+        batch = [Record(r.offset, r.key, r.value, headers_dict(r.headers)) for r in records]
+        try:
+            result = await self.store.apply_batch(tp.partition, owned.epoch, batch, self.partition_of)
+        except OffsetGap as gap:
+            log.warning("offset gap; seeking back to the stored position", extra={"partition": tp.partition,
+                                                                                 "offset": gap.position})
+            self.consumer.seek(tp, gap.position)
+            return
+        except Fenced as exc:
+            # A newer owner took the partition while we were paused: our transaction wrote nothing.
+            self.stats.fenced += 1
+            log.warning("fenced, releasing partition: %s", exc, extra={"partition": tp.partition})
+            self._owned.pop(tp.partition, None)
+            self.consumer.pause(tp)
+            return
+        owned.next_offset = result.next_offset
+        self.stats.applied += result.applied
+        self.stats.skipped += result.skipped
+        self.stats.dead_lettered += result.dead_lettered
+        self.stats.batches += 1
+        if result.outbox:
+            await self._publish(tp.partition, result.outbox)
+        # Only for lag monitoring: the position of record is ledger_partitions.next_offset.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.consumer.commit({tp: result.next_offset}), 5)
+
+    async def _publish(self, partition: int, rows: list[OutboxRow]) -> None:
+        futures = [await self.producer.send(
+            row.topic, key=row.key.encode() if row.key else None, value=row.payload,
+            headers=[(k, str(v).encode()) for k, v in row.headers.items()]) for row in rows]
+        await asyncio.gather(*futures)
+        await self.store.mark_published(partition, rows[-1].id)
+        self.stats.published += len(rows)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, processor: LedgerProcessor):
+        self.processor = processor
+
+    async def on_partitions_revoked(self, revoked):
+        await self.processor.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned):
+        await self.processor.assigned(set(assigned))

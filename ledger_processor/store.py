@@ -1,0 +1,292 @@
+"""PostgreSQL side of the processor: claim a partition, apply a batch in one fenced transaction.
+
+psycopg 3 is used directly here (not SQLAlchemy) because this is the hot path: COPY for entries and new
+transactions, one array-insert for the outbox, a handful of statements per batch whatever its size.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ledger_processor.domain import rules
+from ledger_processor.domain.book import Account, Book, InvariantViolation, Outgoing, Transaction
+from schemas.base import UnknownMessage, decode, encode
+from schemas.commands import Command
+from schemas.events import CommandDeadLettered
+
+log = logging.getLogger(__name__)
+
+
+class Fenced(Exception):
+    """Another processor owns this partition now (its epoch is newer): write nothing, let go."""
+
+
+class OffsetGap(Exception):
+    """The batch starts after the stored position: applying it would skip commands. Re-seek instead."""
+
+    def __init__(self, position: int):
+        super().__init__(f"batch starts after stored position {position}")
+        self.position = position
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed Kafka record, as the store needs it."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    key: str | None
+    payload: bytes
+    headers: dict[str, str]
+
+
+@dataclass
+class BatchResult:
+    applied: int = 0
+    skipped: int = 0  # already applied (offset below the stored position)
+    dead_lettered: int = 0
+    outbox: list[OutboxRow] = field(default_factory=list)
+    next_offset: int = 0
+
+
+def conninfo_from_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return psycopg.conninfo.make_conninfo(host=u.host, port=u.port, user=u.username, password=u.password,
+                                          dbname=u.database)
+
+
+async def connect(url: str) -> psycopg.AsyncConnection:
+    # A stopped (SIGSTOP) owner's open transaction is ended by the server, releasing its row locks, so the
+    # next owner's claim does not wait forever; the stale owner's commit then fails.
+    return await psycopg.AsyncConnection.connect(
+        conninfo_from_url(url), autocommit=False,
+        options="-c idle_in_transaction_session_timeout=5000 -c lock_timeout=10000")
+
+
+class LedgerStore:
+    def __init__(self, conn: psycopg.AsyncConnection, topic: str, events_topic: str, dead_letter_topic: str):
+        self.conn = conn
+        self.topic = topic
+        self.topics = {"events": events_topic, "commands": topic}
+        self.dead_letter_topic = dead_letter_topic
+
+    async def claim(self, partition: int, owner: str) -> tuple[int, int]:
+        """Become the partition's owner: bump its epoch (fencing older owners); returns (epoch, next_offset)."""
+        async with self.conn.transaction():
+            row = await (await self.conn.execute(
+                """INSERT INTO ledger_partitions (topic, partition, next_offset, epoch, owner, updated_at)
+                   VALUES (%s, %s, 0, 1, %s, now())
+                   ON CONFLICT (topic, partition) DO UPDATE
+                   SET epoch = ledger_partitions.epoch + 1, owner = excluded.owner, updated_at = now()
+                   RETURNING epoch, next_offset""", (self.topic, partition, owner))).fetchone()
+        return int(row[0]), int(row[1])
+
+    async def unpublished(self, partition: int) -> list[OutboxRow]:
+        """Outbox rows a crash left unpublished, oldest first (they go out before anything newer)."""
+        async with self.conn.transaction():
+            rows = await (await self.conn.execute(
+                "SELECT id, topic, key, payload::text, headers FROM ledger_outbox "
+                "WHERE partition = %s AND published_at IS NULL ORDER BY id", (partition,))).fetchall()
+        return [OutboxRow(r[0], r[1], r[2], r[3].encode(), r[4] or {}) for r in rows]
+
+    async def mark_published(self, partition: int, up_to_id: int) -> None:
+        async with self.conn.transaction():
+            await self.conn.execute(
+                "UPDATE ledger_outbox SET published_at = now() "
+                "WHERE partition = %s AND published_at IS NULL AND id <= %s", (partition, up_to_id))
+
+    async def apply_batch(self, partition: int, epoch: int, records: Sequence[Record],
+                          partition_of: Callable[[str], int], now: datetime | None = None) -> BatchResult:
+        """Apply ``records`` (consecutive offsets of one partition) exactly once, in one transaction."""
+        poisoned: dict[int, str] = {}
+        while True:
+            try:
+                return await self._apply_once(partition, epoch, records, partition_of,
+                                              now or datetime.now(UTC), poisoned)
+            except _PoisonCommand as exc:
+                # A handler bug on one command: dead-letter it and apply the batch without it.
+                log.error("command failed in handler; dead-lettering", extra={"partition": partition,
+                                                                              "offset": exc.offset})
+                poisoned[exc.offset] = exc.reason
+
+    async def _apply_once(self, partition, epoch, records, partition_of, now, poisoned) -> BatchResult:
+        result = BatchResult()
+        async with self.conn.transaction():
+            row = await (await self.conn.execute(
+                "SELECT epoch, next_offset FROM ledger_partitions WHERE topic = %s AND partition = %s FOR UPDATE",
+                (self.topic, partition))).fetchone()
+            if row is None or int(row[0]) != epoch:
+                raise Fenced(f"partition {partition}: our epoch {epoch}, current {row[0] if row else None}")
+            position = int(row[1])
+            fresh = [r for r in records if r.offset >= position]
+            result.skipped = len(records) - len(fresh)
+            if not fresh:
+                result.next_offset = position
+                return result
+            if fresh[0].offset != position:
+                raise OffsetGap(position)
+
+            commands: list[tuple[Record, Command]] = []
+            dead: list[tuple[Record, str]] = []
+            for record in fresh:
+                if record.offset in poisoned:
+                    dead.append((record, poisoned[record.offset]))
+                    continue
+                try:
+                    message = decode(record.value or b"")
+                    if not isinstance(message, Command):
+                        raise UnknownMessage(f"{message.TYPE} is not a command")
+                    commands.append((record, message))
+                except UnknownMessage as exc:
+                    dead.append((record, str(exc)))
+
+            owns = lambda account_id: partition_of(account_id) == partition  # noqa: E731
+            book = Book(partition=partition, now=now, partition_of=partition_of)
+            await self._load(book, partition, commands, owns)
+            outgoing: list[tuple[Outgoing, dict[str, str]]] = []
+            for record, command in commands:
+                mark = len(book.outgoing)
+                try:
+                    rules.apply(book, command)
+                except (InvariantViolation, Exception) as exc:  # noqa: BLE001 - isolate, never lose the batch
+                    raise _PoisonCommand(record.offset, f"{exc.__class__.__name__}: {exc}") from exc
+                trace = {k: v for k, v in record.headers.items() if k in ("correlation_id", "traceparent",
+                                                                          "tracestate")}
+                outgoing.extend((o, trace) for o in book.outgoing[mark:])
+            await self._save(book, partition, commands)
+            result.outbox = await self._write_outbox(partition, outgoing, dead, now)
+            result.applied, result.dead_lettered = len(commands), len(dead)
+            result.next_offset = fresh[-1].offset + 1
+            await self.conn.execute(
+                "UPDATE ledger_partitions SET next_offset = %s, updated_at = now() WHERE topic = %s AND partition = %s",
+                (result.next_offset, self.topic, partition))
+        return result
+
+    async def _load(self, book: Book, partition: int, commands, owns) -> None:
+        account_ids: set[str] = set()
+        tx_ids: set[str] = set()
+        for _, command in commands:
+            n = rules.needs(command, owns)
+            account_ids |= n.accounts
+            tx_ids |= n.transactions
+        wallets = [a for a in account_ids if not a.startswith("SYS:")]
+        if wallets:
+            cur = await self.conn.execute(
+                "SELECT id, user_id, balance, account_status::text, currency FROM accounts WHERE id = ANY(%s)",
+                (wallets,))
+            for acc_id, user_id, balance, status, currency in await cur.fetchall():
+                book.accounts[acc_id] = Account(acc_id, balance, status, currency, user_id)
+        cur = await self.conn.execute(
+            "SELECT id, balance, currency FROM ledger_system_accounts WHERE partition = %s", (partition,))
+        for acc_id, balance, currency in await cur.fetchall():
+            book.accounts[acc_id] = Account(acc_id, balance, currency=currency, is_system=True)
+        if tx_ids:
+            cur = await self.conn.execute(
+                "SELECT transaction_id, transaction_type, account_id, user_id, status, amount, created_at, "
+                "updated_at, currency, failure_reason, balance_before, balance_after, description, "
+                "external_reference, payment_method, revision, details "
+                "FROM ledger_transactions WHERE transaction_id = ANY(%s)", (list(tx_ids),))
+            for r in await cur.fetchall():
+                book.transactions[r[0]] = Transaction(*r[:16], details=r[16] or {})
+
+    async def _save(self, book: Book, partition: int, commands) -> None:
+        offsets = {getattr(c, "transaction_id", None): rec.offset for rec, c in commands}
+        new = [t for t in book.transactions.values() if t.is_new]
+        changed = [t for t in book.transactions.values() if t.changed and not t.is_new]
+        if new:
+            async with self.conn.cursor().copy(
+                "COPY ledger_transactions (transaction_id, partition, transaction_type, account_id, user_id, "
+                "status, amount, currency, failure_reason, balance_before, balance_after, description, "
+                "external_reference, payment_method, revision, details, command_offset, created_at, updated_at) "
+                "FROM STDIN"
+            ) as copy:
+                for t in new:
+                    await copy.write_row((
+                        t.transaction_id, partition, t.transaction_type, t.account_id, t.user_id, t.status,
+                        t.amount, t.currency, t.failure_reason, t.balance_before, t.balance_after, t.description,
+                        t.external_reference, t.payment_method, t.revision, json.dumps(t.details),
+                        offsets.get(t.transaction_id), t.created_at, t.updated_at))
+        if changed:
+            async with self.conn.cursor() as cur:
+                await cur.executemany(
+                    "UPDATE ledger_transactions SET status = %s, failure_reason = %s, balance_before = %s, "
+                    "balance_after = %s, revision = %s, details = %s, updated_at = %s WHERE transaction_id = %s",
+                    [(t.status, t.failure_reason, t.balance_before, t.balance_after, t.revision, Jsonb(t.details),
+                      t.updated_at, t.transaction_id) for t in changed])
+        if book.entries:
+            async with self.conn.cursor().copy(
+                "COPY ledger_entries (transaction_id, account_id, amount, balance_after, partition, created_at) "
+                "FROM STDIN"
+            ) as copy:
+                for e in book.entries:
+                    await copy.write_row((e.transaction_id, e.account_id, e.amount, e.balance_after, partition,
+                                          book.now))
+        wallets = [a for a in book.accounts.values() if not a.is_system and (a.balance_changed or a.status_changed)]
+        if wallets:
+            async with self.conn.cursor() as cur:
+                await cur.executemany(
+                    "UPDATE accounts SET balance = %s, account_status = %s::account_status_enum, updated_at = %s "
+                    "WHERE id = %s", [(a.balance, a.status, book.now, a.account_id) for a in wallets])
+        systems = [a for a in book.accounts.values() if a.is_system and a.balance_changed]
+        if systems:
+            async with self.conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO ledger_system_accounts (id, kind, partition, balance) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET balance = excluded.balance",
+                    [(a.account_id, a.account_id.split(":")[1], partition, a.balance) for a in systems])
+
+    async def _write_outbox(self, partition: int, outgoing, dead, now: datetime) -> list[OutboxRow]:
+        topics, keys, payloads, headers = [], [], [], []
+        for item, trace in outgoing:
+            topics.append(self.topics[item.stream])
+            keys.append(item.key)
+            payloads.append(encode(item.message).decode())
+            headers.append(json.dumps(trace))
+        for record, reason in dead:
+            message = CommandDeadLettered(
+                topic=self.topic, partition=partition, offset=record.offset,
+                key=record.key.decode(errors="replace") if record.key else None, reason=reason[:2000],
+                payload_b64=base64.b64encode(record.value or b"").decode(), occurred_at=now)
+            topics.append(self.dead_letter_topic)
+            keys.append(message.key)
+            payloads.append(encode(message).decode())
+            headers.append(json.dumps(record.headers))
+        if not topics:
+            return []
+        cur = await self.conn.execute(
+            "INSERT INTO ledger_outbox (partition, topic, key, payload, headers) "
+            "SELECT %s, t, k, p::jsonb, h::jsonb FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
+            "AS u(t, k, p, h) RETURNING id", (partition, topics, keys, payloads, headers))
+        ids = [r[0] for r in await cur.fetchall()]
+        return [OutboxRow(i, t, k, p.encode(), json.loads(h))
+                for i, t, k, p, h in zip(ids, topics, keys, payloads, headers, strict=True)]
+
+
+class _PoisonCommand(Exception):
+    def __init__(self, offset: int, reason: str):
+        super().__init__(reason)
+        self.offset = offset
+        self.reason = reason
+
+
+def money(value: Decimal) -> str:
+    return f"{value:.2f}"

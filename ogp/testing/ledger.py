@@ -1,0 +1,143 @@
+"""Helpers for tests and benchmarks that drive the ledger: accounts, commands, catching up, checks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import create_engine, text
+
+from ogp.stack.topics import COMMANDS
+from schemas.base import encode
+from schemas.commands import Command, RecordMidtransStatus, RequestTopup
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_accounts(db_url: str, n: int, prefix: str = "acct") -> list[tuple[int, str]]:
+    """``n`` users with empty ACTIVE wallets, straight in SQL: [(user_id, account_id)]."""
+    engine = create_engine(db_url)
+    tag = uuid.uuid4().hex[:6]
+    out = []
+    with engine.begin() as conn:
+        for i in range(n):
+            user_id = conn.execute(text(
+                "INSERT INTO users (username, email, phone, password) VALUES (:u, :e, :p, 'x') RETURNING id"),
+                {"u": f"{prefix}{tag}{i}", "e": f"{prefix}{tag}{i}@test.example", "p": f"+62899{tag}{i:05d}"[:20]},
+            ).scalar_one()
+            account_id = conn.execute(text("INSERT INTO accounts (user_id) VALUES (:u) RETURNING id"),
+                                      {"u": user_id}).scalar_one()
+            out.append((user_id, account_id))
+    engine.dispose()
+    return out
+
+
+def funding(user_id: int, account_id: str, amount: Decimal) -> list[Command]:
+    """A top-up and its paid Midtrans status, as the command API and the webhook append them."""
+    order = str(uuid.uuid4())
+    return [
+        RequestTopup(account_id=account_id, requested_at=now(), transaction_id=order, user_id=user_id,
+                     amount=amount, payment_method="GOPAY"),
+        RecordMidtransStatus(account_id=account_id, requested_at=now(), order_id=order,
+                             transaction_status="settlement", fraud_status="accept", status_code="200",
+                             gross_amount=f"{amount:.2f}", payment_type="gopay", notification_id=f"n-{order}"),
+    ]
+
+
+async def produce(bootstrap: str, commands: list[Command] | list[tuple[str, bytes]], topic: str = COMMANDS) -> None:
+    """Append commands (or raw (key, value) pairs) with acks=all."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+                                max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        futures = []
+        for item in commands:
+            key, value = (item.account_id, encode(item)) if isinstance(item, Command) else item
+            futures.append(await producer.send(topic, key=key.encode(), value=value))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str = COMMANDS) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads metadata
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return {tp.partition: off for tp, off in (await consumer.end_offsets(parts)).items()}
+    finally:
+        await consumer.stop()
+
+
+def caught_up(db_url: str, bootstrap: str, timeout: float = 120, topic: str = COMMANDS) -> None:
+    """Wait until the processor's stored positions reach the topic's end (follow-ups included) and the
+    outbox is empty, twice in a row (saga steps append more commands while we look)."""
+    engine = create_engine(db_url)
+    deadline = time.monotonic() + timeout
+    stable = 0
+    try:
+        while time.monotonic() < deadline:
+            ends = asyncio.run(end_offsets(bootstrap, topic))
+            with engine.connect() as conn:
+                stored = dict(conn.execute(text(
+                    "SELECT partition, next_offset FROM ledger_partitions WHERE topic = :t"), {"t": topic}).all())
+                pending = conn.execute(text("SELECT count(*) FROM ledger_outbox WHERE published_at IS NULL")).scalar()
+            done = pending == 0 and all(stored.get(p, 0) >= end for p, end in ends.items())
+            stable = stable + 1 if done else 0
+            if stable >= 2:
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"ledger not caught up: ends {ends}, stored {stored}, unpublished outbox {pending}")
+    finally:
+        engine.dispose()
+
+
+class BackgroundProcessor:
+    """A LedgerProcessor on its own event loop in a thread (tests that need it in-process)."""
+
+    def __init__(self, settings):
+        from ledger_processor.runner import LedgerProcessor
+
+        self.processor = LedgerProcessor(settings)
+        self._loop = asyncio.new_event_loop()
+        self._thread = None
+        self._task = None
+
+    def __enter__(self):
+        import threading
+
+        started = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(self._loop)
+
+            async def main():
+                await self.processor.start()
+                started.set()
+                self._task = asyncio.current_task()
+                try:
+                    await self.processor.run()
+                except asyncio.CancelledError:
+                    pass
+                finally:
+                    await self.processor.stop()
+
+            self._loop.run_until_complete(main())
+
+        self._thread = threading.Thread(target=run, name="ledger-processor", daemon=True)
+        self._thread.start()
+        if not started.wait(60):
+            raise RuntimeError("ledger processor did not start")
+        return self.processor
+
+    def __exit__(self, *exc):
+        self._loop.call_soon_threadsafe(lambda: self._task and self._task.cancel())
+        self._thread.join(60)
+        self._loop.close()

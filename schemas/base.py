@@ -1,0 +1,93 @@
+"""Message base class, registry, wire encoding and upcasting.
+
+On the wire a message is JSON: ``{"type": "RequestPayment", "version": 1, "data": {...}}``. The type name
+and version are declared on the class and never derived from its Python path, so classes can move.
+Older versions stay readable: an upcaster turns version N's ``data`` into version N+1's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+_REGISTRY: dict[str, type["Message"]] = {}
+_UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
+
+
+class UnknownMessage(ValueError):
+    """The bytes are not JSON, or name a type or version we cannot read."""
+
+
+class Message(BaseModel):
+    """A frozen, strictly validated message with a stable wire type name and a schema version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    TYPE: ClassVar[str]
+    VERSION: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("TYPE")
+        if name:
+            if name in _REGISTRY and _REGISTRY[name] is not cls:
+                raise TypeError(f"message type {name!r} registered twice")
+            _REGISTRY[name] = cls
+
+
+def upcaster(type_name: str, from_version: int):
+    """Register a pure function turning ``type_name`` v``from_version`` data into v``from_version + 1``."""
+
+    def register(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
+        _UPCASTERS[(type_name, from_version)] = fn
+        return fn
+
+    return register
+
+
+def registered_types() -> dict[str, type[Message]]:
+    return dict(_REGISTRY)
+
+
+def to_wire(message: Message) -> dict:
+    return {"type": message.TYPE, "version": message.VERSION, "data": message.model_dump(mode="json")}
+
+
+def encode(message: Message) -> bytes:
+    return json.dumps(to_wire(message), separators=(",", ":"), sort_keys=True).encode()
+
+
+def from_wire(envelope: dict) -> Message:
+    try:
+        type_name, version, data = envelope["type"], int(envelope["version"]), envelope["data"]
+    except (KeyError, TypeError, ValueError):
+        raise UnknownMessage("not a message envelope") from None
+    cls = _REGISTRY.get(type_name)
+    if cls is None:
+        raise UnknownMessage(f"unknown message type {type_name!r}")
+    if version > cls.VERSION:
+        raise UnknownMessage(f"{type_name} v{version} is newer than this reader (v{cls.VERSION})")
+    while version < cls.VERSION:
+        step = _UPCASTERS.get((type_name, version))
+        if step is None:
+            raise UnknownMessage(f"no upcaster for {type_name} v{version}")
+        data = step(dict(data))
+        version += 1
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise UnknownMessage(f"invalid {type_name}: {exc.error_count()} error(s): "
+                             f"{exc.errors(include_url=False, include_input=False)}") from None
+
+
+def decode(raw: bytes) -> Message:
+    try:
+        envelope = json.loads(raw)
+    except (ValueError, TypeError):
+        raise UnknownMessage("not JSON") from None
+    if not isinstance(envelope, dict):
+        raise UnknownMessage("not a message envelope")
+    return from_wire(envelope)

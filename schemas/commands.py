@@ -1,0 +1,128 @@
+"""Commands: what the ledger is asked to do. Keyed on Kafka by ``account_id`` (the account they act on)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from schemas.base import Message
+from schemas.money import CURRENCY, Amount
+
+TxId = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9._:~-]+$")]
+AccountId = Annotated[str, Field(min_length=1, max_length=64)]
+Text = Annotated[str, Field(max_length=500)]
+
+__all__ = [
+    "Command", "RequestPayment", "RequestTransfer", "CreditTransfer", "ConfirmTransfer", "ReverseTransfer",
+    "RequestRefund", "RequestTopup", "RecordMidtransStatus", "ChangeAccountStatus", "TxId", "AccountId",
+]
+
+
+class Command(Message):
+    """Every command names the account whose partition applies it, and when it was accepted."""
+
+    account_id: AccountId
+    requested_at: datetime
+
+
+class RequestPayment(Command):
+    """Pay a merchant out of the wallet."""
+
+    TYPE = "RequestPayment"
+    transaction_id: TxId
+    user_id: int
+    amount: Amount
+    currency: Literal["IDR"] = CURRENCY
+    merchant_reference: Annotated[str, Field(min_length=1, max_length=255)]
+    description: Text = ""
+
+
+class RequestTransfer(Command):
+    """Move money from ``account_id`` to ``to_account_id`` (which may live on another partition)."""
+
+    TYPE = "RequestTransfer"
+    transaction_id: TxId
+    user_id: int
+    to_account_id: AccountId
+    amount: Amount
+    currency: Literal["IDR"] = CURRENCY
+    description: Text = ""
+
+
+class CreditTransfer(Command):
+    """Saga step on the destination's partition: credit a transfer already debited from the source."""
+
+    TYPE = "CreditTransfer"
+    transaction_id: TxId  # the original transfer's id
+    from_account_id: AccountId
+    from_user_id: int
+    amount: Amount
+    currency: Literal["IDR"] = CURRENCY
+    description: Text = ""
+
+
+class ConfirmTransfer(Command):
+    """Saga step back on the source's partition: the destination credited it; the transfer succeeded."""
+
+    TYPE = "ConfirmTransfer"
+    transaction_id: TxId
+
+
+class ReverseTransfer(Command):
+    """Saga step back on the source's partition: the destination refused; credit the source back."""
+
+    TYPE = "ReverseTransfer"
+    transaction_id: TxId
+    reason: Annotated[str, Field(max_length=64)]
+
+
+class RequestRefund(Command):
+    """Refund (part of) an earlier PAYMENT of this account back into it."""
+
+    TYPE = "RequestRefund"
+    transaction_id: TxId
+    user_id: int
+    original_transaction_id: TxId
+    amount: Amount
+    currency: Literal["IDR"] = CURRENCY
+    reason: Text = ""
+
+
+class RequestTopup(Command):
+    """A Midtrans top-up was created: record it PENDING until Midtrans says it is paid."""
+
+    TYPE = "RequestTopup"
+    transaction_id: TxId  # also the Midtrans order_id
+    user_id: int
+    amount: Amount
+    currency: Literal["IDR"] = CURRENCY
+    payment_method: Annotated[str, Field(max_length=32)] | None = None
+    description: Text = ""
+
+
+class RecordMidtransStatus(Command):
+    """A Midtrans status (webhook or status API) for an order; moves the top-up forward only."""
+
+    TYPE = "RecordMidtransStatus"
+    order_id: TxId
+    transaction_status: Annotated[str, Field(max_length=32)]
+    fraud_status: Annotated[str, Field(max_length=32)] | None = None
+    status_code: Annotated[str, Field(max_length=8)] | None = None
+    gross_amount: Annotated[str, Field(max_length=32)]  # Midtrans's own string, e.g. "150000.00"
+    refund_amount: Annotated[str, Field(max_length=32)] | None = None
+    payment_type: Annotated[str, Field(max_length=32)] | None = None
+    midtrans_transaction_id: Annotated[str, Field(max_length=64)] | None = None
+    notification_id: Annotated[str, Field(max_length=128)]  # dedupe key: hash of the raw payload
+    raw: dict = Field(default_factory=dict)
+
+
+class ChangeAccountStatus(Command):
+    """Suspend, close or reactivate an account (admin)."""
+
+    TYPE = "ChangeAccountStatus"
+    command_id: TxId
+    status: Literal["ACTIVE", "SUSPENDED", "CLOSED"]
+    actor_user_id: int
+    reason: Text = ""

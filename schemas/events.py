@@ -1,0 +1,69 @@
+"""Events: what the ledger did. Keyed on Kafka by ``account_id``; published through the outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from schemas.base import Message
+from schemas.commands import AccountId, TxId
+from schemas.money import CURRENCY, Amount, Balance
+
+__all__ = ["TransactionRecorded", "AccountStatusChanged", "CommandDeadLettered"]
+
+TransactionType = Literal["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]
+TransactionStatus = Literal["PENDING", "SUCCESS", "FAILED", "CANCELLED"]
+
+
+class TransactionRecorded(Message):
+    """The state of one transaction as seen by one account, after the ledger changed it.
+
+    The projector upserts ``historical_transactions`` from these; ``revision`` grows with every change of
+    the same transaction, so a replayed or duplicated older state never overwrites a newer one.
+    """
+
+    TYPE = "TransactionRecorded"
+    event_id: Annotated[str, Field(max_length=80)]
+    transaction_id: TxId
+    revision: int
+    account_id: AccountId
+    user_id: int
+    transaction_type: TransactionType
+    status: TransactionStatus
+    amount: Amount
+    balance_before: Balance
+    balance_after: Balance
+    currency: Literal["IDR"] = CURRENCY
+    description: str = ""
+    external_reference: Annotated[str, Field(max_length=255)] | None = None
+    payment_method: Annotated[str, Field(max_length=32)] | None = None
+    failure_reason: Annotated[str, Field(max_length=64)] | None = None
+    metadata: dict = Field(default_factory=dict)
+    is_accessible_external: bool = True
+    created_at: datetime
+    updated_at: datetime
+
+
+class AccountStatusChanged(Message):
+    TYPE = "AccountStatusChanged"
+    event_id: Annotated[str, Field(max_length=80)]
+    account_id: AccountId
+    status: Literal["ACTIVE", "SUSPENDED", "CLOSED"]
+    previous_status: Literal["ACTIVE", "SUSPENDED", "CLOSED"]
+    reason: str = ""
+    occurred_at: datetime
+
+
+class CommandDeadLettered(Message):
+    """Written to the dead-letter topic: the original bytes could not be decoded or applied."""
+
+    TYPE = "CommandDeadLettered"
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    reason: Annotated[str, Field(max_length=2000)]
+    payload_b64: str
+    occurred_at: datetime

@@ -1,0 +1,58 @@
+"""Money on the wire: a Decimal with exactly two places, carried as a JSON string, never a float."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer
+
+CENT = Decimal("0.01")
+MAX_AMOUNT = Decimal("9999999999999.99")  # the schema's numeric(15,2)
+CURRENCY = "IDR"
+
+
+def to_money(value) -> Decimal:
+    """Exact conversion to 2 places; refuses floats, NaN, infinities and anything with more precision."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError("amounts must be strings or integers, never floats")
+    try:
+        d = Decimal(value) if not isinstance(value, Decimal) else value
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValueError("not a decimal amount") from None
+    if not d.is_finite():
+        raise ValueError("amount must be finite")
+    try:
+        q = d.quantize(CENT)
+    except InvalidOperation:
+        raise ValueError("amount out of range") from None
+    if q != d:
+        raise ValueError("amount has more than 2 decimal places")
+    return q
+
+
+def _positive(value) -> Decimal:
+    d = to_money(value)
+    if d <= 0:
+        raise ValueError("amount must be positive")
+    if d > MAX_AMOUNT:
+        raise ValueError(f"amount must be at most {MAX_AMOUNT}")
+    return d
+
+
+def _any(value) -> Decimal:
+    d = to_money(value)
+    if abs(d) > Decimal("999999999999999999.99"):
+        raise ValueError("amount out of range")
+    return d
+
+
+def money_str(d: Decimal) -> str:
+    return f"{d:.2f}"
+
+
+Amount = Annotated[Decimal, BeforeValidator(_positive), PlainSerializer(money_str, return_type=str)]
+"""A positive amount (0.01 .. 9,999,999,999,999.99), 2 places."""
+
+Balance = Annotated[Decimal, BeforeValidator(_any), PlainSerializer(money_str, return_type=str)]
+"""A balance or signed amount, 2 places."""

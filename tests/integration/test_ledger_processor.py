@@ -1,0 +1,169 @@
+"""The ledger processor against real Kafka and PostgreSQL: every rule, once, with the invariants intact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import create_engine, text
+
+from ledger_processor.audit import audit
+from ogp.db.migrate import upgrade
+from ogp.messaging import partition_for
+from ogp.settings import Settings
+from ogp.stack.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS, ensure_topics, topic_specs
+from ogp.testing.infra import create_database
+from ogp.testing.ledger import BackgroundProcessor, caught_up, create_accounts, funding, produce
+from schemas.base import decode
+from schemas.commands import RequestPayment, RequestRefund, RequestTransfer
+
+pytestmark = pytest.mark.integration
+
+D = Decimal
+
+
+def now():
+    return datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def env(postgres_admin_url, private_kafka, redis_url):
+    db = create_database(postgres_admin_url, f"ledger_{uuid.uuid4().hex[:8]}")
+    upgrade(db)
+    settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka,
+                        redis_url=redis_url)
+    asyncio.run(ensure_topics(private_kafka, topic_specs(settings)))
+    return settings
+
+
+def balances(db: str) -> dict[str, Decimal]:
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT id, balance FROM accounts")).all())
+    engine.dispose()
+    return rows
+
+
+def tx(db: str, transaction_id: str) -> dict:
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT * FROM ledger_transactions WHERE transaction_id = :t"),
+                           {"t": transaction_id}).mappings().one_or_none()
+    engine.dispose()
+    return dict(row) if row else None
+
+
+def check_invariants(db: str) -> None:
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        report = audit(conn)
+    engine.dispose()
+    assert report.ok, "\n".join(report.lines())
+
+
+async def read_topic(bootstrap: str, topic: str) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    out = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=1500)
+            if not batch:
+                return out
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+
+
+def pick_accounts(accounts, partitions: int):
+    """A and C on the same partition, B on another."""
+    by_partition: dict[int, list] = {}
+    for user_id, account_id in accounts:
+        by_partition.setdefault(partition_for(account_id, partitions), []).append((user_id, account_id))
+    same = next(v for v in by_partition.values() if len(v) >= 2)
+    a, c = same[0], same[1]
+    b = next(v[0] for p, v in by_partition.items() if p != partition_for(a[1], partitions))
+    return a, b, c
+
+
+def test_every_rule_applies_once_and_the_ledger_balances(env):
+    db, kafka = env.database_url, env.kafka_bootstrap
+    accounts = create_accounts(db, 30)
+    (ua, a), (ub, b), (uc, c) = pick_accounts(accounts, env.commands_partitions)
+    pay_id, xfer_id, local_id, refund1, refund2 = (str(uuid.uuid4()) for _ in range(5))
+    broke, to_nobody = str(uuid.uuid4()), str(uuid.uuid4())
+    commands = [
+        *funding(ua, a, D("1000000.00")),
+        RequestPayment(account_id=a, requested_at=now(), transaction_id=pay_id, user_id=ua, amount=D("100000.00"),
+                       merchant_reference="INV-1"),
+        RequestTransfer(account_id=a, requested_at=now(), transaction_id=xfer_id, user_id=ua, to_account_id=b,
+                        amount=D("200000.00")),
+        RequestTransfer(account_id=a, requested_at=now(), transaction_id=local_id, user_id=ua, to_account_id=c,
+                        amount=D("50000.00")),
+        RequestRefund(account_id=a, requested_at=now(), transaction_id=refund1, user_id=ua,
+                      original_transaction_id=pay_id, amount=D("30000.00")),
+        RequestRefund(account_id=a, requested_at=now(), transaction_id=refund2, user_id=ua,
+                      original_transaction_id=pay_id, amount=D("80000.00")),
+        RequestPayment(account_id=b, requested_at=now(), transaction_id=broke, user_id=ub, amount=D("999999.00"),
+                       merchant_reference="INV-2"),
+        RequestTransfer(account_id=a, requested_at=now(), transaction_id=to_nobody, user_id=ua,
+                        to_account_id=str(uuid.uuid4()), amount=D("10000.00")),
+    ]
+    # The same payment delivered twice has the effect of once.
+    commands.append(commands[2])
+    asyncio.run(produce(kafka, commands))
+    with BackgroundProcessor(env) as processor:
+        caught_up(db, kafka)
+        stats = processor.stats
+
+    bal = balances(db)
+    assert bal[a] == D("1000000.00") - 100000 - 200000 - 50000 + 30000 == D("680000.00")
+    assert bal[b] == D("200000.00")
+    assert bal[c] == D("50000.00")
+    assert tx(db, pay_id)["status"] == "SUCCESS"
+    assert tx(db, xfer_id)["status"] == "SUCCESS"  # confirmed by the destination's partition
+    assert tx(db, xfer_id + ".in")["status"] == "SUCCESS"
+    assert tx(db, local_id)["status"] == "SUCCESS"
+    assert tx(db, refund1)["status"] == "SUCCESS"
+    assert (tx(db, refund2)["status"], tx(db, refund2)["failure_reason"]) == ("FAILED", "refund_exceeds_original")
+    assert (tx(db, broke)["status"], tx(db, broke)["failure_reason"]) == ("FAILED", "insufficient_funds")
+    reversed_tx = tx(db, to_nobody)
+    if partition_for(reversed_tx["details"]["metadata"]["counterparty_account_id"], env.commands_partitions) == \
+            partition_for(a, env.commands_partitions):
+        assert reversed_tx["failure_reason"] == "unknown_destination"
+    else:  # reversed by the saga: the money came back
+        assert reversed_tx["status"] == "FAILED"
+        assert tx(db, to_nobody + ".rev")["status"] == "SUCCESS"
+    assert stats.applied >= len(commands)
+    check_invariants(db)
+
+    events = [decode(r.value) for r in asyncio.run(read_topic(kafka, LEDGER_EVENTS))]
+    recorded = {(e.transaction_id, e.status) for e in events if e.TYPE == "TransactionRecorded"}
+    assert (xfer_id, "PENDING") in recorded and (xfer_id, "SUCCESS") in recorded
+    assert (pay_id, "SUCCESS") in recorded and (broke, "FAILED") in recorded
+
+
+def test_a_poison_message_is_dead_lettered_and_the_partition_keeps_moving(env):
+    db, kafka = env.database_url, env.kafka_bootstrap
+    [(user, account)] = create_accounts(db, 1, prefix="poison")
+    after = str(uuid.uuid4())
+    asyncio.run(produce(kafka, funding(user, account, D("500.00"))))
+    asyncio.run(produce(kafka, [(account, b"\x00not json"), (account, json.dumps(
+        {"type": "RequestPayment", "version": 1, "data": {"amount": 1.5}}).encode())]))
+    asyncio.run(produce(kafka, [RequestPayment(account_id=account, requested_at=now(), transaction_id=after,
+                                               user_id=user, amount=D("100.00"), merchant_reference="after")]))
+    with BackgroundProcessor(env):
+        caught_up(db, kafka)
+    assert tx(db, after)["status"] == "SUCCESS"
+    assert balances(db)[account] == D("400.00")
+    dead = [decode(r.value) for r in asyncio.run(read_topic(kafka, DEAD_LETTER))]
+    reasons = [d.reason for d in dead if d.key == account]
+    assert len(reasons) == 2 and any("not JSON" in r for r in reasons) and any("invalid" in r for r in reasons)
+    check_invariants(db)
