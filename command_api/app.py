@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from command_api.routes import auth
+from command_api.routes import auth, payments
 from ogp.settings import Settings
 from ogp.web.app import build_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return build_app("command-api", "One Gate Payment: command API", routers=[auth.router], settings=settings)
+    return build_app("command-api", "One Gate Payment: command API", routers=[auth.router, payments.router],
+                     settings=settings)

@@ -1,0 +1,1 @@
+"""Wallet commands (pay, transfer, refund): validation, idempotency and appending to Kafka."""

@@ -1,0 +1,90 @@
+"""Exact money parsing for request bodies. Pure: no I/O, no settings.
+
+A JSON number is only accepted if it converts to the amount *exactly*: bodies are decoded with
+:func:`loads_exact`, so ``12345.67`` arrives as ``Decimal("12345.67")`` and never passes through a float.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from schemas.money import CENT, MAX_AMOUNT, money_str
+
+__all__ = ["InvalidJson", "AmountOutOfLimits", "loads_exact", "parse_amount", "check_limits", "money_str"]
+
+# Plain decimal notation (optionally with an exponent). Decimal() alone would also take " 5", "1_000",
+# "NaN" and "Infinity", none of which is a sensible way to write money.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_MAX_TEXT = 64  # longer than any sane amount; keeps Decimal from chewing on pathological input
+
+
+class InvalidJson(ValueError):
+    """The body is not a JSON document we accept."""
+
+
+class AmountOutOfLimits(ValueError):
+    """A valid amount outside the per-transaction limits."""
+
+    def __init__(self, amount: Decimal, minimum: Decimal, maximum: Decimal):
+        super().__init__(f"amount must be between {money_str(minimum)} and {money_str(maximum)} IDR")
+        self.amount, self.minimum, self.maximum = amount, minimum, maximum
+
+
+def _refuse_constant(name: str):
+    raise InvalidJson(f"{name} is not valid JSON")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    result: dict = {}
+    for key, value in pairs:
+        if key in result:
+            # {"amount": "1", "amount": "1000"} means whatever the last parser to read it decides.
+            raise InvalidJson(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def loads_exact(raw: bytes | str) -> Any:
+    """JSON with every number as a Decimal (never a float), no NaN/Infinity, no duplicate keys."""
+    try:
+        return json.loads(raw, parse_float=Decimal, parse_int=Decimal, parse_constant=_refuse_constant,
+                          object_pairs_hook=_no_duplicate_keys)
+    except InvalidJson:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJson("body is not valid JSON") from exc
+
+
+def parse_amount(value: Any) -> Decimal:
+    """A positive amount with at most 2 places, from a JSON string or an exact JSON number."""
+    if isinstance(value, str):
+        if len(value) > _MAX_TEXT or not _DECIMAL_TEXT.fullmatch(value):
+            raise ValueError("amount must be a decimal number such as \"12345.67\"")
+        value = Decimal(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = Decimal(value)
+    elif not isinstance(value, Decimal):
+        # bool, None, float (a float has already lost the exact value), lists, objects
+        raise ValueError("amount must be a JSON string or number")
+    if not value.is_finite():
+        raise ValueError("amount must be finite")
+    if value <= 0:
+        raise ValueError("amount must be positive")
+    if value > MAX_AMOUNT:
+        raise ValueError(f"amount must be at most {money_str(MAX_AMOUNT)}")
+    try:
+        exact = value.quantize(CENT)
+    except InvalidOperation:  # pragma: no cover - bounded above, so quantize cannot overflow
+        raise ValueError("amount out of range") from None
+    if exact != value:
+        raise ValueError("amount must have at most 2 decimal places")
+    return exact
+
+
+def check_limits(amount: Decimal, minimum: Decimal, maximum: Decimal) -> None:
+    """Raise AmountOutOfLimits unless ``minimum <= amount <= maximum``."""
+    if not minimum <= amount <= maximum:
+        raise AmountOutOfLimits(amount, minimum, maximum)

@@ -1,0 +1,71 @@
+"""The HTTP contracts of the wallet commands: request bodies and the transaction view they answer with.
+
+These are API schemas, separate from the Kafka commands in ``schemas.commands``: the API speaks of ``to``
+(an account id, username or phone), the command of a resolved ``to_account_id``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from command_api.payments.amounts import money_str, parse_amount
+from schemas.commands import TxId
+
+RequestAmount = Annotated[
+    Decimal,
+    BeforeValidator(parse_amount),
+    PlainSerializer(money_str, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\d{1,13}(\.\d{1,2})?$", "examples": ["12345.67"],
+                    "description": "IDR, at most 2 decimal places; a JSON number is accepted if exact"}),
+]
+Description = Annotated[str, Field(max_length=500)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    def canonical(self) -> str:
+        """One spelling per request (``12.5`` and ``"12.50"`` agree), for idempotency hashing."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+class PayRequest(_Strict):
+    amount: RequestAmount
+    merchant_reference: Annotated[str, Field(min_length=1, max_length=255)]
+    description: Description = ""
+
+
+class TransferRequest(_Strict):
+    to: Annotated[str, Field(min_length=1, max_length=255, description="account id, username or phone number")]
+    amount: RequestAmount
+    description: Description = ""
+
+
+class RefundRequest(_Strict):
+    transaction_id: TxId
+    amount: RequestAmount
+    reason: Description = ""
+
+
+Money = Annotated[str, Field(pattern=r"^-?\d+\.\d{2}$", examples=["12345.67"])]
+
+
+class TransactionView(BaseModel):
+    """A transaction as the wallet sees it: PENDING when accepted, final once the ledger has applied it."""
+
+    transaction_id: str
+    type: Literal["PAYMENT", "TRANSFER", "REFUND"]
+    status: Literal["PENDING", "SUCCESS", "FAILED", "CANCELLED"]
+    amount: Money
+    currency: Literal["IDR"] = "IDR"
+    balance_before: Money | None = None
+    balance_after: Money | None = None
+    failure_reason: str | None = None
+    description: str
+    created_at: datetime
+    updated_at: datetime

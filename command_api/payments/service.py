@@ -1,0 +1,194 @@
+"""Wallet command use cases: the checks the command API can make, and accepting a command exactly once.
+
+The command API never decides whether a payment succeeds (the ledger processor does, in order, per
+account); it only refuses what is certainly wrong, records the Idempotency-Key, and appends the command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from aiokafka.errors import KafkaError
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from command_api.identity.policy import PolicyViolation, normalise_phone
+from command_api.payments import idempotency
+from command_api.payments.amounts import AmountOutOfLimits, check_limits, money_str
+from command_api.payments.requests import TransactionView
+from ogp.clients import KafkaProducerManager, KafkaUnavailable
+from ogp.db.tables import accounts, ledger_transactions, users
+from ogp.errors import NotFound, ServiceUnavailable, Unprocessable
+from ogp.messaging import append_command
+from ogp.settings import Settings
+from schemas.commands import Command, RequestPayment, RequestRefund, RequestTransfer
+
+log = logging.getLogger(__name__)
+
+TRANSACTION_TYPES: dict[type[Command], str] = {
+    RequestPayment: "PAYMENT",
+    RequestTransfer: "TRANSFER",
+    RequestRefund: "REFUND",
+}
+POLL_INTERVAL = 0.025  # seconds between looks at the ledger while a caller waits for the outcome
+
+
+# -- checks -------------------------------------------------------------------------------------------------
+
+def check_amount(amount: Decimal, settings: Settings) -> None:
+    """422 ``amount_out_of_limits`` outside the per-transaction limits."""
+    try:
+        check_limits(amount, settings.min_transaction_amount, settings.max_transaction_amount)
+    except AmountOutOfLimits as exc:
+        raise Unprocessable(str(exc), code="amount_out_of_limits",
+                            details={"min": money_str(exc.minimum), "max": money_str(exc.maximum),
+                                     "currency": "IDR"}) from None
+
+
+async def caller_account(engine: AsyncEngine, user_id: int) -> str:
+    """The wallet account of the authenticated user."""
+    async with engine.connect() as conn:
+        account_id = (await conn.execute(select(accounts.c.id).where(accounts.c.user_id == user_id))).scalar()
+    if account_id is None:
+        raise NotFound("you have no wallet account", code="account_not_found")
+    return account_id
+
+
+async def resolve_destination(engine: AsyncEngine, to: str, own_account_id: str) -> str:
+    """The account a transfer goes to, named by account id, username or phone number."""
+    matches = [accounts.c.id == to, func.lower(users.c.username) == to.lower()]
+    try:
+        matches.append(users.c.phone == normalise_phone(to))
+    except PolicyViolation:
+        pass  # not a phone number; it may still be an account id or a username
+    async with engine.connect() as conn:
+        found = set((await conn.execute(
+            select(accounts.c.id).join(users, users.c.id == accounts.c.user_id).where(or_(*matches)).limit(3)
+        )).scalars())
+    if not found:
+        raise NotFound("no wallet matches this destination", code="unknown_destination")
+    if len(found) > 1:
+        # Usernames may look like phone numbers or account ids; never guess whose wallet was meant.
+        raise Unprocessable("the destination matches more than one wallet; use the account id",
+                            code="ambiguous_destination")
+    (account_id,) = found
+    if account_id == own_account_id:
+        raise Unprocessable("cannot transfer to your own account", code="same_account")
+    return account_id
+
+
+async def check_refundable(engine: AsyncEngine, account_id: str, transaction_id: str, amount: Decimal) -> None:
+    """The original must be a successful PAYMENT of this account, at least as large as the refund.
+
+    The running total of refunds is the ledger processor's to enforce: only it sees them in order.
+    """
+    lt = ledger_transactions
+    async with engine.connect() as conn:
+        original = (await conn.execute(
+            select(lt.c.transaction_type, lt.c.status, lt.c.amount)
+            .where(lt.c.transaction_id == transaction_id, lt.c.account_id == account_id)
+        )).first()
+    if original is None:  # another account's transaction is not found either: nothing leaks
+        raise NotFound("no such transaction in your wallet", code="transaction_not_found")
+    if original.transaction_type != "PAYMENT":
+        raise Unprocessable("only payments can be refunded", code="not_refundable",
+                            details={"transaction_type": original.transaction_type})
+    if original.status != "SUCCESS":
+        raise Unprocessable("only a successful payment can be refunded", code="not_refundable",
+                            details={"status": original.status})
+    if amount > original.amount:
+        # The processor's own failure_reason for this case, so both sides name it alike.
+        raise Unprocessable("a refund cannot exceed the payment", code="refund_exceeds_original",
+                            details={"payment_amount": money_str(original.amount)})
+
+
+# -- accepting a command ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Accepted:
+    """What to answer: a fresh 202, or the stored answer of an earlier request with the same key."""
+
+    status_code: int
+    body: dict
+    replayed: bool = False
+
+    @property
+    def transaction_id(self) -> str:
+        return self.body["transaction_id"]
+
+
+def pending_view(command: Command) -> TransactionView:
+    """The 202 body: the transaction as accepted, before the ledger has applied it."""
+    return TransactionView(
+        transaction_id=command.transaction_id, type=TRANSACTION_TYPES[type(command)], status="PENDING",
+        amount=money_str(command.amount), currency=command.currency,
+        description=getattr(command, "description", None) or getattr(command, "reason", ""),
+        created_at=command.requested_at, updated_at=command.requested_at,
+    )
+
+
+async def submit(engine: AsyncEngine, kafka: KafkaProducerManager, settings: Settings, *, user_id: int,
+                 idempotency_key: str, fingerprint: str, build: Callable[[str, datetime], Command]) -> Accepted:
+    """Append the command ``build(transaction_id, now)`` once per Idempotency-Key, and say what to answer."""
+    claim = await idempotency.claim(engine, user_id, idempotency_key, fingerprint,
+                                    ttl_seconds=settings.idempotency_key_ttl_seconds,
+                                    in_flight_timeout_seconds=settings.idempotency_in_flight_timeout_seconds)
+    if isinstance(claim, idempotency.Replay):
+        return Accepted(claim.status_code, claim.body, replayed=True)
+    command = build(claim.transaction_id, datetime.now(UTC))
+    try:
+        await append_command(kafka, command)
+    except KafkaUnavailable:
+        # Certainly not appended: forget the key so that a retry starts cleanly.
+        await idempotency.release(engine, user_id, idempotency_key, claim)
+        raise _kafka_unavailable() from None
+    except (KafkaError, asyncio.TimeoutError) as exc:
+        # Perhaps appended (e.g. a timeout after the broker wrote it): keep the transaction id, so a
+        # retry with this key re-appends the same one, which the ledger processor deduplicates.
+        log.warning("appending a command failed: %s", exc.__class__.__name__,
+                    extra={"transaction_id": command.transaction_id, "account_id": command.account_id})
+        await idempotency.reopen(engine, user_id, idempotency_key, claim,
+                                 settings.idempotency_in_flight_timeout_seconds)
+        raise _kafka_unavailable() from None
+    body = pending_view(command).model_dump(mode="json")
+    await idempotency.complete(engine, user_id, idempotency_key, claim, 202, body)
+    log.info("command appended", extra={"transaction_id": command.transaction_id, "account_id": command.account_id,
+                                        "user_id": user_id})
+    return Accepted(202, body)
+
+
+def _kafka_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("the command could not be recorded; retry with the same Idempotency-Key",
+                              code="kafka_unavailable", headers={"Retry-After": "1"})
+
+
+async def await_outcome(engine: AsyncEngine, account_id: str, accepted: Accepted,
+                        seconds: float) -> TransactionView | None:
+    """The transaction once the ledger has settled it, or None if it is still PENDING after ``seconds``."""
+    lt = ledger_transactions
+    query = (select(lt.c.status, lt.c.balance_before, lt.c.balance_after, lt.c.failure_reason, lt.c.updated_at)
+             .where(lt.c.transaction_id == accepted.transaction_id, lt.c.account_id == account_id))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        async with engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is not None and row.status != "PENDING":
+            return TransactionView.model_validate(accepted.body).model_copy(update={
+                "status": row.status, "failure_reason": row.failure_reason, "updated_at": row.updated_at,
+                "balance_before": _money_or_none(row.balance_before),
+                "balance_after": _money_or_none(row.balance_after),
+            })
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return None
+        await asyncio.sleep(min(POLL_INTERVAL, remaining))
+
+
+def _money_or_none(value: Decimal | None) -> str | None:
+    return None if value is None else money_str(value)

@@ -1,0 +1,85 @@
+"""HTTP adapters of the wallet commands: exact JSON bodies, the Idempotency-Key and Prefer headers.
+
+Bodies are read raw and decoded with :func:`~command_api.payments.amounts.loads_exact` instead of by
+FastAPI, whose JSON decoding turns ``12345.67`` into a float before any validator sees it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+
+from command_api.payments import idempotency
+from command_api.payments.amounts import InvalidJson, loads_exact
+from ogp.clients import KafkaProducerManager
+from ogp.errors import ApiError
+
+M = TypeVar("M", bound=BaseModel)
+MAX_WAIT_SECONDS = 10
+_WAIT = re.compile(r"^\s*wait\s*=\s*\"?(\d{1,6})\"?\s*$", re.IGNORECASE)
+
+
+def exact_json_body(model: type[M]) -> Callable:
+    """A dependency validating the raw body as ``model``; 422 (``validation_error``) like FastAPI's own."""
+
+    async def dependency(request: Request) -> M:
+        try:
+            data = loads_exact(await request.body())
+        except InvalidJson as exc:
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": str(exc)}]) from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)]
+            ) from None
+
+    return dependency
+
+
+def openapi_body(model: type[BaseModel]) -> dict:
+    """``openapi_extra`` documenting a body that :func:`exact_json_body` reads (FastAPI cannot see it)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+def _idempotency_key(
+    key: Annotated[str | None, Header(alias="Idempotency-Key", description="unique per intended operation")] = None,
+) -> str:
+    if key is None or not key.strip():
+        raise ApiError("the Idempotency-Key header is required for commands", code="idempotency_key_required")
+    if len(key) > idempotency.MAX_KEY_LENGTH:
+        raise ApiError(f"Idempotency-Key must be at most {idempotency.MAX_KEY_LENGTH} characters",
+                       code="idempotency_key_invalid")
+    return key
+
+
+def parse_wait(prefer: str | None) -> int | None:
+    """Seconds asked for by ``Prefer: wait=N`` (RFC 7240), clamped to 10; None if absent or not positive."""
+    for preference in (prefer or "").split(","):
+        if match := _WAIT.match(preference.split(";")[0]):
+            seconds = int(match.group(1))
+            return min(seconds, MAX_WAIT_SECONDS) if seconds > 0 else None
+    return None
+
+
+def _prefer_wait(prefer: Annotated[str | None, Header(alias="Prefer")] = None) -> int | None:
+    return parse_wait(prefer)
+
+
+def fingerprint(request: Request, body: BaseModel) -> str:
+    """The request hash an Idempotency-Key is bound to: method, path and the canonical body."""
+    return idempotency.request_hash(request.method, request.url.path, body.canonical())
+
+
+def _kafka(request: Request) -> KafkaProducerManager:
+    return request.app.state.clients.kafka
+
+
+IdempotencyKey = Annotated[str, Depends(_idempotency_key)]
+PreferWait = Annotated[int | None, Depends(_prefer_wait)]
+Kafka = Annotated[KafkaProducerManager, Depends(_kafka)]

@@ -1,0 +1,98 @@
+"""Wallet commands: pay, transfer, refund. Each is appended to Kafka and answered 202 (or 200 if waited for)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from command_api.deps import Engine, Settings_
+from command_api.payments import service
+from command_api.payments.web import (
+    IdempotencyKey,
+    Kafka,
+    PreferWait,
+    exact_json_body,
+    fingerprint,
+    openapi_body,
+)
+from command_api.payments.requests import PayRequest, RefundRequest, TransactionView, TransferRequest
+from ogp.security.current_user import CurrentUser
+from schemas.commands import RequestPayment, RequestRefund, RequestTransfer
+
+router = APIRouter(prefix="/api/payment", tags=["payments"])
+
+_RESPONSES = {
+    200: {"model": TransactionView, "description": "settled within the `Prefer: wait=N` the caller asked for"},
+    400: {"description": "`idempotency_key_required` / `idempotency_key_invalid`"},
+    409: {"description": "`idempotency_key_in_flight`: the same key is being processed"},
+    422: {"description": "validation, `amount_out_of_limits`, `idempotency_key_reused`, ..."},
+    503: {"description": "`kafka_unavailable`: nothing was recorded; retry with the same key"},
+}
+
+
+async def _reply(engine, account_id: str, accepted: service.Accepted, wait: int | None) -> JSONResponse:
+    headers = {"Location": f"/api/payment/transactions/{accepted.transaction_id}"}
+    if accepted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(accepted.body, status_code=accepted.status_code, headers=headers)
+    if wait:
+        settled = await service.await_outcome(engine, account_id, accepted, wait)
+        if settled is not None:
+            return JSONResponse(settled.model_dump(mode="json"), status_code=200,
+                                headers=headers | {"Preference-Applied": f"wait={wait}"})
+    return JSONResponse(accepted.body, status_code=202, headers=headers)
+
+
+@router.post("/pay", status_code=202, response_model=TransactionView, responses=_RESPONSES,
+             openapi_extra=openapi_body(PayRequest))
+async def pay(request: Request, user: CurrentUser, key: IdempotencyKey,
+              body: Annotated[PayRequest, Depends(exact_json_body(PayRequest))],
+              wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
+    """Pay a merchant from the caller's wallet."""
+    service.check_amount(body.amount, settings)
+    account_id = await service.caller_account(engine, user.user_id)
+    accepted = await service.submit(
+        engine, kafka, settings, user_id=user.user_id, idempotency_key=key, fingerprint=fingerprint(request, body),
+        build=lambda transaction_id, now: RequestPayment(
+            account_id=account_id, requested_at=now, transaction_id=transaction_id, user_id=user.user_id,
+            amount=body.amount, merchant_reference=body.merchant_reference, description=body.description),
+    )
+    return await _reply(engine, account_id, accepted, wait)
+
+
+@router.post("/transfer", status_code=202, response_model=TransactionView, responses=_RESPONSES,
+             openapi_extra=openapi_body(TransferRequest))
+async def transfer(request: Request, user: CurrentUser, key: IdempotencyKey,
+                   body: Annotated[TransferRequest, Depends(exact_json_body(TransferRequest))],
+                   wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
+    """Transfer to another wallet, named by account id, username or phone number."""
+    service.check_amount(body.amount, settings)
+    account_id = await service.caller_account(engine, user.user_id)
+    to_account_id = await service.resolve_destination(engine, body.to, account_id)
+    accepted = await service.submit(
+        engine, kafka, settings, user_id=user.user_id, idempotency_key=key, fingerprint=fingerprint(request, body),
+        build=lambda transaction_id, now: RequestTransfer(
+            account_id=account_id, requested_at=now, transaction_id=transaction_id, user_id=user.user_id,
+            to_account_id=to_account_id, amount=body.amount, description=body.description),
+    )
+    return await _reply(engine, account_id, accepted, wait)
+
+
+@router.post("/refund", status_code=202, response_model=TransactionView, responses=_RESPONSES,
+             openapi_extra=openapi_body(RefundRequest))
+async def refund(request: Request, user: CurrentUser, key: IdempotencyKey,
+                 body: Annotated[RefundRequest, Depends(exact_json_body(RefundRequest))],
+                 wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
+    """Refund (part of) one of the caller's payments back into their wallet."""
+    service.check_amount(body.amount, settings)
+    account_id = await service.caller_account(engine, user.user_id)
+    await service.check_refundable(engine, account_id, body.transaction_id, body.amount)
+    accepted = await service.submit(
+        engine, kafka, settings, user_id=user.user_id, idempotency_key=key, fingerprint=fingerprint(request, body),
+        build=lambda transaction_id, now: RequestRefund(
+            account_id=account_id, requested_at=now, transaction_id=transaction_id, user_id=user.user_id,
+            original_transaction_id=body.transaction_id, amount=body.amount, reason=body.reason),
+    )
+    return await _reply(engine, account_id, accepted, wait)
