@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from ledger_processor.store import Fenced, LedgerStore, OffsetGap, OutboxRow, Record, connect
+from ledger_processor.store import Fenced, LedgerStore, OffsetGap, OutboxRow, Record, pool
 from ogp.messaging import headers_dict, partition_for
 from ogp.settings import Settings
 from ogp.stack.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS
@@ -44,7 +44,10 @@ class Owned:
 class LedgerProcessor:
     settings: Settings
     group_id: str = "ogp-ledger-processor"
-    max_batch: int = 2000
+    max_batch: int = 5000
+    # Partitions are independent, so their batches run concurrently: one's database round trips overlap
+    # another's Python work. Each partition still has at most one batch in flight, in offset order.
+    concurrency: int = 4
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     stats: Stats = field(default_factory=Stats)
 
@@ -55,12 +58,14 @@ class LedgerProcessor:
         self._partitions = 0
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
-        self.store: LedgerStore | None = None
+        self.pool = None
+        self._topic_counts: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        self.store = LedgerStore(await connect(s.sqlalchemy_url), COMMANDS, LEDGER_EVENTS, DEAD_LETTER)
+        self.pool = pool(s.sqlalchemy_url, self.concurrency)
+        await self.pool.open(wait=True, timeout=30)
         self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True,
                                          linger_ms=5, max_batch_size=256 * 1024, client_id=f"ledger-{self.owner}")
         await self.producer.start()
@@ -76,15 +81,16 @@ class LedgerProcessor:
         log.info("ledger processor started", extra={"service": self.owner})
 
     async def stop(self) -> None:
+        """Leave the group (its revoke callback takes the lock), then close the producer and database."""
         self._stopping.set()
-        async with self._lock:
-            for closer in (self.consumer, self.producer):
-                if closer is not None:
-                    with contextlib.suppress(Exception):
-                        await closer.stop()
-            if self.store is not None:
+        for closer in (self.consumer, self.producer):
+            if closer is not None:
                 with contextlib.suppress(Exception):
-                    await self.store.conn.close()
+                    await closer.stop()
+        async with self._lock:
+            if self.pool is not None:
+                with contextlib.suppress(Exception):
+                    await self.pool.close()
 
     async def run(self) -> None:
         """Consume until stopped."""
@@ -94,9 +100,8 @@ class LedgerProcessor:
             if not batches:
                 continue
             async with self._lock:
-                for tp, records in batches.items():
-                    if tp.partition in self._owned:
-                        await self._process(tp, records)
+                await asyncio.gather(*(self._process(tp, records) for tp, records in batches.items()
+                                       if tp.partition in self._owned))
 
     # -- ownership -------------------------------------------------------------------------------------
     async def assigned(self, partitions: set[TopicPartition]) -> None:
@@ -107,18 +112,25 @@ class LedgerProcessor:
                 epoch, next_offset = await self._claim(tp.partition)
                 self._owned[tp.partition] = Owned(epoch, next_offset)
                 # Whatever a crash left in the outbox goes out before anything newer.
-                leftovers = await self.store.unpublished(tp.partition)
-                if leftovers:
-                    await self._publish(tp.partition, leftovers)
+                async with self.store() as store:
+                    leftovers = await store.unpublished(tp.partition)
+                    if leftovers:
+                        await self._publish(store, tp.partition, leftovers)
                     log.info("published outbox leftovers", extra={"partition": tp.partition})
                 self.consumer.seek(tp, next_offset)
                 self.consumer.resume(tp)
                 log.info("partition claimed", extra={"partition": tp.partition, "offset": next_offset})
 
+    @contextlib.asynccontextmanager
+    async def store(self):
+        async with self.pool.connection() as conn:
+            yield LedgerStore(conn, COMMANDS, LEDGER_EVENTS, DEAD_LETTER)
+
     async def _claim(self, partition: int) -> tuple[int, int]:
         while True:
             try:
-                return await self.store.claim(partition, self.owner)
+                async with self.store() as store:
+                    return await store.claim(partition, self.owner)
             except Exception as exc:  # lock timeout behind a stalled old owner: retry until it is gone
                 log.warning("claim of partition %s waiting: %s", partition, exc.__class__.__name__)
                 await asyncio.sleep(0.5)
@@ -133,10 +145,14 @@ class LedgerProcessor:
         return partition_for(account_id, self._partitions)
 
     async def _process(self, tp: TopicPartition, records) -> None:
+        async with self.store() as store:
+            await self._process_with(store, tp, records)
+
+    async def _process_with(self, store: LedgerStore, tp: TopicPartition, records) -> None:
         owned = self._owned[tp.partition]
         batch = [Record(r.offset, r.key, r.value, headers_dict(r.headers)) for r in records]
         try:
-            result = await self.store.apply_batch(tp.partition, owned.epoch, batch, self.partition_of)
+            result = await store.apply_batch(tp.partition, owned.epoch, batch, self.partition_of)
         except OffsetGap as gap:
             log.warning("offset gap; seeking back to the stored position", extra={"partition": tp.partition,
                                                                                  "offset": gap.position})
@@ -155,18 +171,39 @@ class LedgerProcessor:
         self.stats.dead_lettered += result.dead_lettered
         self.stats.batches += 1
         if result.outbox:
-            await self._publish(tp.partition, result.outbox)
+            await self._publish(store, tp.partition, result.outbox)
         # Only for lag monitoring: the position of record is ledger_partitions.next_offset.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.consumer.commit({tp: result.next_offset}), 5)
 
-    async def _publish(self, partition: int, rows: list[OutboxRow]) -> None:
-        futures = [await self.producer.send(
-            row.topic, key=row.key.encode() if row.key else None, value=row.payload,
-            headers=[(k, str(v).encode()) for k, v in row.headers.items()]) for row in rows]
+    async def _publish(self, store: LedgerStore, partition: int, rows: list[OutboxRow]) -> None:
+        """Send outbox rows in id order, as whole batches per target partition, then record the mark."""
+        futures = []
+        batches: dict[tuple[str, int], object] = {}
+        for row in rows:
+            count = await self._topic_partitions(row.topic)
+            target = (row.topic, partition_for(row.key, count) if row.key else 0)
+            headers = [(k, str(v).encode()) for k, v in row.headers.items()]
+            key = row.key.encode() if row.key else None
+            batch = batches.get(target)
+            if batch is None:
+                batch = batches[target] = self.producer.create_batch()
+            if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
+                # Full: send it and start another for the same partition (order is kept per partition).
+                futures.append(await self.producer.send_batch(batch, target[0], partition=target[1]))
+                batch = batches[target] = self.producer.create_batch()
+                batch.append(key=key, value=row.payload, timestamp=None, headers=headers)
+        for (topic, target_partition), batch in batches.items():
+            futures.append(await self.producer.send_batch(batch, topic, partition=target_partition))
         await asyncio.gather(*futures)
-        await self.store.mark_published(partition, rows[-1].id)
+        await store.mark_published(partition, rows[-1].id)
         self.stats.published += len(rows)
+
+    async def _topic_partitions(self, topic: str) -> int:
+        count = self._topic_counts.get(topic)
+        if count is None:
+            count = self._topic_counts[topic] = len(await self.producer.partitions_for(topic))
+        return count
 
 
 class _Listener(ConsumerRebalanceListener):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+
+from pydantic_core import from_json
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -57,7 +59,9 @@ def to_wire(message: Message) -> dict:
 
 
 def encode(message: Message) -> bytes:
-    return json.dumps(to_wire(message), separators=(",", ":"), sort_keys=True).encode()
+    """Wire bytes: the envelope around pydantic's own (Rust) JSON of the message."""
+    return b'{"type":%s,"version":%d,"data":%s}' % (
+        json.dumps(message.TYPE).encode(), message.VERSION, message.model_dump_json().encode())
 
 
 def from_wire(envelope: dict) -> Message:
@@ -85,7 +89,7 @@ def from_wire(envelope: dict) -> Message:
 
 def decode(raw: bytes) -> Message:
     try:
-        envelope = json.loads(raw)
+        envelope = from_json(raw)
     except (ValueError, TypeError):
         raise UnknownMessage("not JSON") from None
     if not isinstance(envelope, dict):

@@ -158,7 +158,9 @@ class Book:
     def publish_tx(self, tx: Transaction) -> None:
         if tx.user_id is None:
             return  # an unknown account has no history to project into
-        self.outgoing.append(Outgoing("events", tx.account_id, TransactionRecorded(
+        # Every value here was validated on its way into the ledger: construct without re-validating
+        # (the hot path), while the wire format stays the model's own.
+        self.outgoing.append(Outgoing("events", tx.account_id, TransactionRecorded.model_construct(
             event_id=f"{tx.transaction_id}#{tx.revision}", transaction_id=tx.transaction_id,
             revision=tx.revision, account_id=tx.account_id, user_id=tx.user_id,
             transaction_type=tx.transaction_type, status=tx.status, amount=tx.amount,

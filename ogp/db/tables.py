@@ -337,6 +337,8 @@ ledger_partitions = Table(
     Column("owner", String(255), nullable=True),
     _updated_at(),
     PrimaryKeyConstraint("topic", "partition"),
+    # 0004: the highest outbox id of this partition already published (rows above it go out first).
+    Column("published_outbox_id", BigInteger, nullable=False, server_default=text("0")),
 )
 
 ledger_outbox = Table(
@@ -351,13 +353,8 @@ ledger_outbox = Table(
     _created_at(),
     Column("published_at", DateTime(timezone=True), nullable=True),
 )
-# The relay's work queue: only unpublished rows are indexed, so the index stays small.
-Index(
-    "ix_ledger_outbox_unpublished",
-    ledger_outbox.c.partition,
-    ledger_outbox.c.id,
-    postgresql_where=ledger_outbox.c.published_at.is_(None),
-)
+# 0004: rows above ledger_partitions.published_outbox_id are the relay's work queue, in id order.
+Index("ix_ledger_outbox_partition_id", ledger_outbox.c.partition, ledger_outbox.c.id)
 
 projection_positions = Table(
     "projection_positions",

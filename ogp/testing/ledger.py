@@ -66,19 +66,24 @@ async def produce(bootstrap: str, commands: list[Command] | list[tuple[str, byte
 
 
 async def end_offsets(bootstrap: str, topic: str = COMMANDS) -> dict[int, int]:
+    """Every partition's end offset (never empty: the topic must exist)."""
+    from ogp.stack.topics import describe_partitions
+
+    count = await describe_partitions(bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        await consumer.topics()  # loads metadata
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        parts = [TopicPartition(topic, p) for p in range(count)]
         return {tp.partition: off for tp, off in (await consumer.end_offsets(parts)).items()}
     finally:
         await consumer.stop()
 
 
-def caught_up(db_url: str, bootstrap: str, timeout: float = 120, topic: str = COMMANDS) -> None:
-    """Wait until the processor's stored positions reach the topic's end (follow-ups included) and the
-    outbox is empty, twice in a row (saga steps append more commands while we look)."""
+def caught_up(db_url: str, bootstrap: str, timeout: float = 120, topic: str = COMMANDS,
+              at_least: int = 1) -> None:
+    """Wait until the processor's stored positions reach the topic's end (follow-ups included), at least
+    ``at_least`` records were consumed, and the outbox is empty, twice in a row (saga steps append more
+    commands while we look)."""
     engine = create_engine(db_url)
     deadline = time.monotonic() + timeout
     stable = 0
@@ -88,8 +93,12 @@ def caught_up(db_url: str, bootstrap: str, timeout: float = 120, topic: str = CO
             with engine.connect() as conn:
                 stored = dict(conn.execute(text(
                     "SELECT partition, next_offset FROM ledger_partitions WHERE topic = :t"), {"t": topic}).all())
-                pending = conn.execute(text("SELECT count(*) FROM ledger_outbox WHERE published_at IS NULL")).scalar()
-            done = pending == 0 and all(stored.get(p, 0) >= end for p, end in ends.items())
+                pending = conn.execute(text(
+                    "SELECT count(*) FROM ledger_outbox o JOIN ledger_partitions p "
+                    "ON p.topic = :t AND p.partition = o.partition WHERE o.id > p.published_outbox_id"),
+                    {"t": topic}).scalar()
+            done = (bool(ends) and pending == 0 and sum(stored.values()) >= at_least
+                    and all(stored.get(p, 0) >= end for p, end in ends.items()))
             stable = stable + 1 if done else 0
             if stable >= 2:
                 return

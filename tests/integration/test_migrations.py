@@ -161,6 +161,7 @@ EXPECTED_COLUMNS = {
         "epoch": ("bigint", True, "0"),
         "owner": (varchar(255), False, None),
         "updated_at": (TSTZ, True, NOW),
+        "published_outbox_id": ("bigint", True, "0"),  # 0004
     },
     "ledger_outbox": {
         "id": ("bigint", True, "nextval('ledger_outbox_id_seq'::regclass)"),
@@ -265,8 +266,8 @@ EXPECTED_INDEXES = {
     "USING btree (account_id, id)",
     "ix_ledger_entries_transaction_id": "CREATE INDEX ix_ledger_entries_transaction_id ON "
     "public.ledger_entries USING btree (transaction_id)",
-    "ix_ledger_outbox_unpublished": "CREATE INDEX ix_ledger_outbox_unpublished ON public.ledger_outbox "
-    "USING btree (partition, id) WHERE (published_at IS NULL)",
+    "ix_ledger_outbox_partition_id": "CREATE INDEX ix_ledger_outbox_partition_id ON public.ledger_outbox "
+    "USING btree (partition, id)",
     "ix_idempotency_keys_expires_at": "CREATE INDEX ix_idempotency_keys_expires_at ON public.idempotency_keys "
     "USING btree (expires_at)",
 }
