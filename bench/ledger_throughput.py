@@ -41,9 +41,8 @@ from ogp.settings import Settings, get_settings  # noqa: E402
 from ogp.stack.kafka import KafkaBroker  # noqa: E402
 from ogp.stack.postgres import PostgresServer  # noqa: E402
 from ogp.stack.process import free_port  # noqa: E402
-from ogp.stack.topics import ensure_topics, topic_specs  # noqa: E402
 from ogp.testing.infra import create_database  # noqa: E402
-from ogp.testing.ledger import caught_up, produce  # noqa: E402
+from ogp.testing.ledger import caught_up, produce, recreate_topics  # noqa: E402
 from schemas.commands import RequestPayment, RequestTransfer  # noqa: E402
 
 D = Decimal
@@ -198,7 +197,7 @@ def main() -> None:
                                                     kafka_bootstrap_servers=kafka.bootstrap)
             # Each mix gets fresh topics: delete by recreating the broker's view under a new group is not
             # enough, so we run the mixes on separate databases and measure from a clean topic each time.
-            asyncio.run(_reset_topics(kafka.bootstrap, kafka_topics_prefix_settings))
+            asyncio.run(recreate_topics(kafka.bootstrap, kafka_topics_prefix_settings))
             rng = random.Random(7)
             accounts = seed(db, args.accounts, FUNDS * 100 if hot else FUNDS)
             commands = make_commands(accounts, args.commands, hot, rng)
@@ -224,22 +223,6 @@ def main() -> None:
     print("\nsummary")
     for mix, rate, b_rate in results:
         print(f"  {mix:<26} processor {rate:>9,.0f}/s  baseline {b_rate:>7,.0f}/s  ratio {rate / b_rate:5.1f}x")
-
-
-async def _reset_topics(bootstrap: str, settings: Settings) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        names = [spec.name for spec in topic_specs(settings) if spec.name in existing]
-        if names:
-            await admin.delete_topics(names)
-            await asyncio.sleep(2)
-    finally:
-        await admin.close()
-    await ensure_topics(bootstrap, topic_specs(settings))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class LedgerProcessor:
         self.producer: AIOKafkaProducer | None = None
         self.pool = None
         self._topic_counts: dict[str, int] = {}
+        self._fault_fired = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -151,6 +153,11 @@ class LedgerProcessor:
     async def _process_with(self, store: LedgerStore, tp: TopicPartition, records) -> None:
         owned = self._owned[tp.partition]
         batch = [Record(r.offset, r.key, r.value, headers_dict(r.headers)) for r in records]
+        if self.settings.fault == "sigstop_before_batch" and not self._fault_fired:
+            # The fencing test: freeze here, holding a batch, until the test sends SIGCONT.
+            self._fault_fired = True
+            log.warning("fault injection: stopping before a batch", extra={"partition": tp.partition})
+            os.kill(os.getpid(), signal.SIGSTOP)
         try:
             result = await store.apply_batch(tp.partition, owned.epoch, batch, self.partition_of)
         except OffsetGap as gap:
@@ -165,6 +172,10 @@ class LedgerProcessor:
             self._owned.pop(tp.partition, None)
             self.consumer.pause(tp)
             return
+        if self.settings.fault == "crash_after_commit" and result.outbox:
+            # The outbox test: die after the commit, before anything is published.
+            log.warning("fault injection: crashing after commit", extra={"partition": tp.partition})
+            os._exit(70)
         owned.next_offset = result.next_offset
         self.stats.applied += result.applied
         self.stats.skipped += result.skipped

@@ -81,8 +81,13 @@ class Settings(BaseSettings):
     midtrans_client_key: str = Field(default="SB-Mid-client-simulator", validation_alias="MIDTRANS_CLIENT_KEY")
     midtrans_is_production: bool = Field(default=False, validation_alias="MIDTRANS_IS_PRODUCTION")
 
+    # Fault injection for the crash tests (never in production): see ledger_processor/runner.py.
+    fault: Literal["crash_after_commit", "sigstop_before_batch"] | None = None
+
     @model_validator(mode="after")
     def _refuse_placeholders_outside_development(self) -> "Settings":
+        if self.environment == "production" and self.fault:
+            raise ValueError("fault injection is refused in production")
         if self.environment == "production":
             for name in ("jwt_signing_key", "api_key_pepper", "midtrans_server_key", "postgres_password"):
                 value = getattr(self, name).get_secret_value()

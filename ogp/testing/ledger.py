@@ -150,3 +150,29 @@ class BackgroundProcessor:
         self._loop.call_soon_threadsafe(lambda: self._task and self._task.cancel())
         self._thread.join(60)
         self._loop.close()
+
+
+async def recreate_topics(bootstrap: str, settings) -> None:
+    """Delete and recreate the project's topics: a clean slate on a broker shared by several runs."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from ogp.stack.topics import ensure_topics, topic_specs
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        names = [spec.name for spec in topic_specs(settings) if spec.name in existing]
+        if names:
+            await admin.delete_topics(names)
+            while set(await admin.list_topics()) & set(names):
+                await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    for _ in range(50):
+        try:
+            await ensure_topics(bootstrap, topic_specs(settings))
+            return
+        except Exception:  # deletion still settling on the broker
+            await asyncio.sleep(0.3)
+    await ensure_topics(bootstrap, topic_specs(settings))

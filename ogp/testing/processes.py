@@ -1,0 +1,65 @@
+"""Run the project's workers as real OS processes in tests (so they can be killed, stopped, resumed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from ogp.settings import Settings
+from ogp.stack.process import ManagedProcess, pid_alive
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {
+        "OGP_ENVIRONMENT": settings.environment,
+        "OGP_DATABASE_URL": settings.sqlalchemy_url,
+        "OGP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+        "OGP_REDIS_URL": settings.redis_dsn,
+    }
+    env.update(extra)
+    return env
+
+
+class Worker:
+    """``python -m <module>`` under a pid file and a log in ``run_dir``."""
+
+    def __init__(self, module: str, name: str, run_dir: Path, settings: Settings, **env: str):
+        self.module = module
+        self.process = ManagedProcess(name, run_dir)
+        self.env = worker_env(settings, **env)
+
+    def start(self) -> int:
+        return self.process.start([sys.executable, "-m", self.module], env=self.env)
+
+    def kill9(self) -> None:
+        pid = self.process.pid()
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            while pid_alive(pid):
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.process.stop(timeout=20)
+
+    def state(self) -> str | None:
+        """The kernel's state letter (R, S, T for stopped, Z) or None when gone."""
+        pid = self.process.pid()
+        if pid is None:
+            return None
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            return None
+
+    def log(self) -> str:
+        try:
+            return self.process.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
