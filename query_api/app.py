@@ -6,7 +6,8 @@ from fastapi import FastAPI
 
 from ogp.settings import Settings
 from ogp.web.app import build_app
+from query_api.routes import payment
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return build_app("query-api", "One Gate Payment: query API", routers=[], settings=settings)
+    return build_app("query-api", "One Gate Payment: query API", routers=[payment.router], settings=settings)

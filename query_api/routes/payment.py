@@ -1,0 +1,202 @@
+"""A wallet user's own reads: account, balance, wallet summary and transaction history (JWT)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel
+from sqlalchemy.engine import RowMapping
+
+from ogp.db.tables import TRANSACTION_TYPES
+from ogp.errors import ApiError, NotFound, Unprocessable
+from ogp.security.current_user import CurrentUser
+from query_api.deps import Engine
+from query_api.routes import payment_views as views
+from query_api.routes.cursor import InvalidCursor, decode_cursor, encode_cursor
+from schemas.money import money_str
+
+router = APIRouter(prefix="/api/payment", tags=["payment"])
+
+TransactionType = Literal["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]
+TransactionStatus = Literal["PENDING", "SUCCESS", "FAILED", "CANCELLED"]
+AccountStatus = Literal["ACTIVE", "SUSPENDED", "CLOSED"]
+RECENT = 5
+
+
+# -- response models (API shapes, separate from the tables) -----------------------------------------------
+
+class AccountResponse(BaseModel):
+    account_id: str
+    user_id: int
+    username: str
+    email: str
+    phone: str
+    balance: str
+    currency: str
+    account_status: AccountStatus
+    created_at: datetime
+
+
+class BalanceResponse(BaseModel):
+    account_id: str
+    balance: str
+    currency: str
+
+
+class TransactionItem(BaseModel):
+    transaction_id: str
+    type: TransactionType | None  # None only for an accepted request whose record does not say
+    status: TransactionStatus
+    amount: str | None
+    currency: str
+    balance_before: str | None  # None while PENDING and not yet applied by the ledger
+    balance_after: str | None
+    failure_reason: str | None
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WalletResponse(BaseModel):
+    account_id: str
+    balance: str
+    currency: str
+    account_status: AccountStatus
+    recent_transactions: list[TransactionItem]
+
+
+class TransactionPage(BaseModel):
+    items: list[TransactionItem]
+    next_cursor: str | None
+
+
+# -- shaping ----------------------------------------------------------------------------------------------
+
+def _failure_reason(metadata: str | None) -> str | None:
+    if not metadata:
+        return None
+    try:
+        value = json.loads(metadata).get("failure_reason")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _item(row: RowMapping) -> TransactionItem:
+    return TransactionItem(
+        transaction_id=row["transaction_id"], type=row["transaction_type"], status=row["transaction_status"],
+        amount=money_str(row["amount"]), currency=row["currency"],
+        balance_before=money_str(row["balance_before"]), balance_after=money_str(row["balance_after"]),
+        failure_reason=_failure_reason(row["metadata"]), description=row["description"],
+        created_at=row["created_at"], updated_at=row["updated_at"],
+    )
+
+
+def _money_or_none(value) -> str | None:
+    try:
+        d = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return money_str(d) if d.is_finite() else None
+
+
+def _pending_item(transaction_id: str, record: RowMapping) -> TransactionItem:
+    """What an accepted command's stored response tells about a transaction the ledger has not shown yet."""
+    body = record["response_body"] if isinstance(record["response_body"], dict) else {}
+    kind = body.get("type") or body.get("transaction_type")
+    description = body.get("description")
+    return TransactionItem(
+        transaction_id=transaction_id, type=kind if kind in TRANSACTION_TYPES else None, status="PENDING",
+        amount=_money_or_none(body.get("amount")),
+        currency=body.get("currency") or "IDR", balance_before=None, balance_after=None, failure_reason=None,
+        description=description if isinstance(description, str) else None,
+        created_at=record["created_at"], updated_at=record["created_at"],
+    )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    # A moment without an offset is read as UTC, not as the database session's time zone.
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+async def _account(engine, user_id: int) -> RowMapping:
+    account = await views.account_of(engine, user_id)
+    if account is None:
+        raise NotFound("no wallet account for this user", code="account_not_found")
+    return account
+
+
+# -- routes -----------------------------------------------------------------------------------------------
+
+@router.get("/account", response_model=AccountResponse)
+async def get_account(user: CurrentUser, engine: Engine) -> AccountResponse:
+    """The caller's profile and wallet account."""
+    a = await _account(engine, user.user_id)
+    return AccountResponse(account_id=a["account_id"], user_id=a["user_id"], username=a["username"],
+                           email=a["email"], phone=a["phone"], balance=money_str(a["balance"]),
+                           currency=a["currency"], account_status=a["account_status"], created_at=a["created_at"])
+
+
+@router.get("/balance", response_model=BalanceResponse)
+async def get_balance(user: CurrentUser, engine: Engine) -> BalanceResponse:
+    """The caller's wallet balance, from the authoritative ledger balance."""
+    a = await _account(engine, user.user_id)
+    return BalanceResponse(account_id=a["account_id"], balance=money_str(a["balance"]), currency=a["currency"])
+
+
+@router.get("/wallet", response_model=WalletResponse)
+async def get_wallet(user: CurrentUser, engine: Engine) -> WalletResponse:
+    """The caller's balance, account status and latest transactions."""
+    a = await _account(engine, user.user_id)
+    recent = await views.history_page(engine, user.user_id, limit=RECENT)
+    return WalletResponse(account_id=a["account_id"], balance=money_str(a["balance"]), currency=a["currency"],
+                          account_status=a["account_status"], recent_transactions=[_item(r) for r in recent])
+
+
+@router.get("/transactions", response_model=TransactionPage)
+async def list_transactions(
+    user: CurrentUser,
+    engine: Engine,
+    transaction_type: Annotated[TransactionType | None, Query(alias="type", description="only this type")] = None,
+    status: Annotated[TransactionStatus | None, Query(description="only this status")] = None,
+    created_from: Annotated[datetime | None, Query(alias="from", description="created at or after (ISO 8601)")]
+    = None,
+    created_to: Annotated[datetime | None, Query(alias="to", description="created before (ISO 8601)")] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> TransactionPage:
+    """The caller's transaction history, newest first, one page at a time."""
+    created_from, created_to = _utc(created_from), _utc(created_to)
+    if created_from and created_to and created_from >= created_to:
+        raise Unprocessable("'from' must be before 'to'", code="invalid_range")
+    try:
+        after = decode_cursor(cursor) if cursor is not None else None
+    except InvalidCursor:
+        raise ApiError("cursor is not valid", code="invalid_cursor") from None
+    # One row more than asked tells whether another page follows, without a count.
+    rows = await views.history_page(engine, user.user_id, limit=limit + 1, after=after,
+                                    transaction_type=transaction_type,
+                                    status=status, created_from=created_from, created_to=created_to)
+    page = rows[:limit]
+    more = len(rows) > limit
+    next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
+    return TransactionPage(items=[_item(r) for r in page], next_cursor=next_cursor)
+
+
+@router.get("/transactions/{transaction_id}", response_model=TransactionItem)
+async def get_transaction(
+    user: CurrentUser, engine: Engine, transaction_id: Annotated[str, Path(min_length=1, max_length=50)]
+) -> TransactionItem:
+    """One of the caller's transactions; PENDING if accepted but not yet in the history."""
+    row = await views.history_item(engine, user.user_id, transaction_id)
+    if row is not None:
+        return _item(row)
+    record = await views.accepted_request(engine, user.user_id, transaction_id)
+    if record is not None:
+        return _pending_item(transaction_id, record)
+    # The same answer for another user's transaction as for none: ids are not enumerable.
+    raise NotFound("transaction not found", code="transaction_not_found")

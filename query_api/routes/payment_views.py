@@ -1,0 +1,68 @@
+"""The SQL behind the wallet user's read routes: plain Core queries over the read model and the ledger."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import or_, select, tuple_
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ogp.db.tables import accounts, historical_transactions as ht, idempotency_keys, users
+
+_ITEM_COLUMNS = (ht.c.id, ht.c.transaction_id, ht.c.transaction_type, ht.c.transaction_status, ht.c.amount,
+                 ht.c.currency, ht.c.balance_before, ht.c.balance_after, ht.c.metadata, ht.c.description,
+                 ht.c.created_at, ht.c.updated_at)
+
+
+async def account_of(engine: AsyncEngine, user_id: int) -> RowMapping | None:
+    """The user's identity and wallet (balance from the authoritative ``accounts`` row)."""
+    query = (select(accounts.c.id.label("account_id"), users.c.id.label("user_id"), users.c.username,
+                    users.c.email, users.c.phone, accounts.c.balance, accounts.c.currency,
+                    accounts.c.account_status, accounts.c.created_at)
+             .select_from(users.join(accounts, accounts.c.user_id == users.c.id))
+             .where(users.c.id == user_id))
+    async with engine.connect() as conn:
+        return (await conn.execute(query)).mappings().first()
+
+
+async def history_page(engine: AsyncEngine, user_id: int, *, limit: int, after: tuple[datetime, str] | None = None,
+                       transaction_type: str | None = None, status: str | None = None,
+                       created_from: datetime | None = None, created_to: datetime | None = None
+                       ) -> list[RowMapping]:
+    """Up to ``limit`` of the user's rows, newest first, strictly after the ``after`` keyset position."""
+    query = select(*_ITEM_COLUMNS).where(ht.c.user_id == user_id)
+    if transaction_type:
+        query = query.where(ht.c.transaction_type == transaction_type)
+    if status:
+        query = query.where(ht.c.transaction_status == status)
+    if created_from:
+        query = query.where(ht.c.created_at >= created_from)
+    if created_to:
+        query = query.where(ht.c.created_at < created_to)
+    if after:
+        query = query.where(tuple_(ht.c.created_at, ht.c.id) < tuple_(*after))
+    # Matches ix_historical_transactions_user_recent (user_id, created_at DESC, id DESC).
+    query = query.order_by(ht.c.created_at.desc(), ht.c.id.desc()).limit(limit)
+    async with engine.connect() as conn:
+        return list((await conn.execute(query)).mappings())
+
+
+async def history_item(engine: AsyncEngine, user_id: int, transaction_id: str) -> RowMapping | None:
+    """The user's history row for ``transaction_id``, if projected."""
+    query = select(*_ITEM_COLUMNS).where(ht.c.transaction_id == transaction_id, ht.c.user_id == user_id)
+    async with engine.connect() as conn:
+        return (await conn.execute(query)).mappings().first()
+
+
+async def accepted_request(engine: AsyncEngine, user_id: int, transaction_id: str) -> RowMapping | None:
+    """The user's idempotency record that was answered with ``transaction_id`` (accepted, not yet projected)."""
+    k = idempotency_keys.c
+    query = (select(k.response_body, k.created_at)
+             .where(k.user_id == user_id, k.transaction_id == transaction_id,
+                    # A refused request never became a transaction.
+                    or_(k.response_status.is_(None), k.response_status < 400))
+             .order_by(k.created_at)
+             .limit(1))
+    async with engine.connect() as conn:
+        return (await conn.execute(query)).mappings().first()

@@ -1,0 +1,302 @@
+"""The history projector against a real broker and database: redelivery, a kill mid-stream, rebuild, poison.
+
+Each test gets its own database and its own copy of the ledger-events topic, so that nothing another test
+(or a poison message of ours) puts on ``ogp.ledger-events.v1`` reaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import create_engine, insert, select
+
+from ogp.db.migrate import upgrade
+from ogp.db.tables import accounts, historical_transactions, projection_positions, users
+from ogp.settings import Settings
+from ogp.stack.topics import LEDGER_EVENTS, TopicSpec, ensure_topics, topic_specs
+from projections.history import replay
+from projections.runner import PROJECTOR, HistoryProjector, rebuild
+from schemas.base import Message, encode
+from schemas.events import AccountStatusChanged, TransactionRecorded
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+ROW_COLUMNS = [c for c in historical_transactions.columns if c.name != "id"]
+
+
+@dataclass
+class World:
+    settings: Settings
+    topic: str
+    account_ids: list[str]
+    user_of: dict[str, int]
+
+
+@pytest.fixture
+def world(fresh_database_url, redis_url, kafka_bootstrap) -> World:
+    upgrade(fresh_database_url)
+    topic = f"{LEDGER_EVENTS}.test-{uuid.uuid4().hex[:8]}"
+    spec = next(s for s in topic_specs(Settings()) if s.name == LEDGER_EVENTS)
+    asyncio.run(ensure_topics(kafka_bootstrap, [TopicSpec(topic, PARTITIONS, dict(spec.configs))]))
+    settings = Settings(environment="test", database_url=fresh_database_url, redis_url=redis_url,
+                        kafka_bootstrap_servers=kafka_bootstrap, events_partitions=PARTITIONS)
+    # Rows reference users and accounts: they exist before the ledger says anything about them.
+    engine = create_engine(fresh_database_url)
+    user_of = {}
+    with engine.begin() as conn:
+        for n in range(8):
+            uid = conn.execute(insert(users).values(username=f"h{n}", email=f"h{n}@example.com",
+                                                    phone=f"+62812000000{n:02d}", password="x")
+                               .returning(users.c.id)).scalar_one()
+            aid = conn.execute(insert(accounts).values(user_id=uid).returning(accounts.c.id)).scalar_one()
+            user_of[aid] = uid
+    engine.dispose()
+    return World(settings, topic, list(user_of), user_of)
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+def history(world: World, n_transactions: int, seed: int = 1) -> list[Message]:
+    """A plausible event stream: each transaction's revisions in order, with duplicates and late old states."""
+    rng = random.Random(seed)
+    events: list[Message] = []
+    for i in range(n_transactions):
+        account = rng.choice(world.account_ids)
+        kind = rng.choice(["TOPUP", "PAYMENT", "REFUND", "TRANSFER"])
+        final = rng.choice(["SUCCESS", "FAILED", "CANCELLED"])
+        states = [("PENDING", None), (final, "insufficient_funds" if final == "FAILED" else None)]
+        created = T0 + timedelta(seconds=i)
+        revisions = [
+            TransactionRecorded(
+                event_id=f"tx{seed}-{i}#{rev}", transaction_id=f"tx{seed}-{i}", revision=rev, account_id=account,
+                user_id=world.user_of[account], transaction_type=kind, status=status,
+                amount=Decimal(rng.randint(1, 10**6)) / 100, balance_before=Decimal("100.00"),
+                balance_after=Decimal("100.00") if status != "SUCCESS" else Decimal("50.00"),
+                description=f"{kind.lower()} {i}", failure_reason=reason,
+                payment_method=rng.choice([None, "GOPAY", "shopeepay", "bank_transfer"]),
+                metadata={"n": i}, created_at=created, updated_at=created + timedelta(seconds=rev),
+            )
+            for rev, (status, reason) in enumerate(states, start=1)
+        ]
+        events.extend(revisions)
+        if rng.random() < 0.2:
+            events.append(revisions[-1])  # a duplicate delivery
+        if rng.random() < 0.2:
+            events.append(revisions[0])  # an older state arriving late
+        if rng.random() < 0.1:
+            events.append(AccountStatusChanged(event_id=f"st{seed}-{i}", account_id=account, status="ACTIVE",
+                                               previous_status="ACTIVE", occurred_at=created))
+    return events
+
+
+def key_of(message: Message) -> str:
+    return message.account_id
+
+
+async def produce(world: World, items: list[tuple[str, bytes]]) -> list[tuple[int, int]]:
+    """Append (key, value) records in order; returns each record's (partition, offset)."""
+    producer = AIOKafkaProducer(bootstrap_servers=world.settings.kafka_bootstrap, acks="all",
+                                enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = [await producer.send(world.topic, key=k.encode(), value=v) for k, v in items]
+        return [(m.partition, m.offset) for m in await asyncio.gather(*futures)]
+    finally:
+        await producer.stop()
+
+
+async def produce_events(world: World, events: list[Message]) -> list[tuple[int, int]]:
+    return await produce(world, [(key_of(e), encode(e)) for e in events])
+
+
+def end_offsets(placed: list[tuple[int, int]]) -> dict[int, int]:
+    ends: dict[int, int] = {}
+    for partition, offset in placed:
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    return ends
+
+
+def positions(world: World) -> dict[int, int]:
+    engine = create_engine(world.settings.database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(projection_positions.c.partition, projection_positions.c.next_offset)
+                            .where(projection_positions.c.projector == PROJECTOR,
+                                   projection_positions.c.topic == world.topic)).all()
+    engine.dispose()
+    return dict(rows)
+
+
+def table(world: World) -> dict[str, dict]:
+    engine = create_engine(world.settings.database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(*ROW_COLUMNS)).mappings().all()
+    engine.dispose()
+    return {r["transaction_id"]: dict(r) for r in rows}
+
+
+async def wait_for_positions(world: World, expected: dict[int, int], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = await asyncio.to_thread(positions, world)
+        if all(current.get(p, 0) >= end for p, end in expected.items()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"projector stuck at {current}, expected {expected}")
+        await asyncio.sleep(0.1)
+
+
+def start(world: World, group: str) -> tuple[HistoryProjector, asyncio.Task]:
+    projector = HistoryProjector(world.settings, group_id=group, topic=world.topic)
+    return projector, asyncio.create_task(projector.run())
+
+
+async def stop(projector: HistoryProjector, task: asyncio.Task) -> None:
+    projector.stop()
+    await asyncio.wait_for(task, 30)
+
+
+# -- tests ------------------------------------------------------------------------------------------------
+
+def test_events_become_rows_and_redelivery_changes_nothing(world):
+    async def scenario():
+        events = history(world, 60)
+        group = f"t-{uuid.uuid4().hex[:8]}"
+        # The ledger publishes; the projector catches up.
+        placed = await produce_events(world, events)
+        projector, task = start(world, group)
+        await wait_for_positions(world, end_offsets(placed))
+        assert table(world) == replay(events)
+        first = table(world)
+        # The whole stream is delivered a second time: the table does not move.
+        placed += await produce_events(world, events)
+        await wait_for_positions(world, end_offsets(placed))
+        assert table(world) == first
+        await stop(projector, task)
+        assert projector.stats.applied == len(replay(events))
+        assert projector.stats.other_types == 2 * sum(isinstance(e, AccountStatusChanged) for e in events)
+        # Kafka's committed offsets follow the database (for lag dashboards).
+        assert await committed(world, group) == positions(world)
+
+    asyncio.run(scenario())
+
+
+async def committed(world: World, group: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=world.settings.kafka_bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        out = {}
+        for p in range(PARTITIONS):
+            offset = await consumer.committed(TopicPartition(world.topic, p))
+            if offset is not None:
+                out[p] = offset
+        return out
+    finally:
+        await consumer.stop()
+
+
+def test_a_projector_killed_mid_stream_resumes_to_exactly_the_replayed_table(world):
+    async def scenario():
+        events = history(world, 1500, seed=2)
+        group = f"t-{uuid.uuid4().hex[:8]}"
+        # The ledger keeps publishing while the projector works...
+        producing = asyncio.create_task(produce_events(world, events))
+        projector, task = start(world, group)
+        while not await asyncio.to_thread(positions, world):
+            await asyncio.sleep(0.01)
+        # ...and the projector is killed without warning, perhaps inside a database transaction.
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        placed = await producing
+        # Whatever it committed is a consistent prefix: rows and positions moved together.
+        at_kill = await asyncio.to_thread(positions, world)
+        assert sum(at_kill.values()) < len(events), "the kill came too late to test anything"
+        prefix = [e for e, (p, o) in zip(events, placed) if o < at_kill.get(p, 0)]
+        assert table(world) == replay(prefix)
+        # A new instance resumes from the stored positions and ends with exactly the replayed table.
+        projector, task = start(world, group)
+        await wait_for_positions(world, end_offsets(placed))
+        await stop(projector, task)
+        assert table(world) == replay(events)
+        assert positions(world) == end_offsets(placed)
+
+    asyncio.run(scenario())
+
+
+def test_rebuild_reproduces_the_table_from_offset_zero(world):
+    async def scenario():
+        events = history(world, 200, seed=3)
+        placed = await produce_events(world, events)
+        projector, task = start(world, f"t-{uuid.uuid4().hex[:8]}")
+        await wait_for_positions(world, end_offsets(placed))
+        await stop(projector, task)
+        live = table(world)
+        # The read model is thrown away and rebuilt from the topic.
+        stats = await rebuild(world.settings, topic=world.topic)
+        assert table(world) == live == replay(events)
+        assert positions(world) == end_offsets(placed)
+        assert stats.applied == len(live)
+
+    asyncio.run(scenario())
+
+
+def test_poison_and_unknown_account_events_are_skipped_and_the_partition_moves_on(world):
+    async def scenario():
+        good = history(world, 3, seed=4)
+        account = good[0].account_id
+        stranger = good[0].model_copy(update={"transaction_id": "tx-stranger", "account_id": "no-such-account",
+                                              "event_id": "tx-stranger#1"})
+        # A non-JSON record and an event for an account this database does not know, amid good ones.
+        items = [(key_of(good[0]), encode(good[0])), (account, b"\x00not json"),
+                 (account, encode(stranger)),
+                 (account, b'{"type":"NoSuchEvent","version":1,"data":{}}'),
+                 *((key_of(e), encode(e)) for e in good[1:])]
+        placed = await produce(world, items)
+        projector, task = start(world, f"t-{uuid.uuid4().hex[:8]}")
+        await wait_for_positions(world, end_offsets(placed))
+        await stop(projector, task)
+        assert table(world) == replay(good)
+        assert projector.stats.undecodable == 2
+        assert projector.stats.rejected == 1
+
+    asyncio.run(scenario())
+
+
+def test_python_m_projections_starts_and_stops_cleanly_on_sigterm(world, tmp_path):
+    # The process as `ogp up` would run it, on the real topic name (it only reads: nothing is produced here).
+    asyncio.run(ensure_topics(world.settings.kafka_bootstrap, topic_specs(Settings())))
+    env = os.environ | {"OGP_ENVIRONMENT": "test", "OGP_DATABASE_URL": world.settings.database_url,
+                        "OGP_KAFKA_BOOTSTRAP_SERVERS": world.settings.kafka_bootstrap,
+                        "OGP_REDIS_URL": world.settings.redis_url}
+    log_path = tmp_path / "projector.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "projections"], env=env, stderr=log_file,
+                                   cwd=Path(__file__).resolve().parents[2])
+    try:
+        deadline = time.monotonic() + 60
+        while '"msg": "assigned' not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "history projector stopped" in log_path.read_text()
