@@ -26,6 +26,27 @@ from schemas.events import CommandDeadLettered
 log = logging.getLogger(__name__)
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_value(value) -> str:
+    """One field in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":")).translate(_ESCAPES)
+    return str(value)  # int, Decimal
+
+
+def copy_text(rows) -> bytes:
+    """Rows in COPY's text format, formatted in one pass (much cheaper than a row-by-row formatter)."""
+    return "".join("\t".join([_copy_value(v) for v in row]) + "\n" for row in rows).encode()
+
+
 class Fenced(Exception):
     """Another processor owns this partition now (its epoch is newer): write nothing, let go."""
 
@@ -231,12 +252,11 @@ class LedgerStore:
                 "external_reference, payment_method, revision, details, command_offset, created_at, updated_at) "
                 "FROM STDIN"
             ) as copy:
-                for t in new:
-                    await copy.write_row((
-                        t.transaction_id, partition, t.transaction_type, t.account_id, t.user_id, t.status,
-                        t.amount, t.currency, t.failure_reason, t.balance_before, t.balance_after, t.description,
-                        t.external_reference, t.payment_method, t.revision, json.dumps(t.details),
-                        offsets.get(t.transaction_id), t.created_at, t.updated_at))
+                await copy.write(copy_text(
+                    (t.transaction_id, partition, t.transaction_type, t.account_id, t.user_id, t.status,
+                     t.amount, t.currency, t.failure_reason, t.balance_before, t.balance_after, t.description,
+                     t.external_reference, t.payment_method, t.revision, t.details,
+                     offsets.get(t.transaction_id), t.created_at, t.updated_at) for t in new))
         if changed:
             async with self.conn.cursor() as cur:
                 await cur.executemany(
@@ -249,9 +269,8 @@ class LedgerStore:
                 "COPY ledger_entries (transaction_id, account_id, amount, balance_after, partition, created_at) "
                 "FROM STDIN"
             ) as copy:
-                for e in book.entries:
-                    await copy.write_row((e.transaction_id, e.account_id, e.amount, e.balance_after, partition,
-                                          book.now))
+                await copy.write(copy_text((e.transaction_id, e.account_id, e.amount, e.balance_after, partition,
+                                            book.now) for e in book.entries))
         wallets = [a for a in book.accounts.values() if not a.is_system and (a.balance_changed or a.status_changed)]
         if wallets:
             async with self.conn.cursor() as cur:
@@ -272,7 +291,7 @@ class LedgerStore:
             topics.append(self.topics[item.stream])
             keys.append(item.key)
             payloads.append(encode(item.message).decode())
-            headers.append(json.dumps(trace))
+            headers.append(trace)
         for record, reason in dead:
             message = CommandDeadLettered(
                 topic=self.topic, partition=partition, offset=record.offset,
@@ -281,7 +300,7 @@ class LedgerStore:
             topics.append(self.dead_letter_topic)
             keys.append(message.key)
             payloads.append(encode(message).decode())
-            headers.append(json.dumps(record.headers))
+            headers.append(record.headers)
         if not topics:
             return []
         # Ids first (one round trip), then COPY: far cheaper than escaping JSON into text[] parameters.
@@ -291,9 +310,9 @@ class LedgerStore:
         async with self.conn.cursor().copy(
             "COPY ledger_outbox (id, partition, topic, key, payload, headers, created_at) FROM STDIN"
         ) as copy:
-            for row in zip(ids, topics, keys, payloads, headers, strict=True):
-                await copy.write_row((row[0], partition, row[1], row[2], row[3], row[4], now))
-        return [OutboxRow(i, t, k, p.encode(), json.loads(h))
+            await copy.write(copy_text((i, partition, t, k, p, h, now)
+                                       for i, t, k, p, h in zip(ids, topics, keys, payloads, headers, strict=True)))
+        return [OutboxRow(i, t, k, p.encode(), h)
                 for i, t, k, p, h in zip(ids, topics, keys, payloads, headers, strict=True)]
 
 

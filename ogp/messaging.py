@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 
 from aiokafka.partitioner import murmur2
 from opentelemetry import propagate
@@ -14,6 +15,7 @@ from schemas.base import Message, encode
 from schemas.commands import Command
 
 
+@lru_cache(maxsize=262144)  # murmur2 is pure Python in aiokafka; accounts recur constantly
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` (murmur2, as the Java client)."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
