@@ -157,7 +157,12 @@ def up() -> None:
         console.print(f"  {service.name:<16} {service.url or '(worker)'}"
                       + (f"   docs {service.url}/docs" if service.url else ""))
     if creds is not None:
+        from ogp.demo import fund_demo_users
+
+        funded = fund_demo_users(settings)
         _print_demo(creds)
+        for username, balance in sorted(funded.items()):
+            console.print(f"  wallet {username:<10} balance {balance:,.2f} IDR (topped up via Kafka)")
     console.print("\n[green]One Gate Payment is up.[/green] `ogp status` checks it; `ogp down` stops it.")
 
 

@@ -35,6 +35,8 @@ def services(settings: Settings) -> list[Service]:
                 f"http://{h}:{settings.command_api_port}"),
         Service("query-api", uvicorn("query_api.app:create_app", settings.query_api_port),
                 f"http://{h}:{settings.query_api_port}"),
+        Service("ledger-processor", (py, "-m", "ledger_processor")),
+        Service("projector-history", (py, "-m", "projections")),
     ]
 
 
@@ -59,6 +61,13 @@ class ServiceRunner:
         proc.start(service.argv)
         if service.health_url():
             wait_until(lambda: self._healthy(service), timeout, service.name, log=proc)
+        else:
+            # A worker is up when it is still running after its start-up (a crash shows in its log).
+            import time
+
+            time.sleep(1.5)
+            if not proc.running():
+                raise StackError(f"{service.name} exited at start; log {proc.log_file}:\n{proc.tail()}")
 
     def stop(self, service: Service) -> bool:
         return self.process(service).stop(timeout=20)
