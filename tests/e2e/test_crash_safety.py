@@ -1,0 +1,170 @@
+"""Crash safety: kill -9 the processor and the projector at random moments under continuous load."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import create_engine, text
+
+from ledger_processor.audit import audit
+from ogp.db.migrate import upgrade
+from ogp.settings import Settings
+from ogp.stack.topics import COMMANDS, LEDGER_EVENTS
+from ogp.testing.infra import create_database
+from ogp.testing.ledger import caught_up, create_accounts, end_offsets, funding, produce, recreate_topics
+from ogp.testing.processes import Worker
+from projections.history import replay
+from schemas.base import decode, encode
+from schemas.commands import RequestPayment, RequestTransfer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+D = Decimal
+LOAD_SECONDS = 45
+PROCESSOR_KILLS = 12
+PROJECTOR_KILLS = 6
+
+
+class Load(threading.Thread):
+    """Random payments and transfers among the accounts, appended with acks=all until stopped."""
+
+    def __init__(self, bootstrap: str, accounts: list[tuple[int, str]], seed: int = 11):
+        super().__init__(name="load", daemon=True)
+        self.bootstrap, self.accounts = bootstrap, accounts
+        self.rng = random.Random(seed)
+        self.accepted: list[str] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            while not self.stop_event.is_set():
+                user, account = self.rng.choice(self.accounts)
+                tx, amount, now = str(uuid.uuid4()), D(self.rng.randint(100, 90000)) / 100, datetime.now(UTC)
+                if self.rng.random() < 0.5:
+                    command = RequestPayment(account_id=account, requested_at=now, transaction_id=tx, user_id=user,
+                                             amount=amount, merchant_reference="load")
+                else:
+                    command = RequestTransfer(account_id=account, requested_at=now, transaction_id=tx, user_id=user,
+                                              to_account_id=self.rng.choice(self.accounts)[1], amount=amount)
+                await producer.send_and_wait(COMMANDS, key=account.encode(), value=encode(command))
+                self.accepted.append(tx)  # acknowledged by all in-sync replicas: accepted
+                await asyncio.sleep(self.rng.uniform(0, 0.01))
+        finally:
+            await producer.stop()
+
+
+async def all_events(bootstrap: str) -> list:
+    consumer = AIOKafkaConsumer(LEDGER_EVENTS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    events = []
+    try:
+        # Per partition, in offset order: the order the projector applies them in.
+        while batch := await consumer.getmany(timeout_ms=2000, max_records=10000):
+            for records in batch.values():
+                events.extend(decode(r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return events
+
+
+def projector_caught_up(db: str, bootstrap: str, timeout: float = 120) -> None:
+    engine = create_engine(db)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ends = asyncio.run(end_offsets(bootstrap, LEDGER_EVENTS))
+            with engine.connect() as conn:
+                stored = dict(conn.execute(text("SELECT partition, next_offset FROM projection_positions "
+                                                "WHERE topic = :t"), {"t": LEDGER_EVENTS}).all())
+            if all(stored.get(p, 0) >= end for p, end in ends.items()):
+                return
+            assert time.monotonic() < deadline, f"projector behind: {stored} < {ends}"
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+
+
+def test_kill_9_under_load_applies_every_command_once_and_the_read_model_equals_a_rebuild(
+        postgres_admin_url, private_kafka):
+    db = create_database(postgres_admin_url, f"crash_{uuid.uuid4().hex[:8]}")
+    upgrade(db)
+    settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka)
+    asyncio.run(recreate_topics(private_kafka, settings))
+    run_dir = Path(tempfile.mkdtemp(prefix="ogp-crash-"))
+    processor = Worker("ledger_processor", "processor", run_dir, settings)
+    projector = Worker("projections", "projector", run_dir, settings)
+
+    accounts = create_accounts(db, 60, prefix="crash")
+    funded = [c for u, a in accounts for c in funding(u, a, D("50000.00"))]
+    asyncio.run(produce(private_kafka, funded))
+    processor.start()
+    projector.start()
+    load = Load(private_kafka, accounts)
+    load.start()
+    rng = random.Random(5)
+    kills = {"processor": 0, "projector": 0}
+    try:
+        deadline = time.monotonic() + LOAD_SECONDS
+        next_projector_kill = time.monotonic() + rng.uniform(3, 7)
+        while time.monotonic() < deadline or kills["processor"] < PROCESSOR_KILLS or kills["projector"] < PROJECTOR_KILLS:
+            time.sleep(rng.uniform(1.5, 3.5))
+            processor.kill9()
+            kills["processor"] += 1
+            processor.start()
+            if time.monotonic() >= next_projector_kill and kills["projector"] < PROJECTOR_KILLS + 2:
+                projector.kill9()
+                kills["projector"] += 1
+                projector.start()
+                next_projector_kill = time.monotonic() + rng.uniform(4, 8)
+    finally:
+        load.stop_event.set()
+        load.join(30)
+
+    try:
+        assert kills["processor"] >= 10 and kills["projector"] >= 5, kills
+        assert len(load.accepted) > 500, "the load should have appended a meaningful number of commands"
+        caught_up(db, private_kafka, timeout=300, at_least=len(funded) + len(load.accepted))
+        projector_caught_up(db, private_kafka)
+        engine = create_engine(db)
+        with engine.connect() as conn:
+            applied = set(conn.execute(text("SELECT transaction_id FROM ledger_transactions WHERE "
+                                            "transaction_id = ANY(:ids)"), {"ids": load.accepted}).scalars())
+            report = audit(conn)
+            total = conn.execute(text("SELECT (SELECT sum(balance) FROM accounts) + "
+                                      "(SELECT coalesce(sum(balance), 0) FROM ledger_system_accounts)")).scalar()
+            table = {r.transaction_id: r for r in conn.execute(text(
+                "SELECT transaction_id, revision, transaction_status, amount, balance_before, balance_after, "
+                "account_id FROM historical_transactions"))}
+        engine.dispose()
+        # Every accepted command applied, and (primary key) at most once.
+        assert applied == set(load.accepted)
+        assert report.ok, report.lines()
+        assert total == 0
+        rebuilt = replay(asyncio.run(all_events(private_kafka)))
+        assert set(table) == set(rebuilt)
+        for transaction_id, row in rebuilt.items():
+            stored = table[transaction_id]
+            assert (stored.revision, stored.transaction_status, stored.amount, stored.balance_before,
+                    stored.balance_after, stored.account_id) == (
+                row["revision"], row["transaction_status"], row["amount"], row["balance_before"],
+                row["balance_after"], row["account_id"]), transaction_id
+        print(f"crash safety: {len(load.accepted)} commands under load, kills {kills}, "
+              f"{report.entries} entries, {len(table)} history rows")
+    finally:
+        processor.stop()
+        projector.stop()
