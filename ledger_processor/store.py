@@ -205,6 +205,10 @@ class LedgerStore:
                 trace = {k: v for k, v in record.headers.items() if k in ("correlation_id", "traceparent",
                                                                           "tracestate")}
                 outgoing.extend((o, trace) for o in book.outgoing[mark:])
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("applied %s", command.TYPE, extra={
+                        "partition": partition, "offset": record.offset, "correlation_id": trace.get("correlation_id"),
+                        "transaction_id": getattr(command, "transaction_id", None)})
             await self._save(book, partition, commands)
             result.outbox = await self._write_outbox(partition, outgoing, dead, now)
             result.applied, result.dead_lettered = len(commands), len(dead)

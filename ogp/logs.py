@@ -37,7 +37,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if cid := correlation_id.get():
+        if cid := (getattr(record, "correlation_id", None) or correlation_id.get()):
             entry["correlation_id"] = cid
         for key in ("transaction_id", "account_id", "user_id", "partition", "offset", "trace_id", "service",
                     "retry_after"):

@@ -69,6 +69,12 @@ def _decode_batch(partition: int, records: Sequence[ConsumerRecord], stats: Proj
             continue
         if isinstance(message, TransactionRecorded):
             events.append(message)
+            if log.isEnabledFor(logging.DEBUG):
+                # The id the HTTP request started with, carried through the command and the outcome event.
+                headers = {k: v.decode(errors="replace") for k, v in (record.headers or [])}
+                log.debug("projecting %s", message.event_id, extra={
+                    "partition": partition, "offset": record.offset, "transaction_id": message.transaction_id,
+                    "correlation_id": headers.get("correlation_id")})
         else:
             stats.other_types += 1
     return events

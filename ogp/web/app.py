@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 
 from ogp.clients import open_clients
 from ogp.errors import install_error_handlers
 from ogp.health import health_router
-from ogp.logs import configure_logging
+from ogp.logs import configure_logging, correlation_id
 from ogp.settings import Settings, get_settings
 from ogp.web.body_limit import BodySizeLimit
+
+
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
 def build_app(
@@ -41,6 +46,23 @@ def build_app(
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=64 * 1024)
+
+    @app.middleware("http")
+    async def correlate(request: Request, call_next):
+        # One id per request, from the caller (or Kong) when sane, carried into Kafka headers and logs.
+        given = request.headers.get("x-correlation-id", "")
+        cid = given if _CORRELATION_ID.fullmatch(given) else uuid.uuid4().hex
+        token = correlation_id.set(cid)
+        try:
+            response = await call_next(request)
+        finally:
+            correlation_id.reset(token)
+        response.headers["X-Correlation-Id"] = cid
+        return response
+
+    from ogp.tracing import instrument
+
+    instrument(app, service)
     app.include_router(health_router(service))
     for router in routers:
         app.include_router(router)

@@ -183,3 +183,40 @@ def test_two_hundred_concurrent_payments_only_spend_what_is_there(system):
     assert reasons == ["insufficient_funds"]
     assert balance(queries, payer) == D("0.00")
     assert report.ok, report.lines()
+
+
+def test_the_correlation_id_travels_from_http_through_the_command_to_the_outcome_event(system):
+    settings, commands, queries = system
+    user = signed_up(commands, "traced")
+    fund(settings, user, "100.00")
+    eventually(lambda: has_balance(queries, user, "100.00"))
+    response = commands.post("/api/payment/pay", json={"amount": "10.00", "merchant_reference": "trace"},
+                             headers={**user["auth"], "Idempotency-Key": uuid.uuid4().hex,
+                                      "X-Correlation-Id": "trace-me-0123456789", "Prefer": "wait=10"})
+    assert response.headers["X-Correlation-Id"] == "trace-me-0123456789"
+    transaction_id = response.json()["transaction_id"]
+
+    async def headers_of(topic: str) -> dict[str, str]:
+        from aiokafka import AIOKafkaConsumer
+
+        from schemas.base import decode
+
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            while batch := await consumer.getmany(timeout_ms=2000):
+                for records in batch.values():
+                    for r in records:
+                        if getattr(decode(r.value), "transaction_id", None) == transaction_id:
+                            return {k: v.decode() for k, v in r.headers}
+        finally:
+            await consumer.stop()
+        return {}
+
+    from ogp.stack.topics import COMMANDS, LEDGER_EVENTS
+
+    command_headers = asyncio.run(headers_of(COMMANDS))
+    event_headers = asyncio.run(headers_of(LEDGER_EVENTS))
+    assert command_headers["correlation_id"] == event_headers["correlation_id"] == "trace-me-0123456789"
+    assert command_headers["traceparent"].startswith("00-") and event_headers["traceparent"] == command_headers["traceparent"]
