@@ -134,11 +134,11 @@ class LedgerStore:
         """Outbox rows a crash left unpublished, oldest first (they go out before anything newer)."""
         async with self.conn.transaction():
             rows = await (await self.conn.execute(
-                "SELECT o.id, o.topic, o.key, o.payload::text, o.headers FROM ledger_outbox o "
+                "SELECT o.id, o.topic, o.key, o.payload, o.headers FROM ledger_outbox o "
                 "JOIN ledger_partitions p ON p.topic = %s AND p.partition = o.partition "
                 "WHERE o.partition = %s AND o.id > p.published_outbox_id ORDER BY o.id",
                 (self.topic, partition))).fetchall()
-        return [OutboxRow(r[0], r[1], r[2], r[3].encode(), r[4] or {}) for r in rows]
+        return [OutboxRow(r[0], r[1], r[2], r[3].encode(), json.loads(r[4] or "{}")) for r in rows]
 
     async def mark_published(self, partition: int, up_to_id: int) -> None:
         """Rows of ``partition`` up to ``up_to_id`` are in Kafka (an owner that lost the partition may

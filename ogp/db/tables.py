@@ -348,8 +348,9 @@ ledger_outbox = Table(
     Column("partition", Integer, nullable=False),
     Column("topic", String(255), nullable=False),
     Column("key", String(255), nullable=True),
-    Column("payload", JSONB, nullable=False),
-    Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # 0005: opaque text (the wire bytes of the message and its Kafka headers as JSON), never parsed here.
+    Column("payload", Text, nullable=False),
+    Column("headers", Text, nullable=False, server_default=text("'{}'::text")),
     _created_at(),
     Column("published_at", DateTime(timezone=True), nullable=True),
 )

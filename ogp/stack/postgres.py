@@ -101,7 +101,9 @@ class PostgresServer:
             [*self._as_owner(), _bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port),
              "-k", str(self.socket_dir), "-c", f"listen_addresses={self.host}",
              "-c", "max_connections=200", "-c", "shared_buffers=256MB", "-c", "fsync=on",
-             "-c", "synchronous_commit=on", "-c", "wal_level=replica", "-c", "log_min_messages=warning"]
+             "-c", "synchronous_commit=on", "-c", "wal_level=replica", "-c", "log_min_messages=warning",
+             # Fewer checkpoints under bursts of ledger batches (durability is unchanged: fsync, sync commit).
+             "-c", "max_wal_size=4GB", "-c", "checkpoint_timeout=15min"]
         )
         wait_until(lambda: self._can_connect("postgres"), timeout, "PostgreSQL", log=self.process)
         self.create_database(self.database)

@@ -168,8 +168,8 @@ EXPECTED_COLUMNS = {
         "partition": ("integer", True, None),
         "topic": (varchar(255), True, None),
         "key": (varchar(255), False, None),
-        "payload": ("jsonb", True, None),
-        "headers": ("jsonb", True, "'{}'::jsonb"),
+        "payload": ("text", True, None),  # 0005: opaque wire text
+        "headers": ("text", True, "'{}'::text"),
         "created_at": (TSTZ, True, NOW),
         "published_at": (TSTZ, False, None),
     },
