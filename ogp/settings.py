@@ -81,6 +81,26 @@ class Settings(BaseSettings):
     midtrans_client_key: str = Field(default="SB-Mid-client-simulator", validation_alias="MIDTRANS_CLIENT_KEY")
     midtrans_is_production: bool = Field(default=False, validation_alias="MIDTRANS_IS_PRODUCTION")
 
+    # --- Midtrans (top-ups, order payments, webhook, simulator) ---
+    # Base URLs as midtransclient's ApiConfig wants them: Snap with /snap/v1, Core without /v2.
+    midtrans_snap_base_url: str | None = None  # default: the simulator on midtrans_sim_port
+    midtrans_core_base_url: str | None = None
+    midtrans_merchant_id: str = "G000000000"
+    midtrans_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Confirm a notification through GET /v2/{id}/status before money moves (on outside development).
+    midtrans_confirm_status: bool | None = None
+    # Where the simulator sends notifications (our webhook); default: the command API.
+    midtrans_webhook_url: str | None = None
+    topup_min_amount: int = Field(default=10_000, ge=1)
+    topup_max_amount: int = Field(default=20_000_000, ge=1)
+    topup_expiry_minutes: int = Field(default=60, ge=1)
+
+    # --- Partners (API keys, rate limits, access logs) ---
+    partner_page_size_max: int = Field(default=100, ge=1, le=1000)
+    # How long a looked-up API key may be cached in a process; a revoked key stops within this.
+    api_key_cache_seconds: float = Field(default=2.0, ge=0, le=10)
+    access_logs_enabled: bool = True
+
     # Fault injection for the crash tests (never in production): see ledger_processor/runner.py.
     fault: Literal["crash_after_commit", "sigstop_before_batch"] | None = None
 
@@ -108,6 +128,24 @@ class Settings(BaseSettings):
             return self.database_url
         pw = self.postgres_password.get_secret_value()
         return f"postgresql+psycopg://{self.postgres_user}:{pw}@{self.host}:{self.postgres_port}/{self.postgres_db}"
+
+    @property
+    def midtrans_snap_url(self) -> str:
+        return self.midtrans_snap_base_url or f"http://{self.host}:{self.midtrans_sim_port}/snap/v1"
+
+    @property
+    def midtrans_core_url(self) -> str:
+        return self.midtrans_core_base_url or f"http://{self.host}:{self.midtrans_sim_port}"
+
+    @property
+    def midtrans_should_confirm(self) -> bool:
+        if self.midtrans_confirm_status is not None:
+            return self.midtrans_confirm_status
+        return self.environment != "development"
+
+    @property
+    def midtrans_webhook(self) -> str:
+        return self.midtrans_webhook_url or f"http://{self.host}:{self.command_api_port}/payments/webhook"
 
     @property
     def redis_dsn(self) -> str:
