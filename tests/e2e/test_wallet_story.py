@@ -83,6 +83,10 @@ def history(queries: httpx.Client, user: dict) -> list[dict]:
             return items
 
 
+def check(condition: bool) -> None:
+    assert condition
+
+
 def has_balance(queries: httpx.Client, user: dict, amount: str) -> None:
     assert balance(queries, user) == D(amount)
 
@@ -220,3 +224,45 @@ def test_the_correlation_id_travels_from_http_through_the_command_to_the_outcome
     event_headers = asyncio.run(headers_of(LEDGER_EVENTS))
     assert command_headers["correlation_id"] == event_headers["correlation_id"] == "trace-me-0123456789"
     assert command_headers["traceparent"].startswith("00-") and event_headers["traceparent"] == command_headers["traceparent"]
+
+
+def test_an_admin_suspends_reactivates_and_closes_accounts(system):
+    settings, commands, queries = system
+    admin, user = signed_up(commands, "boss"), signed_up(commands, "member")
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE users SET is_admin = true WHERE id = :id"), {"id": admin["user_id"]})
+    engine.dispose()
+    token = commands.post("/api/auth/login", json={"username": admin["username"], "password": admin["password"]}
+                          ).json()["access_token"]
+    as_admin = {"Authorization": f"Bearer {token}"}
+    fund(settings, user, "500.00")
+    eventually(lambda: has_balance(queries, user, "500.00"))
+
+    def set_status(status: str, account: str | None = None, headers=None) -> httpx.Response:
+        return commands.post(f"/api/admin/accounts/{account or user['account_id']}/status",
+                             json={"status": status, "reason": "test"}, headers=headers or as_admin)
+
+    def account_status() -> str:
+        return queries.get("/api/payment/account", headers=user["auth"]).json()["account_status"]
+
+    assert set_status("SUSPENDED", headers=user["auth"]).status_code == 403  # not an admin
+    assert set_status("SUSPENDED").status_code == 202
+    eventually(lambda: check(account_status() == "SUSPENDED"))
+    refused = command(commands, user, "/api/payment/pay", {"amount": "10.00", "merchant_reference": "x"})
+    assert (refused["status"], refused["failure_reason"]) == ("FAILED", "account_suspended")
+
+    assert set_status("ACTIVE").status_code == 202
+    eventually(lambda: check(account_status() == "ACTIVE"))
+    assert command(commands, user, "/api/payment/pay", {"amount": "500.00", "merchant_reference": "y"}
+                   )["status"] == "SUCCESS"
+
+    assert set_status("CLOSED", account=admin["account_id"]).status_code == 202  # empty: may close
+    eventually(lambda: check(queries.get("/api/payment/account", headers=as_admin).json()["account_status"]
+                             == "CLOSED"))
+    fund(settings, user, "50.00")
+    eventually(lambda: has_balance(queries, user, "50.00"))
+    assert set_status("CLOSED").json()["error"]["code"] == "balance_not_zero"
+    sent = command(commands, user, "/api/payment/transfer", {"to": admin["username"], "amount": "5.00"})
+    assert sent["status"] == "FAILED" and sent["failure_reason"] in {"destination_closed", "account_closed"}
+    assert set_status("ACTIVE", account=str(uuid.uuid4())).status_code == 404

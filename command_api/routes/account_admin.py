@@ -1,0 +1,57 @@
+"""Admin: suspend, close or reactivate a wallet account (applied by the account's ledger partition owner)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from command_api.deps import Engine
+from ogp.clients import KafkaUnavailable
+from ogp.db.tables import accounts
+from ogp.errors import Conflict, NotFound, ServiceUnavailable
+from ogp.messaging import append_command
+from ogp.security.current_user import AdminUser
+from schemas.commands import ChangeAccountStatus
+
+router = APIRouter(prefix="/api/admin/accounts", tags=["admin"])
+
+
+class StatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    status: Literal["ACTIVE", "SUSPENDED", "CLOSED"]
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+class StatusChangeAccepted(BaseModel):
+    command_id: str
+    account_id: str
+    requested_status: str
+    current_status: str
+
+
+@router.post("/{account_id}/status", status_code=202, response_model=StatusChangeAccepted)
+async def change_status(body: StatusChange, admin: AdminUser, engine: Engine, request: Request,
+                        account_id: Annotated[str, Path(max_length=36)]) -> StatusChangeAccepted:
+    """Suspend (no paying or sending), close (no receiving; balance must be 0.00) or reactivate an account."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(accounts.c.account_status, accounts.c.balance)
+                                  .where(accounts.c.id == account_id))).first()
+    if row is None:
+        raise NotFound("account not found", code="account_not_found")
+    if body.status == "CLOSED" and row.balance != 0:
+        raise Conflict("an account can only be closed with a zero balance", code="balance_not_zero",
+                       details={"balance": f"{row.balance:.2f}"})
+    command = ChangeAccountStatus(account_id=account_id, requested_at=datetime.now(UTC),
+                                  command_id=str(uuid.uuid4()), status=body.status, actor_user_id=admin.user_id,
+                                  reason=body.reason)
+    try:
+        await append_command(request.app.state.clients.kafka, command)
+    except KafkaUnavailable:
+        raise ServiceUnavailable("the command log is unavailable", code="kafka_unavailable") from None
+    return StatusChangeAccepted(command_id=command.command_id, account_id=account_id,
+                                requested_status=body.status, current_status=row.account_status)
