@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -63,6 +64,8 @@ class LedgerProcessor:
         self.pool = None
         self._topic_counts: dict[str, int] = {}
         self._fault_fired = False
+        self._to_commit: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -188,9 +191,13 @@ class LedgerProcessor:
         self.stats.batches += 1
         if result.outbox:
             await self._publish(store, tp.partition, result.outbox)
-        # Only for lag monitoring: the position of record is ledger_partitions.next_offset.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.consumer.commit({tp: result.next_offset}), 5)
+        # Only for lag monitoring (the position of record is ledger_partitions.next_offset): batched.
+        self._to_commit[tp] = result.next_offset
+        if time.monotonic() - self._last_commit > 2.0:
+            self._last_commit = time.monotonic()
+            offsets, self._to_commit = self._to_commit, {}
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.consumer.commit(offsets), 5)
 
     async def _publish(self, store: LedgerStore, partition: int, rows: list[OutboxRow]) -> None:
         """Send outbox rows in id order, as whole batches per target partition, then record the mark."""
