@@ -21,6 +21,8 @@ stack_app = typer.Typer(help="The local infrastructure only: Kafka, PostgreSQL, 
 app.add_typer(stack_app, name="stack")
 admin_app = typer.Typer(help="Operator commands.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+projections_app = typer.Typer(help="Read models built from the ledger's events.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
 
 console = Console()
 err = Console(stderr=True)
@@ -236,6 +238,16 @@ def audit_ledger() -> None:
     console.print("[green]ledger OK[/green]" if report.ok else "[red]ledger INVARIANT VIOLATED[/red]")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@projections_app.command("rebuild")
+@friendly
+def projections_rebuild() -> None:
+    """Empty historical_transactions and replay ogp.ledger-events.v1 from the start (stop the projector first)."""
+    from projections.runner import rebuild
+
+    stats = asyncio.run(rebuild(get_settings()))
+    console.print(f"  history rebuilt: {stats}")
 
 
 @admin_app.command("create-user")
