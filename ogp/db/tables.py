@@ -56,6 +56,9 @@ ACCOUNT_STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
 TRANSACTION_TYPES = ("TOPUP", "PAYMENT", "REFUND", "TRANSFER")
 TRANSACTION_STATUSES = ("PENDING", "SUCCESS", "FAILED", "CANCELLED")
 PAYMENT_METHODS = ("GOPAY", "SHOPEE_PAY")
+# 0006: Midtrans's other payment methods, added to payment_method_enum.
+MIDTRANS_PAYMENT_METHODS = ("CREDIT_CARD", "BANK_TRANSFER", "BCA_VA", "MANDIRI_BILL", "BNI_VA", "BRI_VA",
+                            "PERMATA_VA", "OVO", "DANA", "QRIS", "INDOMARET", "ALFAMART")
 # The ERD lists "READ_TRANSACTIONS,READ_REPORTS" twice (a typo): the type has the two distinct values.
 PERMISSIONS = ("READ_TRANSACTIONS", "READ_REPORTS")
 RATE_LIMIT_UNITS = ("second", "minute", "hour", "day")
@@ -65,7 +68,8 @@ IDEMPOTENCY_STATES = ("IN_FLIGHT", "DONE")
 account_status_enum = Enum(*ACCOUNT_STATUSES, name="account_status_enum", validate_strings=True)
 transaction_type_enum = Enum(*TRANSACTION_TYPES, name="transaction_type_enum", validate_strings=True)
 transaction_status_enum = Enum(*TRANSACTION_STATUSES, name="transaction_status_enum", validate_strings=True)
-payment_method_enum = Enum(*PAYMENT_METHODS, name="payment_method_enum", validate_strings=True)
+payment_method_enum = Enum(*PAYMENT_METHODS, *MIDTRANS_PAYMENT_METHODS, name="payment_method_enum",
+                           validate_strings=True)
 permissions_enum = Enum(*PERMISSIONS, name="permissions_enum", validate_strings=True)
 rate_limit_unit_enum = Enum(*RATE_LIMIT_UNITS, name="rate_limit_unit_enum", validate_strings=True)
 http_method_enum = Enum(*HTTP_METHODS, name="http_method_enum", validate_strings=True)
@@ -213,7 +217,7 @@ api_keys = Table(
     "api_keys",
     metadata,
     _uuid_pk(),
-    # Unique as documented (one key per service); rotation with overlap would need this relaxed.
+    # Unique as documented (one key per service): rotation happens in the row (0007, previous_key_*).
     Column("external_service_id", String(36), ForeignKey("external_services.id"), nullable=False),
     Column("key_name", String(255), nullable=False),
     # Deviation: the ERD's single enum cannot hold "both permissions"; an array of them can.
@@ -233,6 +237,11 @@ api_keys = Table(
     Column("is_active", Boolean, nullable=False, server_default=text("true")),
     _created_at(),
     _updated_at(),
+    # 0007: revocation time, and the replaced secret still accepted until previous_key_expires_at.
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("previous_key_prefix", String(16), nullable=True),
+    Column("previous_key_hash", String(64), nullable=True),
+    Column("previous_key_expires_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("external_service_id"),
     UniqueConstraint("key_prefix"),
     CheckConstraint("rate_limit_count > 0", name="rate_limit_count_positive"),
@@ -258,7 +267,20 @@ Index(
     api_access_logs.c.created_at.desc(),
     api_access_logs.c.id,
 )
+Index("ix_api_keys_previous_key_prefix", api_keys.c.previous_key_prefix)
 Index("ix_api_access_logs_key_recent", api_access_logs.c.api_key_id, api_access_logs.c.created_at.desc())
+
+# 0007: the partner feed's position of each externally visible history row, written only by the trigger
+# partner_feed_position on historical_transactions (see the migration and query_api/partner_views.py).
+partner_feed = Table(
+    "partner_feed",
+    metadata,
+    Column("transaction_id", String(50),
+           ForeignKey("historical_transactions.transaction_id", ondelete="CASCADE"), primary_key=True),
+    Column("feed_txid", BigInteger, nullable=False),  # the writing transaction's id (xid8 as bigint)
+    Column("feed_seq", BigInteger, nullable=False),  # from sequence partner_feed_seq
+)
+Index("ix_partner_feed_feed_txid_feed_seq", partner_feed.c.feed_txid, partner_feed.c.feed_seq)
 
 
 # == Ledger tables (owned by the ledger processor) =========================================================
@@ -385,3 +407,63 @@ idempotency_keys = Table(
     CheckConstraint("state IN ('IN_FLIGHT', 'DONE')", name="state_known"),
 )
 Index("ix_idempotency_keys_expires_at", idempotency_keys.c.expires_at)
+
+
+# == Midtrans (0006) =======================================================================================
+
+# Every order created at Midtrans (command API): the Kafka key its statuses go under. Written before the
+# top-up command is appended, so a notification can always be routed, however fast it comes.
+midtrans_orders = Table(
+    "midtrans_orders",
+    metadata,
+    Column("order_id", String(50), primary_key=True),  # also the ledger transaction id
+    Column("payment_id", String(36), nullable=False),
+    Column("kind", String(8), nullable=False),  # TOPUP | ORDER
+    Column("account_id", String(64), nullable=False),  # the Kafka key: a wallet, or "order:<order_id>"
+    Column("user_id", BigInteger, nullable=True),
+    Column("amount", Money, nullable=False),
+    Column("payment_method", String(32), nullable=True),
+    Column("payment_url", Text, nullable=True),
+    Column("token", String(64), nullable=True),
+    Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    _created_at(),
+    UniqueConstraint("payment_id"),
+    CheckConstraint("kind IN ('TOPUP', 'ORDER')", name="kind_known"),
+)
+
+# Every verified notification received (raw payload kept), including Midtrans's test notifications.
+midtrans_notifications = Table(
+    "midtrans_notifications",
+    metadata,
+    Column("notification_id", String(64), primary_key=True),  # SHA-256 of the raw body: duplicates collapse
+    Column("order_id", String(64), nullable=False),
+    Column("transaction_status", String(32), nullable=False),
+    Column("known_order", Boolean, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+Index("ix_midtrans_notifications_order_id", midtrans_notifications.c.order_id)
+
+# The TiketQ document's ``payments`` read model (payments projector), for top-ups and order payments.
+payments = Table(
+    "payments",
+    metadata,
+    Column("payment_id", String(36), primary_key=True),
+    Column("order_id", String(50), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("account_id", String(64), nullable=True),
+    Column("user_id", BigInteger, nullable=True),
+    Column("status", String(16), nullable=False),  # PENDING | SUCCESS | FAILED | CANCELLED
+    Column("amount", Money, nullable=False),
+    Column("refunded_amount", Money, nullable=False, server_default=text("0.00")),
+    Column("payment_method", payment_method_enum, nullable=True),
+    Column("payment_url", Text, nullable=True),
+    Column("midtrans_status", String(32), nullable=True),
+    Column("failure_reason", String(64), nullable=True),
+    Column("revision", Integer, nullable=False, server_default=text("0")),
+    _created_at(),
+    _updated_at(),
+    UniqueConstraint("order_id"),
+)
+Index("ix_payments_user_id_created_at", payments.c.user_id, payments.c.created_at)

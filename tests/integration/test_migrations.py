@@ -103,6 +103,11 @@ EXPECTED_COLUMNS = {
         "is_active": ("boolean", True, "true"),
         "created_at": (TSTZ, True, NOW),
         "updated_at": (TSTZ, True, NOW),
+        # 0007: revocation, and rotation with an overlap in the same row.
+        "revoked_at": (TSTZ, False, None),
+        "previous_key_prefix": (varchar(16), False, None),
+        "previous_key_hash": (varchar(64), False, None),
+        "previous_key_expires_at": (TSTZ, False, None),
     },
     "api_access_logs": {
         "id": (varchar(36), True, UUID_TEXT),
@@ -114,6 +119,52 @@ EXPECTED_COLUMNS = {
         "user_agent": ("text", False, None),
         "response_status": ("integer", True, None),
         "created_at": (TSTZ, True, NOW),
+    },
+    # 0006 (Midtrans; reconstructed after an accidental revert, see the partner-access report).
+    "midtrans_orders": {
+        "order_id": (varchar(50), True, None),
+        "payment_id": (varchar(36), True, None),
+        "kind": (varchar(8), True, None),
+        "account_id": (varchar(64), True, None),
+        "user_id": ("bigint", False, None),
+        "amount": (MONEY, True, None),
+        "payment_method": (varchar(32), False, None),
+        "payment_url": ("text", False, None),
+        "token": (varchar(64), False, None),
+        "details": ("jsonb", True, "'{}'::jsonb"),
+        "expires_at": (TSTZ, False, None),
+        "created_at": (TSTZ, True, NOW),
+    },
+    "midtrans_notifications": {
+        "notification_id": (varchar(64), True, None),
+        "order_id": (varchar(64), True, None),
+        "transaction_status": (varchar(32), True, None),
+        "known_order": ("boolean", True, None),
+        "payload": ("jsonb", True, None),
+        "received_at": (TSTZ, True, NOW),
+    },
+    "payments": {
+        "payment_id": (varchar(36), True, None),
+        "order_id": (varchar(50), True, None),
+        "kind": (varchar(8), True, None),
+        "account_id": (varchar(64), False, None),
+        "user_id": ("bigint", False, None),
+        "status": (varchar(16), True, None),
+        "amount": (MONEY, True, None),
+        "refunded_amount": (MONEY, True, "0.00"),
+        "payment_method": ("payment_method_enum", False, None),
+        "payment_url": ("text", False, None),
+        "midtrans_status": (varchar(32), False, None),
+        "failure_reason": (varchar(64), False, None),
+        "revision": ("integer", True, "0"),
+        "created_at": (TSTZ, True, NOW),
+        "updated_at": (TSTZ, True, NOW),
+    },
+    # 0007: the partner feed position of each externally visible history row (written by a trigger).
+    "partner_feed": {
+        "transaction_id": (varchar(50), True, None),
+        "feed_txid": ("bigint", True, None),
+        "feed_seq": ("bigint", True, None),
     },
     "ledger_transactions": {
         "transaction_id": (varchar(50), True, None),
@@ -197,7 +248,9 @@ EXPECTED_ENUMS = {
     "account_status_enum": ["ACTIVE", "SUSPENDED", "CLOSED"],
     "transaction_type_enum": ["TOPUP", "PAYMENT", "REFUND", "TRANSFER"],
     "transaction_status_enum": ["PENDING", "SUCCESS", "FAILED", "CANCELLED"],
-    "payment_method_enum": ["GOPAY", "SHOPEE_PAY"],
+    # 0006: Midtrans's other methods appended.
+    "payment_method_enum": ["GOPAY", "SHOPEE_PAY", "CREDIT_CARD", "BANK_TRANSFER", "BCA_VA", "MANDIRI_BILL",
+                            "BNI_VA", "BRI_VA", "PERMATA_VA", "OVO", "DANA", "QRIS", "INDOMARET", "ALFAMART"],
     "permissions_enum": ["READ_TRANSACTIONS", "READ_REPORTS"],  # the ERD's duplicated pair, de-duplicated
     "rate_limit_unit_enum": ["second", "minute", "hour", "day"],
     "http_method_enum": ["GET", "POST", "PUT", "DELETE", "PATCH"],
@@ -211,6 +264,10 @@ EXPECTED_PRIMARY_KEYS = {
     "external_services": ["id"],
     "api_keys": ["id"],
     "api_access_logs": ["id"],
+    "midtrans_orders": ["order_id"],
+    "midtrans_notifications": ["notification_id"],
+    "payments": ["payment_id"],
+    "partner_feed": ["transaction_id"],
     "ledger_transactions": ["transaction_id"],
     "ledger_system_accounts": ["id"],
     "ledger_entries": ["id"],
@@ -227,6 +284,8 @@ EXPECTED_UNIQUE_CONSTRAINTS = {
     "external_services": {("company",)},
     "api_keys": {("external_service_id",), ("key_prefix",)},
     "ledger_system_accounts": {("kind", "partition")},
+    "midtrans_orders": {("payment_id",)},
+    "payments": {("order_id",)},
 }
 
 # (table, constrained columns, referred table, referred columns, ON DELETE)
@@ -238,6 +297,7 @@ EXPECTED_FOREIGN_KEYS = {
     ("api_keys", ("external_service_id",), "external_services", ("id",), None),
     ("api_access_logs", ("external_service_id",), "external_services", ("id",), None),
     ("api_access_logs", ("api_key_id",), "api_keys", ("id",), None),
+    ("partner_feed", ("transaction_id",), "historical_transactions", ("transaction_id",), "CASCADE"),
 }
 
 # Indexes that are not the backing index of a primary key or unique constraint, as pg_indexes prints them.
@@ -256,6 +316,14 @@ EXPECTED_INDEXES = {
     "public.historical_transactions USING btree (user_id, created_at DESC, id DESC)",
     "ix_historical_transactions_external_feed": "CREATE INDEX ix_historical_transactions_external_feed ON "
     "public.historical_transactions USING btree (created_at, id) WHERE is_accessible_external",
+    "ix_midtrans_notifications_order_id": "CREATE INDEX ix_midtrans_notifications_order_id ON "
+    "public.midtrans_notifications USING btree (order_id)",
+    "ix_payments_user_id_created_at": "CREATE INDEX ix_payments_user_id_created_at ON public.payments "
+    "USING btree (user_id, created_at)",
+    "ix_api_keys_previous_key_prefix": "CREATE INDEX ix_api_keys_previous_key_prefix ON public.api_keys "
+    "USING btree (previous_key_prefix)",
+    "ix_partner_feed_feed_txid_feed_seq": "CREATE INDEX ix_partner_feed_feed_txid_feed_seq ON "
+    "public.partner_feed USING btree (feed_txid, feed_seq)",
     "ix_api_access_logs_service_recent": "CREATE INDEX ix_api_access_logs_service_recent ON "
     "public.api_access_logs USING btree (external_service_id, created_at DESC, id)",
     "ix_api_access_logs_key_recent": "CREATE INDEX ix_api_access_logs_key_recent ON public.api_access_logs "
@@ -277,6 +345,8 @@ EXPECTED_CHECKS = {
     ("api_keys", "ck_api_keys_rate_limit_count_positive", "CHECK ((rate_limit_count > 0))"),
     ("ledger_transactions", "ck_ledger_transactions_amount_positive", "CHECK ((amount > (0)::numeric))"),
     ("ledger_entries", "ck_ledger_entries_amount_non_zero", "CHECK ((amount <> (0)::numeric))"),
+    ("midtrans_orders", "ck_midtrans_orders_kind_known",
+     "CHECK (((kind)::text = ANY ((ARRAY['TOPUP'::character varying, 'ORDER'::character varying])::text[])))"),
     ("idempotency_keys", "ck_idempotency_keys_state_known",
      "CHECK (((state)::text = ANY ((ARRAY['IN_FLIGHT'::character varying, 'DONE'::character varying])::text[])))"),
 }
