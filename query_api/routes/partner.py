@@ -1,7 +1,163 @@
-"""Partner API (X-API-Key): transaction histories and reports (to be built)."""
+"""Partner API (X-API-Key): transaction histories and reports for supervisors such as BI and OJK.
+
+What partners see of a user: the wallet's opaque ``account_id`` (to relate one wallet's transactions), a
+masked phone (``+62812*****0002``) and a masked e-mail (``a***@domain``). Supervisors need to follow flows
+and spot patterns, not to contact or identify people; a named individual is obtained through a formal
+request, not through a bulk API whose keys may leak. Usernames and internal metadata are never exposed.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Literal
 
-router = APIRouter(tags=["partners"])
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import RowMapping
+
+from ogp.errors import ApiError, NotFound, Unprocessable
+from ogp.partners.auth import ReadReports, ReadTransactions
+from ogp.partners.keys import mask_email, mask_phone
+from ogp.partners.route import PartnerRoute
+from query_api import partner_views as views
+from query_api.deps import Engine, Settings_
+from query_api.feed_cursor import decode_feed_cursor, encode_feed_cursor
+from query_api.routes.cursor import InvalidCursor
+from schemas.money import money_str
+
+router = APIRouter(prefix="/api/transaction", tags=["partners"], route_class=PartnerRoute)
+
+TransactionType = Literal["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]
+TransactionStatus = Literal["PENDING", "SUCCESS", "FAILED", "CANCELLED"]
+MAX_REPORT_DAYS = 366
+RESUME_HEADER = "X-Resume-Cursor"
+
+
+class PartnerUser(BaseModel):
+    account_id: str
+    masked_phone: str | None
+    masked_email: str | None
+
+
+class PartnerTransaction(BaseModel):
+    transaction_id: str
+    type: TransactionType
+    status: TransactionStatus
+    amount: str
+    balance_before: str
+    balance_after: str
+    currency: str
+    description: str | None
+    external_reference: str | None
+    payment_method: str | None
+    user: PartnerUser
+    created_at: datetime
+    updated_at: datetime
+
+
+class PartnerTransactionPage(BaseModel):
+    items: list[PartnerTransaction]
+    next_cursor: str | None
+
+
+class SummaryRow(BaseModel):
+    day: date
+    type: TransactionType
+    status: TransactionStatus
+    currency: str
+    count: int
+    total_amount: str
+
+
+class SummaryReport(BaseModel):
+    from_: datetime = Field(serialization_alias="from")
+    to: datetime
+    items: list[SummaryRow]
+
+
+def _item(row: RowMapping) -> PartnerTransaction:
+    return PartnerTransaction(
+        transaction_id=row["transaction_id"], type=row["transaction_type"], status=row["transaction_status"],
+        amount=money_str(row["amount"]), balance_before=money_str(row["balance_before"]),
+        balance_after=money_str(row["balance_after"]), currency=row["currency"], description=row["description"],
+        external_reference=row["external_reference"], payment_method=row["payment_method"],
+        user=PartnerUser(account_id=row["account_id"], masked_phone=mask_phone(row["phone"]),
+                         masked_email=mask_email(row["email"])),
+        created_at=row["created_at"], updated_at=row["updated_at"])
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+@router.get("/histories", response_model=PartnerTransactionPage)
+async def list_histories(
+    key: ReadTransactions,
+    engine: Engine,
+    settings: Settings_,
+    response: Response,
+    transaction_type: Annotated[TransactionType | None, Query(alias="type")] = None,
+    status: Annotated[TransactionStatus | None, Query()] = None,
+    created_from: Annotated[datetime | None, Query(alias="from", description="created at or after")] = None,
+    created_to: Annotated[datetime | None, Query(alias="to", description="created before")] = None,
+    min_amount: Annotated[Decimal | None, Query(ge=0, max_digits=15, decimal_places=2)] = None,
+    max_amount: Annotated[Decimal | None, Query(ge=0, max_digits=15, decimal_places=2)] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor (or X-Resume-Cursor) of a previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="page size; capped at the server's maximum (100)")]
+    = 50,
+) -> PartnerTransactionPage:
+    """Externally accessible transactions in feed order; every row exactly once across pages.
+
+    ``next_cursor`` is null on the last page. ``X-Resume-Cursor`` always names the position after this
+    page: a partner following the feed polls with it later and receives only rows added since.
+    """
+    created_from, created_to = _utc(created_from), _utc(created_to)
+    if created_from and created_to and created_from >= created_to:
+        raise Unprocessable("'from' must be before 'to'", code="invalid_range")
+    if min_amount is not None and max_amount is not None and min_amount > max_amount:
+        raise Unprocessable("'min_amount' must not exceed 'max_amount'", code="invalid_range")
+    try:
+        after = decode_feed_cursor(cursor) if cursor is not None else None
+    except InvalidCursor:
+        raise ApiError("cursor is not valid", code="invalid_cursor") from None
+    limit = min(limit, settings.partner_page_size_max)
+    rows = await views.feed_page(engine, limit=limit + 1, after=after, transaction_type=transaction_type,
+                                 status=status, created_from=created_from, created_to=created_to,
+                                 min_amount=min_amount, max_amount=max_amount)
+    page = rows[:limit]
+    position = encode_feed_cursor(page[-1]["feed_txid"], page[-1]["feed_seq"]) if page else cursor
+    if position:
+        response.headers[RESUME_HEADER] = position
+    return PartnerTransactionPage(items=[_item(r) for r in page],
+                                  next_cursor=position if len(rows) > limit else None)
+
+
+@router.get("/histories/{transaction_id}", response_model=PartnerTransaction)
+async def get_history(key: ReadTransactions, engine: Engine,
+                      transaction_id: Annotated[str, Path(min_length=1, max_length=50)]) -> PartnerTransaction:
+    """One externally accessible transaction; 404 for one that is not (or does not exist)."""
+    row = await views.feed_item(engine, transaction_id)
+    if row is None:
+        raise NotFound("transaction not found", code="transaction_not_found")
+    return _item(row)
+
+
+@router.get("/reports/summary", response_model=SummaryReport)
+async def report_summary(
+    key: ReadReports,
+    engine: Engine,
+    created_from: Annotated[datetime, Query(alias="from", description="created at or after (ISO 8601)")],
+    created_to: Annotated[datetime, Query(alias="to", description="created before (ISO 8601)")],
+) -> SummaryReport:
+    """Counts and sums of accessible transactions per UTC day, type and status over [from, to)."""
+    created_from, created_to = _utc(created_from), _utc(created_to)
+    if created_from >= created_to:
+        raise Unprocessable("'from' must be before 'to'", code="invalid_range")
+    if created_to - created_from > timedelta(days=MAX_REPORT_DAYS):
+        raise Unprocessable(f"a report spans at most {MAX_REPORT_DAYS} days", code="invalid_range")
+    rows = await views.daily_summary(engine, created_from, created_to)
+    return SummaryReport(from_=created_from, to=created_to, items=[
+        SummaryRow(day=r["day"], type=r["transaction_type"], status=r["transaction_status"],
+                   currency=r["currency"], count=r["count"], total_amount=money_str(r["total_amount"]))
+        for r in rows])

@@ -1,0 +1,142 @@
+"""Partner request latency with access logging on vs off.
+
+Usage: .venv/bin/python bench/partner_latency.py [--requests 3000] [--concurrency 8] [--rounds 3]
+
+Starts PostgreSQL, Redis and Kafka (ogp.testing.infra: the environment's, Docker's, or its own), migrates a
+database, seeds 500 accessible history rows and one key with a limit far above the load, then serves two
+query APIs under real uvicorn: one with OGP_ACCESS_LOGS_ENABLED on, one off. Rounds alternate between them
+(so drift hits both alike); each round sends --requests GET /api/transaction/histories?limit=20 from
+--concurrency clients. Prints p50/p99 of each and the p99 ratio (the acceptance bar: on within 10% of off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+from sqlalchemy import create_engine, insert, text  # noqa: E402
+
+from ogp.db.migrate import upgrade  # noqa: E402
+from ogp.db.tables import api_keys, external_services, historical_transactions  # noqa: E402
+from ogp.security.api_keys import generate_api_key  # noqa: E402
+from ogp.settings import Settings  # noqa: E402
+from ogp.stack.topics import ensure_topics, topic_specs  # noqa: E402
+from ogp.testing.infra import InfraProvider, create_database  # noqa: E402
+from ogp.stack.process import free_port  # noqa: E402
+from ogp.testing.processes import worker_env  # noqa: E402
+
+
+def seed(url: str, pepper: str) -> str:
+    material = generate_api_key(pepper)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        user_id = conn.execute(text("INSERT INTO users (username, email, phone, password) VALUES "
+                                    "('bench', 'bench@example.id', '+6281399999999', 'x') RETURNING id")).scalar_one()
+        account_id = conn.execute(text("INSERT INTO accounts (user_id) VALUES (:u) RETURNING id"),
+                                  {"u": user_id}).scalar_one()
+        now = datetime.now(UTC)
+        conn.execute(insert(historical_transactions), [dict(
+            user_id=user_id, account_id=account_id, transaction_id=f"bench-{i}", transaction_type="PAYMENT",
+            transaction_status="SUCCESS", amount=Decimal("100.00"), balance_before=Decimal("100.00"),
+            balance_after=Decimal("0.00"), created_at=now, updated_at=now) for i in range(500)])
+        service_id = conn.execute(insert(external_services).values(
+            company="Bench", contact_email="bench@example.id").returning(external_services.c.id)).scalar_one()
+        conn.execute(insert(api_keys).values(external_service_id=service_id, key_name="bench",
+                                             permissions=["READ_TRANSACTIONS"], key_prefix=material.prefix,
+                                             key_hash=material.key_hash, rate_limit_count=10_000_000,
+                                             rate_limit_unit="minute"))
+    engine.dispose()
+    return material.plaintext
+
+
+async def load(url: str, key: str, requests: int, concurrency: int) -> list[float]:
+    latencies: list[float] = []
+    counter = iter(range(requests))
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, timeout=30) as http:
+            for _ in counter:
+                started = time.perf_counter()
+                response = await http.get("/api/transaction/histories", params={"limit": 20})
+                latencies.append(time.perf_counter() - started)
+                assert response.status_code == 200, response.text
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return latencies
+
+
+@contextlib.contextmanager
+def query_api(settings: Settings, logging_on: bool):
+    """A query API in its own process (so the load generator does not share its interpreter)."""
+    port = free_port()
+    env = {**os.environ, **worker_env(settings, OGP_API_KEY_PEPPER="bench-pepper",
+                                      OGP_ACCESS_LOGS_ENABLED="true" if logging_on else "false")}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "query_api.app:create_app", "--factory", "--host",
+                             "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("query API did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    infra = InfraProvider()
+    try:
+        url = create_database(infra.postgres().url, f"bench_partner_{uuid.uuid4().hex[:6]}")
+        upgrade(url)
+        base = Settings(environment="test", database_url=url, redis_url=infra.redis().url,
+                        kafka_bootstrap_servers=infra.kafka().url, api_key_pepper="bench-pepper")
+        asyncio.run(ensure_topics(base.kafka_bootstrap, topic_specs(base)))
+        key = seed(url, "bench-pepper")
+        results: dict[bool, list[float]] = {True: [], False: []}
+        with query_api(base, True) as on_url, query_api(base, False) as off_url:
+            for target in (on_url, off_url):  # warm-up: connections, caches, JIT-less Python paths
+                asyncio.run(load(target, key, 300, args.concurrency))
+            for _ in range(args.rounds):
+                for enabled, target in ((True, on_url), (False, off_url)):
+                    results[enabled] += asyncio.run(load(target, key, args.requests, args.concurrency))
+        for enabled in (False, True):
+            values = results[enabled]
+            print(f"access logging {'on ' if enabled else 'off'}: n={len(values)} "
+                  f"p50={pct(values, 0.5):.2f} ms p99={pct(values, 0.99):.2f} ms")
+        ratio = pct(results[True], 0.99) / pct(results[False], 0.99)
+        print(f"p99 on/off = {ratio:.3f} ({'within' if ratio <= 1.10 else 'OVER'} the 10% bar)")
+    finally:
+        infra.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Admin use cases for partners: external services and their API keys."""
