@@ -17,6 +17,7 @@ Text = Annotated[str, Field(max_length=500)]
 __all__ = [
     "Command", "RequestPayment", "RequestTransfer", "CreditTransfer", "ConfirmTransfer", "ReverseTransfer",
     "RequestRefund", "RequestTopup", "RecordMidtransStatus", "ChangeAccountStatus", "TxId", "AccountId",
+    "RequestOrderPayment", "order_account_id",
 ]
 
 
@@ -126,3 +127,25 @@ class ChangeAccountStatus(Command):
     status: Literal["ACTIVE", "SUSPENDED", "CLOSED"]
     actor_user_id: int
     reason: Text = ""
+
+
+def order_account_id(order_id: str) -> str:
+    """The Kafka key (and ledger account id) of an order payment: no wallet is involved, the order is."""
+    return f"order:{order_id}"
+
+
+class RequestOrderPayment(Command):
+    """A Midtrans order payment (TiketQ ``POST /payments/``) was created: record it PENDING until paid.
+
+    ``account_id`` is :func:`order_account_id` of the order; paid money goes from Midtrans clearing into
+    the merchant payable of that partition.
+    """
+
+    TYPE = "RequestOrderPayment"
+    transaction_id: TxId  # the Midtrans order_id
+    payment_id: Annotated[str, Field(min_length=1, max_length=36)]
+    user_id: int | None = None  # who created it
+    amount: Amount
+    currency: Literal["IDR"] = CURRENCY
+    payment_method: Annotated[str, Field(max_length=32)] | None = None
+    description: Text = ""

@@ -11,7 +11,7 @@ from schemas.base import Message
 from schemas.commands import AccountId, TxId
 from schemas.money import CURRENCY, Amount, Balance
 
-__all__ = ["TransactionRecorded", "AccountStatusChanged", "CommandDeadLettered"]
+__all__ = ["TransactionRecorded", "AccountStatusChanged", "CommandDeadLettered", "OrderPaymentRecorded"]
 
 TransactionType = Literal["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]
 TransactionStatus = Literal["PENDING", "SUCCESS", "FAILED", "CANCELLED"]
@@ -67,3 +67,28 @@ class CommandDeadLettered(Message):
     reason: Annotated[str, Field(max_length=2000)]
     payload_b64: str
     occurred_at: datetime
+
+
+class OrderPaymentRecorded(Message):
+    """The state of a Midtrans order payment after the ledger changed it (keyed by its order account id).
+
+    Order payments belong to no wallet, so they have no history row; the payments projector upserts the
+    ``payments`` read model from these, a newer ``revision`` winning.
+    """
+
+    TYPE = "OrderPaymentRecorded"
+    event_id: Annotated[str, Field(max_length=80)]
+    order_id: TxId
+    payment_id: Annotated[str, Field(max_length=36)]
+    revision: int
+    account_id: AccountId
+    user_id: int | None = None
+    status: TransactionStatus
+    amount: Amount
+    refunded_amount: Balance
+    currency: Literal["IDR"] = CURRENCY
+    payment_method: Annotated[str, Field(max_length=32)] | None = None
+    midtrans_status: Annotated[str, Field(max_length=32)] | None = None
+    failure_reason: Annotated[str, Field(max_length=64)] | None = None
+    created_at: datetime
+    updated_at: datetime

@@ -1,7 +1,120 @@
-"""Midtrans: wallet top-ups, order payments and the payment-status webhook (to be built)."""
+"""Midtrans: wallet top-ups, order payments (the TiketQ endpoints) and the payment-status webhook."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from command_api.deps import Engine, Settings_
+from command_api.midtrans import service
+from command_api.midtrans.adapter import MidtransGateway
+from command_api.midtrans.requests import (
+    OrderPaymentRequest,
+    OrderPaymentView,
+    PaymentView,
+    RefundPaymentRequest,
+    TopupRequest,
+    TopupView,
+)
+from command_api.payments import service as wallet
+from command_api.payments.amounts import money_str
+from command_api.payments.web import Kafka, exact_json_body, openapi_body
+from ogp.security.current_user import CurrentUser
 
 router = APIRouter(tags=["payments"])
+
+_GATEWAY_ERRORS = {
+    502: {"description": "`midtrans_error`: Midtrans refused or failed; nothing was recorded"},
+    504: {"description": "`midtrans_timeout`: Midtrans did not answer in time; nothing was recorded"},
+    503: {"description": "`kafka_unavailable`: nothing is pending; try again"},
+}
+
+
+def _gateway(request: Request) -> MidtransGateway:
+    # Built on first use (not at import), one per app: midtransclient keeps no connections of its own.
+    gateway = getattr(request.app.state, "midtrans", None)
+    if gateway is None:
+        gateway = request.app.state.midtrans = MidtransGateway(request.app.state.settings)
+    return gateway
+
+
+Gateway = Annotated[MidtransGateway, Depends(_gateway)]
+
+
+@router.post("/api/payment/wallet/topup", status_code=201, response_model=TopupView,
+             responses={422: {"description": "validation, `amount_out_of_limits`"}, **_GATEWAY_ERRORS},
+             openapi_extra=openapi_body(TopupRequest))
+async def topup(user: CurrentUser, body: Annotated[TopupRequest, Depends(exact_json_body(TopupRequest))],
+                engine: Engine, kafka: Kafka, gateway: Gateway, settings: Settings_) -> JSONResponse:
+    """Start a wallet top-up: a Midtrans payment page, and a PENDING top-up until Midtrans says paid."""
+    service.check_topup_limits(body.amount, settings)
+    account_id = await wallet.caller_account(engine, user.user_id)
+    created = await service.create_topup(engine, kafka, gateway, settings, user_id=user.user_id,
+                                         account_id=account_id, body=body)
+    view = TopupView(transaction_id=created.order_id, order_id=created.order_id, status="PENDING",
+                     amount=money_str(body.amount), payment_method=body.payment_method,
+                     payment_url=created.payment_url, token=created.token, expires_at=created.expires_at)
+    return JSONResponse(view.model_dump(mode="json"), status_code=201,
+                        headers={"Location": f"/payments/{created.payment_id}"})
+
+
+@router.post("/payments/webhook", responses={400: {"description": "`invalid_notification`"},
+                                             401: {"description": "`invalid_signature`: nothing recorded"},
+                                             503: {"description": "not recorded; Midtrans will retry"}})
+async def webhook(request: Request, engine: Engine, kafka: Kafka, settings: Settings_) -> dict:
+    """Midtrans's HTTP notification: verify the signature, append the status to Kafka, answer 200."""
+    gateway = _gateway(request) if settings.midtrans_should_confirm else None
+    outcome = await service.receive_notification(engine, kafka, gateway, settings, await request.body())
+    return {"status": "ok", "outcome": outcome}
+
+
+@router.post("/payments/", status_code=201, response_model=OrderPaymentView,
+             responses={409: {"description": "`order_exists`"},
+                        422: {"description": "validation, `items_do_not_sum_to_amount`"}, **_GATEWAY_ERRORS},
+             openapi_extra=openapi_body(OrderPaymentRequest))
+async def create_payment(user: CurrentUser,
+                         body: Annotated[OrderPaymentRequest, Depends(exact_json_body(OrderPaymentRequest))],
+                         engine: Engine, kafka: Kafka, gateway: Gateway, settings: Settings_) -> JSONResponse:
+    """Create an order payment through Snap (the TiketQ document's endpoint)."""
+    created = await service.create_order_payment(engine, kafka, gateway, settings, user_id=user.user_id, body=body)
+    view = OrderPaymentView(payment_id=created.payment_id, order_id=created.order_id, status="PENDING",
+                            payment_url=created.payment_url, token=created.token)
+    return JSONResponse(view.model_dump(mode="json"), status_code=201,
+                        headers={"Location": f"/payments/{created.payment_id}"})
+
+
+@router.get("/payments/{payment_id}", response_model=PaymentView)
+async def get_payment(payment_id: str, user: CurrentUser, engine: Engine) -> PaymentView:
+    """One payment (top-up or order) of the caller, from the payments read model."""
+    return PaymentView.model_validate(await service.find_payment(engine, payment_id, user.user_id))
+
+
+@router.get("/payments/{payment_id}/status")
+async def payment_status(payment_id: str, user: CurrentUser, engine: Engine, kafka: Kafka, gateway: Gateway,
+                         refresh: Annotated[bool, Query(description="ask Midtrans's status API now")] = False
+                         ) -> dict:
+    """The payment's status; ``?refresh=true`` asks Midtrans and records what changed."""
+    payment = await service.find_payment(engine, payment_id, user.user_id)
+    body = {"payment_id": payment["payment_id"], "order_id": payment["order_id"], "status": payment["status"],
+            "midtrans_status": payment["midtrans_status"]}
+    if refresh:
+        found = await service.refresh_status(engine, kafka, gateway, payment)
+        body["midtrans"] = None if found is None else {
+            k: found.get(k) for k in ("transaction_status", "fraud_status", "status_code", "gross_amount",
+                                      "payment_type", "transaction_time", "settlement_time")}
+    return body
+
+
+@router.post("/payments/{payment_id}/refund", status_code=202,
+             responses={422: {"description": "`not_refundable`, `refund_exceeds_original`"}, **_GATEWAY_ERRORS},
+             openapi_extra=openapi_body(RefundPaymentRequest))
+async def refund_payment(payment_id: str, user: CurrentUser,
+                         body: Annotated[RefundPaymentRequest, Depends(exact_json_body(RefundPaymentRequest))],
+                         engine: Engine, kafka: Kafka, gateway: Gateway) -> dict:
+    """Refund (part of) a paid payment through Midtrans's refund API; the ledger follows its status."""
+    payment = await service.find_payment(engine, payment_id, user.user_id)
+    status = await service.refund_payment(engine, kafka, gateway, payment, body.amount, body.reason)
+    return {"payment_id": payment_id, "order_id": payment["order_id"],
+            "midtrans_status": status.get("transaction_status"), "refund_amount": status.get("refund_amount")}

@@ -27,13 +27,16 @@ from schemas.commands import (
     ConfirmTransfer,
     CreditTransfer,
     RecordMidtransStatus,
+    RequestOrderPayment,
     RequestPayment,
     RequestRefund,
     RequestTopup,
     RequestTransfer,
     ReverseTransfer,
 )
-from schemas.events import AccountStatusChanged
+from schemas.events import AccountStatusChanged, OrderPaymentRecorded
+
+ORDER_PAYMENT = "ORDER_PAYMENT"  # a Midtrans order payment: no wallet, money into the merchant payable
 
 
 def incoming_id(transaction_id: str) -> str:
@@ -249,6 +252,8 @@ def topup(book: Book, cmd: RequestTopup) -> None:
 
 def midtrans_status(book: Book, cmd: RecordMidtransStatus) -> None:
     tx = book.tx(cmd.order_id)
+    if tx is not None and tx.transaction_type == ORDER_PAYMENT and tx.account_id == cmd.account_id:
+        return _order_status(book, tx, cmd)
     if tx is None or tx.transaction_type != "TOPUP" or tx.account_id != cmd.account_id:
         return  # not one of our top-ups (Midtrans's test notifications land here): nothing to do
     account = book.account(tx.account_id)
@@ -306,6 +311,61 @@ def _reverse_topup(book: Book, tx: Transaction, account: Account | None, amount:
     tx.changed = True
 
 
+def order_payment(book: Book, cmd: RequestOrderPayment) -> None:
+    if book.tx(cmd.transaction_id):
+        return
+    tx = book.new_tx(cmd.transaction_id, ORDER_PAYMENT, cmd.account_id, None, cmd.amount,
+                     description=cmd.description, external_reference=cmd.transaction_id,
+                     payment_method=cmd.payment_method,
+                     details={"payment_id": cmd.payment_id, "created_by": cmd.user_id,
+                              "metadata": {"order_id": cmd.transaction_id, "payment_method": cmd.payment_method}})
+    book.settle(tx, "PENDING")
+    _publish_order(book, tx)
+
+
+def _order_status(book: Book, tx: Transaction, cmd: RecordMidtransStatus) -> None:
+    """The top-up state machine applied to an order payment: clearing → merchant payable, and back."""
+    decision = midtrans.decide(tx, cmd)
+    if decision.action == "ignore":
+        return
+    metadata = tx.details.setdefault("metadata", {})
+    metadata["midtrans_status"] = cmd.transaction_status.lower()
+    match decision.action:
+        case "credit":
+            book.post(tx.transaction_id, [(book.system(MIDTRANS_CLEARING), -tx.amount),
+                                          (book.system(MERCHANT_PAYABLE), tx.amount)])
+            book.settle(tx, "SUCCESS")
+        case "fail":
+            _fail(book, tx, decision.reason)
+        case "cancel":
+            book.settle(tx, "CANCELLED", failure_reason=decision.reason)
+        case "flag":
+            flags = metadata.setdefault("flags", [])
+            if decision.reason in flags:
+                return
+            flags.append(decision.reason)
+            book.settle(tx, tx.status, failure_reason=tx.failure_reason)
+        case "reverse":
+            n = int(tx.details.get("reversals", 0)) + 1
+            book.post(topup_reversal_id(tx.transaction_id, n), [(book.system(MERCHANT_PAYABLE), -decision.amount),
+                                                                 (book.system(MIDTRANS_CLEARING), decision.amount)])
+            tx.details["reversals"] = n
+            tx.details["reversed"] = str(Decimal(tx.details.get("reversed", "0.00")) + decision.amount)
+            book.settle(tx, tx.status, failure_reason=tx.failure_reason)
+    _publish_order(book, tx)
+
+
+def _publish_order(book: Book, tx: Transaction) -> None:
+    metadata = tx.details.get("metadata", {})
+    book.emit(tx.account_id, OrderPaymentRecorded.model_construct(
+        event_id=f"{tx.transaction_id}#{tx.revision}", order_id=tx.transaction_id,
+        payment_id=tx.details.get("payment_id", tx.transaction_id), revision=tx.revision,
+        account_id=tx.account_id, user_id=tx.details.get("created_by"), status=tx.status, amount=tx.amount,
+        refunded_amount=Decimal(tx.details.get("reversed", "0.00")), currency=tx.currency,
+        payment_method=tx.payment_method, midtrans_status=metadata.get("midtrans_status"),
+        failure_reason=tx.failure_reason, created_at=tx.created_at, updated_at=tx.updated_at))
+
+
 def change_status(book: Book, cmd: ChangeAccountStatus) -> None:
     account = book.account(cmd.account_id)
     if account is None or account.status == cmd.status:
@@ -329,6 +389,7 @@ HANDLERS: dict[type[Command], Callable[[Book, Command], None]] = {
     RequestRefund: refund,
     RequestTopup: topup,
     RecordMidtransStatus: midtrans_status,
+    RequestOrderPayment: order_payment,
     ChangeAccountStatus: change_status,
 }
 

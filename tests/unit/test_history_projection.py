@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from ogp.db.tables import PAYMENT_METHODS
+from ogp.db.tables import MIDTRANS_PAYMENT_METHODS, PAYMENT_METHODS
 from projections import history
 from projections.history import project, replay
 from schemas.base import decode, encode
@@ -75,13 +75,13 @@ def test_midtrans_spellings_of_the_enum_values_are_recognised():
 
 
 def test_unknown_payment_method_goes_to_metadata_not_the_column():
-    row = project(None, recorded(payment_method="bank_transfer", metadata={"va": "123"}))
+    row = project(None, recorded(payment_method="akulaku", metadata={"va": "123"}))
     assert row["payment_method"] is None
-    assert json.loads(row["metadata"]) == {"va": "123", "payment_method": "bank_transfer"}
+    assert json.loads(row["metadata"]) == {"va": "123", "payment_method": "akulaku"}
 
 
 def test_payment_methods_match_the_table_enum():
-    assert history.PAYMENT_METHODS == PAYMENT_METHODS
+    assert history.PAYMENT_METHODS == PAYMENT_METHODS + MIDTRANS_PAYMENT_METHODS
 
 
 def test_replay_keeps_the_newest_revision_of_each_transaction_whatever_the_arrival_order():

@@ -1,0 +1,95 @@
+"""HTTP contracts of the Midtrans routes (API schemas, separate from the Kafka commands)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from command_api.midtrans.methods import PaymentMethod
+from command_api.payments.requests import RequestAmount
+
+
+def _whole_rupiah(amount: Decimal) -> Decimal:
+    if amount != amount.to_integral_value():
+        raise ValueError("amount must be a whole number of rupiah (Midtrans takes integer IDR)")
+    return amount
+
+
+Rupiah = Annotated[RequestAmount, AfterValidator(_whole_rupiah)]
+OrderId = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9\-_~.]+$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopupRequest(_Strict):
+    amount: Rupiah
+    payment_method: PaymentMethod
+
+
+class TopupView(BaseModel):
+    transaction_id: str
+    order_id: str
+    status: str
+    amount: str
+    payment_method: PaymentMethod
+    payment_url: str
+    token: str
+    expires_at: datetime
+
+
+class CustomerDetails(BaseModel):
+    model_config = ConfigDict(extra="allow")  # Midtrans's addresses etc. pass through
+    first_name: Annotated[str, Field(max_length=255)] | None = None
+    last_name: Annotated[str, Field(max_length=255)] | None = None
+    email: Annotated[str, Field(max_length=255)] | None = None
+    phone: Annotated[str, Field(max_length=32)] | None = None
+
+
+class ItemDetail(_Strict):
+    id: Annotated[str, Field(min_length=1, max_length=50)]
+    price: Rupiah
+    quantity: Annotated[int, Field(ge=1, le=1_000_000)]
+    name: Annotated[str, Field(min_length=1, max_length=50)]
+
+
+class OrderPaymentRequest(_Strict):
+    order_id: OrderId
+    amount: Rupiah
+    payment_method: PaymentMethod
+    customer_details: CustomerDetails | None = None
+    item_details: Annotated[list[ItemDetail], Field(max_length=100)] = Field(default_factory=list)
+
+
+class OrderPaymentView(BaseModel):
+    payment_id: str
+    order_id: str
+    status: str
+    payment_url: str | None
+    token: str | None = None
+
+
+class PaymentView(BaseModel):
+    """A row of the ``payments`` read model (the TiketQ document's fields, plus the Midtrans status)."""
+
+    payment_id: str
+    order_id: str
+    kind: str
+    status: str
+    amount: str
+    refunded_amount: str = "0.00"
+    payment_method: str | None
+    payment_url: str | None
+    midtrans_status: str | None = None
+    failure_reason: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RefundPaymentRequest(_Strict):
+    amount: Rupiah | None = None  # default: all that is left
+    reason: Annotated[str, Field(max_length=255)] = ""

@@ -1,0 +1,344 @@
+"""Midtrans use cases of the command API: create top-ups and order payments, receive notifications.
+
+The order of steps is what keeps money safe: the Snap transaction is created first (nothing is recorded
+if Midtrans fails), then the order is routed in ``midtrans_orders``, then the command is appended; a
+Kafka failure undoes the routing row and expires the Snap transaction, so no PENDING payment is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+from sqlalchemy import delete, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from command_api.midtrans import signature
+from command_api.midtrans.adapter import MidtransError, MidtransGateway
+from command_api.midtrans.methods import ENABLED_PAYMENTS, PaymentMethod
+from command_api.midtrans.requests import OrderPaymentRequest, TopupRequest
+from command_api.payments.amounts import money_str
+from ogp.clients import KafkaProducerManager, KafkaUnavailable
+from ogp.db.tables import midtrans_notifications, midtrans_orders, payments, users
+from ogp.errors import ApiError, Conflict, NotFound, ServiceUnavailable, Unauthorized, Unprocessable
+from ogp.messaging import append_command
+from ogp.settings import Settings
+from schemas.commands import Command, RecordMidtransStatus, RequestOrderPayment, RequestTopup, order_account_id
+
+log = logging.getLogger(__name__)
+
+_STATUS_FIELDS = ("order_id", "status_code", "gross_amount", "transaction_status")
+
+
+# -- errors -------------------------------------------------------------------------------------------------
+
+def gateway_error(exc: MidtransError) -> ApiError:
+    """502 when Midtrans refused or failed, 504 when it did not answer in time."""
+    if exc.timeout:
+        return ApiError("Midtrans did not answer in time; nothing was recorded, try again",
+                        code="midtrans_timeout", status_code=504)
+    return ApiError("Midtrans could not create the payment; nothing was recorded", code="midtrans_error",
+                    status_code=502, details={"midtrans_status": exc.status, "messages": exc.messages} or None)
+
+
+def _kafka_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("the payment could not be recorded; nothing is pending, try again",
+                              code="kafka_unavailable", headers={"Retry-After": "1"})
+
+
+# -- creating payments ----------------------------------------------------------------------------------------
+
+def check_topup_limits(amount: Decimal, settings: Settings) -> None:
+    if not settings.topup_min_amount <= amount <= settings.topup_max_amount:
+        raise Unprocessable(f"a top-up must be between {settings.topup_min_amount} and "
+                            f"{settings.topup_max_amount} IDR", code="amount_out_of_limits",
+                            details={"min": settings.topup_min_amount, "max": settings.topup_max_amount,
+                                     "currency": "IDR"})
+
+
+def snap_body(order_id: str, amount: Decimal, method: PaymentMethod, expiry_minutes: int, *,
+              items: list[dict] | None = None, customer: dict | None = None) -> dict:
+    """The Snap create-transaction body: integer rupiah (Decimal is not JSON; Midtrans wants integers)."""
+    gross = int(amount)
+    body = {
+        "transaction_details": {"order_id": order_id, "gross_amount": gross},
+        "item_details": items or [{"id": "TOPUP", "price": gross, "quantity": 1, "name": "Wallet top-up"}],
+        "enabled_payments": ENABLED_PAYMENTS[method],
+        "expiry": {"unit": "minute", "duration": expiry_minutes},
+    }
+    if customer:
+        body["customer_details"] = customer
+    return body
+
+
+@dataclass(frozen=True)
+class Created:
+    order_id: str
+    payment_id: str
+    payment_url: str
+    token: str
+    expires_at: datetime
+
+
+async def _customer(engine: AsyncEngine, user_id: int) -> dict:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(users.c.username, users.c.email, users.c.phone)
+                                  .where(users.c.id == user_id))).first()
+    return {"first_name": row.username, "email": row.email, "phone": row.phone} if row else {}
+
+
+async def _create(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, *,
+                  order_id: str, payment_id: str, kind: str, account_id: str, user_id: int | None,
+                  amount: Decimal, method: PaymentMethod, body: dict, expires_at: datetime,
+                  command: Command) -> Created:
+    try:
+        snap = await gateway.create_snap(body)
+    except MidtransError as exc:
+        if exc.status == 400 and any("already been taken" in m for m in exc.messages):
+            raise Conflict("Midtrans already has a paid transaction with this order_id",
+                           code="order_exists") from None
+        raise gateway_error(exc) from None
+    row = dict(order_id=order_id, payment_id=payment_id, kind=kind, account_id=account_id, user_id=user_id,
+               amount=amount, payment_method=method.value, payment_url=snap.redirect_url, token=snap.token,
+               expires_at=expires_at)
+    async with engine.begin() as conn:
+        inserted = await conn.execute(insert(midtrans_orders).values(**row).on_conflict_do_nothing()
+                                      .returning(midtrans_orders.c.order_id))
+        if inserted.first() is None:
+            raise Conflict("a payment with this order_id exists", code="order_exists")
+    try:
+        await append_command(kafka, command)
+    except (KafkaUnavailable, KafkaError, asyncio.TimeoutError) as exc:
+        # Undo: no routing row, and the page stops accepting money (best effort; a payment that still
+        # arrives is recorded as an unknown order and shown to operators).
+        log.warning("appending %s failed (%s); expiring the Snap transaction", kind, exc.__class__.__name__,
+                    extra={"order_id": order_id})
+        async with engine.begin() as conn:
+            await conn.execute(delete(midtrans_orders).where(midtrans_orders.c.order_id == order_id))
+        with contextlib.suppress(MidtransError):
+            await gateway.expire(order_id)
+        raise _kafka_unavailable() from None
+    log.info("midtrans %s created", kind.lower(), extra={"order_id": order_id, "account_id": account_id})
+    return Created(order_id, payment_id, snap.redirect_url, snap.token, expires_at)
+
+
+async def create_topup(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
+                       settings: Settings, *, user_id: int, account_id: str, body: TopupRequest) -> Created:
+    """A Snap page for a wallet top-up, then the PENDING top-up command (order_id = our transaction id)."""
+    check_topup_limits(body.amount, settings)
+    order_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    expires_at = now + timedelta(minutes=settings.topup_expiry_minutes)
+    snap = snap_body(order_id, body.amount, body.payment_method, settings.topup_expiry_minutes,
+                     customer=await _customer(engine, user_id))
+    command = RequestTopup(account_id=account_id, requested_at=now, transaction_id=order_id, user_id=user_id,
+                           amount=body.amount, payment_method=body.payment_method.value,
+                           description="Top up via Midtrans")
+    return await _create(engine, kafka, gateway, order_id=order_id, payment_id=order_id, kind="TOPUP",
+                         account_id=account_id, user_id=user_id, amount=body.amount, method=body.payment_method,
+                         body=snap, expires_at=expires_at, command=command)
+
+
+async def create_order_payment(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
+                               settings: Settings, *, user_id: int, body: OrderPaymentRequest) -> Created:
+    """A Snap page for a merchant order (the TiketQ ``POST /payments/``), then the PENDING order payment."""
+    items = [{"id": i.id, "price": int(i.price), "quantity": i.quantity, "name": i.name} for i in body.item_details]
+    if items and sum(i["price"] * i["quantity"] for i in items) != body.amount:
+        raise Unprocessable("item_details must sum exactly to amount (price × quantity)",
+                            code="items_do_not_sum_to_amount")
+    async with engine.connect() as conn:
+        if (await conn.execute(select(midtrans_orders.c.order_id)
+                               .where(midtrans_orders.c.order_id == body.order_id))).first():
+            raise Conflict("a payment with this order_id exists", code="order_exists")
+    payment_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    account_id = order_account_id(body.order_id)
+    customer = body.customer_details.model_dump(exclude_none=True) if body.customer_details else None
+    snap = snap_body(body.order_id, body.amount, body.payment_method, settings.topup_expiry_minutes,
+                     items=items or None, customer=customer)
+    if not items:
+        snap["item_details"] = [{"id": body.order_id[:50], "price": int(body.amount), "quantity": 1,
+                                 "name": f"Order {body.order_id}"[:50]}]
+    command = RequestOrderPayment(account_id=account_id, requested_at=now, transaction_id=body.order_id,
+                                  payment_id=payment_id, user_id=user_id, amount=body.amount,
+                                  payment_method=body.payment_method.value, description=f"Order {body.order_id}")
+    return await _create(engine, kafka, gateway, order_id=body.order_id, payment_id=payment_id, kind="ORDER",
+                         account_id=account_id, user_id=user_id, amount=body.amount, method=body.payment_method,
+                         body=snap, expires_at=now + timedelta(minutes=settings.topup_expiry_minutes),
+                         command=command)
+
+
+# -- notifications --------------------------------------------------------------------------------------------
+
+class InvalidNotification(Unprocessable):
+    status_code = 400
+    code = "invalid_notification"
+
+
+def parse_notification(raw: bytes) -> dict:
+    """The payload as Midtrans sent it: strings stay strings, numbers keep their text (never floats)."""
+    try:
+        payload = json.loads(raw, parse_float=str, parse_int=str)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidNotification("the notification is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise InvalidNotification("the notification must be a JSON object")
+    missing = [f for f in (*_STATUS_FIELDS, "signature_key") if not isinstance(payload.get(f), str)
+               or not payload[f]]
+    if missing:
+        raise InvalidNotification("the notification lacks required fields", details={"missing": missing})
+    return payload
+
+
+def record_command(account_id: str, payload: dict, notification_id: str) -> RecordMidtransStatus:
+    """The ledger command for a (verified or confirmed) Midtrans status payload."""
+    def text(name: str, limit: int) -> str | None:
+        value = payload.get(name)
+        return str(value)[:limit] if value not in (None, "") else None
+
+    try:
+        return RecordMidtransStatus(
+            account_id=account_id, requested_at=datetime.now(UTC), order_id=payload["order_id"],
+            transaction_status=str(payload["transaction_status"]).lower(), fraud_status=text("fraud_status", 32),
+            status_code=text("status_code", 8), gross_amount=str(payload["gross_amount"]),
+            refund_amount=text("refund_amount", 32), payment_type=text("payment_type", 32),
+            midtrans_transaction_id=text("transaction_id", 64), notification_id=notification_id, raw=payload)
+    except ValidationError as exc:
+        raise InvalidNotification("the notification has invalid fields", details=[
+            {"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False, include_input=False)
+        ]) from None
+
+
+async def receive_notification(engine: AsyncEngine, kafka: KafkaProducerManager,
+                               gateway: MidtransGateway | None, settings: Settings, raw: bytes) -> str:
+    """Verify, route and append one notification; returns "appended" or "unknown_order"."""
+    payload = parse_notification(raw)
+    if not signature.verify(payload, settings.midtrans_server_key.get_secret_value()):
+        log.warning("refused a notification with a bad signature", extra={"order_id": payload["order_id"][:64]})
+        raise Unauthorized("invalid signature_key", code="invalid_signature", headers={})
+    notification_id = hashlib.sha256(raw).hexdigest()
+    order_id = payload["order_id"]
+    async with engine.connect() as conn:
+        account_id = (await conn.execute(select(midtrans_orders.c.account_id)
+                                         .where(midtrans_orders.c.order_id == order_id))).scalar()
+    if account_id is None:
+        # Midtrans's dashboard "test notification", or an order of another system: keep it, answer 200.
+        await _remember(engine, notification_id, payload, known=False)
+        log.info("notification for an unknown order recorded", extra={"order_id": order_id[:64]})
+        return "unknown_order"
+    status = payload
+    if settings.midtrans_should_confirm and gateway is not None:
+        try:
+            confirmed = await gateway.status(order_id)
+        except MidtransError:
+            raise ServiceUnavailable("cannot confirm the status with Midtrans; retry later",
+                                     code="midtrans_unavailable") from None
+        if confirmed is not None and confirmed.get("order_id") == order_id:
+            # Midtrans's own answer, now, decides; the notification only told us to look.
+            status = {**payload, **{k: str(v) for k, v in confirmed.items()
+                                    if k in (*_STATUS_FIELDS, "fraud_status", "refund_amount", "payment_type")}}
+    command = record_command(account_id, status, notification_id)
+    try:
+        await append_command(kafka, command)
+    except (KafkaUnavailable, KafkaError, asyncio.TimeoutError) as exc:
+        log.warning("appending a midtrans status failed: %s", exc.__class__.__name__, extra={"order_id": order_id})
+        raise ServiceUnavailable("the notification could not be recorded; retry", code="kafka_unavailable") from None
+    # The Kafka record (raw payload included) is the durable one; this audit row stays off the reply's path.
+    task = asyncio.get_running_loop().create_task(_remember(engine, notification_id, payload, known=True))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return "appended"
+
+
+_BACKGROUND: set[asyncio.Task] = set()
+
+
+async def _remember(engine: AsyncEngine, notification_id: str, payload: dict, *, known: bool) -> None:
+    try:
+        await _insert_notification(engine, notification_id, payload, known)
+    except Exception:
+        if not known:
+            raise
+        log.exception("recording a notification failed", extra={"order_id": str(payload["order_id"])[:64]})
+
+
+async def _insert_notification(engine: AsyncEngine, notification_id: str, payload: dict, known: bool) -> None:
+    async with engine.begin() as conn:
+        if known:
+            # An audit copy of what Kafka already holds durably: no need to wait for the WAL flush.
+            await conn.execute(text("SET LOCAL synchronous_commit = off"))
+        await conn.execute(insert(midtrans_notifications).values(
+            notification_id=notification_id, order_id=str(payload["order_id"])[:64],
+            transaction_status=str(payload["transaction_status"])[:32], known_order=known, payload=payload,
+        ).on_conflict_do_nothing())
+
+
+# -- reading and refreshing order payments ----------------------------------------------------------------------
+
+async def find_payment(engine: AsyncEngine, payment_id: str, user_id: int) -> dict:
+    """The payment as the read model has it (or as created, before the projector caught up)."""
+    async with engine.connect() as conn:
+        order = (await conn.execute(select(midtrans_orders).where(midtrans_orders.c.payment_id == payment_id)
+                                    )).first()
+        if order is None or order.user_id != user_id:
+            raise NotFound("no such payment", code="payment_not_found")
+        row = (await conn.execute(select(payments).where(payments.c.order_id == order.order_id))).first()
+    base = {"payment_id": order.payment_id, "order_id": order.order_id, "kind": order.kind,
+            "account_id": order.account_id, "amount": money_str(order.amount),
+            "payment_method": order.payment_method, "payment_url": order.payment_url,
+            "status": "PENDING", "refunded_amount": "0.00", "midtrans_status": None, "failure_reason": None,
+            "created_at": order.created_at, "updated_at": order.created_at}
+    if row is not None:
+        base.update(status=row.status, refunded_amount=money_str(row.refunded_amount),
+                    midtrans_status=row.midtrans_status, failure_reason=row.failure_reason,
+                    updated_at=row.updated_at)
+    return base
+
+
+async def refresh_status(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
+                         payment: dict) -> dict | None:
+    """Ask Midtrans's status API; append what it says when it differs from the read model."""
+    try:
+        status = await gateway.status(payment["order_id"])
+    except MidtransError as exc:
+        raise gateway_error(exc) from None
+    if status is None:
+        return None
+    if str(status.get("transaction_status", "")).lower() != (payment["midtrans_status"] or ""):
+        raw = json.dumps(status, sort_keys=True).encode()
+        command = record_command(payment["account_id"], {k: v if isinstance(v, (dict, list)) else str(v)
+                                                         for k, v in status.items()},
+                                 "status-" + hashlib.sha256(raw).hexdigest())
+        try:
+            await append_command(kafka, command)
+        except (KafkaUnavailable, KafkaError, asyncio.TimeoutError):
+            raise _kafka_unavailable() from None
+    return status
+
+
+async def refund_payment(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
+                         payment: dict, amount: Decimal | None, reason: str) -> dict:
+    """Refund through Midtrans's refund API, then record the resulting status in the ledger."""
+    if payment["status"] != "SUCCESS":
+        raise Unprocessable("only a paid payment can be refunded", code="not_refundable",
+                            details={"status": payment["status"]})
+    left = Decimal(payment["amount"]) - Decimal(payment["refunded_amount"])
+    amount = left if amount is None else amount
+    if amount > left:
+        raise Unprocessable("the refund exceeds what is left of the payment", code="refund_exceeds_original",
+                            details={"refundable": money_str(left)})
+    try:
+        await gateway.refund(payment["order_id"], str(uuid.uuid4()), int(amount), reason)
+    except MidtransError as exc:
+        raise gateway_error(exc) from None
+    return await refresh_status(engine, kafka, gateway, {**payment, "midtrans_status": None}) or {}

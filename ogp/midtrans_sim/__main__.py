@@ -1,0 +1,3 @@
+from ogp.midtrans_sim.app import main
+
+main()

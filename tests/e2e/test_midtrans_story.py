@@ -1,0 +1,206 @@
+"""Top-ups and order payments as people live them: the API, the simulator's payment page in headless
+Chromium, the webhook, Kafka, the processor and both projectors running as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from command_api.app import create_app as command_app
+from ogp.db.migrate import upgrade
+from ogp.midtrans_sim.app import create_app as sim_app
+from ogp.settings import Settings
+from ogp.stack.process import free_port
+from ogp.testing.infra import create_database
+from ogp.testing.ledger import recreate_topics
+from ogp.testing.processes import Worker
+from ogp.testing.server import serve
+from query_api.app import create_app as query_app
+
+pytestmark = pytest.mark.e2e
+D = Decimal
+KEY = "e2e-midtrans-signing-key-0123456789-abcdefghij"
+
+
+@pytest.fixture(scope="module")
+def system(postgres_admin_url, private_kafka, redis_url):
+    db = create_database(postgres_admin_url, f"mtstory_{uuid.uuid4().hex[:8]}")
+    upgrade(db)
+    # Confirming every notification through the status API, as outside development.
+    settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka,
+                        redis_url=redis_url, jwt_signing_key=KEY, MIDTRANS_SERVER_KEY="SB-Mid-server-e2e-story",
+                        command_api_port=free_port(), midtrans_sim_port=free_port(), midtrans_confirm_status=True,
+                        midtrans_timeout_seconds=3)
+    asyncio.run(recreate_topics(private_kafka, settings))
+    run_dir = Path(tempfile.mkdtemp(prefix="ogp-mtstory-"))
+    workers = [Worker("ledger_processor", "processor", run_dir, settings),
+               Worker("projections", "projector", run_dir, settings),
+               Worker("projections.payments_runner", "projector-payments", run_dir, settings)]
+    for w in workers:
+        w.start()
+    with serve(sim_app(settings), port=settings.midtrans_sim_port) as sim, \
+            serve(command_app(settings), port=settings.command_api_port) as commands, \
+            serve(query_app(settings)) as queries:
+        yield (settings, httpx.Client(base_url=commands, timeout=30), httpx.Client(base_url=queries, timeout=30),
+               httpx.Client(base_url=sim, timeout=30))
+    for w in workers:
+        w.stop()
+
+
+def signed_up(commands: httpx.Client, name: str) -> dict:
+    n = uuid.uuid4().int % 10**8
+    user = {"username": f"{name}{n}", "email": f"{name}{n}@example.com", "phone": f"0817{n:08d}",
+            "password": f"{name} secret {n}"}
+    registered = commands.post("/api/auth/register", json=user).json()
+    token = commands.post("/api/auth/login", json={"username": user["username"], "password": user["password"]}
+                          ).json()["access_token"]
+    return {**registered, "auth": {"Authorization": f"Bearer {token}"}}
+
+
+def eventually(check, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def chromium():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.skip("Chromium is not installed (apt-get install -y chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_a_topup_paid_on_the_payment_page_in_a_browser_raises_the_balance(system):
+    settings, commands, queries, _ = system
+    dewi = signed_up(commands, "dewi")
+
+    # Dewi asks for a 150,000 top-up by GoPay and gets Midtrans's payment page.
+    created = commands.post("/api/payment/wallet/topup", json={"amount": 150000, "payment_method": "GOPAY"},
+                            headers=dewi["auth"])
+    assert created.status_code == 201, created.text
+    topup = created.json()
+    assert topup["status"] == "PENDING" and topup["order_id"] == topup["transaction_id"]
+
+    # In the browser she picks GoPay and clicks Pay.
+    browser = chromium()
+    try:
+        from selenium.webdriver.common.by import By
+
+        browser.get(topup["payment_url"])
+        assert "Rp 150.000" in browser.find_element(By.ID, "amount").text
+        browser.find_element(By.ID, "m-gopay").click()
+        browser.find_element(By.ID, "pay").click()
+        assert browser.find_element(By.ID, "status").text in ("settlement", "pending")
+    finally:
+        browser.quit()
+
+    # Midtrans notifies the webhook; the ledger credits her wallet.
+    eventually(lambda: _assert_balance(queries, dewi, "150000.00"))
+    # History and the payments read model show it paid, by GoPay, referenced by the order id.
+    engine = create_engine(settings.sqlalchemy_url)
+
+    def projected():
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT transaction_status, payment_method, external_reference "
+                                    "FROM historical_transactions WHERE transaction_id = :t"),
+                               {"t": topup["order_id"]}).one_or_none()
+        assert row is not None and tuple(row) == ("SUCCESS", "GOPAY", topup["order_id"])
+
+    eventually(projected)
+    engine.dispose()
+    payment = eventually(lambda: _paid(commands, dewi, topup["order_id"]))
+    assert payment["payment_method"] == "GOPAY" and payment["payment_url"] == topup["payment_url"]
+
+
+def test_an_order_payment_is_paid_checked_and_partly_refunded(system):
+    _, commands, _, sim = system
+    budi = signed_up(commands, "budi")
+    order_id = f"TIKETQ-{uuid.uuid4().hex[:10]}"
+
+    # TiketQ creates a payment for an order of two tickets.
+    created = commands.post("/payments/", headers=budi["auth"], json={
+        "order_id": order_id, "amount": 300000, "payment_method": "QRIS",
+        "customer_details": {"first_name": "Budi", "email": "budi@example.com"},
+        "item_details": [{"id": "T1", "price": 150000, "quantity": 2, "name": "Flight CGK-DPS"}]})
+    assert created.status_code == 201, created.text
+    payment = created.json()
+    assert payment["status"] == "PENDING" and payment["payment_url"]
+
+    # A second payment for the same order is refused; items that do not add up too.
+    again = commands.post("/payments/", headers=budi["auth"], json={
+        "order_id": order_id, "amount": 300000, "payment_method": "QRIS"})
+    assert again.status_code == 409
+    wrong = commands.post("/payments/", headers=budi["auth"], json={
+        "order_id": f"{order_id}-x", "amount": 300000, "payment_method": "QRIS",
+        "item_details": [{"id": "T1", "price": 100000, "quantity": 2, "name": "x"}]})
+    assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "items_do_not_sum_to_amount"
+
+    # The customer pays by QRIS; the read model shows it paid, and Midtrans's status API agrees.
+    sim.post(f"/_sim/orders/{order_id}/pay", json={"channel": "other_qris"}).raise_for_status()
+    eventually(lambda: _paid(commands, budi, payment["payment_id"]))
+    status = commands.get(f"/payments/{payment['payment_id']}/status", params={"refresh": "true"},
+                          headers=budi["auth"]).json()
+    assert status["status"] == "SUCCESS" and status["midtrans"]["transaction_status"] == "settlement"
+
+    # TiketQ refunds one ticket through Midtrans; the ledger takes it back from the merchant.
+    refund = commands.post(f"/payments/{payment['payment_id']}/refund", headers=budi["auth"],
+                           json={"amount": 150000, "reason": "one passenger cancelled"})
+    assert refund.status_code == 202, refund.text
+    assert refund.json()["midtrans_status"] == "partial_refund"
+
+    def refunded():
+        view = commands.get(f"/payments/{payment['payment_id']}", headers=budi["auth"]).json()
+        assert view["refunded_amount"] == "150000.00" and view["midtrans_status"] == "partial_refund"
+
+    eventually(refunded)
+
+
+def test_midtrans_unreachable_answers_502_fast_and_leaves_nothing_pending(system, postgres_admin_url):
+    settings, commands, _, _ = system
+    eko = signed_up(commands, "eko")
+    # A command API whose Midtrans is a port where nothing listens (the simulator stopped).
+    dead = settings.model_copy(update={"midtrans_sim_port": free_port()})
+    with serve(command_app(dead)) as url:
+        started = time.monotonic()
+        reply = httpx.post(f"{url}/api/payment/wallet/topup", json={"amount": "150000", "payment_method": "OVO"},
+                           headers=eko["auth"], timeout=30)
+    assert reply.status_code in (502, 504), reply.text
+    assert time.monotonic() - started < settings.midtrans_timeout_seconds + 1
+    engine = create_engine(settings.sqlalchemy_url)
+    with engine.connect() as conn:
+        left = conn.execute(text("SELECT count(*) FROM midtrans_orders WHERE user_id = :u"),
+                            {"u": eko["user_id"]}).scalar()
+    engine.dispose()
+    assert left == 0
+
+
+def _assert_balance(queries: httpx.Client, user: dict, amount: str) -> None:
+    assert D(queries.get("/api/payment/balance", headers=user["auth"]).json()["balance"]) == D(amount)
+
+
+def _paid(commands: httpx.Client, user: dict, payment_id: str) -> dict:
+    view = commands.get(f"/payments/{payment_id}", headers=user["auth"])
+    assert view.status_code == 200, view.text
+    assert view.json()["status"] == "SUCCESS", view.json()
+    return view.json()

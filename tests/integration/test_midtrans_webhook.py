@@ -1,0 +1,339 @@
+"""Midtrans conformance: top-ups through the simulator, notifications shaped like Midtrans's documented
+samples through the webhook, real Kafka, the ledger processor and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from decimal import Decimal
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from command_api.app import create_app as command_app
+from command_api.midtrans.signature import signature
+from ogp.db.migrate import upgrade
+from ogp.midtrans_sim.app import create_app as sim_app
+from ogp.settings import Settings
+from ogp.stack.topics import ensure_topics, topic_specs
+from ogp.testing.infra import create_database
+from ogp.testing.ledger import BackgroundProcessor, caught_up
+from ogp.testing.server import serve
+
+pytestmark = pytest.mark.integration
+
+D = Decimal
+KEY = "midtrans-test-signing-key-0123456789-abcdefgh"
+SERVER_KEY = "SB-Mid-server-conformance-test"
+
+
+@pytest.fixture(scope="module")
+def system(postgres_admin_url, private_kafka, redis_url):
+    db = create_database(postgres_admin_url, f"mt_{uuid.uuid4().hex[:8]}")
+    upgrade(db)
+    from ogp.stack.process import free_port
+
+    api_port, sim_port = free_port(), free_port()
+    settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka,
+                        redis_url=redis_url, jwt_signing_key=KEY, MIDTRANS_SERVER_KEY=SERVER_KEY,
+                        midtrans_sim_port=sim_port, command_api_port=api_port, midtrans_confirm_status=False,
+                        midtrans_timeout_seconds=2)
+    asyncio.run(ensure_topics(private_kafka, topic_specs(settings)))
+    with BackgroundProcessor(settings), serve(sim_app(settings, retry_delays=(0.1, 0.2, 0.4, 0.8, 1.6)),
+                                              port=sim_port) as sim, \
+            serve(command_app(settings), port=api_port) as api:
+        yield settings, httpx.Client(base_url=api, timeout=30), httpx.Client(base_url=sim, timeout=30)
+
+
+def signed_up(api: httpx.Client) -> dict:
+    n = uuid.uuid4().int % 10**8
+    user = {"username": f"mt{n}", "email": f"mt{n}@example.com", "phone": f"0816{n:08d}", "password": f"pw {n} pw"}
+    registered = api.post("/api/auth/register", json=user).json()
+    token = api.post("/api/auth/login", json={"username": user["username"], "password": user["password"]}
+                     ).json()["access_token"]
+    return {**registered, "auth": {"Authorization": f"Bearer {token}"}}
+
+
+def topup(api: httpx.Client, user: dict, amount="150000", method="GOPAY") -> dict:
+    reply = api.post("/api/payment/wallet/topup", json={"amount": amount, "payment_method": method},
+                     headers=user["auth"])
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def notification(order_id: str, status: str, gross: str = "150000.00", fields: dict | None = None,
+                 fraud: str | None = "accept", code: str | None = None, key: str = SERVER_KEY, **extra) -> dict:
+    """A notification shaped like Midtrans's documented samples, signed from its own strings."""
+    code = code or {"pending": "201", "deny": "202", "cancel": "202", "expire": "202"}.get(status, "200")
+    body = {"transaction_time": "2026-11-22 10:00:00", "transaction_status": status,
+            "transaction_id": str(uuid.uuid4()), "status_message": "midtrans payment notification",
+            "status_code": code, "signature_key": signature(order_id, code, gross, key),
+            "order_id": order_id, "merchant_id": "G000000000", "gross_amount": gross, "currency": "IDR",
+            **(fields or {"payment_type": "gopay"}), **extra}
+    if fraud:
+        body["fraud_status"] = fraud
+    return body
+
+
+SAMPLES = {
+    "bca_va": {"payment_type": "bank_transfer", "va_numbers": [{"bank": "bca", "va_number": "12345678901"}],
+               "payment_amounts": []},
+    "permata_va": {"payment_type": "bank_transfer", "permata_va_number": "8562000087926752"},
+    "echannel": {"payment_type": "echannel", "bill_key": "955315379338", "biller_code": "70012"},
+    "gopay": {"payment_type": "gopay"},
+    "qris": {"payment_type": "qris", "issuer": "gopay", "acquirer": "gopay"},
+    "indomaret": {"payment_type": "cstore", "store": "indomaret", "payment_code": "25709650945026"},
+    "card": {"payment_type": "credit_card", "masked_card": "481111-1114", "bank": "bni", "card_type": "credit",
+             "channel_response_code": "00", "approval_code": "1578569243927", "eci": "05"},
+}
+
+
+def post(api: httpx.Client, body: dict) -> httpx.Response:
+    return api.post("/payments/webhook", content=json.dumps(body), headers={"content-type": "application/json"})
+
+
+def ledger(settings: Settings, order_id: str) -> dict | None:
+    caught_up(settings.sqlalchemy_url, settings.kafka_bootstrap, timeout=60)
+    engine = create_engine(settings.sqlalchemy_url)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, failure_reason, details FROM ledger_transactions "
+                                "WHERE transaction_id = :t"), {"t": order_id}).mappings().one_or_none()
+    engine.dispose()
+    return dict(row) if row else None
+
+
+def balance(settings: Settings, account_id: str) -> Decimal:
+    engine = create_engine(settings.sqlalchemy_url)
+    with engine.connect() as conn:
+        value = conn.execute(text("SELECT balance FROM accounts WHERE id = :a"), {"a": account_id}).scalar_one()
+    engine.dispose()
+    return value
+
+
+@pytest.mark.parametrize("sample", ["bca_va", "permata_va", "echannel", "gopay", "qris", "indomaret"])
+def test_settlement_by_each_documented_method_credits_the_wallet_once(system, sample):
+    settings, api, _ = system
+    user = signed_up(api)
+    order = topup(api, user)["order_id"]
+    assert post(api, notification(order, "pending", fields=SAMPLES[sample])).status_code == 200
+    assert post(api, notification(order, "settlement", fields=SAMPLES[sample])).status_code == 200
+    assert ledger(settings, order)["status"] == "SUCCESS"
+    assert balance(settings, user["account_id"]) == D("150000.00")
+
+
+@pytest.mark.parametrize("fraud, status, money", [("accept", "SUCCESS", "150000.00"), ("challenge", "PENDING", "0.00")])
+def test_card_capture_credits_only_when_fraud_status_is_accept(system, fraud, status, money):
+    settings, api, _ = system
+    user = signed_up(api)
+    order = topup(api, user, method="CREDIT_CARD")["order_id"]
+    assert post(api, notification(order, "capture", fields=SAMPLES["card"], fraud=fraud)).status_code == 200
+    assert ledger(settings, order)["status"] == status
+    assert balance(settings, user["account_id"]) == D(money)
+
+
+@pytest.mark.parametrize("midtrans_status, ledger_status, reason", [
+    ("deny", "FAILED", "midtrans_deny"), ("expire", "CANCELLED", "midtrans_expire"),
+    ("cancel", "CANCELLED", "midtrans_cancel")])
+def test_unpaid_final_statuses_close_the_topup_without_money(system, midtrans_status, ledger_status, reason):
+    settings, api, _ = system
+    user = signed_up(api)
+    order = topup(api, user)["order_id"]
+    assert post(api, notification(order, midtrans_status)).status_code == 200
+    row = ledger(settings, order)
+    assert (row["status"], row["failure_reason"]) == (ledger_status, reason)
+    assert balance(settings, user["account_id"]) == 0
+
+
+def test_refund_and_partial_refund_take_the_money_back_once(system):
+    settings, api, _ = system
+    user = signed_up(api)
+    order = topup(api, user)["order_id"]
+    post(api, notification(order, "settlement"))
+    partial = notification(order, "partial_refund", refund_amount="50000.00")
+    for _ in range(3):  # duplicates of the same cumulative refund
+        assert post(api, partial).status_code == 200
+    ledger(settings, order)
+    assert balance(settings, user["account_id"]) == D("100000.00")
+    post(api, notification(order, "refund", refund_amount="150000.00"))
+    ledger(settings, order)
+    assert balance(settings, user["account_id"]) == 0
+
+
+def test_forged_and_tampered_notifications_are_refused_and_move_nothing(system):
+    settings, api, _ = system
+    user = signed_up(api)
+    order = topup(api, user)["order_id"]
+    forged = notification(order, "settlement", key="SB-Mid-server-someone-else")
+    tampered = notification(order, "settlement", gross="1500.00")
+    tampered["gross_amount"] = "150000.00"  # signed for 1,500, claims 150,000
+    for body in (forged, tampered):
+        reply = post(api, body)
+        assert reply.status_code == 401 and reply.json()["error"]["code"] == "invalid_signature"
+    assert ledger(settings, order)["status"] == "PENDING"
+    assert balance(settings, user["account_id"]) == 0
+
+
+def test_a_paid_amount_different_from_the_topup_is_flagged_not_credited(system):
+    settings, api, _ = system
+    user = signed_up(api)
+    order = topup(api, user)["order_id"]
+    assert post(api, notification(order, "settlement", gross="15000.00")).status_code == 200
+    row = ledger(settings, order)
+    assert row["status"] == "PENDING" and "amount_mismatch" in row["details"]["metadata"]["flags"]
+    assert balance(settings, user["account_id"]) == 0
+
+
+def test_the_same_notification_ten_times_credits_once_and_a_late_pending_changes_nothing(system):
+    settings, api, _ = system
+    user = signed_up(api)
+    order = topup(api, user)["order_id"]
+    paid = notification(order, "settlement")
+    for _ in range(10):
+        assert post(api, paid).status_code == 200
+    assert post(api, notification(order, "pending")).status_code == 200
+    assert ledger(settings, order)["status"] == "SUCCESS"
+    assert balance(settings, user["account_id"]) == D("150000.00")
+
+
+def test_unknown_orders_are_recorded_and_answered_200(system):
+    settings, api, _ = system
+    reply = post(api, notification("payment_notif_test_G000000000_" + uuid.uuid4().hex[:8], "settlement"))
+    assert reply.status_code == 200 and reply.json()["outcome"] == "unknown_order"
+
+
+def test_bad_input_is_a_clear_400(system):
+    _, api, _ = system
+    assert post(api, {"order_id": "x"}).json()["error"]["code"] == "invalid_notification"
+    reply = api.post("/payments/webhook", content=b"not json")
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_notification"
+
+
+def test_topup_validation_is_a_clear_422(system):
+    _, api, _ = system
+    user = signed_up(api)
+    for body in ({"amount": "150000.50", "payment_method": "GOPAY"}, {"amount": "5", "payment_method": "GOPAY"},
+                 {"amount": "150000", "payment_method": "BITCOIN"}, {"amount": "abc", "payment_method": "GOPAY"}, {"amount": "150000"}):
+        reply = api.post("/api/payment/wallet/topup", json=body, headers=user["auth"])
+        assert reply.status_code == 422, (body, reply.text)
+        assert reply.json()["error"]["code"] in ("validation_error", "amount_out_of_limits")
+
+
+def test_paying_on_the_simulator_notifies_the_webhook_and_credits_the_wallet(system):
+    settings, api, sim = system
+    user = signed_up(api)
+    created = topup(api, user, amount="250000", method="BANK_TRANSFER")
+    assert created["status"] == "PENDING" and created["payment_url"].startswith(str(sim.base_url))
+    sim.post(f"/_sim/orders/{created['order_id']}/pay", json={"channel": "permata_va"}).raise_for_status()
+    deadline = time.monotonic() + 30
+    while balance(settings, user["account_id"]) != D("250000.00"):
+        assert time.monotonic() < deadline, "the wallet was not credited"
+        time.sleep(0.2)
+    statuses = [d["transaction_status"] for d in sim.get("/_sim/deliveries").json()
+                if d["order_id"] == created["order_id"]]
+    assert statuses == ["pending", "settlement"]
+
+
+def test_midtrans_failing_answers_502_and_leaves_nothing_pending(system):
+    settings, api, sim = system
+    user = signed_up(api)
+    sim.post("/_sim/knobs", json={"api_fail_500": True})
+    try:
+        reply = api.post("/api/payment/wallet/topup", json={"amount": "150000", "payment_method": "GOPAY"},
+                         headers=user["auth"])
+    finally:
+        sim.post("/_sim/knobs", json={"api_fail_500": False})
+    assert reply.status_code == 502 and reply.json()["error"]["code"] == "midtrans_error"
+    assert _orders_of(settings, user["user_id"]) == 0
+
+
+def test_midtrans_too_slow_answers_504_within_the_timeout_and_leaves_nothing_pending(system):
+    settings, api, sim = system
+    user = signed_up(api)
+    sim.post("/_sim/knobs", json={"api_delay_seconds": 5})
+    started = time.monotonic()
+    try:
+        reply = api.post("/api/payment/wallet/topup", json={"amount": "150000", "payment_method": "GOPAY"},
+                         headers=user["auth"])
+    finally:
+        sim.post("/_sim/knobs", json={"api_delay_seconds": 0})
+    assert reply.status_code == 504 and reply.json()["error"]["code"] == "midtrans_timeout"
+    assert time.monotonic() - started < settings.midtrans_timeout_seconds + 1.5
+    assert _orders_of(settings, user["user_id"]) == 0
+
+
+def _orders_of(settings: Settings, user_id: int) -> int:
+    caught_up(settings.sqlalchemy_url, settings.kafka_bootstrap, timeout=60)
+    engine = create_engine(settings.sqlalchemy_url)
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT (SELECT count(*) FROM midtrans_orders WHERE user_id = :u) + "
+                              "(SELECT count(*) FROM ledger_transactions WHERE user_id = :u)"), {"u": user_id}).scalar()
+    engine.dispose()
+    return n
+
+
+def test_duplicate_and_out_of_order_deliveries_credit_once(system):
+    settings, api, sim = system
+    user = signed_up(api)
+    order = topup(api, user, method="BCA_VA")["order_id"]
+    sim.post("/_sim/knobs", json={"duplicates": 2, "out_of_order": True})
+    try:
+        sim.post(f"/_sim/orders/{order}/pay", json={"channel": "bca_va"}).raise_for_status()
+        deadline = time.monotonic() + 30
+        while len([d for d in sim.get("/_sim/deliveries").json() if d["order_id"] == order]) < 6:
+            assert time.monotonic() < deadline, "the simulator did not deliver"
+            time.sleep(0.1)
+    finally:
+        sim.post("/_sim/knobs", json={"duplicates": 0, "out_of_order": False})
+    statuses = [d["transaction_status"] for d in sim.get("/_sim/deliveries").json() if d["order_id"] == order]
+    assert statuses == ["settlement"] * 3 + ["pending"] * 3
+    assert ledger(settings, order)["status"] == "SUCCESS"
+    assert balance(settings, user["account_id"]) == D("150000.00")
+
+
+def test_the_simulator_retries_a_failing_webhook_like_midtrans_and_stops_at_2xx():
+    from fastapi import FastAPI, Response
+
+    answers = iter([500, 503, 200])
+    hook = FastAPI()
+    received: list[dict] = []
+
+    @hook.post("/hook")
+    async def receive(body: dict) -> Response:
+        received.append(body)
+        return Response(status_code=next(answers, 200))
+
+    settings = Settings(environment="test", MIDTRANS_SERVER_KEY=SERVER_KEY)
+    with serve(hook) as hook_url, serve(sim_app(settings, retry_delays=(0.05, 0.1, 0.2, 0.4, 0.8),
+                                                webhook_url=f"{hook_url}/hook")) as sim_url:
+        sim = httpx.Client(base_url=sim_url, timeout=10)
+        sim.post("/snap/v1/transactions", auth=(SERVER_KEY, ""),
+                 json={"transaction_details": {"order_id": "RETRY-1", "gross_amount": 10000},
+                       "enabled_payments": ["credit_card"]}).raise_for_status()
+        sim.post("/_sim/orders/RETRY-1/pay", json={"channel": "credit_card"}).raise_for_status()
+        deadline = time.monotonic() + 10
+        while len(received) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        attempts = [(d["attempt"], d["http_status"]) for d in sim.get("/_sim/deliveries").json()]
+    assert attempts == [(1, 500), (2, 503), (3, 200)]
+    assert received[0]["transaction_status"] == "capture" and received[0]["fraud_status"] == "accept"
+
+
+def test_snap_refuses_a_wrong_server_key_and_an_order_id_already_paid(system):
+    settings, api, sim = system
+    wrong = sim.post("/snap/v1/transactions", auth=("SB-Mid-server-wrong", ""),
+                     json={"transaction_details": {"order_id": "K-1", "gross_amount": 10000}})
+    assert wrong.status_code == 401 and wrong.json()["error_messages"]
+    order = {"transaction_details": {"order_id": f"PAID-{uuid.uuid4().hex[:6]}", "gross_amount": 10000}}
+    first = sim.post("/snap/v1/transactions", auth=(SERVER_KEY, ""), json=order).json()
+    again = sim.post("/snap/v1/transactions", auth=(SERVER_KEY, ""), json=order)
+    assert again.status_code == 201 and again.json()["token"] != first["token"]  # unpaid: a fresh token
+    unknown = sim.get(f"/v2/{order['transaction_details']['order_id']}/status", auth=(SERVER_KEY, ""))
+    assert unknown.json()["status_code"] == "404"  # no method chosen yet: "not found"
+    sim.post(f"/_sim/orders/{order['transaction_details']['order_id']}/pay", json={"channel": "gopay"})
+    paid = sim.post("/snap/v1/transactions", auth=(SERVER_KEY, ""), json=order)
+    assert paid.status_code == 400 and "already been taken" in paid.json()["error_messages"][0]
