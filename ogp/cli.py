@@ -240,6 +240,21 @@ def audit_ledger() -> None:
         raise typer.Exit(1)
 
 
+@app.command("midtrans-sim")
+def midtrans_sim(port: Annotated[int | None, typer.Option(help="default: OGP_MIDTRANS_SIM_PORT")] = None) -> None:
+    """Run the Midtrans simulator (Snap, payment page, Core API, signed notifications) in the foreground."""
+    import uvicorn
+
+    from ogp.logs import configure_logging
+    from ogp.midtrans_sim.app import create_app
+
+    settings = get_settings()
+    configure_logging("midtrans-sim")
+    port = port or settings.midtrans_sim_port
+    console.print(f"Midtrans simulator on http://{settings.host}:{port}; notifications to {settings.midtrans_webhook}")
+    uvicorn.run(create_app(settings), host=settings.host, port=port, access_log=False)
+
+
 @projections_app.command("rebuild")
 @friendly
 def projections_rebuild() -> None:

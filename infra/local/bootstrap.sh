@@ -20,6 +20,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v setpriv >/dev/null || missing+=(util-linux)
 if [[ $WITH_BROWSER == 1 ]]; then
   command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
 fi
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]]; then

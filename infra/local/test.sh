@@ -4,5 +4,5 @@
 # Extra arguments go to pytest, e.g. `bash infra/local/test.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bash infra/local/bootstrap.sh
+bash infra/local/bootstrap.sh --with-browser
 exec .venv/bin/python -m pytest "$@"

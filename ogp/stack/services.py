@@ -16,7 +16,8 @@ from ogp.stack.process import ManagedProcess, StackError, wait_until
 class Service:
     name: str
     argv: tuple[str, ...]
-    url: str | None = None  # HTTP services: base URL; /health and /ready are probed
+    url: str | None = None  # HTTP services: base URL; /health and the readiness path are probed
+    ready_path: str = "/ready"
 
     def health_url(self) -> str | None:
         return f"{self.url}/health" if self.url else None
@@ -28,15 +29,23 @@ def services(settings: Settings) -> list[Service]:
     h = settings.host
 
     def uvicorn(app: str, port: int) -> tuple[str, ...]:
-        return (py, "-m", "uvicorn", app, "--factory", "--host", h, "--port", str(port), "--no-access-log")
+        # Client IPs: only our OGP_TRUSTED_PROXIES decides whom X-Forwarded-For is believed from.
+        return (py, "-m", "uvicorn", app, "--factory", "--host", h, "--port", str(port), "--no-access-log",
+                "--forwarded-allow-ips", "")
 
+    # The simulator stands in for Midtrans everywhere but production; it starts first so top-ups work at once.
+    simulator = [Service("midtrans-sim", (py, "-m", "ogp.midtrans_sim"), f"http://{h}:{settings.midtrans_sim_port}",
+                         ready_path="/health")]
     return [
+        *(simulator if settings.environment != "production" else []),
         Service("command-api", uvicorn("command_api.app:create_app", settings.command_api_port),
                 f"http://{h}:{settings.command_api_port}"),
         Service("query-api", uvicorn("query_api.app:create_app", settings.query_api_port),
                 f"http://{h}:{settings.query_api_port}"),
         Service("ledger-processor", (py, "-m", "ledger_processor")),
         Service("projector-history", (py, "-m", "projections")),
+        Service("projector-access-logs", (py, "-m", "projections.access_logs")),
+        Service("projector-payments", (py, "-m", "projections.payments_runner")),
     ]
 
 
@@ -84,6 +93,6 @@ class ServiceRunner:
         out = []
         for service in services(self.settings):
             pid = self.process(service).pid()
-            healthy = pid is not None and self._healthy(service, "/ready")
+            healthy = pid is not None and self._healthy(service, service.ready_path)
             out.append(ComponentStatus(service.name, service.url or "-", pid, healthy))
         return out
