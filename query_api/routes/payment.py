@@ -57,6 +57,8 @@ class TransactionItem(BaseModel):
     balance_after: str | None
     failure_reason: str | None
     description: str | None
+    payment_method: str | None = None  # top-ups: the Midtrans method
+    external_reference: str | None = None  # top-ups: the Midtrans order id; payments: the merchant reference
     created_at: datetime
     updated_at: datetime
 
@@ -92,6 +94,7 @@ def _item(row: RowMapping) -> TransactionItem:
         amount=money_str(row["amount"]), currency=row["currency"],
         balance_before=money_str(row["balance_before"]), balance_after=money_str(row["balance_after"]),
         failure_reason=_failure_reason(row["metadata"]), description=row["description"],
+        payment_method=row["payment_method"], external_reference=row["external_reference"],
         created_at=row["created_at"], updated_at=row["updated_at"],
     )
 

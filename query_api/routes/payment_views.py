@@ -12,7 +12,7 @@ from ogp.db.tables import accounts, historical_transactions as ht, idempotency_k
 
 _ITEM_COLUMNS = (ht.c.id, ht.c.transaction_id, ht.c.transaction_type, ht.c.transaction_status, ht.c.amount,
                  ht.c.currency, ht.c.balance_before, ht.c.balance_after, ht.c.metadata, ht.c.description,
-                 ht.c.created_at, ht.c.updated_at)
+                 ht.c.payment_method, ht.c.external_reference, ht.c.created_at, ht.c.updated_at)
 
 
 async def account_of(engine: AsyncEngine, user_id: int) -> RowMapping | None:

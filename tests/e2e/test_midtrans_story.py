@@ -129,6 +129,10 @@ def test_a_topup_paid_on_the_payment_page_in_a_browser_raises_the_balance(system
 
     eventually(projected)
     engine.dispose()
+    # ... and so does her history through the query API.
+    item = queries.get(f"/api/payment/transactions/{topup['order_id']}", headers=dewi["auth"]).json()
+    assert (item["status"], item["payment_method"], item["external_reference"]) == (
+        "SUCCESS", "GOPAY", topup["order_id"])
     payment = eventually(lambda: _paid(commands, dewi, topup["order_id"]))
     assert payment["payment_method"] == "GOPAY" and payment["payment_url"] == topup["payment_url"]
 
