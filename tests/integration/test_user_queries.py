@@ -169,6 +169,7 @@ def test_history_item_shape_and_exact_amounts(query_api, alice):
         "transaction_id": f"{alice['username']}-43", "type": "TRANSFER", "status": "FAILED", "amount": "1043.00",
         "currency": "IDR", "balance_before": "5000.00", "balance_after": "4000.50",
         "failure_reason": "insufficient_funds", "description": "transfer #43",
+        "payment_method": None, "external_reference": None,
         "created_at": items[0]["created_at"], "updated_at": items[0]["updated_at"]}
 
 
