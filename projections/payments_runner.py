@@ -7,11 +7,10 @@ in one transaction with the position under projector name ``payments``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -87,48 +86,12 @@ async def apply_batch(engine: AsyncEngine, topic: str, partition: int, records: 
 class PaymentsProjector(HistoryProjector):
     """The history projector's consumer loop, projecting into ``payments`` instead."""
 
+    projector = PROJECTOR
+    apply_batch = staticmethod(apply_batch)
+
     def __init__(self, settings: Settings, group_id: str = "projector-payments", *, topic: str = LEDGER_EVENTS,
                  engine: AsyncEngine | None = None):
         super().__init__(settings, group_id, topic=topic, engine=engine)
-
-    async def _seek_to_stored(self, assigned: Iterable[TopicPartition]) -> None:
-        assigned = [tp for tp in assigned if tp.topic == self.topic]
-        if not assigned:
-            return
-        while True:
-            try:
-                async with self._engine.connect() as conn:
-                    rows = await conn.execute(select(pp.c.partition, pp.c.next_offset)
-                                              .where(pp.c.projector == PROJECTOR, pp.c.topic == self.topic))
-                    positions = {r.partition: r.next_offset for r in rows}
-                break
-            except Exception:
-                log.exception("cannot read projection positions; retrying")
-                if self._stopping.is_set():
-                    return
-                await self._sleep(1.0)
-        fresh = [tp for tp in assigned if tp.partition not in positions]
-        for tp in assigned:
-            if tp.partition in positions:
-                self._consumer.seek(tp, positions[tp.partition])
-        if fresh:
-            await self._consumer.seek_to_beginning(*fresh)
-
-    async def _apply_locked(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, int]:
-        done: dict[TopicPartition, int] = {}
-        pending = sorted(batches.items(), key=lambda item: item[0].partition)
-        for i, (tp, records) in enumerate(pending):
-            try:
-                done[tp] = await apply_batch(self._engine, tp.topic, tp.partition, records, self.stats)
-            except Exception:
-                log.exception("projecting payments failed; the batch will be fetched again",
-                              extra={"partition": tp.partition})
-                for other, other_records in pending[i:]:
-                    with contextlib.suppress(Exception):
-                        self._consumer.seek(other, other_records[0].offset)
-                await self._sleep(1.0)
-                break
-        return done
 
 
 def main() -> None:

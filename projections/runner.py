@@ -168,11 +168,11 @@ async def _apply_row_by_row(engine: AsyncEngine, topic: str, partition: int, eve
     return folded
 
 
-async def stored_positions(engine: AsyncEngine, topic: str) -> dict[int, int]:
-    """partition → next_offset recorded for this projector on ``topic``."""
+async def stored_positions(engine: AsyncEngine, topic: str, projector: str = PROJECTOR) -> dict[int, int]:
+    """partition → next_offset recorded for ``projector`` on ``topic``."""
     async with engine.connect() as conn:
         rows = await conn.execute(select(pp.c.partition, pp.c.next_offset)
-                                  .where(pp.c.projector == PROJECTOR, pp.c.topic == topic))
+                                  .where(pp.c.projector == projector, pp.c.topic == topic))
         return {r.partition: r.next_offset for r in rows}
 
 
@@ -196,7 +196,14 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):
 
 
 class HistoryProjector:
-    """Consumes ledger events with its own positions in PostgreSQL; ``run()`` until ``stop()``."""
+    """Consumes ledger events with its own positions in PostgreSQL; ``run()`` until ``stop()``.
+
+    Other projections of the same events subclass it and set ``projector`` (the name their positions are
+    stored under) and ``apply_batch`` (one partition's records and position, in one transaction).
+    """
+
+    projector = PROJECTOR
+    apply_batch = staticmethod(apply_batch)
 
     def __init__(self, settings: Settings, group_id: str = "projector-history", *, topic: str = LEDGER_EVENTS,
                  engine: AsyncEngine | None = None):
@@ -270,7 +277,7 @@ class HistoryProjector:
         delay = 0.5
         while True:
             try:
-                positions = await stored_positions(self._engine, self.topic)
+                positions = await stored_positions(self._engine, self.topic, self.projector)
                 break
             except Exception:
                 # Without the stored position we must not consume at all (Kafka's offset may be ahead).
@@ -312,10 +319,11 @@ class HistoryProjector:
         pending = sorted(batches.items(), key=lambda item: item[0].partition)
         for i, (tp, records) in enumerate(pending):
             try:
-                done[tp] = await apply_batch(self._engine, tp.topic, tp.partition, records, self.stats)
+                done[tp] = await self.apply_batch(self._engine, tp.topic, tp.partition, records, self.stats)
             except Exception:
                 log.exception("projecting a batch failed; it will be fetched again",
-                              extra={"partition": tp.partition, "offset": records[0].offset})
+                              extra={"partition": tp.partition, "offset": records[0].offset,
+                                     "service": self.projector})
                 # The consumer has moved past every fetched batch: rewind the ones not applied.
                 for other, other_records in pending[i:]:
                     with contextlib.suppress(Exception):

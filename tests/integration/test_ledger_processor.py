@@ -16,7 +16,7 @@ from ledger_processor.audit import audit
 from ogp.db.migrate import upgrade
 from ogp.messaging import partition_for
 from ogp.settings import Settings
-from ogp.stack.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS, ensure_topics, topic_specs
+from ogp.stack.topics import DEAD_LETTER, LEDGER_EVENTS, ensure_topics, topic_specs
 from ogp.testing.infra import create_database
 from ogp.testing.ledger import BackgroundProcessor, caught_up, create_accounts, funding, produce
 from schemas.base import decode
