@@ -24,6 +24,7 @@ from ogp.testing.infra import create_database
 from ogp.testing.ledger import recreate_topics
 from ogp.testing.processes import Worker
 from ogp.testing.server import serve
+from ogp.testing.wallet import eventually, has_balance, signed_up
 from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.e2e
@@ -54,27 +55,6 @@ def system(postgres_admin_url, private_kafka, redis_url):
                httpx.Client(base_url=sim, timeout=30))
     for w in workers:
         w.stop()
-
-
-def signed_up(commands: httpx.Client, name: str) -> dict:
-    n = uuid.uuid4().int % 10**8
-    user = {"username": f"{name}{n}", "email": f"{name}{n}@example.com", "phone": f"0817{n:08d}",
-            "password": f"{name} secret {n}"}
-    registered = commands.post("/api/auth/register", json=user).json()
-    token = commands.post("/api/auth/login", json={"username": user["username"], "password": user["password"]}
-                          ).json()["access_token"]
-    return {**registered, "auth": {"Authorization": f"Bearer {token}"}}
-
-
-def eventually(check, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
 
 
 def chromium():
@@ -116,7 +96,7 @@ def test_a_topup_paid_on_the_payment_page_in_a_browser_raises_the_balance(system
         browser.quit()
 
     # Midtrans notifies the webhook; the ledger credits her wallet.
-    eventually(lambda: _assert_balance(queries, dewi, "150000.00"))
+    eventually(lambda: has_balance(queries, dewi, "150000.00"))
     # History and the payments read model show it paid, by GoPay, referenced by the order id.
     engine = create_engine(settings.sqlalchemy_url)
 
@@ -197,10 +177,6 @@ def test_midtrans_unreachable_answers_502_fast_and_leaves_nothing_pending(system
                             {"u": eko["user_id"]}).scalar()
     engine.dispose()
     assert left == 0
-
-
-def _assert_balance(queries: httpx.Client, user: dict, amount: str) -> None:
-    assert D(queries.get("/api/payment/balance", headers=user["auth"]).json()["balance"]) == D(amount)
 
 
 def _paid(commands: httpx.Client, user: dict, payment_id: str) -> dict:

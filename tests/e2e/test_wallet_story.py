@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import tempfile
-import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +21,7 @@ from ogp.testing.infra import create_database
 from ogp.testing.ledger import caught_up, funding, produce, recreate_topics
 from ogp.testing.processes import Worker
 from ogp.testing.server import serve
+from ogp.testing.wallet import check, eventually, has_balance, signed_up
 from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.e2e
@@ -45,16 +45,6 @@ def system(postgres_admin_url, private_kafka, redis_url):
         yield settings, httpx.Client(base_url=commands, timeout=30), httpx.Client(base_url=queries, timeout=30)
     for w in workers:
         w.stop()
-
-
-def signed_up(commands: httpx.Client, name: str) -> dict:
-    n = uuid.uuid4().int % 10**8
-    user = {"username": f"{name}{n}", "email": f"{name}{n}@example.com", "phone": f"0815{n:08d}",
-            "password": f"{name} secret {n}"}
-    registered = commands.post("/api/auth/register", json=user).json()
-    token = commands.post("/api/auth/login", json={"username": user["username"], "password": user["password"]}
-                          ).json()["access_token"]
-    return {**user, **registered, "auth": {"Authorization": f"Bearer {token}"}}
 
 
 def command(commands: httpx.Client, user: dict, path: str, body: dict, wait: int = 10) -> dict:
@@ -81,25 +71,6 @@ def history(queries: httpx.Client, user: dict) -> list[dict]:
         items += page["items"]
         if not (cursor := page["next_cursor"]):
             return items
-
-
-def check(condition: bool) -> None:
-    assert condition
-
-
-def has_balance(queries: httpx.Client, user: dict, amount: str) -> None:
-    assert balance(queries, user) == D(amount)
-
-
-def eventually(check, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
 
 
 def test_fund_pay_transfer_refund_and_transfer_back(system):
