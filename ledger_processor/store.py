@@ -160,6 +160,26 @@ class LedgerStore:
                 log.error("command failed in handler; dead-lettering", extra={"partition": partition,
                                                                               "offset": exc.offset})
                 poisoned[exc.offset] = exc.reason
+            except psycopg.DataError as exc:
+                # The database refused a value (e.g. a NUL character) that validation let through. Never
+                # let one command stop its partition: find it by applying one record at a time.
+                if len(records) == 1:
+                    log.error("command refused by the database; dead-lettering",
+                              extra={"partition": partition, "offset": records[0].offset})
+                    poisoned[records[0].offset] = f"DataError: {exc.__class__.__name__}: {exc}"[:2000]
+                    continue
+                return await self._apply_one_by_one(partition, epoch, records, partition_of, now)
+
+    async def _apply_one_by_one(self, partition, epoch, records, partition_of, now) -> BatchResult:
+        total = BatchResult()
+        for record in records:
+            one = await self.apply_batch(partition, epoch, [record], partition_of, now)
+            total.applied += one.applied
+            total.skipped += one.skipped
+            total.dead_lettered += one.dead_lettered
+            total.outbox += one.outbox
+            total.next_offset = one.next_offset
+        return total
 
     async def _apply_once(self, partition, epoch, records, partition_of, now, poisoned) -> BatchResult:
         result = BatchResult()

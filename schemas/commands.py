@@ -12,7 +12,9 @@ from schemas.money import CURRENCY, Amount
 
 TxId = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9._:~-]+$")]
 AccountId = Annotated[str, Field(min_length=1, max_length=64)]
-Text = Annotated[str, Field(max_length=500)]
+# PostgreSQL text cannot hold NUL; refuse it at the contract rather than let the ledger meet it.
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, Field(max_length=500, pattern=NO_NUL)]
 
 __all__ = [
     "Command", "RequestPayment", "RequestTransfer", "CreditTransfer", "ConfirmTransfer", "ReverseTransfer",
@@ -36,7 +38,7 @@ class RequestPayment(Command):
     user_id: int
     amount: Amount
     currency: Literal["IDR"] = CURRENCY
-    merchant_reference: Annotated[str, Field(min_length=1, max_length=255)]
+    merchant_reference: Annotated[str, Field(min_length=1, max_length=255, pattern=NO_NUL)]
     description: Text = ""
 
 

@@ -19,7 +19,9 @@ def _whole_rupiah(amount: Decimal) -> Decimal:
 
 
 Rupiah = Annotated[RequestAmount, AfterValidator(_whole_rupiah)]
-OrderId = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9\-_~.]+$")]
+# Midtrans allows 50 characters; we take 40, so that the ids the ledger derives from an order id
+# (``<order>:rb<n>`` for refunds) still fit its 50-character transaction ids.
+OrderId = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9\-_~.]+$")]
 
 
 class _Strict(BaseModel):

@@ -328,7 +328,12 @@ async def refresh_status(engine: AsyncEngine, kafka: KafkaProducerManager, gatew
 
 async def refund_payment(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
                          payment: dict, amount: Decimal | None, reason: str) -> dict:
-    """Refund through Midtrans's refund API, then record the resulting status in the ledger."""
+    """Refund an order payment through Midtrans's refund API, then record the resulting status."""
+    if payment.get("kind") == "TOPUP":
+        # Money in a wallet may already be spent: Midtrans would pay out first and the ledger could only
+        # flag the shortfall. Wallet money leaves through the ledger (payments, transfers), never this way.
+        raise Unprocessable("a wallet top-up cannot be refunded through Midtrans", code="not_refundable",
+                            details={"kind": "TOPUP"})
     if payment["status"] != "SUCCESS":
         raise Unprocessable("only a paid payment can be refunded", code="not_refundable",
                             details={"status": payment["status"]})

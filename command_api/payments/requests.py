@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from command_api.payments.amounts import money_str, parse_amount
-from schemas.commands import TxId
+from schemas.commands import NO_NUL, TxId
 
 RequestAmount = Annotated[
     Decimal,
@@ -23,7 +23,7 @@ RequestAmount = Annotated[
     WithJsonSchema({"type": "string", "pattern": r"^\d{1,13}(\.\d{1,2})?$", "examples": ["12345.67"],
                     "description": "IDR, at most 2 decimal places; a JSON number is accepted if exact"}),
 ]
-Description = Annotated[str, Field(max_length=500)]
+Description = Annotated[str, Field(max_length=500, pattern=NO_NUL)]
 
 
 class _Strict(BaseModel):
@@ -36,7 +36,7 @@ class _Strict(BaseModel):
 
 class PayRequest(_Strict):
     amount: RequestAmount
-    merchant_reference: Annotated[str, Field(min_length=1, max_length=255)]
+    merchant_reference: Annotated[str, Field(min_length=1, max_length=255, pattern=NO_NUL)]
     description: Description = ""
 
 

@@ -144,8 +144,14 @@ async def submit(engine: AsyncEngine, kafka: KafkaProducerManager, settings: Set
     try:
         await append_command(kafka, command)
     except KafkaUnavailable:
-        # Certainly not appended: forget the key so that a retry starts cleanly.
-        await idempotency.release(engine, user_id, idempotency_key, claim)
+        if claim.taken_over:
+            # An earlier request may have appended this transaction id before it crashed: keep the id, so
+            # a retry re-appends the same one (deduplicated) instead of starting a second payment.
+            await idempotency.reopen(engine, user_id, idempotency_key, claim,
+                                     settings.idempotency_in_flight_timeout_seconds)
+        else:
+            # Our own first claim, certainly not appended: forget the key so that a retry starts cleanly.
+            await idempotency.release(engine, user_id, idempotency_key, claim)
         raise _kafka_unavailable() from None
     except (KafkaError, asyncio.TimeoutError) as exc:
         # Perhaps appended (e.g. a timeout after the broker wrote it): keep the transaction id, so a

@@ -39,17 +39,20 @@ from schemas.events import AccountStatusChanged, OrderPaymentRecorded
 ORDER_PAYMENT = "ORDER_PAYMENT"  # a Midtrans order payment: no wallet, money into the merchant payable
 
 
+# Ids the ledger derives from another transaction's id use ":", which neither our UUIDs nor Midtrans order
+# ids (letters, digits, "-_~.") can contain: a caller-chosen id can never collide with a derived one.
+
 def incoming_id(transaction_id: str) -> str:
     """The destination's own record of a transfer."""
-    return f"{transaction_id}.in"
+    return f"{transaction_id}:in"
 
 
 def reversal_id(transaction_id: str) -> str:
-    return f"{transaction_id}.rev"
+    return f"{transaction_id}:rev"
 
 
 def topup_reversal_id(order_id: str, n: int) -> str:
-    return f"{order_id}.rb{n}"
+    return f"{order_id}:rb{n}"
 
 
 @dataclass

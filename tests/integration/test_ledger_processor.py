@@ -20,7 +20,7 @@ from ogp.stack.topics import DEAD_LETTER, LEDGER_EVENTS, ensure_topics, topic_sp
 from ogp.testing.infra import create_database
 from ogp.testing.ledger import BackgroundProcessor, caught_up, create_accounts, funding, produce
 from schemas.base import decode
-from schemas.commands import RequestPayment, RequestRefund, RequestTransfer
+from schemas.commands import RequestPayment, RequestRefund, RequestTopup, RequestTransfer
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +129,7 @@ def test_every_rule_applies_once_and_the_ledger_balances(env):
     assert bal[c] == D("50000.00")
     assert tx(db, pay_id)["status"] == "SUCCESS"
     assert tx(db, xfer_id)["status"] == "SUCCESS"  # confirmed by the destination's partition
-    assert tx(db, xfer_id + ".in")["status"] == "SUCCESS"
+    assert tx(db, xfer_id + ":in")["status"] == "SUCCESS"
     assert tx(db, local_id)["status"] == "SUCCESS"
     assert tx(db, refund1)["status"] == "SUCCESS"
     assert (tx(db, refund2)["status"], tx(db, refund2)["failure_reason"]) == ("FAILED", "refund_exceeds_original")
@@ -140,7 +140,7 @@ def test_every_rule_applies_once_and_the_ledger_balances(env):
         assert reversed_tx["failure_reason"] == "unknown_destination"
     else:  # reversed by the saga: the money came back
         assert reversed_tx["status"] == "FAILED"
-        assert tx(db, to_nobody + ".rev")["status"] == "SUCCESS"
+        assert tx(db, to_nobody + ":rev")["status"] == "SUCCESS"
     assert stats.applied >= len(commands)
     check_invariants(db)
 
@@ -167,3 +167,29 @@ def test_a_poison_message_is_dead_lettered_and_the_partition_keeps_moving(env):
     reasons = [d.reason for d in dead if d.key == account]
     assert len(reasons) == 2 and any("not JSON" in r for r in reasons) and any("invalid" in r for r in reasons)
     check_invariants(db)
+
+
+def test_a_value_the_database_refuses_is_dead_lettered_without_stopping_the_partition(env):
+    db, kafka = env.database_url, env.kafka_bootstrap
+    [(user, account)] = create_accounts(db, 1, prefix="nul")
+    # A NUL character that validation lets through (a top-up's payment method, stored as text and in the
+    # jsonb details) is refused by PostgreSQL; the processor must dead-letter it and keep the partition moving.
+    poisoned = RequestTopup(account_id=account, requested_at=now(), transaction_id=str(uuid.uuid4()), user_id=user,
+                            amount=D("10.00"), payment_method="go\x00pay")
+    after = RequestPayment(account_id=account, requested_at=now(), transaction_id=str(uuid.uuid4()), user_id=user,
+                           amount=D("100.00"), merchant_reference="after")
+    asyncio.run(produce(kafka, [*funding(user, account, D("500.00")), poisoned, after]))
+    with BackgroundProcessor(env):
+        caught_up(db, kafka)
+    assert tx(db, poisoned.transaction_id) is None
+    assert tx(db, after.transaction_id)["status"] == "SUCCESS"
+    assert balances(db)[account] == D("400.00")
+    dead = [decode(r.value) for r in asyncio.run(read_topic(kafka, DEAD_LETTER))]
+    assert any(d.key == account and "DataError" in d.reason for d in dead), [(d.key, d.reason[:200]) for d in dead]
+    check_invariants(db)
+
+
+def test_the_contract_refuses_nul_characters_in_text():
+    with pytest.raises(ValueError):
+        RequestPayment(account_id="a", requested_at=now(), transaction_id="t", user_id=1, amount=D("1.00"),
+                       merchant_reference="m", description="a\x00b")

@@ -95,3 +95,15 @@ def test_request_bodies_are_strict_and_canonical():
         PayRequest.model_validate({"amount": "1.00", "merchant_reference": "m" * 256})
     with pytest.raises(ValidationError):
         PayRequest.model_validate({"amount": "1.00", "merchant_reference": Decimal(7)})  # not a string
+
+
+def test_request_texts_refuse_nul_characters_which_postgresql_cannot_store():
+    import pytest as _pytest
+    from pydantic import ValidationError
+
+    from command_api.payments.requests import PayRequest
+
+    with _pytest.raises(ValidationError):
+        PayRequest.model_validate({"amount": "1.00", "merchant_reference": "m", "description": "a\x00b"})
+    with _pytest.raises(ValidationError):
+        PayRequest.model_validate({"amount": "1.00", "merchant_reference": "m\x00"})
