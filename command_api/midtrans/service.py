@@ -243,10 +243,15 @@ async def receive_notification(engine: AsyncEngine, kafka: KafkaProducerManager,
         except MidtransError:
             raise ServiceUnavailable("cannot confirm the status with Midtrans; retry later",
                                      code="midtrans_unavailable") from None
-        if confirmed is not None and confirmed.get("order_id") == order_id:
-            # Midtrans's own answer, now, decides; the notification only told us to look.
-            status = {**payload, **{k: str(v) for k, v in confirmed.items()
-                                    if k in (*_STATUS_FIELDS, "fraud_status", "refund_amount", "payment_type")}}
+        if confirmed is None or confirmed.get("order_id") != order_id:
+            # Confirmation is on but Midtrans does not know this order (yet): never fall back to the
+            # notification's own transaction_status and fraud_status, which the signature does not cover.
+            log.warning("notification not confirmed by the status API", extra={"order_id": order_id[:64]})
+            raise ServiceUnavailable("the status could not be confirmed with Midtrans; retry later",
+                                     code="midtrans_unconfirmed")
+        # Midtrans's own answer, now, decides; the notification only told us to look.
+        status = {**payload, **{k: str(v) for k, v in confirmed.items()
+                                if k in (*_STATUS_FIELDS, "fraud_status", "refund_amount", "payment_type")}}
     command = record_command(account_id, status, notification_id)
     try:
         await append_command(kafka, command)

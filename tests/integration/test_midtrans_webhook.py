@@ -18,6 +18,7 @@ from command_api.midtrans.signature import signature
 from ogp.db.migrate import upgrade
 from ogp.midtrans_sim.app import create_app as sim_app
 from ogp.settings import Settings
+from ogp.stack.process import free_port
 from ogp.stack.topics import ensure_topics, topic_specs
 from ogp.testing.infra import create_database
 from ogp.testing.ledger import BackgroundProcessor, caught_up
@@ -34,7 +35,7 @@ SERVER_KEY = "SB-Mid-server-conformance-test"
 def system(postgres_admin_url, private_kafka, redis_url):
     db = create_database(postgres_admin_url, f"mt_{uuid.uuid4().hex[:8]}")
     upgrade(db)
-    from ogp.stack.process import free_port
+
 
     api_port, sim_port = free_port(), free_port()
     settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka,
@@ -337,3 +338,18 @@ def test_snap_refuses_a_wrong_server_key_and_an_order_id_already_paid(system):
     sim.post(f"/_sim/orders/{order['transaction_details']['order_id']}/pay", json={"channel": "gopay"})
     paid = sim.post("/snap/v1/transactions", auth=(SERVER_KEY, ""), json=order)
     assert paid.status_code == 400 and "already been taken" in paid.json()["error_messages"][0]
+
+
+def test_with_confirmation_on_an_unconfirmable_status_moves_no_money(system):
+    settings, api, sim = system
+    user = signed_up(api)
+    order = topup(api, user)
+    # Signed correctly, but Midtrans's status API does not know a paid order (no method chosen yet): the
+    # unsigned transaction_status must not be believed.
+    confirming = settings.model_copy(update={"midtrans_confirm_status": True, "command_api_port": free_port()})
+    with serve(command_app(confirming), port=confirming.command_api_port) as url, \
+            httpx.Client(base_url=url, timeout=30) as strict_api:
+        reply = post(strict_api, notification(order["order_id"], "settlement"))
+    assert reply.status_code == 503 and reply.json()["error"]["code"] == "midtrans_unconfirmed"
+    assert ledger(settings, order["order_id"])["status"] == "PENDING"
+    assert balance(settings, user["account_id"]) == Decimal("0.00")
