@@ -119,12 +119,14 @@ async def _create(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: Mid
     try:
         await append_command(kafka, command)
     except (KafkaUnavailable, KafkaError, asyncio.TimeoutError) as exc:
-        # Undo: no routing row, and the page stops accepting money (best effort; a payment that still
-        # arrives is recorded as an unknown order and shown to operators).
+        # The page stops accepting money (best effort). If the command certainly was not appended, the
+        # routing row goes too. After an ambiguous failure (a timeout: the broker may have stored it) the
+        # row stays, so Midtrans's "expire" notification still reaches the PENDING record and closes it.
         log.warning("appending %s failed (%s); expiring the Snap transaction", kind, exc.__class__.__name__,
                     extra={"order_id": order_id})
-        async with engine.begin() as conn:
-            await conn.execute(delete(midtrans_orders).where(midtrans_orders.c.order_id == order_id))
+        if isinstance(exc, KafkaUnavailable):
+            async with engine.begin() as conn:
+                await conn.execute(delete(midtrans_orders).where(midtrans_orders.c.order_id == order_id))
         with contextlib.suppress(MidtransError):
             await gateway.expire(order_id)
         raise _kafka_unavailable() from None

@@ -35,8 +35,6 @@ SERVER_KEY = "SB-Mid-server-conformance-test"
 def system(postgres_admin_url, private_kafka, redis_url):
     db = create_database(postgres_admin_url, f"mt_{uuid.uuid4().hex[:8]}")
     upgrade(db)
-
-
     api_port, sim_port = free_port(), free_port()
     settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka,
                         redis_url=redis_url, jwt_signing_key=KEY, MIDTRANS_SERVER_KEY=SERVER_KEY,
