@@ -351,3 +351,16 @@ def test_with_confirmation_on_an_unconfirmable_status_moves_no_money(system):
     assert reply.status_code == 503 and reply.json()["error"]["code"] == "midtrans_unconfirmed"
     assert ledger(settings, order["order_id"])["status"] == "PENDING"
     assert balance(settings, user["account_id"]) == Decimal("0.00")
+
+
+def test_a_paid_wallet_topup_cannot_be_refunded_through_midtrans(system):
+    settings, api, sim = system
+    user = signed_up(api)
+    order = topup(api, user)
+    assert post(api, notification(order["order_id"], "settlement")).status_code == 200
+    assert ledger(settings, order["order_id"])["status"] == "SUCCESS"
+    # The wallet may already have spent it: money leaves a wallet only through the ledger.
+    reply = api.post(f"/payments/{order['order_id']}/refund", json={"amount": 150000, "reason": "changed my mind"},
+                     headers=user["auth"])
+    assert (reply.status_code, reply.json()["error"]["code"]) == (422, "not_refundable")
+    assert balance(settings, user["account_id"]) == Decimal("150000.00")

@@ -537,3 +537,29 @@ def test_kafka_failure_is_503_and_a_retry_with_the_key_is_safe(api, app, db, kaf
         assert retry.json()["transaction_id"] == record.transaction_id
     assert [c.transaction_id for _, c in commands_for(kafka_bootstrap, alice.account_id)] == [
         retry.json()["transaction_id"]]
+
+
+def test_a_taken_over_key_keeps_its_transaction_id_when_kafka_is_not_connected(api, app, db, kafka_bootstrap):
+    alice = new_wallet(api)
+    body = {"amount": "15.00", "merchant_reference": "takeover"}
+    # An earlier request may have appended this id before it crashed; its record is stale.
+    earlier = str(uuid.uuid4())
+    with db.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state, transaction_id, "
+            "created_at, expires_at) VALUES (:u, 'takeover', :h, 'IN_FLIGHT', :t, now() - interval '1 hour', "
+            "now() + interval '1 day')"
+        ), {"u": alice.user_id, "t": earlier,
+            "h": request_hash("POST", PAY, PayRequest.model_validate(body).canonical())})
+    kafka = app.state.clients.kafka
+    connected = kafka._producer
+    kafka._producer = None  # the retry lands on an instance not yet connected to Kafka
+    try:
+        response = send(api, alice, PAY, body, key="takeover")
+    finally:
+        kafka._producer = connected
+    assert (response.status_code, error_code(response)) == (503, "kafka_unavailable")
+    # Not released: a later retry must re-append the same id (deduplicated), never start a second payment.
+    assert idempotency_record(db, alice, "takeover").transaction_id == earlier
+    retry = send(api, alice, PAY, body, key="takeover")
+    assert (retry.status_code, retry.json()["transaction_id"]) == (202, earlier)
