@@ -12,7 +12,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -346,6 +345,3 @@ class _PoisonCommand(Exception):
         self.offset = offset
         self.reason = reason
 
-
-def money(value: Decimal) -> str:
-    return f"{value:.2f}"

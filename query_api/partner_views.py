@@ -17,6 +17,7 @@ from sqlalchemy import Date, cast, func, literal_column, select, tuple_
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from query_api.history_filters import filter_history
 from ogp.db.tables import historical_transactions as ht
 from ogp.db.tables import partner_feed as pf
 from ogp.db.tables import users
@@ -43,14 +44,8 @@ async def feed_page(engine: AsyncEngine, *, limit: int, after: tuple[int, int] |
     query = _base().where(pf.c.feed_txid < HORIZON)
     if after is not None:
         query = query.where(tuple_(pf.c.feed_txid, pf.c.feed_seq) > tuple_(*after))
-    if transaction_type:
-        query = query.where(ht.c.transaction_type == transaction_type)
-    if status:
-        query = query.where(ht.c.transaction_status == status)
-    if created_from:
-        query = query.where(ht.c.created_at >= created_from)
-    if created_to:
-        query = query.where(ht.c.created_at < created_to)
+    query = filter_history(query, transaction_type=transaction_type, status=status, created_from=created_from,
+                           created_to=created_to)
     if min_amount is not None:
         query = query.where(ht.c.amount >= min_amount)
     if max_amount is not None:

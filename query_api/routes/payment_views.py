@@ -9,6 +9,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.db.tables import accounts, historical_transactions as ht, idempotency_keys, users
+from query_api.history_filters import filter_history
 
 _ITEM_COLUMNS = (ht.c.id, ht.c.transaction_id, ht.c.transaction_type, ht.c.transaction_status, ht.c.amount,
                  ht.c.currency, ht.c.balance_before, ht.c.balance_after, ht.c.metadata, ht.c.description,
@@ -31,15 +32,8 @@ async def history_page(engine: AsyncEngine, user_id: int, *, limit: int, after: 
                        created_from: datetime | None = None, created_to: datetime | None = None
                        ) -> list[RowMapping]:
     """Up to ``limit`` of the user's rows, newest first, strictly after the ``after`` keyset position."""
-    query = select(*_ITEM_COLUMNS).where(ht.c.user_id == user_id)
-    if transaction_type:
-        query = query.where(ht.c.transaction_type == transaction_type)
-    if status:
-        query = query.where(ht.c.transaction_status == status)
-    if created_from:
-        query = query.where(ht.c.created_at >= created_from)
-    if created_to:
-        query = query.where(ht.c.created_at < created_to)
+    query = filter_history(select(*_ITEM_COLUMNS).where(ht.c.user_id == user_id), transaction_type=transaction_type,
+                           status=status, created_from=created_from, created_to=created_to)
     if after:
         query = query.where(tuple_(ht.c.created_at, ht.c.id) < tuple_(*after))
     # Matches ix_historical_transactions_user_recent (user_id, created_at DESC, id DESC).
