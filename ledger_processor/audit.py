@@ -1,12 +1,20 @@
-"""Audit the authoritative ledger's invariants straight from PostgreSQL (read-only)."""
+"""Audit the authoritative ledger straight from PostgreSQL (read-only, one consistent snapshot).
+
+Beyond double entry, the audit checks that money is never stranded: no transfer stays in flight past a
+threshold, the in-flight accounts hold exactly what is in transit, every rupiah in suspense or owed to us
+is tied to a record that says why, and every accepted command reached a final state.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+
+DEFAULT_THRESHOLD = timedelta(minutes=10)
 
 
 @dataclass
@@ -17,27 +25,72 @@ class AuditReport:
     unbalanced_transactions: list[tuple[str, Decimal]] = field(default_factory=list)
     balance_mismatches: list[tuple[str, Decimal, Decimal]] = field(default_factory=list)
     negative_wallets: list[tuple[str, Decimal]] = field(default_factory=list)
+    entries_without_transaction: list[str] = field(default_factory=list)
+    # (transaction id, source account, amount, pending since)
+    stranded_sagas: list[tuple] = field(default_factory=list)
+    in_flight_balance: Decimal = Decimal("0")
+    in_transit: Decimal = Decimal("0")
+    # (system account, transaction id, amount, reason or None): money held for a person, and why
+    suspense: list[tuple] = field(default_factory=list)
+    receivables: list[tuple] = field(default_factory=list)
+    # (what, id, state, since): accepted commands and payments with no final state past the threshold
+    unfinished: list[tuple] = field(default_factory=list)
+    dead_letters: int = 0
+    dead_letters_without_outcome: int = 0
+    threshold: timedelta = DEFAULT_THRESHOLD
+
+    @property
+    def unexplained_suspense(self) -> list[tuple]:
+        return [s for s in self.suspense if not s[3]]
+
+    @property
+    def unexplained_receivables(self) -> list[tuple]:
+        return [r for r in self.receivables if not r[3]]
 
     @property
     def ok(self) -> bool:
         return (self.total == 0 and not self.unbalanced_transactions and not self.balance_mismatches
-                and not self.negative_wallets)
+                and not self.negative_wallets and not self.entries_without_transaction
+                and not self.stranded_sagas and self.in_flight_balance == self.in_transit
+                and not self.unexplained_suspense and not self.unexplained_receivables and not self.unfinished)
 
     def lines(self) -> list[str]:
+        minutes = int(self.threshold.total_seconds() // 60)
         out = [f"entries: {self.entries}", f"transactions with entries: {self.transactions}",
                f"sum of all entries: {self.total:.2f} (must be 0.00)",
                f"unbalanced transactions: {len(self.unbalanced_transactions)}",
                f"balances not equal to the sum of their entries: {len(self.balance_mismatches)}",
-               f"negative wallet balances: {len(self.negative_wallets)}"]
+               f"negative wallet balances: {len(self.negative_wallets)}",
+               f"entries without their transaction record: {len(self.entries_without_transaction)}",
+               f"transfers in flight longer than {minutes} min: {len(self.stranded_sagas)}",
+               f"in-flight accounts: {self.in_flight_balance:.2f}, transfers in transit: {self.in_transit:.2f}"
+               " (must be equal)",
+               f"held in suspense: {sum((s[2] for s in self.suspense), Decimal(0)):.2f} in {len(self.suspense)}"
+               f" item(s), {len(self.unexplained_suspense)} unexplained",
+               f"receivables (owed by users): {sum((r[2] for r in self.receivables), Decimal(0)):.2f} in"
+               f" {len(self.receivables)} item(s), {len(self.unexplained_receivables)} unexplained",
+               f"commands or payments without a final state after {minutes} min: {len(self.unfinished)}",
+               f"dead-lettered commands: {self.dead_letters} ({self.dead_letters_without_outcome} without a"
+               " FAILED record of their own)"]
         out += [f"  unbalanced {t}: {s:.2f}" for t, s in self.unbalanced_transactions[:10]]
         out += [f"  mismatch {a}: balance {b:.2f}, entries {e:.2f}" for a, b, e in self.balance_mismatches[:10]]
         out += [f"  negative {a}: {b:.2f}" for a, b in self.negative_wallets[:10]]
+        out += [f"  entry without record: {t}" for t in self.entries_without_transaction[:10]]
+        out += [f"  stranded transfer {t} from {a}: {m:.2f} pending since {s:%Y-%m-%d %H:%M:%S}"
+                for t, a, m, s in self.stranded_sagas[:10]]
+        out += [f"  suspense {acc} {t}: {m:.2f} ({r or 'UNEXPLAINED'})" for acc, t, m, r in self.suspense[:20]]
+        out += [f"  receivable {acc} {t}: {-m:.2f} owed ({r or 'UNEXPLAINED'})"
+                for acc, t, m, r in self.receivables[:20]]
+        out += [f"  unfinished {what} {i}: {state} since {s:%Y-%m-%d %H:%M:%S}" for what, i, state, s in
+                self.unfinished[:10]]
         return out
 
 
-def audit(conn: Connection) -> AuditReport:
-    """Double entry holds, every balance is the sum of its entries, no wallet below zero."""
-    r = AuditReport()
+def audit(conn: Connection, threshold: timedelta = DEFAULT_THRESHOLD) -> AuditReport:
+    """Every invariant of the ledger, read in one snapshot (so work committed meanwhile cannot skew it)."""
+    if not conn.in_transaction():
+        conn.execution_options(isolation_level="REPEATABLE READ")
+    r = AuditReport(threshold=threshold)
     r.entries, r.transactions, total = conn.execute(text(
         "SELECT count(*), count(DISTINCT transaction_id), coalesce(sum(amount), 0) FROM ledger_entries")).one()
     r.total = Decimal(total)
@@ -51,4 +104,63 @@ def audit(conn: Connection) -> AuditReport:
            WHERE coalesce(b.balance, 0) <> coalesce(s.s, 0) LIMIT 100"""))]
     r.negative_wallets = [tuple(x) for x in conn.execute(text(
         "SELECT id, balance FROM accounts WHERE balance < 0 LIMIT 100"))]
+    r.entries_without_transaction = list(conn.execute(text(
+        "SELECT DISTINCT e.transaction_id FROM ledger_entries e LEFT JOIN ledger_transactions t "
+        "ON t.transaction_id = e.transaction_id WHERE t.transaction_id IS NULL LIMIT 100")).scalars())
+    _money_in_transit(conn, r)
+    r.suspense = _held(conn, "SUSPENSE", "suspense_reason")
+    r.receivables = _held(conn, "RECEIVABLES", "receivable_reason")
+    r.unfinished = _unfinished(conn, threshold)
+    r.dead_letters, r.dead_letters_without_outcome = conn.execute(text(
+        "SELECT count(*), count(*) FILTER (WHERE NOT outcome_recorded) FROM ledger_dead_letters")).one()
     return r
+
+
+def _money_in_transit(conn: Connection, r: AuditReport) -> None:
+    # A transfer is in transit from its debit until its destination credits it (then the destination's
+    # in-flight account gives the money out) or its source takes it back (FAILED, reversed).
+    r.in_transit = Decimal(conn.execute(text(
+        "SELECT coalesce(sum(t.amount), 0) FROM ledger_transactions t WHERE t.status = 'PENDING' "
+        "AND t.transaction_type = 'TRANSFER' AND NOT EXISTS (SELECT 1 FROM ledger_transactions i "
+        "WHERE i.transaction_id = t.transaction_id || '\\:in' AND i.status = 'SUCCESS')")).scalar())
+    r.in_flight_balance = Decimal(conn.execute(text(
+        "SELECT coalesce(sum(balance), 0) FROM ledger_system_accounts WHERE kind = 'TRANSFERS_IN_FLIGHT'"
+    )).scalar())
+    r.stranded_sagas = [tuple(x) for x in conn.execute(text(
+        "SELECT transaction_id, account_id, amount, updated_at FROM ledger_transactions "
+        "WHERE status = 'PENDING' AND transaction_type = 'TRANSFER' AND updated_at < now() - :age "
+        "ORDER BY updated_at LIMIT 100"), {"age": r.threshold})]
+
+
+def _held(conn: Connection, kind: str, reason_key: str) -> list[tuple]:
+    """Each posting on the ``kind`` system accounts, with the reason its transaction record gives (or None)."""
+    return [tuple(x) for x in conn.execute(text(
+        "SELECT e.account_id, e.transaction_id, e.amount, t.details->>:reason_key FROM ledger_entries e "
+        "JOIN ledger_system_accounts s ON s.id = e.account_id AND s.kind = :kind "
+        "LEFT JOIN ledger_transactions t ON t.transaction_id = e.transaction_id ORDER BY e.id"),
+        {"kind": kind, "reason_key": reason_key})]
+
+
+def _unfinished(conn: Connection, threshold: timedelta) -> list[tuple]:
+    """Accepted wallet commands and Midtrans payments still without a final state after ``threshold``.
+
+    A wallet command was accepted when its Idempotency-Key was answered 2xx; its final state is its ledger
+    record leaving PENDING, or a dead letter (rejected without a record of its own). A payment's is its
+    ledger record leaving PENDING once Midtrans's own expiry has passed."""
+    commands = conn.execute(text(
+        """SELECT 'command', k.transaction_id, coalesce(t.status, 'NOT APPLIED'), k.created_at
+           FROM idempotency_keys k
+           LEFT JOIN ledger_transactions t ON t.transaction_id = k.transaction_id
+           WHERE k.state = 'DONE' AND k.response_status < 300 AND k.created_at < now() - :age
+             AND (t.transaction_id IS NULL OR t.status = 'PENDING')
+             AND NOT EXISTS (SELECT 1 FROM ledger_dead_letters d WHERE d.transaction_id = k.transaction_id)
+           ORDER BY k.created_at LIMIT 100"""), {"age": threshold})
+    payments = conn.execute(text(
+        """SELECT lower(o.kind), o.order_id, coalesce(t.status, 'NOT APPLIED'), o.expires_at
+           FROM midtrans_orders o
+           LEFT JOIN ledger_transactions t ON t.transaction_id =
+               CASE WHEN o.kind = 'ORDER' THEN 'order:' || o.order_id ELSE o.order_id END
+           WHERE o.expires_at < now() - :age AND (t.transaction_id IS NULL OR t.status = 'PENDING')
+             AND NOT EXISTS (SELECT 1 FROM ledger_dead_letters d WHERE d.transaction_id = o.order_id)
+           ORDER BY o.expires_at LIMIT 100"""), {"age": threshold})
+    return [tuple(x) for x in commands] + [tuple(x) for x in payments]

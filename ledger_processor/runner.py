@@ -16,9 +16,11 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from ledger_processor.domain.book import Policy
 from ledger_processor.store import Fenced, LedgerStore, OffsetGap, OutboxRow, Record, pool
 from ogp.messaging import headers_dict, partition_for
 from ogp.settings import Settings
@@ -66,6 +68,9 @@ class LedgerProcessor:
         self._fault_fired = False
         self._to_commit: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
+        self._next_sweep = 0.0
+        self._policy = Policy(deny_reversal_payment_types=frozenset(
+            t.lower() for t in self.settings.midtrans_deny_reversal_payment_types))
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -107,11 +112,31 @@ class LedgerProcessor:
         assert self.consumer is not None
         while not self._stopping.is_set():
             batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
-            if not batches:
-                continue
-            async with self._lock:
-                await asyncio.gather(*(self._process(tp, records) for tp, records in batches.items()
-                                       if tp.partition in self._owned))
+            if batches:
+                async with self._lock:
+                    await asyncio.gather(*(self._process(tp, records) for tp, records in batches.items()
+                                           if tp.partition in self._owned))
+            if time.monotonic() >= self._next_sweep:
+                await self.sweep()
+
+    async def sweep(self) -> None:
+        """Each owned partition's periodic work: settle timed-out transfer sagas, prune the published outbox."""
+        s = self.settings
+        self._next_sweep = time.monotonic() + s.ledger_sweep_interval_seconds
+        async with self._lock:
+            for partition, owned in sorted(self._owned.items()):
+                async with self.store() as store:
+                    try:
+                        result = await store.sweep(partition, owned.epoch, self.partition_of,
+                                                   saga_timeout=timedelta(seconds=s.saga_timeout_seconds),
+                                                   outbox_retention=timedelta(hours=s.outbox_retention_hours))
+                    except Fenced as exc:
+                        self._release(TopicPartition(COMMANDS, partition), exc)
+                        continue
+                    if result.outbox:
+                        log.info("saga sweep: %s transfers asked to settle", result.applied,
+                                 extra={"partition": partition})
+                        await self._publish(store, partition, result.outbox)
 
     # -- ownership -------------------------------------------------------------------------------------
     async def assigned(self, partitions: set[TopicPartition]) -> None:
@@ -134,7 +159,7 @@ class LedgerProcessor:
     @contextlib.asynccontextmanager
     async def store(self):
         async with self.pool.connection() as conn:
-            yield LedgerStore(conn, COMMANDS, LEDGER_EVENTS, DEAD_LETTER)
+            yield LedgerStore(conn, COMMANDS, LEDGER_EVENTS, DEAD_LETTER, policy=self._policy)
 
     async def _claim(self, partition: int) -> tuple[int, int]:
         while True:
@@ -174,11 +199,7 @@ class LedgerProcessor:
             self.consumer.seek(tp, gap.position)
             return
         except Fenced as exc:
-            # A newer owner took the partition while we were paused: our transaction wrote nothing.
-            self.stats.fenced += 1
-            log.warning("fenced, releasing partition: %s", exc, extra={"partition": tp.partition})
-            self._owned.pop(tp.partition, None)
-            self.consumer.pause(tp)
+            self._release(tp, exc)
             return
         if self.settings.fault == "crash_after_commit" and result.outbox:
             # The outbox test: die after the commit, before anything is published.
@@ -198,6 +219,13 @@ class LedgerProcessor:
             offsets, self._to_commit = self._to_commit, {}
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.consumer.commit(offsets), 5)
+
+    def _release(self, tp: TopicPartition, exc: Fenced) -> None:
+        """A newer owner took the partition while we were paused: our transaction wrote nothing; let go."""
+        self.stats.fenced += 1
+        log.warning("fenced, releasing partition: %s", exc, extra={"partition": tp.partition})
+        self._owned.pop(tp.partition, None)
+        self.consumer.pause(tp)
 
     async def _publish(self, store: LedgerStore, partition: int, rows: list[OutboxRow]) -> None:
         """Send outbox rows in id order, as whole batches per target partition, then record the mark."""

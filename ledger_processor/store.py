@@ -11,13 +11,13 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ledger_processor.domain import rules
-from ledger_processor.domain.book import Account, Book, InvariantViolation, Outgoing, Transaction
+from ledger_processor.domain import rules, transfers
+from ledger_processor.domain.book import Account, Book, IdConflict, Outgoing, Policy, Transaction
 from schemas.base import UnknownMessage, decode, encode
 from schemas.commands import Command
 from schemas.events import CommandDeadLettered
@@ -111,12 +111,38 @@ def pool(url: str, size: int):
                                kwargs={"autocommit": True, "options": SESSION_OPTIONS})
 
 
+@dataclass(frozen=True)
+class Poison:
+    """Why one command of a batch cannot be applied; ``bare``: rejecting it failed too, dead-letter only."""
+
+    reason: str  # machine-readable, at most 64 characters: the client's failure_reason
+    detail: str
+    bare: bool = False
+
+
+_TX_COLUMNS = ("transaction_id, transaction_type, account_id, user_id, status, amount, created_at, updated_at, "
+               "currency, failure_reason, balance_before, balance_after, description, external_reference, "
+               "payment_method, revision, details")
+
+
+def _transaction(row) -> Transaction:
+    return Transaction(*row[:16], details=row[16] or {})
+
+
+def _clean(text: str, limit: int | None = None) -> str:
+    """Text PostgreSQL will store: no NUL characters, at most ``limit`` characters."""
+    text = text.replace("\x00", "\ufffd")
+    return text[:limit] if limit is not None else text
+
+
 class LedgerStore:
-    def __init__(self, conn: psycopg.AsyncConnection, topic: str, events_topic: str, dead_letter_topic: str):
+    def __init__(self, conn: psycopg.AsyncConnection, topic: str, events_topic: str, dead_letter_topic: str,
+                 policy: Policy | None = None):
         self.conn = conn
         self.topic = topic
         self.topics = {"events": events_topic, "commands": topic}
         self.dead_letter_topic = dead_letter_topic
+        self.policy = policy or Policy()
 
     async def claim(self, partition: int, owner: str) -> tuple[int, int]:
         """Become the partition's owner: bump its epoch (fencing older owners); returns (epoch, next_offset)."""
@@ -146,28 +172,44 @@ class LedgerStore:
             "UPDATE ledger_partitions SET published_outbox_id = GREATEST(published_outbox_id, %s) "
             "WHERE topic = %s AND partition = %s", (up_to_id, self.topic, partition))
 
+    async def _lock(self, partition: int, epoch: int) -> int:
+        """Lock the partition's row for this transaction if ``epoch`` still owns it; returns next_offset."""
+        row = await (await self.conn.execute(
+            "SELECT epoch, next_offset FROM ledger_partitions WHERE topic = %s AND partition = %s FOR UPDATE",
+            (self.topic, partition))).fetchone()
+        if row is None or int(row[0]) != epoch:
+            raise Fenced(f"partition {partition}: our epoch {epoch}, current {row[0] if row else None}")
+        return int(row[1])
+
     async def apply_batch(self, partition: int, epoch: int, records: Sequence[Record],
                           partition_of: Callable[[str], int], now: datetime | None = None) -> BatchResult:
-        """Apply ``records`` (consecutive offsets of one partition) exactly once, in one transaction."""
-        poisoned: dict[int, str] = {}
+        """Apply ``records`` (consecutive offsets of one partition) exactly once, in one transaction.
+
+        No single command can stop the partition: one that fails in its rule or is refused by the
+        database is rejected (a FAILED outcome of its own where it has one) and dead-lettered with the
+        reason, and the rest of the batch is applied. Errors of the database itself (connection lost, lock
+        timeout) are not a command's fault: they propagate, and the batch is applied again later.
+        """
+        now = now or datetime.now(UTC)
+        poisoned: dict[int, Poison] = {}
         while True:
             try:
-                return await self._apply_once(partition, epoch, records, partition_of,
-                                              now or datetime.now(UTC), poisoned)
+                return await self._apply_once(partition, epoch, records, partition_of, now, poisoned)
             except _PoisonCommand as exc:
-                # A handler bug on one command: dead-letter it and apply the batch without it.
-                log.error("command failed in handler; dead-lettering", extra={"partition": partition,
-                                                                              "offset": exc.offset})
-                poisoned[exc.offset] = exc.reason
-            except psycopg.DataError as exc:
-                # The database refused a value (e.g. a NUL character) that validation let through. Never
-                # let one command stop its partition: find it by applying one record at a time.
-                if len(records) == 1:
-                    log.error("command refused by the database; dead-lettering",
-                              extra={"partition": partition, "offset": records[0].offset})
-                    poisoned[records[0].offset] = f"DataError: {exc.__class__.__name__}: {exc}"[:2000]
-                    continue
-                return await self._apply_one_by_one(partition, epoch, records, partition_of, now)
+                log.error("command failed in its rule; rejecting it", extra={
+                    "partition": partition, "offset": exc.offset, "reason": exc.poison.reason})
+                poisoned[exc.offset] = exc.poison
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                if len(records) > 1:
+                    # Find the command the database refuses by applying one record at a time.
+                    return await self._apply_one_by_one(partition, epoch, records, partition_of, now)
+                offset = records[0].offset
+                detail = _clean(f"{exc.__class__.__name__}: {exc}", 2000)
+                if offset in poisoned and poisoned[offset].bare:
+                    raise  # even its bare dead letter was refused: not this command's fault
+                log.error("command refused by the database; rejecting it",
+                          extra={"partition": partition, "offset": offset})
+                poisoned[offset] = Poison("rejected_by_database", detail, bare=offset in poisoned)
 
     async def _apply_one_by_one(self, partition, epoch, records, partition_of, now) -> BatchResult:
         total = BatchResult()
@@ -183,12 +225,7 @@ class LedgerStore:
     async def _apply_once(self, partition, epoch, records, partition_of, now, poisoned) -> BatchResult:
         result = BatchResult()
         async with self.conn.transaction():
-            row = await (await self.conn.execute(
-                "SELECT epoch, next_offset FROM ledger_partitions WHERE topic = %s AND partition = %s FOR UPDATE",
-                (self.topic, partition))).fetchone()
-            if row is None or int(row[0]) != epoch:
-                raise Fenced(f"partition {partition}: our epoch {epoch}, current {row[0] if row else None}")
-            position = int(row[1])
+            position = await self._lock(partition, epoch)
             fresh = [r for r in records if r.offset >= position]
             result.skipped = len(records) - len(fresh)
             if not fresh:
@@ -197,53 +234,80 @@ class LedgerStore:
             if fresh[0].offset != position:
                 raise OffsetGap(position)
 
-            commands: list[tuple[Record, Command]] = []
-            dead: list[tuple[Record, str]] = []
+            items: list[tuple[Record, Command | None, Poison | None]] = []
             for record in fresh:
-                if record.offset in poisoned:
-                    dead.append((record, poisoned[record.offset]))
-                    continue
                 try:
                     message = decode(record.value or b"")
                     if not isinstance(message, Command):
                         raise UnknownMessage(f"{message.TYPE} is not a command")
-                    commands.append((record, message))
                 except UnknownMessage as exc:
-                    dead.append((record, str(exc)))
+                    items.append((record, None, Poison("undecodable", str(exc), bare=True)))
+                    continue
+                items.append((record, message, poisoned.get(record.offset)))
 
             owns = lambda account_id: partition_of(account_id) == partition  # noqa: E731
-            book = Book(partition=partition, now=now, partition_of=partition_of)
-            await self._load(book, partition, commands, owns)
+            book = Book(partition=partition, now=now, partition_of=partition_of, policy=self.policy)
+            # A bare dead letter is not even looked at (its values may be what the database refuses).
+            await self._load(book, partition, [c for _, c, p in items if c is not None and not (p and p.bare)],
+                             owns)
             outgoing: list[tuple[Outgoing, dict[str, str]]] = []
-            for record, command in commands:
+            dead: list[_DeadLetter] = []
+            for record, command, poison in items:
                 mark = len(book.outgoing)
-                try:
-                    rules.apply(book, command)
-                except (InvariantViolation, Exception) as exc:  # noqa: BLE001 - isolate, never lose the batch
-                    raise _PoisonCommand(record.offset, f"{exc.__class__.__name__}: {exc}") from exc
+                book.current_offset = record.offset
+                if poison is None:
+                    self._apply_one(book, record, command)
+                else:
+                    dead.append(_DeadLetter(record, command, poison, self._reject(book, record, command, poison)))
                 trace = {k: v for k, v in record.headers.items() if k in ("correlation_id", "traceparent",
                                                                           "tracestate")}
                 outgoing.extend((o, trace) for o in book.outgoing[mark:])
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("applied %s", command.TYPE, extra={
-                        "partition": partition, "offset": record.offset, "correlation_id": trace.get("correlation_id"),
-                        "transaction_id": getattr(command, "transaction_id", None)})
-            await self._save(book, partition, commands)
+            await self._save(book, partition)
             result.outbox = await self._write_outbox(partition, outgoing, dead, now)
-            result.applied, result.dead_lettered = len(commands), len(dead)
+            if dead:
+                await self._record_dead_letters(partition, dead)
+            result.applied, result.dead_lettered = len(items) - len(dead), len(dead)
             result.next_offset = fresh[-1].offset + 1
             await self.conn.execute(
                 "UPDATE ledger_partitions SET next_offset = %s, updated_at = now() WHERE topic = %s AND partition = %s",
                 (result.next_offset, self.topic, partition))
         return result
 
-    async def _load(self, book: Book, partition: int, commands, owns) -> None:
+    @staticmethod
+    def _apply_one(book: Book, record: Record, command: Command) -> None:
+        try:
+            rules.apply(book, command)
+        except IdConflict as exc:
+            raise _PoisonCommand(record.offset, Poison("transaction_id_conflict", str(exc))) from exc
+        except Exception as exc:  # noqa: BLE001 - a bug in one rule must not stop the partition
+            raise _PoisonCommand(record.offset, Poison(
+                "processing_error", _clean(f"{exc.__class__.__name__}: {exc}", 2000))) from exc
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("applied %s", command.TYPE, extra={
+                "partition": book.partition, "offset": record.offset,
+                "correlation_id": record.headers.get("correlation_id"),
+                "transaction_id": getattr(command, "transaction_id", None)})
+
+    @staticmethod
+    def _reject(book: Book, record: Record, command: Command | None, poison: Poison) -> bool:
+        """The command's FAILED outcome, if it can have one; a failure here leaves it a bare dead letter."""
+        if command is None or poison.bare:
+            return False
+        try:
+            return rules.reject(book, command, poison.reason)
+        except Exception as exc:  # noqa: BLE001
+            raise _PoisonCommand(record.offset, Poison(
+                poison.reason, _clean(f"{poison.detail}; rejecting failed: {exc.__class__.__name__}: {exc}", 2000),
+                bare=True)) from exc
+
+    async def _load(self, book: Book, partition: int, commands: list[Command], owns) -> None:
         account_ids: set[str] = set()
         tx_ids: set[str] = set()
-        for _, command in commands:
+        for command in commands:
             n = rules.needs(command, owns)
             account_ids |= n.accounts
             tx_ids |= n.transactions
+        book.looked_up_accounts, book.looked_up_transactions = account_ids, tx_ids
         wallets = [a for a in account_ids if not a.startswith("SYS:")]
         if wallets:
             cur = await self.conn.execute(
@@ -251,21 +315,54 @@ class LedgerStore:
                 (wallets,))
             for acc_id, user_id, balance, status, currency in await cur.fetchall():
                 book.accounts[acc_id] = Account(acc_id, balance, status, currency, user_id)
+        await self._load_system_accounts(book, partition)
+        if tx_ids:
+            cur = await self.conn.execute(
+                f"SELECT {_TX_COLUMNS} FROM ledger_transactions WHERE transaction_id = ANY(%s)", (list(tx_ids),))
+            for r in await cur.fetchall():
+                book.transactions[r[0]] = _transaction(r)
+
+    async def _load_system_accounts(self, book: Book, partition: int) -> None:
         cur = await self.conn.execute(
             "SELECT id, balance, currency FROM ledger_system_accounts WHERE partition = %s", (partition,))
         for acc_id, balance, currency in await cur.fetchall():
             book.accounts[acc_id] = Account(acc_id, balance, currency=currency, is_system=True)
-        if tx_ids:
-            cur = await self.conn.execute(
-                "SELECT transaction_id, transaction_type, account_id, user_id, status, amount, created_at, "
-                "updated_at, currency, failure_reason, balance_before, balance_after, description, "
-                "external_reference, payment_method, revision, details "
-                "FROM ledger_transactions WHERE transaction_id = ANY(%s)", (list(tx_ids),))
-            for r in await cur.fetchall():
-                book.transactions[r[0]] = Transaction(*r[:16], details=r[16] or {})
 
-    async def _save(self, book: Book, partition: int, commands) -> None:
-        offsets = {getattr(c, "transaction_id", None): rec.offset for rec, c in commands}
+    async def sweep(self, partition: int, epoch: int, partition_of: Callable[[str], int], *,
+                    saga_timeout: timedelta, outbox_retention: timedelta, now: datetime | None = None,
+                    limit: int = 1000) -> BatchResult:
+        """Periodic work of the partition's owner, fenced like a batch.
+
+        Transfers whose credit has not been confirmed within ``saga_timeout`` (or since their last expiry
+        request) get an ExpireTransfer to their destination's partition, so every saga finishes; outbox
+        rows published longer than ``outbox_retention`` ago are deleted.
+        """
+        now = now or datetime.now(UTC)
+        result = BatchResult()
+        async with self.conn.transaction():
+            result.next_offset = await self._lock(partition, epoch)
+            cur = await self.conn.execute(
+                f"SELECT {_TX_COLUMNS} FROM ledger_transactions WHERE partition = %s AND status = 'PENDING' "
+                "AND transaction_type = 'TRANSFER' AND updated_at < %s "
+                "AND coalesce((details->'saga'->>'expiry_requested_at')::timestamptz, updated_at) < %s "
+                "ORDER BY updated_at LIMIT %s", (partition, now - saga_timeout, now - saga_timeout, limit))
+            stale = [_transaction(r) for r in await cur.fetchall()]
+            if stale:
+                book = Book(partition=partition, now=now, partition_of=partition_of, policy=self.policy,
+                            transactions={t.transaction_id: t for t in stale})
+                for tx in stale:
+                    transfers.request_expiry(book, tx)
+                await self._save(book, partition)
+                result.outbox = await self._write_outbox(partition, [(o, {}) for o in book.outgoing], [], now)
+                result.applied = len(stale)
+            await self.conn.execute(
+                "DELETE FROM ledger_outbox WHERE id IN (SELECT o.id FROM ledger_outbox o JOIN ledger_partitions p "
+                "ON p.topic = %s AND p.partition = o.partition WHERE o.partition = %s "
+                "AND o.id <= p.published_outbox_id AND o.created_at < %s ORDER BY o.id LIMIT 10000)",
+                (self.topic, partition, now - outbox_retention))
+        return result
+
+    async def _save(self, book: Book, partition: int) -> None:
         new = [t for t in book.transactions.values() if t.is_new]
         changed = [t for t in book.transactions.values() if t.changed and not t.is_new]
         if new:
@@ -279,7 +376,7 @@ class LedgerStore:
                     (t.transaction_id, partition, t.transaction_type, t.account_id, t.user_id, t.status,
                      t.amount, t.currency, t.failure_reason, t.balance_before, t.balance_after, t.description,
                      t.external_reference, t.payment_method, t.revision, t.details,
-                     offsets.get(t.transaction_id), t.created_at, t.updated_at) for t in new))
+                     t.command_offset, t.created_at, t.updated_at) for t in new))
         if changed:
             async with self.conn.cursor() as cur:
                 await cur.executemany(
@@ -315,13 +412,15 @@ class LedgerStore:
             keys.append(item.key)
             payloads.append(encode(item.message).decode())
             headers.append(trace)
-        for record, reason in dead:
+        for letter in dead:
+            record = letter.record
+            key = _clean(record.key.decode(errors="replace"), 255) if record.key else None
             message = CommandDeadLettered(
-                topic=self.topic, partition=partition, offset=record.offset,
-                key=record.key.decode(errors="replace") if record.key else None, reason=reason[:2000],
+                topic=self.topic, partition=partition, offset=record.offset, key=key,
+                reason=_clean(f"{letter.poison.reason}: {letter.poison.detail}", 2000),
                 payload_b64=base64.b64encode(record.value or b"").decode(), occurred_at=now)
             topics.append(self.dead_letter_topic)
-            keys.append(message.key)
+            keys.append(key)
             payloads.append(encode(message).decode())
             headers.append(record.headers)
         if not topics:
@@ -339,9 +438,39 @@ class LedgerStore:
                 for i, t, k, p, h in zip(ids, topics, keys, payloads, headers, strict=True)]
 
 
-class _PoisonCommand(Exception):
-    def __init__(self, offset: int, reason: str):
-        super().__init__(reason)
-        self.offset = offset
-        self.reason = reason
+    async def _record_dead_letters(self, partition: int, dead: list["_DeadLetter"]) -> None:
+        """The database's copy of this batch's dead letters: what the status resources and the audit read."""
+        async with self.conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO ledger_dead_letters (topic, partition, command_offset, transaction_id, account_id, "
+                "command_type, reason, detail, outcome_recorded) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                [(self.topic, partition, d.record.offset, d.transaction_id, d.account_id,
+                  d.command.TYPE if d.command is not None else None, _clean(d.poison.reason, 64),
+                  _clean(d.poison.detail), d.outcome_recorded) for d in dead])
 
+
+@dataclass(frozen=True)
+class _DeadLetter:
+    record: Record
+    command: Command | None
+    poison: Poison
+    outcome_recorded: bool
+
+    @property
+    def transaction_id(self) -> str | None:
+        value = getattr(self.command, "transaction_id", None) or getattr(self.command, "command_id", None)
+        return _clean(value, 50) if value else None
+
+    @property
+    def account_id(self) -> str | None:
+        return _clean(self.command.account_id, 64) if self.command is not None else None
+
+
+class _PoisonCommand(Exception):
+    """One command of the batch cannot be applied: roll back, and apply the batch again without it."""
+
+    def __init__(self, offset: int, poison: Poison):
+        super().__init__(poison.reason)
+        self.offset = offset
+        self.poison = poison

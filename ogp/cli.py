@@ -221,8 +221,13 @@ def logs(
 
 @app.command("audit")
 @friendly
-def audit_ledger() -> None:
-    """Check the ledger's invariants: double entry, balances equal their entries, none negative."""
+def audit_ledger(
+    older_than: Annotated[int, typer.Option(help="seconds after which a transfer in flight, or a command or "
+                                                 "payment without a final state, fails the audit")] = 600,
+) -> None:
+    """Check the ledger: double entry, balances equal their entries, none negative, nothing stranded."""
+    from datetime import timedelta
+
     from sqlalchemy import create_engine
 
     from ledger_processor.audit import audit
@@ -230,7 +235,7 @@ def audit_ledger() -> None:
     engine = create_engine(get_settings().sqlalchemy_url)
     try:
         with engine.connect() as conn:
-            report = audit(conn)
+            report = audit(conn, timedelta(seconds=older_than))
     finally:
         engine.dispose()
     for line in report.lines():

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     midtrans_confirm_status: bool | None = None
     # Where the simulator sends notifications (our webhook); default: the command API.
     midtrans_webhook_url: str | None = None
+    # Payment types whose settled payments Midtrans may still move to "deny": a reversal by the payment
+    # provider, "within the span of one minute", documented on Midtrans's Mandiri bill (echannel) page. Any
+    # other deny after settlement moves nothing and is flagged for a person.
+    midtrans_deny_reversal_payment_types: list[str] = Field(default_factory=lambda: ["echannel"])
     topup_min_amount: int = Field(default=10_000, ge=1)
     topup_max_amount: int = Field(default=20_000_000, ge=1)
     topup_expiry_minutes: int = Field(default=60, ge=1)
@@ -100,6 +104,15 @@ class Settings(BaseSettings):
     # How long a looked-up API key may be cached in a process; a revoked key stops within this.
     api_key_cache_seconds: float = Field(default=2.0, ge=0, le=10)
     access_logs_enabled: bool = True
+
+    # --- Ledger processor ---
+    # A cross-partition transfer not confirmed within this time is settled by asking its destination
+    # (ExpireTransfer): the credit is confirmed if it happened, refused for good and reversed if not.
+    saga_timeout_seconds: float = Field(default=60.0, gt=0)
+    # How often each partition owner runs its sweep (saga timeouts, outbox pruning).
+    ledger_sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    # Published outbox rows are kept this long (for operators), then pruned.
+    outbox_retention_hours: float = Field(default=72.0, ge=0)
 
     # Fault injection for the crash tests (never in production): see ledger_processor/runner.py.
     fault: Literal["crash_after_commit", "sigstop_before_batch"] | None = None
@@ -115,6 +128,11 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name} must be set to a real secret when OGP_ENVIRONMENT=production")
             if len(self.jwt_signing_key.get_secret_value()) < 32:
                 raise ValueError("jwt_signing_key must be at least 32 characters")
+            if self.midtrans_confirm_status is False:
+                # Midtrans's signature does not cover transaction_status: unconfirmed, any signed notification
+                # of an order could be relabelled (a "settlement" sent again as "deny", say).
+                raise ValueError("midtrans_confirm_status cannot be off in production: the notification "
+                                 "signature does not cover transaction_status")
         return self
 
     @property

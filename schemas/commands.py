@@ -19,7 +19,7 @@ Text = Annotated[str, Field(max_length=500, pattern=NO_NUL)]
 __all__ = [
     "Command", "RequestPayment", "RequestTransfer", "CreditTransfer", "ConfirmTransfer", "ReverseTransfer",
     "RequestRefund", "RequestTopup", "RecordMidtransStatus", "ChangeAccountStatus", "TxId", "AccountId",
-    "RequestOrderPayment", "order_account_id",
+    "RequestOrderPayment", "order_account_id", "order_transaction_id", "ExpireTransfer",
 ]
 
 
@@ -81,6 +81,21 @@ class ReverseTransfer(Command):
     reason: Annotated[str, Field(max_length=64)]
 
 
+class ExpireTransfer(Command):
+    """Saga timeout, sent by the source's partition to the destination's: settle this transfer now.
+
+    The destination answers from its own record, which it alone writes: ConfirmTransfer if it credited the
+    transfer, otherwise it refuses the credit for good (a late CreditTransfer then changes nothing) and
+    answers ReverseTransfer. So a transfer whose credit step was lost or failed still finishes.
+    """
+
+    TYPE = "ExpireTransfer"
+    transaction_id: TxId  # the original transfer's id
+    from_account_id: AccountId
+    amount: Amount
+    currency: Literal["IDR"] = CURRENCY
+
+
 class RequestRefund(Command):
     """Refund (part of) an earlier PAYMENT of this account back into it."""
 
@@ -133,6 +148,15 @@ class ChangeAccountStatus(Command):
 
 def order_account_id(order_id: str) -> str:
     """The Kafka key (and ledger account id) of an order payment: no wallet is involved, the order is."""
+    return f"order:{order_id}"
+
+
+def order_transaction_id(order_id: str) -> str:
+    """The ledger's transaction id of an order payment.
+
+    Order ids are chosen by the merchant and may equal any wallet transaction id (a UUID). Prefixed, they
+    live in a namespace of their own: ``order:`` cannot start a UUID, and ``:`` cannot occur in an order id.
+    """
     return f"order:{order_id}"
 
 

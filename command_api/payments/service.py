@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from aiokafka.errors import KafkaError
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from command_api.identity.policy import PolicyViolation, normalise_phone
@@ -22,7 +22,7 @@ from command_api.payments import idempotency
 from command_api.payments.amounts import AmountOutOfLimits, check_limits, money_str
 from command_api.payments.requests import TransactionView
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
-from ogp.db.tables import accounts, ledger_transactions, users
+from ogp.db.tables import accounts, ledger_dead_letters, ledger_transactions, users
 from ogp.errors import NotFound, ServiceUnavailable, Unprocessable
 from ogp.messaging import append_command
 from ogp.settings import Settings
@@ -176,14 +176,20 @@ def _kafka_unavailable() -> ServiceUnavailable:
 async def await_outcome(engine: AsyncEngine, account_id: str, accepted: Accepted,
                         seconds: float) -> TransactionView | None:
     """The transaction once the ledger has settled it, or None if it is still PENDING after ``seconds``."""
-    lt = ledger_transactions
+    lt, dl = ledger_transactions, ledger_dead_letters
     query = (select(lt.c.status, lt.c.balance_before, lt.c.balance_after, lt.c.failure_reason, lt.c.updated_at)
              .where(lt.c.transaction_id == accepted.transaction_id, lt.c.account_id == account_id))
+    # A command the ledger rejected without a record of its own (its id belongs to another transaction).
+    rejected = (select(literal("FAILED").label("status"), null().label("balance_before"),
+                       null().label("balance_after"), dl.c.reason.label("failure_reason"),
+                       dl.c.created_at.label("updated_at"))
+                .where(dl.c.transaction_id == accepted.transaction_id, dl.c.account_id == account_id,
+                       dl.c.outcome_recorded.is_(False)))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while True:
         async with engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(query.union_all(rejected))).first()
         if row is not None and row.status != "PENDING":
             return TransactionView.model_validate(accepted.body).model_copy(update={
                 "status": row.status, "failure_reason": row.failure_reason, "updated_at": row.updated_at,

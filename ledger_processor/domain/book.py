@@ -21,7 +21,13 @@ ZERO = Decimal("0.00")
 MIDTRANS_CLEARING = "MIDTRANS_CLEARING"  # money Midtrans owes us / we owe Midtrans
 MERCHANT_PAYABLE = "MERCHANT_PAYABLE"  # money paid to merchants (and refunded from them)
 TRANSFERS_IN_FLIGHT = "TRANSFERS_IN_FLIGHT"  # debited from a source, not yet credited on another partition
-SYSTEM_KINDS = (MIDTRANS_CLEARING, MERCHANT_PAYABLE, TRANSFERS_IN_FLIGHT)
+# Money with no wallet to go to (a transfer reversed to an account closed meanwhile): held for a person.
+# Every entry on it belongs to a transaction whose details say why (``suspense_reason``); `ogp audit` lists them.
+SUSPENSE = "SUSPENSE"
+# Money a user owes us (Midtrans reversed a top-up the wallet had already spent): negative balance = owed.
+# Every entry on it belongs to a transaction whose details say why (``receivable_reason``).
+RECEIVABLES = "RECEIVABLES"
+SYSTEM_KINDS = (MIDTRANS_CLEARING, MERCHANT_PAYABLE, TRANSFERS_IN_FLIGHT, SUSPENSE, RECEIVABLES)
 
 
 def system_account_id(kind: str, partition: int) -> str:
@@ -30,6 +36,27 @@ def system_account_id(kind: str, partition: int) -> str:
 
 class InvariantViolation(AssertionError):
     """A posting that would break double entry or make a wallet negative: a bug, never user input."""
+
+
+class MissingLookup(LookupError):
+    """A handler asked for a row the processor did not load: a bug in ``needs()``, never "not found"."""
+
+
+class IdConflict(Exception):
+    """A command's transaction id already belongs to another account or kind of transaction."""
+
+    def __init__(self, transaction_id: str):
+        super().__init__(f"transaction id {transaction_id!r} is taken by another transaction")
+        self.transaction_id = transaction_id
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Rules that come from configuration, handed to the pure core as plain data."""
+
+    # Payment types whose settled payments Midtrans may still move to ``deny`` (a reversal by the provider,
+    # documented for Mandiri bill: "the transaction status can change from SETTLEMENT to DENY").
+    deny_reversal_payment_types: frozenset[str] = frozenset({"echannel"})
 
 
 @dataclass
@@ -67,6 +94,7 @@ class Transaction:
     details: dict = field(default_factory=dict)
     is_new: bool = False
     changed: bool = False
+    command_offset: int | None = None  # the offset of the command that created it (new rows only)
 
 
 @dataclass(frozen=True)
@@ -95,10 +123,19 @@ class Book:
     transactions: dict[str, Transaction] = field(default_factory=dict)
     entries: list[Entry] = field(default_factory=list)
     outgoing: list[Outgoing] = field(default_factory=list)
+    policy: Policy = field(default_factory=Policy)
+    # The ids the processor looked up (found or not). When set, asking for anything else is a bug that
+    # raises MissingLookup instead of passing for "not found" (which could apply a command twice).
+    looked_up_accounts: set[str] | None = None
+    looked_up_transactions: set[str] | None = None
+    current_offset: int | None = None  # the command being applied: new rows remember it
 
     # -- lookups -----------------------------------------------------------------------------------
     def account(self, account_id: str) -> Account | None:
-        return self.accounts.get(account_id)
+        account = self.accounts.get(account_id)
+        if account is None and self.looked_up_accounts is not None and account_id not in self.looked_up_accounts:
+            raise MissingLookup(f"account {account_id} was not loaded")
+        return account
 
     def system(self, kind: str) -> Account:
         account_id = system_account_id(kind, self.partition)
@@ -109,7 +146,23 @@ class Book:
         return account
 
     def tx(self, transaction_id: str) -> Transaction | None:
-        return self.transactions.get(transaction_id)
+        tx = self.transactions.get(transaction_id)
+        if tx is None and self.looked_up_transactions is not None \
+                and transaction_id not in self.looked_up_transactions:
+            raise MissingLookup(f"transaction {transaction_id} was not loaded")
+        return tx
+
+    def seen(self, transaction_id: str, account_id: str, transaction_type: str) -> bool:
+        """True if this command's transaction exists already (a redelivery: apply nothing again).
+
+        An id held by another account's or another kind's transaction is not a redelivery: it raises
+        IdConflict, so the command fails visibly instead of being taken for done."""
+        tx = self.tx(transaction_id)
+        if tx is None:
+            return False
+        if tx.account_id != account_id or tx.transaction_type != transaction_type:
+            raise IdConflict(transaction_id)
+        return True
 
     def owns(self, account_id: str) -> bool:
         return self.partition_of(account_id) == self.partition
@@ -117,12 +170,13 @@ class Book:
     # -- changes -----------------------------------------------------------------------------------
     def new_tx(self, transaction_id: str, transaction_type: str, account_id: str, user_id: int | None,
                amount: Decimal, **fields) -> Transaction:
-        if transaction_id in self.transactions:
-            raise InvariantViolation(f"transaction {transaction_id} already exists")
+        if self.tx(transaction_id) is not None:
+            raise IdConflict(transaction_id)
         account = self.accounts.get(account_id)
         balance = account.balance if account else ZERO
         tx = Transaction(transaction_id, transaction_type, account_id, user_id, "PENDING", amount,
-                         self.now, self.now, balance_before=balance, balance_after=balance, is_new=True, **fields)
+                         self.now, self.now, balance_before=balance, balance_after=balance, is_new=True,
+                         command_offset=self.current_offset, **fields)
         self.transactions[transaction_id] = tx
         return tx
 

@@ -1,7 +1,23 @@
-"""What a Midtrans status does to a top-up: a forward-only state machine (see shared notes on Midtrans).
+"""What a Midtrans status does to a top-up or an order payment: Midtrans's transaction status cycle, forward only.
 
-Duplicates and stale or out-of-order statuses are no-ops, so a replayed or re-sent notification can never
-move money twice or backwards.
+Before payment (our status PENDING): paid (``settlement``, or ``capture`` with fraud status accept) credits;
+``deny``/``failure`` fail; ``cancel``/``expire`` cancel; ``pending``, ``authorize`` and a challenged capture wait.
+
+After payment (our status SUCCESS) the Midtrans state moves only along the documented cycle
+(shared notes on Midtrans, "Statuses"):
+
+| state              | may become                                                                 |
+|--------------------|----------------------------------------------------------------------------|
+| capture            | settlement (no money moves), cancel (card cancelled before settlement)     |
+| settlement         | refund, partial_refund, chargeback, partial_chargeback; deny only for the  |
+|                    | payment types whose provider may reverse a settlement (Policy)             |
+| partial_refund     | refund, partial_refund (cumulative amount)                                 |
+| partial_chargeback | chargeback, partial_chargeback (cumulative amount)                         |
+| refund, chargeback, cancel, deny | nothing                                                      |
+
+Anything else after payment (a ``cancel``, ``expire`` or ``pending`` after settlement, a ``deny`` for another
+payment type) moves nothing and is flagged for a person. A status the payment already passed through is a
+late duplicate and changes nothing. Money after a final FAILED/CANCELLED is flagged, never credited.
 """
 
 from __future__ import annotations
@@ -9,22 +25,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from ledger_processor.domain.book import Policy, Transaction
 from schemas.commands import RecordMidtransStatus
 from schemas.money import to_money
 
-MAX_REVERSALS = 5  # refunds/chargebacks of one top-up; more is flagged for operators
+MAX_REVERSALS = 5  # refunds/chargebacks of one payment; more is flagged for operators
 
 _FAILED = {"deny": "midtrans_deny", "failure": "midtrans_failure"}
 _CANCELLED = {"cancel": "midtrans_cancel", "expire": "midtrans_expire"}
-_FULL_REVERSAL = {"refund", "chargeback", "deny", "cancel"}  # after settlement (deny: a reversed VA payment)
-_PARTIAL_REVERSAL = {"partial_refund", "partial_chargeback"}
+
+# After payment: state → {status: how much goes back}. "none": the state advances, no money moves;
+# "full": everything paid; "partial": Midtrans's cumulative refund_amount; "deny": full, if the policy allows.
+_AFTER_PAID: dict[str, dict[str, str]] = {
+    "capture": {"settlement": "none", "cancel": "full"},
+    "settlement": {"refund": "full", "chargeback": "full", "partial_refund": "partial",
+                   "partial_chargeback": "partial", "deny": "deny"},
+    "partial_refund": {"refund": "full", "partial_refund": "partial"},
+    "partial_chargeback": {"chargeback": "full", "partial_chargeback": "partial"},
+}
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # ignore | credit | fail | cancel | flag | reverse
+    action: str  # ignore | credit | fail | cancel | flag | advance | reverse
     reason: str | None = None
-    amount: Decimal | None = None
+    amount: Decimal | None = None  # reverse: how much more goes back now
+    state: str | None = None  # credit, advance, reverse: the Midtrans state afterwards
 
 
 IGNORE = Decision("ignore")
@@ -42,33 +68,69 @@ def _amount(text: str | None) -> Decimal | None:
         return None
 
 
-def decide(tx, cmd: RecordMidtransStatus) -> Decision:
-    """The action for status ``cmd`` on top-up ``tx`` (a Transaction with status, amount and details)."""
+def paid_state(tx: Transaction) -> str:
+    """The Midtrans state of a paid transaction (older rows kept it only as the last status seen)."""
+    return tx.details.get("midtrans_state") or tx.details.get("metadata", {}).get("midtrans_status") or "settlement"
+
+
+def passed_states(tx: Transaction) -> list[str]:
+    """The Midtrans states a paid transaction went through, oldest first."""
+    return tx.details.get("midtrans_states") or [paid_state(tx)]
+
+
+def reversed_so_far(tx: Transaction) -> Decimal:
+    return Decimal(tx.details.get("reversed", "0.00"))
+
+
+def decide(tx: Transaction, cmd: RecordMidtransStatus, policy: Policy) -> Decision:
+    """The action for status ``cmd`` on payment ``tx`` (a top-up or an order payment)."""
     status = cmd.transaction_status.lower()
     if tx.status == "PENDING":
         if is_paid(status, cmd.fraud_status):
             if _amount(cmd.gross_amount) != tx.amount:
                 return Decision("flag", "amount_mismatch")
-            return Decision("credit")
+            return Decision("credit", state=status)
         if status in _FAILED:
             return Decision("fail", _FAILED[status])
         if status in _CANCELLED:
             return Decision("cancel", _CANCELLED[status])
         return IGNORE  # pending, authorize, capture under challenge: still waiting
     if tx.status == "SUCCESS":
-        already = Decimal(tx.details.get("reversed", "0.00"))
-        if status in _FULL_REVERSAL:
-            target = tx.amount
-        elif status in _PARTIAL_REVERSAL:
-            refunded = _amount(cmd.refund_amount)
-            if refunded is None:
-                return Decision("flag", "partial_reversal_without_amount")
-            target = min(refunded, tx.amount)  # Midtrans reports the cumulative refunded amount
-        else:
-            return IGNORE  # a duplicate settlement, or a late pending: stays SUCCESS
-        delta = target - already
-        return Decision("reverse", amount=delta) if delta > 0 else IGNORE
+        return _after_paid(tx, cmd, status, policy)
     # FAILED or CANCELLED are final; money arriving afterwards needs a person.
     if is_paid(status, cmd.fraud_status):
         return Decision("flag", "paid_after_final_status")
     return IGNORE
+
+
+def _after_paid(tx: Transaction, cmd: RecordMidtransStatus, status: str, policy: Policy) -> Decision:
+    state = paid_state(tx)
+    step = _AFTER_PAID.get(state, {}).get(status)
+    if step == "deny":
+        payment_type = (cmd.payment_type or tx.details.get("metadata", {}).get("payment_type") or "").lower()
+        step = "full" if payment_type in policy.deny_reversal_payment_types else None
+    if step is None:
+        if status in passed_states(tx):
+            return IGNORE  # a duplicate, or a late copy of a state already passed
+        return Decision("flag", f"unexpected_{status}_after_{state}")
+    if step == "none":
+        return Decision("advance", state=status)
+    if step == "full":
+        target = tx.amount
+    else:
+        refunded = _amount(cmd.refund_amount)
+        if refunded is None:
+            return Decision("flag", "partial_reversal_without_amount")
+        target = min(refunded, tx.amount)  # Midtrans reports the cumulative refunded amount; never beyond paid
+    delta = target - reversed_so_far(tx)
+    if delta <= 0:  # nothing more to move back: a duplicate, or a final state after partial ones
+        return IGNORE if status == state else Decision("advance", state=status)
+    return Decision("reverse", amount=delta, state=status)
+
+
+def enter_state(tx: Transaction, state: str) -> None:
+    """Record that the paid transaction is now in Midtrans state ``state``."""
+    tx.details["midtrans_state"] = state
+    passed = passed_states(tx) if tx.status == "SUCCESS" else []
+    tx.details["midtrans_states"] = passed if passed[-1:] == [state] else [*passed, state]
+    tx.details.setdefault("metadata", {})["midtrans_status"] = state

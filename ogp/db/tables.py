@@ -316,6 +316,9 @@ ledger_transactions = Table(
 )
 Index("ix_ledger_transactions_account_id_created_at", ledger_transactions.c.account_id,
       ledger_transactions.c.created_at)
+# 0008: what is still PENDING, per partition (the saga sweep, the audit).
+Index("ix_ledger_transactions_pending", ledger_transactions.c.partition, ledger_transactions.c.updated_at,
+      postgresql_where=text("status = 'PENDING'"))
 
 ledger_system_accounts = Table(
     "ledger_system_accounts",
@@ -374,10 +377,29 @@ ledger_outbox = Table(
     Column("payload", Text, nullable=False),
     Column("headers", Text, nullable=False, server_default=text("'{}'::text")),
     _created_at(),
-    Column("published_at", DateTime(timezone=True), nullable=True),
 )
-# 0004: rows above ledger_partitions.published_outbox_id are the relay's work queue, in id order.
+# 0004: rows above ledger_partitions.published_outbox_id are the relay's work queue, in id order; rows at or
+# below it are pruned after a retention period (0008).
 Index("ix_ledger_outbox_partition_id", ledger_outbox.c.partition, ledger_outbox.c.id)
+
+# 0008: the commands the processor could not apply, kept with the reason (the dead-letter topic has a copy).
+ledger_dead_letters = Table(
+    "ledger_dead_letters",
+    metadata,
+    Column("partition", Integer, nullable=False),
+    Column("command_offset", BigInteger, nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("transaction_id", String(50), nullable=True),
+    Column("account_id", String(64), nullable=True),
+    Column("command_type", String(64), nullable=True),
+    Column("reason", String(64), nullable=False),  # machine-readable, e.g. processing_error
+    Column("detail", Text, nullable=False, server_default=text("''")),
+    # True when the command also got a FAILED record of its own (or, for a credit step, a reversal).
+    Column("outcome_recorded", Boolean, nullable=False, server_default=text("false")),
+    _created_at(),
+    PrimaryKeyConstraint("topic", "partition", "command_offset"),
+)
+Index("ix_ledger_dead_letters_transaction_id", ledger_dead_letters.c.transaction_id)
 
 projection_positions = Table(
     "projection_positions",

@@ -176,3 +176,75 @@ async def recreate_topics(bootstrap: str, settings) -> None:
         except Exception:  # deletion still settling on the broker
             await asyncio.sleep(0.3)
     await ensure_topics(bootstrap, topic_specs(settings))
+
+
+def ledger_row(db_url: str, transaction_id: str) -> dict | None:
+    """The ``ledger_transactions`` row of ``transaction_id``, or None."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT * FROM ledger_transactions WHERE transaction_id = :t"),
+                               {"t": transaction_id}).mappings().one_or_none()
+        return dict(row) if row else None
+    finally:
+        engine.dispose()
+
+
+def query(db_url: str, sql: str, **params) -> list:
+    """Rows of one SQL query (tests' look into the database)."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql), params))
+    finally:
+        engine.dispose()
+
+
+def audit_report(db_url: str, threshold_seconds: float = 600):
+    """``ogp audit``'s report on the database at ``db_url``."""
+    from datetime import timedelta
+
+    from ledger_processor.audit import audit
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return audit(conn, timedelta(seconds=threshold_seconds))
+    finally:
+        engine.dispose()
+
+
+def wait_until(condition, timeout: float = 60, interval: float = 0.2, message: str = "condition"):
+    """Poll ``condition()`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+async def read_topic(bootstrap: str, topic: str) -> list:
+    """Every record of ``topic`` now (read up to each partition's end offset)."""
+    from ogp.stack.topics import describe_partitions
+
+    partitions = [TopicPartition(topic, p) for p in range(await describe_partitions(bootstrap, topic))]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        out = []
+        remaining = {tp for tp, end in ends.items() if end > 0}
+        while remaining:
+            for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
+                out.extend(r for r in records if r.offset < ends[tp])
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()

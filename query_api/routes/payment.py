@@ -107,15 +107,16 @@ def _money_or_none(value) -> str | None:
     return money_str(d) if d.is_finite() else None
 
 
-def _pending_item(transaction_id: str, record: RowMapping) -> TransactionItem:
-    """What an accepted command's stored response tells about a transaction the ledger has not shown yet."""
+def _pending_item(transaction_id: str, record: RowMapping, rejected: str | None = None) -> TransactionItem:
+    """What an accepted command's stored response tells about a transaction the ledger has not shown yet
+    (FAILED with the reason when the ledger rejected it without a record of its own)."""
     body = record["response_body"] if isinstance(record["response_body"], dict) else {}
     kind = body.get("type") or body.get("transaction_type")
     description = body.get("description")
     return TransactionItem(
-        transaction_id=transaction_id, type=kind if kind in TRANSACTION_TYPES else None, status="PENDING",
-        amount=_money_or_none(body.get("amount")),
-        currency=body.get("currency") or "IDR", balance_before=None, balance_after=None, failure_reason=None,
+        transaction_id=transaction_id, type=kind if kind in TRANSACTION_TYPES else None,
+        status="FAILED" if rejected else "PENDING", amount=_money_or_none(body.get("amount")),
+        currency=body.get("currency") or "IDR", balance_before=None, balance_after=None, failure_reason=rejected,
         description=description if isinstance(description, str) else None,
         created_at=record["created_at"], updated_at=record["created_at"],
     )
@@ -200,6 +201,7 @@ async def get_transaction(
         return _item(row)
     record = await views.accepted_request(engine, user.user_id, transaction_id)
     if record is not None:
-        return _pending_item(transaction_id, record)
+        return _pending_item(transaction_id, record, await views.rejection_reason(engine, user.user_id,
+                                                                                 transaction_id))
     # The same answer for another user's transaction as for none: ids are not enumerable.
     raise NotFound("transaction not found", code="transaction_not_found")

@@ -8,7 +8,7 @@ from sqlalchemy import or_, select, tuple_
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ogp.db.tables import accounts, historical_transactions as ht, idempotency_keys, users
+from ogp.db.tables import accounts, historical_transactions as ht, idempotency_keys, ledger_dead_letters, users
 from query_api.history_filters import filter_history
 
 _ITEM_COLUMNS = (ht.c.id, ht.c.transaction_id, ht.c.transaction_type, ht.c.transaction_status, ht.c.amount,
@@ -60,3 +60,14 @@ async def accepted_request(engine: AsyncEngine, user_id: int, transaction_id: st
              .limit(1))
     async with engine.connect() as conn:
         return (await conn.execute(query)).mappings().first()
+
+
+async def rejection_reason(engine: AsyncEngine, user_id: int, transaction_id: str) -> str | None:
+    """Why the ledger rejected the user's command ``transaction_id`` without a record of its own, if it did."""
+    d = ledger_dead_letters.c
+    query = (select(d.reason)
+             .select_from(ledger_dead_letters.join(accounts, accounts.c.id == d.account_id))
+             .where(d.transaction_id == transaction_id, accounts.c.user_id == user_id)
+             .limit(1))
+    async with engine.connect() as conn:
+        return (await conn.execute(query)).scalar()

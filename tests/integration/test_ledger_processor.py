@@ -181,11 +181,13 @@ def test_a_value_the_database_refuses_is_dead_lettered_without_stopping_the_part
     asyncio.run(produce(kafka, [*funding(user, account, D("500.00")), poisoned, after]))
     with BackgroundProcessor(env):
         caught_up(db, kafka)
-    assert tx(db, poisoned.transaction_id) is None
+    # It still reaches a final state: FAILED with the reason, nothing moved.
+    assert (tx(db, poisoned.transaction_id)["status"], tx(db, poisoned.transaction_id)["failure_reason"]) == \
+        ("FAILED", "rejected_by_database")
     assert tx(db, after.transaction_id)["status"] == "SUCCESS"
     assert balances(db)[account] == D("400.00")
     dead = [decode(r.value) for r in asyncio.run(read_topic(kafka, DEAD_LETTER))]
-    assert any(d.key == account and "DataError" in d.reason for d in dead), [(d.key, d.reason[:200]) for d in dead]
+    assert any(d.key == account and d.reason.startswith("rejected_by_database") for d in dead), [(d.key, d.reason[:200]) for d in dead]
     check_invariants(db)
 
 

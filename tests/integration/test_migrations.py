@@ -221,8 +221,20 @@ EXPECTED_COLUMNS = {
         "key": (varchar(255), False, None),
         "payload": ("text", True, None),  # 0005: opaque wire text
         "headers": ("text", True, "'{}'::text"),
+        "created_at": (TSTZ, True, NOW),  # 0008: published_at dropped (never written since 0004)
+    },
+    # 0008: commands the processor could not apply, with the reason.
+    "ledger_dead_letters": {
+        "partition": ("integer", True, None),
+        "command_offset": ("bigint", True, None),
+        "topic": (varchar(255), True, None),
+        "transaction_id": (varchar(50), False, None),
+        "account_id": (varchar(64), False, None),
+        "command_type": (varchar(64), False, None),
+        "reason": (varchar(64), True, None),
+        "detail": ("text", True, "''::text"),
+        "outcome_recorded": ("boolean", True, "false"),
         "created_at": (TSTZ, True, NOW),
-        "published_at": (TSTZ, False, None),
     },
     "projection_positions": {
         "projector": (varchar(64), True, None),
@@ -273,6 +285,7 @@ EXPECTED_PRIMARY_KEYS = {
     "ledger_entries": ["id"],
     "ledger_partitions": ["topic", "partition"],
     "ledger_outbox": ["id"],
+    "ledger_dead_letters": ["topic", "partition", "command_offset"],
     "projection_positions": ["projector", "topic", "partition"],
     "idempotency_keys": ["user_id", "idempotency_key"],
 }
@@ -330,6 +343,11 @@ EXPECTED_INDEXES = {
     "USING btree (api_key_id, created_at DESC)",
     "ix_ledger_transactions_account_id_created_at": "CREATE INDEX ix_ledger_transactions_account_id_created_at"
     " ON public.ledger_transactions USING btree (account_id, created_at)",
+    # 0008: the saga sweep and the audit find what is still PENDING.
+    "ix_ledger_transactions_pending": "CREATE INDEX ix_ledger_transactions_pending ON public.ledger_transactions "
+    "USING btree (partition, updated_at) WHERE ((status)::text = 'PENDING'::text)",
+    "ix_ledger_dead_letters_transaction_id": "CREATE INDEX ix_ledger_dead_letters_transaction_id ON "
+    "public.ledger_dead_letters USING btree (transaction_id)",
     "ix_ledger_entries_account_id_id": "CREATE INDEX ix_ledger_entries_account_id_id ON public.ledger_entries "
     "USING btree (account_id, id)",
     "ix_ledger_entries_transaction_id": "CREATE INDEX ix_ledger_entries_transaction_id ON "

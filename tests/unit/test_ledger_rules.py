@@ -151,13 +151,16 @@ def test_refund_after_settlement_debits_back_and_partial_refunds_are_cumulative(
     assert total(b) == 0
 
 
-def test_a_refund_the_wallet_cannot_cover_is_flagged_not_made_negative():
+def test_a_refund_the_wallet_cannot_cover_takes_what_is_there_and_books_the_rest_as_a_receivable():
     b = topped_up()
     rules.apply(b, status("o1", "settlement"))
     rules.apply(b, pay(amount="90.00"))
     rules.apply(b, status("o1", "refund"))
-    assert b.accounts["a"].balance == D("10.00")
-    assert "reversal_insufficient_funds" in b.tx("o1").details["metadata"]["flags"]
+    assert b.accounts["a"].balance == D("0.00")
+    assert b.accounts["SYS:RECEIVABLES:p000"].balance == D("-90.00")  # the user owes 90.00
+    assert "reversal_shortfall" in b.tx("o1").details["metadata"]["flags"]
+    assert b.tx("o1:rb1").details["receivable_reason"] == "reversal_of_spent_topup"
+    assert total(b) == 0
 
 
 def test_an_unknown_order_is_ignored():

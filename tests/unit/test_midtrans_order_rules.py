@@ -10,13 +10,14 @@ from ledger_processor.domain import rules
 from ledger_processor.domain.book import MERCHANT_PAYABLE, MIDTRANS_CLEARING, Book, system_account_id
 from projections import payments
 from schemas.base import decode, encode
-from schemas.commands import RecordMidtransStatus, RequestOrderPayment, order_account_id
+from schemas.commands import RecordMidtransStatus, RequestOrderPayment, order_account_id, order_transaction_id
 from schemas.events import OrderPaymentRecorded, TransactionRecorded
 
 D = Decimal
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 ORDER = "TIKETQ-1"
 ACCOUNT = order_account_id(ORDER)
+TX = order_transaction_id(ORDER)  # the ledger's id: a namespace of its own, apart from wallet ids
 
 
 def book() -> Book:
@@ -47,10 +48,11 @@ def test_a_paid_order_moves_money_from_clearing_into_merchant_payable_once():
     rules.apply(b, created())
     for _ in range(3):
         rules.apply(b, status("settlement"))
-    rules.apply(b, status("pending"))  # late and out of order
-    assert b.tx(ORDER).status == "SUCCESS"
+    rules.apply(b, status("pending"))  # late and out of order: moves nothing, flagged for a person
+    assert b.tx(TX).status == "SUCCESS"
     assert balance(b, MERCHANT_PAYABLE) == D("100000.00") and balance(b, MIDTRANS_CLEARING) == D("-100000.00")
-    assert [e.status for e in events(b)] == ["PENDING", "SUCCESS"]
+    assert [e.status for e in events(b)] == ["PENDING", "SUCCESS", "SUCCESS"]
+    assert b.tx(TX).details["metadata"]["flags"] == ["unexpected_pending_after_settlement"]
 
 
 def test_a_partial_then_full_refund_takes_the_money_back_from_the_merchant():
@@ -68,7 +70,7 @@ def test_a_wrong_amount_is_flagged_and_not_paid():
     b = book()
     rules.apply(b, created())
     rules.apply(b, status("settlement", gross="1.00"))
-    assert b.tx(ORDER).status == "PENDING" and "amount_mismatch" in b.tx(ORDER).details["metadata"]["flags"]
+    assert b.tx(TX).status == "PENDING" and "amount_mismatch" in b.tx(TX).details["metadata"]["flags"]
     assert system_account_id(MERCHANT_PAYABLE, 0) not in b.accounts
 
 
