@@ -438,7 +438,7 @@ Index("ix_idempotency_keys_expires_at", idempotency_keys.c.expires_at)
 midtrans_orders = Table(
     "midtrans_orders",
     metadata,
-    Column("order_id", String(50), primary_key=True),  # also the ledger transaction id
+    Column("order_id", String(50), primary_key=True),  # a top-up's ledger id; an order's is "order:<order_id>"
     Column("payment_id", String(36), nullable=False),
     Column("kind", String(8), nullable=False),  # TOPUP | ORDER
     Column("account_id", String(64), nullable=False),  # the Kafka key: a wallet, or "order:<order_id>"
