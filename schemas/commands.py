@@ -134,6 +134,9 @@ class RecordMidtransStatus(Command):
     midtrans_transaction_id: Annotated[str, Field(max_length=64)] | None = None
     notification_id: Annotated[str, Field(max_length=128)]  # dedupe key: hash of the raw payload
     raw: dict = Field(default_factory=dict)
+    # True when the status comes from Midtrans's status API (not only from a notification, whose signature
+    # does not cover transaction_status). The ledger moves settled money back only on a confirmed status.
+    confirmed: bool = False
 
 
 class ChangeAccountStatus(Command):

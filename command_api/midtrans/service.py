@@ -29,11 +29,18 @@ from command_api.midtrans.methods import ENABLED_PAYMENTS, PaymentMethod
 from command_api.midtrans.requests import OrderPaymentRequest, TopupRequest
 from command_api.payments.amounts import money_str
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
-from ogp.db.tables import midtrans_notifications, midtrans_orders, payments, users
+from ogp.db.tables import ledger_transactions, midtrans_notifications, midtrans_orders, payments, users
 from ogp.errors import ApiError, Conflict, NotFound, ServiceUnavailable, Unauthorized, Unprocessable
 from ogp.messaging import append_command
 from ogp.settings import Settings
-from schemas.commands import Command, RecordMidtransStatus, RequestOrderPayment, RequestTopup, order_account_id
+from schemas.commands import (
+    Command,
+    RecordMidtransStatus,
+    RequestOrderPayment,
+    RequestTopup,
+    order_account_id,
+    order_transaction_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +209,9 @@ def parse_notification(raw: bytes) -> dict:
     return payload
 
 
-def record_command(account_id: str, payload: dict, notification_id: str) -> RecordMidtransStatus:
-    """The ledger command for a (verified or confirmed) Midtrans status payload."""
+def record_command(account_id: str, payload: dict, notification_id: str, *,
+                   confirmed: bool) -> RecordMidtransStatus:
+    """The ledger command for a verified (or, ``confirmed``, status-API) Midtrans status payload."""
     def text(name: str, limit: int) -> str | None:
         value = payload.get(name)
         return str(value)[:limit] if value not in (None, "") else None
@@ -214,7 +222,8 @@ def record_command(account_id: str, payload: dict, notification_id: str) -> Reco
             transaction_status=str(payload["transaction_status"]).lower(), fraud_status=text("fraud_status", 32),
             status_code=text("status_code", 8), gross_amount=str(payload["gross_amount"]),
             refund_amount=text("refund_amount", 32), payment_type=text("payment_type", 32),
-            midtrans_transaction_id=text("transaction_id", 64), notification_id=notification_id, raw=payload)
+            midtrans_transaction_id=text("transaction_id", 64), notification_id=notification_id, raw=payload,
+            confirmed=confirmed)
     except ValidationError as exc:
         raise InvalidNotification("the notification has invalid fields", details=[
             {"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False, include_input=False)
@@ -222,7 +231,7 @@ def record_command(account_id: str, payload: dict, notification_id: str) -> Reco
 
 
 async def receive_notification(engine: AsyncEngine, kafka: KafkaProducerManager,
-                               gateway: MidtransGateway | None, settings: Settings, raw: bytes) -> str:
+                               gateway: MidtransGateway, settings: Settings, raw: bytes) -> str:
     """Verify, route and append one notification; returns "appended" or "unknown_order"."""
     payload = parse_notification(raw)
     if not signature.verify(payload, settings.midtrans_server_key.get_secret_value()):
@@ -239,7 +248,10 @@ async def receive_notification(engine: AsyncEngine, kafka: KafkaProducerManager,
         log.info("notification for an unknown order recorded", extra={"order_id": order_id[:64]})
         return "unknown_order"
     status = payload
-    if settings.midtrans_should_confirm and gateway is not None:
+    confirm = settings.midtrans_should_confirm or (
+        str(payload["transaction_status"]).lower() in REVERSING_STATUSES
+        and await _is_paid(engine, order_id, account_id))
+    if confirm:
         try:
             confirmed = await gateway.status(order_id)
         except MidtransError:
@@ -254,7 +266,7 @@ async def receive_notification(engine: AsyncEngine, kafka: KafkaProducerManager,
         # Midtrans's own answer, now, decides; the notification only told us to look.
         status = {**payload, **{k: str(v) for k, v in confirmed.items()
                                 if k in (*_STATUS_FIELDS, "fraud_status", "refund_amount", "payment_type")}}
-    command = record_command(account_id, status, notification_id)
+    command = record_command(account_id, status, notification_id, confirmed=confirm)
     try:
         await append_command(kafka, command)
     except (KafkaUnavailable, KafkaError, asyncio.TimeoutError) as exc:
@@ -268,6 +280,20 @@ async def receive_notification(engine: AsyncEngine, kafka: KafkaProducerManager,
 
 
 _BACKGROUND: set[asyncio.Task] = set()
+
+# Statuses that can move paid money back (refunds, chargebacks; a card capture cancelled; a settlement
+# reversed to deny). Their notifications are always confirmed through the status API, even where
+# confirmation is otherwise off, and the ledger reverses only on a confirmed status.
+REVERSING_STATUSES = frozenset({"refund", "partial_refund", "chargeback", "partial_chargeback", "deny", "cancel"})
+
+
+async def _is_paid(engine: AsyncEngine, order_id: str, account_id: str) -> bool:
+    """Has the ledger credited this order? (Before payment, a deny or cancel only closes it.)"""
+    ledger_id = order_transaction_id(order_id) if account_id == order_account_id(order_id) else order_id
+    async with engine.connect() as conn:
+        status = (await conn.execute(select(ledger_transactions.c.status)
+                                     .where(ledger_transactions.c.transaction_id == ledger_id))).scalar()
+    return status == "SUCCESS"
 
 
 async def _remember(engine: AsyncEngine, notification_id: str, payload: dict, *, known: bool) -> None:
@@ -325,7 +351,7 @@ async def refresh_status(engine: AsyncEngine, kafka: KafkaProducerManager, gatew
         raw = json.dumps(status, sort_keys=True).encode()
         command = record_command(payment["account_id"], {k: v if isinstance(v, (dict, list)) else str(v)
                                                          for k, v in status.items()},
-                                 "status-" + hashlib.sha256(raw).hexdigest())
+                                 "status-" + hashlib.sha256(raw).hexdigest(), confirmed=True)
         try:
             await append_command(kafka, command)
         except (KafkaUnavailable, KafkaError, asyncio.TimeoutError):

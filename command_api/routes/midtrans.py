@@ -65,8 +65,7 @@ async def topup(user: CurrentUser, body: Annotated[TopupRequest, Depends(exact_j
                                              503: {"description": "not recorded; Midtrans will retry"}})
 async def webhook(request: Request, engine: Engine, kafka: Kafka, settings: Settings_) -> dict:
     """Midtrans's HTTP notification: verify the signature, append the status to Kafka, answer 200."""
-    gateway = _gateway(request) if settings.midtrans_should_confirm else None
-    outcome = await service.receive_notification(engine, kafka, gateway, settings, await request.body())
+    outcome = await service.receive_notification(engine, kafka, _gateway(request), settings, await request.body())
     return {"status": "ok", "outcome": outcome}
 
 

@@ -15,6 +15,7 @@ After payment (our status SUCCESS) the Midtrans state moves only along the docum
 | partial_chargeback | chargeback, partial_chargeback (cumulative amount)                         |
 | refund, chargeback, cancel, deny | nothing                                                      |
 
+Money goes back only on a status confirmed by Midtrans's status API (``RecordMidtransStatus.confirmed``).
 Anything else after payment (a ``cancel``, ``expire`` or ``pending`` after settlement, a ``deny`` for another
 payment type) moves nothing and is flagged for a person. A status the payment already passed through is a
 late duplicate and changes nothing. Money after a final FAILED/CANCELLED is flagged, never credited.
@@ -125,6 +126,10 @@ def _after_paid(tx: Transaction, cmd: RecordMidtransStatus, status: str, policy:
     delta = target - reversed_so_far(tx)
     if delta <= 0:  # nothing more to move back: a duplicate, or a final state after partial ones
         return IGNORE if status == state else Decision("advance", state=status)
+    if not cmd.confirmed:
+        # Midtrans's signature does not cover transaction_status: a signed notification could have been
+        # relabelled. Paid money goes back only on what the status API itself said.
+        return Decision("flag", "unconfirmed_reversal")
     return Decision("reverse", amount=delta, state=status)
 
 

@@ -40,7 +40,7 @@ def pay(account="a", amount="10.00", tx=None):
 def status(order, transaction_status, gross="100.00", account="a", fraud=None, refund_amount=None):
     return RecordMidtransStatus(account_id=account, requested_at=NOW, order_id=order,
                                 transaction_status=transaction_status, fraud_status=fraud, gross_amount=gross,
-                                refund_amount=refund_amount, notification_id=uuid.uuid4().hex)
+                                refund_amount=refund_amount, notification_id=uuid.uuid4().hex, confirmed=True)
 
 
 def total(b: Book) -> Decimal:

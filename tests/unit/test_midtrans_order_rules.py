@@ -32,7 +32,7 @@ def created() -> RequestOrderPayment:
 def status(s: str, gross="100000.00", refund=None, fraud="accept") -> RecordMidtransStatus:
     return RecordMidtransStatus(account_id=ACCOUNT, requested_at=NOW, order_id=ORDER, transaction_status=s,
                                 fraud_status=fraud, gross_amount=gross, refund_amount=refund,
-                                notification_id=uuid.uuid4().hex)
+                                notification_id=uuid.uuid4().hex, confirmed=True)
 
 
 def balance(b: Book, kind: str) -> Decimal:

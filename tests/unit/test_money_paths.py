@@ -219,10 +219,21 @@ def paid_topup(status: str = "settlement", payment_type: str = "gopay", fraud: s
 
 
 def midtrans(order: str, status: str, payment_type: str = "gopay", fraud: str | None = None,
-             refund_amount: str | None = None, account: str = "a", gross: str = "100.00") -> RecordMidtransStatus:
+             refund_amount: str | None = None, account: str = "a", gross: str = "100.00",
+             confirmed: bool = True) -> RecordMidtransStatus:
     return RecordMidtransStatus(account_id=account, requested_at=NOW, order_id=order, transaction_status=status,
                                 fraud_status=fraud, gross_amount=gross, refund_amount=refund_amount,
-                                payment_type=payment_type, notification_id=uuid.uuid4().hex)
+                                payment_type=payment_type, notification_id=uuid.uuid4().hex, confirmed=confirmed)
+
+
+@pytest.mark.parametrize("reversal", ["refund", "chargeback", "deny"])
+def test_paid_money_goes_back_only_on_a_status_the_status_api_confirmed(reversal):
+    b = paid_topup(payment_type="echannel")
+    rules.apply(b, midtrans("o1", reversal, payment_type="echannel", confirmed=False))
+    assert b.accounts["a"].balance == D("100.00")
+    assert "unconfirmed_reversal" in b.tx("o1").details["metadata"]["flags"]
+    rules.apply(b, midtrans("o1", reversal, payment_type="echannel", confirmed=True))
+    assert b.accounts["a"].balance == D("0.00")
 
 
 @pytest.mark.parametrize("late", ["cancel", "expire", "pending", "deny", "failure"])

@@ -44,3 +44,12 @@ def test_a_short_signing_key_is_refused_in_production():
 
 def test_secrets_do_not_show_in_the_settings_repr():
     assert "a-real-database-password" not in repr(Settings(environment="production", **REAL))
+
+
+def test_production_refuses_to_start_with_midtrans_status_confirmation_off():
+    secrets = dict(jwt_signing_key="a-real-signing-key-that-is-long-enough-0123456789",
+                   api_key_pepper="a-real-pepper-0123456789", MIDTRANS_SERVER_KEY="Mid-server-real-key-0123",
+                   postgres_password="a-real-database-password")
+    Settings(environment="production", **secrets)  # on by default
+    with pytest.raises(ValueError, match="midtrans_confirm_status"):
+        Settings(environment="production", midtrans_confirm_status=False, **secrets)
