@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,7 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.db.tables import idempotency_keys as keys
-from ogp.errors import Conflict, Unprocessable
+from ogp.errors import Conflict, ServiceUnavailable, Unprocessable
 
 IN_FLIGHT = "IN_FLIGHT"
 DONE = "DONE"
@@ -159,3 +160,44 @@ async def reopen(engine: AsyncEngine, user_id: int, key: str, claimed: Claimed,
             .where(_this(user_id, key), keys.c.state == IN_FLIGHT, keys.c.created_at == claimed.lease)
             .values(created_at=func.now() - timedelta(seconds=in_flight_timeout_seconds + 1))
         )
+
+
+class OutcomeUnknown(ServiceUnavailable):
+    """The work may have taken effect (e.g. a timeout after the request was sent): the key keeps its id, so
+    a retry with the same Idempotency-Key repeats the same work, which the other side deduplicates."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to answer: a fresh result, or the stored answer of an earlier request with the same key."""
+
+    status_code: int
+    body: dict
+    replayed: bool = False
+
+
+async def run_once(engine: AsyncEngine, *, user_id: int, key: str, fingerprint: str, ttl_seconds: int,
+                   in_flight_timeout_seconds: int, work: Callable[[Claimed], Awaitable[tuple[int, dict]]]
+                   ) -> Answer:
+    """Do ``work`` once per (user, Idempotency-Key) and store its answer; replay that answer afterwards.
+
+    The claim comes first, so a retry of a finished request replays its answer even where checking it
+    again would now fail. ``work`` gets the claim (its pre-assigned id names what it creates) and returns
+    (status, body). If it fails, the key is forgotten, unless the work may have taken effect
+    (:class:`OutcomeUnknown`) or an earlier attempt may have (a taken-over claim): then the key keeps its
+    id for the retry.
+    """
+    claimed = await claim(engine, user_id, key, fingerprint, ttl_seconds=ttl_seconds,
+                          in_flight_timeout_seconds=in_flight_timeout_seconds)
+    if isinstance(claimed, Replay):
+        return Answer(claimed.status_code, claimed.body, replayed=True)
+    try:
+        status_code, body = await work(claimed)
+    except Exception as exc:
+        if isinstance(exc, OutcomeUnknown) or claimed.taken_over:
+            await reopen(engine, user_id, key, claimed, in_flight_timeout_seconds)
+        else:
+            await release(engine, user_id, key, claimed)
+        raise
+    await complete(engine, user_id, key, claimed, status_code, body)
+    return Answer(status_code, body)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -29,6 +29,7 @@ from ogp.settings import Settings
 from schemas.commands import Command, RequestPayment, RequestRefund, RequestTransfer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TRANSACTION_TYPES: dict[type[Command], str] = {
     RequestPayment: "PAYMENT",
@@ -109,17 +110,7 @@ async def check_refundable(engine: AsyncEngine, account_id: str, transaction_id:
 
 # -- accepting a command ------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Accepted:
-    """What to answer: a fresh 202, or the stored answer of an earlier request with the same key."""
-
-    status_code: int
-    body: dict
-    replayed: bool = False
-
-    @property
-    def transaction_id(self) -> str:
-        return self.body["transaction_id"]
+Accepted = idempotency.Answer
 
 
 def pending_view(command: Command) -> TransactionView:
@@ -133,57 +124,55 @@ def pending_view(command: Command) -> TransactionView:
 
 
 async def submit(engine: AsyncEngine, kafka: KafkaProducerManager, settings: Settings, *, user_id: int,
-                 idempotency_key: str, fingerprint: str, build: Callable[[str, datetime], Command]) -> Accepted:
-    """Append the command ``build(transaction_id, now)`` once per Idempotency-Key, and say what to answer."""
-    claim = await idempotency.claim(engine, user_id, idempotency_key, fingerprint,
-                                    ttl_seconds=settings.idempotency_key_ttl_seconds,
-                                    in_flight_timeout_seconds=settings.idempotency_in_flight_timeout_seconds)
-    if isinstance(claim, idempotency.Replay):
-        return Accepted(claim.status_code, claim.body, replayed=True)
-    command = build(claim.transaction_id, datetime.now(UTC))
-    try:
-        await append_command(kafka, command)
-    except KafkaUnavailable:
-        if claim.taken_over:
-            # An earlier request may have appended this transaction id before it crashed: keep the id, so
-            # a retry re-appends the same one (deduplicated) instead of starting a second payment.
-            await idempotency.reopen(engine, user_id, idempotency_key, claim,
-                                     settings.idempotency_in_flight_timeout_seconds)
-        else:
-            # Our own first claim, certainly not appended: forget the key so that a retry starts cleanly.
-            await idempotency.release(engine, user_id, idempotency_key, claim)
-        raise _kafka_unavailable() from None
-    except (KafkaError, asyncio.TimeoutError) as exc:
-        # Perhaps appended (e.g. a timeout after the broker wrote it): keep the transaction id, so a
-        # retry with this key re-appends the same one, which the ledger processor deduplicates.
-        log.warning("appending a command failed: %s", exc.__class__.__name__,
-                    extra={"transaction_id": command.transaction_id, "account_id": command.account_id})
-        await idempotency.reopen(engine, user_id, idempotency_key, claim,
-                                 settings.idempotency_in_flight_timeout_seconds)
-        raise _kafka_unavailable() from None
-    body = pending_view(command).model_dump(mode="json")
-    await idempotency.complete(engine, user_id, idempotency_key, claim, 202, body)
-    log.info("command appended", extra={"transaction_id": command.transaction_id, "account_id": command.account_id,
-                                        "user_id": user_id})
-    return Accepted(202, body)
+                 idempotency_key: str, fingerprint: str, prepare: Callable[[], Awaitable[T]],
+                 build: Callable[[str, datetime, T], Command]) -> Accepted:
+    """Append ``build(transaction_id, now, prepare())`` once per Idempotency-Key, and say what to answer.
+
+    ``prepare`` (checks and lookups) runs only for a request that is not a replay: a retry of an accepted
+    command gets its stored answer even if checking it now would fail (a destination closed since, say).
+    """
+
+    async def append(claim: idempotency.Claimed) -> tuple[int, dict]:
+        command = build(claim.transaction_id, datetime.now(UTC), await prepare())
+        try:
+            await append_command(kafka, command)
+        except KafkaUnavailable:
+            # Certainly not appended (but an earlier, taken-over attempt may have been: run_once keeps the id).
+            raise _kafka_unavailable() from None
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            # Perhaps appended (e.g. a timeout after the broker wrote it): a retry with this key re-appends
+            # the same transaction id, which the ledger processor deduplicates.
+            log.warning("appending a command failed: %s", exc.__class__.__name__,
+                        extra={"transaction_id": command.transaction_id, "account_id": command.account_id})
+            raise _kafka_unavailable(idempotency.OutcomeUnknown) from None
+        log.info("command appended", extra={"transaction_id": command.transaction_id,
+                                            "account_id": command.account_id, "user_id": user_id})
+        return 202, pending_view(command).model_dump(mode="json")
+
+    return await idempotency.run_once(
+        engine, user_id=user_id, key=idempotency_key, fingerprint=fingerprint,
+        ttl_seconds=settings.idempotency_key_ttl_seconds,
+        in_flight_timeout_seconds=settings.idempotency_in_flight_timeout_seconds, work=append)
 
 
-def _kafka_unavailable() -> ServiceUnavailable:
-    return ServiceUnavailable("the command could not be recorded; retry with the same Idempotency-Key",
-                              code="kafka_unavailable", headers={"Retry-After": "1"})
+def _kafka_unavailable(kind: type[ServiceUnavailable] = ServiceUnavailable) -> ServiceUnavailable:
+    return kind("the command could not be recorded; retry with the same Idempotency-Key",
+                code="kafka_unavailable", headers={"Retry-After": "1"})
 
 
-async def await_outcome(engine: AsyncEngine, account_id: str, accepted: Accepted,
+async def await_outcome(engine: AsyncEngine, user_id: int, accepted: Accepted,
                         seconds: float) -> TransactionView | None:
     """The transaction once the ledger has settled it, or None if it is still PENDING after ``seconds``."""
     lt, dl = ledger_transactions, ledger_dead_letters
+    transaction_id = accepted.body["transaction_id"]
+    account_id = select(accounts.c.id).where(accounts.c.user_id == user_id).scalar_subquery()
     query = (select(lt.c.status, lt.c.balance_before, lt.c.balance_after, lt.c.failure_reason, lt.c.updated_at)
-             .where(lt.c.transaction_id == accepted.transaction_id, lt.c.account_id == account_id))
+             .where(lt.c.transaction_id == transaction_id, lt.c.account_id == account_id))
     # A command the ledger rejected without a record of its own (its id belongs to another transaction).
     rejected = (select(literal("FAILED").label("status"), null().label("balance_before"),
                        null().label("balance_after"), dl.c.reason.label("failure_reason"),
                        dl.c.created_at.label("updated_at"))
-                .where(dl.c.transaction_id == accepted.transaction_id, dl.c.account_id == account_id,
+                .where(dl.c.transaction_id == transaction_id, dl.c.account_id == account_id,
                        dl.c.outcome_recorded.is_(False)))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds

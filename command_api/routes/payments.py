@@ -32,13 +32,13 @@ _RESPONSES = {
 }
 
 
-async def _reply(engine, account_id: str, accepted: service.Accepted, wait: int | None) -> JSONResponse:
-    headers = {"Location": f"/api/payment/transactions/{accepted.transaction_id}"}
+async def _reply(engine, user_id: int, accepted: service.Accepted, wait: int | None) -> JSONResponse:
+    headers = {"Location": f"/api/payment/transactions/{accepted.body['transaction_id']}"}
     if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
         return JSONResponse(accepted.body, status_code=accepted.status_code, headers=headers)
     if wait:
-        settled = await service.await_outcome(engine, account_id, accepted, wait)
+        settled = await service.await_outcome(engine, user_id, accepted, wait)
         if settled is not None:
             return JSONResponse(settled.model_dump(mode="json"), status_code=200,
                                 headers=headers | {"Preference-Applied": f"wait={wait}"})
@@ -51,15 +51,19 @@ async def pay(request: Request, user: CurrentUser, key: IdempotencyKey,
               body: Annotated[PayRequest, Depends(exact_json_body(PayRequest))],
               wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
     """Pay a merchant from the caller's wallet."""
-    service.check_amount(body.amount, settings)
-    account_id = await service.caller_account(engine, user.user_id)
+
+    async def prepare() -> str:
+        service.check_amount(body.amount, settings)
+        return await service.caller_account(engine, user.user_id)
+
     accepted = await service.submit(
         engine, kafka, settings, user_id=user.user_id, idempotency_key=key, fingerprint=fingerprint(request, body),
-        build=lambda transaction_id, now: RequestPayment(
+        prepare=prepare,
+        build=lambda transaction_id, now, account_id: RequestPayment(
             account_id=account_id, requested_at=now, transaction_id=transaction_id, user_id=user.user_id,
             amount=body.amount, merchant_reference=body.merchant_reference, description=body.description),
     )
-    return await _reply(engine, account_id, accepted, wait)
+    return await _reply(engine, user.user_id, accepted, wait)
 
 
 @router.post("/transfer", status_code=202, response_model=TransactionView, responses=_RESPONSES,
@@ -68,16 +72,20 @@ async def transfer(request: Request, user: CurrentUser, key: IdempotencyKey,
                    body: Annotated[TransferRequest, Depends(exact_json_body(TransferRequest))],
                    wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
     """Transfer to another wallet, named by account id, username or phone number."""
-    service.check_amount(body.amount, settings)
-    account_id = await service.caller_account(engine, user.user_id)
-    to_account_id = await service.resolve_destination(engine, body.to, account_id)
+
+    async def prepare() -> tuple[str, str]:
+        service.check_amount(body.amount, settings)
+        account_id = await service.caller_account(engine, user.user_id)
+        return account_id, await service.resolve_destination(engine, body.to, account_id)
+
     accepted = await service.submit(
         engine, kafka, settings, user_id=user.user_id, idempotency_key=key, fingerprint=fingerprint(request, body),
-        build=lambda transaction_id, now: RequestTransfer(
-            account_id=account_id, requested_at=now, transaction_id=transaction_id, user_id=user.user_id,
-            to_account_id=to_account_id, amount=body.amount, description=body.description),
+        prepare=prepare,
+        build=lambda transaction_id, now, accounts: RequestTransfer(
+            account_id=accounts[0], requested_at=now, transaction_id=transaction_id, user_id=user.user_id,
+            to_account_id=accounts[1], amount=body.amount, description=body.description),
     )
-    return await _reply(engine, account_id, accepted, wait)
+    return await _reply(engine, user.user_id, accepted, wait)
 
 
 @router.post("/refund", status_code=202, response_model=TransactionView, responses=_RESPONSES,
@@ -86,13 +94,18 @@ async def refund(request: Request, user: CurrentUser, key: IdempotencyKey,
                  body: Annotated[RefundRequest, Depends(exact_json_body(RefundRequest))],
                  wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
     """Refund (part of) one of the caller's payments back into their wallet."""
-    service.check_amount(body.amount, settings)
-    account_id = await service.caller_account(engine, user.user_id)
-    await service.check_refundable(engine, account_id, body.transaction_id, body.amount)
+
+    async def prepare() -> str:
+        service.check_amount(body.amount, settings)
+        account_id = await service.caller_account(engine, user.user_id)
+        await service.check_refundable(engine, account_id, body.transaction_id, body.amount)
+        return account_id
+
     accepted = await service.submit(
         engine, kafka, settings, user_id=user.user_id, idempotency_key=key, fingerprint=fingerprint(request, body),
-        build=lambda transaction_id, now: RequestRefund(
+        prepare=prepare,
+        build=lambda transaction_id, now, account_id: RequestRefund(
             account_id=account_id, requested_at=now, transaction_id=transaction_id, user_id=user.user_id,
             original_transaction_id=body.transaction_id, amount=body.amount, reason=body.reason),
     )
-    return await _reply(engine, account_id, accepted, wait)
+    return await _reply(engine, user.user_id, accepted, wait)

@@ -563,3 +563,18 @@ def test_a_taken_over_key_keeps_its_transaction_id_when_kafka_is_not_connected(a
     assert idempotency_record(db, alice, "takeover").transaction_id == earlier
     retry = send(api, alice, PAY, body, key="takeover")
     assert (retry.status_code, retry.json()["transaction_id"]) == (202, earlier)
+
+
+def test_a_retry_replays_the_accepted_answer_even_when_checking_it_again_would_now_fail(api, settings):
+    wallet, other = new_wallet(api), new_wallet(api)
+    key = uuid.uuid4().hex
+    first = send(api, wallet, TRANSFER, {"to": other.username, "amount": "500000.00"}, key=key)
+    assert first.status_code == 202, first.text
+    # The limits were lowered since (a new deployment): the same request checked afresh would be a 422.
+    stricter = settings.model_copy(update={"max_transaction_amount": Decimal("1000.00")})
+    with serve(create_app(stricter)) as url, httpx.Client(base_url=url, timeout=60) as strict_api:
+        assert send(strict_api, wallet, TRANSFER, {"to": other.username, "amount": "500000.00"}
+                    ).status_code == 422  # a new key is checked...
+        again = send(strict_api, wallet, TRANSFER, {"to": other.username, "amount": "500000.00"}, key=key)
+    assert again.status_code == 202 and again.json() == first.json()  # ...a known key replays its answer
+    assert again.headers["Idempotent-Replayed"] == "true"
