@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from command_api.midtrans.methods import PaymentMethod
-from command_api.payments.requests import RequestAmount
+from command_api.payments.requests import RequestAmount, StrictRequest
 
 
 def _whole_rupiah(amount: Decimal) -> Decimal:
@@ -20,15 +20,11 @@ def _whole_rupiah(amount: Decimal) -> Decimal:
 
 Rupiah = Annotated[RequestAmount, AfterValidator(_whole_rupiah)]
 # Midtrans allows 50 characters; we take 40, so that the ids the ledger derives from an order id
-# (``<order>:rb<n>`` for refunds) still fit its 50-character transaction ids.
+# (``order:<order>`` for the payment, ``order:<order>:rb<n>`` for refunds) fit its 50-character ids.
 OrderId = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9\-_~.]+$")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TopupRequest(_Strict):
+class TopupRequest(StrictRequest):
     amount: Rupiah
     payment_method: PaymentMethod
 
@@ -52,14 +48,14 @@ class CustomerDetails(BaseModel):
     phone: Annotated[str, Field(max_length=32)] | None = None
 
 
-class ItemDetail(_Strict):
+class ItemDetail(StrictRequest):
     id: Annotated[str, Field(min_length=1, max_length=50)]
     price: Rupiah
     quantity: Annotated[int, Field(ge=1, le=1_000_000)]
     name: Annotated[str, Field(min_length=1, max_length=50)]
 
 
-class OrderPaymentRequest(_Strict):
+class OrderPaymentRequest(StrictRequest):
     order_id: OrderId
     amount: Rupiah
     payment_method: PaymentMethod
@@ -92,6 +88,6 @@ class PaymentView(BaseModel):
     updated_at: datetime
 
 
-class RefundPaymentRequest(_Strict):
+class RefundPaymentRequest(StrictRequest):
     amount: Rupiah | None = None  # default: all that is left
     reason: Annotated[str, Field(max_length=255)] = ""

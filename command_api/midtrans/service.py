@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,7 +29,15 @@ from command_api.midtrans.methods import ENABLED_PAYMENTS, PaymentMethod
 from command_api.midtrans.requests import OrderPaymentRequest, TopupRequest
 from command_api.payments.amounts import money_str
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
-from ogp.db.tables import ledger_transactions, midtrans_notifications, midtrans_orders, payments, users
+from command_api.payments.idempotency import OutcomeUnknown
+from ogp.db.tables import (
+    ledger_transactions,
+    midtrans_notifications,
+    midtrans_orders,
+    midtrans_refunds,
+    payments,
+    users,
+)
 from ogp.errors import ApiError, Conflict, NotFound, ServiceUnavailable, Unauthorized, Unprocessable
 from ogp.messaging import append_command
 from ogp.settings import Settings
@@ -58,9 +66,9 @@ def gateway_error(exc: MidtransError) -> ApiError:
                     status_code=502, details={"midtrans_status": exc.status, "messages": exc.messages} or None)
 
 
-def _kafka_unavailable() -> ServiceUnavailable:
-    return ServiceUnavailable("the payment could not be recorded; nothing is pending, try again",
-                              code="kafka_unavailable", headers={"Retry-After": "1"})
+def _kafka_unavailable(kind: type[ServiceUnavailable] = ServiceUnavailable) -> ServiceUnavailable:
+    return kind("the payment could not be recorded; try again (with the same Idempotency-Key if you sent one)",
+                code="kafka_unavailable", headers={"Retry-After": "1"})
 
 
 # -- creating payments ----------------------------------------------------------------------------------------
@@ -107,7 +115,12 @@ async def _customer(engine: AsyncEngine, user_id: int) -> dict:
 async def _create(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, *,
                   order_id: str, payment_id: str, kind: str, account_id: str, user_id: int | None,
                   amount: Decimal, method: PaymentMethod, body: dict, expires_at: datetime,
-                  command: Command) -> Created:
+                  command: Command, resume: bool = False) -> Created:
+    """Snap first, then the routing row, then the command. ``resume``: a retry of a request that may have
+    got part of the way (the same Idempotency-Key taken over): a routing row it left is reused as it is."""
+    if resume and (created := await _routed(engine, order_id, account_id)) is not None:
+        await _append_created(engine, kafka, gateway, command, kind, order_id, keep_row=True)
+        return created
     try:
         snap = await gateway.create_snap(body)
     except MidtransError as exc:
@@ -123,29 +136,45 @@ async def _create(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: Mid
                                       .returning(midtrans_orders.c.order_id))
         if inserted.first() is None:
             raise Conflict("a payment with this order_id exists", code="order_exists")
-    try:
-        await append_command(kafka, command)
-    except (KafkaUnavailable, KafkaError, asyncio.TimeoutError) as exc:
-        # The page stops accepting money (best effort). If the command certainly was not appended, the
-        # routing row goes too. After an ambiguous failure (a timeout: the broker may have stored it) the
-        # row stays, so Midtrans's "expire" notification still reaches the PENDING record and closes it.
-        log.warning("appending %s failed (%s); expiring the Snap transaction", kind, exc.__class__.__name__,
-                    extra={"order_id": order_id})
-        if isinstance(exc, KafkaUnavailable):
-            async with engine.begin() as conn:
-                await conn.execute(delete(midtrans_orders).where(midtrans_orders.c.order_id == order_id))
-        with contextlib.suppress(MidtransError):
-            await gateway.expire(order_id)
-        raise _kafka_unavailable() from None
+    await _append_created(engine, kafka, gateway, command, kind, order_id, keep_row=False)
     log.info("midtrans %s created", kind.lower(), extra={"order_id": order_id, "account_id": account_id})
     return Created(order_id, payment_id, snap.redirect_url, snap.token, expires_at)
 
 
+async def _routed(engine: AsyncEngine, order_id: str, account_id: str) -> Created | None:
+    """The payment an earlier attempt created for ``order_id`` (routing row with its Snap page), if any."""
+    o = midtrans_orders.c
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(o.order_id, o.payment_id, o.payment_url, o.token, o.expires_at)
+                                  .where(o.order_id == order_id, o.account_id == account_id))).first()
+    return Created(row.order_id, row.payment_id, row.payment_url, row.token, row.expires_at) if row else None
+
+
+async def _append_created(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
+                          command: Command, kind: str, order_id: str, *, keep_row: bool) -> None:
+    try:
+        await append_command(kafka, command)
+    except (KafkaUnavailable, KafkaError, asyncio.TimeoutError) as exc:
+        certain = isinstance(exc, KafkaUnavailable) and not keep_row
+        log.warning("appending %s failed (%s)", kind, exc.__class__.__name__, extra={"order_id": order_id})
+        if not certain:
+            # Perhaps appended (a timeout: the broker may have stored it), or an earlier attempt may have
+            # appended it: the row stays, so a retry with the same key re-appends the same command (the ledger
+            # deduplicates) and Midtrans's "expire" notification can still reach and close a PENDING record.
+            raise _kafka_unavailable(OutcomeUnknown) from None
+        # Certainly not appended: the page stops accepting money (best effort) and the routing row goes.
+        async with engine.begin() as conn:
+            await conn.execute(delete(midtrans_orders).where(midtrans_orders.c.order_id == order_id))
+        with contextlib.suppress(MidtransError):
+            await gateway.expire(order_id)
+        raise _kafka_unavailable() from None
+
+
 async def create_topup(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
-                       settings: Settings, *, user_id: int, account_id: str, body: TopupRequest) -> Created:
+                       settings: Settings, *, user_id: int, account_id: str, body: TopupRequest,
+                       order_id: str, resume: bool = False) -> Created:
     """A Snap page for a wallet top-up, then the PENDING top-up command (order_id = our transaction id)."""
     check_topup_limits(body.amount, settings)
-    order_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     expires_at = now + timedelta(minutes=settings.topup_expiry_minutes)
     snap = snap_body(order_id, body.amount, body.payment_method, settings.topup_expiry_minutes,
@@ -155,7 +184,7 @@ async def create_topup(engine: AsyncEngine, kafka: KafkaProducerManager, gateway
                            description="Top up via Midtrans")
     return await _create(engine, kafka, gateway, order_id=order_id, payment_id=order_id, kind="TOPUP",
                          account_id=account_id, user_id=user_id, amount=body.amount, method=body.payment_method,
-                         body=snap, expires_at=expires_at, command=command)
+                         body=snap, expires_at=expires_at, command=command, resume=resume)
 
 
 async def create_order_payment(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
@@ -360,23 +389,69 @@ async def refresh_status(engine: AsyncEngine, kafka: KafkaProducerManager, gatew
 
 
 async def refund_payment(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
-                         payment: dict, amount: Decimal | None, reason: str) -> dict:
-    """Refund an order payment through Midtrans's refund API, then record the resulting status."""
+                         payment: dict, amount: Decimal | None, reason: str, *, refund_key: str,
+                         user_id: int) -> dict:
+    """Refund (part of) a paid order through Midtrans's refund API, then record the resulting status.
+
+    The amount is reserved first against the ledger's own record of the payment, so concurrent refunds
+    never exceed it; ``refund_key`` makes a retry the same refund at Midtrans."""
     if payment.get("kind") == "TOPUP":
         # Money in a wallet may already be spent: Midtrans would pay out first and the ledger could only
-        # flag the shortfall. Wallet money leaves through the ledger (payments, transfers), never this way.
+        # book a receivable. Wallet money leaves through the ledger (payments, transfers), never this way.
         raise Unprocessable("a wallet top-up cannot be refunded through Midtrans", code="not_refundable",
                             details={"kind": "TOPUP"})
-    if payment["status"] != "SUCCESS":
-        raise Unprocessable("only a paid payment can be refunded", code="not_refundable",
-                            details={"status": payment["status"]})
-    left = Decimal(payment["amount"]) - Decimal(payment["refunded_amount"])
-    amount = left if amount is None else amount
-    if amount > left:
-        raise Unprocessable("the refund exceeds what is left of the payment", code="refund_exceeds_original",
-                            details={"refundable": money_str(left)})
+    amount = await _reserve_refund(engine, payment["order_id"], amount, reason, refund_key, user_id)
     try:
-        await gateway.refund(payment["order_id"], str(uuid.uuid4()), int(amount), reason)
+        await gateway.refund(payment["order_id"], refund_key, int(amount), reason)
     except MidtransError as exc:
-        raise gateway_error(exc) from None
-    return await refresh_status(engine, kafka, gateway, {**payment, "midtrans_status": None}) or {}
+        if exc.status is not None and 400 <= exc.status < 500:
+            await _settle_refund(engine, refund_key, "FAILED")  # refused: nothing was refunded
+            raise Unprocessable("Midtrans refused the refund", code="not_refundable",
+                                details={"midtrans_status": exc.status, "messages": exc.messages}) from None
+        # No answer, or a server error: it may have happened. The reservation stays; a retry with the
+        # same Idempotency-Key sends the same refund_key, which Midtrans treats as the same refund.
+        raise OutcomeUnknown("Midtrans did not confirm the refund; retry with the same Idempotency-Key",
+                             code="midtrans_unavailable", headers={"Retry-After": "5"}) from None
+    await _settle_refund(engine, refund_key, "DONE")
+    status = await refresh_status(engine, kafka, gateway, {**payment, "midtrans_status": None}) or {}
+    return {"payment_id": payment["payment_id"], "order_id": payment["order_id"], "refund_key": refund_key,
+            "refund_amount": money_str(amount), "midtrans_status": status.get("transaction_status"),
+            "refunded_amount": status.get("refund_amount")}
+
+
+async def _reserve_refund(engine: AsyncEngine, order_id: str, amount: Decimal | None, reason: str,
+                          refund_key: str, user_id: int) -> Decimal:
+    """Reserve ``amount`` (default: all that is left) of a paid order, or repeat an earlier reservation."""
+    r, lt = midtrans_refunds.c, ledger_transactions.c
+    async with engine.begin() as conn:
+        earlier = (await conn.execute(select(r.amount, r.state).where(r.refund_key == refund_key))).first()
+        if earlier is not None and earlier.state != "FAILED":
+            return earlier.amount  # the same request again (its key taken over): the same refund
+        # One refund of an order at a time decides against what is left.
+        await conn.execute(select(midtrans_orders.c.order_id).where(midtrans_orders.c.order_id == order_id)
+                           .with_for_update())
+        paid = (await conn.execute(select(lt.status, lt.amount, lt.details)
+                                   .where(lt.transaction_id == order_transaction_id(order_id)))).first()
+        if paid is None or paid.status != "SUCCESS":
+            raise Unprocessable("only a paid payment can be refunded", code="not_refundable",
+                                details={"status": paid.status if paid else "PENDING"})
+        asked = (await conn.execute(select(func.coalesce(func.sum(r.amount), 0))
+                                    .where(r.order_id == order_id, r.state != "FAILED"))).scalar()
+        # Refunds made elsewhere (Midtrans's dashboard) show in the ledger; ours count from the moment they
+        # are reserved, before the ledger hears of them.
+        left = paid.amount - max(Decimal(paid.details.get("reversed", "0")), Decimal(asked))
+        amount = left if amount is None else amount
+        if amount <= 0 or amount > left:
+            raise Unprocessable("the refund exceeds what is left of the payment", code="refund_exceeds_original",
+                                details={"refundable": money_str(max(left, Decimal(0)))})
+        await conn.execute(insert(midtrans_refunds).values(
+            refund_key=refund_key, order_id=order_id, amount=amount, state="REQUESTED", reason=reason,
+            user_id=user_id).on_conflict_do_update(
+            index_elements=[r.refund_key], set_={"amount": amount, "state": "REQUESTED", "updated_at": func.now()}))
+    return amount
+
+
+async def _settle_refund(engine: AsyncEngine, refund_key: str, state: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(update(midtrans_refunds).where(midtrans_refunds.c.refund_key == refund_key)
+                           .values(state=state, updated_at=func.now()))

@@ -26,7 +26,9 @@ RequestAmount = Annotated[
 Description = Annotated[str, Field(max_length=500, pattern=NO_NUL)]
 
 
-class _Strict(BaseModel):
+class StrictRequest(BaseModel):
+    """A request body: unknown fields refused, and one canonical spelling for idempotency hashing."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
     def canonical(self) -> str:
@@ -34,19 +36,19 @@ class _Strict(BaseModel):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
-class PayRequest(_Strict):
+class PayRequest(StrictRequest):
     amount: RequestAmount
     merchant_reference: Annotated[str, Field(min_length=1, max_length=255, pattern=NO_NUL)]
     description: Description = ""
 
 
-class TransferRequest(_Strict):
+class TransferRequest(StrictRequest):
     to: Annotated[str, Field(min_length=1, max_length=255, description="account id, username or phone number")]
     amount: RequestAmount
     description: Description = ""
 
 
-class RefundRequest(_Strict):
+class RefundRequest(StrictRequest):
     transaction_id: TxId
     amount: RequestAmount
     reason: Description = ""

@@ -52,6 +52,20 @@ def _idempotency_key(
 ) -> str:
     if key is None or not key.strip():
         raise ApiError("the Idempotency-Key header is required for commands", code="idempotency_key_required")
+    return _checked_key(key)
+
+
+def _optional_idempotency_key(
+    key: Annotated[str | None, Header(alias="Idempotency-Key", description="optional; a retry with the same "
+                                                                           "key and body replays the first "
+                                                                           "answer")] = None,
+) -> str | None:
+    return None if key is None else _checked_key(key)
+
+
+def _checked_key(key: str) -> str:
+    if not key.strip():
+        raise ApiError("Idempotency-Key must not be blank", code="idempotency_key_invalid")
     if len(key) > idempotency.MAX_KEY_LENGTH:
         raise ApiError(f"Idempotency-Key must be at most {idempotency.MAX_KEY_LENGTH} characters",
                        code="idempotency_key_invalid")
@@ -81,5 +95,6 @@ def _kafka(request: Request) -> KafkaProducerManager:
 
 
 IdempotencyKey = Annotated[str, Depends(_idempotency_key)]
+OptionalIdempotencyKey = Annotated[str | None, Depends(_optional_idempotency_key)]
 PreferWait = Annotated[int | None, Depends(_prefer_wait)]
 Kafka = Annotated[KafkaProducerManager, Depends(_kafka)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,7 +21,15 @@ from command_api.midtrans.requests import (
 )
 from command_api.payments import service as wallet
 from command_api.payments.amounts import money_str
-from command_api.payments.web import Kafka, exact_json_body, openapi_body
+from command_api.payments.idempotency import Answer, run_once
+from command_api.payments.web import (
+    IdempotencyKey,
+    Kafka,
+    OptionalIdempotencyKey,
+    exact_json_body,
+    fingerprint,
+    openapi_body,
+)
 from ogp.security.current_user import CurrentUser
 
 router = APIRouter(tags=["payments"])
@@ -46,18 +55,37 @@ Gateway = Annotated[MidtransGateway, Depends(_gateway)]
 @router.post("/api/payment/wallet/topup", status_code=201, response_model=TopupView,
              responses={422: {"description": "validation, `amount_out_of_limits`"}, **_GATEWAY_ERRORS},
              openapi_extra=openapi_body(TopupRequest))
-async def topup(user: CurrentUser, body: Annotated[TopupRequest, Depends(exact_json_body(TopupRequest))],
+async def topup(request: Request, user: CurrentUser,
+                body: Annotated[TopupRequest, Depends(exact_json_body(TopupRequest))], key: OptionalIdempotencyKey,
                 engine: Engine, kafka: Kafka, gateway: Gateway, settings: Settings_) -> JSONResponse:
     """Start a wallet top-up: a Midtrans payment page, and a PENDING top-up until Midtrans says paid."""
-    service.check_topup_limits(body.amount, settings)
-    account_id = await wallet.caller_account(engine, user.user_id)
-    created = await service.create_topup(engine, kafka, gateway, settings, user_id=user.user_id,
-                                         account_id=account_id, body=body)
-    view = TopupView(transaction_id=created.order_id, order_id=created.order_id, status="PENDING",
-                     amount=money_str(body.amount), payment_method=body.payment_method,
-                     payment_url=created.payment_url, token=created.token, expires_at=created.expires_at)
-    return JSONResponse(view.model_dump(mode="json"), status_code=201,
-                        headers={"Location": f"/payments/{created.payment_id}"})
+
+    async def create(order_id: str, resume: bool = False) -> tuple[int, dict]:
+        service.check_topup_limits(body.amount, settings)
+        account_id = await wallet.caller_account(engine, user.user_id)
+        created = await service.create_topup(engine, kafka, gateway, settings, user_id=user.user_id,
+                                             account_id=account_id, body=body, order_id=order_id, resume=resume)
+        view = TopupView(transaction_id=created.order_id, order_id=created.order_id, status="PENDING",
+                         amount=money_str(body.amount), payment_method=body.payment_method,
+                         payment_url=created.payment_url, token=created.token, expires_at=created.expires_at)
+        return 201, view.model_dump(mode="json")
+
+    if key is None:
+        answer = Answer(*await create(str(uuid.uuid4())))
+    else:
+        # The key's pre-assigned id is the order id: a retry creates nothing new at Midtrans or in the ledger.
+        answer = await run_once(engine, user_id=user.user_id, key=key, fingerprint=fingerprint(request, body),
+                                ttl_seconds=settings.idempotency_key_ttl_seconds,
+                                in_flight_timeout_seconds=settings.idempotency_in_flight_timeout_seconds,
+                                work=lambda claim: create(claim.transaction_id, resume=claim.taken_over))
+    return _answer(answer, location=f"/payments/{answer.body['order_id']}")
+
+
+def _answer(answer: Answer, location: str | None = None) -> JSONResponse:
+    headers = {"Location": location} if location else {}
+    if answer.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
 @router.post("/payments/webhook", responses={400: {"description": "`invalid_notification`"},
@@ -109,11 +137,18 @@ async def payment_status(payment_id: str, user: CurrentUser, engine: Engine, kaf
 @router.post("/payments/{payment_id}/refund", status_code=202,
              responses={422: {"description": "`not_refundable`, `refund_exceeds_original`"}, **_GATEWAY_ERRORS},
              openapi_extra=openapi_body(RefundPaymentRequest))
-async def refund_payment(payment_id: str, user: CurrentUser,
+async def refund_payment(request: Request, payment_id: str, user: CurrentUser, key: IdempotencyKey,
                          body: Annotated[RefundPaymentRequest, Depends(exact_json_body(RefundPaymentRequest))],
-                         engine: Engine, kafka: Kafka, gateway: Gateway) -> dict:
+                         engine: Engine, kafka: Kafka, gateway: Gateway, settings: Settings_) -> JSONResponse:
     """Refund (part of) a paid payment through Midtrans's refund API; the ledger follows its status."""
-    payment = await service.find_payment(engine, payment_id, user.user_id)
-    status = await service.refund_payment(engine, kafka, gateway, payment, body.amount, body.reason)
-    return {"payment_id": payment_id, "order_id": payment["order_id"],
-            "midtrans_status": status.get("transaction_status"), "refund_amount": status.get("refund_amount")}
+
+    async def refund(claim) -> tuple[int, dict]:
+        payment = await service.find_payment(engine, payment_id, user.user_id)
+        return 202, await service.refund_payment(engine, kafka, gateway, payment, body.amount, body.reason,
+                                                 refund_key=claim.transaction_id, user_id=user.user_id)
+
+    # The key's pre-assigned id is Midtrans's refund_key: a retry is the same refund there and here.
+    return _answer(await run_once(engine, user_id=user.user_id, key=key, fingerprint=fingerprint(request, body),
+                                  ttl_seconds=settings.idempotency_key_ttl_seconds,
+                                  in_flight_timeout_seconds=settings.idempotency_in_flight_timeout_seconds,
+                                  work=refund))

@@ -454,6 +454,23 @@ midtrans_orders = Table(
     CheckConstraint("kind IN ('TOPUP', 'ORDER')", name="kind_known"),
 )
 
+# 0009: refunds we asked Midtrans for, reserved before the call (see the migration).
+midtrans_refunds = Table(
+    "midtrans_refunds",
+    metadata,
+    Column("refund_key", String(64), primary_key=True),  # sent to Midtrans; derived from the Idempotency-Key
+    Column("order_id", String(50), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("state", String(16), nullable=False),  # REQUESTED | DONE | FAILED
+    Column("reason", Text, nullable=False, server_default=text("''")),
+    Column("user_id", BigInteger, nullable=True),
+    _created_at(),
+    _updated_at(),
+    CheckConstraint("state IN ('REQUESTED', 'DONE', 'FAILED')", name="state_known"),
+    CheckConstraint("amount > 0", name="amount_positive"),
+)
+Index("ix_midtrans_refunds_order_id", midtrans_refunds.c.order_id)
+
 # Every verified notification received (raw payload kept), including Midtrans's test notifications.
 midtrans_notifications = Table(
     "midtrans_notifications",

@@ -148,7 +148,8 @@ def test_an_order_payment_is_paid_checked_and_partly_refunded(system):
     assert status["status"] == "SUCCESS" and status["midtrans"]["transaction_status"] == "settlement"
 
     # TiketQ refunds one ticket through Midtrans; the ledger takes it back from the merchant.
-    refund = commands.post(f"/payments/{payment['payment_id']}/refund", headers=budi["auth"],
+    refund = commands.post(f"/payments/{payment['payment_id']}/refund",
+                           headers=budi["auth"] | {"Idempotency-Key": f"refund-{order_id}"},
                            json={"amount": 150000, "reason": "one passenger cancelled"})
     assert refund.status_code == 202, refund.text
     assert refund.json()["midtrans_status"] == "partial_refund"

@@ -346,7 +346,7 @@ def test_a_paid_wallet_topup_cannot_be_refunded_through_midtrans(system):
     assert ledger(settings, order["order_id"])["status"] == "SUCCESS"
     # The wallet may already have spent it: money leaves a wallet only through the ledger.
     reply = api.post(f"/payments/{order['order_id']}/refund", json={"amount": 150000, "reason": "changed my mind"},
-                     headers=user["auth"])
+                     headers=user["auth"] | {"Idempotency-Key": uuid.uuid4().hex})
     assert (reply.status_code, reply.json()["error"]["code"]) == (422, "not_refundable")
     assert balance(settings, user["account_id"]) == Decimal("150000.00")
 
@@ -389,3 +389,141 @@ def test_a_signed_settlement_relabelled_as_a_reversal_moves_no_money_even_withou
     row = ledger(settings, order)
     assert row["status"] == "SUCCESS" and row["details"].get("reversed") is None
     assert balance(settings, user["account_id"]) == D("150000.00")
+
+
+# -- idempotent top-ups and refunds -----------------------------------------------------------------------
+
+def _keyed(user: dict, key: str) -> dict:
+    return user["auth"] | {"Idempotency-Key": key}
+
+
+def _rows(settings: Settings, sql: str, **params) -> list:
+    engine = create_engine(settings.sqlalchemy_url)
+    with engine.connect() as conn:
+        rows = list(conn.execute(text(sql), params))
+    engine.dispose()
+    return rows
+
+
+def _stale_claim(settings: Settings, user_id: int, key: str, path: str, body, transaction_id: str) -> None:
+    """What a request that crashed half way leaves: its claim of the key, IN_FLIGHT and old."""
+    from command_api.payments.idempotency import request_hash
+
+    engine = create_engine(settings.sqlalchemy_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state, transaction_id, "
+            "created_at, expires_at) VALUES (:u, :k, :h, 'IN_FLIGHT', :t, now() - interval '1 hour', "
+            "now() + interval '1 day')"),
+            {"u": user_id, "k": key, "h": request_hash("POST", path, body.canonical()), "t": transaction_id})
+    engine.dispose()
+
+
+def test_a_topup_retried_with_the_same_key_is_one_payment_page_and_one_pending_topup(system):
+    settings, api, _ = system
+    user = signed_up(api)
+    body = {"amount": "150000", "payment_method": "GOPAY"}
+    first = api.post("/api/payment/wallet/topup", json=body, headers=_keyed(user, "topup-1"))
+    again = api.post("/api/payment/wallet/topup", json=body, headers=_keyed(user, "topup-1"))
+    assert first.status_code == again.status_code == 201 and again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = api.post("/api/payment/wallet/topup", json={**body, "amount": "200000"}, headers=_keyed(user, "topup-1"))
+    assert (other.status_code, other.json()["error"]["code"]) == (422, "idempotency_key_reused")
+    assert ledger(settings, first.json()["order_id"])["status"] == "PENDING"
+    assert _orders_of(settings, user["user_id"]) == 2  # one routing row + one ledger record
+
+
+def test_a_topup_whose_first_attempt_crashed_after_creating_the_page_is_finished_by_the_retry(system):
+    from command_api.midtrans.requests import TopupRequest
+
+    settings, api, sim = system
+    user = signed_up(api)
+    body = {"amount": "150000", "payment_method": "GOPAY"}
+    crashed = api.post("/api/payment/wallet/topup", json=body, headers=user["auth"]).json()  # page + row exist
+    # Make that request look like a keyed one that crashed before answering (and before the key was done).
+    _stale_claim(settings, user["user_id"], "lost-answer", "/api/payment/wallet/topup",
+                 TopupRequest.model_validate(body), crashed["order_id"])
+    retry = api.post("/api/payment/wallet/topup", json=body, headers=_keyed(user, "lost-answer"))
+    assert retry.status_code == 201, retry.text
+    assert (retry.json()["order_id"], retry.json()["payment_url"]) == (crashed["order_id"], crashed["payment_url"])
+    assert _rows(settings, "SELECT count(*) FROM ledger_transactions WHERE user_id = :u", u=user["user_id"]) \
+        == [(1,)]
+
+
+def _paid_order(settings: Settings, api: httpx.Client, sim: httpx.Client, user: dict, amount: int = 200000) -> dict:
+    order_id = f"TQ-{uuid.uuid4().hex[:12]}"
+    created = api.post("/payments/", json={"order_id": order_id, "amount": amount, "payment_method": "GOPAY"},
+                       headers=user["auth"])
+    assert created.status_code == 201, created.text
+    sim.post(f"/_sim/orders/{order_id}/pay", json={"channel": "gopay"}).raise_for_status()
+    wait_until(lambda: (ledger(settings, f"order:{order_id}") or {}).get("status") == "SUCCESS", 30,
+               message="the order to be paid")
+    return created.json()
+
+
+def _refunded_at_midtrans(sim: httpx.Client, order_id: str) -> str | None:
+    return sim.get(f"/v2/{order_id}/status", auth=(SERVER_KEY, "")).json().get("refund_amount")
+
+
+def test_a_refund_requires_an_idempotency_key(system):
+    settings, api, sim = system
+    user = signed_up(api)
+    payment = _paid_order(settings, api, sim, user)
+    reply = api.post(f"/payments/{payment['payment_id']}/refund", json={"amount": 1000}, headers=user["auth"])
+    assert (reply.status_code, reply.json()["error"]["code"]) == (400, "idempotency_key_required")
+
+
+def test_a_refund_retried_with_the_same_key_is_one_refund_at_midtrans_and_in_the_ledger(system):
+    settings, api, sim = system
+    user = signed_up(api)
+    payment = _paid_order(settings, api, sim, user)
+    path = f"/payments/{payment['payment_id']}/refund"
+    first = api.post(path, json={"amount": 50000, "reason": "one seat"}, headers=_keyed(user, "refund-1"))
+    again = api.post(path, json={"amount": 50000, "reason": "one seat"}, headers=_keyed(user, "refund-1"))
+    assert first.status_code == again.status_code == 202 and again.json() == first.json(), first.text
+    assert _refunded_at_midtrans(sim, payment["order_id"]) == "50000.00"
+    wait_until(lambda: ledger(settings, f"order:{payment['order_id']}")["details"].get("reversed") == "50000.00",
+               30, message="the ledger to book the refund")
+
+
+def test_a_refund_whose_answer_was_lost_is_the_same_refund_when_retried(system):
+    from command_api.midtrans.requests import RefundPaymentRequest
+
+    settings, api, sim = system
+    user = signed_up(api)
+    payment = _paid_order(settings, api, sim, user)
+    body = {"amount": 70000, "reason": "lost answer"}
+    refund_key = str(uuid.uuid4())
+    # The first attempt reserved the refund and Midtrans made it, then the answer was lost (a crash).
+    engine = create_engine(settings.sqlalchemy_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO midtrans_refunds (refund_key, order_id, amount, state) "
+                          "VALUES (:k, :o, 70000, 'REQUESTED')"), {"k": refund_key, "o": payment["order_id"]})
+    engine.dispose()
+    sim.post(f"/v2/{payment['order_id']}/refund", auth=(SERVER_KEY, ""),
+             json={"refund_key": refund_key, "amount": 70000, "reason": "lost answer"}).raise_for_status()
+    path = f"/payments/{payment['payment_id']}/refund"
+    _stale_claim(settings, user["user_id"], "refund-lost", path, RefundPaymentRequest.model_validate(body), refund_key)
+    retry = api.post(path, json=body, headers=_keyed(user, "refund-lost"))
+    assert retry.status_code == 202, retry.text
+    assert _refunded_at_midtrans(sim, payment["order_id"]) == "70000.00"  # still one refund
+
+
+def test_concurrent_refunds_never_exceed_the_payment(system):
+    import concurrent.futures
+
+    settings, api, sim = system
+    user = signed_up(api)
+    payment = _paid_order(settings, api, sim, user)
+    path = f"/payments/{payment['payment_id']}/refund"
+
+    def refund(n: int) -> httpx.Response:
+        with httpx.Client(base_url=api.base_url, timeout=30) as client:
+            return client.post(path, json={"amount": 120000, "reason": f"r{n}"}, headers=_keyed(user, f"c{n}"))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(refund, range(4)))
+    codes = sorted(r.status_code for r in replies)
+    assert codes == [202, 422, 422, 422], [r.text for r in replies]
+    assert {r.json()["error"]["code"] for r in replies if r.status_code == 422} == {"refund_exceeds_original"}
+    assert _refunded_at_midtrans(sim, payment["order_id"]) == "120000.00"

@@ -135,6 +135,17 @@ EXPECTED_COLUMNS = {
         "expires_at": (TSTZ, False, None),
         "created_at": (TSTZ, True, NOW),
     },
+    # 0009: refunds we ask Midtrans for, reserved before the call.
+    "midtrans_refunds": {
+        "refund_key": (varchar(64), True, None),
+        "order_id": (varchar(50), True, None),
+        "amount": (MONEY, True, None),
+        "state": (varchar(16), True, None),
+        "reason": ("text", True, "''::text"),
+        "user_id": ("bigint", False, None),
+        "created_at": (TSTZ, True, NOW),
+        "updated_at": (TSTZ, True, NOW),
+    },
     "midtrans_notifications": {
         "notification_id": (varchar(64), True, None),
         "order_id": (varchar(64), True, None),
@@ -277,6 +288,7 @@ EXPECTED_PRIMARY_KEYS = {
     "api_keys": ["id"],
     "api_access_logs": ["id"],
     "midtrans_orders": ["order_id"],
+    "midtrans_refunds": ["refund_key"],
     "midtrans_notifications": ["notification_id"],
     "payments": ["payment_id"],
     "partner_feed": ["transaction_id"],
@@ -356,6 +368,8 @@ EXPECTED_INDEXES = {
     "USING btree (partition, id)",
     "ix_idempotency_keys_expires_at": "CREATE INDEX ix_idempotency_keys_expires_at ON public.idempotency_keys "
     "USING btree (expires_at)",
+    "ix_midtrans_refunds_order_id": "CREATE INDEX ix_midtrans_refunds_order_id ON public.midtrans_refunds "
+    "USING btree (order_id)",
 }
 
 EXPECTED_CHECKS = {
@@ -365,6 +379,10 @@ EXPECTED_CHECKS = {
     ("ledger_entries", "ck_ledger_entries_amount_non_zero", "CHECK ((amount <> (0)::numeric))"),
     ("midtrans_orders", "ck_midtrans_orders_kind_known",
      "CHECK (((kind)::text = ANY ((ARRAY['TOPUP'::character varying, 'ORDER'::character varying])::text[])))"),
+    ("midtrans_refunds", "ck_midtrans_refunds_amount_positive", "CHECK ((amount > (0)::numeric))"),
+    ("midtrans_refunds", "ck_midtrans_refunds_state_known",
+     "CHECK (((state)::text = ANY ((ARRAY['REQUESTED'::character varying, 'DONE'::character varying, "
+     "'FAILED'::character varying])::text[])))"),
     ("idempotency_keys", "ck_idempotency_keys_state_known",
      "CHECK (((state)::text = ANY ((ARRAY['IN_FLIGHT'::character varying, 'DONE'::character varying])::text[])))"),
 }

@@ -41,7 +41,7 @@ def upgrade() -> None:
         # True when the command also got a FAILED record of its own (or, for a credit step, a reversal).
         sa.Column("outcome_recorded", sa.Boolean(), nullable=False, server_default=sa.text("false")),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
-        sa.PrimaryKeyConstraint("topic", "partition", "command_offset"),
+        sa.PrimaryKeyConstraint("topic", "partition", "command_offset", name="pk_ledger_dead_letters"),
     )
     op.create_index("ix_ledger_dead_letters_transaction_id", "ledger_dead_letters", ["transaction_id"])
     op.create_index("ix_ledger_transactions_pending", "ledger_transactions", ["partition", "updated_at"],
