@@ -144,7 +144,8 @@ def _held(conn: Connection, kind: str, reason_key: str) -> list[tuple]:
 def _unfinished(conn: Connection, threshold: timedelta) -> list[tuple]:
     """Accepted wallet commands and Midtrans payments still without a final state after ``threshold``.
 
-    A wallet command was accepted when its Idempotency-Key was answered 2xx; its final state is its ledger
+    A wallet command was accepted when its Idempotency-Key was answered 2xx with the transaction (top-ups
+    and Midtrans refunds use keys too, and are judged as payments below); its final state is its ledger
     record leaving PENDING, or a dead letter (rejected without a record of its own). A payment's is its
     ledger record leaving PENDING once Midtrans's own expiry has passed."""
     commands = conn.execute(text(
@@ -152,6 +153,7 @@ def _unfinished(conn: Connection, threshold: timedelta) -> list[tuple]:
            FROM idempotency_keys k
            LEFT JOIN ledger_transactions t ON t.transaction_id = k.transaction_id
            WHERE k.state = 'DONE' AND k.response_status < 300 AND k.created_at < now() - :age
+             AND k.response_body->>'type' IN ('PAYMENT', 'TRANSFER', 'REFUND')
              AND (t.transaction_id IS NULL OR t.status = 'PENDING')
              AND NOT EXISTS (SELECT 1 FROM ledger_dead_letters d WHERE d.transaction_id = k.transaction_id)
            ORDER BY k.created_at LIMIT 100"""), {"age": threshold})

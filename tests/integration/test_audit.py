@@ -87,8 +87,12 @@ def test_money_in_suspense_fails_the_audit_unless_its_record_says_why(db):
 
 def test_an_accepted_command_without_a_final_state_fails_the_audit_after_the_threshold(db):
     run(db, "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state, response_status, "
-            "response_body, transaction_id, created_at, expires_at) VALUES (1, 'k', 'h', 'DONE', 202, '{}', "
-            "'c-1', now() - interval '1 hour', now() + interval '1 day')")
+            "response_body, transaction_id, created_at, expires_at) VALUES "
+            "(1, 'k', 'h', 'DONE', 202, '{\"transaction_id\": \"c-1\", \"type\": \"PAYMENT\"}', 'c-1', "
+            "now() - interval '1 hour', now() + interval '1 day'), "
+            # A keyed top-up's answer: judged as a payment (by its Midtrans expiry), not as a wallet command.
+            "(1, 'k2', 'h', 'DONE', 201, '{\"order_id\": \"o-1\"}', 'o-1', now() - interval '1 hour', "
+            "now() + interval '1 day')")
     assert audit_report(db, threshold_seconds=2 * 3600).ok
     report = audit_report(db, threshold_seconds=600)
     assert not report.ok and report.unfinished == [("command", "c-1", "NOT APPLIED", report.unfinished[0][3])]
