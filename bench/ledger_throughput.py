@@ -66,6 +66,11 @@ def seed(db: str, n: int, hot_funds: D) -> list[tuple[int, str]]:
             "INSERT INTO ledger_entries (transaction_id, account_id, amount, balance_after, partition) "
             "SELECT 'opening-' || id, id, balance, balance, -1 FROM accounts WHERE id = ANY(%s)",
             ([r[1] for r in rows],))
+        # Every entry has its transaction record (ogp audit checks it).
+        conn.execute(
+            "INSERT INTO ledger_transactions (transaction_id, partition, transaction_type, account_id, status, amount) "
+            "SELECT 'opening-' || id, -1, 'OPENING', id, 'SUCCESS', balance FROM accounts WHERE id = ANY(%s)",
+            ([r[1] for r in rows],))
         total = conn.execute("SELECT sum(balance) FROM accounts WHERE id = ANY(%s)", ([r[1] for r in rows],)).fetchone()[0]
         conn.execute("INSERT INTO ledger_system_accounts (id, kind, partition, balance) "
                      "VALUES ('SYS:OPENING:bench', 'OPENING', -1, %s) "
