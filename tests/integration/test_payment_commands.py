@@ -578,3 +578,28 @@ def test_a_retry_replays_the_accepted_answer_even_when_checking_it_again_would_n
         again = send(strict_api, wallet, TRANSFER, {"to": other.username, "amount": "500000.00"}, key=key)
     assert again.status_code == 202 and again.json() == first.json()  # ...a known key replays its answer
     assert again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_waiting_for_a_command_the_ledger_rejected_without_a_record_answers_failed(api, db, db_url):
+    from command_api.payments import service
+    from ogp.clients import async_engine
+
+    wallet = new_wallet(api)
+    with db.begin() as conn:
+        conn.execute(text("INSERT INTO ledger_dead_letters (topic, partition, command_offset, transaction_id, "
+                          "account_id, command_type, reason) VALUES ('ogp.commands.v1', 0, :o, 'tx-conflict', :a, "
+                          "'RequestPayment', 'transaction_id_conflict')"),
+                     {"a": wallet.account_id, "o": uuid.uuid4().int % 10**9})
+    accepted = service.Accepted(202, {"transaction_id": "tx-conflict", "type": "PAYMENT", "status": "PENDING",
+                                      "amount": "10.00", "description": "", "created_at": "2026-11-29T00:00:00Z",
+                                      "updated_at": "2026-11-29T00:00:00Z"})
+
+    async def wait():
+        engine = async_engine(db_url)
+        try:
+            return await service.await_outcome(engine, wallet.user_id, accepted, 5)
+        finally:
+            await engine.dispose()
+
+    settled = asyncio.run(wait())
+    assert settled is not None and (settled.status, settled.failure_reason) == ("FAILED", "transaction_id_conflict")

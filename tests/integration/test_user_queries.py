@@ -236,3 +236,23 @@ def test_accepted_but_unprojected_request_is_pending(query_api, alice, bob):
         "description": "coffee"}
     # The request is Alice's: Bob cannot see it.
     assert query_api.get("/api/payment/transactions/alice-pending", headers=bob["headers"]).status_code == 404
+
+
+def test_a_command_the_ledger_rejected_without_a_record_of_its_own_is_failed_with_the_reason(
+        query_api, alice, bob, db_url):
+    # Alice's accepted payment whose id turned out to belong to another transaction: the ledger dead-lettered
+    # it as a conflict (it has no ledger record of its own), so its status is FAILED, not PENDING forever.
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(insert(idempotency_keys).values(
+            user_id=alice["user_id"], idempotency_key="k-conflict", request_hash="h", state="DONE",
+            transaction_id="alice-conflict", response_status=202, expires_at=T0 + timedelta(days=400),
+            response_body={"transaction_id": "alice-conflict", "type": "PAYMENT", "status": "PENDING",
+                           "amount": "1000.00", "currency": "IDR", "description": "x"}))
+        conn.execute(text("INSERT INTO ledger_dead_letters (topic, partition, command_offset, transaction_id, "
+                          "account_id, command_type, reason) VALUES ('ogp.commands.v1', 0, 42, 'alice-conflict', "
+                          ":a, 'RequestPayment', 'transaction_id_conflict')"), {"a": alice["account_id"]})
+    engine.dispose()
+    body = query_api.get("/api/payment/transactions/alice-conflict", headers=alice["headers"]).json()
+    assert (body["status"], body["failure_reason"]) == ("FAILED", "transaction_id_conflict")
+    assert query_api.get("/api/payment/transactions/alice-conflict", headers=bob["headers"]).status_code == 404
