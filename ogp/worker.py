@@ -31,15 +31,16 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     """When the worker's loop last moved, and its current streak of failures (for operators)."""
 
-    def __init__(self, stale_after: float = 30.0):
+    def __init__(self, stale_after: float = 30.0, clock: Callable[[], float] = time.monotonic):
         self.stale_after = stale_after
-        self._last = time.monotonic()
+        self.clock = clock
+        self._last = clock()
         self.failures = 0
         self.last_error: str | None = None
 
     def beat(self) -> None:
         """The loop moved."""
-        self._last = time.monotonic()
+        self._last = self.clock()
 
     def failed(self, exc: BaseException) -> None:
         """An attempt failed and will be retried: the loop still moves."""
@@ -52,7 +53,7 @@ class Heartbeat:
         self.beat()
 
     def age(self) -> float:
-        return time.monotonic() - self._last
+        return self.clock() - self._last
 
     def fresh(self) -> bool:
         return self.age() < self.stale_after
@@ -98,7 +99,7 @@ async def bounded(awaitable: Awaitable, timeout: float, what: str) -> bool:
     done, _ = await asyncio.wait({task}, timeout=timeout)
     if task not in done:
         task.cancel()
-        log.error("%s did not finish within %.0fs: abandoned", what, timeout)
+        log.error("%s did not finish within %gs: abandoned", what, timeout)
         return False
     if not task.cancelled() and task.exception() is not None:
         log.warning("%s failed: %s", what, describe(task.exception()))
@@ -167,7 +168,7 @@ class _Deadline:
             self._timer.start()
 
     def _fire(self) -> None:
-        log.error("%s: shutdown did not finish within %.0fs: abandoned, exiting", self.service, self.seconds)
+        log.error("%s: shutdown did not finish within %gs: abandoned, exiting", self.service, self.seconds)
         _exit(1)
 
 
