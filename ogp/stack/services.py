@@ -128,6 +128,8 @@ class ServiceRunner:
             proc = self.process(service)
             if proc.running() and self.healthy(service):
                 return
+            if service.is_worker and proc.running() and self.health_url(service) is None:
+                proc.stop(timeout=20)  # started without a health port (an older `ogp up`): cannot be probed
             env = {}
             if service.is_worker and not proc.running():
                 port = free_port(self.settings.host)
