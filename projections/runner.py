@@ -360,8 +360,8 @@ class HistoryProjector:
                 delay = self._apply_backoff.next()
                 self.heartbeat.failed(exc)
                 log.warning("projecting a batch failed (%s); it will be fetched again in %.1fs", describe(exc),
-                            delay, extra={"partition": tp.partition, "offset": records[0].offset,
-                                          "service": self.projector})
+                            delay, exc_info=exc, extra={"partition": tp.partition, "offset": records[0].offset,
+                                                        "service": self.projector})
                 # The consumer has moved past every fetched batch: rewind the ones not applied.
                 for other, other_records in pending[i:]:
                     with contextlib.suppress(Exception):
