@@ -25,6 +25,7 @@ from ledger_processor.store import Fenced, LedgerStore, OffsetGap, OutboxRow, Re
 from ogp.messaging import headers_dict, partition_for
 from ogp.settings import Settings
 from ogp.stack.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS
+from ogp.worker import Backoff, Heartbeat, bounded, describe
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class LedgerProcessor:
     concurrency: int = 4
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     stats: Stats = field(default_factory=Stats)
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
 
     def __post_init__(self) -> None:
         self._owned: dict[int, Owned] = {}
@@ -71,53 +73,134 @@ class LedgerProcessor:
         self._next_sweep = 0.0
         self._policy = Policy(deny_reversal_payment_types=frozenset(
             t.lower() for t in self.settings.midtrans_deny_reversal_payment_types))
+        self._gc_tuned = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Connect to PostgreSQL and Kafka and join the group; raises when one of them is unavailable."""
         s = self.settings
-        self.pool = pool(s.sqlalchemy_url, self.concurrency)
-        await self.pool.open(wait=True, timeout=30)
-        self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True,
-                                         linger_ms=5, max_batch_size=256 * 1024, client_id=f"ledger-{self.owner}")
-        await self.producer.start()
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id, client_id=f"ledger-{self.owner}",
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_batch,
-            fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
-            session_timeout_ms=10000, heartbeat_interval_ms=2000, max_poll_interval_ms=60000,
-        )
-        self.consumer.subscribe([COMMANDS], listener=_Listener(self))
-        # Each record allocates many short-lived objects and no cycles worth hunting: collect gen 0 far
-        # less often, and keep start-up objects out of every collection.
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 20)
-        await self.consumer.start()
+        if self.pool is None:
+            connections = pool(s.sqlalchemy_url, self.concurrency)
+            try:
+                await connections.open(wait=True, timeout=10)
+            except BaseException:
+                await bounded(connections.close(), 5, "closing the database pool")
+                raise
+            self.pool = connections
+        if self.producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True,
+                                        linger_ms=5, max_batch_size=256 * 1024, client_id=f"ledger-{self.owner}",
+                                        # A send to a broker that is gone fails after this (and is retried from
+                                        # the outbox) well before the heartbeat goes stale.
+                                        request_timeout_ms=15000)
+            try:
+                await producer.start()
+            except BaseException:
+                await bounded(producer.stop(), 5, "closing the Kafka producer")
+                raise
+            self.producer = producer
+        if self.consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id, client_id=f"ledger-{self.owner}",
+                enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_batch,
+                fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
+                session_timeout_ms=10000, heartbeat_interval_ms=2000, max_poll_interval_ms=60000,
+            )
+            consumer.subscribe([COMMANDS], listener=_Listener(self))
+            if not self._gc_tuned:
+                # Each record allocates many short-lived objects and no cycles worth hunting: collect gen 0
+                # far less often, and keep start-up objects out of every collection.
+                gc.freeze()
+                gc.set_threshold(50_000, 20, 20)
+                self._gc_tuned = True
+            self.consumer = consumer  # the assignment callback may run inside start() and uses it
+            try:
+                await consumer.start()
+            except BaseException:
+                self.consumer = None
+                await bounded(consumer.stop(), 5, "closing the Kafka consumer")
+                raise
         self._partitions = s.commands_partitions  # replaced by the topic's real count at assignment
         log.info("ledger processor started", extra={"service": self.owner})
 
-    async def stop(self) -> None:
-        """Leave the group (its revoke callback takes the lock), then close the producer and database."""
+    def request_stop(self) -> None:
+        """Ask ``run()`` to finish the batch in hand and return."""
         self._stopping.set()
-        for closer in (self.consumer, self.producer):
+
+    async def stop(self, timeout: float = 15.0) -> bool:
+        """Stop and close everything within ``timeout``; False if some close had to be abandoned."""
+        self.request_stop()
+        return await self.close(timeout)
+
+    async def close(self, timeout: float) -> bool:
+        """Leave the group (its revoke callback takes the lock), then close the producer and database.
+
+        Every close is bounded: one that hangs (leaving the group when the broker does not answer, say)
+        is abandoned, and the answer is False.
+        """
+        deadline = time.monotonic() + timeout
+        clean = True
+        for what, closer in (("the Kafka consumer", self.consumer), ("the Kafka producer", self.producer)):
             if closer is not None:
-                with contextlib.suppress(Exception):
-                    await closer.stop()
-        async with self._lock:
-            if self.pool is not None:
-                with contextlib.suppress(Exception):
-                    await self.pool.close()
+                clean &= await bounded(closer.stop(), max(deadline - time.monotonic(), 0.1), f"closing {what}")
+        self.consumer = self.producer = None
+        if self.pool is not None:
+            pool_, self.pool = self.pool, None
+
+            async def close_pool() -> None:
+                async with self._lock:
+                    await pool_.close(timeout=max(deadline - time.monotonic(), 0.1))
+
+            clean &= await bounded(close_pool(), max(deadline - time.monotonic(), 0.1), "closing the database pool")
+        return clean
 
     async def run(self) -> None:
-        """Consume until stopped."""
-        assert self.consumer is not None
+        """Consume until stopped. A database or Kafka failure never ends it: it is logged, backed off (with a
+        cap), and followed by a resynchronisation from the stored positions before consuming goes on."""
+        backoff = Backoff()
+        failing = False
         while not self._stopping.is_set():
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
-            if batches:
-                async with self._lock:
-                    await asyncio.gather(*(self._process(tp, records) for tp, records in batches.items()
-                                           if tp.partition in self._owned))
-            if time.monotonic() >= self._next_sweep:
-                await self.sweep()
+            self.heartbeat.beat()
+            try:
+                if self.consumer is None or self.producer is None or self.pool is None:
+                    await self.start()
+                if failing:
+                    await self._resync()
+                await self._turn()
+            except Exception as exc:
+                delay = backoff.next()
+                self.heartbeat.failed(exc)
+                log.warning("ledger processor: %s; retrying in %.1fs", describe(exc), delay,
+                            exc_info=exc if not failing else None)
+                failing = True
+                await self._pause(delay)
+                continue
+            if failing:
+                failing = False
+                backoff.reset()
+                self.heartbeat.recovered()
+                log.info("ledger processor recovered: consuming again")
+
+    async def _turn(self) -> None:
+        """One turn of the loop: fetch, then apply each owned partition's batch. Periodic work belongs here
+        too, so that it shares the loop's heartbeat and its retry."""
+        if time.monotonic() >= self._next_sweep:
+            await self.sweep()
+        batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+        if not batches:
+            return
+        if self.settings.fault == "hang_before_batch":
+            # The health test: the loop stops moving (until asked to stop) while /health still answers.
+            log.warning("fault injection: hanging before a batch")
+            await self._stopping.wait()
+            return
+        async with self._lock:
+            results = await asyncio.gather(*(self._process(tp, records) for tp, records in batches.items()
+                                             if tp.partition in self._owned), return_exceptions=True)
+        # Every partition's batch has finished (or failed) before a failure is raised: none is still writing.
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def sweep(self) -> None:
         """Each owned partition's periodic work: settle timed-out transfer sagas, prune the published outbox."""
@@ -138,37 +221,73 @@ class LedgerProcessor:
                                  extra={"partition": partition})
                         await self._publish(store, partition, result.outbox)
 
+    async def _resync(self) -> None:
+        """After a failure: publish what each owned partition's outbox still holds, and seek every owned
+        partition back to our last applied position (batches that failed were consumed but not applied).
+
+        Seeking to our own last position is safe: the database position (ledger_partitions.next_offset)
+        is the truth, and apply_batch skips what it already holds and seeks forward on a gap. Ownership is
+        not claimed again: if another owner took a partition meanwhile, our next batch is fenced.
+        """
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.check(), 5)  # drop connections that died with the server
+        async with self._lock:
+            assignment = self.consumer.assignment()
+            for partition, owned in sorted(self._owned.items()):
+                tp = TopicPartition(COMMANDS, partition)
+                async with self.store() as store:
+                    leftovers = await store.unpublished(partition)
+                    if leftovers:
+                        await self._publish(store, partition, leftovers)
+                if tp in assignment:
+                    self.consumer.seek(tp, owned.next_offset)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
     # -- ownership -------------------------------------------------------------------------------------
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:
             # Route saga follow-ups exactly as the producers' partitioner does: by the topic's real count.
             self._partitions = len(self.consumer.partitions_for_topic(COMMANDS) or ()) or self._partitions
             for tp in sorted(partitions, key=lambda t: t.partition):
-                epoch, next_offset = await self._claim(tp.partition)
-                self._owned[tp.partition] = Owned(epoch, next_offset)
-                # Whatever a crash left in the outbox goes out before anything newer.
-                async with self.store() as store:
-                    leftovers = await store.unpublished(tp.partition)
-                    if leftovers:
-                        await self._publish(store, tp.partition, leftovers)
-                    log.info("published outbox leftovers", extra={"partition": tp.partition})
-                self.consumer.seek(tp, next_offset)
-                self.consumer.resume(tp)
-                log.info("partition claimed", extra={"partition": tp.partition, "offset": next_offset})
+                backoff = Backoff()
+                while not self._stopping.is_set():
+                    self.heartbeat.beat()
+                    try:
+                        await self._take(tp)
+                        break
+                    except Exception as exc:
+                        # A lock behind a stalled old owner, or the database or broker down: retry until it
+                        # works (the coordinator waits for us; the loop's heartbeat keeps beating here).
+                        delay = backoff.next()
+                        self.heartbeat.failed(exc)
+                        log.warning("taking partition %s: %s; retrying in %.1fs", tp.partition, describe(exc),
+                                    delay, extra={"partition": tp.partition})
+                        await self._pause(delay)
+
+    async def _take(self, tp: TopicPartition) -> None:
+        """Claim ``tp`` (fencing older owners), publish its outbox leftovers, and seek to its stored position."""
+        async with self.store() as store:
+            epoch, next_offset = await store.claim(tp.partition, self.owner)
+        self._owned[tp.partition] = Owned(epoch, next_offset)
+        # Whatever a crash left in the outbox goes out before anything newer.
+        async with self.store() as store:
+            leftovers = await store.unpublished(tp.partition)
+            if leftovers:
+                await self._publish(store, tp.partition, leftovers)
+            log.info("published outbox leftovers", extra={"partition": tp.partition})
+        self.consumer.seek(tp, next_offset)
+        self.consumer.resume(tp)
+        log.info("partition claimed", extra={"partition": tp.partition, "offset": next_offset})
 
     @contextlib.asynccontextmanager
     async def store(self):
-        async with self.pool.connection() as conn:
+        # A short wait: with the database down the loop fails fast, backs off and retries (and its
+        # heartbeat keeps beating) instead of hanging on the pool.
+        async with self.pool.connection(timeout=5) as conn:
             yield LedgerStore(conn, COMMANDS, LEDGER_EVENTS, DEAD_LETTER, policy=self._policy)
-
-    async def _claim(self, partition: int) -> tuple[int, int]:
-        while True:
-            try:
-                async with self.store() as store:
-                    return await store.claim(partition, self.owner)
-            except Exception as exc:  # lock timeout behind a stalled old owner: retry until it is gone
-                log.warning("claim of partition %s waiting: %s", partition, exc.__class__.__name__)
-                await asyncio.sleep(0.5)
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:

@@ -158,6 +158,9 @@ def up() -> None:
         runner.start(service)
         console.print(f"  {service.name:<16} {service.url or '(worker)'}"
                       + (f"   docs {service.url}/docs" if service.url else ""))
+    # Last, so it never races the start-up above: from now on a dead or stuck service is restarted.
+    runner.start_supervisor()
+    console.print(f"  {'supervisor':<16} restarts a dead or stuck service (log: ogp logs supervisor)")
     if creds is not None:
         from ogp.demo import fund_demo_users
 
@@ -184,6 +187,9 @@ def down() -> None:
     runner = _runner()
     from ogp.stack.services import services
 
+    # First, or it would start again what is being stopped.
+    if runner.stop_supervisor():
+        console.print("  supervisor stopped")
     for service in reversed(services(get_settings())):
         if runner.stop(service):
             console.print(f"  {service.name} stopped")
@@ -193,13 +199,54 @@ def down() -> None:
 @app.command()
 @friendly
 def status() -> None:
-    """What runs where, and whether it is healthy (services are probed on /ready)."""
+    """What runs where, and whether it is healthy (APIs probed on /ready, workers on their /health)."""
     stack_rows = _stack().status()
     service_rows = _runner().status()
     console.print(_status_table("infrastructure", stack_rows))
     console.print(_status_table("services", service_rows))
     if any(r.state != "healthy" for r in [*stack_rows, *service_rows]):
         raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def restart(name: Annotated[str, typer.Argument(help="a service, the supervisor, or kafka, postgres, redis")]) -> None:
+    """Restart one component (and only it): a service waits until its /health answers again."""
+    stack = _stack()
+    runner = _runner()
+    components = {"kafka": stack.kafka, "postgres": stack.postgres, "redis": stack.redis}
+    if name in components:
+        component = components[name]
+        component.stop()
+        component.start()
+        pid = component.process.pid()
+    elif name == "supervisor":
+        runner.stop_supervisor()
+        pid = runner.start_supervisor()
+    else:
+        service = runner.get(name)
+        runner.restart(service)
+        pid = runner.process(service).pid()
+    console.print(f"  {name} restarted (pid {pid})")
+
+
+@app.command()
+def supervise(
+    interval: Annotated[float, typer.Option(help="seconds between checks")] = 2.0,
+    unhealthy_after: Annotated[float, typer.Option(help="restart a service unhealthy for this long")] = 6.0,
+) -> None:
+    """Restart dead or stuck services until SIGTERM (`ogp up` runs this in the background)."""
+    import signal
+    import threading
+
+    from ogp.logs import configure_logging
+    from ogp.stack.supervisor import Supervisor
+
+    configure_logging("supervisor")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Supervisor(_runner(), interval=interval, unhealthy_after=unhealthy_after).run(stop)
 
 
 @app.command()
@@ -211,8 +258,10 @@ def logs(
 ) -> None:
     """Tail a service's or a stack component's log."""
     stack = _stack()
-    components = {"kafka": stack.kafka.process, "postgres": stack.postgres.process, "redis": stack.redis.process}
-    proc = components.get(service) or _runner().process(_runner().get(service))
+    runner = _runner()
+    components = {"kafka": stack.kafka.process, "postgres": stack.postgres.process, "redis": stack.redis.process,
+                  "supervisor": runner.supervisor()}
+    proc = components.get(service) or runner.process(runner.get(service))
     if not proc.log_file.exists():
         raise StackError(f"no log yet for {service} ({proc.log_file})")
     cmd = ["tail", "-n", str(lines), *(["-F"] if follow else []), str(proc.log_file)]

@@ -114,8 +114,17 @@ class Settings(BaseSettings):
     # Published outbox rows are kept this long (for operators), then pruned.
     outbox_retention_hours: float = Field(default=72.0, ge=0)
 
+    # --- Workers (ledger processor, projectors): liveness and shutdown (ogp/worker.py) ---
+    # The port a worker serves GET /health on; unset, none. `ogp up` gives each worker a free one.
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    health_host: str = "127.0.0.1"  # 0.0.0.0 in a pod, where the kubelet probes it
+    # /health turns 503 once the worker's loop has not moved for this long (a retry counts as moving).
+    health_stale_seconds: float = Field(default=30.0, gt=0)
+    # After SIGTERM a worker closes within this; a close that hangs longer is abandoned (exit code 1).
+    shutdown_timeout_seconds: float = Field(default=15.0, gt=0)
+
     # Fault injection for the crash tests (never in production): see ledger_processor/runner.py.
-    fault: Literal["crash_after_commit", "sigstop_before_batch"] | None = None
+    fault: Literal["crash_after_commit", "sigstop_before_batch", "hang_before_batch"] | None = None
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_development(self) -> "Settings":

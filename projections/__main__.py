@@ -1,4 +1,4 @@
-"""``python -m projections``: run the history projector until SIGTERM or SIGINT.
+"""``python -m projections``: run the history projector until SIGTERM or SIGINT (with /health, see ogp/worker.py).
 
 ``python -m projections rebuild`` instead empties the projection and replays the ledger events once.
 """
@@ -6,29 +6,20 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
 from ogp.logs import configure_logging
 from ogp.settings import get_settings
+from ogp.worker import run_worker
 from projections.runner import HistoryProjector, rebuild
 
 
-async def run() -> None:
-    """Project ledger events into historical_transactions; a signal finishes the batch in hand and stops."""
-    projector = HistoryProjector(get_settings())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, projector.stop)
-    await projector.run()
-
-
 def main(argv: list[str]) -> int:
-    configure_logging("projector")
     if argv == ["rebuild"]:
+        configure_logging("projector")
         asyncio.run(rebuild(get_settings()))
     elif not argv:
-        asyncio.run(run())
+        run_worker("projector", lambda settings, heartbeat: HistoryProjector(settings, heartbeat=heartbeat))
     else:
         print("usage: python -m projections [rebuild]", file=sys.stderr)
         return 2

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.clients import async_engine
 from ogp.db.tables import api_access_logs
-from ogp.settings import Settings, get_settings
+from ogp.settings import Settings
 from ogp.stack.topics import ACCESS_LOGS
+from ogp.worker import Backoff, Heartbeat, bounded, describe, run_worker
 from schemas.access_logs import AccessLogged
 from schemas.base import UnknownMessage, decode
 
@@ -99,21 +99,53 @@ async def write_rows(engine: AsyncEngine, rows: list[dict], stats: AccessLogStat
 
 
 class AccessLogProjector:
-    """Consumes access-log events into ``api_access_logs`` until ``stop()``."""
+    """Consumes access-log events into ``api_access_logs`` until ``stop()``.
+
+    A failure that escapes the loop (the broker gone, a consumer in a bad state) never ends it: it is
+    logged and backed off, and a new consumer resumes from Kafka's committed offsets.
+    """
 
     def __init__(self, settings: Settings, *, group_id: str = GROUP_ID, topic: str = ACCESS_LOGS,
-                 engine: AsyncEngine | None = None):
+                 engine: AsyncEngine | None = None, heartbeat: Heartbeat | None = None):
         self.settings, self.group_id, self.topic = settings, group_id, topic
+        self.heartbeat = heartbeat or Heartbeat(settings.health_stale_seconds)
         self.stats = AccessLogStats()
         self._engine, self._owns_engine = engine, engine is None
         self._stopping = asyncio.Event()
+        self._closed_cleanly = True
 
     def stop(self) -> None:
         self._stopping.set()
 
+    def request_stop(self) -> None:
+        """The worker protocol's name for ``stop()`` (ogp/worker.py)."""
+        self.stop()
+
+    async def close(self, timeout: float) -> bool:
+        """Nothing stays open once ``run()`` has returned; False if closing its consumer was abandoned."""
+        return self._closed_cleanly
+
     async def run(self) -> None:
         if self._engine is None:
             self._engine = async_engine(self.settings.sqlalchemy_url, pool_size=2, max_overflow=2)
+        backoff = Backoff(cap=10.0)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._consume()
+                except Exception as exc:
+                    delay = backoff.next()
+                    self.heartbeat.failed(exc)
+                    log.warning("access-log projector: %s; retrying in %.1fs with a new consumer", describe(exc),
+                                delay, exc_info=exc)
+                    await self._sleep(delay)
+        finally:
+            if self._owns_engine:
+                await self._engine.dispose()
+            log.info("access-log projector stopped: %s", self.stats)
+
+    async def _consume(self) -> None:
+        """One consumer's life: start, project until stopped; closed (bounded) on the way out."""
         consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=self.settings.kafka_bootstrap,
                                     group_id=self.group_id, client_id=f"ogp-{self.group_id}",
                                     enable_auto_commit=False, auto_offset_reset="earliest")
@@ -124,48 +156,52 @@ class AccessLogProjector:
                     await consumer.start()
                     break
                 except KafkaError as exc:
+                    self.heartbeat.failed(exc)
                     log.warning("kafka not reachable yet (%s); retrying", exc.__class__.__name__)
-                    await asyncio.sleep(delay)
+                    await self._sleep(delay)
                     delay = min(delay * 2, 10.0)
             log.info("access-log projector consuming %s as %s", self.topic, self.group_id)
             while not self._stopping.is_set():
+                self.heartbeat.beat()
                 batches = await consumer.getmany(timeout_ms=500, max_records=MAX_BATCH)
                 if not batches:
                     continue
                 rows = [row for records in batches.values() for row in decode_rows(records, self.stats)]
-                await self._write_until_done(rows)
+                if not await self._write_until_done(rows):
+                    return  # stopping with the database down: nothing committed, the batch comes again
                 # After the database commit: a crash before this line redelivers, and duplicates are no-ops.
                 with contextlib.suppress(KafkaError):
                     await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
         finally:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-            if self._owns_engine:
-                await self._engine.dispose()
-            log.info("access-log projector stopped: %s", self.stats)
+            # Leaving the group waits on the broker: one that does not answer must not hold us.
+            self._closed_cleanly &= await bounded(consumer.stop(), self.settings.shutdown_timeout_seconds,
+                                                  "closing the access-log projector's consumer")
 
-    async def _write_until_done(self, rows: list[dict]) -> None:
+    async def _write_until_done(self, rows: list[dict]) -> bool:
+        """Write ``rows``, retrying while the database is down; False if asked to stop before it worked."""
         delay = 0.5
         while True:
             try:
                 await write_rows(self._engine, rows, self.stats)
-                return
-            except Exception:  # database down: keep the batch (offsets are not committed) and retry
-                log.exception("writing access logs failed; retrying")
-                await asyncio.sleep(delay)
+                return True
+            except Exception as exc:  # database down: keep the batch (offsets are not committed) and retry
+                self.heartbeat.failed(exc)
+                log.warning("writing access logs failed (%s); retrying in %.1fs", describe(exc), delay)
+                await self._sleep(delay)
+                if self._stopping.is_set():
+                    return False
                 delay = min(delay * 2, 10.0)
 
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
-async def main(settings: Settings | None = None) -> None:
-    from ogp.logs import configure_logging
 
-    configure_logging("projector-access-logs")
-    projector = AccessLogProjector(settings or get_settings())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, projector.stop)
-    await projector.run()
+def main() -> None:
+    """``python -m projections.access_logs``: run the access-log projector until SIGTERM or SIGINT."""
+    run_worker("projector-access-logs",
+               lambda settings, heartbeat: AccessLogProjector(settings, heartbeat=heartbeat))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

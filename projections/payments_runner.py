@@ -19,6 +19,7 @@ from ogp.db.tables import midtrans_orders, payments
 from ogp.db.tables import projection_positions as pp
 from ogp.settings import Settings
 from ogp.stack.topics import LEDGER_EVENTS
+from ogp.worker import Heartbeat, run_worker
 from projections.payments import project, row_from_event
 from projections.runner import HistoryProjector, ProjectionStats
 from schemas.base import UnknownMessage, decode
@@ -90,28 +91,13 @@ class PaymentsProjector(HistoryProjector):
     apply_batch = staticmethod(apply_batch)
 
     def __init__(self, settings: Settings, group_id: str = "projector-payments", *, topic: str = LEDGER_EVENTS,
-                 engine: AsyncEngine | None = None):
-        super().__init__(settings, group_id, topic=topic, engine=engine)
+                 engine: AsyncEngine | None = None, heartbeat: Heartbeat | None = None):
+        super().__init__(settings, group_id, topic=topic, engine=engine, heartbeat=heartbeat)
 
 
 def main() -> None:
     """``python -m projections.payments_runner``: run the payments projector until SIGTERM or SIGINT."""
-    import asyncio
-    import signal
-
-    from ogp.logs import configure_logging
-    from ogp.settings import get_settings
-
-    configure_logging("projector-payments")
-
-    async def run() -> None:
-        projector = PaymentsProjector(get_settings())
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, projector.stop)
-        await projector.run()
-
-    asyncio.run(run())
+    run_worker("projector-payments", lambda settings, heartbeat: PaymentsProjector(settings, heartbeat=heartbeat))
 
 
 if __name__ == "__main__":

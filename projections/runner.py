@@ -28,6 +28,7 @@ from ogp.db.tables import historical_transactions as ht
 from ogp.db.tables import projection_positions as pp
 from ogp.settings import Settings
 from ogp.stack.topics import LEDGER_EVENTS, describe_partitions
+from ogp.worker import Backoff, Heartbeat, bounded, describe
 from projections.history import project
 from schemas.base import UnknownMessage, decode
 from schemas.events import TransactionRecorded
@@ -206,8 +207,9 @@ class HistoryProjector:
     apply_batch = staticmethod(apply_batch)
 
     def __init__(self, settings: Settings, group_id: str = "projector-history", *, topic: str = LEDGER_EVENTS,
-                 engine: AsyncEngine | None = None):
+                 engine: AsyncEngine | None = None, heartbeat: Heartbeat | None = None):
         self.settings = settings
+        self.heartbeat = heartbeat or Heartbeat(settings.health_stale_seconds)
         self.group_id = group_id
         self.topic = topic
         self.stats = ProjectionStats()
@@ -220,15 +222,47 @@ class HistoryProjector:
         # so those records come again from the right place instead of being applied twice.
         self._rebalance_lock = asyncio.Lock()
         self._generation = 0
+        self._apply_backoff = Backoff(cap=_RETRY_MAX_SECONDS)
+        self._closed_cleanly = True
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the batch in hand and return."""
         self._stopping.set()
 
+    def request_stop(self) -> None:
+        """The worker protocol's name for ``stop()`` (ogp/worker.py)."""
+        self.stop()
+
+    async def close(self, timeout: float) -> bool:
+        """Nothing stays open once ``run()`` has returned; False if closing its consumer was abandoned."""
+        return self._closed_cleanly
+
     async def run(self) -> None:
-        """Consume and project until stopped (or cancelled: an open transaction then rolls back)."""
+        """Consume and project until stopped (or cancelled: an open transaction then rolls back).
+
+        A failure that escapes the loop (the broker gone, a consumer in a bad state) never ends it: it is
+        logged and backed off, and a new consumer resumes from the positions stored in PostgreSQL.
+        """
         if self._engine is None:
             self._engine = async_engine(self.settings.sqlalchemy_url, pool_size=2, max_overflow=2)
+        backoff = Backoff(cap=_RETRY_MAX_SECONDS)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._consume()
+                except Exception as exc:
+                    delay = backoff.next()
+                    self.heartbeat.failed(exc)
+                    log.warning("%s projector: %s; retrying in %.1fs with a new consumer", self.projector,
+                                describe(exc), delay, exc_info=exc)
+                    await self._sleep(delay)
+        finally:
+            if self._owns_engine:
+                await self._engine.dispose()
+            log.info("%s projector stopped: %s", self.projector, asdict(self.stats))
+
+    async def _consume(self) -> None:
+        """One consumer's life: start, subscribe, project until stopped; closed (bounded) on the way out."""
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=self.group_id,
@@ -242,18 +276,17 @@ class HistoryProjector:
             if self._stopping.is_set():
                 return
             self._consumer.subscribe([self.topic], listener=_SeekToStoredPositions(self))
-            log.info("history projector consuming %s as %s", self.topic, self.group_id)
+            log.info("%s projector consuming %s as %s", self.projector, self.topic, self.group_id)
             while not self._stopping.is_set():
+                self.heartbeat.beat()
                 generation = self._generation
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=MAX_BATCH)
                 if batches and not self._stopping.is_set():
                     await self._apply(batches, generation)
         finally:
-            with contextlib.suppress(Exception):
-                await self._consumer.stop()
-            if self._owns_engine:
-                await self._engine.dispose()
-            log.info("history projector stopped: %s", asdict(self.stats))
+            # Leaving the group waits on the broker: one that does not answer must not hold us.
+            self._closed_cleanly &= await bounded(self._consumer.stop(), self.settings.shutdown_timeout_seconds,
+                                                  f"closing the {self.projector} projector's consumer")
 
     async def _start_consumer(self) -> None:
         delay = 0.5
@@ -262,6 +295,7 @@ class HistoryProjector:
                 await self._consumer.start()
                 return
             except KafkaError as exc:
+                self.heartbeat.failed(exc)
                 log.warning("kafka not reachable yet (%s); retrying", exc.__class__.__name__)
                 await self._sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_SECONDS)
@@ -279,8 +313,9 @@ class HistoryProjector:
             try:
                 positions = await stored_positions(self._engine, self.topic, self.projector)
                 break
-            except Exception:
+            except Exception as exc:
                 # Without the stored position we must not consume at all (Kafka's offset may be ahead).
+                self.heartbeat.failed(exc)
                 log.exception("cannot read projection positions; retrying")
                 if self._stopping.is_set():
                     return
@@ -320,15 +355,18 @@ class HistoryProjector:
         for i, (tp, records) in enumerate(pending):
             try:
                 done[tp] = await self.apply_batch(self._engine, tp.topic, tp.partition, records, self.stats)
-            except Exception:
-                log.exception("projecting a batch failed; it will be fetched again",
-                              extra={"partition": tp.partition, "offset": records[0].offset,
-                                     "service": self.projector})
+                self._apply_backoff.reset()
+            except Exception as exc:
+                delay = self._apply_backoff.next()
+                self.heartbeat.failed(exc)
+                log.warning("projecting a batch failed (%s); it will be fetched again in %.1fs", describe(exc),
+                            delay, exc_info=exc, extra={"partition": tp.partition, "offset": records[0].offset,
+                                                        "service": self.projector})
                 # The consumer has moved past every fetched batch: rewind the ones not applied.
                 for other, other_records in pending[i:]:
                     with contextlib.suppress(Exception):
                         self._consumer.seek(other, other_records[0].offset)
-                await self._sleep(1.0)
+                await self._sleep(delay)
                 break
         return done
 

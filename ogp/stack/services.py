@@ -1,15 +1,26 @@
-"""The project's own services, run in the background under pid files (never found by name)."""
+"""The project's own services, run in the background under pid files (never found by name).
+
+Every service answers GET /health: the APIs on their port, each worker on a free port ``ogp`` picks at
+each start (``OGP_HEALTH_PORT``, remembered next to its pid file). Starting, stopping and restarting a
+service hold its lock file, so ``ogp restart`` and the supervisor (``ogp supervise``) never start it twice.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 
 from ogp.settings import Settings
 from ogp.stack.local import ComponentStatus
-from ogp.stack.process import ManagedProcess, StackError, wait_until
+from ogp.stack.process import ManagedProcess, StackError, free_port, wait_until
+
+SUPERVISOR = "supervisor"
 
 
 @dataclass(frozen=True)
@@ -19,8 +30,10 @@ class Service:
     url: str | None = None  # HTTP services: base URL; /health and the readiness path are probed
     ready_path: str = "/ready"
 
-    def health_url(self) -> str | None:
-        return f"{self.url}/health" if self.url else None
+    @property
+    def is_worker(self) -> bool:
+        """A worker serves only /health, on a port of its own."""
+        return self.url is None
 
 
 def services(settings: Settings) -> list[Service]:
@@ -53,6 +66,7 @@ class ServiceRunner:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.run_dir = settings.state_dir / "services"
+        self._held: set[str] = set()  # locks this process holds (re-entered, not taken twice)
 
     def process(self, service: Service) -> ManagedProcess:
         return ManagedProcess(service.name, self.run_dir)
@@ -63,36 +77,109 @@ class ServiceRunner:
                 return service
         raise StackError(f"unknown service {name!r}; known: {', '.join(s.name for s in services(self.settings))}")
 
-    def start(self, service: Service, timeout: float = 60) -> None:
-        proc = self.process(service)
-        if proc.running() and self._healthy(service):
-            return
-        proc.start(service.argv)
-        if service.health_url():
-            wait_until(lambda: self._healthy(service), timeout, service.name, log=proc)
-        else:
-            # A worker is up when it is still running after its start-up (a crash shows in its log).
-            import time
+    # -- health ------------------------------------------------------------------------------------------
+    def _port_file(self, service: Service):
+        return self.run_dir / f"{service.name}.port"
 
-            time.sleep(1.5)
-            if not proc.running():
-                raise StackError(f"{service.name} exited at start; log {proc.log_file}:\n{proc.tail()}")
-
-    def stop(self, service: Service) -> bool:
-        return self.process(service).stop(timeout=20)
-
-    def _healthy(self, service: Service, path: str = "/health") -> bool:
-        if not service.url:
-            return self.process(service).running()
+    def health_url(self, service: Service) -> str | None:
+        """Where the service answers GET /health (None: a worker that was never started here)."""
+        if service.url:
+            return f"{service.url}/health"
         try:
-            return httpx.get(f"{service.url}{path}", timeout=2).status_code == 200
+            port = int(self._port_file(service).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return f"http://{self.settings.host}:{port}/health"
+
+    def healthy(self, service: Service, path: str = "/health") -> bool:
+        """The service answers 200 on ``path`` within 2 s (a frozen or stuck one does not)."""
+        url = f"{service.url}{path}" if service.url else self.health_url(service)
+        if url is None:
+            return False
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
+    # -- start, stop, restart ----------------------------------------------------------------------------
+    @contextmanager
+    def locked(self, service: Service, wait: bool = True) -> Iterator[bool]:
+        """Hold ``service``'s lock file; with ``wait=False`` yields False at once if another process holds it."""
+        if service.name in self._held:
+            yield True
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / f"{service.name}.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            self._held.add(service.name)
+            try:
+                yield True
+            finally:
+                self._held.discard(service.name)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def start(self, service: Service, timeout: float = 60, wait: bool = True) -> None:
+        """Start ``service`` unless it runs and is healthy; with ``wait``, until its /health answers."""
+        with self.locked(service):
+            proc = self.process(service)
+            if proc.running() and self.healthy(service):
+                return
+            if service.is_worker and proc.running() and self.health_url(service) is None:
+                proc.stop(timeout=20)  # started without a health port (an older `ogp up`): cannot be probed
+            env = {}
+            if service.is_worker and not proc.running():
+                port = free_port(self.settings.host)
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._port_file(service).write_text(str(port))
+                env = {"OGP_HEALTH_PORT": str(port), "OGP_HEALTH_HOST": self.settings.host}
+            proc.start(service.argv, env=env)
+            if wait:
+                wait_until(lambda: self.healthy(service), timeout, service.name, log=proc)
+
+    def stop(self, service: Service, kill: bool = False) -> bool:
+        """SIGTERM (then SIGKILL after 20 s), or SIGKILL at once with ``kill`` (a frozen process ignores
+        SIGTERM until it is thawed). True if something was stopped."""
+        with self.locked(service):
+            proc = self.process(service)
+            stopped = proc.stop(timeout=5, sig=signal.SIGKILL) if kill else proc.stop(timeout=20)
+            self._port_file(service).unlink(missing_ok=True)
+            return stopped
+
+    def restart(self, service: Service, kill: bool = False, timeout: float = 60, wait: bool = True) -> None:
+        """Stop ``service`` (see ``stop``) and start it again, under one hold of its lock."""
+        with self.locked(service):
+            self.stop(service, kill)
+            self.start(service, timeout, wait)
+
+    # -- the supervisor ----------------------------------------------------------------------------------
+    def supervisor(self) -> ManagedProcess:
+        return ManagedProcess(SUPERVISOR, self.run_dir)
+
+    def start_supervisor(self) -> int:
+        """Run ``ogp supervise`` in the background (once); returns its pid."""
+        return self.supervisor().start([sys.executable, "-m", "ogp.cli", "supervise"])
+
+    def stop_supervisor(self) -> bool:
+        return self.supervisor().stop(timeout=20)
+
+    # -- status ------------------------------------------------------------------------------------------
     def status(self) -> list[ComponentStatus]:
+        """Each service (APIs probed on their readiness path, workers on /health) and the supervisor."""
         out = []
         for service in services(self.settings):
             pid = self.process(service).pid()
-            healthy = pid is not None and self._healthy(service, service.ready_path)
-            out.append(ComponentStatus(service.name, service.url or "-", pid, healthy))
+            if service.is_worker:
+                url = self.health_url(service)
+                where = url.removeprefix("http://") if url else "-"
+                healthy = pid is not None and self.healthy(service)
+            else:
+                where = service.url
+                healthy = pid is not None and self.healthy(service, service.ready_path)
+            out.append(ComponentStatus(service.name, where, pid, healthy))
+        pid = self.supervisor().pid()
+        out.append(ComponentStatus(SUPERVISOR, "-", pid, pid is not None))
         return out

@@ -1,0 +1,333 @@
+"""Workers heal: kill -9 of PostgreSQL and of the broker under load, a stuck loop, a shutdown that would hang.
+
+Everything here runs against a PostgreSQL and a Kafka broker of this module's own, so they can be killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import create_engine, text
+
+from ledger_processor.audit import audit
+from ogp.db.migrate import upgrade
+from ogp.settings import Settings, get_settings
+from ogp.stack.kafka import KafkaBroker
+from ogp.stack.postgres import PostgresServer
+from ogp.stack.process import free_port, port_open
+from ogp.stack.topics import ACCESS_LOGS, COMMANDS, LEDGER_EVENTS
+from ogp.testing.ledger import caught_up, create_accounts, end_offsets, funding, produce, recreate_topics
+from ogp.testing.processes import Worker, worker_env
+from schemas.access_logs import AccessLogged
+from schemas.base import encode
+from schemas.commands import RequestPayment, RequestTransfer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+D = Decimal
+POSTGRES_KILLS = 3
+
+
+class Killable:
+    """A PostgreSQL and a Kafka broker of our own: kill -9 either (its whole process group) and start it again."""
+
+    def __init__(self, base: Path):
+        s = get_settings()
+        self.postgres = PostgresServer(base / "pg", free_port(), "ogp", "recovery-test", "ogp_recovery")
+        self.kafka = KafkaBroker(base / "kafka", free_port(), free_port(), s.kafka_version, s.kafka_cache_dir)
+
+    def start(self) -> None:
+        self.postgres.start()
+        self.kafka.start()
+
+    @staticmethod
+    def kill9(server) -> None:
+        server.process.stop(timeout=0, sig=signal.SIGKILL)
+        # A JVM's leader thread is a zombie before its other threads (and its sockets) are gone.
+        wait_for(lambda: not port_open("127.0.0.1", server.port), 30, "the killed server's port should close")
+
+    def stop(self) -> None:
+        for server in (self.kafka, self.postgres):
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def killable():
+    if os.environ.get("OGP_TEST_KAFKA_BOOTSTRAP") or os.environ.get("OGP_TEST_DATABASE_URL"):
+        pytest.skip("these tests kill their own servers; not with external infrastructure")
+    base = Path(tempfile.mkdtemp(prefix="ogp-recovery-"))
+    os.chmod(base, 0o755)
+    stack = Killable(base)
+    stack.start()
+    yield stack
+    stack.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def env(killable):
+    """A fresh database and fresh topics on the killable servers, and a folder for the workers' pid files."""
+    killable.start()  # a test before may have left one down
+    name = f"recovery_{uuid.uuid4().hex[:8]}"
+    killable.postgres.create_database(name)
+    db = f"postgresql+psycopg://ogp:recovery-test@127.0.0.1:{killable.postgres.port}/{name}"
+    upgrade(db)
+    settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=killable.kafka.bootstrap)
+    asyncio.run(recreate_topics(settings.kafka_bootstrap, settings))
+    run_dir = Path(tempfile.mkdtemp(prefix="ogp-recovery-workers-"))
+    workers: list[Worker] = []
+
+    def worker(module: str, name: str, **extra) -> Worker:
+        w = Worker(module, name, run_dir, settings, **extra)
+        workers.append(w)
+        return w
+
+    yield settings, worker
+    for w in workers:
+        pid = w.process.pid()
+        if pid and w.state() == "T":
+            os.kill(pid, signal.SIGCONT)
+        w.stop()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+class Load(threading.Thread):
+    """Payments and transfers appended with acks=all until stopped; a broker outage only pauses it."""
+
+    def __init__(self, bootstrap: str, accounts: list[tuple[int, str]]):
+        super().__init__(name="load", daemon=True)
+        self.bootstrap, self.accounts = bootstrap, accounts
+        self.rng = random.Random(7)
+        self.accepted: list[str] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        while not self.stop_event.is_set():
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                                        request_timeout_ms=5000)
+            try:
+                await producer.start()
+                while not self.stop_event.is_set():
+                    await self._append_one(producer)
+            except Exception:  # the broker is down: only acknowledged commands count, try again shortly
+                await asyncio.sleep(0.5)
+            finally:
+                await asyncio.wait_for(producer.stop(), 10)
+
+    async def _append_one(self, producer: AIOKafkaProducer) -> None:
+        user, account = self.rng.choice(self.accounts)
+        tx, amount, now = str(uuid.uuid4()), D(self.rng.randint(100, 9000)) / 100, datetime.now(UTC)
+        if self.rng.random() < 0.5:
+            command = RequestPayment(account_id=account, requested_at=now, transaction_id=tx, user_id=user,
+                                     amount=amount, merchant_reference="recovery")
+        else:
+            command = RequestTransfer(account_id=account, requested_at=now, transaction_id=tx, user_id=user,
+                                      to_account_id=self.rng.choice(self.accounts)[1], amount=amount)
+        await producer.send_and_wait(COMMANDS, key=account.encode(), value=encode(command))
+        self.accepted.append(tx)
+        await asyncio.sleep(self.rng.uniform(0, 0.02))
+
+
+def scalar(db: str, sql: str, **params):
+    engine = create_engine(db, pool_pre_ping=True)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql), params).scalar()
+    finally:
+        engine.dispose()
+
+
+def wait_for(predicate, timeout: float, what: str, detail=lambda: "", interval: float = 0.3) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` and ``detail()`` (a log tail, say) at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except Exception:  # a server we just restarted may refuse a moment longer
+            pass
+        assert time.monotonic() < deadline, f"{what}\n{detail()}"
+        time.sleep(interval)
+
+
+def applied(db: str) -> int:
+    return scalar(db, "SELECT count(*) FROM ledger_transactions")
+
+
+def log_since(worker: Worker, mark: int) -> str:
+    return worker.log()[mark:]
+
+
+def projector_caught_up(db: str, bootstrap: str, projector: str, timeout: float = 120) -> None:
+    def done() -> bool:
+        ends = asyncio.run(end_offsets(bootstrap, LEDGER_EVENTS))
+        engine = create_engine(db)
+        try:
+            with engine.connect() as conn:
+                stored = dict(conn.execute(text(
+                    "SELECT partition, next_offset FROM projection_positions WHERE topic = :t AND projector = :p"),
+                    {"t": LEDGER_EVENTS, "p": projector}).all())
+        finally:
+            engine.dispose()
+        return all(stored.get(p, 0) >= end for p, end in ends.items())
+
+    wait_for(done, timeout, f"the {projector} projector should catch up with the ledger events")
+
+
+def access_logs(db: str, n: int) -> list[tuple[str, bytes]]:
+    """``n`` access-log events of a partner key created here (the table refers to the key)."""
+    service, key = str(uuid.uuid4()), str(uuid.uuid4())
+    engine = create_engine(db)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO external_services (id, company, contact_email) VALUES (:id, :c, 'p@x.test')"),
+                     {"id": service, "c": f"partner-{service[:8]}"})
+        conn.execute(text("INSERT INTO api_keys (id, external_service_id, key_name, key_prefix, key_hash) "
+                          "VALUES (:id, :s, 'recovery', :p, :h)"), {"id": key, "s": service, "p": key[:8], "h": "0" * 64})
+    engine.dispose()
+    now = datetime.now(UTC)
+    return [(key, encode(AccessLogged(event_id=str(uuid.uuid4()), api_key_id=key, external_service_id=service,
+                                      endpoint="/partner/transactions", http_method="GET", response_status=200,
+                                      occurred_at=now))) for _ in range(n)]
+
+
+def test_the_same_workers_resume_after_postgres_and_kafka_are_killed_under_load(env, killable):
+    settings, worker = env
+    db, kafka = settings.database_url, settings.kafka_bootstrap
+    accounts = create_accounts(db, 20, prefix="heal")
+    funded = [c for u, a in accounts for c in funding(u, a, D("100000.00"))]
+    asyncio.run(produce(kafka, funded))
+    processor = worker("ledger_processor", "processor")
+    history = worker("projections", "projector-history")
+    access = worker("projections.access_logs", "projector-access-logs")
+    for w in (processor, history, access):
+        w.start()
+    pids = {w.process.name: w.process.pid() for w in (processor, history, access)}
+    caught_up(db, kafka, at_least=len(funded))
+    load = Load(kafka, accounts)
+    load.start()
+    try:
+        # PostgreSQL dies (kill -9, every backend with it) again and again while commands keep coming.
+        for kill in range(POSTGRES_KILLS):
+            before = applied(db)
+            wait_for(lambda: applied(db) > before + 20, 90, f"the processor should be applying (kill {kill})")
+            mark = len(processor.log())
+            killable.kill9(killable.postgres)
+            wait_for(lambda: '"msg": "ledger processor: ' in log_since(processor, mark), 60,
+                     f"the processor should notice PostgreSQL is gone and retry (kill {kill})",
+                     lambda: log_since(processor, mark)[-3000:])
+            killable.postgres.start()
+            resumed = applied(db)
+            wait_for(lambda: applied(db) > resumed + 20, 90,
+                     f"the processor should resume applying once PostgreSQL is back (kill {kill})",
+                     lambda: log_since(processor, mark)[-3000:])
+
+        # Then the broker dies (kill -9) and comes back on the same port with its data.
+        before = applied(db)
+        wait_for(lambda: applied(db) > before + 20, 90, "the processor should be applying before the broker dies")
+        mark = len(processor.log())
+        killable.kill9(killable.kafka)
+        wait_for(lambda: "Unable connect to node" in log_since(processor, mark), 60,
+                 "the processor's Kafka clients should notice the broker is gone", lambda: log_since(processor, mark)[-3000:])
+        killable.kafka.start()
+        resumed = applied(db)
+        wait_for(lambda: applied(db) > resumed + 20, 120, "the processor should resume applying once the broker is back",
+                 lambda: log_since(processor, mark)[-3000:])
+    finally:
+        load.stop_event.set()
+        load.join(60)
+
+    # Access logs appended after both outages reach their table too.
+    asyncio.run(produce(kafka, access_logs(db, 25), topic=ACCESS_LOGS))
+    assert len(load.accepted) > 200, "the load should have appended a meaningful number of commands"
+    caught_up(db, kafka, timeout=180, at_least=len(funded) + len(load.accepted))
+    projector_caught_up(db, kafka, "history")
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM api_access_logs") == 25, 120,
+             "the access-log projector should write the events appended after the outages", lambda: access.log()[-3000:])
+
+    # The same processes did it all: nobody restarted them.
+    assert {w.process.name: w.process.pid() for w in (processor, history, access)} == pids
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        done = conn.execute(text("SELECT count(*), count(DISTINCT transaction_id) FROM ledger_transactions "
+                                 "WHERE transaction_id = ANY(:ids)"), {"ids": load.accepted}).one()
+        history_rows = conn.execute(text("SELECT count(*) FROM historical_transactions WHERE "
+                                         "transaction_id = ANY(:ids)"), {"ids": load.accepted}).scalar()
+        report = audit(conn)
+    engine.dispose()
+    # Every acknowledged command applied exactly once, the books balance, and the read model has them all.
+    assert tuple(done) == (len(set(load.accepted)), len(set(load.accepted)))
+    assert report.ok, report.lines()
+    assert history_rows == len(set(load.accepted))
+
+
+def health(port: int) -> httpx.Response:
+    return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_a_worker_whose_loop_is_stuck_reports_unhealthy_within_the_bound(env):
+    settings, worker = env
+    db, kafka = settings.database_url, settings.kafka_bootstrap
+    port = free_port()
+    stuck = worker("ledger_processor", "processor-stuck", OGP_FAULT="hang_before_batch", OGP_HEALTH_PORT=str(port),
+                   OGP_HEALTH_STALE_SECONDS="5")
+    stuck.start()
+    wait_for(lambda: health(port).status_code == 200, 60, "an idle processor's loop moves: /health is 200")
+
+    # The first batch hangs its loop (the event loop itself still answers HTTP).
+    accounts = create_accounts(db, 2, prefix="stuck")
+    asyncio.run(produce(kafka, [c for u, a in accounts for c in funding(u, a, D("1000.00"))]))
+    wait_for(lambda: "fault injection: hanging before a batch" in stuck.log(), 60, "the fault should fire")
+    hung_at = time.monotonic()
+    wait_for(lambda: health(port).status_code == 503, 20, "a loop that stopped moving must turn /health 503")
+    assert time.monotonic() - hung_at < 5 + 10
+    body = health(port).json()
+    assert body["status"] == "stale" and body["last_progress_seconds_ago"] >= 5
+
+
+def test_shutdown_is_bounded_when_the_broker_does_not_answer(env, killable):
+    settings, _ = env
+    run_dir = Path(tempfile.mkdtemp(prefix="ogp-shutdown-"))
+    log_file = run_dir / "processor.log"
+    with open(log_file, "wb") as out:
+        processor = subprocess.Popen([sys.executable, "-m", "ledger_processor"], stdout=out, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **worker_env(settings, OGP_SHUTDOWN_TIMEOUT_SECONDS="5")})
+    broker = killable.kafka.process.pid()
+    try:
+        wait_for(lambda: "partition claimed" in log_file.read_text(), 90, "the processor should own its partitions",
+                 lambda: log_file.read_text()[-3000:])
+        # The broker freezes (a partition of the network, say): leaving the group waits on requests nobody
+        # answers, for aiokafka's 40 s request timeout and more.
+        os.killpg(broker, signal.SIGSTOP)
+        processor.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            code = processor.wait(timeout=5 + 15)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"SIGTERM should end the processor within its shutdown bound:\n{log_file.read_text()[-3000:]}")
+        assert code != 0, "a shutdown that had to abandon a close must exit non-zero"
+        assert time.monotonic() - started < 5 + 15
+        assert "abandoned" in log_file.read_text()
+    finally:
+        os.killpg(broker, signal.SIGCONT)
+        if processor.poll() is None:
+            processor.kill()
+            processor.wait()
+        shutil.rmtree(run_dir, ignore_errors=True)
