@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import logging
 
+import redis.exceptions
+import sqlalchemy.exc
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ogp.clients import KafkaUnavailable
+
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "1"
+# A store that cannot be reached (or dropped the connection, or timed out) is the caller's cue to retry, not a
+# bug: 503 with Retry-After, never 500. psycopg's OperationalError also covers a cancelled statement and a
+# serialization failure, which a retry resolves as well.
+DATABASE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Routes whose retry must reuse an id (wallet commands, Midtrans) catch these themselves; for any other
+# route a plain retry is safe.
+KAFKA_DOWN = (KafkaUnavailable, KafkaError)
 
 
 class ApiError(Exception):
@@ -67,6 +82,21 @@ class ServiceUnavailable(ApiError):
     status_code = 503
     code = "service_unavailable"
 
+    def __init__(self, message: str, **kw):
+        kw["headers"] = {"Retry-After": RETRY_AFTER_SECONDS, **(kw.get("headers") or {})}
+        super().__init__(message, **kw)
+
+
+def dependency_error(exc: Exception) -> ServiceUnavailable | None:
+    """The 503 for an exception that means PostgreSQL, Redis or Kafka is unreachable; None for any other."""
+    if isinstance(exc, DATABASE_DOWN):
+        return ServiceUnavailable("the database is unavailable; retry later", code="database_unavailable")
+    if isinstance(exc, REDIS_DOWN):
+        return ServiceUnavailable("redis is unavailable; retry later", code="redis_unavailable")
+    if isinstance(exc, KAFKA_DOWN):
+        return ServiceUnavailable("the command log is unavailable; retry later", code="kafka_unavailable")
+    return None
+
 
 def error_body(code: str, message: str, details=None) -> dict:
     return {"error": {"code": code, "message": message, "details": details}}
@@ -95,7 +125,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
+    async def _dependency_down(_: Request, exc: Exception):
+        error = dependency_error(exc)
+        log.warning("dependency unavailable: %s", exc.__class__.__name__)
+        return JSONResponse(error_body(error.code, error.message), status_code=503, headers=error.headers)
+
+    for exc_class in (*DATABASE_DOWN, *REDIS_DOWN, *KAFKA_DOWN):
+        app.add_exception_handler(exc_class, _dependency_down)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception):
         log.exception("unhandled error: %s", exc.__class__.__name__)
         return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
+

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from ogp.clients import Clients
+from ogp.errors import RETRY_AFTER_SECONDS
 
 
 class Health(BaseModel):
@@ -60,7 +61,7 @@ def health_router(service: str) -> APIRouter:
         """Readiness: Kafka, PostgreSQL and Redis all answer; 503 names what is down."""
         result = await readiness(request.app.state.clients)
         if result.down:
-            return JSONResponse(result.model_dump(), status_code=503)
+            return JSONResponse(result.model_dump(), status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
         return result
 
     return router
