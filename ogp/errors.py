@@ -10,7 +10,9 @@ from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ogp.clients import KafkaUnavailable
 
@@ -119,11 +121,13 @@ def install_error_handlers(app: FastAPI) -> None:
                             status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
             exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers or None)
 
     async def _dependency_down(_: Request, exc: Exception):
         error = dependency_error(exc)
@@ -138,3 +142,15 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error: %s", exc.__class__.__name__)
         return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
 
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the resource this path names: Starlette's 405 lists only the first matching route's.
+
+    The resource is the path template of the first route that matches (as routing picks it), so
+    ``/payments/webhook`` is the webhook (POST), not ``/payments/{payment_id}`` (GET) read with "webhook".
+    """
+    # Included routers are nested; FastAPI's OpenAPI generator flattens them the same way.
+    routes = [route for route in iter_route_contexts(request.app.routes) if route.methods]
+    template = next((route.path_format for route in routes
+                     if route.matches(request.scope)[0] is not Match.NONE), None)
+    return sorted({method for route in routes if route.path_format == template for method in route.methods})

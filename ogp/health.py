@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from ogp.clients import Clients
 from ogp.errors import RETRY_AFTER_SECONDS
+from ogp.web.openapi import RETRY_AFTER
 
 
 class Health(BaseModel):
@@ -56,7 +57,8 @@ def health_router(service: str) -> APIRouter:
         """Liveness: the process answers."""
         return Health(status="ok", service=service)
 
-    @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+    @router.get("/ready", response_model=Readiness, responses={
+        503: {"model": Readiness, "description": "`down` names what does not answer", "headers": RETRY_AFTER}})
     async def ready(request: Request):
         """Readiness: Kafka, PostgreSQL and Redis all answer; 503 names what is down."""
         result = await readiness(request.app.state.clients)

@@ -6,10 +6,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from command_api.midtrans.methods import PaymentMethod
 from command_api.payments.requests import RequestAmount
+from ogp.web.fields import JSON_INTEGER
+from schemas.money import MAX_AMOUNT
 
 
 def _whole_rupiah(amount: Decimal) -> Decimal:
@@ -18,7 +20,13 @@ def _whole_rupiah(amount: Decimal) -> Decimal:
     return amount
 
 
-Rupiah = Annotated[RequestAmount, AfterValidator(_whole_rupiah)]
+Rupiah = Annotated[RequestAmount, AfterValidator(_whole_rupiah), WithJsonSchema({
+    "anyOf": [
+        {"type": "string", "pattern": r"^[1-9][0-9]{0,12}(?:\.00?)?$", "examples": ["150000"]},
+        {"type": "integer", "minimum": 1, "maximum": int(MAX_AMOUNT)},
+    ],
+    "description": "whole IDR (Midtrans takes integers): a string such as \"150000\", or a JSON integer",
+})]
 # Midtrans allows 50 characters; we take 40, so that the ids the ledger derives from an order id
 # (``<order>:rb<n>`` for refunds) still fit its 50-character transaction ids.
 OrderId = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9\-_~.]+$")]
@@ -55,7 +63,7 @@ class CustomerDetails(BaseModel):
 class ItemDetail(_Strict):
     id: Annotated[str, Field(min_length=1, max_length=50)]
     price: Rupiah
-    quantity: Annotated[int, Field(ge=1, le=1_000_000)]
+    quantity: Annotated[int, Field(ge=1, le=1_000_000), JSON_INTEGER]
     name: Annotated[str, Field(min_length=1, max_length=50)]
 
 

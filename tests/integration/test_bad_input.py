@@ -151,3 +151,10 @@ def test_amounts_the_pattern_allows_and_exact_numbers_are_accepted(commands, ide
         "content-type": "application/json"}, content='{"to": "alice", "amount": %s}' % amount)
     assert response.status_code == 202, response.text
 
+
+@pytest.mark.parametrize("value", ["caf\xe9", " k", "k "])
+def test_an_idempotency_key_outside_visible_ascii_is_400(commands, identities, value):
+    response = commands.post("/api/payment/pay", headers=identities.user | {"Idempotency-Key": value.encode("latin-1")},
+                             json={"amount": "1.00", "merchant_reference": "m"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] in ("idempotency_key_invalid", "idempotency_key_required")
