@@ -23,6 +23,7 @@ from schemathesis.core.result import Ok
 from schemathesis.python.asgi import shutdown_lifespans
 
 from command_api.app import create_app as command_app
+from command_api.midtrans.signature import signature
 from command_api.payments.amounts import parse_amount
 from query_api.app import create_app as query_app
 from query_api.feed_cursor import encode_feed_cursor
@@ -52,11 +53,18 @@ def valid_input_is_accepted(ctx, response, case):
 
 
 @schemathesis.hook("before_call")
-def fresh_idempotency_key(context, case, kwargs) -> None:
-    """A fresh Idempotency-Key for each valid request."""
-    # The schema cannot say "unique per operation"; a key drawn twice for two bodies is rightly a 422.
-    if case.meta is not None and case.meta.generation.mode.is_positive and "Idempotency-Key" in (case.headers or {}):
+def what_valid_input_cannot_be_drawn_with(context, case, kwargs) -> None:
+    """Valid input gets a fresh Idempotency-Key and, on the webhook, a correct signature."""
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return
+    if "Idempotency-Key" in (case.headers or {}):
+        # The schema cannot say "unique per operation": a key drawn twice for two bodies is rightly a 422.
         case.headers["Idempotency-Key"] = str(uuid.uuid4())
+    if case.operation.path == "/payments/webhook" and isinstance(case.body, dict):
+        # Signed like Midtrans signs, so that any body the schema allows reaches the handler, not only the 401.
+        server_key = case.operation.app.state.settings.midtrans_server_key.get_secret_value()
+        case.body["signature_key"] = signature(case.body["order_id"], case.body["status_code"],
+                                               case.body["gross_amount"], server_key)
 
 
 def _schema(app, identities):
