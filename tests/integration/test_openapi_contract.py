@@ -31,7 +31,7 @@ from query_api.routes.cursor import MAX_CURSOR_LENGTH, encode_cursor
 
 pytestmark = pytest.mark.integration
 
-MAX_EXAMPLES = 8  # per operation and phase; the coverage phase adds its own boundary cases
+MAX_EXAMPLES = 5  # per operation and phase; the coverage phase adds its own boundary cases
 # Refusals that mean "this input does not match the schema": schema-valid input must never get them.
 SCHEMA_LEVEL_CODES = {"validation_error", "invalid_text", "body_too_deep", "payload_too_large"}
 
