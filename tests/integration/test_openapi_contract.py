@@ -1,5 +1,6 @@
 """Both APIs keep the promises of their OpenAPI documents: schemathesis drives every operation in-process (ASGI,
-no network) against real PostgreSQL, Redis, Kafka and the Midtrans simulator, with all of its checks.
+no network between it and the apps) against real PostgreSQL, Redis and Kafka, with all of its checks; the
+command API's own Midtrans calls go to the simulator on a loopback port.
 
 Every check runs except the built-in ``positive_data_acceptance``, replaced by ``valid_input_is_accepted``:
 the built-in one counts every 400/422 for schema-valid input as a lie of the schema, but some of our rules
@@ -17,9 +18,9 @@ from datetime import UTC, datetime
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
+from schemathesis.core.result import Ok
 from schemathesis.engine import Status, from_schema
 from schemathesis.engine.events import FatalError, FuzzScenarioFinished, NonFatalError, ScenarioFinished
-from schemathesis.core.result import Ok
 from schemathesis.python.asgi import shutdown_lifespans
 
 from command_api.app import create_app as command_app
