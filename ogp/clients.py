@@ -30,6 +30,7 @@ class KafkaProducerManager:
 
     bootstrap: str
     client_id: str
+    append_timeout: float = 10.0  # seconds messaging.append waits for the acknowledgement
     _producer: AIOKafkaProducer | None = None
     _task: asyncio.Task | None = None
     _closing: bool = False
@@ -119,6 +120,6 @@ def async_engine(url: str, **kwargs) -> AsyncEngine:
 async def open_clients(settings: Settings, client_id: str) -> Clients:
     engine = async_engine(settings.sqlalchemy_url)
     redis = aioredis.Redis.from_url(settings.redis_dsn, socket_timeout=3, socket_connect_timeout=3)
-    kafka = KafkaProducerManager(settings.kafka_bootstrap, client_id)
+    kafka = KafkaProducerManager(settings.kafka_bootstrap, client_id, settings.kafka_append_timeout_seconds)
     await kafka.start(wait=5.0)
     return Clients(settings=settings, engine=engine, redis=redis, kafka=kafka)

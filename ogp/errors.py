@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import logging
 
+import redis.exceptions
+import sqlalchemy.exc
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from ogp.clients import KafkaUnavailable
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "1"
+# A store that cannot be reached (or dropped the connection, or timed out) is the caller's cue to retry, not a
+# bug: 503 with Retry-After, never 500. psycopg's OperationalError also covers a cancelled statement and a
+# serialization failure, which a retry resolves as well.
+DATABASE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Routes whose retry must reuse an id (wallet commands, Midtrans) catch these themselves; for any other
+# route a plain retry is safe.
+KAFKA_DOWN = (KafkaUnavailable, KafkaError)
 
 
 class ApiError(Exception):
@@ -67,6 +84,21 @@ class ServiceUnavailable(ApiError):
     status_code = 503
     code = "service_unavailable"
 
+    def __init__(self, message: str, **kw):
+        kw["headers"] = {"Retry-After": RETRY_AFTER_SECONDS, **(kw.get("headers") or {})}
+        super().__init__(message, **kw)
+
+
+def dependency_error(exc: Exception) -> ServiceUnavailable | None:
+    """The 503 for an exception that means PostgreSQL, Redis or Kafka is unreachable; None for any other."""
+    if isinstance(exc, DATABASE_DOWN):
+        return ServiceUnavailable("the database is unavailable; retry later", code="database_unavailable")
+    if isinstance(exc, REDIS_DOWN):
+        return ServiceUnavailable("redis is unavailable; retry later", code="redis_unavailable")
+    if isinstance(exc, KAFKA_DOWN):
+        return ServiceUnavailable("the command log is unavailable; retry later", code="kafka_unavailable")
+    return None
+
 
 def error_body(code: str, message: str, details=None) -> dict:
     return {"error": {"code": code, "message": message, "details": details}}
@@ -89,13 +121,36 @@ def install_error_handlers(app: FastAPI) -> None:
                             status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
             exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers or None)
+
+    async def _dependency_down(_: Request, exc: Exception):
+        error = dependency_error(exc)
+        log.warning("dependency unavailable: %s", exc.__class__.__name__)
+        return JSONResponse(error_body(error.code, error.message), status_code=503, headers=error.headers)
+
+    for exc_class in (*DATABASE_DOWN, *REDIS_DOWN, *KAFKA_DOWN):
+        app.add_exception_handler(exc_class, _dependency_down)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception):
         log.exception("unhandled error: %s", exc.__class__.__name__)
         return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the resource this path names: Starlette's 405 lists only the first matching route's.
+
+    The resource is the path template of the first route that matches (as routing picks it), so
+    ``/payments/webhook`` is the webhook (POST), not ``/payments/{payment_id}`` (GET) read with "webhook".
+    """
+    # Included routers are nested; FastAPI's OpenAPI generator flattens them the same way.
+    routes = [route for route in iter_route_contexts(request.app.routes) if route.methods]
+    template = next((route.path_format for route in routes
+                     if route.matches(request.scope)[0] is not Match.NONE), None)
+    return sorted({method for route in routes if route.path_format == template for method in route.methods})

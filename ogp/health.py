@@ -10,6 +10,8 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from ogp.clients import Clients
+from ogp.errors import RETRY_AFTER_SECONDS
+from ogp.web.openapi import RETRY_AFTER
 
 
 class Health(BaseModel):
@@ -55,12 +57,13 @@ def health_router(service: str) -> APIRouter:
         """Liveness: the process answers."""
         return Health(status="ok", service=service)
 
-    @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+    @router.get("/ready", response_model=Readiness, responses={
+        503: {"model": Readiness, "description": "`down` names what does not answer", "headers": RETRY_AFTER}})
     async def ready(request: Request):
         """Readiness: Kafka, PostgreSQL and Redis all answer; 503 names what is down."""
         result = await readiness(request.app.state.clients)
         if result.down:
-            return JSONResponse(result.model_dump(), status_code=503)
+            return JSONResponse(result.model_dump(), status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
         return result
 
     return router

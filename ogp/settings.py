@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     postgres_user: str = "ogp"
     postgres_password: SecretStr = SecretStr("ogp-local")
 
+    # A command the broker has not acknowledged by then is answered 503 (and may still land: retry with the key).
+    kafka_append_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     commands_partitions: int = Field(default=12, ge=1)
     events_partitions: int = Field(default=12, ge=1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import phonenumbers
+from email_validator import EmailNotValidError, validate_email
 
 MIN_PASSWORD_LENGTH = 10
 
@@ -29,7 +30,11 @@ def normalise_phone(raw: str) -> str:
 
 
 def normalise_email(raw: str) -> str:
-    return raw.strip().lower()
+    """The lower-cased address, if mail could be delivered to its form (no special-use domain such as .test)."""
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise PolicyViolation("invalid_email", "email", f"email is not a deliverable address: {exc}") from None
 
 
 def check_password(password: str, username: str, email: str) -> None:

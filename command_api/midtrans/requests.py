@@ -6,10 +6,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from command_api.midtrans.methods import PaymentMethod
 from command_api.payments.requests import RequestAmount, StrictRequest
+from ogp.web.fields import JSON_INTEGER
+from schemas.money import MAX_AMOUNT
 
 
 def _whole_rupiah(amount: Decimal) -> Decimal:
@@ -18,7 +20,13 @@ def _whole_rupiah(amount: Decimal) -> Decimal:
     return amount
 
 
-Rupiah = Annotated[RequestAmount, AfterValidator(_whole_rupiah)]
+Rupiah = Annotated[RequestAmount, AfterValidator(_whole_rupiah), WithJsonSchema({
+    "anyOf": [
+        {"type": "string", "pattern": r"^[1-9][0-9]{0,12}(?:\.00?)?$", "examples": ["150000"]},
+        {"type": "integer", "minimum": 1, "maximum": int(MAX_AMOUNT)},
+    ],
+    "description": "whole IDR (Midtrans takes integers): a string such as \"150000\", or a JSON integer",
+})]
 # Midtrans allows 50 characters; we take 40, so that the ids the ledger derives from an order id
 # (``order:<order>`` for the payment, ``order:<order>:rb<n>`` for refunds) fit its 50-character ids.
 OrderId = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9\-_~.]+$")]
@@ -51,7 +59,7 @@ class CustomerDetails(BaseModel):
 class ItemDetail(StrictRequest):
     id: Annotated[str, Field(min_length=1, max_length=50)]
     price: Rupiah
-    quantity: Annotated[int, Field(ge=1, le=1_000_000)]
+    quantity: Annotated[int, Field(ge=1, le=1_000_000), JSON_INTEGER]
     name: Annotated[str, Field(min_length=1, max_length=50)]
 
 
@@ -91,3 +99,14 @@ class PaymentView(BaseModel):
 class RefundPaymentRequest(StrictRequest):
     amount: Rupiah | None = None  # default: all that is left
     reason: Annotated[str, Field(max_length=255)] = ""
+
+
+class RefundView(BaseModel):
+    """A refund Midtrans accepted: its refund_key, and the payment's Midtrans status afterwards."""
+
+    payment_id: str
+    order_id: str
+    refund_key: str
+    refund_amount: str
+    midtrans_status: str | None = None
+    refunded_amount: str | None = None  # Midtrans's cumulative refunded amount, as it writes it

@@ -13,12 +13,14 @@ from typing import Any
 
 from schemas.money import CENT, MAX_AMOUNT, money_str
 
-__all__ = ["InvalidJson", "AmountOutOfLimits", "loads_exact", "parse_amount", "check_limits", "money_str"]
+__all__ = ["AMOUNT_PATTERN", "InvalidJson", "AmountOutOfLimits", "loads_exact", "parse_amount", "check_limits",
+           "money_str"]
 
-# Plain decimal notation (optionally with an exponent). Decimal() alone would also take " 5", "1_000",
-# "NaN" and "Infinity", none of which is a sensible way to write money.
-_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_MAX_TEXT = 64  # longer than any sane amount; keeps Decimal from chewing on pathological input
+# The one spelling of an amount in a JSON string, as the OpenAPI documents publish it: ASCII digits, no sign,
+# exponent, leading zero or trailing dot, at most 2 places, above zero and within numeric(15,2). Decimal()
+# alone would also take "1e2", "+1", "1.", " 5", "1_000", "NaN" and Arabic-Indic or full-width digits.
+AMOUNT_PATTERN = r"^(?:[1-9][0-9]{0,12}(?:\.[0-9]{1,2})?|0\.(?:[1-9][0-9]?|0[1-9]))$"
+_DECIMAL_TEXT = re.compile(AMOUNT_PATTERN)
 
 
 class InvalidJson(ValueError):
@@ -54,15 +56,15 @@ def loads_exact(raw: bytes | str) -> Any:
                           object_pairs_hook=_no_duplicate_keys)
     except InvalidJson:
         raise
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise InvalidJson("body is not valid JSON") from exc
 
 
 def parse_amount(value: Any) -> Decimal:
     """A positive amount with at most 2 places, from a JSON string or an exact JSON number."""
     if isinstance(value, str):
-        if len(value) > _MAX_TEXT or not _DECIMAL_TEXT.fullmatch(value):
-            raise ValueError("amount must be a decimal number such as \"12345.67\"")
+        if not _DECIMAL_TEXT.fullmatch(value):  # fullmatch: "$" alone would let "5\n" through
+            raise ValueError("amount must be written like \"12345.67\": digits, at most 2 decimal places")
         value = Decimal(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         value = Decimal(value)

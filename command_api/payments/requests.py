@@ -13,15 +13,25 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from command_api.payments.amounts import money_str, parse_amount
+from command_api.payments.amounts import AMOUNT_PATTERN, money_str, parse_amount
 from schemas.commands import NO_NUL, TxId
+from schemas.money import MAX_AMOUNT
 
+# What parse_amount accepts, spelled as JSON Schema: the string form, or a JSON number that is exact to the cent.
+# (Minimum and maximum per transaction are settings, answered with 422 ``amount_out_of_limits``.)
+AMOUNT_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["12345.67"]},
+        {"type": "number", "exclusiveMinimum": 0, "maximum": float(MAX_AMOUNT), "multipleOf": 0.01},
+    ],
+    "description": "IDR above zero, at most 2 decimal places: a string such as \"12345.67\" (no sign, exponent "
+                   "or leading zeros), or a JSON number that is exact to the cent",
+}
 RequestAmount = Annotated[
     Decimal,
     BeforeValidator(parse_amount),
     PlainSerializer(money_str, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^\d{1,13}(\.\d{1,2})?$", "examples": ["12345.67"],
-                    "description": "IDR, at most 2 decimal places; a JSON number is accepted if exact"}),
+    WithJsonSchema(AMOUNT_SCHEMA),
 ]
 Description = Annotated[str, Field(max_length=500, pattern=NO_NUL)]
 

@@ -22,6 +22,16 @@ from ogp.errors import ApiError
 M = TypeVar("M", bound=BaseModel)
 MAX_WAIT_SECONDS = 10
 _WAIT = re.compile(r"^\s*wait\s*=\s*\"?(\d{1,6})\"?\s*$", re.IGNORECASE)
+# Visible ASCII, inner spaces allowed (HTTP trims the outer ones anyway): the IETF draft's sf-string.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7E]+(?: +[\x21-\x7E]+)*$"
+_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+IDEMPOTENCY_KEY_PARAMETER = {
+    "name": "Idempotency-Key", "in": "header", "required": True,
+    "description": "unique per intended operation: a retry with the same key and body is answered as the first "
+                   "request was, and appends nothing",
+    "schema": {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH,
+               "pattern": IDEMPOTENCY_KEY_PATTERN, "examples": ["5f0c2a9e-7d1b-4b55-9a57-2f4f1c7f6a10"]},
+}
 
 
 def exact_json_body(model: type[M]) -> Callable:
@@ -44,11 +54,38 @@ def exact_json_body(model: type[M]) -> Callable:
 
 def openapi_body(model: type[BaseModel]) -> dict:
     """``openapi_extra`` documenting a body that :func:`exact_json_body` reads (FastAPI cannot see it)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+    schema = _inline_defs(model.model_json_schema())
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _inline_defs(schema: dict) -> dict:
+    # pydantic's "#/$defs/..." would point at the root of the OpenAPI document, where nothing is defined.
+    defs = schema.pop("$defs", {})
+
+    def inline(node):
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        own = {key: inline(value) for key, value in node.items() if key != "$ref"}
+        ref = node.get("$ref")
+        if ref is None:
+            return own
+        if ref.startswith("#/$defs/"):
+            return {**inline(defs[ref.removeprefix("#/$defs/")]), **own}
+        return {**own, "$ref": ref}
+
+    return inline(schema)
+
+
+def openapi_command(model: type[BaseModel], *, key_required: bool = True) -> dict:
+    """``openapi_extra`` of a command route: its exact JSON body and the Idempotency-Key header."""
+    return openapi_body(model) | {"parameters": [IDEMPOTENCY_KEY_PARAMETER | {"required": key_required}]}
 
 
 def _idempotency_key(
-    key: Annotated[str | None, Header(alias="Idempotency-Key", description="unique per intended operation")] = None,
+    # Read here, documented by IDEMPOTENCY_KEY_PARAMETER: required there, but answered with our own 400 codes.
+    key: Annotated[str | None, Header(alias="Idempotency-Key", include_in_schema=False)] = None,
 ) -> str:
     if key is None or not key.strip():
         raise ApiError("the Idempotency-Key header is required for commands", code="idempotency_key_required")
@@ -56,18 +93,15 @@ def _idempotency_key(
 
 
 def _optional_idempotency_key(
-    key: Annotated[str | None, Header(alias="Idempotency-Key", description="optional; a retry with the same "
-                                                                           "key and body replays the first "
-                                                                           "answer")] = None,
+    # Documented by openapi_command(..., key_required=False).
+    key: Annotated[str | None, Header(alias="Idempotency-Key", include_in_schema=False)] = None,
 ) -> str | None:
     return None if key is None else _checked_key(key)
 
 
 def _checked_key(key: str) -> str:
-    if not key.strip():
-        raise ApiError("Idempotency-Key must not be blank", code="idempotency_key_invalid")
-    if len(key) > idempotency.MAX_KEY_LENGTH:
-        raise ApiError(f"Idempotency-Key must be at most {idempotency.MAX_KEY_LENGTH} characters",
+    if len(key) > idempotency.MAX_KEY_LENGTH or not _KEY.fullmatch(key):
+        raise ApiError(f"Idempotency-Key must be 1 to {idempotency.MAX_KEY_LENGTH} visible ASCII characters",
                        code="idempotency_key_invalid")
     return key
 

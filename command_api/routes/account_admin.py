@@ -16,6 +16,7 @@ from ogp.db.tables import accounts
 from ogp.errors import Conflict, NotFound, ServiceUnavailable
 from ogp.messaging import append_command
 from ogp.security.current_user import AdminUser
+from ogp.web.openapi import errors
 from schemas.commands import ChangeAccountStatus
 
 router = APIRouter(prefix="/api/admin/accounts", tags=["admin"])
@@ -34,7 +35,12 @@ class StatusChangeAccepted(BaseModel):
     current_status: str
 
 
-@router.post("/{account_id}/status", status_code=202, response_model=StatusChangeAccepted)
+@router.post("/{account_id}/status", status_code=202, response_model=StatusChangeAccepted, responses=errors({
+    403: "`forbidden`: the admin role is required",
+    404: "`account_not_found`",
+    409: "`balance_not_zero`: only an empty account can be closed",
+    503: "`kafka_unavailable`: nothing was recorded",
+}))
 async def change_status(body: StatusChange, admin: AdminUser, engine: Engine, request: Request,
                         account_id: Annotated[str, Path(max_length=36)]) -> StatusChangeAccepted:
     """Suspend (no paying or sending), close (no receiving; balance must be 0.00) or reactivate an account."""

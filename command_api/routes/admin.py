@@ -6,15 +6,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy.engine import RowMapping
 
 from command_api.deps import Engine, Settings_
+from command_api.identity.fields import Email
+from command_api.identity.policy import PolicyViolation, normalise_email
 from command_api.partners import service
 from ogp.errors import Unprocessable
 from ogp.security.current_user import AdminUser
+from ogp.web.fields import JSON_INTEGER, AwareMoment
+from ogp.web.openapi import errors
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+router = APIRouter(prefix="/api/admin", tags=["admin"],
+                   responses=errors({403: "`forbidden`: the admin role is required"}))
+_NO_SERVICE = {404: "`service_not_found`"}
+_NO_KEY = {404: "`service_not_found`, `api_key_not_found`"}
+_COMPANY_TAKEN = {409: "`service_exists`: another service has this company name"}
+_PAST_EXPIRY = {422: "`invalid_expiry`: expires_at is not in the future"}
+_BAD_EMAIL = {422: "`invalid_email`: contact_email is not an address mail can reach (e.g. a .test domain)"}
 
 Permission = Literal["READ_TRANSACTIONS", "READ_REPORTS"]
 RateLimitUnit = Literal["second", "minute", "hour", "day"]
@@ -29,16 +39,16 @@ class Strict(BaseModel):
 class ServiceCreate(Strict):
     company: Annotated[str, Field(min_length=1, max_length=255)]
     service_type: Annotated[str, Field(min_length=1, max_length=50)] = "HISTORICAL_TRANSACTION"
-    contact_email: Annotated[EmailStr, Field(max_length=255)]
+    contact_email: Email
     description: Annotated[str, Field(max_length=2000)] | None = None
 
 
 class ServiceUpdate(Strict):
     company: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     service_type: Annotated[str, Field(min_length=1, max_length=50)] | None = None
-    contact_email: Annotated[EmailStr, Field(max_length=255)] | None = None
+    contact_email: Email | None = None
     description: Annotated[str, Field(max_length=2000)] | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
 
 
 class ServiceResponse(BaseModel):
@@ -59,22 +69,22 @@ class ServiceList(BaseModel):
 class KeyCreate(Strict):
     key_name: Annotated[str, Field(min_length=1, max_length=255)]
     permissions: Annotated[list[Permission], Field(min_length=1, max_length=2)]
-    rate_limit_count: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    rate_limit_count: Annotated[int, Field(ge=1, le=1_000_000), JSON_INTEGER] | None = None
     rate_limit_unit: RateLimitUnit = "minute"
-    expires_at: AwareDatetime | None = None
+    expires_at: AwareMoment | None = None
 
 
 class KeyUpdate(Strict):
     key_name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     permissions: Annotated[list[Permission], Field(min_length=1, max_length=2)] | None = None
-    rate_limit_count: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    rate_limit_count: Annotated[int, Field(ge=1, le=1_000_000), JSON_INTEGER] | None = None
     rate_limit_unit: RateLimitUnit | None = None
-    expires_at: AwareDatetime | None = None
-    is_active: bool | None = None
+    expires_at: AwareMoment | None = None
+    is_active: StrictBool | None = None
 
 
 class KeyRotate(Strict):
-    overlap_seconds: Annotated[int, Field(ge=0, le=int(MAX_ROTATION_OVERLAP.total_seconds()))] = 86_400
+    overlap_seconds: Annotated[int, Field(ge=0, le=int(MAX_ROTATION_OVERLAP.total_seconds())), JSON_INTEGER] = 86_400
 
 
 class KeyResponse(BaseModel):
@@ -112,8 +122,11 @@ def _key(row: RowMapping) -> KeyResponse:
 
 def _set(body: BaseModel) -> dict:
     fields = body.model_dump(exclude_unset=True)
-    if "contact_email" in fields and fields["contact_email"] is not None:
-        fields["contact_email"] = str(fields["contact_email"]).lower()
+    if fields.get("contact_email") is not None:
+        try:
+            fields["contact_email"] = normalise_email(fields["contact_email"])
+        except PolicyViolation as exc:
+            raise Unprocessable(exc.message, code=exc.code, details={"field": "contact_email"}) from None
     return fields
 
 
@@ -122,7 +135,8 @@ def _check_future(expires_at: datetime | None) -> None:
         raise Unprocessable("expires_at must be in the future", code="invalid_expiry")
 
 
-@router.post("/external-services", status_code=201, response_model=ServiceResponse)
+@router.post("/external-services", status_code=201, response_model=ServiceResponse,
+             responses=errors(_COMPANY_TAKEN | _BAD_EMAIL))
 async def create_service(body: ServiceCreate, admin: AdminUser, engine: Engine) -> ServiceResponse:
     """Register a partner (an external service)."""
     return _service(await service.create_service(engine, **_set(body)))
@@ -134,26 +148,28 @@ async def list_services(admin: AdminUser, engine: Engine) -> ServiceList:
     return ServiceList(items=[_service(r) for r in await service.list_services(engine)])
 
 
-@router.get("/external-services/{service_id}", response_model=ServiceResponse)
+@router.get("/external-services/{service_id}", response_model=ServiceResponse, responses=errors(_NO_SERVICE))
 async def get_service(service_id: Id, admin: AdminUser, engine: Engine) -> ServiceResponse:
     """One external service."""
     return _service(await service.get_service(engine, service_id))
 
 
-@router.patch("/external-services/{service_id}", response_model=ServiceResponse)
+@router.patch("/external-services/{service_id}", response_model=ServiceResponse,
+              responses=errors(_NO_SERVICE | _COMPANY_TAKEN | _BAD_EMAIL))
 async def update_service(service_id: Id, body: ServiceUpdate, admin: AdminUser, engine: Engine) -> ServiceResponse:
     """Change a service's details (or reactivate it with is_active=true)."""
     fields = {k: v for k, v in _set(body).items() if v is not None}
     return _service(await service.update_service(engine, service_id, **fields))
 
 
-@router.delete("/external-services/{service_id}", response_model=ServiceResponse)
+@router.delete("/external-services/{service_id}", response_model=ServiceResponse, responses=errors(_NO_SERVICE))
 async def deactivate_service(service_id: Id, admin: AdminUser, engine: Engine) -> ServiceResponse:
     """Deactivate a service: its keys are refused (401) within the API-key cache time. Nothing is deleted."""
     return _service(await service.update_service(engine, service_id, is_active=False))
 
 
-@router.post("/external-services/{service_id}/api-keys", status_code=201, response_model=IssuedKeyResponse)
+@router.post("/external-services/{service_id}/api-keys", status_code=201, response_model=IssuedKeyResponse,
+             responses=errors(_NO_SERVICE | _PAST_EXPIRY | {409: "`api_key_exists`: rotate or update it instead"}))
 async def create_key(service_id: Id, body: KeyCreate, admin: AdminUser, engine: Engine,
                      settings: Settings_) -> IssuedKeyResponse:
     """Issue the service's API key; the plaintext is in this answer only."""
@@ -163,13 +179,14 @@ async def create_key(service_id: Id, body: KeyCreate, admin: AdminUser, engine: 
     return IssuedKeyResponse(**_key(row).model_dump(), api_key=plaintext)
 
 
-@router.get("/external-services/{service_id}/api-keys", response_model=KeyList)
+@router.get("/external-services/{service_id}/api-keys", response_model=KeyList, responses=errors(_NO_SERVICE))
 async def list_keys(service_id: Id, admin: AdminUser, engine: Engine) -> KeyList:
     """The service's keys (prefixes only, never a secret or hash)."""
     return KeyList(items=[_key(r) for r in await service.list_keys(engine, service_id)])
 
 
-@router.patch("/external-services/{service_id}/api-keys/{key_id}", response_model=KeyResponse)
+@router.patch("/external-services/{service_id}/api-keys/{key_id}", response_model=KeyResponse,
+              responses=errors(_NO_KEY | _PAST_EXPIRY))
 async def update_key(service_id: Id, key_id: Id, body: KeyUpdate, admin: AdminUser, engine: Engine) -> KeyResponse:
     """Change a key's name, permissions, rate limit, expiry or active flag."""
     fields = _set(body)
@@ -186,7 +203,8 @@ async def update_key(service_id: Id, key_id: Id, body: KeyUpdate, admin: AdminUs
 
 
 @router.post("/external-services/{service_id}/api-keys/{key_id}/rotate", status_code=201,
-             response_model=IssuedKeyResponse)
+             response_model=IssuedKeyResponse,
+             responses=errors(_NO_KEY | {409: "`api_key_revoked`: issue a new key instead"}))
 async def rotate_key(service_id: Id, key_id: Id, admin: AdminUser, engine: Engine, settings: Settings_,
                      body: KeyRotate | None = None) -> IssuedKeyResponse:
     """A new secret for the key; the old one keeps working for overlap_seconds (default one day)."""
@@ -196,7 +214,8 @@ async def rotate_key(service_id: Id, key_id: Id, admin: AdminUser, engine: Engin
     return IssuedKeyResponse(**_key(row).model_dump(), api_key=plaintext)
 
 
-@router.delete("/external-services/{service_id}/api-keys/{key_id}", response_model=KeyResponse)
+@router.delete("/external-services/{service_id}/api-keys/{key_id}", response_model=KeyResponse,
+               responses=errors(_NO_KEY))
 async def revoke_key(service_id: Id, key_id: Id, admin: AdminUser, engine: Engine) -> KeyResponse:
     """Revoke a key for good (within the API-key cache time, a few seconds, every process refuses it)."""
     return _key(await service.revoke_key(engine, service_id, key_id))

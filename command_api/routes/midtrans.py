@@ -16,6 +16,7 @@ from command_api.midtrans.requests import (
     OrderPaymentView,
     PaymentView,
     RefundPaymentRequest,
+    RefundView,
     TopupRequest,
     TopupView,
 )
@@ -29,16 +30,27 @@ from command_api.payments.web import (
     exact_json_body,
     fingerprint,
     openapi_body,
+    openapi_command,
 )
 from ogp.security.current_user import CurrentUser
+from ogp.web.openapi import errors
 
 router = APIRouter(tags=["payments"])
 
-_GATEWAY_ERRORS = {
-    502: {"description": "`midtrans_error`: Midtrans refused or failed; nothing was recorded"},
-    504: {"description": "`midtrans_timeout`: Midtrans did not answer in time; nothing was recorded"},
-    503: {"description": "`kafka_unavailable`: nothing is pending; try again"},
+_GATEWAY = {
+    502: "`midtrans_error`: Midtrans refused or failed; nothing was recorded",
+    504: "`midtrans_timeout`: Midtrans did not answer in time; nothing was recorded",
+    503: "`kafka_unavailable`: nothing is pending; try again",
 }
+_NO_PAYMENT = {404: "`payment_not_found`: none of the caller's payments has this id"}
+# What the webhook reads of Midtrans's notification; Midtrans adds fields at will, so others are allowed.
+_NOTIFICATION = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object",
+    "required": ["order_id", "status_code", "gross_amount", "transaction_status", "signature_key"],
+    "properties": {name: {"type": "string", "minLength": 1} for name in
+                   ("order_id", "status_code", "gross_amount", "transaction_status", "signature_key")},
+    "additionalProperties": True,
+}}}}}
 
 
 def _gateway(request: Request) -> MidtransGateway:
@@ -53,8 +65,13 @@ Gateway = Annotated[MidtransGateway, Depends(_gateway)]
 
 
 @router.post("/api/payment/wallet/topup", status_code=201, response_model=TopupView,
-             responses={422: {"description": "validation, `amount_out_of_limits`"}, **_GATEWAY_ERRORS},
-             openapi_extra=openapi_body(TopupRequest))
+             responses=errors({**_GATEWAY, 404: "`account_not_found`: the caller has no wallet account",
+                               409: "`order_exists`: Midtrans already has this order; "
+                                    "`idempotency_key_in_flight`: the same key is being processed",
+                               422: "`amount_out_of_limits`: outside the top-up limits; "
+                                    "`idempotency_key_reused`: the key was used for another request"},
+                              retry_after=(409,)),
+             openapi_extra=openapi_command(TopupRequest, key_required=False))
 async def topup(request: Request, user: CurrentUser,
                 body: Annotated[TopupRequest, Depends(exact_json_body(TopupRequest))], key: OptionalIdempotencyKey,
                 engine: Engine, kafka: Kafka, gateway: Gateway, settings: Settings_) -> JSONResponse:
@@ -88,9 +105,11 @@ def _answer(answer: Answer, location: str | None = None) -> JSONResponse:
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
-@router.post("/payments/webhook", responses={400: {"description": "`invalid_notification`"},
-                                             401: {"description": "`invalid_signature`: nothing recorded"},
-                                             503: {"description": "not recorded; Midtrans will retry"}})
+@router.post("/payments/webhook", responses=errors({
+    400: "`invalid_notification`: not a JSON object with the signed fields as strings",
+    401: "`invalid_signature`: nothing recorded",
+    503: "`kafka_unavailable`, `midtrans_unavailable`, `midtrans_unconfirmed`: not recorded; Midtrans will retry",
+}), openapi_extra=_NOTIFICATION)
 async def webhook(request: Request, engine: Engine, kafka: Kafka, settings: Settings_) -> dict:
     """Midtrans's HTTP notification: verify the signature, append the status to Kafka, answer 200."""
     outcome = await service.receive_notification(engine, kafka, _gateway(request), settings, await request.body())
@@ -98,8 +117,8 @@ async def webhook(request: Request, engine: Engine, kafka: Kafka, settings: Sett
 
 
 @router.post("/payments/", status_code=201, response_model=OrderPaymentView,
-             responses={409: {"description": "`order_exists`"},
-                        422: {"description": "validation, `items_do_not_sum_to_amount`"}, **_GATEWAY_ERRORS},
+             responses=errors({**_GATEWAY, 409: "`order_exists`: a payment with this order_id exists",
+                               422: "`items_do_not_sum_to_amount`"}),
              openapi_extra=openapi_body(OrderPaymentRequest))
 async def create_payment(user: CurrentUser,
                          body: Annotated[OrderPaymentRequest, Depends(exact_json_body(OrderPaymentRequest))],
@@ -112,13 +131,13 @@ async def create_payment(user: CurrentUser,
                         headers={"Location": f"/payments/{created.payment_id}"})
 
 
-@router.get("/payments/{payment_id}", response_model=PaymentView)
+@router.get("/payments/{payment_id}", response_model=PaymentView, responses=errors(_NO_PAYMENT))
 async def get_payment(payment_id: str, user: CurrentUser, engine: Engine) -> PaymentView:
     """One payment (top-up or order) of the caller, from the payments read model."""
     return PaymentView.model_validate(await service.find_payment(engine, payment_id, user.user_id))
 
 
-@router.get("/payments/{payment_id}/status")
+@router.get("/payments/{payment_id}/status", responses=errors({**_GATEWAY, **_NO_PAYMENT}))
 async def payment_status(payment_id: str, user: CurrentUser, engine: Engine, kafka: Kafka, gateway: Gateway,
                          refresh: Annotated[bool, Query(description="ask Midtrans's status API now")] = False
                          ) -> dict:
@@ -134,9 +153,15 @@ async def payment_status(payment_id: str, user: CurrentUser, engine: Engine, kaf
     return body
 
 
-@router.post("/payments/{payment_id}/refund", status_code=202,
-             responses={422: {"description": "`not_refundable`, `refund_exceeds_original`"}, **_GATEWAY_ERRORS},
-             openapi_extra=openapi_body(RefundPaymentRequest))
+@router.post("/payments/{payment_id}/refund", status_code=202, response_model=RefundView,
+             responses=errors({**_GATEWAY, **_NO_PAYMENT,
+                               409: "`idempotency_key_in_flight`: the same key is being processed",
+                               422: "`not_refundable` (not paid, or Midtrans refused), `refund_exceeds_original`, "
+                                    "`idempotency_key_reused`",
+                               503: "`midtrans_unavailable`: Midtrans did not confirm the refund; retry with the "
+                                    "same Idempotency-Key (the same refund_key: one refund)"},
+                              retry_after=(409,)),
+             openapi_extra=openapi_command(RefundPaymentRequest))
 async def refund_payment(request: Request, payment_id: str, user: CurrentUser, key: IdempotencyKey,
                          body: Annotated[RefundPaymentRequest, Depends(exact_json_body(RefundPaymentRequest))],
                          engine: Engine, kafka: Kafka, gateway: Gateway, settings: Settings_) -> JSONResponse:

@@ -15,21 +15,32 @@ from command_api.payments.web import (
     PreferWait,
     exact_json_body,
     fingerprint,
-    openapi_body,
+    openapi_command,
 )
 from command_api.payments.requests import PayRequest, RefundRequest, TransactionView, TransferRequest
 from ogp.security.current_user import CurrentUser
+from ogp.web.openapi import errors
 from schemas.commands import RequestPayment, RequestRefund, RequestTransfer
 
 router = APIRouter(prefix="/api/payment", tags=["payments"])
 
-_RESPONSES = {
-    200: {"model": TransactionView, "description": "settled within the `Prefer: wait=N` the caller asked for"},
-    400: {"description": "`idempotency_key_required` / `idempotency_key_invalid`"},
-    409: {"description": "`idempotency_key_in_flight`: the same key is being processed"},
-    422: {"description": "validation, `amount_out_of_limits`, `idempotency_key_reused`, ..."},
-    503: {"description": "`kafka_unavailable`: nothing was recorded; retry with the same key"},
+_COMMON = {
+    400: "`idempotency_key_required`, `idempotency_key_invalid`",
+    404: "`account_not_found`: the caller has no wallet account",
+    409: "`idempotency_key_in_flight`: a request with this key is still being processed",
+    422: "`amount_out_of_limits`: outside the per-transaction limits; `idempotency_key_reused`: this key was used "
+         "for a different request",
+    503: "`kafka_unavailable`: nothing was recorded; retry with the same key",
 }
+
+
+def _responses(more: dict[int, str] | None = None) -> dict:
+    """The command routes' documented answers, with a route's own codes added per status."""
+    texts = dict(_COMMON)
+    for status, text in (more or {}).items():
+        texts[status] = f"{texts[status]}; {text}" if status in texts else text
+    return {200: {"model": TransactionView, "description": "settled within the `Prefer: wait=N` the caller asked for"},
+            **errors(texts, retry_after=(409,))}
 
 
 async def _reply(engine, user_id: int, accepted: service.Accepted, wait: int | None) -> JSONResponse:
@@ -45,8 +56,8 @@ async def _reply(engine, user_id: int, accepted: service.Accepted, wait: int | N
     return JSONResponse(accepted.body, status_code=202, headers=headers)
 
 
-@router.post("/pay", status_code=202, response_model=TransactionView, responses=_RESPONSES,
-             openapi_extra=openapi_body(PayRequest))
+@router.post("/pay", status_code=202, response_model=TransactionView, responses=_responses(),
+             openapi_extra=openapi_command(PayRequest))
 async def pay(request: Request, user: CurrentUser, key: IdempotencyKey,
               body: Annotated[PayRequest, Depends(exact_json_body(PayRequest))],
               wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
@@ -66,8 +77,10 @@ async def pay(request: Request, user: CurrentUser, key: IdempotencyKey,
     return await _reply(engine, user.user_id, accepted, wait)
 
 
-@router.post("/transfer", status_code=202, response_model=TransactionView, responses=_RESPONSES,
-             openapi_extra=openapi_body(TransferRequest))
+@router.post("/transfer", status_code=202, response_model=TransactionView, responses=_responses({
+    404: "`unknown_destination`: no wallet matches `to`",
+    422: "`ambiguous_destination`: `to` matches more than one wallet; `same_account`"}),
+             openapi_extra=openapi_command(TransferRequest))
 async def transfer(request: Request, user: CurrentUser, key: IdempotencyKey,
                    body: Annotated[TransferRequest, Depends(exact_json_body(TransferRequest))],
                    wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
@@ -88,8 +101,10 @@ async def transfer(request: Request, user: CurrentUser, key: IdempotencyKey,
     return await _reply(engine, user.user_id, accepted, wait)
 
 
-@router.post("/refund", status_code=202, response_model=TransactionView, responses=_RESPONSES,
-             openapi_extra=openapi_body(RefundRequest))
+@router.post("/refund", status_code=202, response_model=TransactionView, responses=_responses({
+    404: "`transaction_not_found`: none of the caller's payments has this id",
+    422: "`not_refundable`: not a successful payment; `refund_exceeds_original`"}),
+             openapi_extra=openapi_command(RefundRequest))
 async def refund(request: Request, user: CurrentUser, key: IdempotencyKey,
                  body: Annotated[RefundRequest, Depends(exact_json_body(RefundRequest))],
                  wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:

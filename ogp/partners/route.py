@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from ogp.errors import ApiError
+from ogp.errors import ApiError, dependency_error
 from ogp.partners.access_log import AccessLogPublisher, access_event
 from ogp.web.client_ip import client_ip
 
@@ -45,6 +45,10 @@ class PartnerRoute(APIRoute):
                 raise
             except HTTPException as exc:
                 status = exc.status_code
+                raise
+            except Exception as exc:
+                # The status the error handlers will answer with: 503 for a store that is down.
+                status = 503 if dependency_error(exc) is not None else 500
                 raise
             finally:
                 _record(request, status)

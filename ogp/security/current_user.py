@@ -55,7 +55,7 @@ async def current_user(
         denied = await request.app.state.clients.redis.exists(_deny_key(claims.token_id))
     except aioredis.RedisError:
         # Fail closed: without the deny-list we cannot tell a logged-out token from a live one.
-        raise ServiceUnavailable("token revocation list unavailable") from None
+        raise ServiceUnavailable("token revocation list unavailable", code="redis_unavailable") from None
     if denied:
         raise Unauthorized("access token has been revoked", code="invalid_token")
     return AuthenticatedUser(claims.user_id, claims.is_admin, claims)

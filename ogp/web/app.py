@@ -15,6 +15,8 @@ from ogp.health import health_router
 from ogp.logs import configure_logging, correlation_id
 from ogp.settings import Settings, get_settings
 from ogp.web.body_limit import BodySizeLimit
+from ogp.web.input_guard import InputGuard
+from ogp.web.openapi import install_openapi
 
 
 _CORRELATION_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
@@ -45,6 +47,9 @@ def build_app(
 
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    install_openapi(app)
+    # The last added runs first: the size limit bounds what the guard reads.
+    app.add_middleware(InputGuard)
     app.add_middleware(BodySizeLimit, max_bytes=64 * 1024)
 
     @app.middleware("http")

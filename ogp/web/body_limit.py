@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ogp.web.refuse import refuse
 
 
 class BodySizeLimit:
@@ -37,12 +37,7 @@ class BodySizeLimit:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": {"code": "payload_too_large",
-                                     "message": f"request body exceeds {self.max_bytes} bytes",
-                                     "details": None}}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await refuse(send, 413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes")
 
 
 class _TooLarge(Exception):

@@ -13,10 +13,12 @@ from ogp.db.tables import api_access_logs as logs
 from ogp.db.tables import external_services
 from ogp.errors import ApiError, NotFound
 from ogp.security.current_user import AdminUser
+from ogp.web.openapi import errors
 from query_api.deps import Engine
-from query_api.routes.cursor import InvalidCursor, decode_cursor, encode_cursor
+from query_api.routes.cursor import CURSOR_SCHEMA, InvalidCursor, decode_cursor, encode_cursor
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+router = APIRouter(prefix="/api/admin", tags=["admin"],
+                   responses=errors({403: "`forbidden`: the admin role is required"}))
 
 
 class AccessLogItem(BaseModel):
@@ -35,13 +37,17 @@ class AccessLogPage(BaseModel):
     next_cursor: str | None
 
 
-@router.get("/external-services/{service_id}/access-logs", response_model=AccessLogPage)
+@router.get("/external-services/{service_id}/access-logs", response_model=AccessLogPage, responses=errors({
+    400: "`invalid_cursor`: the cursor was not made by this listing",
+    404: "`service_not_found`",
+}))
 async def list_access_logs(
     admin: AdminUser,
     engine: Engine,
     service_id: Annotated[str, Path(min_length=1, max_length=36)],
     api_key_id: Annotated[str | None, Query(max_length=36, description="only this key's requests")] = None,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page",
+                                        json_schema_extra=CURSOR_SCHEMA)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> AccessLogPage:
     """One external service's access logs, newest first, one page at a time."""

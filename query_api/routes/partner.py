@@ -20,18 +20,27 @@ from ogp.errors import ApiError, NotFound, Unprocessable
 from ogp.partners.auth import ReadReports, ReadTransactions
 from ogp.partners.keys import mask_email, mask_phone
 from ogp.partners.route import PartnerRoute
+from ogp.web.fields import Moment
+from ogp.web.openapi import errors
 from query_api import partner_views as views
 from query_api.deps import Engine, Settings_
 from query_api.feed_cursor import decode_feed_cursor, encode_feed_cursor
-from query_api.routes.cursor import InvalidCursor
+from query_api.routes.cursor import CURSOR_SCHEMA, InvalidCursor
 from schemas.money import money_str
 
-router = APIRouter(prefix="/api/transaction", tags=["partners"], route_class=PartnerRoute)
+router = APIRouter(prefix="/api/transaction", tags=["partners"], route_class=PartnerRoute, responses=errors({
+    401: "`api_key_required`, `invalid_api_key`, or why this key cannot be used (expired, revoked, inactive)",
+    403: "`missing_permission`: the key lacks the permission this route needs",
+    429: "`rate_limited`: over this key's rate limit",
+    503: "`rate_limiter_unavailable`: the shared rate-limit counter cannot be reached",
+}, retry_after=(429,)))
 
 TransactionType = Literal["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]
 TransactionStatus = Literal["PENDING", "SUCCESS", "FAILED", "CANCELLED"]
 MAX_REPORT_DAYS = 366
 RESUME_HEADER = "X-Resume-Cursor"
+# Money in a query string: what Decimal(max_digits=15, decimal_places=2) accepts, spelled for the OpenAPI schema.
+QueryAmount = Annotated[str | None, Query(pattern=r"^[0-9]{1,13}(\.[0-9]{1,2})?$", description="IDR, e.g. 12345.67")]
 
 
 class PartnerUser(BaseModel):
@@ -87,11 +96,18 @@ def _item(row: RowMapping) -> PartnerTransaction:
         created_at=row["created_at"], updated_at=row["updated_at"])
 
 
+def _decimal(amount: str | None) -> Decimal | None:
+    return None if amount is None else Decimal(amount)  # the Query pattern admits only plain decimals
+
+
 def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
-@router.get("/histories", response_model=PartnerTransactionPage)
+@router.get("/histories", response_model=PartnerTransactionPage, responses=errors({
+    400: "`invalid_cursor`: the cursor was not made by this feed",
+    422: "`invalid_range`: `from` is after `to`, or `min_amount` exceeds `max_amount`",
+}))
 async def list_histories(
     key: ReadTransactions,
     engine: Engine,
@@ -99,11 +115,12 @@ async def list_histories(
     response: Response,
     transaction_type: Annotated[TransactionType | None, Query(alias="type")] = None,
     status: Annotated[TransactionStatus | None, Query()] = None,
-    created_from: Annotated[datetime | None, Query(alias="from", description="created at or after")] = None,
-    created_to: Annotated[datetime | None, Query(alias="to", description="created before")] = None,
-    min_amount: Annotated[Decimal | None, Query(ge=0, max_digits=15, decimal_places=2)] = None,
-    max_amount: Annotated[Decimal | None, Query(ge=0, max_digits=15, decimal_places=2)] = None,
-    cursor: Annotated[str | None, Query(description="next_cursor (or X-Resume-Cursor) of a previous page")] = None,
+    created_from: Annotated[Moment | None, Query(alias="from", description="created at or after")] = None,
+    created_to: Annotated[Moment | None, Query(alias="to", description="created before")] = None,
+    min_amount: QueryAmount = None,
+    max_amount: QueryAmount = None,
+    cursor: Annotated[str | None, Query(description="next_cursor (or X-Resume-Cursor) of a previous page",
+                                        json_schema_extra=CURSOR_SCHEMA)] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="page size; capped at the server's maximum (100)")]
     = 50,
 ) -> PartnerTransactionPage:
@@ -113,8 +130,9 @@ async def list_histories(
     page: a partner following the feed polls with it later and receives only rows added since.
     """
     created_from, created_to = _utc(created_from), _utc(created_to)
-    if created_from and created_to and created_from >= created_to:
-        raise Unprocessable("'from' must be before 'to'", code="invalid_range")
+    if created_from and created_to and created_from > created_to:
+        raise Unprocessable("'from' must not be after 'to'", code="invalid_range")
+    min_amount, max_amount = _decimal(min_amount), _decimal(max_amount)
     if min_amount is not None and max_amount is not None and min_amount > max_amount:
         raise Unprocessable("'min_amount' must not exceed 'max_amount'", code="invalid_range")
     try:
@@ -133,7 +151,8 @@ async def list_histories(
                                   next_cursor=position if len(rows) > limit else None)
 
 
-@router.get("/histories/{transaction_id}", response_model=PartnerTransaction)
+@router.get("/histories/{transaction_id}", response_model=PartnerTransaction,
+            responses=errors({404: "`transaction_not_found`: no externally accessible transaction has this id"}))
 async def get_history(key: ReadTransactions, engine: Engine,
                       transaction_id: Annotated[str, Path(min_length=1, max_length=50)]) -> PartnerTransaction:
     """One externally accessible transaction; 404 for one that is not (or does not exist)."""
@@ -143,17 +162,19 @@ async def get_history(key: ReadTransactions, engine: Engine,
     return _item(row)
 
 
-@router.get("/reports/summary", response_model=SummaryReport)
+@router.get("/reports/summary", response_model=SummaryReport, responses=errors({
+    422: f"`invalid_range`: `from` is after `to`, or the range spans more than {MAX_REPORT_DAYS} days",
+}))
 async def report_summary(
     key: ReadReports,
     engine: Engine,
-    created_from: Annotated[datetime, Query(alias="from", description="created at or after (ISO 8601)")],
-    created_to: Annotated[datetime, Query(alias="to", description="created before (ISO 8601)")],
+    created_from: Annotated[Moment, Query(alias="from", description="created at or after (ISO 8601)")],
+    created_to: Annotated[Moment, Query(alias="to", description="created before (ISO 8601)")],
 ) -> SummaryReport:
     """Counts and sums of accessible transactions per UTC day, type and status over [from, to)."""
     created_from, created_to = _utc(created_from), _utc(created_to)
-    if created_from >= created_to:
-        raise Unprocessable("'from' must be before 'to'", code="invalid_range")
+    if created_from > created_to:
+        raise Unprocessable("'from' must not be after 'to'", code="invalid_range")
     if created_to - created_from > timedelta(days=MAX_REPORT_DAYS):
         raise Unprocessable(f"a report spans at most {MAX_REPORT_DAYS} days", code="invalid_range")
     rows = await views.daily_summary(engine, created_from, created_to)

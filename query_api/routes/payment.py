@@ -14,12 +14,16 @@ from sqlalchemy.engine import RowMapping
 from ogp.db.tables import TRANSACTION_TYPES
 from ogp.errors import ApiError, NotFound, Unprocessable
 from ogp.security.current_user import CurrentUser
+from ogp.web.fields import Moment
+from ogp.web.openapi import errors
 from query_api.deps import Engine
 from query_api.routes import payment_views as views
-from query_api.routes.cursor import InvalidCursor, decode_cursor, encode_cursor
+from query_api.routes.cursor import CURSOR_SCHEMA, InvalidCursor, decode_cursor, encode_cursor
 from schemas.money import money_str
 
 router = APIRouter(prefix="/api/payment", tags=["payment"])
+
+_NO_ACCOUNT = errors({404: "`account_not_found`: the caller has no wallet account"})
 
 TransactionType = Literal["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]
 TransactionStatus = Literal["PENDING", "SUCCESS", "FAILED", "CANCELLED"]
@@ -136,7 +140,7 @@ async def _account(engine, user_id: int) -> RowMapping:
 
 # -- routes -----------------------------------------------------------------------------------------------
 
-@router.get("/account", response_model=AccountResponse)
+@router.get("/account", response_model=AccountResponse, responses=_NO_ACCOUNT)
 async def get_account(user: CurrentUser, engine: Engine) -> AccountResponse:
     """The caller's profile and wallet account."""
     a = await _account(engine, user.user_id)
@@ -145,14 +149,14 @@ async def get_account(user: CurrentUser, engine: Engine) -> AccountResponse:
                            currency=a["currency"], account_status=a["account_status"], created_at=a["created_at"])
 
 
-@router.get("/balance", response_model=BalanceResponse)
+@router.get("/balance", response_model=BalanceResponse, responses=_NO_ACCOUNT)
 async def get_balance(user: CurrentUser, engine: Engine) -> BalanceResponse:
     """The caller's wallet balance, from the authoritative ledger balance."""
     a = await _account(engine, user.user_id)
     return BalanceResponse(account_id=a["account_id"], balance=money_str(a["balance"]), currency=a["currency"])
 
 
-@router.get("/wallet", response_model=WalletResponse)
+@router.get("/wallet", response_model=WalletResponse, responses=_NO_ACCOUNT)
 async def get_wallet(user: CurrentUser, engine: Engine) -> WalletResponse:
     """The caller's balance, account status and latest transactions."""
     a = await _account(engine, user.user_id)
@@ -161,22 +165,26 @@ async def get_wallet(user: CurrentUser, engine: Engine) -> WalletResponse:
                           account_status=a["account_status"], recent_transactions=[_item(r) for r in recent])
 
 
-@router.get("/transactions", response_model=TransactionPage)
+@router.get("/transactions", response_model=TransactionPage, responses=errors({
+    400: "`invalid_cursor`: the cursor was not made by this listing",
+    422: "`invalid_range`: `from` is after `to`",
+}))
 async def list_transactions(
     user: CurrentUser,
     engine: Engine,
     transaction_type: Annotated[TransactionType | None, Query(alias="type", description="only this type")] = None,
     status: Annotated[TransactionStatus | None, Query(description="only this status")] = None,
-    created_from: Annotated[datetime | None, Query(alias="from", description="created at or after (ISO 8601)")]
+    created_from: Annotated[Moment | None, Query(alias="from", description="created at or after (ISO 8601)")]
     = None,
-    created_to: Annotated[datetime | None, Query(alias="to", description="created before (ISO 8601)")] = None,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    created_to: Annotated[Moment | None, Query(alias="to", description="created before (ISO 8601)")] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page",
+                                        json_schema_extra=CURSOR_SCHEMA)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> TransactionPage:
-    """The caller's transaction history, newest first, one page at a time."""
+    """The caller's transaction history, newest first, one page at a time; ``from == to`` is an empty range."""
     created_from, created_to = _utc(created_from), _utc(created_to)
-    if created_from and created_to and created_from >= created_to:
-        raise Unprocessable("'from' must be before 'to'", code="invalid_range")
+    if created_from and created_to and created_from > created_to:
+        raise Unprocessable("'from' must not be after 'to'", code="invalid_range")
     try:
         after = decode_cursor(cursor) if cursor is not None else None
     except InvalidCursor:
@@ -191,7 +199,8 @@ async def list_transactions(
     return TransactionPage(items=[_item(r) for r in page], next_cursor=next_cursor)
 
 
-@router.get("/transactions/{transaction_id}", response_model=TransactionItem)
+@router.get("/transactions/{transaction_id}", response_model=TransactionItem,
+            responses=errors({404: "`transaction_not_found`: none of the caller's transactions has this id"}))
 async def get_transaction(
     user: CurrentUser, engine: Engine, transaction_id: Annotated[str, Path(min_length=1, max_length=50)]
 ) -> TransactionItem:
