@@ -208,8 +208,62 @@ def access_logs(db: str, n: int) -> list[tuple[str, bytes]]:
                                       occurred_at=now))) for _ in range(n)]
 
 
-def test_the_same_workers_resume_after_postgres_and_kafka_are_killed_under_load(env, killable):
+class Probe(threading.Thread):
+    """A wallet user calling both APIs all the time: every answer's status is kept (a 500 is a failure)."""
+
+    def __init__(self, commands: str, queries: str, user: dict):
+        super().__init__(name="probe", daemon=True)
+        self.commands, self.queries, self.user = commands, queries, user
+        self.answers: list[tuple[str, int, str | None]] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        auth = self.user["auth"]
+        calls = [
+            ("pay", lambda c, q: c.post("/api/payment/pay", json={"amount": "1.00", "merchant_reference": "probe"},
+                                        headers=auth | {"Idempotency-Key": uuid.uuid4().hex})),
+            ("login", lambda c, q: c.post("/api/auth/login", json={"username": self.user["username"],
+                                                                   "password": self.user["password"]})),
+            ("command ready", lambda c, q: c.get("/ready")),
+            ("balance", lambda c, q: q.get("/api/payment/balance", headers=auth)),
+            ("history", lambda c, q: q.get("/api/payment/transactions", headers=auth)),
+            ("transaction", lambda c, q: q.get(f"/api/payment/transactions/{uuid.uuid4()}", headers=auth)),
+        ]
+        with httpx.Client(base_url=self.commands, timeout=30) as c, httpx.Client(base_url=self.queries, timeout=30) as q:
+            while not self.stop_event.is_set():
+                for name, call in calls:
+                    try:
+                        response = call(c, q)
+                    except httpx.HTTPError as exc:  # a hang or a dropped connection is a failure too
+                        self.answers.append((name, 0, exc.__class__.__name__))
+                        continue
+                    self.answers.append((name, response.status_code, response.headers.get("retry-after")))
+                time.sleep(0.05)
+
+    def failures(self) -> list:
+        """Answers that are neither a success, nor a clear 4xx, nor a 503 with Retry-After."""
+        return [a for a in self.answers if a[1] >= 500 and not (a[1] == 503 and (a[2] or "").isdigit())
+                or a[1] == 0]
+
+
+def test_the_same_workers_resume_after_postgres_and_kafka_are_killed_under_load(env, killable, redis_url):
+    from command_api.app import create_app as command_app
+    from ogp.testing.server import serve
+    from ogp.testing.wallet import signed_up
+    from query_api.app import create_app as query_app
+
     settings, worker = env
+    db, kafka = settings.database_url, settings.kafka_bootstrap
+    api_settings = settings.model_copy(update={"redis_url": redis_url})
+    with serve(command_app(api_settings)) as commands, serve(query_app(api_settings)) as queries:
+        with httpx.Client(base_url=commands, timeout=30) as client:
+            probe = Probe(commands, queries, signed_up(client, "probe"))
+        _resume_after_outages(settings, worker, killable, probe)
+    assert not probe.failures(), probe.failures()[:20]
+    assert {a[1] for a in probe.answers} >= {200, 202, 503}, "the probe should have seen both health and outage"
+
+
+def _resume_after_outages(settings, worker, killable, probe: Probe) -> None:
     db, kafka = settings.database_url, settings.kafka_bootstrap
     accounts = create_accounts(db, 20, prefix="heal")
     funded = [c for u, a in accounts for c in funding(u, a, D("100000.00"))]
@@ -223,6 +277,7 @@ def test_the_same_workers_resume_after_postgres_and_kafka_are_killed_under_load(
     caught_up(db, kafka, at_least=len(funded))
     load = Load(kafka, accounts)
     load.start()
+    probe.start()
     try:
         # PostgreSQL dies (kill -9, every backend with it) again and again while commands keep coming.
         for kill in range(POSTGRES_KILLS):
@@ -252,7 +307,9 @@ def test_the_same_workers_resume_after_postgres_and_kafka_are_killed_under_load(
                  lambda: log_since(processor, mark)[-3000:])
     finally:
         load.stop_event.set()
+        probe.stop_event.set()
         load.join(60)
+        probe.join(60)
 
     # Access logs appended after both outages reach their table too.
     asyncio.run(produce(kafka, access_logs(db, 25), topic=ACCESS_LOGS))
