@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -12,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import create_engine, text
 
 from ogp.stack.topics import COMMANDS
+from ogp.testing.waiting import wait_until, wait_until_async
 from schemas.base import encode
 from schemas.commands import Command, RecordMidtransStatus, RequestTopup
 
@@ -85,25 +85,26 @@ def caught_up(db_url: str, bootstrap: str, timeout: float = 120, topic: str = CO
     ``at_least`` records were consumed, and the outbox is empty, twice in a row (saga steps append more
     commands while we look)."""
     engine = create_engine(db_url)
-    deadline = time.monotonic() + timeout
-    stable = 0
+    last: dict = {}
+
+    def settled() -> bool:
+        ends = asyncio.run(end_offsets(bootstrap, topic))
+        with engine.connect() as conn:
+            stored = dict(conn.execute(text(
+                "SELECT partition, next_offset FROM ledger_partitions WHERE topic = :t"), {"t": topic}).all())
+            pending = conn.execute(text(
+                "SELECT count(*) FROM ledger_outbox o JOIN ledger_partitions p "
+                "ON p.topic = :t AND p.partition = o.partition WHERE o.id > p.published_outbox_id"),
+                {"t": topic}).scalar()
+        done = (bool(ends) and pending == 0 and sum(stored.values()) >= at_least
+                and all(stored.get(p, 0) >= end for p, end in ends.items()))
+        last.update(ends=ends, stored=stored, pending=pending, stable=last.get("stable", 0) + 1 if done else 0)
+        return last["stable"] >= 2
+
     try:
-        while time.monotonic() < deadline:
-            ends = asyncio.run(end_offsets(bootstrap, topic))
-            with engine.connect() as conn:
-                stored = dict(conn.execute(text(
-                    "SELECT partition, next_offset FROM ledger_partitions WHERE topic = :t"), {"t": topic}).all())
-                pending = conn.execute(text(
-                    "SELECT count(*) FROM ledger_outbox o JOIN ledger_partitions p "
-                    "ON p.topic = :t AND p.partition = o.partition WHERE o.id > p.published_outbox_id"),
-                    {"t": topic}).scalar()
-            done = (bool(ends) and pending == 0 and sum(stored.values()) >= at_least
-                    and all(stored.get(p, 0) >= end for p, end in ends.items()))
-            stable = stable + 1 if done else 0
-            if stable >= 2:
-                return
-            time.sleep(0.3)
-        raise TimeoutError(f"ledger not caught up: ends {ends}, stored {stored}, unpublished outbox {pending}")
+        wait_until(settled, timeout, lambda: f"the ledger caught up (ends {last.get('ends')}, stored "
+                                             f"{last.get('stored')}, unpublished outbox {last.get('pending')})",
+                   interval=0.3)
     finally:
         engine.dispose()
 
@@ -156,7 +157,7 @@ async def recreate_topics(bootstrap: str, settings) -> None:
     """Delete and recreate the project's topics: a clean slate on a broker shared by several runs."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from ogp.stack.topics import ensure_topics, topic_specs
+    from ogp.stack.topics import topic_specs
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -165,17 +166,24 @@ async def recreate_topics(bootstrap: str, settings) -> None:
         names = [spec.name for spec in topic_specs(settings) if spec.name in existing]
         if names:
             await admin.delete_topics(names)
-            while set(await admin.list_topics()) & set(names):
-                await asyncio.sleep(0.2)
+            await wait_until_async(lambda: _none_listed(admin, names), what=f"the broker forgot {names}",
+                                   interval=0.2)
     finally:
         await admin.close()
-    for _ in range(50):
-        try:
-            await ensure_topics(bootstrap, topic_specs(settings))
-            return
-        except Exception:  # deletion still settling on the broker
-            await asyncio.sleep(0.3)
-    await ensure_topics(bootstrap, topic_specs(settings))
+    # Right after a deletion the broker may refuse to create the same names for a while.
+    await wait_until_async(lambda: _created(bootstrap, topic_specs(settings)), what="the topics were recreated",
+                           interval=0.3, ignoring=(Exception,))
+
+
+async def _none_listed(admin, names: list[str]) -> bool:
+    return not set(await admin.list_topics()) & set(names)
+
+
+async def _created(bootstrap: str, specs) -> bool:
+    from ogp.stack.topics import ensure_topics
+
+    await ensure_topics(bootstrap, specs)
+    return True
 
 
 def ledger_row(db_url: str, transaction_id: str) -> dict | None:
@@ -212,39 +220,3 @@ def audit_report(db_url: str, threshold_seconds: float = 600):
             return audit(conn, timedelta(seconds=threshold_seconds))
     finally:
         engine.dispose()
-
-
-def wait_until(condition, timeout: float = 60, interval: float = 0.2, message: str = "condition"):
-    """Poll ``condition()`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
-
-
-async def read_topic(bootstrap: str, topic: str) -> list:
-    """Every record of ``topic`` now (read up to each partition's end offset)."""
-    from ogp.stack.topics import describe_partitions
-
-    partitions = [TopicPartition(topic, p) for p in range(await describe_partitions(bootstrap, topic))]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        out = []
-        remaining = {tp for tp, end in ends.items() if end > 0}
-        while remaining:
-            for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
-                out.extend(r for r in records if r.offset < ends[tp])
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-        return out
-    finally:
-        await consumer.stop()

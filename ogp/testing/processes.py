@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from ogp.settings import Settings
 from ogp.stack.process import ManagedProcess, pid_alive
+from ogp.testing.waiting import wait_until
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -38,12 +38,8 @@ class Worker:
         pid = self.process.pid()
         if pid:
             os.kill(pid, signal.SIGKILL)
-            while pid_alive(pid):
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-                time.sleep(0.02)
+            wait_until(lambda: not _reaped_alive(pid), 30, f"{self.process.name} (pid {pid}) died of SIGKILL",
+                       interval=0.02)
 
     def stop(self) -> None:
         self.process.stop(timeout=20)
@@ -63,3 +59,12 @@ class Worker:
             return self.process.log_file.read_text(errors="replace")
         except OSError:
             return ""
+
+
+def _reaped_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs, collecting its exit status first if it is our child."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return pid_alive(pid)

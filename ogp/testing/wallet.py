@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from decimal import Decimal
 
 import httpx
+
+from ogp.testing.waiting import eventually
+
+__all__ = ["check", "eventually", "has_balance", "signed_up"]  # eventually: kept importable from here
 
 
 def signed_up(commands: httpx.Client, name: str) -> dict:
@@ -26,15 +29,3 @@ def check(condition: bool) -> None:
 
 def has_balance(queries: httpx.Client, user: dict, amount: str) -> None:
     assert Decimal(queries.get("/api/payment/balance", headers=user["auth"]).json()["balance"]) == Decimal(amount)
-
-
-def eventually(assertion, timeout: float = 60):
-    """Retry ``assertion`` (a callable that asserts) until it passes or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return assertion()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)

@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine, text
 
 from ledger_processor.audit import audit
@@ -23,6 +23,8 @@ from ogp.stack.topics import COMMANDS, LEDGER_EVENTS
 from ogp.testing.infra import create_database
 from ogp.testing.ledger import caught_up, create_accounts, end_offsets, funding, produce, recreate_topics
 from ogp.testing.processes import Worker
+from ogp.testing.topics import read_to_end
+from ogp.testing.waiting import DEFAULT_TIMEOUT, wait_until
 from projections.history import replay
 from schemas.base import decode, encode
 from schemas.commands import RequestPayment, RequestTransfer
@@ -30,6 +32,7 @@ from schemas.commands import RequestPayment, RequestTransfer
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 D = Decimal
 LOAD_SECONDS = 45
+MIN_COMMANDS = 500  # a busy machine appends fewer per second: the load then runs longer, up to 4 × LOAD_SECONDS
 PROCESSOR_KILLS = 12
 PROJECTOR_KILLS = 6
 
@@ -62,39 +65,30 @@ class Load(threading.Thread):
                                               to_account_id=self.rng.choice(self.accounts)[1], amount=amount)
                 await producer.send_and_wait(COMMANDS, key=account.encode(), value=encode(command))
                 self.accepted.append(tx)  # acknowledged by all in-sync replicas: accepted
-                await asyncio.sleep(self.rng.uniform(0, 0.01))
+                await asyncio.sleep(self.rng.uniform(0, 0.01))  # the load's uneven pace, not synchronisation
         finally:
             await producer.stop()
 
 
-async def all_events(bootstrap: str) -> list:
-    consumer = AIOKafkaConsumer(LEDGER_EVENTS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
-    await consumer.start()
-    events = []
-    try:
-        # Per partition, in offset order: the order the projector applies them in.
-        while batch := await consumer.getmany(timeout_ms=2000, max_records=10000):
-            for records in batch.values():
-                events.extend(decode(r.value) for r in records)
-    finally:
-        await consumer.stop()
-    return events
+def all_events(bootstrap: str) -> list:
+    # Per partition, in offset order: the order the projector applies them in.
+    return [decode(r.value) for r in asyncio.run(read_to_end(bootstrap, LEDGER_EVENTS))]
 
 
 def projector_caught_up(db: str, bootstrap: str, timeout: float = 120) -> None:
     engine = create_engine(db)
-    deadline = time.monotonic() + timeout
+    seen: dict = {}
+
+    def caught_up_with_the_topic() -> bool:
+        seen["ends"] = asyncio.run(end_offsets(bootstrap, LEDGER_EVENTS))
+        with engine.connect() as conn:
+            seen["stored"] = dict(conn.execute(text("SELECT partition, next_offset FROM projection_positions "
+                                                    "WHERE topic = :t"), {"t": LEDGER_EVENTS}).all())
+        return all(seen["stored"].get(p, 0) >= end for p, end in seen["ends"].items())
+
     try:
-        while True:
-            ends = asyncio.run(end_offsets(bootstrap, LEDGER_EVENTS))
-            with engine.connect() as conn:
-                stored = dict(conn.execute(text("SELECT partition, next_offset FROM projection_positions "
-                                                "WHERE topic = :t"), {"t": LEDGER_EVENTS}).all())
-            if all(stored.get(p, 0) >= end for p, end in ends.items()):
-                return
-            assert time.monotonic() < deadline, f"projector behind: {stored} < {ends}"
-            time.sleep(0.5)
+        wait_until(caught_up_with_the_topic, timeout,
+                   lambda: f"the projector caught up: {seen.get('stored')} < {seen.get('ends')}", interval=0.5)
     finally:
         engine.dispose()
 
@@ -119,9 +113,17 @@ def test_kill_9_under_load_applies_every_command_once_and_the_read_model_equals_
     rng = random.Random(5)
     kills = {"processor": 0, "projector": 0}
     try:
-        deadline = time.monotonic() + LOAD_SECONDS
-        next_projector_kill = time.monotonic() + rng.uniform(3, 7)
-        while time.monotonic() < deadline or kills["processor"] < PROCESSOR_KILLS or kills["projector"] < PROJECTOR_KILLS:
+        started = time.monotonic()
+        next_projector_kill = started + rng.uniform(3, 7)
+
+        def more_to_do() -> bool:
+            elapsed = time.monotonic() - started
+            return (elapsed < LOAD_SECONDS or kills["processor"] < PROCESSOR_KILLS
+                    or kills["projector"] < PROJECTOR_KILLS
+                    or (len(load.accepted) <= MIN_COMMANDS and elapsed < 4 * LOAD_SECONDS))
+
+        while more_to_do():
+            # Not synchronisation: the kills are meant to land at random moments, whatever the workers do.
             time.sleep(rng.uniform(1.5, 3.5))
             processor.kill9()
             kills["processor"] += 1
@@ -133,11 +135,12 @@ def test_kill_9_under_load_applies_every_command_once_and_the_read_model_equals_
                 next_projector_kill = time.monotonic() + rng.uniform(4, 8)
     finally:
         load.stop_event.set()
-        load.join(30)
+        load.join(DEFAULT_TIMEOUT)
 
     try:
+        assert not load.is_alive(), "the load must have stopped: every command it appended is counted below"
         assert kills["processor"] >= 10 and kills["projector"] >= 5, kills
-        assert len(load.accepted) > 500, "the load should have appended a meaningful number of commands"
+        assert len(load.accepted) > MIN_COMMANDS, "the load should have appended a meaningful number of commands"
         caught_up(db, private_kafka, timeout=300, at_least=len(funded) + len(load.accepted))
         projector_caught_up(db, private_kafka)
         engine = create_engine(db)
@@ -155,7 +158,7 @@ def test_kill_9_under_load_applies_every_command_once_and_the_read_model_equals_
         assert applied == set(load.accepted)
         assert report.ok, report.lines()
         assert total == 0
-        rebuilt = replay(asyncio.run(all_events(private_kafka)))
+        rebuilt = replay(all_events(private_kafka))
         assert set(table) == set(rebuilt)
         for transaction_id, row in rebuilt.items():
             stored = table[transaction_id]

@@ -6,14 +6,12 @@ import asyncio
 import os
 import signal
 import tempfile
-import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy import create_engine, text
 
 from ledger_processor.audit import audit
@@ -23,6 +21,8 @@ from ogp.stack.topics import LEDGER_EVENTS
 from ogp.testing.infra import create_database
 from ogp.testing.ledger import caught_up, create_accounts, funding, produce, recreate_topics
 from ogp.testing.processes import Worker
+from ogp.testing.topics import read_to_end
+from ogp.testing.waiting import wait_until
 from schemas.base import decode
 from schemas.commands import RequestPayment
 
@@ -68,30 +68,8 @@ def scalar(db: str, sql: str, **params):
 
 
 def events_on_topic(bootstrap: str) -> set[str]:
-    async def read():
-        consumer = AIOKafkaConsumer(LEDGER_EVENTS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                    enable_auto_commit=False)
-        await consumer.start()
-        ids = set()
-        try:
-            while batch := await consumer.getmany(timeout_ms=1500):
-                for records in batch.values():
-                    for r in records:
-                        message = decode(r.value)
-                        if message.TYPE == "TransactionRecorded":
-                            ids.add(message.event_id)
-        finally:
-            await consumer.stop()
-        return ids
-
-    return asyncio.run(read())
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
+    records = asyncio.run(read_to_end(bootstrap, LEDGER_EVENTS))
+    return {m.event_id for m in map(decode, (r.value for r in records)) if m.TYPE == "TransactionRecorded"}
 
 
 def test_a_crash_right_after_the_commit_loses_no_outcome_event(env):
@@ -103,7 +81,7 @@ def test_a_crash_right_after_the_commit_loses_no_outcome_event(env):
 
     crashing = worker("processor-crashing", OGP_FAULT="crash_after_commit")
     crashing.start()
-    wait_for(lambda: not crashing.process.running(), 60, "the processor should crash after its first commit")
+    wait_until(lambda: not crashing.process.running(), what="the processor crashed after its first commit")
     assert "fault injection: crashing after commit" in crashing.log()
     committed = scalar(db, "SELECT count(*) FROM ledger_transactions")
     unpublished = scalar(db, "SELECT count(*) FROM ledger_outbox o JOIN ledger_partitions p "
@@ -137,7 +115,7 @@ def test_a_stale_owner_resumed_after_sigstop_writes_nothing(env):
 
     stale = worker("processor-stale", OGP_FAULT="sigstop_before_batch")
     stale.start()
-    wait_for(lambda: stale.state() == "T", 60, "the first processor should stop itself holding a batch")
+    wait_until(lambda: stale.state() == "T", what="the first processor stopped itself holding a batch")
 
     # Its session (10 s) expires; the replacement takes every partition and applies everything.
     worker("processor-new").start()
@@ -147,10 +125,14 @@ def test_a_stale_owner_resumed_after_sigstop_writes_nothing(env):
     entries_before = scalar(db, "SELECT count(*) FROM ledger_entries")
     transactions_before = scalar(db, "SELECT count(*) FROM ledger_transactions")
 
+    claims_while_stopped = stale.log().count("partition claimed")
     os.kill(stale.process.pid(), signal.SIGCONT)
-    wait_for(lambda: "fenced, releasing partition" in stale.log(), 60,
-             "the resumed processor must find its epoch stale and refuse to write")
-    time.sleep(3)
+    wait_until(lambda: "fenced, releasing partition" in stale.log(),
+               what="the resumed processor found its epoch stale and refused to write")
+    # The batch it held is played out (every partition in it tried) once it claims partitions again: its
+    # expired session makes it rejoin, and a claim waits for the lock that the held batch keeps.
+    wait_until(lambda: stale.log().count("partition claimed") > claims_while_stopped,
+               what=lambda: f"the resumed processor rejoined after its held batch:\n{stale.log()[-3000:]}")
     assert scalar(db, "SELECT count(*) FROM ledger_entries") == entries_before
     assert scalar(db, "SELECT count(*) FROM ledger_transactions") == transactions_before
     assert transactions_before == len(accounts) + 30  # the top-ups and payments, each exactly once

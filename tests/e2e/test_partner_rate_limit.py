@@ -22,6 +22,7 @@ from ogp.stack.process import free_port
 from ogp.stack.topics import ensure_topics, topic_specs
 from ogp.testing.infra import create_database
 from ogp.testing.processes import worker_env
+from ogp.testing.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -52,16 +53,9 @@ def query_apis(settings, tmp_path_factory):
                                       env=env, stdout=log, stderr=subprocess.STDOUT))
         urls.append(f"http://127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + 60
         for url in urls:
-            while True:
-                try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "query API did not start"
-                time.sleep(0.1)
+            wait_until(lambda url=url: httpx.get(f"{url}/health", timeout=5).status_code == 200,
+                       what=f"{url} answered", ignoring=(httpx.HTTPError,))
         yield urls
     finally:
         for p in procs:
@@ -98,6 +92,7 @@ def test_150_requests_from_4_clients_over_2_processes_give_exactly_100_successes
     started = time.monotonic()
     with ThreadPoolExecutor(4) as pool:
         answers = [a for batch in pool.map(client, range(4)) for a in batch]
+    # The premise, not a speed claim: all 150 fell in one moving minute, so exactly 100 may succeed.
     assert time.monotonic() - started < 60
     statuses = [a.status_code for a in answers]
     assert len(answers) == 150

@@ -23,6 +23,7 @@ from ogp.settings import Settings
 from ogp.stack.topics import ensure_topics, topic_specs
 from ogp.testing.infra import create_database
 from ogp.testing.server import serve
+from ogp.testing.waiting import DEFAULT_TIMEOUT, wait_until
 from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +63,7 @@ def writer(db_url: str, rounds: int, done: threading.Event) -> None:
             transactions.append(tx)
         rng.shuffle(transactions)
         for tx in transactions:
-            time.sleep(rng.random() * 0.01)
+            time.sleep(rng.random() * 0.01)  # commits spread out at random, as projector batches are: the scenario
             tx.commit()
     first.close(), second.close()
     engine.dispose()
@@ -86,19 +87,25 @@ def test_a_partner_receives_every_accessible_row_once_and_in_order_while_rows_ar
         done = threading.Event()
         thread = threading.Thread(target=writer, args=(settings.sqlalchemy_url, 60, done))
         thread.start()
-        received, cursor, quiet_polls = [], None, 0
-        while quiet_polls < 2:
+        received, feed = [], {"cursor": None, "quiet_polls": 0}
+
+        def caught_up_with_the_writers() -> bool:
+            cursor = feed["cursor"]
             response = queries.get("/api/transaction/histories", headers={"X-API-Key": key},
                                    params={"limit": 20} | ({"cursor": cursor} if cursor else {}))
             assert response.status_code == 200, response.text
             body = response.json()
-            received += [item["transaction_id"] for item in body["items"]]
+            received.extend(item["transaction_id"] for item in body["items"])
             # Follow next_cursor; on the last page resume later from X-Resume-Cursor.
-            cursor = body["next_cursor"] or response.headers.get("X-Resume-Cursor") or cursor
+            feed["cursor"] = body["next_cursor"] or response.headers.get("X-Resume-Cursor") or cursor
             if body["next_cursor"] is None:
-                quiet_polls = quiet_polls + 1 if done.is_set() and not body["items"] else 0
-                time.sleep(0.02)
-        thread.join()
+                feed["quiet_polls"] = feed["quiet_polls"] + 1 if done.is_set() and not body["items"] else 0
+            # Done when, after the writers finished, two polls in a row found nothing new.
+            return feed["quiet_polls"] >= 2
+
+        wait_until(caught_up_with_the_writers, 2 * DEFAULT_TIMEOUT, "the partner read the whole feed", interval=0.02)
+        thread.join(DEFAULT_TIMEOUT)
+        assert not thread.is_alive()
 
     # Every accessible row exactly once, in feed order; nothing that is not accessible.
     engine = create_engine(settings.sqlalchemy_url)

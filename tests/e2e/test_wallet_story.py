@@ -21,7 +21,9 @@ from ogp.testing.infra import create_database
 from ogp.testing.ledger import caught_up, funding, produce, recreate_topics
 from ogp.testing.processes import Worker
 from ogp.testing.server import serve
-from ogp.testing.wallet import check, eventually, has_balance, signed_up
+from ogp.testing.topics import read_to_end
+from ogp.testing.waiting import eventually
+from ogp.testing.wallet import check, has_balance, signed_up
 from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +56,21 @@ def command(commands: httpx.Client, user: dict, path: str, body: dict, wait: int
     return response.json()
 
 
+def outcome(commands: httpx.Client, queries: httpx.Client, user: dict, path: str, body: dict) -> dict:
+    """The command's settled transaction: the answer to ``Prefer: wait`` or, if the ledger took longer than
+    that wait (a busy machine), the transaction its Location names, once it is no longer PENDING."""
+    answer = command(commands, user, path, body)
+    if answer["status"] != "PENDING":
+        return answer
+
+    def settled() -> dict:
+        item = queries.get(f"/api/payment/transactions/{answer['transaction_id']}", headers=user["auth"]).json()
+        assert item["status"] != "PENDING", item
+        return item
+
+    return eventually(settled)
+
+
 def fund(settings: Settings, user: dict, amount: str) -> None:
     """A top-up command and its paid Midtrans status, appended as the webhook will append it."""
     asyncio.run(produce(settings.kafka_bootstrap, funding(user["user_id"], user["account_id"], D(amount))))
@@ -82,22 +99,22 @@ def test_fund_pay_transfer_refund_and_transfer_back(system):
     eventually(lambda: has_balance(queries, alice, "1000000.00"))
 
     # She pays a merchant 150,000.
-    paid = command(commands, alice, "/api/payment/pay",
+    paid = outcome(commands, queries, alice, "/api/payment/pay",
                    {"amount": "150000.00", "merchant_reference": "TIKETQ-1", "description": "flight"})
     assert paid["status"] == "SUCCESS" and paid["balance_after"] == "850000.00"
 
     # She sends Bob 200,000 by his username.
-    sent = command(commands, alice, "/api/payment/transfer",
+    sent = outcome(commands, queries, alice, "/api/payment/transfer",
                    {"to": bob["username"], "amount": "200000.00", "description": "rent"})
     assert sent["status"] == "SUCCESS"
 
     # The merchant refunds 50,000 of the payment.
-    refunded = command(commands, alice, "/api/payment/refund",
+    refunded = outcome(commands, queries, alice, "/api/payment/refund",
                        {"transaction_id": paid["transaction_id"], "amount": "50000.00", "reason": "seat change"})
     assert refunded["status"] == "SUCCESS"
 
     # Bob sends 75,000.25 back by Alice's phone number.
-    back = command(commands, bob, "/api/payment/transfer",
+    back = outcome(commands, queries, bob, "/api/payment/transfer",
                    {"to": alice["phone"], "amount": "75000.25", "description": "change"})
     assert back["status"] == "SUCCESS"
 
@@ -171,28 +188,20 @@ def test_the_correlation_id_travels_from_http_through_the_command_to_the_outcome
     assert response.headers["X-Correlation-Id"] == "trace-me-0123456789"
     transaction_id = response.json()["transaction_id"]
 
-    async def headers_of(topic: str) -> dict[str, str]:
-        from aiokafka import AIOKafkaConsumer
-
+    def headers_of(topic: str) -> dict[str, str]:
         from schemas.base import decode
 
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
-                                    enable_auto_commit=False)
-        await consumer.start()
-        try:
-            while batch := await consumer.getmany(timeout_ms=2000):
-                for records in batch.values():
-                    for r in records:
-                        if getattr(decode(r.value), "transaction_id", None) == transaction_id:
-                            return {k: v.decode() for k, v in r.headers}
-        finally:
-            await consumer.stop()
+        for r in asyncio.run(read_to_end(settings.kafka_bootstrap, topic)):
+            if getattr(decode(r.value), "transaction_id", None) == transaction_id:
+                return {k: v.decode() for k, v in r.headers}
         return {}
 
     from ogp.stack.topics import COMMANDS, LEDGER_EVENTS
 
-    command_headers = asyncio.run(headers_of(COMMANDS))
-    event_headers = asyncio.run(headers_of(LEDGER_EVENTS))
+    # The answer came from the database; the outcome event leaves through the outbox a moment later.
+    caught_up(settings.database_url, settings.kafka_bootstrap)
+    command_headers = headers_of(COMMANDS)
+    event_headers = headers_of(LEDGER_EVENTS)
     assert command_headers["correlation_id"] == event_headers["correlation_id"] == "trace-me-0123456789"
     assert command_headers["traceparent"].startswith("00-") and event_headers["traceparent"] == command_headers["traceparent"]
 
@@ -220,12 +229,12 @@ def test_an_admin_suspends_reactivates_and_closes_accounts(system):
     assert set_status("SUSPENDED", headers=user["auth"]).status_code == 403  # not an admin
     assert set_status("SUSPENDED").status_code == 202
     eventually(lambda: check(account_status() == "SUSPENDED"))
-    refused = command(commands, user, "/api/payment/pay", {"amount": "10.00", "merchant_reference": "x"})
+    refused = outcome(commands, queries, user, "/api/payment/pay", {"amount": "10.00", "merchant_reference": "x"})
     assert (refused["status"], refused["failure_reason"]) == ("FAILED", "account_suspended")
 
     assert set_status("ACTIVE").status_code == 202
     eventually(lambda: check(account_status() == "ACTIVE"))
-    assert command(commands, user, "/api/payment/pay", {"amount": "500.00", "merchant_reference": "y"}
+    assert outcome(commands, queries, user, "/api/payment/pay", {"amount": "500.00", "merchant_reference": "y"}
                    )["status"] == "SUCCESS"
 
     assert set_status("CLOSED", account=admin["account_id"]).status_code == 202  # empty: may close
@@ -234,6 +243,6 @@ def test_an_admin_suspends_reactivates_and_closes_accounts(system):
     fund(settings, user, "50.00")
     eventually(lambda: has_balance(queries, user, "50.00"))
     assert set_status("CLOSED").json()["error"]["code"] == "balance_not_zero"
-    sent = command(commands, user, "/api/payment/transfer", {"to": admin["username"], "amount": "5.00"})
+    sent = outcome(commands, queries, user, "/api/payment/transfer", {"to": admin["username"], "amount": "5.00"})
     assert sent["status"] == "FAILED" and sent["failure_reason"] in {"destination_closed", "account_closed"}
     assert set_status("ACTIVE", account=str(uuid.uuid4())).status_code == 404

@@ -12,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from ogp.db.migrate import upgrade
 from ogp.db.tables import accounts, historical_transactions, projection_positions, users
 from ogp.settings import Settings
 from ogp.stack.topics import LEDGER_EVENTS, TopicSpec, ensure_topics, topic_specs
+from ogp.testing.waiting import wait_until, wait_until_async
 from projections.history import replay
 from projections.runner import PROJECTOR, HistoryProjector, rebuild
 from schemas.base import Message, encode
@@ -35,6 +35,7 @@ from schemas.events import AccountStatusChanged, TransactionRecorded
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
+CHUNK, TAIL = 250, 100  # the kill test publishes in chunks, and its last records only after the kill
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 ROW_COLUMNS = [c for c in historical_transactions.columns if c.name != "id"]
 
@@ -149,15 +150,14 @@ def table(world: World) -> dict[str, dict]:
     return {r["transaction_id"]: dict(r) for r in rows}
 
 
-async def wait_for_positions(world: World, expected: dict[int, int], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        current = await asyncio.to_thread(positions, world)
-        if all(current.get(p, 0) >= end for p, end in expected.items()):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"projector stuck at {current}, expected {expected}")
-        await asyncio.sleep(0.1)
+async def wait_for_positions(world: World, expected: dict[int, int]) -> None:
+    current: dict[int, int] = {}
+
+    async def reached() -> bool:
+        current.update(await asyncio.to_thread(positions, world))
+        return all(current.get(p, 0) >= end for p, end in expected.items())
+
+    await wait_until_async(reached, what=lambda: f"the projector reached {expected} (it is at {current})")
 
 
 def start(world: World, group: str) -> tuple[HistoryProjector, asyncio.Task]:
@@ -214,15 +214,26 @@ def test_a_projector_killed_mid_stream_resumes_to_exactly_the_replayed_table(wor
     async def scenario():
         events = history(world, 1500, seed=2)
         group = f"t-{uuid.uuid4().hex[:8]}"
+        killed = asyncio.Event()
+
+        async def keep_publishing() -> list[tuple[int, int]]:
+            placed = []
+            for n in range(0, len(events) - TAIL, CHUNK):
+                placed += await produce_events(world, events[n:min(n + CHUNK, len(events) - TAIL)])
+            # The last records only after the kill, however fast the projector was: it dies mid-stream.
+            await killed.wait()
+            return placed + await produce_events(world, events[len(events) - TAIL:])
+
         # The ledger keeps publishing while the projector works...
-        producing = asyncio.create_task(produce_events(world, events))
+        producing = asyncio.create_task(keep_publishing())
         projector, task = start(world, group)
-        while not await asyncio.to_thread(positions, world):
-            await asyncio.sleep(0.01)
+        await wait_until_async(lambda: asyncio.to_thread(positions, world), what="the projector committed a batch",
+                               interval=0.01)
         # ...and the projector is killed without warning, perhaps inside a database transaction.
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        killed.set()
         placed = await producing
         # Whatever it committed is a consistent prefix: rows and positions moved together.
         at_kill = await asyncio.to_thread(positions, world)
@@ -288,12 +299,13 @@ def test_python_m_projections_starts_and_stops_cleanly_on_sigterm(world, tmp_pat
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "projections"], env=env, stderr=log_file,
                                    cwd=Path(__file__).resolve().parents[2])
+
+    def assigned() -> bool:
+        assert process.poll() is None, log_path.read_text()  # died: no point waiting
+        return '"msg": "assigned' in log_path.read_text()
+
     try:
-        deadline = time.monotonic() + 60
-        while '"msg": "assigned' not in log_path.read_text():
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
+        wait_until(assigned, what=lambda: f"the projector was assigned its partitions:\n{log_path.read_text()}")
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0, log_path.read_text()
     finally:

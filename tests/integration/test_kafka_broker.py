@@ -18,6 +18,7 @@ from ogp.settings import Settings
 from ogp.stack.kafka import KafkaBroker
 from ogp.stack.process import PrerequisiteMissing, free_port, pid_alive
 from ogp.stack.topics import COMMANDS, TopicError, TopicSpec, describe_partitions, ensure_topics, topic_specs
+from ogp.testing.waiting import DEFAULT_TIMEOUT, LATENCY_MARGIN
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +76,7 @@ def test_idempotent_producer_round_trip_keeps_key_and_headers(broker):
         )
         await consumer.start()
         try:
-            record = await asyncio.wait_for(consumer.getone(), timeout=30)
+            record = await asyncio.wait_for(consumer.getone(), timeout=DEFAULT_TIMEOUT)
         finally:
             await consumer.stop()
         return sent, record
@@ -139,7 +140,7 @@ def test_faust_agent_consumes_from_the_broker(broker, tmp_path):
         await app.start()
         try:
             await topic.send(key=b"acct-7", value=b"hello from faust")
-            return await asyncio.wait_for(received.get(), timeout=60)
+            return await asyncio.wait_for(received.get(), timeout=DEFAULT_TIMEOUT)
         finally:
             await app.stop()
 
@@ -163,7 +164,7 @@ def test_start_twice_is_harmless_and_stop_leaves_no_process(broker, settings):
     assert pid and broker.healthy()
     t0 = time.monotonic()
     broker.start()  # already running: returns at once, same process
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < LATENCY_MARGIN  # a metadata round trip, not a JVM start (a busy machine's margin)
     assert broker.process.pid() == pid
     cluster_id = asyncio.run(_cluster_id(broker.bootstrap))
     assert cluster_id == broker.cluster_id()

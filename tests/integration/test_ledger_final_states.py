@@ -26,9 +26,9 @@ from ogp.testing.ledger import (
     ledger_row,
     produce,
     query,
-    read_topic,
-    wait_until,
 )
+from ogp.testing.topics import read_to_end
+from ogp.testing.waiting import wait_until
 from schemas.base import decode, encode
 from schemas.commands import (
     ChangeAccountStatus,
@@ -107,7 +107,7 @@ def test_a_bug_in_one_rule_fails_that_command_visibly_and_the_rest_of_the_batch_
     assert ledger_row(db, after.transaction_id)["status"] == "SUCCESS"
     assert query(db, "SELECT balance FROM accounts WHERE id = :a", a=account)[0][0] == D("460.00")
     assert dead_letter_reasons(db, bad.transaction_id) == [(account, "processing_error", True)]
-    dead = [decode(r.value) for r in asyncio.run(read_topic(kafka, DEAD_LETTER))]
+    dead = [decode(r.value) for r in asyncio.run(read_to_end(kafka, DEAD_LETTER))]
     assert any(d.key == account and d.reason.startswith("processing_error: ZeroDivisionError") for d in dead)
     assert audit_report(db).ok
 
@@ -185,7 +185,7 @@ def test_a_transfer_whose_credit_step_fails_is_reversed_and_in_flight_drains(env
     asyncio.run(produce(kafka, [transfer]))
     with BackgroundProcessor(env):
         wait_until(lambda: (ledger_row(db, transfer.transaction_id) or {}).get("status") == "FAILED", 60,
-                   message="the transfer to be reversed")
+                   what="the transfer to be reversed")
         caught_up(db, kafka)
     row = ledger_row(db, transfer.transaction_id)
     assert row["failure_reason"] == "processing_error"
@@ -210,7 +210,7 @@ def test_a_transfer_whose_credit_step_is_lost_is_settled_by_the_sweep_after_the_
     asyncio.run(produce(kafka, [transfer]))
     with BackgroundProcessor(env):
         wait_until(lambda: (ledger_row(db, transfer.transaction_id) or {}).get("status") == "FAILED", 60,
-                   message="the sweep to settle the lost transfer")
+                   what="the sweep to settle the lost transfer")
         caught_up(db, kafka)
     assert ledger_row(db, transfer.transaction_id)["failure_reason"] == "transfer_timed_out"
     assert ledger_row(db, transfer.transaction_id + ":in")["status"] == "FAILED"  # refused for good
@@ -238,7 +238,7 @@ def test_a_reversal_to_a_wallet_closed_meanwhile_is_held_in_suspense_and_the_aud
             account_id=source, requested_at=now(), command_id=str(uuid.uuid4()), status="CLOSED",
             actor_user_id=us)]))
         wait_until(lambda: (ledger_row(db, transfer.transaction_id) or {}).get("status") == "FAILED", 60,
-                   message="the transfer to be reversed")
+                   what="the transfer to be reversed")
         caught_up(db, kafka)
     assert query(db, "SELECT balance, account_status::text FROM accounts WHERE id = :a", a=source)[0] == \
         (D("0.00"), "CLOSED")
@@ -255,4 +255,4 @@ def test_published_outbox_rows_are_pruned_after_the_retention(env):
     with BackgroundProcessor(env):
         caught_up(db, kafka)
         wait_until(lambda: query(db, "SELECT count(*) FROM ledger_outbox")[0][0] == 0, 30,
-                   message="published outbox rows to be pruned (retention 0)")
+                   what="published outbox rows to be pruned (retention 0)")

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy import create_engine, text
 
 from ledger_processor.audit import audit
@@ -19,6 +18,7 @@ from ogp.settings import Settings
 from ogp.stack.topics import DEAD_LETTER, LEDGER_EVENTS, ensure_topics, topic_specs
 from ogp.testing.infra import create_database
 from ogp.testing.ledger import BackgroundProcessor, caught_up, create_accounts, funding, produce
+from ogp.testing.topics import read_to_end
 from schemas.base import decode
 from schemas.commands import RequestPayment, RequestRefund, RequestTopup, RequestTransfer
 
@@ -64,22 +64,6 @@ def check_invariants(db: str) -> None:
         report = audit(conn)
     engine.dispose()
     assert report.ok, "\n".join(report.lines())
-
-
-async def read_topic(bootstrap: str, topic: str) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    out = []
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=1500)
-            if not batch:
-                return out
-            for records in batch.values():
-                out.extend(records)
-    finally:
-        await consumer.stop()
 
 
 def pick_accounts(accounts, partitions: int):
@@ -144,7 +128,7 @@ def test_every_rule_applies_once_and_the_ledger_balances(env):
     assert stats.applied >= len(commands)
     check_invariants(db)
 
-    events = [decode(r.value) for r in asyncio.run(read_topic(kafka, LEDGER_EVENTS))]
+    events = [decode(r.value) for r in asyncio.run(read_to_end(kafka, LEDGER_EVENTS))]
     recorded = {(e.transaction_id, e.status) for e in events if e.TYPE == "TransactionRecorded"}
     assert (xfer_id, "PENDING") in recorded and (xfer_id, "SUCCESS") in recorded
     assert (pay_id, "SUCCESS") in recorded and (broke, "FAILED") in recorded
@@ -163,7 +147,7 @@ def test_a_poison_message_is_dead_lettered_and_the_partition_keeps_moving(env):
         caught_up(db, kafka)
     assert tx(db, after)["status"] == "SUCCESS"
     assert balances(db)[account] == D("400.00")
-    dead = [decode(r.value) for r in asyncio.run(read_topic(kafka, DEAD_LETTER))]
+    dead = [decode(r.value) for r in asyncio.run(read_to_end(kafka, DEAD_LETTER))]
     reasons = [d.reason for d in dead if d.key == account]
     assert len(reasons) == 2 and any("not JSON" in r for r in reasons) and any("invalid" in r for r in reasons)
     check_invariants(db)
@@ -186,8 +170,9 @@ def test_a_value_the_database_refuses_is_dead_lettered_without_stopping_the_part
         ("FAILED", "rejected_by_database")
     assert tx(db, after.transaction_id)["status"] == "SUCCESS"
     assert balances(db)[account] == D("400.00")
-    dead = [decode(r.value) for r in asyncio.run(read_topic(kafka, DEAD_LETTER))]
-    assert any(d.key == account and d.reason.startswith("rejected_by_database") for d in dead), [(d.key, d.reason[:200]) for d in dead]
+    dead = [decode(r.value) for r in asyncio.run(read_to_end(kafka, DEAD_LETTER))]
+    assert any(d.key == account and d.reason.startswith("rejected_by_database") for d in dead), \
+        [(d.key, d.reason[:200]) for d in dead]
     check_invariants(db)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from ogp.stack.kafka import KafkaBroker
 from ogp.stack.postgres import PostgresServer
 from ogp.stack.process import free_port
 from ogp.stack.redis import RedisServer
+from ogp.testing.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +53,17 @@ def _app_factories():
     return {"command-api": command_app, "query-api": query_app}
 
 
-def _ready(client: TestClient, want: int, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        response = client.get("/ready")
-        if response.status_code == want or time.monotonic() > deadline:
-            assert response.status_code == want, response.text
-            return response.json()
-        time.sleep(0.5)
+def _ready(client: TestClient, want: int, timeout: float = 60) -> dict:
+    """/ready's body once it answers ``want`` (a stopped or restarted server takes a while to show)."""
+    answers = []
+
+    def answered() -> bool:
+        answers.append(client.get("/ready"))
+        return answers[-1].status_code == want
+
+    wait_until(answered, timeout, lambda: f"/ready answered {want}; last {answers[-1].status_code}: "
+                                          f"{answers[-1].text}", interval=0.5)
+    return answers[-1].json()
 
 
 @pytest.mark.parametrize("api", ["command-api", "query-api"])
@@ -85,4 +88,4 @@ def test_ready_is_503_naming_the_stopped_dependency(private_stack, dependency):
                 assert client.get("/health").status_code == 200
             finally:
                 private_stack[dependency].start()
-            _ready(client, 200, timeout=60)
+            _ready(client, 200)
