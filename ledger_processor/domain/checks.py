@@ -22,26 +22,16 @@ def cannot_send(account: Account | None, amount: Decimal, currency: str) -> str 
     return None
 
 
-def cannot_receive(account: Account | None, currency: str) -> str | None:
-    """Why ``account`` may not be credited (a refund, a top-up), or None. Suspension blocks paying out only."""
+def cannot_receive(account: Account | None, currency: str, *, transfer: bool = False) -> str | None:
+    """Why ``account`` may not be credited, or None. Suspension blocks paying out, and taking transfers
+    (``transfer``: the reasons then name the destination); a refund or a top-up still reaches it."""
     if account is None:
-        return "unknown_account"
+        return "unknown_destination" if transfer else "unknown_account"
     if account.currency != currency:
         return "currency_mismatch"
     if account.status == "CLOSED":
-        return "account_closed"
-    return None
-
-
-def cannot_receive_transfer(account: Account | None, currency: str) -> str | None:
-    """Why a transfer may not be credited to ``account``: a suspended wallet takes no transfers either."""
-    if account is None:
-        return "unknown_destination"
-    if account.currency != currency:
-        return "currency_mismatch"
-    if account.status == "CLOSED":
-        return "destination_closed"
-    if account.status == "SUSPENDED":
+        return "destination_closed" if transfer else "account_closed"
+    if account.status == "SUSPENDED" and transfer:
         return "destination_suspended"
     return None
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from ledger_processor.domain.book import SUSPENSE, TRANSFERS_IN_FLIGHT, Account, Book, Transaction
-from ledger_processor.domain.checks import cannot_receive_transfer, cannot_send, fail
+from ledger_processor.domain.checks import cannot_receive, cannot_send, fail
 from schemas.commands import ConfirmTransfer, CreditTransfer, ExpireTransfer, RequestTransfer, ReverseTransfer
 
 TRANSFER = "TRANSFER"
@@ -59,7 +59,7 @@ def transfer(book: Book, cmd: RequestTransfer) -> None:
     if book.owns(cmd.to_account_id):
         # Both accounts live on this partition: one atomic posting, no saga.
         dest = book.account(cmd.to_account_id)
-        if reason := cannot_receive_transfer(dest, cmd.currency):
+        if reason := cannot_receive(dest, cmd.currency, transfer=True):
             return fail(book, tx, reason)
         dest_before = dest.balance
         book.post(tx.transaction_id, [(source, -cmd.amount), (dest, cmd.amount)])
@@ -99,7 +99,7 @@ def credit_transfer(book: Book, cmd: CreditTransfer) -> None:
     if book.seen(incoming_id(cmd.transaction_id), cmd.account_id, TRANSFER):
         return
     dest = book.account(cmd.account_id)
-    if reason := cannot_receive_transfer(dest, cmd.currency):
+    if reason := cannot_receive(dest, cmd.currency, transfer=True):
         return _refuse_credit(book, cmd.transaction_id, cmd.account_id, cmd.from_account_id, cmd.amount, reason)
     before = dest.balance
     book.post(incoming_id(cmd.transaction_id), [(book.system(TRANSFERS_IN_FLIGHT), -cmd.amount), (dest, cmd.amount)])
