@@ -10,7 +10,6 @@ and changelog topics for what is one consumer loop and one multi-row INSERT.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -22,11 +21,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ogp.clients import async_engine
 from ogp.db.tables import api_access_logs
 from ogp.settings import Settings
 from ogp.stack.topics import ACCESS_LOGS
-from ogp.worker import Backoff, Heartbeat, bounded, describe, run_worker
+from ogp.worker import Heartbeat, bounded, describe, run_worker
+from projections.loop import ProjectorLoop
 from schemas.access_logs import AccessLogged
 from schemas.base import UnknownMessage, decode
 
@@ -98,51 +97,17 @@ async def write_rows(engine: AsyncEngine, rows: list[dict], stats: AccessLogStat
                           str(getattr(exc, "orig", exc)).splitlines()[0], extra={"event_id": row["id"]})
 
 
-class AccessLogProjector:
-    """Consumes access-log events into ``api_access_logs`` until ``stop()``.
+class AccessLogProjector(ProjectorLoop):
+    """Consumes access-log events into ``api_access_logs`` until ``stop()``; a new consumer after a failure
+    resumes from Kafka's committed offsets (the table's primary key makes a redelivery a no-op)."""
 
-    A failure that escapes the loop (the broker gone, a consumer in a bad state) never ends it: it is
-    logged and backed off, and a new consumer resumes from Kafka's committed offsets.
-    """
+    name = "access-log"
 
     def __init__(self, settings: Settings, *, group_id: str = GROUP_ID, topic: str = ACCESS_LOGS,
                  engine: AsyncEngine | None = None, heartbeat: Heartbeat | None = None):
-        self.settings, self.group_id, self.topic = settings, group_id, topic
-        self.heartbeat = heartbeat or Heartbeat(settings.health_stale_seconds)
+        super().__init__(settings, engine=engine, heartbeat=heartbeat)
+        self.group_id, self.topic = group_id, topic
         self.stats = AccessLogStats()
-        self._engine, self._owns_engine = engine, engine is None
-        self._stopping = asyncio.Event()
-        self._closed_cleanly = True
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    def request_stop(self) -> None:
-        """The worker protocol's name for ``stop()`` (ogp/worker.py)."""
-        self.stop()
-
-    async def close(self, timeout: float) -> bool:
-        """Nothing stays open once ``run()`` has returned; False if closing its consumer was abandoned."""
-        return self._closed_cleanly
-
-    async def run(self) -> None:
-        if self._engine is None:
-            self._engine = async_engine(self.settings.sqlalchemy_url, pool_size=2, max_overflow=2)
-        backoff = Backoff(cap=10.0)
-        try:
-            while not self._stopping.is_set():
-                try:
-                    await self._consume()
-                except Exception as exc:
-                    delay = backoff.next()
-                    self.heartbeat.failed(exc)
-                    log.warning("access-log projector: %s; retrying in %.1fs with a new consumer", describe(exc),
-                                delay, exc_info=exc)
-                    await self._sleep(delay)
-        finally:
-            if self._owns_engine:
-                await self._engine.dispose()
-            log.info("access-log projector stopped: %s", self.stats)
 
     async def _consume(self) -> None:
         """One consumer's life: start, project until stopped; closed (bounded) on the way out."""
@@ -191,10 +156,6 @@ class AccessLogProjector:
                 if self._stopping.is_set():
                     return False
                 delay = min(delay * 2, 10.0)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from ogp.settings import Settings
 from ogp.stack.topics import LEDGER_EVENTS, describe_partitions
 from ogp.worker import Backoff, Heartbeat, bounded, describe
 from projections.history import project
+from projections.loop import ProjectorLoop
 from schemas.base import UnknownMessage, decode
 from schemas.events import TransactionRecorded
 
@@ -196,7 +197,7 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):
             await self.projector._seek_to_stored(assigned)
 
 
-class HistoryProjector:
+class HistoryProjector(ProjectorLoop):
     """Consumes ledger events with its own positions in PostgreSQL; ``run()`` until ``stop()``.
 
     Other projections of the same events subclass it and set ``projector`` (the name their positions are
@@ -205,61 +206,25 @@ class HistoryProjector:
 
     projector = PROJECTOR
     apply_batch = staticmethod(apply_batch)
+    retry_cap_seconds = _RETRY_MAX_SECONDS
 
     def __init__(self, settings: Settings, group_id: str = "projector-history", *, topic: str = LEDGER_EVENTS,
                  engine: AsyncEngine | None = None, heartbeat: Heartbeat | None = None):
-        self.settings = settings
-        self.heartbeat = heartbeat or Heartbeat(settings.health_stale_seconds)
+        super().__init__(settings, engine=engine, heartbeat=heartbeat)
         self.group_id = group_id
         self.topic = topic
         self.stats = ProjectionStats()
-        self._engine = engine
-        self._owns_engine = engine is None
         self._consumer: AIOKafkaConsumer | None = None
-        self._stopping = asyncio.Event()
         # Rebalance callbacks (aiokafka's coordinator task) and batch application exclude each other, and
         # a batch fetched before a rebalance is dropped: the new assignment seeks to the stored positions,
         # so those records come again from the right place instead of being applied twice.
         self._rebalance_lock = asyncio.Lock()
         self._generation = 0
         self._apply_backoff = Backoff(cap=_RETRY_MAX_SECONDS)
-        self._closed_cleanly = True
 
-    def stop(self) -> None:
-        """Ask ``run()`` to finish the batch in hand and return."""
-        self._stopping.set()
-
-    def request_stop(self) -> None:
-        """The worker protocol's name for ``stop()`` (ogp/worker.py)."""
-        self.stop()
-
-    async def close(self, timeout: float) -> bool:
-        """Nothing stays open once ``run()`` has returned; False if closing its consumer was abandoned."""
-        return self._closed_cleanly
-
-    async def run(self) -> None:
-        """Consume and project until stopped (or cancelled: an open transaction then rolls back).
-
-        A failure that escapes the loop (the broker gone, a consumer in a bad state) never ends it: it is
-        logged and backed off, and a new consumer resumes from the positions stored in PostgreSQL.
-        """
-        if self._engine is None:
-            self._engine = async_engine(self.settings.sqlalchemy_url, pool_size=2, max_overflow=2)
-        backoff = Backoff(cap=_RETRY_MAX_SECONDS)
-        try:
-            while not self._stopping.is_set():
-                try:
-                    await self._consume()
-                except Exception as exc:
-                    delay = backoff.next()
-                    self.heartbeat.failed(exc)
-                    log.warning("%s projector: %s; retrying in %.1fs with a new consumer", self.projector,
-                                describe(exc), delay, exc_info=exc)
-                    await self._sleep(delay)
-        finally:
-            if self._owns_engine:
-                await self._engine.dispose()
-            log.info("%s projector stopped: %s", self.projector, asdict(self.stats))
+    @property
+    def name(self) -> str:
+        return self.projector
 
     async def _consume(self) -> None:
         """One consumer's life: start, subscribe, project until stopped; closed (bounded) on the way out."""
@@ -299,10 +264,6 @@ class HistoryProjector:
                 log.warning("kafka not reachable yet (%s); retrying", exc.__class__.__name__)
                 await self._sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_SECONDS)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _seek_to_stored(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = [tp for tp in assigned if tp.topic == self.topic]

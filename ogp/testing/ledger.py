@@ -220,3 +220,17 @@ def audit_report(db_url: str, threshold_seconds: float = 600):
             return audit(conn, timedelta(seconds=threshold_seconds))
     finally:
         engine.dispose()
+
+
+def random_command(rng, accounts: list[tuple[int, str]], max_cents: int = 900_000,
+                   reference: str = "load") -> Command:
+    """A payment or a transfer (half each) between random ``accounts``, as a load generator appends them."""
+    from schemas.commands import RequestPayment, RequestTransfer
+
+    user, account = rng.choice(accounts)
+    tx, amount = str(uuid.uuid4()), Decimal(rng.randint(100, max_cents)) / 100
+    if rng.random() < 0.5:
+        return RequestPayment(account_id=account, requested_at=now(), transaction_id=tx, user_id=user,
+                              amount=amount, merchant_reference=reference)
+    return RequestTransfer(account_id=account, requested_at=now(), transaction_id=tx, user_id=user,
+                           to_account_id=rng.choice(accounts)[1], amount=amount)

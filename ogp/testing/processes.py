@@ -68,3 +68,38 @@ def _reaped_alive(pid: int) -> bool:
     except ChildProcessError:
         pass
     return pid_alive(pid)
+
+
+class Workers:
+    """The workers one test starts, all stopped at its end (a SIGSTOPped one is continued first, so it can)."""
+
+    def __init__(self, run_dir: Path, settings: Settings):
+        self.run_dir, self.settings = run_dir, settings
+        self.started: list[Worker] = []
+
+    def __call__(self, module: str, name: str, **env: str) -> Worker:
+        """A new worker (not started yet) that will be stopped with the others."""
+        worker = Worker(module, name, self.run_dir, self.settings, **env)
+        self.started.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.started:
+            pid = worker.process.pid()
+            if pid and worker.state() == "T":
+                os.kill(pid, signal.SIGCONT)
+            worker.stop()
+
+
+def ogp_cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment for running ``ogp`` on a state folder and free ports of its own (its stack, its services)."""
+    from ogp.stack.process import free_port
+
+    return {
+        **os.environ,
+        "OGP_STATE_DIR": str(state_dir),
+        "OGP_ENVIRONMENT": "development",
+        **{f"OGP_{name}_PORT": str(free_port()) for name in
+           ("KAFKA", "KAFKA_CONTROLLER", "POSTGRES", "REDIS", "COMMAND_API", "QUERY_API", "MIDTRANS_SIM")},
+        **extra,
+    }

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ogp.stack.process import free_port, pid_alive
+from ogp.stack.process import pid_alive
+from ogp.testing.processes import ogp_cli_env
 
 pytestmark = pytest.mark.e2e
 
@@ -22,13 +23,7 @@ OGP = [sys.executable, "-m", "ogp.cli"]
 def env():
     state = Path(tempfile.mkdtemp(prefix="ogp-cli-"))
     os.chmod(state, 0o755)
-    env = {
-        **os.environ,
-        "OGP_STATE_DIR": str(state),
-        "OGP_ENVIRONMENT": "development",
-        **{f"OGP_{name}_PORT": str(free_port()) for name in
-           ("KAFKA", "KAFKA_CONTROLLER", "POSTGRES", "REDIS", "COMMAND_API", "QUERY_API", "MIDTRANS_SIM")},
-    }
+    env = ogp_cli_env(state)
     yield env
     subprocess.run([*OGP, "down"], env=env, capture_output=True, timeout=180)
     shutil.rmtree(state, ignore_errors=True)

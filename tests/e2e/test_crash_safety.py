@@ -8,7 +8,6 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,13 +20,20 @@ from ogp.db.migrate import upgrade
 from ogp.settings import Settings
 from ogp.stack.topics import COMMANDS, LEDGER_EVENTS
 from ogp.testing.infra import create_database
-from ogp.testing.ledger import caught_up, create_accounts, end_offsets, funding, produce, recreate_topics
+from ogp.testing.ledger import (
+    caught_up,
+    create_accounts,
+    end_offsets,
+    funding,
+    produce,
+    random_command,
+    recreate_topics,
+)
 from ogp.testing.processes import Worker
 from ogp.testing.topics import read_to_end
 from ogp.testing.waiting import DEFAULT_TIMEOUT, wait_until
 from projections.history import replay
 from schemas.base import decode, encode
-from schemas.commands import RequestPayment, RequestTransfer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 D = Decimal
@@ -55,16 +61,9 @@ class Load(threading.Thread):
         await producer.start()
         try:
             while not self.stop_event.is_set():
-                user, account = self.rng.choice(self.accounts)
-                tx, amount, now = str(uuid.uuid4()), D(self.rng.randint(100, 90000)) / 100, datetime.now(UTC)
-                if self.rng.random() < 0.5:
-                    command = RequestPayment(account_id=account, requested_at=now, transaction_id=tx, user_id=user,
-                                             amount=amount, merchant_reference="load")
-                else:
-                    command = RequestTransfer(account_id=account, requested_at=now, transaction_id=tx, user_id=user,
-                                              to_account_id=self.rng.choice(self.accounts)[1], amount=amount)
-                await producer.send_and_wait(COMMANDS, key=account.encode(), value=encode(command))
-                self.accepted.append(tx)  # acknowledged by all in-sync replicas: accepted
+                command = random_command(self.rng, self.accounts, max_cents=90000)
+                await producer.send_and_wait(COMMANDS, key=command.account_id.encode(), value=encode(command))
+                self.accepted.append(command.transaction_id)  # acknowledged by all in-sync replicas: accepted
                 await asyncio.sleep(self.rng.uniform(0, 0.01))  # the load's uneven pace, not synchronisation
         finally:
             await producer.stop()

@@ -20,7 +20,7 @@ from ogp.settings import Settings
 from ogp.stack.topics import LEDGER_EVENTS
 from ogp.testing.infra import create_database
 from ogp.testing.ledger import caught_up, create_accounts, funding, produce, recreate_topics
-from ogp.testing.processes import Worker
+from ogp.testing.processes import Workers
 from ogp.testing.topics import read_to_end
 from ogp.testing.waiting import wait_until
 from schemas.base import decode
@@ -37,19 +37,9 @@ def env(postgres_admin_url, private_kafka):
     settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka)
     asyncio.run(recreate_topics(private_kafka, settings))
     run_dir = Path(tempfile.mkdtemp(prefix="ogp-workers-"))
-    workers: list[Worker] = []
-
-    def worker(name: str, **extra) -> Worker:
-        w = Worker("ledger_processor", name, run_dir, settings, **extra)
-        workers.append(w)
-        return w
-
-    yield settings, worker
-    for w in workers:
-        pid = w.process.pid()
-        if pid and w.state() == "T":
-            os.kill(pid, signal.SIGCONT)
-        w.stop()
+    workers = Workers(run_dir, settings)
+    yield settings, lambda name, **extra: workers("ledger_processor", name, **extra)
+    workers.stop_all()
 
 
 def payments(accounts, n: int) -> list[RequestPayment]:

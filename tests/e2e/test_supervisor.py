@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ogp.stack.process import free_port, pid_alive
+from ogp.stack.process import pid_alive
+from ogp.testing.processes import ogp_cli_env
+from ogp.testing.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,14 +30,7 @@ def stack():
     """`ogp up` on a state folder and ports of our own; `ogp down` afterwards."""
     state = Path(tempfile.mkdtemp(prefix="ogp-supervise-"))
     os.chmod(state, 0o755)
-    env = {
-        **os.environ,
-        "OGP_STATE_DIR": str(state),
-        "OGP_ENVIRONMENT": "development",
-        "COLUMNS": "200",  # status rows on one line each
-        **{f"OGP_{name}_PORT": str(free_port()) for name in
-           ("KAFKA", "KAFKA_CONTROLLER", "POSTGRES", "REDIS", "COMMAND_API", "QUERY_API", "MIDTRANS_SIM")},
-    }
+    env = ogp_cli_env(state, COLUMNS="200")  # status rows on one line each
     up = run(env, "up", timeout=600)
     assert up.returncode == 0, up.stdout + up.stderr
     yield env
@@ -84,11 +79,9 @@ def row_state(status: str, name: str) -> str | None:
 
 
 def wait_for(predicate, timeout: float, what: str, detail=lambda: "") -> float:
-    """Poll until ``predicate()``; returns the seconds it took."""
+    """wait_until, with a detail (a log tail) in the failure; returns the seconds it took."""
     started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < timeout, f"{what}\n{detail()}"
-        time.sleep(0.5)
+    wait_until(predicate, timeout, what=lambda: f"{what}\n{detail()}", interval=0.5)
     return time.monotonic() - started
 
 

@@ -32,11 +32,19 @@ from ogp.stack.kafka import KafkaBroker
 from ogp.stack.postgres import PostgresServer
 from ogp.stack.process import free_port, port_open
 from ogp.stack.topics import ACCESS_LOGS, COMMANDS, LEDGER_EVENTS
-from ogp.testing.ledger import caught_up, create_accounts, end_offsets, funding, produce, recreate_topics
-from ogp.testing.processes import Worker, worker_env
+from ogp.testing.ledger import (
+    caught_up,
+    create_accounts,
+    end_offsets,
+    funding,
+    produce,
+    random_command,
+    recreate_topics,
+)
+from ogp.testing.processes import Worker, Workers, worker_env
+from ogp.testing.waiting import wait_until
 from schemas.access_logs import AccessLogged
 from schemas.base import encode
-from schemas.commands import RequestPayment, RequestTransfer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 D = Decimal
@@ -90,19 +98,9 @@ def env(killable):
     settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=killable.kafka.bootstrap)
     asyncio.run(recreate_topics(settings.kafka_bootstrap, settings))
     run_dir = Path(tempfile.mkdtemp(prefix="ogp-recovery-workers-"))
-    workers: list[Worker] = []
-
-    def worker(module: str, name: str, **extra) -> Worker:
-        w = Worker(module, name, run_dir, settings, **extra)
-        workers.append(w)
-        return w
-
-    yield settings, worker
-    for w in workers:
-        pid = w.process.pid()
-        if pid and w.state() == "T":
-            os.kill(pid, signal.SIGCONT)
-        w.stop()
+    workers = Workers(run_dir, settings)
+    yield settings, workers
+    workers.stop_all()
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -133,16 +131,9 @@ class Load(threading.Thread):
                 await asyncio.wait_for(producer.stop(), 10)
 
     async def _append_one(self, producer: AIOKafkaProducer) -> None:
-        user, account = self.rng.choice(self.accounts)
-        tx, amount, now = str(uuid.uuid4()), D(self.rng.randint(100, 9000)) / 100, datetime.now(UTC)
-        if self.rng.random() < 0.5:
-            command = RequestPayment(account_id=account, requested_at=now, transaction_id=tx, user_id=user,
-                                     amount=amount, merchant_reference="recovery")
-        else:
-            command = RequestTransfer(account_id=account, requested_at=now, transaction_id=tx, user_id=user,
-                                      to_account_id=self.rng.choice(self.accounts)[1], amount=amount)
-        await producer.send_and_wait(COMMANDS, key=account.encode(), value=encode(command))
-        self.accepted.append(tx)
+        command = random_command(self.rng, self.accounts, max_cents=9000, reference="recovery")
+        await producer.send_and_wait(COMMANDS, key=command.account_id.encode(), value=encode(command))
+        self.accepted.append(command.transaction_id)
         await asyncio.sleep(self.rng.uniform(0, 0.02))
 
 
@@ -155,17 +146,10 @@ def scalar(db: str, sql: str, **params):
         engine.dispose()
 
 
-def wait_for(predicate, timeout: float, what: str, detail=lambda: "", interval: float = 0.3) -> None:
-    """Poll ``predicate`` until true; fail with ``what`` and ``detail()`` (a log tail, say) at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except Exception:  # a server we just restarted may refuse a moment longer
-            pass
-        assert time.monotonic() < deadline, f"{what}\n{detail()}"
-        time.sleep(interval)
+def wait_for(predicate, timeout: float, what: str, detail=lambda: "") -> None:
+    """wait_until, with a detail (a log tail) in the failure; a server we just restarted may refuse a moment
+    longer, so errors mean "not yet"."""
+    wait_until(predicate, timeout, what=lambda: f"{what}\n{detail()}", interval=0.3, ignoring=(Exception,))
 
 
 def applied(db: str) -> int:
@@ -253,7 +237,6 @@ def test_the_same_workers_resume_after_postgres_and_kafka_are_killed_under_load(
     from query_api.app import create_app as query_app
 
     settings, worker = env
-    db, kafka = settings.database_url, settings.kafka_bootstrap
     api_settings = settings.model_copy(update={"redis_url": redis_url})
     with serve(command_app(api_settings)) as commands, serve(query_app(api_settings)) as queries:
         with httpx.Client(base_url=commands, timeout=30) as client:

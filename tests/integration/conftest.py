@@ -108,3 +108,15 @@ def _login(api: TestClient, username: str, password: str) -> str:
     response = api.post("/api/auth/login", json={"username": username, "password": password})
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
+
+
+@pytest.fixture(scope="module")
+def ledger_env(request, postgres_admin_url, private_kafka, redis_url) -> Settings:
+    """What the ledger processor needs, of this module's own: a migrated database and a private broker with
+    the topics made. A module may set ``LEDGER_SETTINGS`` (a dict) to change settings (timeouts, say)."""
+    database = create_database(postgres_admin_url, f"ledger_{uuid.uuid4().hex[:8]}")
+    upgrade(database)
+    settings = Settings(environment="test", database_url=database, kafka_bootstrap_servers=private_kafka,
+                        redis_url=redis_url, **getattr(request.module, "LEDGER_SETTINGS", {}))
+    asyncio.run(ensure_topics(private_kafka, topic_specs(settings)))
+    return settings

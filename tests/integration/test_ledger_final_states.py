@@ -12,11 +12,8 @@ from decimal import Decimal
 import pytest
 
 from ledger_processor.domain import rules
-from ogp.db.migrate import upgrade
 from ogp.messaging import partition_for
-from ogp.settings import Settings
-from ogp.stack.topics import DEAD_LETTER, ensure_topics, topic_specs
-from ogp.testing.infra import create_database
+from ogp.stack.topics import DEAD_LETTER
 from ogp.testing.ledger import (
     BackgroundProcessor,
     audit_report,
@@ -50,16 +47,13 @@ def now():
     return datetime.now(UTC)
 
 
+# Short saga timeout and sweep interval, and no outbox retention, so the sweep's work shows quickly.
+LEDGER_SETTINGS = {"saga_timeout_seconds": 1.0, "ledger_sweep_interval_seconds": 0.3, "outbox_retention_hours": 0}
+
+
 @pytest.fixture(scope="module")
-def env(postgres_admin_url, private_kafka, redis_url):
-    db = create_database(postgres_admin_url, f"final_{uuid.uuid4().hex[:8]}")
-    upgrade(db)
-    # Short saga timeout and sweep interval, and no outbox retention, so the sweep's work shows quickly.
-    settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka,
-                        redis_url=redis_url, saga_timeout_seconds=1.0, ledger_sweep_interval_seconds=0.3,
-                        outbox_retention_hours=0)
-    asyncio.run(ensure_topics(private_kafka, topic_specs(settings)))
-    return settings
+def env(ledger_env):
+    return ledger_env
 
 
 def funded(env, n: int, amount: str = "500.00", prefix: str = "fin") -> list[tuple[int, str]]:
@@ -81,6 +75,20 @@ def on_other_partitions(env, accounts) -> tuple:
     return first, other
 
 
+def break_rule(monkeypatch, command_type: type, transaction_id: str, *, lose: bool = False) -> None:
+    """Inject a bug into the rule of ``command_type`` for one transaction: it raises (or, ``lose``, the
+    command vanishes without a trace); every other command is applied as usual."""
+    real = rules.HANDLERS[command_type]
+
+    def broken(book, cmd):
+        if cmd.transaction_id != transaction_id:
+            return real(book, cmd)
+        if not lose:
+            raise ZeroDivisionError(f"an injected bug in the {command_type.TYPE} rule")
+
+    monkeypatch.setitem(rules.HANDLERS, command_type, broken)
+
+
 def dead_letter_reasons(db: str, transaction_id: str) -> list[tuple]:
     return [tuple(r) for r in query(db, "SELECT account_id, reason, outcome_recorded FROM ledger_dead_letters "
                                         "WHERE transaction_id = :t", t=transaction_id)]
@@ -90,14 +98,7 @@ def test_a_bug_in_one_rule_fails_that_command_visibly_and_the_rest_of_the_batch_
     db, kafka = env.database_url, env.kafka_bootstrap
     [(user, account)] = funded(env, 1)
     before, bad, after = payment(user, account, "10.00"), payment(user, account, "20.00"), payment(user, account, "30.00")
-    real = rules.HANDLERS[RequestPayment]
-
-    def buggy(book, cmd):
-        if cmd.transaction_id == bad.transaction_id:
-            raise ZeroDivisionError("a bug in the rule")
-        return real(book, cmd)
-
-    monkeypatch.setitem(rules.HANDLERS, RequestPayment, buggy)
+    break_rule(monkeypatch, RequestPayment, bad.transaction_id)
     asyncio.run(produce(kafka, [before, bad, after]))  # one batch of one partition
     with BackgroundProcessor(env):
         caught_up(db, kafka)
@@ -174,14 +175,7 @@ def test_a_transfer_whose_credit_step_fails_is_reversed_and_in_flight_drains(env
     (us, source), (_, dest) = on_other_partitions(env, funded(env, 12))
     transfer = RequestTransfer(account_id=source, requested_at=now(), transaction_id=str(uuid.uuid4()), user_id=us,
                                to_account_id=dest, amount=D("100.00"))
-    real = rules.HANDLERS[CreditTransfer]
-
-    def buggy(book, cmd):
-        if cmd.transaction_id == transfer.transaction_id:
-            raise RuntimeError("the credit step breaks")
-        return real(book, cmd)
-
-    monkeypatch.setitem(rules.HANDLERS, CreditTransfer, buggy)
+    break_rule(monkeypatch, CreditTransfer, transfer.transaction_id)
     asyncio.run(produce(kafka, [transfer]))
     with BackgroundProcessor(env):
         wait_until(lambda: (ledger_row(db, transfer.transaction_id) or {}).get("status") == "FAILED", 60,
@@ -200,13 +194,7 @@ def test_a_transfer_whose_credit_step_is_lost_is_settled_by_the_sweep_after_the_
     (us, source), (_, dest) = on_other_partitions(env, funded(env, 12))
     transfer = RequestTransfer(account_id=source, requested_at=now(), transaction_id=str(uuid.uuid4()), user_id=us,
                                to_account_id=dest, amount=D("100.00"))
-    real = rules.HANDLERS[CreditTransfer]
-
-    def lost(book, cmd):
-        if cmd.transaction_id != transfer.transaction_id:
-            return real(book, cmd)  # this one vanishes: nothing recorded, nothing sent back
-
-    monkeypatch.setitem(rules.HANDLERS, CreditTransfer, lost)
+    break_rule(monkeypatch, CreditTransfer, transfer.transaction_id, lose=True)
     asyncio.run(produce(kafka, [transfer]))
     with BackgroundProcessor(env):
         wait_until(lambda: (ledger_row(db, transfer.transaction_id) or {}).get("status") == "FAILED", 60,

@@ -12,11 +12,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from ledger_processor.audit import audit
-from ogp.db.migrate import upgrade
 from ogp.messaging import partition_for
-from ogp.settings import Settings
-from ogp.stack.topics import DEAD_LETTER, LEDGER_EVENTS, ensure_topics, topic_specs
-from ogp.testing.infra import create_database
+from ogp.stack.topics import DEAD_LETTER, LEDGER_EVENTS
 from ogp.testing.ledger import BackgroundProcessor, caught_up, create_accounts, funding, produce
 from ogp.testing.topics import read_to_end
 from schemas.base import decode
@@ -32,13 +29,8 @@ def now():
 
 
 @pytest.fixture(scope="module")
-def env(postgres_admin_url, private_kafka, redis_url):
-    db = create_database(postgres_admin_url, f"ledger_{uuid.uuid4().hex[:8]}")
-    upgrade(db)
-    settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka,
-                        redis_url=redis_url)
-    asyncio.run(ensure_topics(private_kafka, topic_specs(settings)))
-    return settings
+def env(ledger_env):
+    return ledger_env
 
 
 def balances(db: str) -> dict[str, Decimal]:
