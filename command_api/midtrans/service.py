@@ -238,9 +238,10 @@ def parse_notification(raw: bytes) -> dict:
     return payload
 
 
-def record_command(account_id: str, payload: dict, notification_id: str, *,
-                   confirmed: bool) -> RecordMidtransStatus:
-    """The ledger command for a verified (or, ``confirmed``, status-API) Midtrans status payload."""
+def record_command(account_id: str, payload: dict, notification_id: str, *, confirmed: bool,
+                   raw: dict | None = None) -> RecordMidtransStatus:
+    """The ledger command for a verified (or, ``confirmed``, status-API) Midtrans status payload; ``raw``:
+    the notification as received, kept with it (default: the payload)."""
     def text(name: str, limit: int) -> str | None:
         value = payload.get(name)
         return str(value)[:limit] if value not in (None, "") else None
@@ -251,8 +252,8 @@ def record_command(account_id: str, payload: dict, notification_id: str, *,
             transaction_status=str(payload["transaction_status"]).lower(), fraud_status=text("fraud_status", 32),
             status_code=text("status_code", 8), gross_amount=str(payload["gross_amount"]),
             refund_amount=text("refund_amount", 32), payment_type=text("payment_type", 32),
-            midtrans_transaction_id=text("transaction_id", 64), notification_id=notification_id, raw=payload,
-            confirmed=confirmed)
+            midtrans_transaction_id=text("transaction_id", 64), notification_id=notification_id,
+            raw=payload if raw is None else raw, confirmed=confirmed)
     except ValidationError as exc:
         raise InvalidNotification("the notification has invalid fields", details=[
             {"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False, include_input=False)
@@ -292,10 +293,11 @@ async def receive_notification(engine: AsyncEngine, kafka: KafkaProducerManager,
             log.warning("notification not confirmed by the status API", extra={"order_id": order_id[:64]})
             raise ServiceUnavailable("the status could not be confirmed with Midtrans; retry later",
                                      code="midtrans_unconfirmed")
-        # Midtrans's own answer, now, decides; the notification only told us to look.
-        status = {**payload, **{k: str(v) for k, v in confirmed.items()
-                                if k in (*_STATUS_FIELDS, "fraud_status", "refund_amount", "payment_type")}}
-    command = record_command(account_id, status, notification_id, confirmed=confirm)
+        # Midtrans's own answer, now, decides; the notification only told us to look. Nothing of the
+        # notification's unsigned fields is taken (a missing refund_amount stays missing).
+        status = {k: str(v) for k, v in confirmed.items()
+                  if k in (*_STATUS_FIELDS, "fraud_status", "refund_amount", "payment_type", "transaction_id")}
+    command = record_command(account_id, status, notification_id, confirmed=confirm, raw=payload)
     try:
         await append_command(kafka, command)
     except (KafkaUnavailable, KafkaError, asyncio.TimeoutError) as exc:
@@ -412,8 +414,20 @@ async def refund_payment(engine: AsyncEngine, kafka: KafkaProducerManager, gatew
         # same Idempotency-Key sends the same refund_key, which Midtrans treats as the same refund.
         raise OutcomeUnknown("Midtrans did not confirm the refund; retry with the same Idempotency-Key",
                              code="midtrans_unavailable", headers={"Retry-After": "5"}) from None
-    await _settle_refund(engine, refund_key, "DONE")
-    status = await refresh_status(engine, kafka, gateway, {**payment, "midtrans_status": None}) or {}
+    # Midtrans has made the refund: from here on nothing may forget the key (a retry must send the same
+    # refund_key), so a failure is "outcome unknown" and the status is fetched on a best-effort basis.
+    try:
+        await _settle_refund(engine, refund_key, "DONE")
+    except Exception:
+        raise OutcomeUnknown("the refund was made but could not be recorded; retry with the same Idempotency-Key",
+                             code="database_unavailable", headers={"Retry-After": "1"}) from None
+    try:
+        status = await refresh_status(engine, kafka, gateway, {**payment, "midtrans_status": None}) or {}
+    except ApiError as exc:
+        # Midtrans's own notification of the refund brings the status to the ledger anyway.
+        log.warning("status after a refund not recorded (%s); the notification will bring it", exc.code,
+                    extra={"order_id": payment["order_id"]})
+        status = {}
     return {"payment_id": payment["payment_id"], "order_id": payment["order_id"], "refund_key": refund_key,
             "refund_amount": money_str(amount), "midtrans_status": status.get("transaction_status"),
             "refunded_amount": status.get("refund_amount")}

@@ -204,6 +204,8 @@ def create_app(settings: Settings | None = None, *, retry_delays: tuple[float, .
         """The order's latest status, shaped like a notification; 404 in the body when unknown."""
         if failed := await api_knobs():
             return failed
+        if knobs.status_fail_500:
+            return _error(500, "Sorry, we encountered internal server error. We will fix this soon.")
         if not authorised(request):
             return _error(401, "Access denied, please check client or server key")
         order = find(ident)
@@ -260,7 +262,8 @@ def create_app(settings: Settings | None = None, *, retry_delays: tuple[float, .
 
     @app.post("/_sim/knobs")
     async def set_knobs(request: Request) -> dict:
-        """Change knobs: duplicates, out_of_order, notify_delay_seconds, api_delay_seconds, api_fail_500."""
+        """Change knobs: duplicates, out_of_order, notify_delay_seconds, api_delay_seconds, api_fail_500,
+        status_fail_500."""
         for name, value in (await request.json()).items():
             if hasattr(knobs, name):
                 setattr(knobs, name, type(getattr(knobs, name))(value))

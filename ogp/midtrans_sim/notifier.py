@@ -32,6 +32,7 @@ class Knobs:
     notify_delay_seconds: float = 0.0  # wait before the first attempt
     api_delay_seconds: float = 0.0  # Snap and Core API calls answer this late
     api_fail_500: bool = False  # Snap and Core API calls answer 500
+    status_fail_500: bool = False  # only the Core API's status call answers 500 (a partial outage)
 
 
 @dataclass

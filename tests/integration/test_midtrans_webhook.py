@@ -524,3 +524,19 @@ def test_concurrent_refunds_never_exceed_the_payment(system):
     assert codes == [202, 422, 422, 422], [r.text for r in replies]
     assert {r.json()["error"]["code"] for r in replies if r.status_code == 422} == {"refund_exceeds_original"}
     assert _refunded_at_midtrans(sim, payment["order_id"]) == "120000.00"
+
+
+def test_a_refund_made_at_midtrans_keeps_its_key_even_if_the_status_cannot_be_read_afterwards(system):
+    settings, api, sim = system
+    user = signed_up(api)
+    payment = _paid_order(settings, api, sim, user)
+    path = f"/payments/{payment['payment_id']}/refund"
+    sim.post("/_sim/knobs", json={"status_fail_500": True})  # Midtrans refunds, then its status call fails
+    try:
+        first = api.post(path, json={"amount": 30000, "reason": "r"}, headers=_keyed(user, "refund-then-outage"))
+    finally:
+        sim.post("/_sim/knobs", json={"status_fail_500": False})
+    assert first.status_code == 202, first.text
+    again = api.post(path, json={"amount": 30000, "reason": "r"}, headers=_keyed(user, "refund-then-outage"))
+    assert again.status_code == 202 and again.json()["refund_key"] == first.json()["refund_key"]
+    assert _refunded_at_midtrans(sim, payment["order_id"]) == "30000.00"  # one refund, not two
