@@ -60,6 +60,19 @@ async def caller_account(engine: AsyncEngine, user_id: int) -> str:
     return account_id
 
 
+async def open_wallet(engine: AsyncEngine, user_id: int) -> str:
+    """The caller's wallet account, refused (422 ``account_closed``) if it is closed: nothing may be paid into
+    it, so no payment page is made for it."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(accounts.c.id, accounts.c.account_status)
+                                  .where(accounts.c.user_id == user_id))).first()
+    if row is None:
+        raise NotFound("you have no wallet account", code="account_not_found")
+    if row.account_status == "CLOSED":
+        raise Unprocessable("this wallet is closed", code="account_closed")
+    return row.id
+
+
 async def resolve_destination(engine: AsyncEngine, to: str, own_account_id: str) -> str:
     """The account a transfer goes to, named by account id, username or phone number."""
     matches = [accounts.c.id == to, func.lower(users.c.username) == to.lower()]

@@ -68,7 +68,7 @@ Gateway = Annotated[MidtransGateway, Depends(_gateway)]
              responses=errors({**_GATEWAY, 404: "`account_not_found`: the caller has no wallet account",
                                409: "`order_exists`: Midtrans already has this order; "
                                     "`idempotency_key_in_flight`: the same key is being processed",
-                               422: "`amount_out_of_limits`: outside the top-up limits; "
+                               422: "`amount_out_of_limits`: outside the top-up limits; `account_closed`; "
                                     "`idempotency_key_reused`: the key was used for another request"},
                               retry_after=(409,)),
              openapi_extra=openapi_command(TopupRequest, key_required=False))
@@ -79,7 +79,7 @@ async def topup(request: Request, user: CurrentUser,
 
     async def create(order_id: str, resume: bool = False) -> tuple[int, dict]:
         service.check_topup_limits(body.amount, settings)
-        account_id = await wallet.caller_account(engine, user.user_id)
+        account_id = await wallet.open_wallet(engine, user.user_id)
         created = await service.create_topup(engine, kafka, gateway, settings, user_id=user.user_id,
                                              account_id=account_id, body=body, order_id=order_id, resume=resume)
         view = TopupView(transaction_id=created.order_id, order_id=created.order_id, status="PENDING",

@@ -18,7 +18,8 @@ After payment (our status SUCCESS) the Midtrans state moves only along the docum
 Money goes back only on a status confirmed by Midtrans's status API (``RecordMidtransStatus.confirmed``).
 Anything else after payment (a ``cancel``, ``expire`` or ``pending`` after settlement, a ``deny`` for another
 payment type) moves nothing and is flagged for a person. A status the payment already passed through is a
-late duplicate and changes nothing. Money after a final FAILED/CANCELLED is flagged, never credited.
+late duplicate and changes nothing. Money Midtrans took that cannot be credited (a wrong amount, paid after
+a final FAILED/CANCELLED, paid to a closed wallet) is held in suspense for a person, never credited.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ _AFTER_PAID: dict[str, dict[str, str]] = {
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # ignore | credit | fail | cancel | flag | advance | reverse
+    action: str  # ignore | credit | hold | fail | cancel | flag | advance | reverse
     reason: str | None = None
     amount: Decimal | None = None  # reverse: how much more goes back now
     state: str | None = None  # credit, advance, reverse: the Midtrans state afterwards
@@ -88,8 +89,9 @@ def decide(tx: Transaction, cmd: RecordMidtransStatus, policy: Policy) -> Decisi
     status = cmd.transaction_status.lower()
     if tx.status == "PENDING":
         if is_paid(status, cmd.fraud_status):
-            if _amount(cmd.gross_amount) != tx.amount:
-                return Decision("flag", "amount_mismatch")
+            paid = _amount(cmd.gross_amount)
+            if paid != tx.amount:
+                return _hold("amount_mismatch", paid)
             return Decision("credit", state=status)
         if status in _FAILED:
             return Decision("fail", _FAILED[status])
@@ -98,10 +100,16 @@ def decide(tx: Transaction, cmd: RecordMidtransStatus, policy: Policy) -> Decisi
         return IGNORE  # pending, authorize, capture under challenge: still waiting
     if tx.status == "SUCCESS":
         return _after_paid(tx, cmd, status, policy)
-    # FAILED or CANCELLED are final; money arriving afterwards needs a person.
+    # FAILED or CANCELLED are final; money arriving afterwards is held for a person.
     if is_paid(status, cmd.fraud_status):
-        return Decision("flag", "paid_after_final_status")
+        return _hold("paid_after_final_status", _amount(cmd.gross_amount))
     return IGNORE
+
+
+def _hold(reason: str, paid: Decimal | None) -> Decision:
+    """Midtrans took money the ledger cannot credit: hold what was paid in suspense (or, if Midtrans's amount
+    cannot be read, flag it)."""
+    return Decision("hold", reason, amount=paid) if paid and paid > 0 else Decision("flag", reason)
 
 
 def _after_paid(tx: Transaction, cmd: RecordMidtransStatus, status: str, policy: Policy) -> Decision:

@@ -18,6 +18,7 @@ from ledger_processor.domain.book import (
     MERCHANT_PAYABLE,
     MIDTRANS_CLEARING,
     RECEIVABLES,
+    SUSPENSE,
     ZERO,
     Account,
     Book,
@@ -85,7 +86,7 @@ def needs(command: Command, owns: Callable[[str], bool]) -> Needs:
             n.transactions |= {command.transaction_id, command.original_transaction_id}
         case RecordMidtransStatus():
             payment = midtrans_transaction_id(command)
-            n.transactions.add(payment)
+            n.transactions |= {payment, held_id(payment)}
             n.transactions |= {topup_reversal_id(payment, i) for i in range(1, midtrans.MAX_REVERSALS + 1)}
         case RequestOrderPayment():
             n.transactions.add(order_transaction_id(command.transaction_id))
@@ -166,7 +167,7 @@ def midtrans_status(book: Book, cmd: RecordMidtransStatus) -> None:
             return
         case "credit":
             if account is None or account.status == "CLOSED":
-                return flag(book, tx, "paid_to_closed_account")
+                return _hold(book, tx, cmd, midtrans.Decision("hold", "paid_to_closed_account", amount=tx.amount))
             _record_payment_type(tx, cmd)
             midtrans.enter_state(tx, decision.state)
             before = account.balance
@@ -179,6 +180,8 @@ def midtrans_status(book: Book, cmd: RecordMidtransStatus) -> None:
             _record_status(tx, cmd)
             tx.details.setdefault("metadata", {})["failure_reason"] = decision.reason
             book.settle(tx, "CANCELLED", failure_reason=decision.reason)
+        case "hold":
+            _hold(book, tx, cmd, decision)
         case "flag":
             flag(book, tx, decision.reason)
         case "advance":
@@ -186,6 +189,33 @@ def midtrans_status(book: Book, cmd: RecordMidtransStatus) -> None:
             book.settle(tx, tx.status, failure_reason=tx.failure_reason)
         case "reverse":
             _reverse_topup(book, tx, account, decision)
+
+
+def held_id(payment_id: str) -> str:
+    """The record of money Midtrans took for a payment that the ledger could not credit (derived ids stay
+    within 4 characters of their payment's: ``order:`` + a 40-character order id + 4 fits 50)."""
+    return f"{payment_id}:hld"
+
+
+def _hold(book: Book, tx: Transaction, cmd: RecordMidtransStatus, decision: midtrans.Decision) -> None:
+    """Midtrans took ``decision.amount`` for ``tx`` and the ledger cannot credit it: move it from Midtrans
+    clearing into suspense under a record that says why (once), end a PENDING payment FAILED, flag it."""
+    if book.tx(held_id(tx.transaction_id)) is None:
+        held = book.new_tx(held_id(tx.transaction_id), "HELD", tx.account_id, None, decision.amount,
+                           description=f"paid through Midtrans for {tx.transaction_id}, not credited",
+                           external_reference=tx.external_reference, payment_method=tx.payment_method,
+                           details={"suspense_reason": decision.reason,
+                                    "metadata": {"midtrans_status": cmd.transaction_status.lower()}})
+        book.post(held.transaction_id, [(book.system(MIDTRANS_CLEARING), -decision.amount),
+                                        (book.system(SUSPENSE), decision.amount)])
+        book.settle(held, "SUCCESS", publish=False)
+        tx.details.setdefault("metadata", {})["held_in_suspense"] = str(decision.amount)
+    if tx.status == "PENDING":
+        _record_status(tx, cmd)
+        tx.details["metadata"].setdefault("flags", []).append(decision.reason)
+        fail(book, tx, decision.reason)
+    else:
+        flag(book, tx, decision.reason)
 
 
 def _record_status(tx: Transaction, cmd: RecordMidtransStatus) -> None:
@@ -272,6 +302,8 @@ def _order_status(book: Book, tx: Transaction, cmd: RecordMidtransStatus) -> Non
         case "cancel":
             _record_status(tx, cmd)
             book.settle(tx, "CANCELLED", failure_reason=decision.reason)
+        case "hold":
+            _hold(book, tx, cmd, decision)
         case "flag":
             flag(book, tx, decision.reason)
         case "advance":

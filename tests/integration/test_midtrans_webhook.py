@@ -100,7 +100,7 @@ def ledger(settings: Settings, order_id: str) -> dict | None:
     caught_up(settings.sqlalchemy_url, settings.kafka_bootstrap, timeout=60)
     engine = create_engine(settings.sqlalchemy_url)
     with engine.connect() as conn:
-        row = conn.execute(text("SELECT status, failure_reason, details FROM ledger_transactions "
+        row = conn.execute(text("SELECT status, failure_reason, amount, details FROM ledger_transactions "
                                 "WHERE transaction_id = :t"), {"t": order_id}).mappings().one_or_none()
     engine.dispose()
     return dict(row) if row else None
@@ -168,8 +168,11 @@ def test_a_paid_amount_different_from_the_topup_is_flagged_not_credited(system):
     order = topup(api, user)["order_id"]
     assert post(api, notification(order, "settlement", gross="15000.00")).status_code == 200
     row = ledger(settings, order)
-    assert row["status"] == "PENDING" and "amount_mismatch" in row["details"]["metadata"]["flags"]
+    assert (row["status"], row["failure_reason"]) == ("FAILED", "amount_mismatch")
+    assert "amount_mismatch" in row["details"]["metadata"]["flags"]
     assert balance(settings, user["account_id"]) == 0
+    held = ledger(settings, f"{order}:hld")  # what Midtrans took is held in suspense for a person
+    assert held["details"]["suspense_reason"] == "amount_mismatch" and held["amount"] == D("15000.00")
 
 
 def test_the_same_notification_ten_times_credits_once_and_a_late_pending_changes_nothing(system):
@@ -540,3 +543,16 @@ def test_a_refund_made_at_midtrans_keeps_its_key_even_if_the_status_cannot_be_re
     again = api.post(path, json={"amount": 30000, "reason": "r"}, headers=_keyed(user, "refund-then-outage"))
     assert again.status_code == 202 and again.json()["refund_key"] == first.json()["refund_key"]
     assert _refunded_at_midtrans(sim, payment["order_id"]) == "30000.00"  # one refund, not two
+
+
+def test_a_closed_wallet_gets_no_payment_page(system):
+    settings, api, _ = system
+    user = signed_up(api)
+    engine = create_engine(settings.sqlalchemy_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE accounts SET account_status = 'CLOSED' WHERE id = :a"), {"a": user["account_id"]})
+    engine.dispose()
+    reply = api.post("/api/payment/wallet/topup", json={"amount": "150000", "payment_method": "GOPAY"},
+                     headers=user["auth"])
+    assert (reply.status_code, reply.json()["error"]["code"]) == (422, "account_closed")
+    assert _orders_of(settings, user["user_id"]) == 0

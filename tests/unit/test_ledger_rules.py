@@ -133,11 +133,13 @@ def test_the_same_settlement_ten_times_credits_once_and_a_late_pending_changes_n
     assert b.tx("o1").status == "SUCCESS" and b.accounts["a"].balance == D("100.00")
 
 
-def test_a_paid_amount_different_from_the_topup_is_not_credited_and_is_flagged():
+def test_a_paid_amount_different_from_the_topup_is_not_credited_but_held_in_suspense():
     b = topped_up()
     rules.apply(b, status("o1", "settlement", gross="100000.00"))
-    assert b.tx("o1").status == "PENDING" and b.accounts["a"].balance == D("0.00")
-    assert "amount_mismatch" in b.tx("o1").details["metadata"]["flags"]
+    assert (b.tx("o1").status, b.tx("o1").failure_reason) == ("FAILED", "amount_mismatch")
+    assert b.accounts["a"].balance == D("0.00") and "amount_mismatch" in b.tx("o1").details["metadata"]["flags"]
+    assert b.accounts["SYS:SUSPENSE:p000"].balance == D("100000.00")  # what Midtrans took, held for a person
+    assert b.tx("o1:hld").details["suspense_reason"] == "amount_mismatch" and total(b) == 0
 
 
 def test_refund_after_settlement_debits_back_and_partial_refunds_are_cumulative():

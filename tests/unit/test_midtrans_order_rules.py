@@ -66,12 +66,13 @@ def test_a_partial_then_full_refund_takes_the_money_back_from_the_merchant():
     assert balance(b, MERCHANT_PAYABLE) == 0 and events(b)[-1].refunded_amount == D("100000.00")
 
 
-def test_a_wrong_amount_is_flagged_and_not_paid():
+def test_a_wrong_amount_is_not_paid_to_the_merchant_but_held_in_suspense():
     b = book()
     rules.apply(b, created())
     rules.apply(b, status("settlement", gross="1.00"))
-    assert b.tx(TX).status == "PENDING" and "amount_mismatch" in b.tx(TX).details["metadata"]["flags"]
+    assert b.tx(TX).status == "FAILED" and "amount_mismatch" in b.tx(TX).details["metadata"]["flags"]
     assert system_account_id(MERCHANT_PAYABLE, 0) not in b.accounts
+    assert balance(b, "SUSPENSE") == D("1.00")
 
 
 def test_the_new_messages_round_trip_on_the_wire():

@@ -296,3 +296,18 @@ def test_an_order_payment_reversal_is_capped_at_what_was_paid_and_has_its_own_re
     reversal = b.tx(order_transaction_id(order) + ":rb1")
     assert reversal is not None and reversal.amount == D("100.00")
     assert {e.transaction_id for e in b.entries} <= set(b.transactions)  # no entry without its record
+
+
+@pytest.mark.parametrize("case", ["closed_before_payment", "paid_after_expiry"])
+def test_money_midtrans_took_that_cannot_be_credited_is_held_in_suspense_once(case):
+    b = book(a="0.00")
+    rules.apply(b, RequestTopup(account_id="a", requested_at=NOW, transaction_id="o1", user_id=1, amount="100.00"))
+    if case == "closed_before_payment":
+        b.accounts["a"].status = "CLOSED"
+    else:
+        rules.apply(b, midtrans("o1", "expire"))
+    for _ in range(2):  # a duplicate holds nothing more
+        rules.apply(b, midtrans("o1", "settlement"))
+    assert b.tx("o1").status in ("FAILED", "CANCELLED") and b.accounts["a"].balance == D("0.00")
+    assert system(b, SUSPENSE) == D("100.00") and system(b, MIDTRANS_CLEARING) == D("-100.00")
+    assert b.tx("o1:hld").details["suspense_reason"] in ("paid_to_closed_account", "paid_after_final_status")
