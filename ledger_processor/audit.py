@@ -37,6 +37,10 @@ class AuditReport:
     unfinished: list[tuple] = field(default_factory=list)
     dead_letters: int = 0
     dead_letters_without_outcome: int = 0
+    # (payment, reason, when): Midtrans statuses the ledger could not apply and nothing applied since
+    lost_statuses: list[tuple] = field(default_factory=list)
+    # (transaction id, flags): left as they are and flagged for a person (shown, not failing)
+    flagged: list[tuple] = field(default_factory=list)
     threshold: timedelta = DEFAULT_THRESHOLD
 
     @property
@@ -52,7 +56,8 @@ class AuditReport:
         return (self.total == 0 and not self.unbalanced_transactions and not self.balance_mismatches
                 and not self.negative_wallets and not self.entries_without_transaction
                 and not self.stranded_sagas and self.in_flight_balance == self.in_transit
-                and not self.unexplained_suspense and not self.unexplained_receivables and not self.unfinished)
+                and not self.unexplained_suspense and not self.unexplained_receivables and not self.unfinished
+                and not self.lost_statuses)
 
     def lines(self) -> list[str]:
         minutes = int(self.threshold.total_seconds() // 60)
@@ -71,7 +76,9 @@ class AuditReport:
                f" {len(self.receivables)} item(s), {len(self.unexplained_receivables)} unexplained",
                f"commands or payments without a final state after {minutes} min: {len(self.unfinished)}",
                f"dead-lettered commands: {self.dead_letters} ({self.dead_letters_without_outcome} without a"
-               " FAILED record of their own)"]
+               " FAILED record of their own)",
+               f"Midtrans statuses dead-lettered and not overtaken since: {len(self.lost_statuses)}",
+               f"transactions flagged for a person: {len(self.flagged)}"]
         out += [f"  unbalanced {t}: {s:.2f}" for t, s in self.unbalanced_transactions[:10]]
         out += [f"  mismatch {a}: balance {b:.2f}, entries {e:.2f}" for a, b, e in self.balance_mismatches[:10]]
         out += [f"  negative {a}: {b:.2f}" for a, b in self.negative_wallets[:10]]
@@ -83,11 +90,17 @@ class AuditReport:
                 for acc, t, m, r in self.receivables[:20]]
         out += [f"  unfinished {what} {i}: {state} since {s:%Y-%m-%d %H:%M:%S}" for what, i, state, s in
                 self.unfinished[:10]]
+        out += [f"  lost Midtrans status of {p}: {r} at {s:%Y-%m-%d %H:%M:%S}" for p, r, s in self.lost_statuses[:10]]
+        out += [f"  flagged {t}: {', '.join(f)}" for t, f in self.flagged[:20]]
         return out
 
 
-def audit(conn: Connection, threshold: timedelta = DEFAULT_THRESHOLD) -> AuditReport:
-    """Every invariant of the ledger, read in one snapshot (so work committed meanwhile cannot skew it)."""
+def audit(conn: Connection, threshold: timedelta = DEFAULT_THRESHOLD,
+          payment_grace: timedelta = timedelta(hours=1)) -> AuditReport:
+    """Every invariant of the ledger, read in one snapshot (so work committed meanwhile cannot skew it).
+
+    ``payment_grace``: how long after its Midtrans expiry the processor's sweep leaves a payment PENDING
+    (``OGP_PAYMENT_EXPIRY_GRACE_SECONDS``); a payment is unfinished only ``threshold`` after that."""
     if not conn.in_transaction():
         conn.execution_options(isolation_level="REPEATABLE READ")
     r = AuditReport(threshold=threshold)
@@ -110,9 +123,20 @@ def audit(conn: Connection, threshold: timedelta = DEFAULT_THRESHOLD) -> AuditRe
     _money_in_transit(conn, r)
     r.suspense = _held(conn, "SUSPENSE", "suspense_reason")
     r.receivables = _held(conn, "RECEIVABLES", "receivable_reason")
-    r.unfinished = _unfinished(conn, threshold)
+    r.unfinished = _unfinished(conn, threshold, payment_grace)
     r.dead_letters, r.dead_letters_without_outcome = conn.execute(text(
         "SELECT count(*), count(*) FILTER (WHERE NOT outcome_recorded) FROM ledger_dead_letters")).one()
+    # A Midtrans status the ledger could not apply is not sent again by Midtrans (it got its 200): money may
+    # have moved there without the ledger following. Overtaken by a later change of the payment, it is moot.
+    r.lost_statuses = [tuple(x) for x in conn.execute(text(
+        "SELECT d.transaction_id, d.reason, d.created_at FROM ledger_dead_letters d "
+        "LEFT JOIN ledger_transactions t ON t.transaction_id = d.transaction_id "
+        "WHERE d.command_type = 'RecordMidtransStatus' AND (t.updated_at IS NULL OR t.updated_at <= d.created_at) "
+        "ORDER BY d.created_at LIMIT 100"))]
+    r.flagged = [tuple(x) for x in conn.execute(text(
+        "SELECT transaction_id, ARRAY(SELECT jsonb_array_elements_text(details->'metadata'->'flags')) "
+        "FROM ledger_transactions WHERE jsonb_typeof(details->'metadata'->'flags') = 'array' "
+        "ORDER BY updated_at DESC LIMIT 100"))]
     return r
 
 
@@ -141,13 +165,14 @@ def _held(conn: Connection, kind: str, reason_key: str) -> list[tuple]:
         {"kind": kind, "reason_key": reason_key})]
 
 
-def _unfinished(conn: Connection, threshold: timedelta) -> list[tuple]:
+def _unfinished(conn: Connection, threshold: timedelta, payment_grace: timedelta) -> list[tuple]:
     """Accepted wallet commands and Midtrans payments still without a final state after ``threshold``.
 
     A wallet command was accepted when its Idempotency-Key was answered 2xx with the transaction (top-ups
     and Midtrans refunds use keys too, and are judged as payments below); its final state is its ledger
     record leaving PENDING, or a dead letter (rejected without a record of its own). A payment's is its
-    ledger record leaving PENDING once Midtrans's own expiry has passed."""
+    ledger record leaving PENDING (at the latest the sweep closes it ``payment_grace`` after its Midtrans
+    expiry); a payment with no record at all never got one."""
     commands = conn.execute(text(
         """SELECT 'command', k.transaction_id, coalesce(t.status, 'NOT APPLIED'), k.created_at
            FROM idempotency_keys k
@@ -163,6 +188,5 @@ def _unfinished(conn: Connection, threshold: timedelta) -> list[tuple]:
            LEFT JOIN ledger_transactions t ON t.transaction_id =
                CASE WHEN o.kind = 'ORDER' THEN 'order:' || o.order_id ELSE o.order_id END
            WHERE o.expires_at < now() - :age AND (t.transaction_id IS NULL OR t.status = 'PENDING')
-             AND NOT EXISTS (SELECT 1 FROM ledger_dead_letters d WHERE d.transaction_id = o.order_id)
-           ORDER BY o.expires_at LIMIT 100"""), {"age": threshold})
+           ORDER BY o.expires_at LIMIT 100"""), {"age": threshold + payment_grace})
     return [tuple(x) for x in commands] + [tuple(x) for x in payments]

@@ -203,22 +203,25 @@ class LedgerProcessor:
                 raise result
 
     async def sweep(self) -> None:
-        """Each owned partition's periodic work: settle timed-out transfer sagas, prune the published outbox."""
+        """Each owned partition's periodic work: settle timed-out transfer sagas, close payments long past their
+        Midtrans expiry, prune the published outbox."""
         s = self.settings
         self._next_sweep = time.monotonic() + s.ledger_sweep_interval_seconds
         async with self._lock:
             for partition, owned in sorted(self._owned.items()):
                 async with self.store() as store:
                     try:
-                        result = await store.sweep(partition, owned.epoch, self.partition_of,
-                                                   saga_timeout=timedelta(seconds=s.saga_timeout_seconds),
-                                                   outbox_retention=timedelta(hours=s.outbox_retention_hours))
+                        result = await store.sweep(
+                            partition, owned.epoch, self.partition_of,
+                            saga_timeout=timedelta(seconds=s.saga_timeout_seconds),
+                            payment_grace=timedelta(seconds=s.payment_expiry_grace_seconds),
+                            outbox_retention=timedelta(hours=s.outbox_retention_hours))
                     except Fenced as exc:
                         self._release(TopicPartition(COMMANDS, partition), exc)
                         continue
                     if result.outbox:
-                        log.info("saga sweep: %s transfers asked to settle", result.applied,
-                                 extra={"partition": partition})
+                        log.info("sweep: %s transfers asked to settle or payments closed after expiry",
+                                 result.applied, extra={"partition": partition})
                         await self._publish(store, partition, result.outbox)
 
     async def _resync(self) -> None:

@@ -329,38 +329,58 @@ class LedgerStore:
             book.accounts[acc_id] = Account(acc_id, balance, currency=currency, is_system=True)
 
     async def sweep(self, partition: int, epoch: int, partition_of: Callable[[str], int], *,
-                    saga_timeout: timedelta, outbox_retention: timedelta, now: datetime | None = None,
-                    limit: int = 1000) -> BatchResult:
-        """Periodic work of the partition's owner, fenced like a batch.
+                    saga_timeout: timedelta, payment_grace: timedelta, outbox_retention: timedelta | None,
+                    now: datetime | None = None, limit: int = 1000) -> BatchResult:
+        """Periodic work of the partition's owner, fenced like a batch, so that everything PENDING ends.
 
         Transfers whose credit has not been confirmed within ``saga_timeout`` (or since their last expiry
-        request) get an ExpireTransfer to their destination's partition, so every saga finishes; outbox
-        rows published longer than ``outbox_retention`` ago are deleted.
+        request) get an ExpireTransfer to their destination's partition; top-ups and order payments still
+        PENDING ``payment_grace`` after their Midtrans expiry are closed (unless a Midtrans status of theirs
+        was dead-lettered: that one is for a person, and the audit shows it); with ``outbox_retention``,
+        outbox rows published longer ago than that are deleted.
         """
         now = now or datetime.now(UTC)
         result = BatchResult()
         async with self.conn.transaction():
             result.next_offset = await self._lock(partition, epoch)
             cur = await self.conn.execute(
-                f"SELECT {_TX_COLUMNS} FROM ledger_transactions WHERE partition = %s AND status = 'PENDING' "
-                "AND transaction_type = 'TRANSFER' AND updated_at < %s "
-                "AND coalesce((details->'saga'->>'expiry_requested_at')::timestamptz, updated_at) < %s "
-                "ORDER BY updated_at LIMIT %s", (partition, now - saga_timeout, now - saga_timeout, limit))
-            stale = [_transaction(r) for r in await cur.fetchall()]
-            if stale:
+                f"SELECT {_TX_COLUMNS} FROM ledger_transactions t WHERE partition = %s AND status = 'PENDING' AND ("
+                "  (transaction_type = 'TRANSFER' AND updated_at < %s"
+                "   AND coalesce((details->'saga'->>'expiry_requested_at')::timestamptz, updated_at) < %s)"
+                "  OR (transaction_type IN ('TOPUP', 'ORDER_PAYMENT') AND (details->>'expires_at')::timestamptz < %s"
+                "   AND NOT EXISTS (SELECT 1 FROM ledger_dead_letters d WHERE d.transaction_id = t.transaction_id))"
+                ") ORDER BY updated_at LIMIT %s",
+                (partition, now - saga_timeout, now - saga_timeout, now - payment_grace, limit))
+            due = [_transaction(r) for r in await cur.fetchall()]
+            if due:
                 book = Book(partition=partition, now=now, partition_of=partition_of, policy=self.policy,
-                            transactions={t.transaction_id: t for t in stale})
-                for tx in stale:
-                    transfers.request_expiry(book, tx)
+                            transactions={t.transaction_id: t for t in due})
+                for tx in due:
+                    if tx.transaction_type == "TRANSFER":
+                        transfers.request_expiry(book, tx)
+                    else:
+                        rules.expire_payment(book, tx)
                 await self._save(book, partition)
                 result.outbox = await self._write_outbox(partition, [(o, {}) for o in book.outgoing], [], now)
-                result.applied = len(stale)
-            await self.conn.execute(
-                "DELETE FROM ledger_outbox WHERE id IN (SELECT o.id FROM ledger_outbox o JOIN ledger_partitions p "
-                "ON p.topic = %s AND p.partition = o.partition WHERE o.partition = %s "
-                "AND o.id <= p.published_outbox_id AND o.created_at < %s ORDER BY o.id LIMIT 10000)",
-                (self.topic, partition, now - outbox_retention))
+                result.applied = len(due)
+            if outbox_retention is not None:
+                await self._prune_outbox(partition, now - outbox_retention)
         return result
+
+    async def _prune_outbox(self, partition: int, cutoff: datetime, most: int = 50_000) -> None:
+        """Delete up to ``most`` published outbox rows older than ``cutoff``. The index on (partition, id) is
+        walked from the oldest row to the first one kept (cheap: the rows before it are the ones going), and
+        that id range is deleted: no scan of the rows kept, however many."""
+        await self.conn.execute(
+            "WITH keep AS (SELECT min(id) AS id FROM (SELECT id FROM ledger_outbox WHERE partition = %(p)s "
+            "  AND created_at >= %(cutoff)s ORDER BY id LIMIT 1) k), "
+            "stop AS (SELECT id FROM ledger_outbox WHERE partition = %(p)s ORDER BY id OFFSET %(most)s LIMIT 1), "
+            "mark AS (SELECT published_outbox_id AS id FROM ledger_partitions WHERE topic = %(topic)s "
+            "  AND partition = %(p)s) "
+            "DELETE FROM ledger_outbox WHERE partition = %(p)s AND id <= (SELECT id FROM mark) "
+            "AND id < coalesce((SELECT id FROM keep), 9223372036854775807) "
+            "AND id < coalesce((SELECT id FROM stop), 9223372036854775807)",
+            {"p": partition, "cutoff": cutoff, "most": most, "topic": self.topic})
 
     async def _save(self, book: Book, partition: int) -> None:
         new = [t for t in book.transactions.values() if t.is_new]
@@ -459,7 +479,7 @@ class _DeadLetter:
 
     @property
     def transaction_id(self) -> str | None:
-        value = getattr(self.command, "transaction_id", None) or getattr(self.command, "command_id", None)
+        value = rules.subject_id(self.command) if self.command is not None else None
         return _clean(value, 50) if value else None
 
     @property

@@ -284,7 +284,8 @@ def audit_ledger(
     engine = create_engine(get_settings().sqlalchemy_url)
     try:
         with engine.connect() as conn:
-            report = audit(conn, timedelta(seconds=older_than))
+            report = audit(conn, timedelta(seconds=older_than),
+                           timedelta(seconds=get_settings().payment_expiry_grace_seconds))
     finally:
         engine.dispose()
     for line in report.lines():

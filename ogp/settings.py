@@ -111,7 +111,10 @@ class Settings(BaseSettings):
     # A cross-partition transfer not confirmed within this time is settled by asking its destination
     # (ExpireTransfer): the credit is confirmed if it happened, refused for good and reversed if not.
     saga_timeout_seconds: float = Field(default=60.0, gt=0)
-    # How often each partition owner runs its sweep (saga timeouts, outbox pruning).
+    # A top-up or order payment still PENDING this long after its Midtrans expiry is closed by the ledger
+    # (CANCELLED, expired_unpaid); money arriving after all is held in suspense for a person.
+    payment_expiry_grace_seconds: float = Field(default=3600.0, ge=0)
+    # How often each partition owner runs its sweep (saga timeouts, payment expiry, outbox pruning).
     ledger_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     # Published outbox rows are kept this long (for operators), then pruned.
     outbox_retention_hours: float = Field(default=72.0, ge=0)

@@ -118,6 +118,9 @@ class RequestTopup(Command):
     currency: Literal["IDR"] = CURRENCY
     payment_method: Annotated[str, Field(max_length=32)] | None = None
     description: Text = ""
+    # When Midtrans stops taking money for it (Snap's expiry): past it (and a grace) the ledger closes a
+    # top-up still PENDING itself, so it reaches a final state even if no expire notification comes.
+    expires_at: datetime | None = None
 
 
 class RecordMidtransStatus(Command):
@@ -178,3 +181,4 @@ class RequestOrderPayment(Command):
     currency: Literal["IDR"] = CURRENCY
     payment_method: Annotated[str, Field(max_length=32)] | None = None
     description: Text = ""
+    expires_at: datetime | None = None  # as RequestTopup.expires_at

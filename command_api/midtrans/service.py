@@ -181,7 +181,7 @@ async def create_topup(engine: AsyncEngine, kafka: KafkaProducerManager, gateway
                      customer=await _customer(engine, user_id))
     command = RequestTopup(account_id=account_id, requested_at=now, transaction_id=order_id, user_id=user_id,
                            amount=body.amount, payment_method=body.payment_method.value,
-                           description="Top up via Midtrans")
+                           description="Top up via Midtrans", expires_at=expires_at)
     return await _create(engine, kafka, gateway, order_id=order_id, payment_id=order_id, kind="TOPUP",
                          account_id=account_id, user_id=user_id, amount=body.amount, method=body.payment_method,
                          body=snap, expires_at=expires_at, command=command, resume=resume)
@@ -207,13 +207,14 @@ async def create_order_payment(engine: AsyncEngine, kafka: KafkaProducerManager,
     if not items:
         snap["item_details"] = [{"id": body.order_id[:50], "price": int(body.amount), "quantity": 1,
                                  "name": f"Order {body.order_id}"[:50]}]
+    expires_at = now + timedelta(minutes=settings.topup_expiry_minutes)
     command = RequestOrderPayment(account_id=account_id, requested_at=now, transaction_id=body.order_id,
                                   payment_id=payment_id, user_id=user_id, amount=body.amount,
-                                  payment_method=body.payment_method.value, description=f"Order {body.order_id}")
+                                  payment_method=body.payment_method.value, description=f"Order {body.order_id}",
+                                  expires_at=expires_at)
     return await _create(engine, kafka, gateway, order_id=body.order_id, payment_id=payment_id, kind="ORDER",
                          account_id=account_id, user_id=user_id, amount=body.amount, method=body.payment_method,
-                         body=snap, expires_at=now + timedelta(minutes=settings.topup_expiry_minutes),
-                         command=command)
+                         body=snap, expires_at=expires_at, command=command)
 
 
 # -- notifications --------------------------------------------------------------------------------------------

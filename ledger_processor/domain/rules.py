@@ -47,7 +47,8 @@ from schemas.events import AccountStatusChanged, OrderPaymentRecorded
 ORDER_PAYMENT = "ORDER_PAYMENT"  # a Midtrans order payment: no wallet, money into the merchant payable
 ORDER_REFUND = "ORDER_REFUND"  # Midtrans gave (part of) an order payment back: out of the merchant payable
 
-__all__ = ["HANDLERS", "apply", "reject", "needs", "Needs", "incoming_id", "reversal_id", "topup_reversal_id"]
+__all__ = ["HANDLERS", "apply", "reject", "needs", "Needs", "incoming_id", "reversal_id", "topup_reversal_id",
+           "expire_payment", "subject_id"]
 
 
 def topup_reversal_id(payment_id: str, n: int) -> str:
@@ -60,6 +61,19 @@ def midtrans_transaction_id(cmd: RecordMidtransStatus) -> str:
     if cmd.account_id == order_account_id(cmd.order_id):
         return order_transaction_id(cmd.order_id)
     return cmd.order_id
+
+
+def subject_id(command: Command) -> str | None:
+    """The ledger transaction a command is about (its own, or the payment a Midtrans status concerns)."""
+    match command:
+        case RecordMidtransStatus():
+            return midtrans_transaction_id(command)
+        case RequestOrderPayment():
+            return order_transaction_id(command.transaction_id)
+        case ChangeAccountStatus():
+            return command.command_id
+        case _:
+            return getattr(command, "transaction_id", None)
 
 
 @dataclass
@@ -146,10 +160,28 @@ def topup(book: Book, cmd: RequestTopup) -> None:
     tx = book.new_tx(cmd.transaction_id, "TOPUP", cmd.account_id, cmd.user_id, cmd.amount,
                      description=cmd.description or "Top up via Midtrans", external_reference=cmd.transaction_id,
                      payment_method=cmd.payment_method,
-                     details={"metadata": {"order_id": cmd.transaction_id, "payment_method": cmd.payment_method}})
+                     details={"metadata": {"order_id": cmd.transaction_id, "payment_method": cmd.payment_method},
+                              **_expiry(cmd)})
     if reason := cannot_receive(account, cmd.currency):
         return fail(book, tx, reason)
     book.settle(tx, "PENDING")
+
+
+def _expiry(cmd: RequestTopup | RequestOrderPayment) -> dict:
+    return {"expires_at": cmd.expires_at.isoformat()} if cmd.expires_at else {}
+
+
+EXPIRED_UNPAID = "expired_unpaid"
+
+
+def expire_payment(book: Book, tx: Transaction) -> None:
+    """The owner's sweep found a top-up or order payment still PENDING well past its Midtrans expiry: close it
+    (CANCELLED), so it has a final state even if Midtrans's expire notification never came. Money that
+    arrives after all is held in suspense (see ``_hold``), never lost."""
+    tx.details.setdefault("metadata", {}).update({"failure_reason": EXPIRED_UNPAID, "expired_by": "ledger"})
+    book.settle(tx, "CANCELLED", failure_reason=EXPIRED_UNPAID)
+    if tx.transaction_type == ORDER_PAYMENT:
+        _publish_order(book, tx)
 
 
 def midtrans_status(book: Book, cmd: RecordMidtransStatus) -> None:
@@ -281,7 +313,8 @@ def _new_order(book: Book, cmd: RequestOrderPayment) -> Transaction:
                        description=cmd.description, external_reference=cmd.transaction_id,
                        payment_method=cmd.payment_method,
                        details={"payment_id": cmd.payment_id, "created_by": cmd.user_id,
-                                "metadata": {"order_id": cmd.transaction_id, "payment_method": cmd.payment_method}})
+                                "metadata": {"order_id": cmd.transaction_id, "payment_method": cmd.payment_method},
+                                **_expiry(cmd)})
 
 
 def _order_status(book: Book, tx: Transaction, cmd: RecordMidtransStatus) -> None:

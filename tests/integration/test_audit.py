@@ -100,3 +100,24 @@ def test_an_accepted_command_without_a_final_state_fails_the_audit_after_the_thr
     run(db, "INSERT INTO ledger_dead_letters (topic, partition, command_offset, transaction_id, account_id, reason) "
             "VALUES ('ogp.commands.v1', 0, 7, 'c-1', 'a', 'transaction_id_conflict')")
     assert audit_report(db, threshold_seconds=600).ok
+
+
+def test_a_midtrans_status_the_ledger_could_not_apply_fails_the_audit_until_overtaken(db):
+    posting(db, "o-1", {"SYS:MIDTRANS_CLEARING:p000": "-100.00", "SYS:MERCHANT_PAYABLE:p000": "100.00"},
+            transaction_type="TOPUP", age="1 hour")
+    run(db, "INSERT INTO ledger_dead_letters (topic, partition, command_offset, transaction_id, account_id, "
+            "command_type, reason) VALUES ('ogp.commands.v1', 0, 9, 'o-1', 'a', 'RecordMidtransStatus', "
+            "'processing_error')")
+    report = audit_report(db)
+    assert not report.ok and [s[0] for s in report.lost_statuses] == ["o-1"]
+    assert "lost Midtrans status of o-1: processing_error" in ogp_audit(db).stdout
+    run(db, "UPDATE ledger_transactions SET updated_at = now() WHERE transaction_id = 'o-1'")  # a later status
+    assert audit_report(db).ok
+
+
+def test_flagged_transactions_are_shown_for_a_person(db):
+    posting(db, "p-1", {"SYS:MIDTRANS_CLEARING:p000": "-100.00", "SYS:MERCHANT_PAYABLE:p000": "100.00"},
+            details='{"metadata": {"flags": ["unconfirmed_reversal"]}}')
+    report = audit_report(db)
+    assert report.ok and report.flagged == [("p-1", ["unconfirmed_reversal"])]
+    assert "flagged p-1: unconfirmed_reversal" in ogp_audit(db).stdout

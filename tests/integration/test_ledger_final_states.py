@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -33,6 +33,7 @@ from schemas.commands import (
     RecordMidtransStatus,
     RequestOrderPayment,
     RequestPayment,
+    RequestTopup,
     RequestTransfer,
     order_account_id,
     order_transaction_id,
@@ -48,7 +49,8 @@ def now():
 
 
 # Short saga timeout and sweep interval, and no outbox retention, so the sweep's work shows quickly.
-LEDGER_SETTINGS = {"saga_timeout_seconds": 1.0, "ledger_sweep_interval_seconds": 0.3, "outbox_retention_hours": 0}
+LEDGER_SETTINGS = {"saga_timeout_seconds": 1.0, "ledger_sweep_interval_seconds": 0.3, "outbox_retention_hours": 0,
+                   "payment_expiry_grace_seconds": 0}
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +246,29 @@ def test_published_outbox_rows_are_pruned_after_the_retention(env):
         caught_up(db, kafka)
         wait_until(lambda: query(db, "SELECT count(*) FROM ledger_outbox")[0][0] == 0, 30,
                    what="published outbox rows to be pruned (retention 0)")
+
+
+def test_a_topup_nobody_paid_is_closed_after_its_expiry_and_money_arriving_later_is_held(env):
+    db, kafka = env.database_url, env.kafka_bootstrap
+    [(user, account)] = create_accounts(db, 1, prefix="expiry")
+    order = str(uuid.uuid4())
+    # Midtrans's expire notification never comes (the customer never picked a method, say).
+    topup = RequestTopup(account_id=account, requested_at=now(), transaction_id=order, user_id=user,
+                         amount=D("50000.00"), payment_method="BCA_VA", expires_at=now() - timedelta(minutes=1))
+    asyncio.run(produce(kafka, [topup]))
+    with BackgroundProcessor(env):
+        wait_until(lambda: (ledger_row(db, order) or {}).get("status") == "CANCELLED", 30,
+                   what="the sweep to close the expired top-up")
+        assert ledger_row(db, order)["failure_reason"] == "expired_unpaid"
+        # A VA payment that still completes at Midtrans: never lost, held in suspense for a person.
+        asyncio.run(produce(kafka, [RecordMidtransStatus(
+            account_id=account, requested_at=now(), order_id=order, transaction_status="settlement",
+            status_code="200", gross_amount="50000.00", payment_type="bank_transfer", notification_id=f"n-{order}",
+            confirmed=True)]))
+        wait_until(lambda: ledger_row(db, f"{order}:hld"), 30, what="the late payment to be held")
+        caught_up(db, kafka)
+    assert query(db, "SELECT balance FROM accounts WHERE id = :a", a=account)[0][0] == D("0.00")
+    report = audit_report(db)
+    assert report.ok, report.lines()
+    assert [(s[1], s[2], s[3]) for s in report.suspense if s[1] == f"{order}:hld"] == \
+        [(f"{order}:hld", D("50000.00"), "paid_after_final_status")]
