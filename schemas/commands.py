@@ -19,7 +19,7 @@ Text = Annotated[str, Field(max_length=500, pattern=NO_NUL)]
 __all__ = [
     "Command", "RequestPayment", "RequestTransfer", "CreditTransfer", "ConfirmTransfer", "ReverseTransfer",
     "RequestRefund", "RequestTopup", "RecordMidtransStatus", "ChangeAccountStatus", "TxId", "AccountId",
-    "RequestOrderPayment", "order_account_id", "order_transaction_id", "ExpireTransfer",
+    "RequestOrderPayment", "order_account_id", "order_transaction_id", "ExpireTransfer", "MAX_PAYMENT_REVERSALS",
 ]
 
 
@@ -150,6 +150,11 @@ class ChangeAccountStatus(Command):
     status: Literal["ACTIVE", "SUSPENDED", "CLOSED"]
     actor_user_id: int
     reason: Text = ""
+
+
+# How many refunds or chargebacks of one payment the ledger follows (each has its own record, ``<id>:rb<n>``,
+# which must fit a transaction id); the command API refuses to ask Midtrans for more.
+MAX_PAYMENT_REVERSALS = 9
 
 
 def order_account_id(order_id: str) -> str:

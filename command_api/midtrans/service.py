@@ -42,6 +42,7 @@ from ogp.errors import ApiError, Conflict, NotFound, ServiceUnavailable, Unautho
 from ogp.messaging import append_command
 from ogp.settings import Settings
 from schemas.commands import (
+    MAX_PAYMENT_REVERSALS,
     Command,
     RecordMidtransStatus,
     RequestOrderPayment,
@@ -450,8 +451,11 @@ async def _reserve_refund(engine: AsyncEngine, order_id: str, amount: Decimal | 
         if paid is None or paid.status != "SUCCESS":
             raise Unprocessable("only a paid payment can be refunded", code="not_refundable",
                                 details={"status": paid.status if paid else "PENDING"})
-        asked = (await conn.execute(select(func.coalesce(func.sum(r.amount), 0))
-                                    .where(r.order_id == order_id, r.state != "FAILED"))).scalar()
+        asked, count = (await conn.execute(select(func.coalesce(func.sum(r.amount), 0), func.count())
+                                           .where(r.order_id == order_id, r.state != "FAILED"))).one()
+        if max(count, int(paid.details.get("reversals", 0))) >= MAX_PAYMENT_REVERSALS:
+            raise Unprocessable(f"a payment can be refunded at most {MAX_PAYMENT_REVERSALS} times",
+                                code="too_many_refunds")
         # Refunds made elsewhere (Midtrans's dashboard) show in the ledger; ours count from the moment they
         # are reserved, before the ledger hears of them.
         left = paid.amount - max(Decimal(paid.details.get("reversed", "0")), Decimal(asked))

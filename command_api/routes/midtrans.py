@@ -157,7 +157,7 @@ async def payment_status(payment_id: str, user: CurrentUser, engine: Engine, kaf
              responses=errors({**_GATEWAY, **_NO_PAYMENT,
                                409: "`idempotency_key_in_flight`: the same key is being processed",
                                422: "`not_refundable` (not paid, or Midtrans refused), `refund_exceeds_original`, "
-                                    "`idempotency_key_reused`",
+                                    "`too_many_refunds`, `idempotency_key_reused`",
                                503: "`midtrans_unavailable`: Midtrans did not confirm the refund; retry with the "
                                     "same Idempotency-Key (the same refund_key: one refund)"},
                               retry_after=(409,)),

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from ledger_processor.domain.book import Policy, Transaction
-from schemas.commands import RecordMidtransStatus
+from schemas.commands import MAX_PAYMENT_REVERSALS, RecordMidtransStatus
 from schemas.money import to_money
 
-MAX_REVERSALS = 5  # refunds/chargebacks of one payment; more is flagged for operators
+MAX_REVERSALS = MAX_PAYMENT_REVERSALS  # refunds/chargebacks of one payment; more is flagged for operators
 
 _FAILED = {"deny": "midtrans_deny", "failure": "midtrans_failure"}
 _CANCELLED = {"cancel": "midtrans_cancel", "expire": "midtrans_expire"}

@@ -556,3 +556,18 @@ def test_a_closed_wallet_gets_no_payment_page(system):
                      headers=user["auth"])
     assert (reply.status_code, reply.json()["error"]["code"]) == (422, "account_closed")
     assert _orders_of(settings, user["user_id"]) == 0
+
+
+def test_a_payment_is_refunded_at_most_as_often_as_the_ledger_can_follow(system):
+    from schemas.commands import MAX_PAYMENT_REVERSALS
+
+    settings, api, sim = system
+    user = signed_up(api)
+    payment = _paid_order(settings, api, sim, user)
+    path = f"/payments/{payment['payment_id']}/refund"
+    for n in range(MAX_PAYMENT_REVERSALS):
+        reply = api.post(path, json={"amount": 1000, "reason": f"r{n}"}, headers=_keyed(user, f"many-{n}"))
+        assert reply.status_code == 202, reply.text
+    refused = api.post(path, json={"amount": 1000, "reason": "one more"}, headers=_keyed(user, "many-last"))
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "too_many_refunds")
+    assert _refunded_at_midtrans(sim, payment["order_id"]) == f"{MAX_PAYMENT_REVERSALS * 1000}.00"

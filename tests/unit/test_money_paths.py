@@ -311,3 +311,12 @@ def test_money_midtrans_took_that_cannot_be_credited_is_held_in_suspense_once(ca
     assert b.tx("o1").status in ("FAILED", "CANCELLED") and b.accounts["a"].balance == D("0.00")
     assert system(b, SUSPENSE) == D("100.00") and system(b, MIDTRANS_CLEARING) == D("-100.00")
     assert b.tx("o1:hld").details["suspense_reason"] in ("paid_to_closed_account", "paid_after_final_status")
+
+
+def test_nine_partial_refunds_are_followed_and_a_tenth_is_flagged_not_lost():
+    b = paid_topup()
+    for n in range(1, 11):
+        rules.apply(b, midtrans("o1", "partial_refund", refund_amount=f"{n * 5}.00"))
+    assert b.accounts["a"].balance == D("55.00")  # 9 x 5.00 followed
+    assert b.tx("o1").details["metadata"]["flags"] == ["too_many_reversals"]
+    assert max(len(t) for t in b.transactions) <= 50
