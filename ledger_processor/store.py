@@ -234,22 +234,32 @@ class LedgerStore:
             if fresh[0].offset != position:
                 raise OffsetGap(position)
 
+            owns = lambda account_id: partition_of(account_id) == partition  # noqa: E731
             items: list[tuple[Record, Command | None, Poison | None]] = []
+            needed = rules.Needs()
             for record in fresh:
                 try:
                     message = decode(record.value or b"")
                     if not isinstance(message, Command):
                         raise UnknownMessage(f"{message.TYPE} is not a command")
-                except UnknownMessage as exc:
-                    items.append((record, None, Poison("undecodable", str(exc), bare=True)))
+                except Exception as exc:  # noqa: BLE001 - not JSON, unknown, invalid, or an upcaster's bug
+                    detail = str(exc) if isinstance(exc, UnknownMessage) else f"{exc.__class__.__name__}: {exc}"
+                    items.append((record, None, Poison("undecodable", _clean(detail, 2000), bare=True)))
                     continue
-                items.append((record, message, poisoned.get(record.offset)))
+                poison = poisoned.get(record.offset)
+                if poison is None or not poison.bare:
+                    # A bare dead letter is not even looked up (its values may be what the database refuses).
+                    try:
+                        needs = rules.needs(message, owns)
+                    except Exception as exc:  # noqa: BLE001 - a bug in needs() for this command only
+                        poison = Poison("processing_error", _clean(f"needs: {exc!r}", 2000), bare=True)
+                    else:
+                        needed.accounts |= needs.accounts
+                        needed.transactions |= needs.transactions
+                items.append((record, message, poison))
 
-            owns = lambda account_id: partition_of(account_id) == partition  # noqa: E731
             book = Book(partition=partition, now=now, partition_of=partition_of, policy=self.policy)
-            # A bare dead letter is not even looked at (its values may be what the database refuses).
-            await self._load(book, partition, [c for _, c, p in items if c is not None and not (p and p.bare)],
-                             owns)
+            await self._load(book, partition, needed)
             outgoing: list[tuple[Outgoing, dict[str, str]]] = []
             dead: list[_DeadLetter] = []
             for record, command, poison in items:
@@ -300,13 +310,9 @@ class LedgerStore:
                 poison.reason, _clean(f"{poison.detail}; rejecting failed: {exc.__class__.__name__}: {exc}", 2000),
                 bare=True)) from exc
 
-    async def _load(self, book: Book, partition: int, commands: list[Command], owns) -> None:
-        account_ids: set[str] = set()
-        tx_ids: set[str] = set()
-        for command in commands:
-            n = rules.needs(command, owns)
-            account_ids |= n.accounts
-            tx_ids |= n.transactions
+    async def _load(self, book: Book, partition: int, needed: rules.Needs) -> None:
+        """Load exactly what the batch's commands need; the Book refuses to answer for anything else."""
+        account_ids, tx_ids = needed.accounts, needed.transactions
         book.looked_up_accounts, book.looked_up_transactions = account_ids, tx_ids
         wallets = [a for a in account_ids if not a.startswith("SYS:")]
         if wallets:

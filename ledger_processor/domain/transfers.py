@@ -130,16 +130,22 @@ def expire_transfer(book: Book, cmd: ExpireTransfer) -> None:
                                        reason=incoming.failure_reason or TIMED_OUT))
 
 
-def confirm_transfer(book: Book, cmd: ConfirmTransfer) -> None:
+def _in_flight(book: Book, cmd: ConfirmTransfer | ReverseTransfer) -> Transaction | None:
+    """The source's transfer this step settles, if it is still in flight (else a duplicate or a stray)."""
     tx = book.tx(cmd.transaction_id)
-    if tx is None or tx.status != "PENDING":
-        return  # duplicate, or already reversed
-    book.settle(tx, "SUCCESS")
+    if tx is None or tx.status != "PENDING" or tx.transaction_type != TRANSFER or tx.account_id != cmd.account_id:
+        return None
+    return tx
+
+
+def confirm_transfer(book: Book, cmd: ConfirmTransfer) -> None:
+    if (tx := _in_flight(book, cmd)) is not None:
+        book.settle(tx, "SUCCESS")
 
 
 def reverse_transfer(book: Book, cmd: ReverseTransfer) -> None:
-    tx = book.tx(cmd.transaction_id)
-    if tx is None or tx.status != "PENDING" or book.tx(reversal_id(cmd.transaction_id)):
+    tx = _in_flight(book, cmd)
+    if tx is None or book.tx(reversal_id(cmd.transaction_id)):
         return
     source = book.account(tx.account_id)
     in_flight = book.system(TRANSFERS_IN_FLIGHT)

@@ -272,3 +272,27 @@ def test_a_topup_nobody_paid_is_closed_after_its_expiry_and_money_arriving_later
     assert report.ok, report.lines()
     assert [(s[1], s[2], s[3]) for s in report.suspense if s[1] == f"{order}:hld"] == \
         [(f"{order}:hld", D("50000.00"), "paid_after_final_status")]
+
+
+def test_a_bug_in_decoding_or_in_needs_dead_letters_that_record_and_the_partition_moves_on(env, monkeypatch):
+    import json
+
+    from schemas import base
+
+    db, kafka = env.database_url, env.kafka_bootstrap
+    [(user, account)] = funded(env, 1)
+    odd = payment(user, account, "5.00")
+    after = payment(user, account, "7.00")
+    # An upcaster with a bug (an old version of a message), and needs() failing for one command.
+    monkeypatch.setitem(base._UPCASTERS, ("RequestPayment", 0), lambda data: 1 / 0)
+    real_needs = rules.needs
+    monkeypatch.setattr(rules, "needs", lambda command, owns: (_ for _ in ()).throw(KeyError("bug"))
+                        if getattr(command, "transaction_id", None) == odd.transaction_id else real_needs(command, owns))
+    old_version = json.dumps({"type": "RequestPayment", "version": 0, "data": {}}).encode()
+    asyncio.run(produce(kafka, [(account, old_version), odd, after]))
+    with BackgroundProcessor(env):
+        caught_up(db, kafka)
+    assert ledger_row(db, after.transaction_id)["status"] == "SUCCESS"
+    reasons = [r[0] for r in query(db, "SELECT reason FROM ledger_dead_letters WHERE account_id = :a OR "
+                                       "(account_id IS NULL AND detail LIKE '%%ZeroDivisionError%%')", a=account)]
+    assert sorted(reasons) == ["processing_error", "undecodable"]

@@ -320,3 +320,11 @@ def test_nine_partial_refunds_are_followed_and_a_tenth_is_flagged_not_lost():
     assert b.accounts["a"].balance == D("55.00")  # 9 x 5.00 followed
     assert b.tx("o1").details["metadata"]["flags"] == ["too_many_reversals"]
     assert max(len(t) for t in b.transactions) <= 50
+
+
+def test_a_stray_saga_step_for_another_kind_of_transaction_changes_nothing():
+    b = book(a="0.00")
+    rules.apply(b, RequestTopup(account_id="a", requested_at=NOW, transaction_id="o1", user_id=1, amount="100.00"))
+    rules.apply(b, ConfirmTransfer(account_id="a", requested_at=NOW, transaction_id="o1"))
+    rules.apply(b, ReverseTransfer(account_id="a", requested_at=NOW, transaction_id="o1", reason="x"))
+    assert b.tx("o1").status == "PENDING" and not b.entries
