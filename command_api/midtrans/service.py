@@ -195,12 +195,19 @@ async def create_order_payment(engine: AsyncEngine, kafka: KafkaProducerManager,
     if items and sum(i["price"] * i["quantity"] for i in items) != body.amount:
         raise Unprocessable("item_details must sum exactly to amount (price × quantity)",
                             code="items_do_not_sum_to_amount")
+    o = midtrans_orders.c
     async with engine.connect() as conn:
-        if (await conn.execute(select(midtrans_orders.c.order_id)
-                               .where(midtrans_orders.c.order_id == body.order_id))).first():
-            raise Conflict("a payment with this order_id exists", code="order_exists")
-    payment_id = str(uuid.uuid4())
-    now = datetime.now(UTC)
+        earlier = (await conn.execute(select(o.payment_id, o.kind, o.user_id, o.amount, o.payment_method,
+                                             o.created_at, o.expires_at)
+                                      .where(o.order_id == body.order_id))).first()
+    # The order id is the merchant's idempotency key: the same order again (a retry after an unclear
+    # answer) is the same payment, re-appended (the ledger deduplicates); anything else under it is a 409.
+    resume = earlier is not None and (earlier.kind, earlier.user_id, earlier.amount, earlier.payment_method) == \
+        ("ORDER", user_id, body.amount, body.payment_method.value)
+    if earlier is not None and not resume:
+        raise Conflict("a payment with this order_id exists", code="order_exists")
+    payment_id = earlier.payment_id if resume else str(uuid.uuid4())
+    now = earlier.created_at if resume else datetime.now(UTC)
     account_id = order_account_id(body.order_id)
     customer = body.customer_details.model_dump(exclude_none=True) if body.customer_details else None
     snap = snap_body(body.order_id, body.amount, body.payment_method, settings.topup_expiry_minutes,
@@ -208,14 +215,14 @@ async def create_order_payment(engine: AsyncEngine, kafka: KafkaProducerManager,
     if not items:
         snap["item_details"] = [{"id": body.order_id[:50], "price": int(body.amount), "quantity": 1,
                                  "name": f"Order {body.order_id}"[:50]}]
-    expires_at = now + timedelta(minutes=settings.topup_expiry_minutes)
+    expires_at = earlier.expires_at if resume else now + timedelta(minutes=settings.topup_expiry_minutes)
     command = RequestOrderPayment(account_id=account_id, requested_at=now, transaction_id=body.order_id,
                                   payment_id=payment_id, user_id=user_id, amount=body.amount,
                                   payment_method=body.payment_method.value, description=f"Order {body.order_id}",
                                   expires_at=expires_at)
     return await _create(engine, kafka, gateway, order_id=body.order_id, payment_id=payment_id, kind="ORDER",
                          account_id=account_id, user_id=user_id, amount=body.amount, method=body.payment_method,
-                         body=snap, expires_at=expires_at, command=command)
+                         body=snap, expires_at=expires_at, command=command, resume=resume)
 
 
 # -- notifications --------------------------------------------------------------------------------------------

@@ -117,7 +117,8 @@ async def webhook(request: Request, engine: Engine, kafka: Kafka, settings: Sett
 
 
 @router.post("/payments/", status_code=201, response_model=OrderPaymentView,
-             responses=errors({**_GATEWAY, 409: "`order_exists`: a payment with this order_id exists",
+             responses=errors({**_GATEWAY, 409: "`order_exists`: another payment has this order_id (the same "
+                                                "order again is answered with the same payment)",
                                422: "`items_do_not_sum_to_amount`"}),
              openapi_extra=openapi_body(OrderPaymentRequest))
 async def create_payment(user: CurrentUser,

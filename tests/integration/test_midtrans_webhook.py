@@ -571,3 +571,18 @@ def test_a_payment_is_refunded_at_most_as_often_as_the_ledger_can_follow(system)
     refused = api.post(path, json={"amount": 1000, "reason": "one more"}, headers=_keyed(user, "many-last"))
     assert (refused.status_code, refused.json()["error"]["code"]) == (422, "too_many_refunds")
     assert _refunded_at_midtrans(sim, payment["order_id"]) == f"{MAX_PAYMENT_REVERSALS * 1000}.00"
+
+
+def test_the_same_order_again_is_the_same_payment_and_another_under_its_id_a_409(system):
+    settings, api, _ = system
+    user, other = signed_up(api), signed_up(api)
+    order = {"order_id": f"TQ-{uuid.uuid4().hex[:12]}", "amount": 120000, "payment_method": "QRIS"}
+    first = api.post("/payments/", json=order, headers=user["auth"])
+    again = api.post("/payments/", json=order, headers=user["auth"])  # a retry after an unclear answer
+    assert first.status_code == again.status_code == 201, again.text
+    assert (again.json()["payment_id"], again.json()["payment_url"]) == \
+        (first.json()["payment_id"], first.json()["payment_url"])
+    for clash, who in (({**order, "amount": 130000}, user), (order, other)):
+        reply = api.post("/payments/", json=clash, headers=who["auth"])
+        assert (reply.status_code, reply.json()["error"]["code"]) == (409, "order_exists")
+    assert ledger(settings, f"order:{order['order_id']}")["status"] == "PENDING"
