@@ -29,7 +29,7 @@ from command_api.midtrans.methods import ENABLED_PAYMENTS, PaymentMethod
 from command_api.midtrans.requests import OrderPaymentRequest, TopupRequest
 from command_api.payments.amounts import money_str
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
-from command_api.payments.idempotency import OutcomeUnknown
+from command_api.payments.idempotency import OutcomeUnknown, request_hash
 from ogp.db.tables import (
     ledger_transactions,
     midtrans_notifications,
@@ -116,7 +116,7 @@ async def _customer(engine: AsyncEngine, user_id: int) -> dict:
 async def _create(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, *,
                   order_id: str, payment_id: str, kind: str, account_id: str, user_id: int | None,
                   amount: Decimal, method: PaymentMethod, body: dict, expires_at: datetime,
-                  command: Command, resume: bool = False) -> Created:
+                  command: Command, resume: bool = False, details: dict | None = None) -> Created:
     """Snap first, then the routing row, then the command. ``resume``: a retry of a request that may have
     got part of the way (the same Idempotency-Key taken over): a routing row it left is reused as it is."""
     if resume and (created := await _routed(engine, order_id, account_id)) is not None:
@@ -131,7 +131,7 @@ async def _create(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: Mid
         raise gateway_error(exc) from None
     row = dict(order_id=order_id, payment_id=payment_id, kind=kind, account_id=account_id, user_id=user_id,
                amount=amount, payment_method=method.value, payment_url=snap.redirect_url, token=snap.token,
-               expires_at=expires_at)
+               expires_at=expires_at, details=details or {})
     async with engine.begin() as conn:
         inserted = await conn.execute(insert(midtrans_orders).values(**row).on_conflict_do_nothing()
                                       .returning(midtrans_orders.c.order_id))
@@ -197,13 +197,13 @@ async def create_order_payment(engine: AsyncEngine, kafka: KafkaProducerManager,
                             code="items_do_not_sum_to_amount")
     o = midtrans_orders.c
     async with engine.connect() as conn:
-        earlier = (await conn.execute(select(o.payment_id, o.kind, o.user_id, o.amount, o.payment_method,
-                                             o.created_at, o.expires_at)
-                                      .where(o.order_id == body.order_id))).first()
-    # The order id is the merchant's idempotency key: the same order again (a retry after an unclear
+        earlier = (await conn.execute(select(o.payment_id, o.kind, o.user_id, o.details, o.created_at,
+                                             o.expires_at).where(o.order_id == body.order_id))).first()
+    # The order id is the merchant's idempotency key: the same request again (a retry after an unclear
     # answer) is the same payment, re-appended (the ledger deduplicates); anything else under it is a 409.
-    resume = earlier is not None and (earlier.kind, earlier.user_id, earlier.amount, earlier.payment_method) == \
-        ("ORDER", user_id, body.amount, body.payment_method.value)
+    fingerprint = request_hash("POST", "/payments/", body.canonical())
+    resume = earlier is not None and (earlier.kind, earlier.user_id, earlier.details.get("request_hash")) == \
+        ("ORDER", user_id, fingerprint)
     if earlier is not None and not resume:
         raise Conflict("a payment with this order_id exists", code="order_exists")
     payment_id = earlier.payment_id if resume else str(uuid.uuid4())
@@ -222,7 +222,8 @@ async def create_order_payment(engine: AsyncEngine, kafka: KafkaProducerManager,
                                   expires_at=expires_at)
     return await _create(engine, kafka, gateway, order_id=body.order_id, payment_id=payment_id, kind="ORDER",
                          account_id=account_id, user_id=user_id, amount=body.amount, method=body.payment_method,
-                         body=snap, expires_at=expires_at, command=command, resume=resume)
+                         body=snap, expires_at=expires_at, command=command, resume=resume,
+                         details={"request_hash": fingerprint})
 
 
 # -- notifications --------------------------------------------------------------------------------------------

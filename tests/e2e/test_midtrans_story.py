@@ -139,7 +139,7 @@ def test_an_order_payment_is_paid_checked_and_partly_refunded(system):
     payment = created.json()
     assert payment["status"] == "PENDING" and payment["payment_url"]
 
-    # A second payment for the same order is refused; items that do not add up too.
+    # A second, different payment for the same order is refused; items that do not add up too.
     again = commands.post("/payments/", headers=budi["auth"], json={
         "order_id": order_id, "amount": 300000, "payment_method": "QRIS"})
     assert again.status_code == 409

@@ -582,7 +582,8 @@ def test_the_same_order_again_is_the_same_payment_and_another_under_its_id_a_409
     assert first.status_code == again.status_code == 201, again.text
     assert (again.json()["payment_id"], again.json()["payment_url"]) == \
         (first.json()["payment_id"], first.json()["payment_url"])
-    for clash, who in (({**order, "amount": 130000}, user), (order, other)):
+    for clash, who in (({**order, "amount": 130000}, user), ({**order, "payment_method": "GOPAY"}, user),
+                       (order, other)):
         reply = api.post("/payments/", json=clash, headers=who["auth"])
         assert (reply.status_code, reply.json()["error"]["code"]) == (409, "order_exists")
     assert ledger(settings, f"order:{order['order_id']}")["status"] == "PENDING"
