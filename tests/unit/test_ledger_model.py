@@ -540,6 +540,9 @@ class LedgerModel(RuleBasedStateMachine):
                     assert (receivables in got) == bool(tx.details.get("receivable_reason")), where
                 case "ORDER_REFUND":
                     assert status == "SUCCESS" and got == {merchant: -amount, clearing: amount}, where
+                case "HELD":  # Midtrans took money the ledger could not credit: held in suspense, with why
+                    assert status == "SUCCESS" and got == {clearing: -amount, sys_account(SUSPENSE, p): amount}, where
+                    assert tx.details.get("suspense_reason"), where
                 case "TOPUP":
                     assert status in ("PENDING", "SUCCESS", "FAILED", "CANCELLED"), where
                     assert got == ({clearing: -amount, account: amount} if status == "SUCCESS" else {}), where
