@@ -463,7 +463,6 @@ class LedgerStore:
         return [OutboxRow(i, t, k, p.encode(), h)
                 for i, t, k, p, h in zip(ids, topics, keys, payloads, headers, strict=True)]
 
-
     async def _record_dead_letters(self, partition: int, dead: list["_DeadLetter"]) -> None:
         """The database's copy of this batch's dead letters: what the status resources and the audit read."""
         async with self.conn.cursor() as cur:

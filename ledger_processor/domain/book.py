@@ -21,7 +21,8 @@ ZERO = Decimal("0.00")
 MIDTRANS_CLEARING = "MIDTRANS_CLEARING"  # money Midtrans owes us / we owe Midtrans
 MERCHANT_PAYABLE = "MERCHANT_PAYABLE"  # money paid to merchants (and refunded from them)
 TRANSFERS_IN_FLIGHT = "TRANSFERS_IN_FLIGHT"  # debited from a source, not yet credited on another partition
-# Money with no wallet to go to (a transfer reversed to an account closed meanwhile): held for a person.
+# Money with no wallet to go to (a transfer reversed to an account closed meanwhile; Midtrans money that could
+# not be credited): held for a person.
 # Every entry on it belongs to a transaction whose details say why (``suspense_reason``); `ogp audit` lists them.
 SUSPENSE = "SUSPENSE"
 # Money a user owes us (Midtrans reversed a top-up the wallet had already spent): negative balance = owed.
