@@ -126,7 +126,7 @@ class Load(threading.Thread):
                 while not self.stop_event.is_set():
                     await self._append_one(producer)
             except Exception:  # the broker is down: only acknowledged commands count, try again shortly
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # the load generator's reconnect pace, not synchronisation
             finally:
                 await asyncio.wait_for(producer.stop(), 10)
 
@@ -222,7 +222,7 @@ class Probe(threading.Thread):
                         self.answers.append((name, 0, exc.__class__.__name__))
                         continue
                     self.answers.append((name, response.status_code, response.headers.get("retry-after")))
-                time.sleep(0.05)
+                time.sleep(0.05)  # the caller's pace between rounds of calls, not synchronisation
 
     def failures(self) -> list:
         """Answers that are neither a success, nor a clear 4xx, nor a 503 with Retry-After."""
