@@ -37,12 +37,12 @@ from ledger_processor.audit import audit  # noqa: E402
 from ledger_processor.store import conninfo_from_url  # noqa: E402
 from ogp.db.migrate import upgrade  # noqa: E402
 from ogp.settings import Settings, get_settings  # noqa: E402
-from ogp.stack.kafka import KafkaBroker  # noqa: E402
-from ogp.stack.postgres import PostgresServer  # noqa: E402
-from ogp.stack.process import free_port  # noqa: E402
-from ogp.testing.infra import create_database  # noqa: E402
-from ogp.testing.ledger import caught_up, produce, recreate_topics  # noqa: E402
-from ogp.testing.processes import Worker  # noqa: E402
+from infra.local.kafka import KafkaBroker  # noqa: E402
+from infra.local.postgres import PostgresServer  # noqa: E402
+from infra.local.process import free_port  # noqa: E402
+from tests.support.infra import create_database  # noqa: E402
+from tests.support.ledger import caught_up, produce, recreate_topics  # noqa: E402
+from tests.support.processes import Worker  # noqa: E402
 from schemas.commands import RequestPayment, RequestTransfer  # noqa: E402
 
 D = Decimal

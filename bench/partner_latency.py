@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/partner_latency.py [--requests 3000] [--concurrency 8] [--rounds 3]
 
-Starts PostgreSQL, Redis and Kafka (ogp.testing.infra: the environment's, Docker's, or its own), migrates a
+Starts PostgreSQL, Redis and Kafka (tests.support.infra: the environment's, Docker's, or its own), migrates a
 database, seeds 500 accessible history rows and one key with a limit far above the load, then serves two
 query APIs under real uvicorn: one with OGP_ACCESS_LOGS_ENABLED on, one off. Rounds alternate between them
 (so drift hits both alike); each round sends --requests GET /api/transaction/histories?limit=20 from
@@ -33,10 +33,11 @@ from ogp.db.migrate import upgrade  # noqa: E402
 from ogp.db.tables import api_keys, external_services, historical_transactions  # noqa: E402
 from ogp.security.api_keys import generate_api_key  # noqa: E402
 from ogp.settings import Settings  # noqa: E402
-from ogp.stack.topics import ensure_topics, topic_specs  # noqa: E402
-from ogp.testing.infra import InfraProvider, create_database  # noqa: E402
-from ogp.stack.process import free_port  # noqa: E402
-from ogp.testing.processes import worker_env  # noqa: E402
+from ogp.messaging import ensure_topics  # noqa: E402
+from schemas.topics import topic_specs  # noqa: E402
+from tests.support.infra import InfraProvider, create_database  # noqa: E402
+from infra.local.process import free_port  # noqa: E402
+from tests.support.processes import worker_env  # noqa: E402
 
 
 def seed(url: str, pepper: str) -> str:

@@ -33,12 +33,13 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from command_api.midtrans.signature import signature  # noqa: E402
 from ogp.db.migrate import upgrade  # noqa: E402
 from ogp.settings import Settings, get_settings  # noqa: E402
-from ogp.stack.process import free_port  # noqa: E402
-from ogp.stack.topics import ensure_topics, topic_specs  # noqa: E402
-from ogp.stack.kafka import KafkaBroker  # noqa: E402
-from ogp.stack.postgres import PostgresServer  # noqa: E402
-from ogp.testing.infra import create_database  # noqa: E402
-from ogp.testing.server import serve  # noqa: E402
+from infra.local.process import free_port  # noqa: E402
+from ogp.messaging import ensure_topics  # noqa: E402
+from schemas.topics import topic_specs  # noqa: E402
+from infra.local.kafka import KafkaBroker  # noqa: E402
+from infra.local.postgres import PostgresServer  # noqa: E402
+from tests.support.infra import create_database  # noqa: E402
+from tests.support.server import serve  # noqa: E402
 
 SERVER_KEY = "SB-Mid-server-bench"
 
@@ -145,7 +146,7 @@ def main() -> int:
         orders = route_orders(db, args.warmup + args.notifications)
         with contextlib.ExitStack() as stack:
             if args.confirm:
-                from ogp.midtrans_sim.app import create_app as sim_app
+                from infra.midtrans_sim.app import create_app as sim_app
 
                 # Its own notifications go nowhere (no retries): the bench posts its own, timed.
                 sim = stack.enter_context(serve(sim_app(settings, retry_delays=(),

@@ -22,9 +22,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from ledger_processor.domain.book import Policy
 from ledger_processor.store import Fenced, LedgerStore, OffsetGap, OutboxRow, Record, pool
-from ogp.messaging import headers_dict, partition_for
+from ogp.messaging import headers_dict
+from schemas.topics import partition_for
 from ogp.settings import Settings
-from ogp.stack.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS
+from schemas.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS
 from ogp.worker import Backoff, Heartbeat, bounded, describe
 
 log = logging.getLogger(__name__)

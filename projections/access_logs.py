@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.db.tables import api_access_logs
 from ogp.settings import Settings
-from ogp.stack.topics import ACCESS_LOGS
+from schemas.topics import ACCESS_LOGS
 from ogp.worker import Heartbeat, bounded, describe, run_worker
 from projections.loop import ProjectorLoop
 from schemas.access_logs import AccessLogged

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ogp.db.tables import midtrans_orders, payments
 from ogp.db.tables import projection_positions as pp
 from ogp.settings import Settings
-from ogp.stack.topics import LEDGER_EVENTS
+from schemas.topics import LEDGER_EVENTS
 from ogp.worker import Heartbeat, run_worker
 from projections.payments import project, row_from_event
 from projections.runner import HistoryProjector, ProjectionStats

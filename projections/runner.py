@@ -27,7 +27,8 @@ from ogp.clients import async_engine
 from ogp.db.tables import historical_transactions as ht
 from ogp.db.tables import projection_positions as pp
 from ogp.settings import Settings
-from ogp.stack.topics import LEDGER_EVENTS, describe_partitions
+from ogp.messaging import describe_partitions
+from schemas.topics import LEDGER_EVENTS
 from ogp.worker import Backoff, Heartbeat, bounded, describe
 from projections.history import project
 from projections.loop import ProjectorLoop

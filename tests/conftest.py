@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from ogp.testing.infra import InfraProvider, create_database
+from tests.support.infra import InfraProvider, create_database
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +48,8 @@ def private_kafka():
     from pathlib import Path
 
     from ogp.settings import get_settings
-    from ogp.stack.kafka import KafkaBroker
-    from ogp.stack.process import free_port
+    from infra.local.kafka import KafkaBroker
+    from infra.local.process import free_port
 
     if url := os.environ.get("OGP_TEST_KAFKA_BOOTSTRAP"):
         pytest.skip(f"a private broker is not available with an external Kafka ({url})")

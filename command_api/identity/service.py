@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from command_api.identity.policy import PolicyViolation, check_password, normalise_email, normalise_phone
 from ogp.db.tables import accounts, authentications, users
 from ogp.errors import Conflict, TooManyRequests, Unauthorized, Unprocessable
-from ogp.security.login_throttle import LoginThrottle
-from ogp.security.passwords import DUMMY_PASSWORD_HASH, hash_password, verify_password
+from command_api.identity.login_throttle import LoginThrottle
+from command_api.identity.passwords import DUMMY_PASSWORD_HASH, hash_password, verify_password
 from ogp.security.tokens import REFRESH, InvalidToken, TokenClaims, TokenService, token_hash
 
 log = logging.getLogger(__name__)
@@ -170,3 +170,11 @@ async def purge_expired(engine: AsyncEngine, older_than: timedelta = timedelta(d
         result = await conn.execute(authentications.delete().where(
             authentications.c.expires_at < datetime.now(UTC) - older_than))
         return result.rowcount
+
+
+async def create_admin(engine: AsyncEngine, username: str, email: str, phone: str, password: str) -> int:
+    """Register a user with the admin role (the only way to get it) and their wallet account; the user id."""
+    registered = await register(engine, username, email, phone, password)
+    async with engine.begin() as conn:
+        await conn.execute(update(users).where(users.c.id == registered.user_id).values(is_admin=True))
+    return registered.user_id

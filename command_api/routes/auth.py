@@ -11,7 +11,7 @@ from command_api.deps import ClientIp, Engine, Redis, Settings_, Tokens
 from command_api.identity import service
 from command_api.identity.fields import Email
 from ogp.security.current_user import CurrentUser, deny_access_token
-from ogp.security.login_throttle import LoginThrottle
+from command_api.identity.login_throttle import LoginThrottle
 from ogp.web.openapi import errors
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])

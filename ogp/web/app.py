@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI, Request
 
 from ogp.clients import open_clients
-from ogp.errors import install_error_handlers
+from ogp.web.errors import install_error_handlers
 from ogp.health import health_router
 from ogp.logs import configure_logging, correlation_id
 from ogp.settings import Settings, get_settings

@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import RowMapping
 
 from ogp.errors import ApiError, NotFound, Unprocessable
-from ogp.partners.auth import ReadReports, ReadTransactions
-from ogp.partners.keys import mask_email, mask_phone
-from ogp.partners.route import PartnerRoute
+from query_api.partners.auth import ReadReports, ReadTransactions
+from query_api.partners.keys import mask_email, mask_phone
+from query_api.partners.route import PartnerRoute
 from ogp.web.fields import Moment
 from ogp.web.openapi import errors
 from query_api import partner_views as views

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ogp.stack.process import pid_alive
-from ogp.testing.processes import ogp_cli_env
+from infra.local.process import pid_alive
+from tests.support.processes import ogp_cli_env
 
 pytestmark = pytest.mark.e2e
 

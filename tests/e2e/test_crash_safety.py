@@ -18,9 +18,9 @@ from sqlalchemy import create_engine, text
 from ledger_processor.audit import audit
 from ogp.db.migrate import upgrade
 from ogp.settings import Settings
-from ogp.stack.topics import COMMANDS, LEDGER_EVENTS
-from ogp.testing.infra import create_database
-from ogp.testing.ledger import (
+from schemas.topics import COMMANDS, LEDGER_EVENTS
+from tests.support.infra import create_database
+from tests.support.ledger import (
     caught_up,
     create_accounts,
     end_offsets,
@@ -29,9 +29,9 @@ from ogp.testing.ledger import (
     random_command,
     recreate_topics,
 )
-from ogp.testing.processes import Worker
-from ogp.testing.topics import read_to_end
-from ogp.testing.waiting import DEFAULT_TIMEOUT, wait_until
+from tests.support.processes import Worker
+from tests.support.topics import read_to_end
+from tests.support.waiting import DEFAULT_TIMEOUT, wait_until
 from projections.history import replay
 from schemas.base import decode, encode
 

@@ -17,12 +17,12 @@ from sqlalchemy import create_engine, text
 from ledger_processor.audit import audit
 from ogp.db.migrate import upgrade
 from ogp.settings import Settings
-from ogp.stack.topics import LEDGER_EVENTS
-from ogp.testing.infra import create_database
-from ogp.testing.ledger import caught_up, create_accounts, funding, produce, recreate_topics
-from ogp.testing.processes import Workers
-from ogp.testing.topics import read_to_end
-from ogp.testing.waiting import wait_until
+from schemas.topics import LEDGER_EVENTS
+from tests.support.infra import create_database
+from tests.support.ledger import caught_up, create_accounts, funding, produce, recreate_topics
+from tests.support.processes import Workers
+from tests.support.topics import read_to_end
+from tests.support.waiting import wait_until
 from schemas.base import decode
 from schemas.commands import RequestPayment
 

@@ -17,15 +17,15 @@ from sqlalchemy import create_engine, text
 
 from command_api.app import create_app as command_app
 from ogp.db.migrate import upgrade
-from ogp.midtrans_sim.app import create_app as sim_app
+from infra.midtrans_sim.app import create_app as sim_app
 from ogp.settings import Settings
-from ogp.stack.process import free_port
-from ogp.testing.infra import create_database
-from ogp.testing.ledger import recreate_topics
-from ogp.testing.processes import Worker
-from ogp.testing.server import serve
-from ogp.testing.waiting import LATENCY_MARGIN, eventually
-from ogp.testing.wallet import has_balance, signed_up
+from infra.local.process import free_port
+from tests.support.infra import create_database
+from tests.support.ledger import recreate_topics
+from tests.support.processes import Worker
+from tests.support.server import serve
+from tests.support.waiting import LATENCY_MARGIN, eventually
+from tests.support.wallet import has_balance, signed_up
 from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.e2e

@@ -18,11 +18,12 @@ from ogp.db.migrate import upgrade
 from ogp.db.tables import api_keys, external_services
 from ogp.security.api_keys import generate_api_key
 from ogp.settings import Settings
-from ogp.stack.process import free_port
-from ogp.stack.topics import ensure_topics, topic_specs
-from ogp.testing.infra import create_database
-from ogp.testing.processes import worker_env
-from ogp.testing.waiting import wait_until
+from infra.local.process import free_port
+from ogp.messaging import ensure_topics
+from schemas.topics import topic_specs
+from tests.support.infra import create_database
+from tests.support.processes import worker_env
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

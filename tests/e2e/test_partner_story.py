@@ -16,14 +16,15 @@ from sqlalchemy import create_engine, insert, select, text
 
 from command_api.app import create_app as command_app
 from ogp.db.migrate import upgrade
-from ogp.db.seed import seed_demo
+from infra.local.seed import seed_demo
 from ogp.db.tables import historical_transactions as ht
 from ogp.db.tables import partner_feed as pf
 from ogp.settings import Settings
-from ogp.stack.topics import ensure_topics, topic_specs
-from ogp.testing.infra import create_database
-from ogp.testing.server import serve
-from ogp.testing.waiting import DEFAULT_TIMEOUT, wait_until
+from ogp.messaging import ensure_topics
+from schemas.topics import topic_specs
+from tests.support.infra import create_database
+from tests.support.server import serve
+from tests.support.waiting import DEFAULT_TIMEOUT, wait_until
 from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.e2e

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ogp.stack.process import pid_alive
-from ogp.testing.processes import ogp_cli_env
-from ogp.testing.waiting import wait_until
+from infra.local.process import pid_alive
+from tests.support.processes import ogp_cli_env
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -17,13 +17,13 @@ from command_api.app import create_app as command_app
 from ledger_processor.audit import audit
 from ogp.db.migrate import upgrade
 from ogp.settings import Settings
-from ogp.testing.infra import create_database
-from ogp.testing.ledger import caught_up, funding, produce, recreate_topics
-from ogp.testing.processes import Worker
-from ogp.testing.server import serve
-from ogp.testing.topics import read_to_end
-from ogp.testing.waiting import eventually
-from ogp.testing.wallet import check, has_balance, signed_up
+from tests.support.infra import create_database
+from tests.support.ledger import caught_up, funding, produce, recreate_topics
+from tests.support.processes import Worker
+from tests.support.server import serve
+from tests.support.topics import read_to_end
+from tests.support.waiting import eventually
+from tests.support.wallet import check, has_balance, signed_up
 from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.e2e
@@ -196,7 +196,7 @@ def test_the_correlation_id_travels_from_http_through_the_command_to_the_outcome
                 return {k: v.decode() for k, v in r.headers}
         return {}
 
-    from ogp.stack.topics import COMMANDS, LEDGER_EVENTS
+    from schemas.topics import COMMANDS, LEDGER_EVENTS
 
     # The answer came from the database; the outcome event leaves through the outbox a moment later.
     caught_up(settings.database_url, settings.kafka_bootstrap)

@@ -28,11 +28,11 @@ from sqlalchemy import create_engine, text
 from ledger_processor.audit import audit
 from ogp.db.migrate import upgrade
 from ogp.settings import Settings, get_settings
-from ogp.stack.kafka import KafkaBroker
-from ogp.stack.postgres import PostgresServer
-from ogp.stack.process import free_port, port_open
-from ogp.stack.topics import ACCESS_LOGS, COMMANDS, LEDGER_EVENTS
-from ogp.testing.ledger import (
+from infra.local.kafka import KafkaBroker
+from infra.local.postgres import PostgresServer
+from infra.local.process import free_port, port_open
+from schemas.topics import ACCESS_LOGS, COMMANDS, LEDGER_EVENTS
+from tests.support.ledger import (
     caught_up,
     create_accounts,
     end_offsets,
@@ -41,8 +41,8 @@ from ogp.testing.ledger import (
     random_command,
     recreate_topics,
 )
-from ogp.testing.processes import Worker, Workers, worker_env
-from ogp.testing.waiting import wait_until
+from tests.support.processes import Worker, Workers, worker_env
+from tests.support.waiting import wait_until
 from schemas.access_logs import AccessLogged
 from schemas.base import encode
 
@@ -232,8 +232,8 @@ class Probe(threading.Thread):
 
 def test_the_same_workers_resume_after_postgres_and_kafka_are_killed_under_load(env, killable, redis_url):
     from command_api.app import create_app as command_app
-    from ogp.testing.server import serve
-    from ogp.testing.wallet import signed_up
+    from tests.support.server import serve
+    from tests.support.wallet import signed_up
     from query_api.app import create_app as query_app
 
     settings, worker = env

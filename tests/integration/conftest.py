@@ -22,13 +22,14 @@ from sqlalchemy import create_engine
 
 from command_api.app import create_app as command_app
 from ogp.db.migrate import upgrade
-from ogp.db.seed import seed_demo
-from ogp.midtrans_sim.app import create_app as simulator_app
+from infra.local.seed import seed_demo
+from infra.midtrans_sim.app import create_app as simulator_app
 from ogp.settings import Settings
-from ogp.stack.process import free_port
-from ogp.stack.topics import ensure_topics, topic_specs
-from ogp.testing.infra import create_database
-from ogp.testing.server import serve
+from infra.local.process import free_port
+from ogp.messaging import ensure_topics
+from schemas.topics import topic_specs
+from tests.support.infra import create_database
+from tests.support.server import serve
 from schemas.money import MAX_AMOUNT
 
 SIGNING_KEY = "api-surface-test-signing-key-0123456789-abcdef"

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from ogp.db.migrate import upgrade
-from ogp.testing.infra import create_database
-from ogp.testing.ledger import audit_report
+from tests.support.infra import create_database
+from tests.support.ledger import audit_report
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from sqlalchemy import create_engine, text
 from command_api.app import create_app
 from ogp.db.migrate import upgrade
 from ogp.settings import Settings
-from ogp.testing.infra import create_database
-from ogp.testing.server import serve
-from ogp.testing.waiting import wait_until
+from tests.support.infra import create_database
+from tests.support.server import serve
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -21,14 +21,15 @@ from sqlalchemy import create_engine, insert
 from command_api.app import create_app as command_app
 from command_api.midtrans.signature import signature
 from ogp.db.migrate import upgrade
-from ogp.db.seed import seed_demo
+from infra.local.seed import seed_demo
 from ogp.db.tables import midtrans_orders
 from ogp.settings import Settings, get_settings
-from ogp.stack.kafka import KafkaBroker
-from ogp.stack.postgres import PostgresServer
-from ogp.stack.process import free_port
-from ogp.stack.redis import RedisServer
-from ogp.stack.topics import ensure_topics, topic_specs
+from infra.local.kafka import KafkaBroker
+from infra.local.postgres import PostgresServer
+from infra.local.process import free_port
+from infra.local.redis import RedisServer
+from ogp.messaging import ensure_topics
+from schemas.topics import topic_specs
 from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.integration

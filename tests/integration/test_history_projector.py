@@ -25,8 +25,9 @@ from sqlalchemy import create_engine, insert, select
 from ogp.db.migrate import upgrade
 from ogp.db.tables import accounts, historical_transactions, projection_positions, users
 from ogp.settings import Settings
-from ogp.stack.topics import LEDGER_EVENTS, TopicSpec, ensure_topics, topic_specs
-from ogp.testing.waiting import wait_until, wait_until_async
+from ogp.messaging import ensure_topics
+from schemas.topics import LEDGER_EVENTS, TopicSpec, topic_specs
+from tests.support.waiting import wait_until, wait_until_async
 from projections.history import replay
 from projections.runner import PROJECTOR, HistoryProjector, rebuild
 from schemas.base import Message, encode

@@ -1,4 +1,4 @@
-"""A real single-node Kafka broker from Maven Central jars (ogp.stack.kafka) and the clients we use on it.
+"""A real single-node Kafka broker from Maven Central jars (infra.local.kafka) and the clients we use on it.
 
 Proves: aiokafka's idempotent acks=all producer round-trips a record with key and headers; topics are
 created by code with the declared partition count, idempotently; a faust-streaming agent consumes
@@ -15,10 +15,11 @@ import uuid
 import pytest
 
 from ogp.settings import Settings
-from ogp.stack.kafka import KafkaBroker
-from ogp.stack.process import PrerequisiteMissing, free_port, pid_alive
-from ogp.stack.topics import COMMANDS, TopicError, TopicSpec, describe_partitions, ensure_topics, topic_specs
-from ogp.testing.waiting import DEFAULT_TIMEOUT, LATENCY_MARGIN
+from infra.local.kafka import KafkaBroker
+from infra.local.process import PrerequisiteMissing, free_port, pid_alive
+from ogp.messaging import TopicError, describe_partitions, ensure_topics
+from schemas.topics import COMMANDS, TopicSpec, topic_specs
+from tests.support.waiting import DEFAULT_TIMEOUT, LATENCY_MARGIN
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ from decimal import Decimal
 import pytest
 
 from ledger_processor.domain import rules
-from ogp.messaging import partition_for
-from ogp.stack.topics import DEAD_LETTER
-from ogp.testing.ledger import (
+from schemas.topics import partition_for
+from schemas.topics import DEAD_LETTER
+from tests.support.ledger import (
     BackgroundProcessor,
     audit_report,
     caught_up,
@@ -24,8 +24,8 @@ from ogp.testing.ledger import (
     produce,
     query,
 )
-from ogp.testing.topics import read_to_end
-from ogp.testing.waiting import wait_until
+from tests.support.topics import read_to_end
+from tests.support.waiting import wait_until
 from schemas.base import decode, encode
 from schemas.commands import (
     ChangeAccountStatus,

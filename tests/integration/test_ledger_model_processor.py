@@ -22,11 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ogp.db.migrate import upgrade
-from ogp.messaging import partition_for
+from schemas.topics import partition_for
 from ogp.settings import Settings
-from ogp.stack.topics import ensure_topics, topic_specs
-from ogp.testing.infra import create_database
-from ogp.testing.ledger import BackgroundProcessor, audit_report, caught_up, create_accounts, funding, produce, query
+from ogp.messaging import ensure_topics
+from schemas.topics import topic_specs
+from tests.support.infra import create_database
+from tests.support.ledger import BackgroundProcessor, audit_report, caught_up, create_accounts, funding, produce, query
 from schemas.commands import (
     ChangeAccountStatus,
     Command,

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from ledger_processor.audit import audit
-from ogp.messaging import partition_for
-from ogp.stack.topics import DEAD_LETTER, LEDGER_EVENTS
-from ogp.testing.ledger import BackgroundProcessor, caught_up, create_accounts, funding, produce
-from ogp.testing.topics import read_to_end
+from schemas.topics import partition_for
+from schemas.topics import DEAD_LETTER, LEDGER_EVENTS
+from tests.support.ledger import BackgroundProcessor, caught_up, create_accounts, funding, produce
+from tests.support.topics import read_to_end
 from schemas.base import decode
 from schemas.commands import RequestPayment, RequestRefund, RequestTopup, RequestTransfer
 

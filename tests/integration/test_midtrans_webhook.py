@@ -16,14 +16,15 @@ from sqlalchemy import create_engine, text
 from command_api.app import create_app as command_app
 from command_api.midtrans.signature import signature
 from ogp.db.migrate import upgrade
-from ogp.midtrans_sim.app import create_app as sim_app
+from infra.midtrans_sim.app import create_app as sim_app
 from ogp.settings import Settings
-from ogp.stack.process import free_port
-from ogp.stack.topics import ensure_topics, topic_specs
-from ogp.testing.infra import create_database
-from ogp.testing.ledger import BackgroundProcessor, caught_up
-from ogp.testing.server import serve
-from ogp.testing.waiting import LATENCY_MARGIN, wait_until
+from infra.local.process import free_port
+from ogp.messaging import ensure_topics
+from schemas.topics import topic_specs
+from tests.support.infra import create_database
+from tests.support.ledger import BackgroundProcessor, caught_up
+from tests.support.server import serve
+from tests.support.waiting import LATENCY_MARGIN, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from ogp.db.migrate import upgrade
-from ogp.testing.infra import create_database
+from tests.support.infra import create_database
 
 pytestmark = pytest.mark.integration
 

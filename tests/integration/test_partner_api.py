@@ -15,13 +15,14 @@ from sqlalchemy import create_engine, insert, select, text
 
 from command_api.app import create_app as command_app
 from ogp.db.migrate import upgrade
-from ogp.db.seed import seed_demo
+from infra.local.seed import seed_demo
 from ogp.db.tables import api_access_logs, api_keys, historical_transactions
 from ogp.settings import Settings
-from ogp.stack.topics import ensure_topics, topic_specs
-from ogp.testing.infra import create_database
-from ogp.testing.server import serve
-from ogp.testing.waiting import wait_until
+from ogp.messaging import ensure_topics
+from schemas.topics import topic_specs
+from tests.support.infra import create_database
+from tests.support.server import serve
+from tests.support.waiting import wait_until
 from projections.access_logs import AccessLogProjector
 from query_api.app import create_app as query_app
 

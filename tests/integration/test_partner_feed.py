@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, insert, text
 from ogp.clients import async_engine
 from ogp.db.migrate import upgrade
 from ogp.db.tables import accounts, historical_transactions, users
-from ogp.testing.infra import create_database
+from tests.support.infra import create_database
 from query_api.partner_views import feed_page
 
 pytestmark = pytest.mark.integration

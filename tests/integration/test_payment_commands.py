@@ -23,13 +23,15 @@ from command_api.app import create_app
 from command_api.payments.idempotency import request_hash
 from command_api.payments.requests import PayRequest
 from ogp.db.migrate import upgrade
-from ogp.messaging import COMMANDS, headers_dict, partition_for
+from ogp.messaging import headers_dict
+from schemas.topics import COMMANDS, partition_for
 from ogp.settings import Settings
-from ogp.stack.topics import ensure_topics, topic_specs
-from ogp.testing.infra import create_database
-from ogp.testing.server import serve
-from ogp.testing.topics import read_to_end
-from ogp.testing.waiting import DEFAULT_TIMEOUT, LATENCY_MARGIN, wait_until
+from ogp.messaging import ensure_topics
+from schemas.topics import topic_specs
+from tests.support.infra import create_database
+from tests.support.server import serve
+from tests.support.topics import read_to_end
+from tests.support.waiting import DEFAULT_TIMEOUT, LATENCY_MARGIN, wait_until
 from schemas.base import decode
 from schemas.commands import RequestPayment, RequestRefund, RequestTransfer
 

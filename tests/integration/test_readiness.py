@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ogp.settings import Settings, get_settings
-from ogp.stack.kafka import KafkaBroker
-from ogp.stack.postgres import PostgresServer
-from ogp.stack.process import free_port
-from ogp.stack.redis import RedisServer
-from ogp.testing.waiting import wait_until
+from infra.local.kafka import KafkaBroker
+from infra.local.postgres import PostgresServer
+from infra.local.process import free_port
+from infra.local.redis import RedisServer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

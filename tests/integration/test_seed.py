@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from ogp.db import migrate
-from ogp.db.seed import SeedRefused, seed_demo
+from infra.local.seed import SeedRefused, seed_demo
 from ogp.security.api_keys import hash_api_key, parse_prefix, verify_api_key
-from ogp.security.passwords import verify_password
+from command_api.identity.passwords import verify_password
 from ogp.settings import Settings
 
 pytestmark = pytest.mark.integration

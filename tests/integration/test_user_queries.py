@@ -15,8 +15,8 @@ from command_api.app import create_app as create_command_app
 from ogp.db.migrate import upgrade
 from ogp.db.tables import historical_transactions, idempotency_keys
 from ogp.settings import Settings
-from ogp.testing.infra import create_database
-from ogp.testing.server import serve
+from tests.support.infra import create_database
+from tests.support.server import serve
 from projections.history import row_from_event
 from query_api.app import create_app as create_query_app
 from schemas.events import TransactionRecorded

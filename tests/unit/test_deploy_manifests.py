@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from ogp.settings import REPO_ROOT, Settings
-from ogp.stack.topics import ACCESS_LOGS, COMMANDS, DEAD_LETTER, LEDGER_EVENTS
+from schemas.topics import ACCESS_LOGS, COMMANDS, DEAD_LETTER, LEDGER_EVENTS
 
 KUBERNETES = REPO_ROOT / "infra" / "kubernetes"
 MONITORING = REPO_ROOT / "infra" / "monitoring"

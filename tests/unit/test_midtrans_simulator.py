@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from command_api.midtrans.signature import verify
-from ogp.midtrans_sim.app import validate_snap
-from ogp.midtrans_sim.methods import expand
-from ogp.midtrans_sim.state import Order, SimError
+from infra.midtrans_sim.app import validate_snap
+from infra.midtrans_sim.methods import expand
+from infra.midtrans_sim.state import Order, SimError
 
 KEY = "SB-Mid-server-unit"
 

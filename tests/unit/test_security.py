@@ -16,7 +16,7 @@ from ogp.security.api_keys import (
     parse_prefix,
     verify_api_key,
 )
-from ogp.security.passwords import (
+from command_api.identity.passwords import (
     DUMMY_PASSWORD_HASH,
     hash_password,
     needs_rehash,

@@ -1,11 +1,11 @@
-"""When the local supervisor restarts a service (ogp/stack/supervisor.py), with a fake runner and clock."""
+"""When the local supervisor restarts a service (infra/local/supervisor.py), with a fake runner and clock."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 
 from ogp.settings import Settings
-from ogp.stack.supervisor import Supervisor, restart_delay
+from infra.local.supervisor import Supervisor, restart_delay
 
 WATCHED = "ledger-processor"
 

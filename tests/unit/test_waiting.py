@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ogp.testing.waiting import WaitTimeout, eventually, wait_until, wait_until_async
+from tests.support.waiting import WaitTimeout, eventually, wait_until, wait_until_async
 
 
 def test_returns_what_the_condition_returned_as_soon_as_it_holds():

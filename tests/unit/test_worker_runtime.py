@@ -7,7 +7,7 @@ import logging
 
 import httpx
 
-from ogp.stack.process import free_port
+from infra.local.process import free_port
 from ogp.worker import Backoff, Heartbeat, bounded, serve_health
 
 

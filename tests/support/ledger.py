@@ -10,8 +10,8 @@ from decimal import Decimal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import create_engine, text
 
-from ogp.stack.topics import COMMANDS
-from ogp.testing.waiting import wait_until, wait_until_async
+from schemas.topics import COMMANDS
+from tests.support.waiting import wait_until, wait_until_async
 from schemas.base import encode
 from schemas.commands import Command, RecordMidtransStatus, RequestTopup
 
@@ -67,7 +67,7 @@ async def produce(bootstrap: str, commands: list[Command] | list[tuple[str, byte
 
 async def end_offsets(bootstrap: str, topic: str = COMMANDS) -> dict[int, int]:
     """Every partition's end offset (never empty: the topic must exist)."""
-    from ogp.stack.topics import describe_partitions
+    from ogp.messaging import describe_partitions
 
     count = await describe_partitions(bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
@@ -157,7 +157,7 @@ async def recreate_topics(bootstrap: str, settings) -> None:
     """Delete and recreate the project's topics: a clean slate on a broker shared by several runs."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from ogp.stack.topics import topic_specs
+    from schemas.topics import topic_specs
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -180,7 +180,7 @@ async def _none_listed(admin, names: list[str]) -> bool:
 
 
 async def _created(bootstrap: str, specs) -> bool:
-    from ogp.stack.topics import ensure_topics
+    from ogp.messaging import ensure_topics
 
     await ensure_topics(bootstrap, specs)
     return True

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import redis
 
-from ogp.stack.process import ManagedProcess, require, wait_until
+from infra.local.process import ManagedProcess, require, wait_until
 
 
 class RedisServer:

@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ogp.errors import OperatorError
 
-class PrerequisiteMissing(RuntimeError):
+
+class PrerequisiteMissing(OperatorError):
     """A program the stack needs is not installed; the message says how to install it."""
 
 
-class StackError(RuntimeError):
+class StackError(OperatorError):
     """A stack component failed to start or stop; the message says which and where its log is."""
 
 

@@ -14,7 +14,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from ogp.errors import ServiceUnavailable, TooManyRequests
-from ogp.partners.keys import UNIT_SECONDS, PartnerKey
+from query_api.partners.keys import UNIT_SECONDS, PartnerKey
 
 _ITEMS = {"second": RateLimitItemPerSecond, "minute": RateLimitItemPerMinute, "hour": RateLimitItemPerHour,
           "day": RateLimitItemPerDay}

@@ -7,8 +7,8 @@ import threading
 
 import uvicorn
 
-from ogp.stack.process import free_port
-from ogp.testing.waiting import DEFAULT_TIMEOUT, wait_until
+from infra.local.process import free_port
+from tests.support.waiting import DEFAULT_TIMEOUT, wait_until
 
 
 @contextlib.contextmanager

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import httpx
 
 from ogp.settings import Settings
-from ogp.stack.local import ComponentStatus
-from ogp.stack.process import ManagedProcess, StackError, free_port, wait_until
+from infra.local.stack import ComponentStatus
+from infra.local.process import ManagedProcess, StackError, free_port, wait_until
 
 SUPERVISOR = "supervisor"
 
@@ -47,7 +47,7 @@ def services(settings: Settings) -> list[Service]:
                 "--forwarded-allow-ips", "")
 
     # The simulator stands in for Midtrans everywhere but production; it starts first so top-ups work at once.
-    simulator = [Service("midtrans-sim", (py, "-m", "ogp.midtrans_sim"), f"http://{h}:{settings.midtrans_sim_port}",
+    simulator = [Service("midtrans-sim", (py, "-m", "infra.midtrans_sim"), f"http://{h}:{settings.midtrans_sim_port}",
                          ready_path="/health")]
     return [
         *(simulator if settings.environment != "production" else []),

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from ogp.messaging import trace_headers
 from ogp.settings import Settings
-from ogp.stack.topics import COMMANDS
+from schemas.topics import COMMANDS
 from schemas.base import encode
 from schemas.commands import RecordMidtransStatus, RequestTopup
 

@@ -9,8 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from ogp.errors import ApiError, dependency_error
-from ogp.partners.access_log import AccessLogPublisher, access_event
+from ogp.errors import ApiError
+from ogp.web.errors import dependency_error
+from query_api.partners.access_log import AccessLogPublisher, access_event
 from ogp.web.client_ip import client_ip
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ogp.settings import get_settings
-from ogp.stack.process import free_port
+from infra.local.process import free_port
 
 
 def docker_available() -> bool:
@@ -73,7 +73,7 @@ class InfraProvider:
 
             container = KafkaContainer().with_kraft().start()
             return Provided(container.get_bootstrap_server(), stop=container.stop, handle=container)
-        from ogp.stack.kafka import KafkaBroker
+        from infra.local.kafka import KafkaBroker
 
         settings = get_settings()
         broker = KafkaBroker(
@@ -98,7 +98,7 @@ class InfraProvider:
 
             container = PostgresContainer("postgres:15", driver="psycopg").start()
             return Provided(container.get_connection_url(), stop=container.stop, handle=container)
-        from ogp.stack.postgres import PostgresServer
+        from infra.local.postgres import PostgresServer
 
         server = PostgresServer(self.base_dir / "postgres", port=free_port(), user="ogp", password="ogp-test",
                                 database="ogp_test")
@@ -120,7 +120,7 @@ class InfraProvider:
             container = RedisContainer().start()
             host, port = container.get_container_host_ip(), container.get_exposed_port(6379)
             return Provided(f"redis://{host}:{port}/0", stop=container.stop, handle=container)
-        from ogp.stack.redis import RedisServer
+        from infra.local.redis import RedisServer
 
         server = RedisServer(self.base_dir / "redis", port=free_port())
         server.start()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from html import escape
 
-from ogp.midtrans_sim.methods import CHANNELS
-from ogp.midtrans_sim.state import Order
+from infra.midtrans_sim.methods import CHANNELS
+from infra.midtrans_sim.state import Order
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem;color:#1d2b3a}
 h1{font-size:1.3rem}.amount{font-size:1.8rem;font-weight:700;margin:.5rem 0 1.2rem}

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from ogp.db.tables import accounts, api_keys, external_services, users
 from ogp.security.api_keys import format_api_key, hash_api_key
-from ogp.security.passwords import hash_password, verify_password
+from command_api.identity.passwords import hash_password, verify_password
 from ogp.settings import Settings
 
 SEED_ENVIRONMENTS = ("development", "test")

@@ -27,9 +27,9 @@ class LocalStack:
     """Starts, stops and reports the three infrastructure servers; every call is idempotent."""
 
     def __init__(self, settings: Settings):
-        from ogp.stack.kafka import KafkaBroker
-        from ogp.stack.postgres import PostgresServer
-        from ogp.stack.redis import RedisServer
+        from infra.local.kafka import KafkaBroker
+        from infra.local.postgres import PostgresServer
+        from infra.local.redis import RedisServer
 
         base = settings.state_dir
         self.settings = settings
@@ -55,8 +55,8 @@ class LocalStack:
         """Fail with one line naming the first missing program, before anything is started."""
         import os
 
-        from ogp.stack.postgres import _bin
-        from ogp.stack.process import require
+        from infra.local.postgres import _bin
+        from infra.local.process import require
 
         require("java")
         require("redis-server")

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from ogp.stack.process import ManagedProcess, StackError, require, wait_until
+from infra.local.process import ManagedProcess, StackError, require, wait_until
 
 _SEARCH = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True)
 

@@ -16,10 +16,10 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from ogp.midtrans_sim import methods
-from ogp.midtrans_sim.notifier import COMPRESSED, MIDTRANS_RETRY_DELAYS, Knobs, Notifier
-from ogp.midtrans_sim.page import message_page, payment_page, result_page
-from ogp.midtrans_sim.state import WIB, Order, SimError
+from infra.midtrans_sim import methods
+from infra.midtrans_sim.notifier import COMPRESSED, MIDTRANS_RETRY_DELAYS, Knobs, Notifier
+from infra.midtrans_sim.page import message_page, payment_page, result_page
+from infra.midtrans_sim.state import WIB, Order, SimError
 from ogp.settings import Settings, get_settings
 
 _ORDER_ID = re.compile(r"^[A-Za-z0-9\-_~.]{1,50}$")
@@ -292,7 +292,7 @@ def create_app(settings: Settings | None = None, *, retry_delays: tuple[float, .
 
 
 def main() -> None:
-    """``python -m ogp.midtrans_sim``: serve on settings.midtrans_sim_port."""
+    """``python -m infra.midtrans_sim``: serve on settings.midtrans_sim_port."""
     import uvicorn
 
     from ogp.logs import configure_logging

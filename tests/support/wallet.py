@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import httpx
 
-from ogp.testing.waiting import eventually
+from tests.support.waiting import eventually
 
 __all__ = ["check", "eventually", "has_balance", "signed_up"]  # eventually: kept importable from here
 

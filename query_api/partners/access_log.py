@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 
 from ogp.clients import KafkaProducerManager
-from ogp.stack.topics import ACCESS_LOGS
+from schemas.topics import ACCESS_LOGS
 from schemas.access_logs import AccessLogged
 from schemas.base import encode
 

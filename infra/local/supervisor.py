@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ogp.stack.services import Service, ServiceRunner, services
+from infra.local.services import Service, ServiceRunner, services
 
 log = logging.getLogger(__name__)
 

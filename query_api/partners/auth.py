@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.db.tables import api_keys, external_services
 from ogp.errors import Forbidden, Unauthorized
-from ogp.partners.keys import PartnerKey
-from ogp.partners.rate_limit import KeyRateLimiter
+from query_api.partners.keys import PartnerKey
+from query_api.partners.rate_limit import KeyRateLimiter
 from ogp.security.api_keys import MalformedApiKey, hash_api_key, parse_prefix, verify_api_key
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="a partner API key")

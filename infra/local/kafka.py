@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
-from ogp.stack.process import ManagedProcess, StackError, port_open, require
+from infra.local.process import ManagedProcess, StackError, port_open, require
 
 POM = Path(__file__).with_name("kafka-pom.xml")
 MARKER = ".jars-complete"
@@ -36,7 +36,7 @@ def log4j_version_for(kafka_version: str) -> str:
     major, minor = _major_minor(kafka_version)
     if major < 4:
         raise StackError(
-            f"Kafka {kafka_version} is not supported by ogp.stack.kafka (it runs Kafka 4.x with log4j2); "
+            f"Kafka {kafka_version} is not supported by infra.local.kafka (it runs Kafka 4.x with log4j2); "
             "set OGP_KAFKA_VERSION to a 4.x release"
         )
     if (major, minor) <= (4, 1):
@@ -276,7 +276,7 @@ class KafkaBroker:
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.log_dirs),
-            # Topics are created by code (ogp.stack.topics), never on first use.
+            # Topics are created by code (schemas.topics), never on first use.
             "auto.create.topics.enable": "false",
             "default.replication.factor": "1",
             "min.insync.replicas": "1",
@@ -307,7 +307,7 @@ class KafkaBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.log_dirs.mkdir(parents=True, exist_ok=True)
-        lines = ["# Written by ogp.stack.kafka on every start; edit KafkaBroker._properties instead."]
+        lines = ["# Written by infra.local.kafka on every start; edit KafkaBroker._properties instead."]
         lines += [f"{k}={_escape(v)}" for k, v in self._properties().items()]
         _write_if_changed(self.server_properties, "\n".join(lines) + "\n")
         _write_if_changed(self.log4j_properties, _log4j2_properties(self.logs_dir))
@@ -347,7 +347,7 @@ class KafkaBroker:
         # meta.properties last: its presence is what marks the dir as formatted.
         _write_if_changed(
             self.log_dirs / "meta.properties",
-            "#\n#Written by ogp.stack.kafka from the StorageTool's output\n"
+            "#\n#Written by infra.local.kafka from the StorageTool's output\n"
             + "".join(f"{k}={v}\n" for k, v in meta.items()),
         )
         return True

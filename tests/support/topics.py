@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from ogp.stack.topics import describe_partitions
-from ogp.testing.waiting import DEFAULT_TIMEOUT, wait_until_async
+from ogp.messaging import describe_partitions
+from tests.support.waiting import DEFAULT_TIMEOUT, wait_until_async
 
 
 async def read_to_end(bootstrap: str, topic: str, partitions: Iterable[int] | None = None,

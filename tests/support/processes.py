@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from ogp.settings import Settings
-from ogp.stack.process import ManagedProcess, pid_alive
-from ogp.testing.waiting import wait_until
+from infra.local.process import ManagedProcess, pid_alive
+from tests.support.waiting import wait_until
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -93,7 +93,7 @@ class Workers:
 
 def ogp_cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
     """The environment for running ``ogp`` on a state folder and free ports of its own (its stack, its services)."""
-    from ogp.stack.process import free_port
+    from infra.local.process import free_port
 
     return {
         **os.environ,

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from ogp.midtrans_sim.methods import method_fields
+from infra.midtrans_sim.methods import method_fields
 
 WIB = timezone(timedelta(hours=7))  # Midtrans reports times in Jakarta time, "YYYY-MM-DD HH:MM:SS"
 

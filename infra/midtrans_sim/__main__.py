@@ -1,0 +1,3 @@
+from infra.midtrans_sim.app import main
+
+main()

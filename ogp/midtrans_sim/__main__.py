@@ -1,3 +1,0 @@
-from ogp.midtrans_sim.app import main
-
-main()
