@@ -21,6 +21,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -38,6 +39,7 @@ from ogp.messaging import ensure_topics  # noqa: E402
 from schemas.topics import topic_specs  # noqa: E402
 from infra.local.kafka import KafkaBroker  # noqa: E402
 from infra.local.postgres import PostgresServer  # noqa: E402
+from infra.midtrans_sim.app import create_app as sim_app  # noqa: E402
 from tests.support.infra import create_database  # noqa: E402
 from tests.support.server import serve  # noqa: E402
 
@@ -89,9 +91,6 @@ async def fire(base: str, orders: list[str], concurrency: int) -> list[float]:
 @contextlib.contextmanager
 def command_api_process(settings: Settings, confirm: bool):
     """The command API under uvicorn in its own process, as deployed (the client must not share its GIL)."""
-    import os
-    import subprocess
-
     port = free_port()
     env = {**os.environ, "OGP_ENVIRONMENT": "development", "OGP_DATABASE_URL": settings.sqlalchemy_url,
            "OGP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap, "OGP_REDIS_URL": settings.redis_dsn,
@@ -146,8 +145,6 @@ def main() -> int:
         orders = route_orders(db, args.warmup + args.notifications)
         with contextlib.ExitStack() as stack:
             if args.confirm:
-                from infra.midtrans_sim.app import create_app as sim_app
-
                 # Its own notifications go nowhere (no retries): the bench posts its own, timed.
                 sim = stack.enter_context(serve(sim_app(settings, retry_delays=(),
                                                         webhook_url=f"http://127.0.0.1:{free_port()}/"),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ogp.settings import Settings
@@ -108,8 +109,6 @@ class Clients:
 
 def async_engine(url: str, **kwargs) -> AsyncEngine:
     """An async SQLAlchemy engine on psycopg 3 (URLs with any postgres driver are accepted)."""
-    from sqlalchemy.engine import make_url
-
     u = make_url(url).set(drivername="postgresql+psycopg")
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)

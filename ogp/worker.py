@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from ogp.logs import configure_logging
 from ogp.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -217,8 +218,6 @@ async def serve(service: str, settings: Settings, heartbeat: Heartbeat, worker: 
 
 def run_worker(service: str, build: Callable[[Settings, Heartbeat], Worker]) -> None:
     """The whole life of a worker process: logging, settings, the worker and its health port, exit code."""
-    from ogp.logs import configure_logging
-
     configure_logging(service)
     settings = get_settings()
     heartbeat = Heartbeat(settings.health_stale_seconds)

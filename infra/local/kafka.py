@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
+from aiokafka.protocol.metadata import MetadataRequest_v5
+
 from infra.local.process import ManagedProcess, StackError, port_open, require
 
 POM = Path(__file__).with_name("kafka-pom.xml")
@@ -159,8 +161,6 @@ def metadata_brokers(host: str, port: int, timeout: float = 5) -> list[tuple[int
 
     Synchronous on purpose, so it also works from code that already runs an event loop.
     """
-    from aiokafka.protocol.metadata import MetadataRequest_v5
-
     request = MetadataRequest_v5([], False)
     header = request.build_request_header(correlation_id=1, client_id="ogp-stack-health")
     payload = header.encode() + request.encode()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from infra.local.kafka import KafkaBroker
+from infra.local.postgres import PostgresServer, _bin
+from infra.local.process import require
+from infra.local.redis import RedisServer
 from ogp.settings import Settings
 
 
@@ -27,10 +32,6 @@ class LocalStack:
     """Starts, stops and reports the three infrastructure servers; every call is idempotent."""
 
     def __init__(self, settings: Settings):
-        from infra.local.kafka import KafkaBroker
-        from infra.local.postgres import PostgresServer
-        from infra.local.redis import RedisServer
-
         base = settings.state_dir
         self.settings = settings
         self.postgres = PostgresServer(
@@ -53,11 +54,6 @@ class LocalStack:
 
     def check_prerequisites(self) -> None:
         """Fail with one line naming the first missing program, before anything is started."""
-        import os
-
-        from infra.local.postgres import _bin
-        from infra.local.process import require
-
         require("java")
         require("redis-server")
         for program in ("initdb", "postgres"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uvicorn
 import asyncio
 import base64
 import hmac
@@ -20,6 +21,7 @@ from infra.midtrans_sim import methods
 from infra.midtrans_sim.notifier import COMPRESSED, MIDTRANS_RETRY_DELAYS, Knobs, Notifier
 from infra.midtrans_sim.page import message_page, payment_page, result_page
 from infra.midtrans_sim.state import WIB, Order, SimError
+from ogp.logs import configure_logging
 from ogp.settings import Settings, get_settings
 
 _ORDER_ID = re.compile(r"^[A-Za-z0-9\-_~.]{1,50}$")
@@ -293,10 +295,6 @@ def create_app(settings: Settings | None = None, *, retry_delays: tuple[float, .
 
 def main() -> None:
     """``python -m infra.midtrans_sim``: serve on settings.midtrans_sim_port."""
-    import uvicorn
-
-    from ogp.logs import configure_logging
-
     settings = get_settings()
     configure_logging("midtrans-sim")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.midtrans_sim_port, access_log=False)

@@ -17,6 +17,7 @@ from ogp.settings import Settings, get_settings
 from ogp.web.body_limit import BodySizeLimit
 from ogp.web.input_guard import InputGuard
 from ogp.web.openapi import install_openapi
+from ogp.tracing import instrument
 
 
 _CORRELATION_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
@@ -64,8 +65,6 @@ def build_app(
             correlation_id.reset(token)
         response.headers["X-Correlation-Id"] = cid
         return response
-
-    from ogp.tracing import instrument
 
     instrument(app, service)
     app.include_router(health_router(service))

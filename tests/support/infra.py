@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ogp.settings import get_settings
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from infra.local.kafka import KafkaBroker
+from infra.local.postgres import PostgresServer
 from infra.local.process import free_port
+from infra.local.redis import RedisServer
 
 
 def docker_available() -> bool:
@@ -73,7 +80,6 @@ class InfraProvider:
 
             container = KafkaContainer().with_kraft().start()
             return Provided(container.get_bootstrap_server(), stop=container.stop, handle=container)
-        from infra.local.kafka import KafkaBroker
 
         settings = get_settings()
         broker = KafkaBroker(
@@ -98,7 +104,6 @@ class InfraProvider:
 
             container = PostgresContainer("postgres:15", driver="psycopg").start()
             return Provided(container.get_connection_url(), stop=container.stop, handle=container)
-        from infra.local.postgres import PostgresServer
 
         server = PostgresServer(self.base_dir / "postgres", port=free_port(), user="ogp", password="ogp-test",
                                 database="ogp_test")
@@ -120,7 +125,6 @@ class InfraProvider:
             container = RedisContainer().start()
             host, port = container.get_container_host_ip(), container.get_exposed_port(6379)
             return Provided(f"redis://{host}:{port}/0", stop=container.stop, handle=container)
-        from infra.local.redis import RedisServer
 
         server = RedisServer(self.base_dir / "redis", port=free_port())
         server.start()
@@ -137,17 +141,11 @@ class InfraProvider:
 
 def with_database(admin_url: str, name: str) -> str:
     """The same server URL pointing at database ``name``."""
-    from sqlalchemy.engine import make_url
-
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def create_database(admin_url: str, name: str) -> str:
     """(Re)create database ``name`` on the server of ``admin_url``; returns its URL."""
-    import psycopg
-    from psycopg import sql
-    from sqlalchemy.engine import make_url
-
     u = make_url(admin_url)
     conninfo = psycopg.conninfo.make_conninfo(host=u.host, port=u.port, user=u.username, password=u.password,
                                               dbname=u.database or "postgres")

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import create_engine, text
 
-from schemas.topics import COMMANDS
+from ledger_processor.audit import audit
+from ogp.messaging import describe_partitions, ensure_topics
+from schemas.topics import COMMANDS, topic_specs
 from tests.support.waiting import wait_until, wait_until_async
 from schemas.base import encode
-from schemas.commands import Command, RecordMidtransStatus, RequestTopup
+from schemas.commands import Command, RecordMidtransStatus, RequestPayment, RequestTopup, RequestTransfer
 
 
 def now() -> datetime:
@@ -67,8 +71,6 @@ async def produce(bootstrap: str, commands: list[Command] | list[tuple[str, byte
 
 async def end_offsets(bootstrap: str, topic: str = COMMANDS) -> dict[int, int]:
     """Every partition's end offset (never empty: the topic must exist)."""
-    from ogp.messaging import describe_partitions
-
     count = await describe_partitions(bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
@@ -121,8 +123,6 @@ class BackgroundProcessor:
         self._task = None
 
     def __enter__(self):
-        import threading
-
         started = threading.Event()
 
         def run():
@@ -155,10 +155,6 @@ class BackgroundProcessor:
 
 async def recreate_topics(bootstrap: str, settings) -> None:
     """Delete and recreate the project's topics: a clean slate on a broker shared by several runs."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    from schemas.topics import topic_specs
-
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -180,8 +176,6 @@ async def _none_listed(admin, names: list[str]) -> bool:
 
 
 async def _created(bootstrap: str, specs) -> bool:
-    from ogp.messaging import ensure_topics
-
     await ensure_topics(bootstrap, specs)
     return True
 
@@ -210,10 +204,6 @@ def query(db_url: str, sql: str, **params) -> list:
 
 def audit_report(db_url: str, threshold_seconds: float = 600):
     """``ogp audit``'s report on the database at ``db_url``."""
-    from datetime import timedelta
-
-    from ledger_processor.audit import audit
-
     engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
@@ -225,8 +215,6 @@ def audit_report(db_url: str, threshold_seconds: float = 600):
 def random_command(rng, accounts: list[tuple[int, str]], max_cents: int = 900_000,
                    reference: str = "load") -> Command:
     """A payment or a transfer (half each) between random ``accounts``, as a load generator appends them."""
-    from schemas.commands import RequestPayment, RequestTransfer
-
     user, account = rng.choice(accounts)
     tx, amount = str(uuid.uuid4()), Decimal(rng.randint(100, max_cents)) / 100
     if rng.random() < 0.5:

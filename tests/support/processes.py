@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ogp.settings import Settings
-from infra.local.process import ManagedProcess, pid_alive
+from infra.local.process import ManagedProcess, free_port, pid_alive
 from tests.support.waiting import wait_until
 
 
@@ -93,8 +93,6 @@ class Workers:
 
 def ogp_cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
     """The environment for running ``ogp`` on a state folder and free ports of its own (its stack, its services)."""
-    from infra.local.process import free_port
-
     return {
         **os.environ,
         "OGP_STATE_DIR": str(state_dir),
