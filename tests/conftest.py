@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
+from infra.local.kafka import KafkaBroker
+from infra.local.process import free_port
+from ogp.db.migrate import upgrade
+from ogp.settings import get_settings
 from tests.support.infra import InfraProvider, create_database
 
 
@@ -40,17 +49,25 @@ def fresh_database_url(postgres_admin_url) -> str:
 
 
 @pytest.fixture(scope="module")
+def db_url(request, postgres_admin_url) -> str:
+    """A migrated database of this module's own (named after the module, for a person looking at the server)."""
+    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")[:20]
+    url = create_database(postgres_admin_url, f"{name}_{uuid.uuid4().hex[:8]}")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def db(db_url):
+    """An engine on this module's database."""
+    engine = create_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
 def private_kafka():
     """A Kafka broker of this module's own: its topics see no other test's messages."""
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from ogp.settings import get_settings
-    from infra.local.kafka import KafkaBroker
-    from infra.local.process import free_port
-
     if url := os.environ.get("OGP_TEST_KAFKA_BOOTSTRAP"):
         pytest.skip(f"a private broker is not available with an external Kafka ({url})")
     base = Path(tempfile.mkdtemp(prefix="ogp-kafka-"))

@@ -13,10 +13,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from command_api.app import create_app
-from ogp.db.migrate import upgrade
 from ogp.settings import Settings
-from tests.support.infra import create_database
-from tests.support.server import serve
+from tests.support.server import serve, serve_client
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -26,12 +24,6 @@ KEY = "test-signing-key-0123456789-abcdefghijklmnop"
 # busy one, fifty attempts took over ten seconds.) The expiry test uses a window of its own.
 LOGIN_WINDOW = 600
 
-
-@pytest.fixture(scope="module")
-def db_url(postgres_admin_url):
-    url = create_database(postgres_admin_url, f"auth_{uuid.uuid4().hex[:8]}")
-    upgrade(url)
-    return url
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +35,7 @@ def settings(db_url, redis_url, kafka_bootstrap) -> Settings:
 
 @pytest.fixture(scope="module")
 def api(settings):
-    with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with serve_client(create_app(settings)) as client:
         yield client
 
 

@@ -9,19 +9,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, insert, select, text
 
 from command_api.app import create_app as command_app
-from ogp.db.migrate import upgrade
 from infra.local.seed import seed_demo
 from ogp.db.tables import api_access_logs, api_keys, historical_transactions
 from ogp.settings import Settings
 from ogp.messaging import ensure_topics
 from schemas.topics import topic_specs
-from tests.support.infra import create_database
-from tests.support.server import serve
+from tests.support.server import serve_client
 from tests.support.waiting import wait_until
 from projections.access_logs import AccessLogProjector
 from query_api.app import create_app as query_app
@@ -31,12 +28,6 @@ pytestmark = pytest.mark.integration
 KEY = "test-signing-key-0123456789-abcdefghijklmnop"
 CACHE_SECONDS = 0.5
 
-
-@pytest.fixture(scope="module")
-def db_url(postgres_admin_url):
-    url = create_database(postgres_admin_url, f"partner_{uuid.uuid4().hex[:8]}")
-    upgrade(url)
-    return url
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +39,16 @@ def settings(db_url, redis_url, private_kafka) -> Settings:
     return s
 
 
-@pytest.fixture(scope="module")
-def engine(db_url):
-    e = create_engine(db_url)
-    yield e
-    e.dispose()
-
 
 @pytest.fixture(scope="module")
 def commands(settings):
-    with serve(command_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with serve_client(command_app(settings)) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def queries(settings):
-    with serve(query_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with serve_client(query_app(settings)) as client:
         yield client
 
 
@@ -113,9 +98,9 @@ def new_service(commands, admin, **key_fields) -> tuple[str, str, str]:
     return service_id, response.json()["id"], response.json()["api_key"]
 
 
-def add_rows(engine, n: int, *, accessible=True, kind="PAYMENT", status="SUCCESS", amount="1000.00",
+def add_rows(db, n: int, *, accessible=True, kind="PAYMENT", status="SUCCESS", amount="1000.00",
              username="alice") -> list[str]:
-    with engine.begin() as conn:
+    with db.begin() as conn:
         user_id, account_id = conn.execute(text(
             "SELECT u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.username = :u"),
             {"u": username}).one()
@@ -156,10 +141,10 @@ def page_all(queries, key: str, **params) -> list[dict]:
 
 # --- admin API ------------------------------------------------------------------------------------------
 
-def test_admin_creates_a_service_and_a_key_whose_plaintext_is_never_stored(commands, admin, engine):
+def test_admin_creates_a_service_and_a_key_whose_plaintext_is_never_stored(commands, admin, db):
     service_id, key_id, plaintext = new_service(commands, admin)
     assert plaintext.startswith("ogp_")
-    with engine.connect() as conn:
+    with db.connect() as conn:
         row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().one()
     assert plaintext not in str(dict(row)) and row["key_prefix"] in plaintext
     listed = commands.get(f"/api/admin/external-services/{service_id}/api-keys", headers=admin).json()["items"]
@@ -180,7 +165,7 @@ def test_admin_updates_lists_and_deactivates_services(commands, admin, queries):
     refused_once_the_cache_expires(queries, key, "service_inactive")
 
 
-def test_rotation_keeps_the_old_secret_working_during_the_overlap_only(commands, admin, queries, engine):
+def test_rotation_keeps_the_old_secret_working_during_the_overlap_only(commands, admin, queries, db):
     service_id, key_id, old = new_service(commands, admin)
     # An overlap no busy machine outlasts between the rotation and the checks below.
     before = datetime.now(UTC)
@@ -192,7 +177,7 @@ def test_rotation_keeps_the_old_secret_working_during_the_overlap_only(commands,
     assert response.json()["id"] == key_id and new != old
     for key in (old, new):
         assert queries.get("/api/transaction/histories", headers={"X-API-Key": key}).status_code == 200
-    with engine.begin() as conn:
+    with db.begin() as conn:
         ends = conn.execute(select(api_keys.c.previous_key_expires_at).where(api_keys.c.id == key_id)).scalar_one()
         assert before + timedelta(seconds=600) <= ends <= after + timedelta(seconds=600)
         # The overlap ends (the clock is moved past it rather than waited for).
@@ -219,9 +204,9 @@ def test_missing_malformed_or_unknown_keys_are_401(queries, header):
     assert response.json()["error"]["code"] in ("api_key_required", "invalid_api_key")
 
 
-def test_an_expired_key_is_401(commands, admin, queries, engine):
+def test_an_expired_key_is_401(commands, admin, queries, db):
     _, key_id, key = new_service(commands, admin)
-    with engine.begin() as conn:
+    with db.begin() as conn:
         conn.execute(api_keys.update().where(api_keys.c.id == key_id)
                      .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     refused_once_the_cache_expires(queries, key, "api_key_expired")
@@ -255,10 +240,10 @@ def test_authorisation_matrix(commands, queries, admin, alice):
 
 # --- the partner API ------------------------------------------------------------------------------------
 
-def test_partners_page_through_accessible_rows_only_with_masked_users(commands, admin, queries, engine):
+def test_partners_page_through_accessible_rows_only_with_masked_users(commands, admin, queries, db):
     _, _, key = new_service(commands, admin)
-    visible = set(add_rows(engine, 7, kind="TOPUP", amount="12345.67"))
-    hidden = set(add_rows(engine, 3, kind="TOPUP", amount="12345.67", accessible=False))
+    visible = set(add_rows(db, 7, kind="TOPUP", amount="12345.67"))
+    hidden = set(add_rows(db, 3, kind="TOPUP", amount="12345.67", accessible=False))
     items = page_all(queries, key, type="TOPUP", min_amount="12345.67", max_amount="12345.67", limit=3)
     got = [i["transaction_id"] for i in items]
     assert set(got) >= visible and not set(got) & hidden and len(got) == len(set(got))
@@ -272,19 +257,19 @@ def test_partners_page_through_accessible_rows_only_with_masked_users(commands, 
     assert one.status_code == 200 and one.json()["amount"] == "12345.67"
 
 
-def test_page_size_is_capped_and_bad_cursors_are_400(commands, admin, queries, engine):
+def test_page_size_is_capped_and_bad_cursors_are_400(commands, admin, queries, db):
     _, _, key = new_service(commands, admin)
-    add_rows(engine, 105)
+    add_rows(db, 105)
     body = queries.get("/api/transaction/histories", headers={"X-API-Key": key}, params={"limit": 1000}).json()
     assert len(body["items"]) == 100 and body["next_cursor"]
     response = queries.get("/api/transaction/histories", headers={"X-API-Key": key}, params={"cursor": "nope"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_cursor"
 
 
-def test_summary_counts_and_sums_per_day_type_and_status(commands, admin, queries, engine):
+def test_summary_counts_and_sums_per_day_type_and_status(commands, admin, queries, db):
     _, _, key = new_service(commands, admin)
-    add_rows(engine, 2, kind="REFUND", status="FAILED", amount="10.05", username="bob")
-    add_rows(engine, 1, kind="REFUND", status="FAILED", amount="99.00", username="bob", accessible=False)
+    add_rows(db, 2, kind="REFUND", status="FAILED", amount="10.05", username="bob")
+    add_rows(db, 1, kind="REFUND", status="FAILED", amount="99.00", username="bob", accessible=False)
     today = datetime.now(UTC).date()
     response = queries.get("/api/transaction/reports/summary", headers={"X-API-Key": key}, params={
         "from": f"{today}T00:00:00Z", "to": f"{today + timedelta(days=1)}T00:00:00Z"})
@@ -305,10 +290,10 @@ def test_over_the_limit_is_429_with_retry_after_and_ratelimit_headers(commands, 
     assert answers[3].headers["RateLimit-Remaining"] == "0"
 
 
-def test_every_status_path_becomes_an_access_log_row(commands, admin, queries, engine, projector, settings):
+def test_every_status_path_becomes_an_access_log_row(commands, admin, queries, db, projector, settings):
     service_id, key_id, key = new_service(commands, admin, permissions=["READ_TRANSACTIONS"],
                                           rate_limit_count=4, rate_limit_unit="minute")
-    hidden = add_rows(engine, 1, accessible=False)[0]
+    hidden = add_rows(db, 1, accessible=False)[0]
     headers = {"X-API-Key": key, "User-Agent": "partner-test/1.0", "X-Forwarded-For": "203.0.113.9"}
     statuses = [queries.get(path, headers=headers, params=params).status_code for path, params in [
         ("/api/transaction/histories", {}),                                         # 200
@@ -326,7 +311,7 @@ def test_every_status_path_becomes_an_access_log_row(commands, admin, queries, e
     assert queries.get("/api/transaction/histories", headers=headers).status_code == 401
 
     def six_rows():
-        with engine.connect() as conn:
+        with db.connect() as conn:
             rows = conn.execute(select(api_access_logs).where(api_access_logs.c.api_key_id == key_id)
                                 .order_by(api_access_logs.c.created_at)).mappings().all()
         return rows if len(rows) >= 6 else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -11,19 +10,11 @@ import pytest
 from sqlalchemy import create_engine, insert, text
 
 from ogp.clients import async_engine
-from ogp.db.migrate import upgrade
 from ogp.db.tables import accounts, historical_transactions, users
-from tests.support.infra import create_database
 from query_api.partner_views import feed_page
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-def db_url(postgres_admin_url):
-    url = create_database(postgres_admin_url, f"feed_{uuid.uuid4().hex[:8]}")
-    upgrade(url)
-    return url
 
 
 @pytest.fixture(scope="module")

@@ -17,19 +17,17 @@ from decimal import Decimal
 import httpx
 import pytest
 from aiokafka.errors import KafkaTimeoutError
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from command_api.app import create_app
 from command_api.payments.idempotency import request_hash
 from command_api.payments.requests import PayRequest
-from ogp.db.migrate import upgrade
 from ogp.messaging import headers_dict
 from schemas.topics import COMMANDS, partition_for
 from ogp.settings import Settings
 from ogp.messaging import ensure_topics
 from schemas.topics import topic_specs
-from tests.support.infra import create_database
-from tests.support.server import serve
+from tests.support.server import serve, serve_client
 from tests.support.topics import read_to_end
 from tests.support.waiting import DEFAULT_TIMEOUT, LATENCY_MARGIN, wait_until
 from schemas.base import decode
@@ -41,18 +39,6 @@ KEY = "test-signing-key-0123456789-abcdefghijklmnop"
 PAY, TRANSFER, REFUND = "/api/payment/pay", "/api/payment/transfer", "/api/payment/refund"
 
 
-@pytest.fixture(scope="module")
-def db_url(postgres_admin_url):
-    url = create_database(postgres_admin_url, f"pay_{uuid.uuid4().hex[:8]}")
-    upgrade(url)
-    return url
-
-
-@pytest.fixture(scope="module")
-def db(db_url):
-    engine = create_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +56,7 @@ def app(settings, kafka_bootstrap):
 
 @pytest.fixture(scope="module")
 def api(app):
-    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with serve_client(app, timeout=60) as client:
         yield client
 
 

@@ -7,16 +7,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, insert, text
 
 from command_api.app import create_app as create_command_app
-from ogp.db.migrate import upgrade
 from ogp.db.tables import historical_transactions, idempotency_keys
 from ogp.settings import Settings
-from tests.support.infra import create_database
-from tests.support.server import serve
+from tests.support.server import serve_client
 from projections.history import row_from_event
 from query_api.app import create_app as create_query_app
 from schemas.events import TransactionRecorded
@@ -29,12 +26,6 @@ TYPES = ["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]
 STATUSES = ["SUCCESS", "FAILED", "PENDING"]
 
 
-@pytest.fixture(scope="module")
-def db_url(postgres_admin_url):
-    url = create_database(postgres_admin_url, f"uq_{uuid.uuid4().hex[:8]}")
-    upgrade(url)
-    return url
-
 
 @pytest.fixture(scope="module")
 def settings(db_url, redis_url, kafka_bootstrap) -> Settings:
@@ -44,13 +35,13 @@ def settings(db_url, redis_url, kafka_bootstrap) -> Settings:
 
 @pytest.fixture(scope="module")
 def command_api(settings):
-    with serve(create_command_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with serve_client(create_command_app(settings)) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def query_api(settings):
-    with serve(create_query_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with serve_client(create_query_app(settings)) as client:
         yield client
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
+import httpx
 import uvicorn
 
 from infra.local.process import free_port
@@ -29,3 +30,10 @@ def serve(app, host: str = "127.0.0.1", port: int | None = None, timeout: float 
     finally:
         server.should_exit = True
         thread.join(timeout)
+
+
+@contextlib.contextmanager
+def serve_client(app, timeout: float = 30, **kwargs):
+    """An HTTP client on ``app`` served for real (see :func:`serve`)."""
+    with serve(app, **kwargs) as url, httpx.Client(base_url=url, timeout=timeout) as client:
+        yield client
