@@ -17,6 +17,7 @@ from command_api.payments.web import (
     IdempotencyKey,
     Kafka,
     PreferWait,
+    answer_response,
     exact_json_body,
     fingerprint,
     openapi_command,
@@ -58,16 +59,13 @@ def _responses(more: dict[int, str] | None = None) -> dict:
 
 
 async def _reply(engine, user_id: int, accepted: service.Accepted, wait: int | None) -> JSONResponse:
-    headers = {"Location": f"/api/payment/transactions/{accepted.body['transaction_id']}"}
-    if accepted.replayed:
-        headers["Idempotent-Replayed"] = "true"
-        return JSONResponse(accepted.body, status_code=accepted.status_code, headers=headers)
-    if wait:
+    location = f"/api/payment/transactions/{accepted.body['transaction_id']}"
+    if wait and not accepted.replayed:
         settled = await service.await_outcome(engine, user_id, accepted, wait)
         if settled is not None:
             return JSONResponse(settled.model_dump(mode="json"), status_code=200,
-                                headers=headers | {"Preference-Applied": f"wait={wait}"})
-    return JSONResponse(accepted.body, status_code=202, headers=headers)
+                                headers={"Location": location, "Preference-Applied": f"wait={wait}"})
+    return answer_response(accepted, location)  # 202 as accepted, or the stored answer of a replay
 
 
 def _command_route(path: str, model: type[StrictRequest], more_responses: dict[int, str] | None = None):
