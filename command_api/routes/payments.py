@@ -4,8 +4,9 @@
 # with the route's own model, a local that FastAPI could not resolve from a string annotation.
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -47,6 +48,8 @@ _COMMON = {
 # What a route's own checks hand back: the command, short of the fields every wallet command has
 # (account, user, transaction id, amount, when), which the route factory fills in.
 CommandOf = Callable[..., WalletCommand]
+Body = TypeVar("Body", bound=StrictRequest)
+Checks = Callable[[Body, str, AsyncEngine], Awaitable[CommandOf]]
 
 
 def _responses(more: dict[int, str] | None = None) -> dict:
@@ -68,7 +71,8 @@ async def _reply(engine, user_id: int, accepted: service.Accepted, wait: int | N
     return answer_response(accepted, location)  # 202 as accepted, or the stored answer of a replay
 
 
-def _command_route(path: str, model: type[StrictRequest], more_responses: dict[int, str] | None = None):
+def _command_route(path: str, model: type[Body],
+                   more_responses: dict[int, str] | None = None) -> Callable[[Checks[Body]], Checks[Body]]:
     """Register a wallet command route whose own part is ``checks(body, account_id, engine) -> CommandOf``.
 
     The route itself is the same for every wallet command: authenticate, read the exact body, claim the
@@ -77,16 +81,17 @@ def _command_route(path: str, model: type[StrictRequest], more_responses: dict[i
     its name (and so its operationId and summary) and its docstring from ``checks``.
     """
 
-    def register(checks: Callable[[StrictRequest, str, AsyncEngine], Awaitable[CommandOf]]):
+    def register(checks: Checks[Body]) -> Checks[Body]:
+        # ``body`` is a ``model``; FastAPI reads only the dependency, and a variable is no static type.
         async def endpoint(request: Request, user: CurrentUser, key: IdempotencyKey,
-                           body: Annotated[model, Depends(exact_json_body(model))],
+                           body: Annotated[Any, Depends(exact_json_body(model))],
                            wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
             async def prepare() -> tuple[str, CommandOf]:
                 service.check_amount(body.amount, settings)
                 account_id = await service.caller_account(engine, user.user_id)
                 return account_id, await checks(body, account_id, engine)
 
-            def build(transaction_id: str, now, prepared: tuple[str, CommandOf]) -> WalletCommand:
+            def build(transaction_id: str, now: datetime, prepared: tuple[str, CommandOf]) -> WalletCommand:
                 account_id, command_of = prepared
                 return command_of(account_id=account_id, requested_at=now, transaction_id=transaction_id,
                                   user_id=user.user_id, amount=body.amount)
