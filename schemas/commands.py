@@ -17,7 +17,8 @@ NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, Field(max_length=500, pattern=NO_NUL)]
 
 __all__ = [
-    "Command", "RequestPayment", "RequestTransfer", "CreditTransfer", "ConfirmTransfer", "ReverseTransfer",
+    "Command", "TransactionCommand", "WalletCommand",
+    "RequestPayment", "RequestTransfer", "CreditTransfer", "ConfirmTransfer", "ReverseTransfer",
     "RequestRefund", "RequestTopup", "RecordMidtransStatus", "ChangeAccountStatus", "TxId", "AccountId",
     "RequestOrderPayment", "order_account_id", "order_transaction_id", "ExpireTransfer", "MAX_PAYMENT_REVERSALS",
 ]
@@ -30,35 +31,45 @@ class Command(Message):
     requested_at: datetime
 
 
-class RequestPayment(Command):
+# Bases hold only the fields that open every subclass, in that order: pydantic serialises a base's fields first,
+# so moving a later field (``amount``, ``currency``) up here would reorder the JSON on the wire.
+
+class TransactionCommand(Command):
+    """A step of one ledger transaction, named by ``transaction_id``: the ledger's idempotency key."""
+
+    transaction_id: TxId
+
+
+class WalletCommand(TransactionCommand):
+    """What a user asks of their own wallet through the command API (``account_id`` is theirs)."""
+
+    user_id: int
+
+
+class RequestPayment(WalletCommand):
     """Pay a merchant out of the wallet."""
 
     TYPE = "RequestPayment"
-    transaction_id: TxId
-    user_id: int
     amount: Amount
     currency: Literal["IDR"] = CURRENCY
     merchant_reference: Annotated[str, Field(min_length=1, max_length=255, pattern=NO_NUL)]
     description: Text = ""
 
 
-class RequestTransfer(Command):
+class RequestTransfer(WalletCommand):
     """Move money from ``account_id`` to ``to_account_id`` (which may live on another partition)."""
 
     TYPE = "RequestTransfer"
-    transaction_id: TxId
-    user_id: int
     to_account_id: AccountId
     amount: Amount
     currency: Literal["IDR"] = CURRENCY
     description: Text = ""
 
 
-class CreditTransfer(Command):
+class CreditTransfer(TransactionCommand):
     """Saga step on the destination's partition: credit a transfer already debited from the source."""
 
-    TYPE = "CreditTransfer"
-    transaction_id: TxId  # the original transfer's id
+    TYPE = "CreditTransfer"  # transaction_id: the original transfer's id
     from_account_id: AccountId
     from_user_id: int
     amount: Amount
@@ -66,22 +77,20 @@ class CreditTransfer(Command):
     description: Text = ""
 
 
-class ConfirmTransfer(Command):
+class ConfirmTransfer(TransactionCommand):
     """Saga step back on the source's partition: the destination credited it; the transfer succeeded."""
 
     TYPE = "ConfirmTransfer"
-    transaction_id: TxId
 
 
-class ReverseTransfer(Command):
+class ReverseTransfer(TransactionCommand):
     """Saga step back on the source's partition: the destination refused; credit the source back."""
 
     TYPE = "ReverseTransfer"
-    transaction_id: TxId
     reason: Annotated[str, Field(max_length=64)]
 
 
-class ExpireTransfer(Command):
+class ExpireTransfer(TransactionCommand):
     """Saga timeout, sent by the source's partition to the destination's: settle this transfer now.
 
     The destination answers from its own record, which it alone writes: ConfirmTransfer if it credited the
@@ -89,31 +98,26 @@ class ExpireTransfer(Command):
     answers ReverseTransfer. So a transfer whose credit step was lost or failed still finishes.
     """
 
-    TYPE = "ExpireTransfer"
-    transaction_id: TxId  # the original transfer's id
+    TYPE = "ExpireTransfer"  # transaction_id: the original transfer's id
     from_account_id: AccountId
     amount: Amount
     currency: Literal["IDR"] = CURRENCY
 
 
-class RequestRefund(Command):
+class RequestRefund(WalletCommand):
     """Refund (part of) an earlier PAYMENT of this account back into it."""
 
     TYPE = "RequestRefund"
-    transaction_id: TxId
-    user_id: int
     original_transaction_id: TxId
     amount: Amount
     currency: Literal["IDR"] = CURRENCY
     reason: Text = ""
 
 
-class RequestTopup(Command):
+class RequestTopup(WalletCommand):
     """A Midtrans top-up was created: record it PENDING until Midtrans says it is paid."""
 
-    TYPE = "RequestTopup"
-    transaction_id: TxId  # also the Midtrans order_id
-    user_id: int
+    TYPE = "RequestTopup"  # transaction_id: also the Midtrans order_id
     amount: Amount
     currency: Literal["IDR"] = CURRENCY
     payment_method: Annotated[str, Field(max_length=32)] | None = None
@@ -171,15 +175,14 @@ def order_transaction_id(order_id: str) -> str:
     return f"order:{order_id}"
 
 
-class RequestOrderPayment(Command):
+class RequestOrderPayment(TransactionCommand):
     """A Midtrans order payment (TiketQ ``POST /payments/``) was created: record it PENDING until paid.
 
     ``account_id`` is :func:`order_account_id` of the order; paid money goes from Midtrans clearing into
     the merchant payable of that partition.
     """
 
-    TYPE = "RequestOrderPayment"
-    transaction_id: TxId  # the Midtrans order_id
+    TYPE = "RequestOrderPayment"  # transaction_id: the Midtrans order_id
     payment_id: Annotated[str, Field(min_length=1, max_length=36)]
     user_id: int | None = None  # who created it
     amount: Amount

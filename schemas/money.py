@@ -1,4 +1,9 @@
-"""Money on the wire: a Decimal with exactly two places, carried as a JSON string, never a float."""
+"""Money on the wire: a Decimal with exactly two places, carried as a JSON string, never a float.
+
+The one money parser: :func:`to_money` (exact to the cent) and :func:`positive_amount` (an amount of a
+transaction) serve the messages here and the command API's request bodies, which add only how a body may
+spell an amount (``command_api.payments.amounts``).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ def to_money(value) -> Decimal:
     return q
 
 
-def _positive(value) -> Decimal:
+def positive_amount(value) -> Decimal:
+    """An amount of a transaction: exact to the cent, above zero and within numeric(15,2)."""
     d = to_money(value)
     if d <= 0:
         raise ValueError("amount must be positive")
@@ -51,7 +57,7 @@ def money_str(d: Decimal) -> str:
     return f"{d:.2f}"
 
 
-Amount = Annotated[Decimal, BeforeValidator(_positive), PlainSerializer(money_str, return_type=str)]
+Amount = Annotated[Decimal, BeforeValidator(positive_amount), PlainSerializer(money_str, return_type=str)]
 """A positive amount (0.01 .. 9,999,999,999,999.99), 2 places."""
 
 Balance = Annotated[Decimal, BeforeValidator(_any), PlainSerializer(money_str, return_type=str)]

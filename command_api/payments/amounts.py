@@ -1,17 +1,19 @@
-"""Exact money parsing for request bodies. Pure: no I/O, no settings.
+"""How a request body may spell an amount, and the per-transaction limits. Pure: no I/O, no settings.
 
-A JSON number is only accepted if it converts to the amount *exactly*: bodies are decoded with
-:func:`loads_exact`, so ``12345.67`` arrives as ``Decimal("12345.67")`` and never passes through a float.
+What an amount is (exact to the cent, positive, within numeric(15,2)) is :func:`schemas.money.positive_amount`,
+the one money parser; this module adds only the body's grammar. A JSON number is only accepted if it converts
+to the amount *exactly*: bodies are decoded with :func:`loads_exact`, so ``12345.67`` arrives as
+``Decimal("12345.67")`` and never passes through a float.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from schemas.money import CENT, MAX_AMOUNT, money_str
+from schemas.money import money_str, positive_amount
 
 __all__ = ["AMOUNT_PATTERN", "InvalidJson", "AmountOutOfLimits", "loads_exact", "parse_amount", "check_limits",
            "money_str"]
@@ -65,25 +67,10 @@ def parse_amount(value: Any) -> Decimal:
     if isinstance(value, str):
         if not _DECIMAL_TEXT.fullmatch(value):  # fullmatch: "$" alone would let "5\n" through
             raise ValueError("amount must be written like \"12345.67\": digits, at most 2 decimal places")
-        value = Decimal(value)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        value = Decimal(value)
-    elif not isinstance(value, Decimal):
+    elif isinstance(value, bool) or not isinstance(value, int | Decimal):
         # bool, None, float (a float has already lost the exact value), lists, objects
         raise ValueError("amount must be a JSON string or number")
-    if not value.is_finite():
-        raise ValueError("amount must be finite")
-    if value <= 0:
-        raise ValueError("amount must be positive")
-    if value > MAX_AMOUNT:
-        raise ValueError(f"amount must be at most {money_str(MAX_AMOUNT)}")
-    try:
-        exact = value.quantize(CENT)
-    except InvalidOperation:  # pragma: no cover - bounded above, so quantize cannot overflow
-        raise ValueError("amount out of range") from None
-    if exact != value:
-        raise ValueError("amount must have at most 2 decimal places")
-    return exact
+    return positive_amount(value)
 
 
 def check_limits(amount: Decimal, minimum: Decimal, maximum: Decimal) -> None:

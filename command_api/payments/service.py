@@ -26,12 +26,12 @@ from ogp.db.tables import accounts, ledger_dead_letters, ledger_transactions, us
 from ogp.errors import NotFound, ServiceUnavailable, Unprocessable
 from ogp.messaging import append_command
 from ogp.settings import Settings
-from schemas.commands import Command, RequestPayment, RequestRefund, RequestTransfer
+from schemas.commands import RequestPayment, RequestRefund, RequestTransfer, WalletCommand
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TRANSACTION_TYPES: dict[type[Command], str] = {
+TRANSACTION_TYPES: dict[type[WalletCommand], str] = {
     RequestPayment: "PAYMENT",
     RequestTransfer: "TRANSFER",
     RequestRefund: "REFUND",
@@ -126,7 +126,7 @@ async def check_refundable(engine: AsyncEngine, account_id: str, transaction_id:
 Accepted = idempotency.Answer
 
 
-def pending_view(command: Command) -> TransactionView:
+def pending_view(command: WalletCommand) -> TransactionView:
     """The 202 body: the transaction as accepted, before the ledger has applied it."""
     return TransactionView(
         transaction_id=command.transaction_id, type=TRANSACTION_TYPES[type(command)], status="PENDING",
@@ -138,7 +138,7 @@ def pending_view(command: Command) -> TransactionView:
 
 async def submit(engine: AsyncEngine, kafka: KafkaProducerManager, settings: Settings, *, user_id: int,
                  idempotency_key: str, fingerprint: str, prepare: Callable[[], Awaitable[T]],
-                 build: Callable[[str, datetime, T], Command]) -> Accepted:
+                 build: Callable[[str, datetime, T], WalletCommand]) -> Accepted:
     """Append ``build(transaction_id, now, prepare())`` once per Idempotency-Key, and say what to answer.
 
     ``prepare`` (checks and lookups) runs only for a request that is not a replay: a retry of an accepted

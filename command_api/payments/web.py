@@ -12,6 +12,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from command_api.payments import idempotency
@@ -122,6 +123,14 @@ def _prefer_wait(prefer: Annotated[str | None, Header(alias="Prefer")] = None) -
 def fingerprint(request: Request, body: BaseModel) -> str:
     """The request hash an Idempotency-Key is bound to: method, path and the canonical body."""
     return idempotency.request_hash(request.method, request.url.path, body.canonical())
+
+
+def answer_response(answer: idempotency.Answer, location: str | None = None) -> JSONResponse:
+    """An idempotent request's answer, with its Location and, when it is a replay, ``Idempotent-Replayed``."""
+    headers = {"Location": location} if location else {}
+    if answer.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
 def _kafka(request: Request) -> KafkaProducerManager:

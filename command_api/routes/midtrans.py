@@ -27,6 +27,7 @@ from command_api.payments.web import (
     IdempotencyKey,
     Kafka,
     OptionalIdempotencyKey,
+    answer_response,
     exact_json_body,
     fingerprint,
     openapi_body,
@@ -95,14 +96,7 @@ async def topup(request: Request, user: CurrentUser,
                                 ttl_seconds=settings.idempotency_key_ttl_seconds,
                                 in_flight_timeout_seconds=settings.idempotency_in_flight_timeout_seconds,
                                 work=lambda claim: create(claim.transaction_id, resume=claim.taken_over))
-    return _answer(answer, location=f"/payments/{answer.body['order_id']}")
-
-
-def _answer(answer: Answer, location: str | None = None) -> JSONResponse:
-    headers = {"Location": location} if location else {}
-    if answer.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+    return answer_response(answer, location=f"/payments/{answer.body['order_id']}")
 
 
 @router.post("/payments/webhook", responses=errors({
@@ -174,7 +168,7 @@ async def refund_payment(request: Request, payment_id: str, user: CurrentUser, k
                                                  refund_key=claim.transaction_id, user_id=user.user_id)
 
     # The key's pre-assigned id is Midtrans's refund_key: a retry is the same refund there and here.
-    return _answer(await run_once(engine, user_id=user.user_id, key=key, fingerprint=fingerprint(request, body),
+    return answer_response(await run_once(engine, user_id=user.user_id, key=key, fingerprint=fingerprint(request, body),
                                   ttl_seconds=settings.idempotency_key_ttl_seconds,
                                   in_flight_timeout_seconds=settings.idempotency_in_flight_timeout_seconds,
                                   work=refund))

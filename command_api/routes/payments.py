@@ -1,11 +1,16 @@
 """Wallet commands: pay, transfer, refund. Each is appended to Kafka and answered 202 (or 200 if waited for)."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: the endpoint made by :func:`_command_route` annotates its body
+# with the route's own model, a local that FastAPI could not resolve from a string annotation.
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from command_api.deps import Engine, Settings_
 from command_api.payments import service
@@ -13,14 +18,21 @@ from command_api.payments.web import (
     IdempotencyKey,
     Kafka,
     PreferWait,
+    answer_response,
     exact_json_body,
     fingerprint,
     openapi_command,
 )
-from command_api.payments.requests import PayRequest, RefundRequest, TransactionView, TransferRequest
+from command_api.payments.requests import (
+    PayRequest,
+    RefundRequest,
+    StrictRequest,
+    TransactionView,
+    TransferRequest,
+)
 from ogp.security.current_user import CurrentUser
 from ogp.web.openapi import errors
-from schemas.commands import RequestPayment, RequestRefund, RequestTransfer
+from schemas.commands import RequestPayment, RequestRefund, RequestTransfer, WalletCommand
 
 router = APIRouter(prefix="/api/payment", tags=["payments"])
 
@@ -33,6 +45,12 @@ _COMMON = {
     503: "`kafka_unavailable`: nothing was recorded; retry with the same key",
 }
 
+# What a route's own checks hand back: the command, short of the fields every wallet command has
+# (account, user, transaction id, amount, when), which the route factory fills in.
+CommandOf = Callable[..., WalletCommand]
+Body = TypeVar("Body", bound=StrictRequest)
+Checks = Callable[[Body, str, AsyncEngine], Awaitable[CommandOf]]
+
 
 def _responses(more: dict[int, str] | None = None) -> dict:
     """The command routes' documented answers, with a route's own codes added per status."""
@@ -44,83 +62,73 @@ def _responses(more: dict[int, str] | None = None) -> dict:
 
 
 async def _reply(engine, user_id: int, accepted: service.Accepted, wait: int | None) -> JSONResponse:
-    headers = {"Location": f"/api/payment/transactions/{accepted.body['transaction_id']}"}
-    if accepted.replayed:
-        headers["Idempotent-Replayed"] = "true"
-        return JSONResponse(accepted.body, status_code=accepted.status_code, headers=headers)
-    if wait:
+    location = f"/api/payment/transactions/{accepted.body['transaction_id']}"
+    if wait and not accepted.replayed:
         settled = await service.await_outcome(engine, user_id, accepted, wait)
         if settled is not None:
             return JSONResponse(settled.model_dump(mode="json"), status_code=200,
-                                headers=headers | {"Preference-Applied": f"wait={wait}"})
-    return JSONResponse(accepted.body, status_code=202, headers=headers)
+                                headers={"Location": location, "Preference-Applied": f"wait={wait}"})
+    return answer_response(accepted, location)  # 202 as accepted, or the stored answer of a replay
 
 
-@router.post("/pay", status_code=202, response_model=TransactionView, responses=_responses(),
-             openapi_extra=openapi_command(PayRequest))
-async def pay(request: Request, user: CurrentUser, key: IdempotencyKey,
-              body: Annotated[PayRequest, Depends(exact_json_body(PayRequest))],
-              wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
+def _command_route(path: str, model: type[Body],
+                   more_responses: dict[int, str] | None = None) -> Callable[[Checks[Body]], Checks[Body]]:
+    """Register a wallet command route whose own part is ``checks(body, account_id, engine) -> CommandOf``.
+
+    The route itself is the same for every wallet command: authenticate, read the exact body, claim the
+    Idempotency-Key, check the amount's limits and find the caller's account (not for a replay), run the
+    command's own checks, append the command, and answer 202 (or 200 with ``Prefer: wait``). The route takes
+    its name (and so its operationId and summary) and its docstring from ``checks``.
+    """
+
+    def register(checks: Checks[Body]) -> Checks[Body]:
+        # ``body`` is a ``model``; FastAPI reads only the dependency, and a variable is no static type.
+        async def endpoint(request: Request, user: CurrentUser, key: IdempotencyKey,
+                           body: Annotated[Any, Depends(exact_json_body(model))],
+                           wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
+            async def prepare() -> tuple[str, CommandOf]:
+                service.check_amount(body.amount, settings)
+                account_id = await service.caller_account(engine, user.user_id)
+                return account_id, await checks(body, account_id, engine)
+
+            def build(transaction_id: str, now: datetime, prepared: tuple[str, CommandOf]) -> WalletCommand:
+                account_id, command_of = prepared
+                return command_of(account_id=account_id, requested_at=now, transaction_id=transaction_id,
+                                  user_id=user.user_id, amount=body.amount)
+
+            accepted = await service.submit(
+                engine, kafka, settings, user_id=user.user_id, idempotency_key=key,
+                fingerprint=fingerprint(request, body), prepare=prepare, build=build)
+            return await _reply(engine, user.user_id, accepted, wait)
+
+        endpoint.__name__ = endpoint.__qualname__ = checks.__name__
+        endpoint.__doc__ = checks.__doc__
+        router.add_api_route(path, endpoint, methods=["POST"], status_code=202, response_model=TransactionView,
+                             responses=_responses(more_responses), openapi_extra=openapi_command(model))
+        return checks
+
+    return register
+
+
+@_command_route("/pay", PayRequest)
+async def pay(body: PayRequest, account_id: str, engine: AsyncEngine) -> CommandOf:
     """Pay a merchant from the caller's wallet."""
-
-    async def prepare() -> str:
-        service.check_amount(body.amount, settings)
-        return await service.caller_account(engine, user.user_id)
-
-    accepted = await service.submit(
-        engine, kafka, settings, user_id=user.user_id, idempotency_key=key, fingerprint=fingerprint(request, body),
-        prepare=prepare,
-        build=lambda transaction_id, now, account_id: RequestPayment(
-            account_id=account_id, requested_at=now, transaction_id=transaction_id, user_id=user.user_id,
-            amount=body.amount, merchant_reference=body.merchant_reference, description=body.description),
-    )
-    return await _reply(engine, user.user_id, accepted, wait)
+    return partial(RequestPayment, merchant_reference=body.merchant_reference, description=body.description)
 
 
-@router.post("/transfer", status_code=202, response_model=TransactionView, responses=_responses({
+@_command_route("/transfer", TransferRequest, {
     404: "`unknown_destination`: no wallet matches `to`",
-    422: "`ambiguous_destination`: `to` matches more than one wallet; `same_account`"}),
-             openapi_extra=openapi_command(TransferRequest))
-async def transfer(request: Request, user: CurrentUser, key: IdempotencyKey,
-                   body: Annotated[TransferRequest, Depends(exact_json_body(TransferRequest))],
-                   wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
+    422: "`ambiguous_destination`: `to` matches more than one wallet; `same_account`"})
+async def transfer(body: TransferRequest, account_id: str, engine: AsyncEngine) -> CommandOf:
     """Transfer to another wallet, named by account id, username or phone number."""
-
-    async def prepare() -> tuple[str, str]:
-        service.check_amount(body.amount, settings)
-        account_id = await service.caller_account(engine, user.user_id)
-        return account_id, await service.resolve_destination(engine, body.to, account_id)
-
-    accepted = await service.submit(
-        engine, kafka, settings, user_id=user.user_id, idempotency_key=key, fingerprint=fingerprint(request, body),
-        prepare=prepare,
-        build=lambda transaction_id, now, accounts: RequestTransfer(
-            account_id=accounts[0], requested_at=now, transaction_id=transaction_id, user_id=user.user_id,
-            to_account_id=accounts[1], amount=body.amount, description=body.description),
-    )
-    return await _reply(engine, user.user_id, accepted, wait)
+    to_account_id = await service.resolve_destination(engine, body.to, account_id)
+    return partial(RequestTransfer, to_account_id=to_account_id, description=body.description)
 
 
-@router.post("/refund", status_code=202, response_model=TransactionView, responses=_responses({
+@_command_route("/refund", RefundRequest, {
     404: "`transaction_not_found`: none of the caller's payments has this id",
-    422: "`not_refundable`: not a successful payment; `refund_exceeds_original`"}),
-             openapi_extra=openapi_command(RefundRequest))
-async def refund(request: Request, user: CurrentUser, key: IdempotencyKey,
-                 body: Annotated[RefundRequest, Depends(exact_json_body(RefundRequest))],
-                 wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
+    422: "`not_refundable`: not a successful payment; `refund_exceeds_original`"})
+async def refund(body: RefundRequest, account_id: str, engine: AsyncEngine) -> CommandOf:
     """Refund (part of) one of the caller's payments back into their wallet."""
-
-    async def prepare() -> str:
-        service.check_amount(body.amount, settings)
-        account_id = await service.caller_account(engine, user.user_id)
-        await service.check_refundable(engine, account_id, body.transaction_id, body.amount)
-        return account_id
-
-    accepted = await service.submit(
-        engine, kafka, settings, user_id=user.user_id, idempotency_key=key, fingerprint=fingerprint(request, body),
-        prepare=prepare,
-        build=lambda transaction_id, now, account_id: RequestRefund(
-            account_id=account_id, requested_at=now, transaction_id=transaction_id, user_id=user.user_id,
-            original_transaction_id=body.transaction_id, amount=body.amount, reason=body.reason),
-    )
-    return await _reply(engine, user.user_id, accepted, wait)
+    await service.check_refundable(engine, account_id, body.transaction_id, body.amount)
+    return partial(RequestRefund, original_transaction_id=body.transaction_id, reason=body.reason)
