@@ -30,20 +30,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg  # noqa: E402
-from sqlalchemy import create_engine  # noqa: E402
+import psycopg
+from sqlalchemy import create_engine
 
-from ledger_processor.audit import audit  # noqa: E402
-from ledger_processor.store import conninfo_from_url  # noqa: E402
-from ogp.db.migrate import upgrade  # noqa: E402
-from ogp.settings import Settings, get_settings  # noqa: E402
-from infra.local.kafka import KafkaBroker  # noqa: E402
-from infra.local.postgres import PostgresServer  # noqa: E402
-from infra.local.process import free_port  # noqa: E402
-from tests.support.infra import create_database  # noqa: E402
-from tests.support.ledger import caught_up, produce, recreate_topics  # noqa: E402
-from tests.support.processes import Worker  # noqa: E402
-from schemas.commands import RequestPayment, RequestTransfer  # noqa: E402
+from ledger_processor.audit import audit
+from ledger_processor.store import conninfo_from_url
+from ogp.db.migrate import upgrade
+from ogp.settings import Settings, get_settings
+from infra.local.kafka import KafkaBroker
+from infra.local.postgres import PostgresServer
+from infra.local.process import free_port
+from tests.support.infra import create_database
+from tests.support.ledger import caught_up, produce, recreate_topics
+from tests.support.processes import Worker
+from schemas.commands import RequestPayment, RequestTransfer
 
 D = Decimal
 FUNDS = D("1000000000.00")

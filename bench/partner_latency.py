@@ -26,18 +26,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-from sqlalchemy import create_engine, insert, text  # noqa: E402
+import httpx
+from sqlalchemy import create_engine, insert, text
 
-from ogp.db.migrate import upgrade  # noqa: E402
-from ogp.db.tables import api_keys, external_services, historical_transactions  # noqa: E402
-from ogp.security.api_keys import generate_api_key  # noqa: E402
-from ogp.settings import Settings  # noqa: E402
-from ogp.messaging import ensure_topics  # noqa: E402
-from schemas.topics import topic_specs  # noqa: E402
-from tests.support.infra import InfraProvider, create_database  # noqa: E402
-from infra.local.process import free_port  # noqa: E402
-from tests.support.processes import worker_env  # noqa: E402
+from ogp.db.migrate import upgrade
+from ogp.db.tables import api_keys, external_services, historical_transactions
+from ogp.security.api_keys import generate_api_key
+from ogp.settings import Settings
+from ogp.messaging import ensure_topics
+from schemas.topics import topic_specs
+from tests.support.infra import InfraProvider, create_database
+from infra.local.process import free_port
+from tests.support.processes import worker_env
 
 
 def seed(url: str, pepper: str) -> str:

@@ -28,20 +28,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+import httpx
+from sqlalchemy import create_engine, text
 
-from command_api.midtrans.signature import signature  # noqa: E402
-from ogp.db.migrate import upgrade  # noqa: E402
-from ogp.settings import Settings, get_settings  # noqa: E402
-from infra.local.process import free_port  # noqa: E402
-from ogp.messaging import ensure_topics  # noqa: E402
-from schemas.topics import topic_specs  # noqa: E402
-from infra.local.kafka import KafkaBroker  # noqa: E402
-from infra.local.postgres import PostgresServer  # noqa: E402
-from infra.midtrans_sim.app import create_app as sim_app  # noqa: E402
-from tests.support.infra import create_database  # noqa: E402
-from tests.support.server import serve  # noqa: E402
+from command_api.midtrans.signature import signature
+from ogp.db.migrate import upgrade
+from ogp.settings import Settings, get_settings
+from infra.local.process import free_port
+from ogp.messaging import ensure_topics
+from schemas.topics import topic_specs
+from infra.local.kafka import KafkaBroker
+from infra.local.postgres import PostgresServer
+from infra.midtrans_sim.app import create_app as sim_app
+from tests.support.infra import create_database
+from tests.support.server import serve
 
 SERVER_KEY = "SB-Mid-server-bench"
 
