@@ -199,7 +199,7 @@ def midtrans_status(book: Book, cmd: RecordMidtransStatus) -> None:
             return
         case "credit":
             if account is None or account.status == "CLOSED":
-                return _hold(book, tx, cmd, midtrans.Decision("hold", "paid_to_closed_account", amount=tx.amount))
+                return _hold(book, tx, cmd, midtrans.Hold("paid_to_closed_account", tx.amount))
             _record_payment_type(tx, cmd)
             midtrans.enter_state(tx, decision.state)
             before = account.balance
@@ -229,7 +229,7 @@ def held_id(payment_id: str) -> str:
     return f"{payment_id}:hld"
 
 
-def _hold(book: Book, tx: Transaction, cmd: RecordMidtransStatus, decision: midtrans.Decision) -> None:
+def _hold(book: Book, tx: Transaction, cmd: RecordMidtransStatus, decision: midtrans.Hold) -> None:
     """Midtrans took ``decision.amount`` for ``tx`` and the ledger cannot credit it: move it from Midtrans
     clearing into suspense under a record that says why (once), end a PENDING payment FAILED, flag it."""
     if book.tx(held_id(tx.transaction_id)) is None:
@@ -260,7 +260,7 @@ def _record_payment_type(tx: Transaction, cmd: RecordMidtransStatus) -> None:
         tx.details.setdefault("metadata", {})["payment_type"] = cmd.payment_type
 
 
-def _reverse_topup(book: Book, tx: Transaction, account: Account | None, decision: midtrans.Decision) -> None:
+def _reverse_topup(book: Book, tx: Transaction, account: Account | None, decision: midtrans.Reverse) -> None:
     """Midtrans refunded or charged back (part of) a paid top-up: take it back out of the wallet.
 
     A wallet that spent the money meanwhile never goes negative: it gives what it has, and the rest is
@@ -272,7 +272,7 @@ def _reverse_topup(book: Book, tx: Transaction, account: Account | None, decisio
     before = account.balance if account is not None else ZERO
     taken = min(before, amount)
     shortfall = amount - taken
-    details = {"metadata": {"topup_id": tx.transaction_id, "midtrans_status": decision.state}}
+    details: dict = {"metadata": {"topup_id": tx.transaction_id, "midtrans_status": decision.state}}
     if shortfall:
         details["receivable_reason"] = "reversal_of_spent_topup"
         details["receivable"] = str(shortfall)
