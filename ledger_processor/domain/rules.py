@@ -122,6 +122,7 @@ def pay(book: Book, cmd: RequestPayment) -> None:
                      details={"metadata": {"merchant_reference": cmd.merchant_reference}})
     if reason := cannot_send(account, cmd.amount, cmd.currency):
         return fail(book, tx, reason)
+    assert account is not None, "cannot_send refuses an unknown account"
     before = account.balance
     book.post(tx.transaction_id, [(account, -cmd.amount), (book.system(MERCHANT_PAYABLE), cmd.amount)])
     book.settle(tx, "SUCCESS", before=before, after=account.balance)
@@ -144,6 +145,7 @@ def refund(book: Book, cmd: RequestRefund) -> None:
     refunded = Decimal(original.details.get("refunded", "0.00"))
     if refunded + cmd.amount > original.amount:
         return fail(book, tx, "refund_exceeds_original")
+    assert account is not None, "cannot_receive refuses an unknown account"
     before = account.balance
     book.post(tx.transaction_id, [(book.system(MERCHANT_PAYABLE), -cmd.amount), (account, cmd.amount)])
     book.settle(tx, "SUCCESS", before=before, after=account.balance)
@@ -281,6 +283,7 @@ def _reverse_topup(book: Book, tx: Transaction, account: Account | None, decisio
                       external_reference=tx.transaction_id, payment_method=tx.payment_method, details=details)
     legs = [(book.system(MIDTRANS_CLEARING), amount)]
     if taken:
+        assert account is not None, "a missing wallet gives nothing (before is zero)"
         legs.append((account, -taken))
     if shortfall:
         legs.append((book.system(RECEIVABLES), -shortfall))
