@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from ledger_processor.domain import midtrans, transfers
 from ledger_processor.domain.book import (
@@ -106,8 +107,10 @@ def needs(command: Command, owns: Callable[[str], bool]) -> Needs:
             n.transactions.add(order_transaction_id(command.transaction_id))
         case ChangeAccountStatus():
             pass
-        case _:
+        case RequestPayment() | RequestTopup():
             n.transactions.add(command.transaction_id)
+        case _:
+            raise TypeError(f"needs() has no case for {type(command).__name__}")  # a new command: add its case
     return n
 
 
@@ -393,7 +396,8 @@ def change_status(book: Book, cmd: ChangeAccountStatus) -> None:
         reason=cmd.reason, occurred_at=book.now))
 
 
-HANDLERS: dict[type[Command], Callable[[Book, Command], None]] = {
+# Each handler takes the command class of its key, which a dict's type cannot say: hence Any for the command.
+HANDLERS: dict[type[Command], Callable[[Book, Any], None]] = {
     RequestPayment: pay,
     RequestTransfer: transfers.transfer,
     CreditTransfer: transfers.credit_transfer,
@@ -415,8 +419,12 @@ def apply(book: Book, command: Command) -> None:
 
 # -- commands that could not be applied -------------------------------------------------------------------
 
-def _reject_wallet_command(transaction_type: str, description: Callable[[Command], str]):
-    def reject_it(book: Book, cmd, reason: str) -> bool:
+WalletCommand = RequestPayment | RequestTransfer | RequestRefund | RequestTopup
+
+
+def _reject_wallet_command(transaction_type: str, description: Callable[[Any], str]
+                           ) -> Callable[[Book, WalletCommand, str], bool]:
+    def reject_it(book: Book, cmd: WalletCommand, reason: str) -> bool:
         if book.tx(cmd.transaction_id) is not None:
             return False  # the id is taken (or the command was applied): there is no row of its own to fail
         tx = book.new_tx(cmd.transaction_id, transaction_type, cmd.account_id, cmd.user_id, cmd.amount,
@@ -439,7 +447,8 @@ def _reject_order(book: Book, cmd: RequestOrderPayment, reason: str) -> bool:
 # Commands a client waits on get a FAILED record of their own; a credit step that cannot be applied sends
 # the transfer back. Other saga steps and Midtrans statuses are dead-lettered only: the saga sweep and
 # Midtrans's own retries (or status sync) try again, and `ogp audit` shows what stays unsettled.
-REJECTERS: dict[type[Command], Callable[[Book, Command, str], bool]] = {
+# As in HANDLERS, each rejecter takes the command class of its key.
+REJECTERS: dict[type[Command], Callable[[Book, Any, str], bool]] = {
     RequestPayment: _reject_wallet_command("PAYMENT", lambda c: c.description),
     RequestTransfer: _reject_wallet_command("TRANSFER", lambda c: c.description),
     RequestRefund: _reject_wallet_command("REFUND", lambda c: c.reason),
