@@ -20,8 +20,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from ogp.logs import configure_logging
 from ogp.settings import Settings, get_settings
@@ -102,8 +102,8 @@ async def bounded(awaitable: Awaitable, timeout: float, what: str) -> bool:
         task.cancel()
         log.error("%s did not finish within %gs: abandoned", what, timeout)
         return False
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("%s failed: %s", what, describe(task.exception()))
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("%s failed: %s", what, describe(exc))
     return True
 
 
@@ -228,7 +228,7 @@ def run_worker(service: str, build: Callable[[Settings, Heartbeat], Worker]) -> 
     try:
         import uvloop  # installed with uvicorn[standard]: a faster event loop for the hot path
 
-        runner = uvloop.run
+        runner: Callable[[Coroutine[Any, Any, int]], int] = uvloop.run
     except ImportError:
         runner = asyncio.run
     code = runner(main())

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Date, cast, func, literal_column, select, tuple_
+from sqlalchemy import ColumnClause, Date, cast, func, literal_column, select, tuple_
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,7 +23,7 @@ from ogp.db.tables import partner_feed as pf
 from ogp.db.tables import users
 
 # The oldest transaction still running (as bigint, like feed_txid); everything below it is final.
-HORIZON = literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+HORIZON: ColumnClause[int] = literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 
 _COLUMNS = (ht.c.transaction_id, ht.c.account_id, ht.c.transaction_type, ht.c.transaction_status, ht.c.amount,
             ht.c.balance_before, ht.c.balance_after, ht.c.currency, ht.c.description, ht.c.external_reference,

@@ -21,7 +21,7 @@ from infra.local.kafka import ensure_jars
 from infra.local.process import StackError
 from infra.local.seed import seed_demo
 from infra.local.services import ServiceRunner, services
-from infra.local.stack import LocalStack
+from infra.local.stack import Component, LocalStack
 from infra.local.supervisor import Supervisor
 from infra.midtrans_sim.app import create_app as create_simulator
 from ogp.console import console, friendly
@@ -165,7 +165,7 @@ def restart(name: Annotated[str, typer.Argument(help="a service, the supervisor,
     """Restart one component (and only it): a service waits until its /health answers again."""
     stack = _stack()
     runner = _runner()
-    components = {"kafka": stack.kafka, "postgres": stack.postgres, "redis": stack.redis}
+    components: dict[str, Component] = {"kafka": stack.kafka, "postgres": stack.postgres, "redis": stack.redis}
     if name in components:
         component = components[name]
         component.stop()

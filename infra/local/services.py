@@ -177,6 +177,7 @@ class ServiceRunner:
                 where = url.removeprefix("http://") if url else "-"
                 healthy = pid is not None and self.healthy(service)
             else:
+                assert service.url is not None, "a service that is not a worker has a URL (is_worker: url is None)"
                 where = service.url
                 healthy = pid is not None and self.healthy(service, service.ready_path)
             out.append(ComponentStatus(service.name, where, pid, healthy))

@@ -13,6 +13,8 @@ from infra.local.process import require
 from infra.local.redis import RedisServer
 from ogp.settings import Settings
 
+Component = PostgresServer | RedisServer | KafkaBroker
+
 
 @dataclass
 class ComponentStatus:
@@ -44,7 +46,7 @@ class LocalStack:
             settings.kafka_cache_dir, host=settings.host,
         )
 
-    def _components(self) -> dict[str, tuple[object, str]]:
+    def _components(self) -> dict[str, tuple[Component, str]]:
         s = self.settings
         return {
             "postgres": (self.postgres, f"{s.host}:{s.postgres_port}"),

@@ -12,6 +12,7 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import datetime, timedelta
+from typing import TypeGuard
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
@@ -40,7 +41,7 @@ def _core_error(status: int, message: str, body_status: str | None = None) -> JS
                          "id": secrets.token_hex(16)}, status_code=200)
 
 
-def _is_int_amount(value) -> bool:
+def _is_int_amount(value) -> TypeGuard[int | float | str]:
     return isinstance(value, int) and not isinstance(value, bool) or (
         isinstance(value, float) and value.is_integer()) or (isinstance(value, str) and value.isdigit())
 
@@ -228,6 +229,7 @@ def create_app(settings: Settings | None = None, *, retry_delays: tuple[float, .
         except SimError as exc:
             return _core_error(exc.status, exc.message, exc.body_status)
         code = "407" if action == "expire" else None
+        assert order.status is not None, "cancel, expire and refund succeed only with a status to report"
         notify(order, [order.status])
         body = order.payload(server_key, settings.midtrans_merchant_id, status_code=code)
         if action == "refund":

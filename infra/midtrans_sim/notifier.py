@@ -98,6 +98,7 @@ class Notifier:
     async def _attempt(self, payload: dict, attempt: int) -> bool:
         """One POST; True when no retry is due (2xx, or a redirect Midtrans does not retry)."""
         status = None
+        assert self._client is not None, "start() opens the client before the app sends anything"
         try:
             reply = await self._client.post(self.webhook_url, content=json.dumps(payload),
                                             headers={"content-type": "application/json",

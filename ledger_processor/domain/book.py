@@ -10,12 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
 
 from schemas.base import Message
 from schemas.commands import Command
 from schemas.events import TransactionRecorded
 
 ZERO = Decimal("0.00")
+AccountStatus = Literal["ACTIVE", "SUSPENDED", "CLOSED"]  # the database's account_status_enum
 
 # System accounts: one per kind per partition, so no two partition owners ever write the same row.
 MIDTRANS_CLEARING = "MIDTRANS_CLEARING"  # money Midtrans owes us / we owe Midtrans
@@ -64,7 +66,7 @@ class Policy:
 class Account:
     account_id: str
     balance: Decimal
-    status: str = "ACTIVE"
+    status: AccountStatus = "ACTIVE"
     currency: str = "IDR"
     user_id: int | None = None
     is_system: bool = False
@@ -84,7 +86,7 @@ class Transaction:
     amount: Decimal
     created_at: datetime
     updated_at: datetime
-    currency: str = "IDR"
+    currency: Literal["IDR"] = "IDR"  # every command carries this one currency, and new_tx never sets another
     failure_reason: str | None = None
     balance_before: Decimal | None = None
     balance_after: Decimal | None = None

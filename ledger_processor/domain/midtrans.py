@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
 from ledger_processor.domain.book import Policy, Transaction
 from schemas.commands import MAX_PAYMENT_REVERSALS, RecordMidtransStatus
@@ -47,15 +48,42 @@ _AFTER_PAID: dict[str, dict[str, str]] = {
 }
 
 
+# A decision is one of these; ``action`` tells which, and each kind carries exactly the fields its action uses.
+
 @dataclass(frozen=True)
-class Decision:
-    action: str  # ignore | credit | hold | fail | cancel | flag | advance | reverse
-    reason: str | None = None
-    amount: Decimal | None = None  # reverse: how much more goes back now
-    state: str | None = None  # credit, advance, reverse: the Midtrans state afterwards
+class Ignore:
+    action: Literal["ignore"] = "ignore"
 
 
-IGNORE = Decision("ignore")
+@dataclass(frozen=True)
+class EnterState:
+    action: Literal["credit", "advance"]
+    state: str  # the Midtrans state afterwards
+
+
+@dataclass(frozen=True)
+class Refuse:
+    action: Literal["fail", "cancel", "flag"]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hold:
+    reason: str
+    amount: Decimal  # what Midtrans took
+    action: Literal["hold"] = "hold"
+
+
+@dataclass(frozen=True)
+class Reverse:
+    amount: Decimal  # how much more goes back now
+    state: str  # the Midtrans state afterwards
+    action: Literal["reverse"] = "reverse"
+
+
+Decision = Ignore | EnterState | Refuse | Hold | Reverse
+
+IGNORE = Ignore()
 
 
 def is_paid(status: str, fraud_status: str | None) -> bool:
@@ -92,11 +120,11 @@ def decide(tx: Transaction, cmd: RecordMidtransStatus, policy: Policy) -> Decisi
             paid = _amount(cmd.gross_amount)
             if paid != tx.amount:
                 return _hold("amount_mismatch", paid)
-            return Decision("credit", state=status)
+            return EnterState("credit", status)
         if status in _FAILED:
-            return Decision("fail", _FAILED[status])
+            return Refuse("fail", _FAILED[status])
         if status in _CANCELLED:
-            return Decision("cancel", _CANCELLED[status])
+            return Refuse("cancel", _CANCELLED[status])
         return IGNORE  # pending, authorize, capture under challenge: still waiting
     if tx.status == "SUCCESS":
         return _after_paid(tx, cmd, status, policy)
@@ -109,7 +137,7 @@ def decide(tx: Transaction, cmd: RecordMidtransStatus, policy: Policy) -> Decisi
 def _hold(reason: str, paid: Decimal | None) -> Decision:
     """Midtrans took money the ledger cannot credit: hold what was paid in suspense (or, if Midtrans's amount
     cannot be read, flag it)."""
-    return Decision("hold", reason, amount=paid) if paid and paid > 0 else Decision("flag", reason)
+    return Hold(reason, paid) if paid and paid > 0 else Refuse("flag", reason)
 
 
 def _after_paid(tx: Transaction, cmd: RecordMidtransStatus, status: str, policy: Policy) -> Decision:
@@ -121,24 +149,24 @@ def _after_paid(tx: Transaction, cmd: RecordMidtransStatus, status: str, policy:
     if step is None:
         if status in passed_states(tx):
             return IGNORE  # a duplicate, or a late copy of a state already passed
-        return Decision("flag", f"unexpected_{status}_after_{state}")
+        return Refuse("flag", f"unexpected_{status}_after_{state}")
     if step == "none":
-        return Decision("advance", state=status)
+        return EnterState("advance", status)
     if step == "full":
         target = tx.amount
     else:
         refunded = _amount(cmd.refund_amount)
         if refunded is None:
-            return Decision("flag", "partial_reversal_without_amount")
+            return Refuse("flag", "partial_reversal_without_amount")
         target = min(refunded, tx.amount)  # Midtrans reports the cumulative refunded amount; never beyond paid
     delta = target - reversed_so_far(tx)
     if delta <= 0:  # nothing more to move back: a duplicate, or a final state after partial ones
-        return IGNORE if status == state else Decision("advance", state=status)
+        return IGNORE if status == state else EnterState("advance", status)
     if not cmd.confirmed:
         # Midtrans's signature does not cover transaction_status: a signed notification could have been
         # relabelled. Paid money goes back only on what the status API itself said.
-        return Decision("flag", "unconfirmed_reversal")
-    return Decision("reverse", amount=delta, state=status)
+        return Refuse("flag", "unconfirmed_reversal")
+    return Reverse(delta, status)
 
 
 def enter_state(tx: Transaction, state: str) -> None:

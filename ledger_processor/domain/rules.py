@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from ledger_processor.domain import midtrans, transfers
 from ledger_processor.domain.book import (
@@ -106,8 +107,10 @@ def needs(command: Command, owns: Callable[[str], bool]) -> Needs:
             n.transactions.add(order_transaction_id(command.transaction_id))
         case ChangeAccountStatus():
             pass
-        case _:
+        case RequestPayment() | RequestTopup():
             n.transactions.add(command.transaction_id)
+        case _:
+            raise TypeError(f"needs() has no case for {type(command).__name__}")  # a new command: add its case
     return n
 
 
@@ -122,6 +125,7 @@ def pay(book: Book, cmd: RequestPayment) -> None:
                      details={"metadata": {"merchant_reference": cmd.merchant_reference}})
     if reason := cannot_send(account, cmd.amount, cmd.currency):
         return fail(book, tx, reason)
+    assert account is not None, "cannot_send refuses an unknown account"
     before = account.balance
     book.post(tx.transaction_id, [(account, -cmd.amount), (book.system(MERCHANT_PAYABLE), cmd.amount)])
     book.settle(tx, "SUCCESS", before=before, after=account.balance)
@@ -144,6 +148,7 @@ def refund(book: Book, cmd: RequestRefund) -> None:
     refunded = Decimal(original.details.get("refunded", "0.00"))
     if refunded + cmd.amount > original.amount:
         return fail(book, tx, "refund_exceeds_original")
+    assert account is not None, "cannot_receive refuses an unknown account"
     before = account.balance
     book.post(tx.transaction_id, [(book.system(MERCHANT_PAYABLE), -cmd.amount), (account, cmd.amount)])
     book.settle(tx, "SUCCESS", before=before, after=account.balance)
@@ -199,7 +204,7 @@ def midtrans_status(book: Book, cmd: RecordMidtransStatus) -> None:
             return
         case "credit":
             if account is None or account.status == "CLOSED":
-                return _hold(book, tx, cmd, midtrans.Decision("hold", "paid_to_closed_account", amount=tx.amount))
+                return _hold(book, tx, cmd, midtrans.Hold("paid_to_closed_account", tx.amount))
             _record_payment_type(tx, cmd)
             midtrans.enter_state(tx, decision.state)
             before = account.balance
@@ -229,7 +234,7 @@ def held_id(payment_id: str) -> str:
     return f"{payment_id}:hld"
 
 
-def _hold(book: Book, tx: Transaction, cmd: RecordMidtransStatus, decision: midtrans.Decision) -> None:
+def _hold(book: Book, tx: Transaction, cmd: RecordMidtransStatus, decision: midtrans.Hold) -> None:
     """Midtrans took ``decision.amount`` for ``tx`` and the ledger cannot credit it: move it from Midtrans
     clearing into suspense under a record that says why (once), end a PENDING payment FAILED, flag it."""
     if book.tx(held_id(tx.transaction_id)) is None:
@@ -260,7 +265,7 @@ def _record_payment_type(tx: Transaction, cmd: RecordMidtransStatus) -> None:
         tx.details.setdefault("metadata", {})["payment_type"] = cmd.payment_type
 
 
-def _reverse_topup(book: Book, tx: Transaction, account: Account | None, decision: midtrans.Decision) -> None:
+def _reverse_topup(book: Book, tx: Transaction, account: Account | None, decision: midtrans.Reverse) -> None:
     """Midtrans refunded or charged back (part of) a paid top-up: take it back out of the wallet.
 
     A wallet that spent the money meanwhile never goes negative: it gives what it has, and the rest is
@@ -272,7 +277,7 @@ def _reverse_topup(book: Book, tx: Transaction, account: Account | None, decisio
     before = account.balance if account is not None else ZERO
     taken = min(before, amount)
     shortfall = amount - taken
-    details = {"metadata": {"topup_id": tx.transaction_id, "midtrans_status": decision.state}}
+    details: dict = {"metadata": {"topup_id": tx.transaction_id, "midtrans_status": decision.state}}
     if shortfall:
         details["receivable_reason"] = "reversal_of_spent_topup"
         details["receivable"] = str(shortfall)
@@ -281,6 +286,7 @@ def _reverse_topup(book: Book, tx: Transaction, account: Account | None, decisio
                       external_reference=tx.transaction_id, payment_method=tx.payment_method, details=details)
     legs = [(book.system(MIDTRANS_CLEARING), amount)]
     if taken:
+        assert account is not None, "a missing wallet gives nothing (before is zero)"
         legs.append((account, -taken))
     if shortfall:
         legs.append((book.system(RECEIVABLES), -shortfall))
@@ -390,7 +396,8 @@ def change_status(book: Book, cmd: ChangeAccountStatus) -> None:
         reason=cmd.reason, occurred_at=book.now))
 
 
-HANDLERS: dict[type[Command], Callable[[Book, Command], None]] = {
+# Each handler takes the command class of its key, which a dict's type cannot say: hence Any for the command.
+HANDLERS: dict[type[Command], Callable[[Book, Any], None]] = {
     RequestPayment: pay,
     RequestTransfer: transfers.transfer,
     CreditTransfer: transfers.credit_transfer,
@@ -412,8 +419,12 @@ def apply(book: Book, command: Command) -> None:
 
 # -- commands that could not be applied -------------------------------------------------------------------
 
-def _reject_wallet_command(transaction_type: str, description: Callable[[Command], str]):
-    def reject_it(book: Book, cmd, reason: str) -> bool:
+WalletCommand = RequestPayment | RequestTransfer | RequestRefund | RequestTopup
+
+
+def _reject_wallet_command(transaction_type: str, description: Callable[[Any], str]
+                           ) -> Callable[[Book, WalletCommand, str], bool]:
+    def reject_it(book: Book, cmd: WalletCommand, reason: str) -> bool:
         if book.tx(cmd.transaction_id) is not None:
             return False  # the id is taken (or the command was applied): there is no row of its own to fail
         tx = book.new_tx(cmd.transaction_id, transaction_type, cmd.account_id, cmd.user_id, cmd.amount,
@@ -436,7 +447,8 @@ def _reject_order(book: Book, cmd: RequestOrderPayment, reason: str) -> bool:
 # Commands a client waits on get a FAILED record of their own; a credit step that cannot be applied sends
 # the transfer back. Other saga steps and Midtrans statuses are dead-lettered only: the saga sweep and
 # Midtrans's own retries (or status sync) try again, and `ogp audit` shows what stays unsettled.
-REJECTERS: dict[type[Command], Callable[[Book, Command, str], bool]] = {
+# As in HANDLERS, each rejecter takes the command class of its key.
+REJECTERS: dict[type[Command], Callable[[Book, Any, str], bool]] = {
     RequestPayment: _reject_wallet_command("PAYMENT", lambda c: c.description),
     RequestTransfer: _reject_wallet_command("TRANSFER", lambda c: c.description),
     RequestRefund: _reject_wallet_command("REFUND", lambda c: c.reason),

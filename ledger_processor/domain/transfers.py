@@ -55,12 +55,14 @@ def transfer(book: Book, cmd: RequestTransfer) -> None:
         return fail(book, tx, "same_account")
     if reason := cannot_send(source, cmd.amount, cmd.currency):
         return fail(book, tx, reason)
+    assert source is not None, "cannot_send refuses an unknown account"
     before = source.balance
     if book.owns(cmd.to_account_id):
         # Both accounts live on this partition: one atomic posting, no saga.
         dest = book.account(cmd.to_account_id)
         if reason := cannot_receive(dest, cmd.currency, transfer=True):
             return fail(book, tx, reason)
+        assert dest is not None, "cannot_receive refuses an unknown destination"
         dest_before = dest.balance
         book.post(tx.transaction_id, [(source, -cmd.amount), (dest, cmd.amount)])
         book.settle(tx, "SUCCESS", before=before, after=source.balance)
@@ -101,6 +103,7 @@ def credit_transfer(book: Book, cmd: CreditTransfer) -> None:
     dest = book.account(cmd.account_id)
     if reason := cannot_receive(dest, cmd.currency, transfer=True):
         return _refuse_credit(book, cmd.transaction_id, cmd.account_id, cmd.from_account_id, cmd.amount, reason)
+    assert dest is not None, "cannot_receive refuses an unknown destination"
     before = dest.balance
     book.post(incoming_id(cmd.transaction_id), [(book.system(TRANSFERS_IN_FLIGHT), -cmd.amount), (dest, cmd.amount)])
     _record_incoming(book, cmd.transaction_id, dest, cmd.from_account_id, cmd.amount, cmd.description, before)

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 
 from ogp.clients import KafkaProducerManager
 from schemas.topics import ACCESS_LOGS
-from schemas.access_logs import AccessLogged
+from schemas.access_logs import AccessLogged, HttpMethod
 from schemas.base import encode
 
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 10_000
-_METHODS = {"GET", "POST", "PUT", "DELETE", "PATCH"}
+_METHODS: set[HttpMethod] = {"GET", "POST", "PUT", "DELETE", "PATCH"}
 
 
 def access_event(key_id: str, service_id: str, endpoint: str, method: str, ip: str | None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, overload
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
@@ -100,6 +100,10 @@ def _decimal(amount: str | None) -> Decimal | None:
     return None if amount is None else Decimal(amount)  # the Query pattern admits only plain decimals
 
 
+@overload
+def _utc(moment: datetime) -> datetime: ...
+@overload
+def _utc(moment: None) -> None: ...
 def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
@@ -132,8 +136,8 @@ async def list_histories(
     created_from, created_to = _utc(created_from), _utc(created_to)
     if created_from and created_to and created_from > created_to:
         raise Unprocessable("'from' must not be after 'to'", code="invalid_range")
-    min_amount, max_amount = _decimal(min_amount), _decimal(max_amount)
-    if min_amount is not None and max_amount is not None and min_amount > max_amount:
+    minimum, maximum = _decimal(min_amount), _decimal(max_amount)
+    if minimum is not None and maximum is not None and minimum > maximum:
         raise Unprocessable("'min_amount' must not exceed 'max_amount'", code="invalid_range")
     try:
         after = decode_feed_cursor(cursor) if cursor is not None else None
@@ -142,7 +146,7 @@ async def list_histories(
     limit = min(limit, settings.partner_page_size_max)
     rows = await views.feed_page(engine, limit=limit + 1, after=after, transaction_type=transaction_type,
                                  status=status, created_from=created_from, created_to=created_to,
-                                 min_amount=min_amount, max_amount=max_amount)
+                                 min_amount=minimum, max_amount=maximum)
     page = rows[:limit]
     position = encode_feed_cursor(page[-1]["feed_txid"], page[-1]["feed_seq"]) if page else cursor
     if position:

@@ -92,7 +92,7 @@ def caught_up(db_url: str, bootstrap: str, timeout: float = 120, topic: str = CO
     def settled() -> bool:
         ends = asyncio.run(end_offsets(bootstrap, topic))
         with engine.connect() as conn:
-            stored = dict(conn.execute(text(
+            stored: dict[int, int] = dict(conn.execute(text(
                 "SELECT partition, next_offset FROM ledger_partitions WHERE topic = :t"), {"t": topic}).all())
             pending = conn.execute(text(
                 "SELECT count(*) FROM ledger_outbox o JOIN ledger_partitions p "

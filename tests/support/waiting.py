@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 T = TypeVar("T")
 
@@ -67,6 +67,15 @@ def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, wha
         time.sleep(interval)
 
 
+# Overloads say which T a coroutine function's result is (a bare ``T | Awaitable[T]`` leaves mypy unable to tell).
+@overload
+async def wait_until_async(predicate: Callable[[], Awaitable[T]], timeout: float = ...,
+                           what: str | Callable[[], str] = ..., interval: float = ...,
+                           ignoring: tuple[type[BaseException], ...] = ...) -> T: ...
+@overload
+async def wait_until_async(predicate: Callable[[], T], timeout: float = ...,
+                           what: str | Callable[[], str] = ..., interval: float = ...,
+                           ignoring: tuple[type[BaseException], ...] = ...) -> T: ...
 async def wait_until_async(predicate: Callable[[], T | Awaitable[T]], timeout: float = DEFAULT_TIMEOUT,
                            what: str | Callable[[], str] = "", interval: float = 0.1,
                            ignoring: tuple[type[BaseException], ...] = ()) -> T:
