@@ -8,13 +8,13 @@ spell an amount (``command_api.payments.amounts``).
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import BeforeValidator, PlainSerializer
 
 CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("9999999999999.99")  # the schema's numeric(15,2)
-CURRENCY = "IDR"
+CURRENCY: Final = "IDR"
 
 
 def to_money(value) -> Decimal:
