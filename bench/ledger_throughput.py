@@ -34,7 +34,7 @@ import psycopg  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 
 from ledger_processor.audit import audit  # noqa: E402
-from ledger_processor.store import conninfo_from_url  # noqa: E402
+from ledger_processor.sql import conninfo_from_url  # noqa: E402
 from ogp.db.migrate import upgrade  # noqa: E402
 from ogp.settings import Settings, get_settings  # noqa: E402
 from ogp.stack.kafka import KafkaBroker  # noqa: E402
