@@ -1,30 +1,13 @@
-"""``python -m projections``: run the history projector until SIGTERM or SIGINT (with /health, see ogp/worker.py).
-
-``python -m projections rebuild`` instead empties the projection and replays the ledger events once.
+"""``python -m projections [rebuild]``: the history projector under its older name, kept because the Kubernetes
+manifest (infra/kubernetes/base/projector.yaml) runs it. New callers name the projector:
+``python -m projections.history``, ``python -m projections.payments``, ``python -m projections.access_logs``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
-from ogp.logs import configure_logging
-from ogp.settings import get_settings
-from ogp.worker import run_worker
-from projections.runner import HistoryProjector, rebuild
-
-
-def main(argv: list[str]) -> int:
-    if argv == ["rebuild"]:
-        configure_logging("projector")
-        asyncio.run(rebuild(get_settings()))
-    elif not argv:
-        run_worker("projector", lambda settings, heartbeat: HistoryProjector(settings, heartbeat=heartbeat))
-    else:
-        print("usage: python -m projections [rebuild]", file=sys.stderr)
-        return 2
-    return 0
-
+from projections.history.__main__ import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

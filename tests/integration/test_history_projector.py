@@ -27,8 +27,8 @@ from ogp.db.tables import accounts, historical_transactions, projection_position
 from ogp.settings import Settings
 from ogp.stack.topics import LEDGER_EVENTS, TopicSpec, ensure_topics, topic_specs
 from ogp.testing.waiting import wait_until, wait_until_async
-from projections.history import replay
-from projections.runner import PROJECTOR, HistoryProjector, rebuild
+from projections.history.projector import PROJECTOR, HistoryProjector, rebuild
+from projections.history.rows import replay
 from schemas.base import Message, encode
 from schemas.events import AccountStatusChanged, TransactionRecorded
 

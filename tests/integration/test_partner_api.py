@@ -22,7 +22,7 @@ from ogp.stack.topics import ensure_topics, topic_specs
 from ogp.testing.infra import create_database
 from ogp.testing.server import serve
 from ogp.testing.waiting import wait_until
-from projections.access_logs import AccessLogProjector
+from projections.access_logs.projector import AccessLogProjector
 from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.integration

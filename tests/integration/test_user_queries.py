@@ -17,7 +17,7 @@ from ogp.db.tables import historical_transactions, idempotency_keys
 from ogp.settings import Settings
 from ogp.testing.infra import create_database
 from ogp.testing.server import serve
-from projections.history import row_from_event
+from projections.history.rows import row_from_event
 from query_api.app import create_app as create_query_app
 from schemas.events import TransactionRecorded
 
