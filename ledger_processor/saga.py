@@ -6,22 +6,22 @@ holds the one step no command starts: the timeout.
 
 States of the two records (p: the source's partition, q: the destination's; ``a``: the amount)
 
-| record         | state    | on                                       | becomes                     | sends            |
-|----------------|----------|------------------------------------------|-----------------------------|------------------|
-| ``<id>`` (p)   | (none)   | RequestTransfer, destination on p        | SUCCESS (one posting)       | -                |
-|                | (none)   | RequestTransfer, destination on q        | PENDING, a in flight on p   | CreditTransfer→q |
-|                | (none)   | RequestTransfer the source cannot pay    | FAILED                      | -                |
-|                | PENDING  | ConfirmTransfer                          | SUCCESS                     | -                |
-|                | PENDING  | ReverseTransfer                          | FAILED (a back: ``:rev``,   | -                |
-|                |          |                                          | or to suspense if closed)   |                  |
-|                | PENDING  | the sweep, saga timeout passed           | PENDING (expiry requested)  | ExpireTransfer→q |
-|                | final    | Confirm/Reverse again (a duplicate)      | unchanged                   | -                |
-| ``<id>:in`` (q)| (none)   | CreditTransfer the destination can take  | SUCCESS, a credited         | ConfirmTransfer→p|
-|                | (none)   | CreditTransfer refused, or rejected      | FAILED (for good)           | ReverseTransfer→p|
-|                | (none)   | ExpireTransfer                           | FAILED ``transfer_timed_out``| ReverseTransfer→p|
-|                | SUCCESS  | ExpireTransfer                           | unchanged                   | ConfirmTransfer→p|
-|                | FAILED   | ExpireTransfer                           | unchanged                   | ReverseTransfer→p|
-|                | final    | CreditTransfer again (late or duplicate) | unchanged                   | -                |
+| record          | state   | on                                   | becomes                    | sends             |
+|-----------------|---------|--------------------------------------|----------------------------|-------------------|
+| ``<id>`` (p)    | (none)  | RequestTransfer, destination on p    | SUCCESS (one posting)      | -                 |
+|                 | (none)  | RequestTransfer, destination on q    | PENDING, a in flight on p  | CreditTransfer→q  |
+|                 | (none)  | RequestTransfer, source cannot pay   | FAILED                     | -                 |
+|                 | PENDING | ConfirmTransfer                      | SUCCESS                    | -                 |
+|                 | PENDING | ReverseTransfer                      | FAILED, a back (``:rev``)  | -                 |
+|                 |         |                                      | or to suspense if closed   |                   |
+|                 | PENDING | the sweep: saga timeout passed       | PENDING, expiry requested  | ExpireTransfer→q  |
+|                 | final   | Confirm or Reverse (duplicate)       | unchanged                  | -                 |
+| ``<id>:in`` (q) | (none)  | CreditTransfer, destination can take | SUCCESS, a credited        | ConfirmTransfer→p |
+|                 | (none)  | CreditTransfer refused, or rejected  | FAILED, for good           | ReverseTransfer→p |
+|                 | (none)  | ExpireTransfer                       | FAILED, transfer_timed_out | ReverseTransfer→p |
+|                 | SUCCESS | ExpireTransfer                       | unchanged                  | ConfirmTransfer→p |
+|                 | FAILED  | ExpireTransfer                       | unchanged                  | ReverseTransfer→p |
+|                 | final   | CreditTransfer (late, duplicate)     | unchanged                  | -                 |
 
 Only q's single writer writes ``<id>:in``, and it is final once written: a timeout can never both credit
 the destination and refund the source.
