@@ -20,8 +20,8 @@ from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from ledger_processor.domain.book import Policy
 from ledger_processor.batch import BatchService, Fenced, OffsetGap, Record
+from ledger_processor.domain.book import Policy
 from ledger_processor.sql import LedgerSQL, OutboxRow, pool
 from ogp.messaging import headers_dict, partition_for
 from ogp.settings import Settings
@@ -239,10 +239,10 @@ class LedgerProcessor:
             assignment = self.consumer.assignment()
             for partition, owned in sorted(self._owned.items()):
                 tp = TopicPartition(COMMANDS, partition)
-                async with self.service() as service:
-                    leftovers = await service.sql.unpublished(partition)
+                async with self.sql() as sql:
+                    leftovers = await sql.unpublished(partition)
                     if leftovers:
-                        await self._publish(service.sql, partition, leftovers)
+                        await self._publish(sql, partition, leftovers)
                 if tp in assignment:
                     self.consumer.seek(tp, owned.next_offset)
 
@@ -273,26 +273,32 @@ class LedgerProcessor:
 
     async def _take(self, tp: TopicPartition) -> None:
         """Claim ``tp`` (fencing older owners), publish its outbox leftovers, and seek to its stored position."""
-        async with self.service() as service:
-            epoch, next_offset = await service.sql.claim(tp.partition, self.owner)
+        async with self.sql() as sql:
+            epoch, next_offset = await sql.claim(tp.partition, self.owner)
         self._owned[tp.partition] = Owned(epoch, next_offset)
         # Whatever a crash left in the outbox goes out before anything newer.
-        async with self.service() as service:
-            leftovers = await service.sql.unpublished(tp.partition)
+        async with self.sql() as sql:
+            leftovers = await sql.unpublished(tp.partition)
             if leftovers:
-                await self._publish(service.sql, tp.partition, leftovers)
+                await self._publish(sql, tp.partition, leftovers)
             log.info("published outbox leftovers", extra={"partition": tp.partition})
         self.consumer.seek(tp, next_offset)
         self.consumer.resume(tp)
         log.info("partition claimed", extra={"partition": tp.partition, "offset": next_offset})
 
     @contextlib.asynccontextmanager
-    async def service(self):
-        """The batch service on a pooled connection (its SQL adapter as ``.sql``), for one batch or sweep."""
+    async def sql(self):
+        """The SQL adapter on a pooled connection: claiming a partition, its outbox leftovers."""
         # A short wait: with the database down the loop fails fast, backs off and retries (and its
         # heartbeat keeps beating) instead of hanging on the pool.
         async with self.pool.connection(timeout=5) as conn:
-            yield BatchService(LedgerSQL(conn, COMMANDS), LEDGER_EVENTS, DEAD_LETTER, policy=self._policy)
+            yield LedgerSQL(conn, COMMANDS)
+
+    @contextlib.asynccontextmanager
+    async def service(self):
+        """The batch service on a pooled connection (its SQL adapter as ``.sql``): a batch, a sweep."""
+        async with self.sql() as sql:
+            yield BatchService(sql, LEDGER_EVENTS, DEAD_LETTER, policy=self._policy)
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:
