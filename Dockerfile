@@ -71,8 +71,8 @@ case "$service" in
   command-api)           exec uvicorn command_api.app:create_app --factory --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 20 "$@" ;;
   query-api)             exec uvicorn query_api.app:create_app --factory --host 0.0.0.0 --port 8001 --timeout-graceful-shutdown 20 "$@" ;;
   ledger-processor)      exec python -m ledger_processor "$@" ;;
-  projector-history)     exec python -m projections "$@" ;;
-  projector-payments)    exec python -m projections.payments_runner "$@" ;;
+  projector-history)     exec python -m projections.history "$@" ;;
+  projector-payments)    exec python -m projections.payments "$@" ;;
   projector-access-logs) exec python -m projections.access_logs "$@" ;;
   migrate)               exec ogp migrate "$@" ;;
   *)                     exec "$service" "$@" ;;

@@ -34,7 +34,7 @@ import psycopg
 from sqlalchemy import create_engine
 
 from ledger_processor.audit import audit
-from ledger_processor.store import conninfo_from_url
+from ledger_processor.sql import conninfo_from_url
 from ogp.db.migrate import upgrade
 from ogp.settings import Settings, get_settings
 from infra.local.kafka import KafkaBroker

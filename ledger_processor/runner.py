@@ -20,8 +20,9 @@ from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from ledger_processor.batch import BatchService, Fenced, OffsetGap, Record
 from ledger_processor.domain.book import Policy
-from ledger_processor.store import Fenced, LedgerStore, OffsetGap, OutboxRow, Record, pool
+from ledger_processor.sql import LedgerSQL, OutboxRow, pool
 from ogp.messaging import headers_dict
 from schemas.topics import partition_for
 from ogp.settings import Settings
@@ -210,9 +211,9 @@ class LedgerProcessor:
         self._next_sweep = time.monotonic() + s.ledger_sweep_interval_seconds
         async with self._lock:
             for partition, owned in sorted(self._owned.items()):
-                async with self.store() as store:
+                async with self.service() as service:
                     try:
-                        result = await store.sweep(
+                        result = await service.sweep(
                             partition, owned.epoch, self.partition_of,
                             saga_timeout=timedelta(seconds=s.saga_timeout_seconds),
                             payment_grace=timedelta(seconds=s.payment_expiry_grace_seconds),
@@ -223,7 +224,7 @@ class LedgerProcessor:
                     if result.outbox:
                         log.info("sweep: %s transfers asked to settle or payments closed after expiry",
                                  result.applied, extra={"partition": partition})
-                        await self._publish(store, partition, result.outbox)
+                        await self._publish(service.sql, partition, result.outbox)
 
     async def _resync(self) -> None:
         """After a failure: publish what each owned partition's outbox still holds, and seek every owned
@@ -239,10 +240,10 @@ class LedgerProcessor:
             assignment = self.consumer.assignment()
             for partition, owned in sorted(self._owned.items()):
                 tp = TopicPartition(COMMANDS, partition)
-                async with self.store() as store:
-                    leftovers = await store.unpublished(partition)
+                async with self.sql() as sql:
+                    leftovers = await sql.unpublished(partition)
                     if leftovers:
-                        await self._publish(store, partition, leftovers)
+                        await self._publish(sql, partition, leftovers)
                 if tp in assignment:
                     self.consumer.seek(tp, owned.next_offset)
 
@@ -273,25 +274,32 @@ class LedgerProcessor:
 
     async def _take(self, tp: TopicPartition) -> None:
         """Claim ``tp`` (fencing older owners), publish its outbox leftovers, and seek to its stored position."""
-        async with self.store() as store:
-            epoch, next_offset = await store.claim(tp.partition, self.owner)
+        async with self.sql() as sql:
+            epoch, next_offset = await sql.claim(tp.partition, self.owner)
         self._owned[tp.partition] = Owned(epoch, next_offset)
         # Whatever a crash left in the outbox goes out before anything newer.
-        async with self.store() as store:
-            leftovers = await store.unpublished(tp.partition)
+        async with self.sql() as sql:
+            leftovers = await sql.unpublished(tp.partition)
             if leftovers:
-                await self._publish(store, tp.partition, leftovers)
+                await self._publish(sql, tp.partition, leftovers)
             log.info("published outbox leftovers", extra={"partition": tp.partition})
         self.consumer.seek(tp, next_offset)
         self.consumer.resume(tp)
         log.info("partition claimed", extra={"partition": tp.partition, "offset": next_offset})
 
     @contextlib.asynccontextmanager
-    async def store(self):
+    async def sql(self):
+        """The SQL adapter on a pooled connection: claiming a partition, its outbox leftovers."""
         # A short wait: with the database down the loop fails fast, backs off and retries (and its
         # heartbeat keeps beating) instead of hanging on the pool.
         async with self.pool.connection(timeout=5) as conn:
-            yield LedgerStore(conn, COMMANDS, LEDGER_EVENTS, DEAD_LETTER, policy=self._policy)
+            yield LedgerSQL(conn, COMMANDS)
+
+    @contextlib.asynccontextmanager
+    async def service(self):
+        """The batch service on a pooled connection (its SQL adapter as ``.sql``): a batch, a sweep."""
+        async with self.sql() as sql:
+            yield BatchService(sql, LEDGER_EVENTS, DEAD_LETTER, policy=self._policy)
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:
@@ -303,10 +311,10 @@ class LedgerProcessor:
         return partition_for(account_id, self._partitions)
 
     async def _process(self, tp: TopicPartition, records) -> None:
-        async with self.store() as store:
-            await self._process_with(store, tp, records)
+        async with self.service() as service:
+            await self._process_with(service, tp, records)
 
-    async def _process_with(self, store: LedgerStore, tp: TopicPartition, records) -> None:
+    async def _process_with(self, service: BatchService, tp: TopicPartition, records) -> None:
         owned = self._owned[tp.partition]
         batch = [Record(r.offset, r.key, r.value, headers_dict(r.headers)) for r in records]
         if self.settings.fault == "sigstop_before_batch" and not self._fault_fired:
@@ -315,7 +323,7 @@ class LedgerProcessor:
             log.warning("fault injection: stopping before a batch", extra={"partition": tp.partition})
             os.kill(os.getpid(), signal.SIGSTOP)
         try:
-            result = await store.apply_batch(tp.partition, owned.epoch, batch, self.partition_of)
+            result = await service.apply_batch(tp.partition, owned.epoch, batch, self.partition_of)
         except OffsetGap as gap:
             log.warning("offset gap; seeking back to the stored position", extra={"partition": tp.partition,
                                                                                  "offset": gap.position})
@@ -334,7 +342,7 @@ class LedgerProcessor:
         self.stats.dead_lettered += result.dead_lettered
         self.stats.batches += 1
         if result.outbox:
-            await self._publish(store, tp.partition, result.outbox)
+            await self._publish(service.sql, tp.partition, result.outbox)
         # Only for lag monitoring (the position of record is ledger_partitions.next_offset): batched.
         self._to_commit[tp] = result.next_offset
         if time.monotonic() - self._last_commit > 2.0:
@@ -350,7 +358,7 @@ class LedgerProcessor:
         self._owned.pop(tp.partition, None)
         self.consumer.pause(tp)
 
-    async def _publish(self, store: LedgerStore, partition: int, rows: list[OutboxRow]) -> None:
+    async def _publish(self, sql: LedgerSQL, partition: int, rows: list[OutboxRow]) -> None:
         """Send outbox rows in id order, as whole batches per target partition, then record the mark."""
         futures = []
         batches: dict[tuple[str, int], object] = {}
@@ -370,7 +378,7 @@ class LedgerProcessor:
         for (topic, target_partition), batch in batches.items():
             futures.append(await self.producer.send_batch(batch, topic, partition=target_partition))
         await asyncio.gather(*futures)
-        await store.mark_published(partition, rows[-1].id)
+        await sql.mark_published(partition, rows[-1].id)
         self.stats.published += len(rows)
 
     async def _topic_partitions(self, topic: str) -> int:

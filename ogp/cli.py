@@ -23,7 +23,7 @@ from ogp.console import console, err, friendly
 from ogp.errors import ApiError
 from ogp.provision import create_topics, migrate_database
 from ogp.settings import get_settings
-from projections.runner import rebuild
+from projections.history.projector import rebuild
 
 app = typer.Typer(help="One Gate Payment: local stack, services and operations.", no_args_is_help=True,
                   pretty_exceptions_enable=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -21,7 +22,7 @@ def configure(service: str) -> None:
         return
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):  # read by the exporter itself; presence only here
-        try:
+        try:  # optional: the exporter is not a dependency yet
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
@@ -33,7 +34,5 @@ def configure(service: str) -> None:
 
 
 def instrument(app, service: str) -> None:
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
     configure(service)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready")

@@ -1,5 +1,12 @@
-"""What every projector's long-running loop shares: stopping, its heartbeat, its database engine, and a retry
-that never lets a failure end it. ``ogp.worker.run_worker`` runs it (health port, signals, bounded close)."""
+"""The one consumer loop every projector runs: stopping, its heartbeat, its database engine, a Kafka consumer's
+life (start with retry, fetch, bounded close), and a retry that never lets a failure end it.
+``ogp.worker.run_worker`` runs it (health port, signals, bounded close).
+
+A projector says what it consumes (``topic``, ``group_id``), how it subscribes (:meth:`ProjectorLoop._subscribe`:
+where it resumes) and what it does with a fetch (:meth:`ProjectorLoop._project`). Two ways of resuming exist:
+positions in PostgreSQL (``projections.positions``: the ledger-event projectors) and Kafka's committed offsets
+(``projections.access_logs``).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,13 @@ import asyncio
 import contextlib
 import logging
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.clients import async_engine
 from ogp.settings import Settings
-from ogp.worker import Backoff, Heartbeat, describe
+from ogp.worker import Backoff, Heartbeat, bounded, describe
 
 log = logging.getLogger(__name__)
 
@@ -19,18 +28,25 @@ log = logging.getLogger(__name__)
 class ProjectorLoop:
     """``run()`` gives consumers one after another to ``_consume()`` until ``stop()``: a failure that escapes
     one (the broker gone, a consumer in a bad state) is logged and backed off, and the next one resumes from
-    the projection's stored position. Subclasses name themselves and implement ``_consume()``."""
+    the projection's stored position. Subclasses set ``name``, ``topic`` and ``group_id`` and implement
+    ``_subscribe()`` and ``_project()``."""
 
     name = "projector"
     retry_cap_seconds = 10.0
+    max_batch = 500  # records per fetch
+    isolation_level = "read_uncommitted"  # aiokafka's default
 
-    def __init__(self, settings: Settings, *, engine: AsyncEngine | None = None, heartbeat: Heartbeat | None = None):
+    def __init__(self, settings: Settings, *, group_id: str, topic: str, engine: AsyncEngine | None = None,
+                 heartbeat: Heartbeat | None = None):
         self.settings = settings
+        self.group_id = group_id
+        self.topic = topic
         self.heartbeat = heartbeat or Heartbeat(settings.health_stale_seconds)
         self._engine = engine
         self._owns_engine = engine is None
         self._stopping = asyncio.Event()
         self._closed_cleanly = True
+        self._consumer: AIOKafkaConsumer | None = None
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the batch in hand and return."""
@@ -65,7 +81,52 @@ class ProjectorLoop:
             log.info("%s projector stopped: %s", self.name, self.stats)
 
     async def _consume(self) -> None:
-        """One consumer's life: start it, project until stopped, close it (bounded) on the way out."""
+        """One consumer's life: start, subscribe, project until stopped; closed (bounded) on the way out."""
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.group_id,
+            client_id=f"ogp-{self.group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level=self.isolation_level,
+        )
+        try:
+            await self._start_consumer()
+            if self._stopping.is_set():
+                return
+            self._subscribe(self._consumer)
+            log.info("%s projector consuming %s as %s", self.name, self.topic, self.group_id)
+            while not self._stopping.is_set():
+                self.heartbeat.beat()
+                batches = await self._fetch()
+                if batches:
+                    await self._project(batches)
+        finally:
+            # Leaving the group waits on the broker: one that does not answer must not hold us.
+            self._closed_cleanly &= await bounded(self._consumer.stop(), self.settings.shutdown_timeout_seconds,
+                                                  f"closing the {self.name} projector's consumer")
+
+    async def _start_consumer(self) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self._consumer.start()
+                return
+            except KafkaError as exc:
+                self.heartbeat.failed(exc)
+                log.warning("kafka not reachable yet (%s); retrying", exc.__class__.__name__)
+                await self._sleep(delay)
+                delay = min(delay * 2, self.retry_cap_seconds)
+
+    async def _fetch(self) -> dict[TopicPartition, list[ConsumerRecord]]:
+        return await self._consumer.getmany(timeout_ms=500, max_records=self.max_batch)
+
+    def _subscribe(self, consumer: AIOKafkaConsumer) -> None:
+        """Subscribe ``consumer`` to ``self.topic``, with whatever decides where each partition resumes."""
+        raise NotImplementedError
+
+    async def _project(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Project one fetch (one or more partitions' records) and record how far it got."""
         raise NotImplementedError
 
     async def _sleep(self, seconds: float) -> None:

@@ -56,9 +56,9 @@ def services(settings: Settings) -> list[Service]:
         Service("query-api", uvicorn("query_api.app:create_app", settings.query_api_port),
                 f"http://{h}:{settings.query_api_port}"),
         Service("ledger-processor", (py, "-m", "ledger_processor")),
-        Service("projector-history", (py, "-m", "projections")),
+        Service("projector-history", (py, "-m", "projections.history")),
         Service("projector-access-logs", (py, "-m", "projections.access_logs")),
-        Service("projector-payments", (py, "-m", "projections.payments_runner")),
+        Service("projector-payments", (py, "-m", "projections.payments")),
     ]
 
 

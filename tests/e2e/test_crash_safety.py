@@ -32,7 +32,7 @@ from tests.support.ledger import (
 from tests.support.processes import Worker
 from tests.support.topics import read_to_end
 from tests.support.waiting import DEFAULT_TIMEOUT, wait_until
-from projections.history import replay
+from projections.history.rows import replay
 from schemas.base import decode, encode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -100,7 +100,7 @@ def test_kill_9_under_load_applies_every_command_once_and_the_read_model_equals_
     asyncio.run(recreate_topics(private_kafka, settings))
     run_dir = Path(tempfile.mkdtemp(prefix="ogp-crash-"))
     processor = Worker("ledger_processor", "processor", run_dir, settings)
-    projector = Worker("projections", "projector", run_dir, settings)
+    projector = Worker("projections.history", "projector", run_dir, settings)
 
     accounts = create_accounts(db, 60, prefix="crash")
     funded = [c for u, a in accounts for c in funding(u, a, D("50000.00"))]

@@ -46,8 +46,8 @@ def system(postgres_admin_url, private_kafka, redis_url):
     asyncio.run(recreate_topics(private_kafka, settings))
     run_dir = Path(tempfile.mkdtemp(prefix="ogp-mtstory-"))
     workers = [Worker("ledger_processor", "processor", run_dir, settings),
-               Worker("projections", "projector", run_dir, settings),
-               Worker("projections.payments_runner", "projector-payments", run_dir, settings)]
+               Worker("projections.history", "projector", run_dir, settings),
+               Worker("projections.payments", "projector-payments", run_dir, settings)]
     for w in workers:
         w.start()
     with serve(sim_app(settings), port=settings.midtrans_sim_port) as sim, \

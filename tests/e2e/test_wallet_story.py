@@ -40,7 +40,7 @@ def system(postgres_admin_url, private_kafka, redis_url):
     asyncio.run(recreate_topics(private_kafka, settings))
     run_dir = Path(tempfile.mkdtemp(prefix="ogp-story-"))
     workers = [Worker("ledger_processor", "processor", run_dir, settings),
-               Worker("projections", "projector", run_dir, settings)]
+               Worker("projections.history", "projector", run_dir, settings)]
     for w in workers:
         w.start()
     with serve(command_app(settings)) as commands, serve(query_app(settings)) as queries:

@@ -252,7 +252,7 @@ def _resume_after_outages(settings, worker, killable, probe: Probe) -> None:
     funded = [c for u, a in accounts for c in funding(u, a, D("100000.00"))]
     asyncio.run(produce(kafka, funded))
     processor = worker("ledger_processor", "processor")
-    history = worker("projections", "projector-history")
+    history = worker("projections.history", "projector-history")
     access = worker("projections.access_logs", "projector-access-logs")
     for w in (processor, history, access):
         w.start()

@@ -28,8 +28,8 @@ from ogp.settings import Settings
 from ogp.messaging import ensure_topics
 from schemas.topics import LEDGER_EVENTS, TopicSpec, topic_specs
 from tests.support.waiting import wait_until, wait_until_async
-from projections.history import replay
-from projections.runner import PROJECTOR, HistoryProjector, rebuild
+from projections.history.projector import PROJECTOR, HistoryProjector, rebuild
+from projections.history.rows import replay
 from schemas.base import Message, encode
 from schemas.events import AccountStatusChanged, TransactionRecorded
 

@@ -20,7 +20,7 @@ from ogp.messaging import ensure_topics
 from schemas.topics import topic_specs
 from tests.support.server import serve_client
 from tests.support.waiting import wait_until
-from projections.access_logs import AccessLogProjector
+from projections.access_logs.projector import AccessLogProjector
 from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from command_api.app import create_app as create_command_app
 from ogp.db.tables import historical_transactions, idempotency_keys
 from ogp.settings import Settings
 from tests.support.server import serve_client
-from projections.history import row_from_event
+from projections.history.rows import row_from_event
 from query_api.app import create_app as create_query_app
 from schemas.events import TransactionRecorded
 

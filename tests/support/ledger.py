@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import create_engine, text
 
 from ledger_processor.audit import audit
+from ledger_processor.runner import LedgerProcessor
 from ogp.messaging import describe_partitions, ensure_topics
 from schemas.topics import COMMANDS, topic_specs
 from tests.support.waiting import wait_until, wait_until_async
@@ -115,8 +116,6 @@ class BackgroundProcessor:
     """A LedgerProcessor on its own event loop in a thread (tests that need it in-process)."""
 
     def __init__(self, settings):
-        from ledger_processor.runner import LedgerProcessor
-
         self.processor = LedgerProcessor(settings)
         self._loop = asyncio.new_event_loop()
         self._thread = None

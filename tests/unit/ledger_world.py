@@ -1,9 +1,9 @@
 """A test fake of the ledger processor for the model-based tests: Kafka partitions as queues, PostgreSQL as dicts.
 
-It plays ``LedgerStore``'s part for one partition batch as the real one does: a fresh :class:`Book` loaded with
+It plays ``BatchService``'s part for one partition batch as the real one does: a fresh :class:`Book` loaded with
 exactly what ``rules.needs()`` asks for (the looked-up sets set, so asking for anything else raises
 MissingLookup), the commands applied in offset order, a command whose rule raises IdConflict rejected and the
-batch applied again, then only what the store persists (new rows, the columns it updates on changed rows,
+batch applied again, then only what the SQL adapter persists (new rows, the columns it updates on changed rows,
 entries, balances) written back, outcome events kept, and saga follow-ups appended to the queue of the
 partition their key lives on. Any other exception from the core is a bug: it propagates and fails the test.
 """
@@ -240,7 +240,7 @@ class World:
             elif t.changed:
                 row = self.transactions[t.transaction_id]
                 self.status_moves.append((t.transaction_id, row.status, t.status))
-                # Exactly the columns LedgerStore._save updates.
+                # Exactly the columns LedgerSQL.save updates.
                 row.status, row.failure_reason = t.status, t.failure_reason
                 row.balance_before, row.balance_after = t.balance_before, t.balance_after
                 row.revision, row.details, row.updated_at = t.revision, copy.deepcopy(t.details), t.updated_at

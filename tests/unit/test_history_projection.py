@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from ogp.db.tables import MIDTRANS_PAYMENT_METHODS, PAYMENT_METHODS
-from projections import history
-from projections.history import project, replay
+from projections.history import rows as history
+from projections.history.rows import project, replay
 from schemas.base import decode, encode
 from schemas.events import AccountStatusChanged, TransactionRecorded
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from ledger_processor.domain import rules
 from ledger_processor.domain.book import MERCHANT_PAYABLE, MIDTRANS_CLEARING, Book, system_account_id
-from projections import payments
+from projections.payments import rows as payments
 from schemas.base import decode, encode
 from schemas.commands import RecordMidtransStatus, RequestOrderPayment, order_account_id, order_transaction_id
 from schemas.events import OrderPaymentRecorded, TransactionRecorded

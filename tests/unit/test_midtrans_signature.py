@@ -10,7 +10,7 @@ from command_api.midtrans.methods import ENABLED_PAYMENTS, PaymentMethod, method
 from command_api.midtrans.signature import signature, verify
 from ogp.db.tables import MIDTRANS_PAYMENT_METHODS, PAYMENT_METHODS
 from infra.midtrans_sim.methods import CHANNELS, expand
-from projections import payments as payments_projection
+from projections.payments import rows as payments_projection
 
 KEY = "SB-Mid-server-unit"
 

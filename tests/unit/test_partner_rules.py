@@ -9,7 +9,7 @@ import pytest
 from query_api.partners.access_log import access_event
 from query_api.partners.keys import PartnerKey, mask_email, mask_phone
 from query_api.partners.rate_limit import rate_limit_headers
-from projections.access_logs import row_from_event
+from projections.access_logs.rows import row_from_event
 from query_api.feed_cursor import decode_feed_cursor, encode_feed_cursor
 from query_api.routes.cursor import InvalidCursor, encode_cursor
 from schemas.access_logs import AccessLogged

@@ -1,8 +1,8 @@
 """The payments projector: ``ogp.ledger-events.v1`` → ``payments``, with positions in PostgreSQL.
 
-The consumer loop, rebalance handling and position seeking are the history projector's (``projections.runner``);
-only the batch differs: rows of ``projections.payments`` upserted by ``order_id``, newer revision winning,
-in one transaction with the position under projector name ``payments``.
+Run: ``python -m projections.payments``. The consumer loop and its positions in PostgreSQL are
+``projections.positions``; here is one partition's batch: rows of ``projections.payments.rows`` upserted by
+``order_id``, newer revision winning, in one transaction with the position under projector name ``payments``.
 """
 
 from __future__ import annotations
@@ -11,17 +11,16 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.db.tables import midtrans_orders, payments
-from ogp.db.tables import projection_positions as pp
 from ogp.settings import Settings
 from schemas.topics import LEDGER_EVENTS
-from ogp.worker import Heartbeat, run_worker
-from projections.payments import project, row_from_event
-from projections.runner import HistoryProjector, ProjectionStats
+from ogp.worker import Heartbeat
+from projections.payments.rows import project, row_from_event
+from projections.positions import PositionedProjector, ProjectionStats, upsert_position
 from schemas.base import UnknownMessage, decode
 
 log = logging.getLogger(__name__)
@@ -35,13 +34,6 @@ def _upsert_rows():
     return stmt.on_conflict_do_update(index_elements=[payments.c.order_id],
                                       set_={name: stmt.excluded[name] for name in columns},
                                       where=payments.c.revision < stmt.excluded.revision)
-
-
-def _upsert_position(topic: str, partition: int, next_offset: int):
-    stmt = insert(pp).values(projector=PROJECTOR, topic=topic, partition=partition, next_offset=next_offset)
-    return stmt.on_conflict_do_update(
-        index_elements=[pp.c.projector, pp.c.topic, pp.c.partition],
-        set_={"next_offset": func.greatest(pp.c.next_offset, stmt.excluded.next_offset), "updated_at": func.now()})
 
 
 async def apply_batch(engine: AsyncEngine, topic: str, partition: int, records: Sequence[ConsumerRecord],
@@ -80,12 +72,12 @@ async def apply_batch(engine: AsyncEngine, topic: str, partition: int, records: 
                 rows = [{"refunded_amount": 0, **table[o], "payment_url": urls.get(o)} for o in sorted(changed)]
                 await conn.execute(_upsert_rows(), rows)
                 stats.applied += len(rows)
-        await conn.execute(_upsert_position(topic, partition, next_offset))
+        await conn.execute(upsert_position(PROJECTOR, topic, partition, next_offset))
     return next_offset
 
 
-class PaymentsProjector(HistoryProjector):
-    """The history projector's consumer loop, projecting into ``payments`` instead."""
+class PaymentsProjector(PositionedProjector):
+    """Consumes ledger events into ``payments``, with its positions in PostgreSQL."""
 
     projector = PROJECTOR
     apply_batch = staticmethod(apply_batch)
@@ -94,11 +86,3 @@ class PaymentsProjector(HistoryProjector):
                  engine: AsyncEngine | None = None, heartbeat: Heartbeat | None = None):
         super().__init__(settings, group_id, topic=topic, engine=engine, heartbeat=heartbeat)
 
-
-def main() -> None:
-    """``python -m projections.payments_runner``: run the payments projector until SIGTERM or SIGINT."""
-    run_worker("projector-payments", lambda settings, heartbeat: PaymentsProjector(settings, heartbeat=heartbeat))
-
-
-if __name__ == "__main__":
-    main()

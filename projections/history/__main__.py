@@ -1,6 +1,6 @@
-"""``python -m projections``: run the history projector until SIGTERM or SIGINT (with /health, see ogp/worker.py).
-
-``python -m projections rebuild`` instead empties the projection and replays the ledger events once.
+"""``python -m projections.history``: run the history projector until SIGTERM or SIGINT (with /health, see
+ogp/worker.py). ``python -m projections.history rebuild`` instead empties the projection and replays the
+ledger events once.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from ogp.logs import configure_logging
 from ogp.settings import get_settings
 from ogp.worker import run_worker
-from projections.runner import HistoryProjector, rebuild
+from projections.history.projector import HistoryProjector, rebuild
 
 
 def main(argv: list[str]) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
     elif not argv:
         run_worker("projector", lambda settings, heartbeat: HistoryProjector(settings, heartbeat=heartbeat))
     else:
-        print("usage: python -m projections [rebuild]", file=sys.stderr)
+        print("usage: python -m projections.history [rebuild]", file=sys.stderr)
         return 2
     return 0
 

@@ -1,7 +1,7 @@
 """The history projection as pure functions: a ledger event in, a ``historical_transactions`` row out.
 
-No I/O here. The runner (``projections.runner``) feeds these functions from Kafka and writes their rows;
-a rebuild and the tests use :func:`replay` to compute what the table must hold for a list of events.
+No I/O here. The projector (``projections.history.projector``) feeds these functions from Kafka and writes
+their rows; a rebuild and the tests use :func:`replay` to compute what the table must hold for a list of events.
 """
 
 from __future__ import annotations

@@ -1,0 +1,315 @@
+"""The batch service: one partition's batch of commands applied exactly once, in one fenced transaction.
+
+The flow of a batch (:meth:`BatchService.apply_batch`): fence (our epoch still owns the partition), skip what
+is already applied, decode, load what the commands need, apply the pure rules (``ledger_processor.domain``)
+in offset order, collect the outcomes (outbox messages, dead letters), write them and the new position, commit.
+A command that cannot be applied is rejected and dead-lettered, and the batch applied again without it.
+
+Every SQL statement is in ``ledger_processor.sql``; this module decides, the adapter reads and writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from ledger_processor import saga
+from ledger_processor.domain import rules
+from ledger_processor.domain.book import Book, IdConflict, Outgoing, Policy
+from ledger_processor.sql import DeadLetterRow, LedgerSQL, OutboxRow
+from schemas.base import UnknownMessage, decode, encode
+from schemas.commands import Command
+from schemas.events import CommandDeadLettered
+
+log = logging.getLogger(__name__)
+
+_TRACE_HEADERS = ("correlation_id", "traceparent", "tracestate")
+
+
+class Fenced(Exception):
+    """Another processor owns this partition now (its epoch is newer): write nothing, let go."""
+
+
+class OffsetGap(Exception):
+    """The batch starts after the stored position: applying it would skip commands. Re-seek instead."""
+
+    def __init__(self, position: int):
+        super().__init__(f"batch starts after stored position {position}")
+        self.position = position
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed Kafka record, as the batch service needs it."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BatchResult:
+    applied: int = 0
+    skipped: int = 0  # already applied (offset below the stored position)
+    dead_lettered: int = 0
+    outbox: list[OutboxRow] = field(default_factory=list)
+    next_offset: int = 0
+
+
+@dataclass(frozen=True)
+class Poison:
+    """Why one command of a batch cannot be applied; ``bare``: rejecting it failed too, dead-letter only."""
+
+    reason: str  # machine-readable, at most 64 characters: the client's failure_reason
+    detail: str
+    bare: bool = False
+
+
+def _clean(text: str, limit: int | None = None) -> str:
+    """Text PostgreSQL will store: no NUL characters, at most ``limit`` characters."""
+    text = text.replace("\x00", "\ufffd")
+    return text[:limit] if limit is not None else text
+
+
+class BatchService:
+    """What a partition's owner does in the database: apply a batch of commands, sweep what waited too long."""
+
+    def __init__(self, sql: LedgerSQL, events_topic: str, dead_letter_topic: str, policy: Policy | None = None):
+        self.sql = sql
+        self.topic = sql.topic
+        # Where each stream of the Book's outgoing messages goes: outcome events, and saga follow-ups (commands
+        # for another partition, see ledger_processor/saga.py).
+        self.topics = {"events": events_topic, "commands": sql.topic}
+        self.dead_letter_topic = dead_letter_topic
+        self.policy = policy or Policy()
+
+    async def _fence(self, partition: int, epoch: int) -> int:
+        """Lock the partition's row for this transaction if ``epoch`` still owns it; returns next_offset."""
+        row = await self.sql.lock_partition(partition)
+        if row is None or row[0] != epoch:
+            raise Fenced(f"partition {partition}: our epoch {epoch}, current {row[0] if row else None}")
+        return row[1]
+
+    # -- a batch ---------------------------------------------------------------------------------------
+    async def apply_batch(self, partition: int, epoch: int, records: Sequence[Record],
+                          partition_of: Callable[[str], int], now: datetime | None = None) -> BatchResult:
+        """Apply ``records`` (consecutive offsets of one partition) exactly once, in one transaction.
+
+        No single command can stop the partition: one that fails in its rule or is refused by the
+        database is rejected (a FAILED outcome of its own where it has one) and dead-lettered with the
+        reason, and the rest of the batch is applied. Errors of the database itself (connection lost, lock
+        timeout) are not a command's fault: they propagate, and the batch is applied again later.
+        """
+        now = now or datetime.now(UTC)
+        poisoned: dict[int, Poison] = {}
+        while True:
+            try:
+                return await self._apply_once(partition, epoch, records, partition_of, now, poisoned)
+            except _PoisonCommand as exc:
+                log.error("command failed in its rule; rejecting it", extra={
+                    "partition": partition, "offset": exc.offset, "reason": exc.poison.reason})
+                poisoned[exc.offset] = exc.poison
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                if len(records) > 1:
+                    # Find the command the database refuses by applying one record at a time.
+                    return await self._apply_one_by_one(partition, epoch, records, partition_of, now)
+                offset = records[0].offset
+                detail = _clean(f"{exc.__class__.__name__}: {exc}", 2000)
+                if offset in poisoned and poisoned[offset].bare:
+                    raise  # even its bare dead letter was refused: not this command's fault
+                log.error("command refused by the database; rejecting it",
+                          extra={"partition": partition, "offset": offset})
+                poisoned[offset] = Poison("rejected_by_database", detail, bare=offset in poisoned)
+
+    async def _apply_one_by_one(self, partition, epoch, records, partition_of, now) -> BatchResult:
+        total = BatchResult()
+        for record in records:
+            one = await self.apply_batch(partition, epoch, [record], partition_of, now)
+            total.applied += one.applied
+            total.skipped += one.skipped
+            total.dead_lettered += one.dead_lettered
+            total.outbox += one.outbox
+            total.next_offset = one.next_offset
+        return total
+
+    async def _apply_once(self, partition, epoch, records, partition_of, now, poisoned) -> BatchResult:
+        result = BatchResult()
+        async with self.sql.transaction():
+            position = await self._fence(partition, epoch)
+            fresh = [r for r in records if r.offset >= position]
+            result.skipped = len(records) - len(fresh)
+            if not fresh:
+                result.next_offset = position
+                return result
+            if fresh[0].offset != position:
+                raise OffsetGap(position)
+
+            owns = lambda account_id: partition_of(account_id) == partition  # noqa: E731
+            items, needed = self._decode(fresh, owns, poisoned)
+
+            book = Book(partition=partition, now=now, partition_of=partition_of, policy=self.policy)
+            # Load exactly what the batch's commands need; the Book refuses to answer for anything else.
+            book.looked_up_accounts, book.looked_up_transactions = needed.accounts, needed.transactions
+            await self.sql.load(book, partition, needed.accounts, needed.transactions)
+            outgoing: list[tuple[Outgoing, dict[str, str]]] = []
+            dead: list[_DeadLetter] = []
+            for record, command, poison in items:
+                mark = len(book.outgoing)
+                book.current_offset = record.offset
+                if poison is None:
+                    self._apply_one(book, record, command)
+                else:
+                    dead.append(_DeadLetter(record, command, poison, self._reject(book, record, command, poison)))
+                trace = {k: v for k, v in record.headers.items() if k in _TRACE_HEADERS}
+                outgoing.extend((o, trace) for o in book.outgoing[mark:])
+            await self.sql.save(book, partition)
+            result.outbox = await self._write_outbox(partition, outgoing, dead, now)
+            if dead:
+                await self.sql.record_dead_letters(partition, [d.row() for d in dead])
+            result.applied, result.dead_lettered = len(items) - len(dead), len(dead)
+            result.next_offset = fresh[-1].offset + 1
+            await self.sql.advance(partition, result.next_offset)
+        return result
+
+    @staticmethod
+    def _decode(fresh: Sequence[Record], owns: Callable[[str], bool], poisoned: dict[int, Poison]
+                ) -> tuple[list[tuple[Record, Command | None, Poison | None]], rules.Needs]:
+        """Each record's command (or why it has none) and what the batch must load to apply them."""
+        items: list[tuple[Record, Command | None, Poison | None]] = []
+        needed = rules.Needs()
+        for record in fresh:
+            try:
+                message = decode(record.value or b"")
+                if not isinstance(message, Command):
+                    raise UnknownMessage(f"{message.TYPE} is not a command")
+            except Exception as exc:  # noqa: BLE001 - not JSON, unknown, invalid, or an upcaster's bug
+                detail = str(exc) if isinstance(exc, UnknownMessage) else f"{exc.__class__.__name__}: {exc}"
+                items.append((record, None, Poison("undecodable", _clean(detail, 2000), bare=True)))
+                continue
+            poison = poisoned.get(record.offset)
+            if poison is None or not poison.bare:
+                # A bare dead letter is not even looked up (its values may be what the database refuses).
+                try:
+                    needs = rules.needs(message, owns)
+                except Exception as exc:  # noqa: BLE001 - a bug in needs() for this command only
+                    poison = Poison("processing_error", _clean(f"needs: {exc!r}", 2000), bare=True)
+                else:
+                    needed.accounts |= needs.accounts
+                    needed.transactions |= needs.transactions
+            items.append((record, message, poison))
+        return items, needed
+
+    @staticmethod
+    def _apply_one(book: Book, record: Record, command: Command) -> None:
+        try:
+            rules.apply(book, command)
+        except IdConflict as exc:
+            raise _PoisonCommand(record.offset, Poison("transaction_id_conflict", str(exc))) from exc
+        except Exception as exc:  # noqa: BLE001 - a bug in one rule must not stop the partition
+            raise _PoisonCommand(record.offset, Poison(
+                "processing_error", _clean(f"{exc.__class__.__name__}: {exc}", 2000))) from exc
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("applied %s", command.TYPE, extra={
+                "partition": book.partition, "offset": record.offset,
+                "correlation_id": record.headers.get("correlation_id"),
+                "transaction_id": getattr(command, "transaction_id", None)})
+
+    @staticmethod
+    def _reject(book: Book, record: Record, command: Command | None, poison: Poison) -> bool:
+        """The command's FAILED outcome, if it can have one; a failure here leaves it a bare dead letter."""
+        if command is None or poison.bare:
+            return False
+        try:
+            return rules.reject(book, command, poison.reason)
+        except Exception as exc:  # noqa: BLE001
+            raise _PoisonCommand(record.offset, Poison(
+                poison.reason, _clean(f"{poison.detail}; rejecting failed: {exc.__class__.__name__}: {exc}", 2000),
+                bare=True)) from exc
+
+    async def _write_outbox(self, partition: int, outgoing, dead, now: datetime) -> list[OutboxRow]:
+        """The Book's outgoing messages, then the batch's dead letters, encoded for the outbox."""
+        topics, keys, payloads, headers = [], [], [], []
+        for item, trace in outgoing:
+            topics.append(self.topics[item.stream])
+            keys.append(item.key)
+            payloads.append(encode(item.message).decode())
+            headers.append(trace)
+        for letter in dead:
+            record = letter.record
+            key = _clean(record.key.decode(errors="replace"), 255) if record.key else None
+            message = CommandDeadLettered(
+                topic=self.topic, partition=partition, offset=record.offset, key=key,
+                reason=_clean(f"{letter.poison.reason}: {letter.poison.detail}", 2000),
+                payload_b64=base64.b64encode(record.value or b"").decode(), occurred_at=now)
+            topics.append(self.dead_letter_topic)
+            keys.append(key)
+            payloads.append(encode(message).decode())
+            headers.append(record.headers)
+        return await self.sql.write_outbox(partition, topics, keys, payloads, headers, now)
+
+    # -- the sweep -------------------------------------------------------------------------------------
+    async def sweep(self, partition: int, epoch: int, partition_of: Callable[[str], int], *,
+                    saga_timeout: timedelta, payment_grace: timedelta, outbox_retention: timedelta | None,
+                    now: datetime | None = None, limit: int = 1000) -> BatchResult:
+        """Periodic work of the partition's owner, fenced like a batch, so that everything PENDING ends.
+
+        Transfers whose credit has not been confirmed within ``saga_timeout`` (or since their last expiry
+        request) are timed out (``saga.time_out``: an ExpireTransfer to their destination's partition);
+        top-ups and order payments still PENDING ``payment_grace`` after their Midtrans expiry are closed
+        (unless a Midtrans status of theirs was dead-lettered: that one is for a person, and the audit shows
+        it); with ``outbox_retention``, outbox rows published longer ago than that are deleted.
+        """
+        now = now or datetime.now(UTC)
+        result = BatchResult()
+        async with self.sql.transaction():
+            result.next_offset = await self._fence(partition, epoch)
+            due = await self.sql.due_for_sweep(partition, saga_cutoff=now - saga_timeout,
+                                               payment_cutoff=now - payment_grace, limit=limit)
+            if due:
+                book = Book(partition=partition, now=now, partition_of=partition_of, policy=self.policy,
+                            transactions={t.transaction_id: t for t in due})
+                for tx in due:
+                    if saga.is_saga(tx):
+                        saga.time_out(book, tx)
+                    else:
+                        rules.expire_payment(book, tx)
+                await self.sql.save(book, partition)
+                result.outbox = await self._write_outbox(partition, [(o, {}) for o in book.outgoing], [], now)
+                result.applied = len(due)
+            if outbox_retention is not None:
+                await self.sql.prune_outbox(partition, now - outbox_retention)
+        return result
+
+
+@dataclass(frozen=True)
+class _DeadLetter:
+    record: Record
+    command: Command | None
+    poison: Poison
+    outcome_recorded: bool
+
+    def row(self) -> DeadLetterRow:
+        """Its row in ``ledger_dead_letters``, every text fitting its column."""
+        transaction_id = rules.subject_id(self.command) if self.command is not None else None
+        return DeadLetterRow(
+            command_offset=self.record.offset,
+            transaction_id=_clean(transaction_id, 50) if transaction_id else None,
+            account_id=_clean(self.command.account_id, 64) if self.command is not None else None,
+            command_type=self.command.TYPE if self.command is not None else None,
+            reason=_clean(self.poison.reason, 64), detail=_clean(self.poison.detail),
+            outcome_recorded=self.outcome_recorded)
+
+
+class _PoisonCommand(Exception):
+    """One command of the batch cannot be applied: roll back, and apply the batch again without it."""
+
+    def __init__(self, offset: int, poison: Poison):
+        super().__init__(poison.reason)
+        self.offset = offset
+        self.poison = poison

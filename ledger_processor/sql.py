@@ -1,0 +1,276 @@
+"""The processor's SQL adapter: every statement it sends to PostgreSQL, for one partition of the commands topic.
+
+Connect, claim and lock a partition's row, load the accounts and transactions a batch needs, write what the
+Book changed (COPY for new rows), the outbox, the dead letters and the position. Nothing here decides
+anything: the batch service (``ledger_processor.batch``) does, and calls these inside its transaction.
+
+psycopg 3 is used directly here (not SQLAlchemy) because this is the hot path: COPY for entries and new
+transactions and the outbox, a handful of statements per batch whatever its size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.engine import make_url
+from psycopg.types.json import Jsonb
+
+from ledger_processor.domain.book import Account, Book, Transaction
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_value(value) -> str:
+    """One field in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":")).translate(_ESCAPES)
+    return str(value)  # int, Decimal
+
+
+def copy_text(rows) -> bytes:
+    """Rows in COPY's text format, formatted in one pass (much cheaper than a row-by-row formatter)."""
+    return "".join("\t".join([_copy_value(v) for v in row]) + "\n" for row in rows).encode()
+
+
+def conninfo_from_url(url: str) -> str:
+    u = make_url(url)
+    return psycopg.conninfo.make_conninfo(host=u.host, port=u.port, user=u.username, password=u.password,
+                                          dbname=u.database)
+
+
+# A stopped (SIGSTOP) owner's open transaction is ended by the server, releasing its row locks, so the
+# next owner's claim does not wait forever; the stale owner's commit then fails.
+SESSION_OPTIONS = "-c idle_in_transaction_session_timeout=5000 -c lock_timeout=10000"
+
+
+async def connect(url: str) -> psycopg.AsyncConnection:
+    return await psycopg.AsyncConnection.connect(conninfo_from_url(url), autocommit=True, options=SESSION_OPTIONS)
+
+
+def pool(url: str, size: int):
+    """Connections for concurrent partitions: each batch transaction takes one for its duration."""
+    return AsyncConnectionPool(conninfo_from_url(url), min_size=size, max_size=size, open=False,
+                               kwargs={"autocommit": True, "options": SESSION_OPTIONS})
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """A message in ``ledger_outbox``, to publish after the commit."""
+
+    id: int
+    topic: str
+    key: str | None
+    payload: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DeadLetterRow:
+    """A row of ``ledger_dead_letters``: texts already fit their columns (the batch service cleans them)."""
+
+    command_offset: int
+    transaction_id: str | None
+    account_id: str | None
+    command_type: str | None
+    reason: str
+    detail: str
+    outcome_recorded: bool
+
+
+_TX_COLUMNS = ("transaction_id, transaction_type, account_id, user_id, status, amount, created_at, updated_at, "
+               "currency, failure_reason, balance_before, balance_after, description, external_reference, "
+               "payment_method, revision, details")
+
+
+def _transaction(row) -> Transaction:
+    return Transaction(*row[:16], details=row[16] or {})
+
+
+class LedgerSQL:
+    """The ledger's tables as one partition owner reads and writes them, on one connection."""
+
+    def __init__(self, conn: psycopg.AsyncConnection, topic: str):
+        self.conn = conn
+        self.topic = topic  # the commands topic: positions and dead letters are recorded under it
+
+    def transaction(self):
+        """One database transaction (``async with``): a batch, a sweep."""
+        return self.conn.transaction()
+
+    # -- the partition's row: ownership, position, published mark ---------------------------------------
+    async def claim(self, partition: int, owner: str) -> tuple[int, int]:
+        """Become the partition's owner: bump its epoch (fencing older owners); returns (epoch, next_offset)."""
+        async with self.conn.transaction():
+            row = await (await self.conn.execute(
+                """INSERT INTO ledger_partitions (topic, partition, next_offset, epoch, owner, updated_at)
+                   VALUES (%s, %s, 0, 1, %s, now())
+                   ON CONFLICT (topic, partition) DO UPDATE
+                   SET epoch = ledger_partitions.epoch + 1, owner = excluded.owner, updated_at = now()
+                   RETURNING epoch, next_offset""", (self.topic, partition, owner))).fetchone()
+        return int(row[0]), int(row[1])
+
+    async def lock_partition(self, partition: int) -> tuple[int, int] | None:
+        """Lock the partition's row for this transaction; returns (epoch, next_offset), None if it has none."""
+        row = await (await self.conn.execute(
+            "SELECT epoch, next_offset FROM ledger_partitions WHERE topic = %s AND partition = %s FOR UPDATE",
+            (self.topic, partition))).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    async def advance(self, partition: int, next_offset: int) -> None:
+        """Record the partition's new position (in the batch's transaction: the position of record)."""
+        await self.conn.execute(
+            "UPDATE ledger_partitions SET next_offset = %s, updated_at = now() WHERE topic = %s AND partition = %s",
+            (next_offset, self.topic, partition))
+
+    async def unpublished(self, partition: int) -> list[OutboxRow]:
+        """Outbox rows a crash left unpublished, oldest first (they go out before anything newer)."""
+        async with self.conn.transaction():
+            rows = await (await self.conn.execute(
+                "SELECT o.id, o.topic, o.key, o.payload, o.headers FROM ledger_outbox o "
+                "JOIN ledger_partitions p ON p.topic = %s AND p.partition = o.partition "
+                "WHERE o.partition = %s AND o.id > p.published_outbox_id ORDER BY o.id",
+                (self.topic, partition))).fetchall()
+        return [OutboxRow(r[0], r[1], r[2], r[3].encode(), json.loads(r[4] or "{}")) for r in rows]
+
+    async def mark_published(self, partition: int, up_to_id: int) -> None:
+        """Rows of ``partition`` up to ``up_to_id`` are in Kafka (an owner that lost the partition may
+        still record this: publishing is idempotent downstream, and GREATEST keeps the mark monotonic)."""
+        await self.conn.execute(
+            "UPDATE ledger_partitions SET published_outbox_id = GREATEST(published_outbox_id, %s) "
+            "WHERE topic = %s AND partition = %s", (up_to_id, self.topic, partition))
+
+    # -- load ------------------------------------------------------------------------------------------
+    async def load(self, book: Book, partition: int, account_ids: set[str], tx_ids: set[str]) -> None:
+        """Load these wallets and transactions, and the partition's system accounts, into ``book``."""
+        wallets = [a for a in account_ids if not a.startswith("SYS:")]
+        if wallets:
+            cur = await self.conn.execute(
+                "SELECT id, user_id, balance, account_status::text, currency FROM accounts WHERE id = ANY(%s)",
+                (wallets,))
+            for acc_id, user_id, balance, status, currency in await cur.fetchall():
+                book.accounts[acc_id] = Account(acc_id, balance, status, currency, user_id)
+        await self._load_system_accounts(book, partition)
+        if tx_ids:
+            cur = await self.conn.execute(
+                f"SELECT {_TX_COLUMNS} FROM ledger_transactions WHERE transaction_id = ANY(%s)", (list(tx_ids),))
+            for r in await cur.fetchall():
+                book.transactions[r[0]] = _transaction(r)
+
+    async def _load_system_accounts(self, book: Book, partition: int) -> None:
+        cur = await self.conn.execute(
+            "SELECT id, balance, currency FROM ledger_system_accounts WHERE partition = %s", (partition,))
+        for acc_id, balance, currency in await cur.fetchall():
+            book.accounts[acc_id] = Account(acc_id, balance, currency=currency, is_system=True)
+
+    async def due_for_sweep(self, partition: int, *, saga_cutoff: datetime, payment_cutoff: datetime,
+                            limit: int) -> list[Transaction]:
+        """The partition's PENDING work that waited too long, oldest first: transfers not settled since
+        ``saga_cutoff`` (nor asked to expire since), top-ups and order payments whose Midtrans expiry is before
+        ``payment_cutoff`` (unless a Midtrans status of theirs was dead-lettered: that one is for a person)."""
+        cur = await self.conn.execute(
+            f"SELECT {_TX_COLUMNS} FROM ledger_transactions t WHERE partition = %s AND status = 'PENDING' AND ("
+            "  (transaction_type = 'TRANSFER' AND updated_at < %s"
+            "   AND coalesce((details->'saga'->>'expiry_requested_at')::timestamptz, updated_at) < %s)"
+            "  OR (transaction_type IN ('TOPUP', 'ORDER_PAYMENT') AND (details->>'expires_at')::timestamptz < %s"
+            "   AND NOT EXISTS (SELECT 1 FROM ledger_dead_letters d WHERE d.transaction_id = t.transaction_id))"
+            ") ORDER BY updated_at LIMIT %s",
+            (partition, saga_cutoff, saga_cutoff, payment_cutoff, limit))
+        return [_transaction(r) for r in await cur.fetchall()]
+
+    # -- write -----------------------------------------------------------------------------------------
+    async def save(self, book: Book, partition: int) -> None:
+        """Write what ``book`` changed: new transactions and entries (COPY), changed transactions, balances."""
+        new = [t for t in book.transactions.values() if t.is_new]
+        changed = [t for t in book.transactions.values() if t.changed and not t.is_new]
+        if new:
+            async with self.conn.cursor().copy(
+                "COPY ledger_transactions (transaction_id, partition, transaction_type, account_id, user_id, "
+                "status, amount, currency, failure_reason, balance_before, balance_after, description, "
+                "external_reference, payment_method, revision, details, command_offset, created_at, updated_at) "
+                "FROM STDIN"
+            ) as copy:
+                await copy.write(copy_text(
+                    (t.transaction_id, partition, t.transaction_type, t.account_id, t.user_id, t.status,
+                     t.amount, t.currency, t.failure_reason, t.balance_before, t.balance_after, t.description,
+                     t.external_reference, t.payment_method, t.revision, t.details,
+                     t.command_offset, t.created_at, t.updated_at) for t in new))
+        if changed:
+            async with self.conn.cursor() as cur:
+                await cur.executemany(
+                    "UPDATE ledger_transactions SET status = %s, failure_reason = %s, balance_before = %s, "
+                    "balance_after = %s, revision = %s, details = %s, updated_at = %s WHERE transaction_id = %s",
+                    [(t.status, t.failure_reason, t.balance_before, t.balance_after, t.revision, Jsonb(t.details),
+                      t.updated_at, t.transaction_id) for t in changed])
+        if book.entries:
+            async with self.conn.cursor().copy(
+                "COPY ledger_entries (transaction_id, account_id, amount, balance_after, partition, created_at) "
+                "FROM STDIN"
+            ) as copy:
+                await copy.write(copy_text((e.transaction_id, e.account_id, e.amount, e.balance_after, partition,
+                                            book.now) for e in book.entries))
+        wallets = [a for a in book.accounts.values() if not a.is_system and (a.balance_changed or a.status_changed)]
+        if wallets:
+            async with self.conn.cursor() as cur:
+                await cur.executemany(
+                    "UPDATE accounts SET balance = %s, account_status = %s::account_status_enum, updated_at = %s "
+                    "WHERE id = %s", [(a.balance, a.status, book.now, a.account_id) for a in wallets])
+        systems = [a for a in book.accounts.values() if a.is_system and a.balance_changed]
+        if systems:
+            async with self.conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO ledger_system_accounts (id, kind, partition, balance) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET balance = excluded.balance",
+                    [(a.account_id, a.account_id.split(":")[1], partition, a.balance) for a in systems])
+
+    async def write_outbox(self, partition: int, topics: list[str], keys: list[str | None], payloads: list[str],
+                           headers: list[dict[str, str]], now: datetime) -> list[OutboxRow]:
+        """Append messages (parallel lists, in order) to the partition's outbox; returns them with their ids."""
+        if not topics:
+            return []
+        # Ids first (one round trip), then COPY: far cheaper than escaping JSON into text[] parameters.
+        cur = await self.conn.execute("SELECT nextval(pg_get_serial_sequence('ledger_outbox', 'id')) "
+                                      "FROM generate_series(1, %s)", (len(topics),))
+        ids = [r[0] for r in await cur.fetchall()]
+        async with self.conn.cursor().copy(
+            "COPY ledger_outbox (id, partition, topic, key, payload, headers, created_at) FROM STDIN"
+        ) as copy:
+            await copy.write(copy_text((i, partition, t, k, p, h, now)
+                                       for i, t, k, p, h in zip(ids, topics, keys, payloads, headers, strict=True)))
+        return [OutboxRow(i, t, k, p.encode(), h)
+                for i, t, k, p, h in zip(ids, topics, keys, payloads, headers, strict=True)]
+
+    async def prune_outbox(self, partition: int, cutoff: datetime, most: int = 50_000) -> None:
+        """Delete up to ``most`` published outbox rows older than ``cutoff``. The index on (partition, id) is
+        walked from the oldest row to the first one kept (cheap: the rows before it are the ones going), and
+        that id range is deleted: no scan of the rows kept, however many."""
+        await self.conn.execute(
+            "WITH keep AS (SELECT min(id) AS id FROM (SELECT id FROM ledger_outbox WHERE partition = %(p)s "
+            "  AND created_at >= %(cutoff)s ORDER BY id LIMIT 1) k), "
+            "stop AS (SELECT id FROM ledger_outbox WHERE partition = %(p)s ORDER BY id OFFSET %(most)s LIMIT 1), "
+            "mark AS (SELECT published_outbox_id AS id FROM ledger_partitions WHERE topic = %(topic)s "
+            "  AND partition = %(p)s) "
+            "DELETE FROM ledger_outbox WHERE partition = %(p)s AND id <= (SELECT id FROM mark) "
+            "AND id < coalesce((SELECT id FROM keep), 9223372036854775807) "
+            "AND id < coalesce((SELECT id FROM stop), 9223372036854775807)",
+            {"p": partition, "cutoff": cutoff, "most": most, "topic": self.topic})
+
+    async def record_dead_letters(self, partition: int, rows: Iterable[DeadLetterRow]) -> None:
+        """The database's copy of a batch's dead letters: what the status resources and the audit read."""
+        async with self.conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO ledger_dead_letters (topic, partition, command_offset, transaction_id, account_id, "
+                "command_type, reason, detail, outcome_recorded) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                [(self.topic, partition, d.command_offset, d.transaction_id, d.account_id, d.command_type,
+                  d.reason, d.detail, d.outcome_recorded) for d in rows])
