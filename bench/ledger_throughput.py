@@ -33,17 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 from sqlalchemy import create_engine
 
+from infra.local.kafka import KafkaBroker
+from infra.local.postgres import PostgresServer
+from infra.local.process import free_port
 from ledger_processor.audit import audit
 from ledger_processor.sql import conninfo_from_url
 from ogp.db.migrate import upgrade
 from ogp.settings import Settings, get_settings
-from infra.local.kafka import KafkaBroker
-from infra.local.postgres import PostgresServer
-from infra.local.process import free_port
+from schemas.commands import RequestPayment, RequestTransfer
 from tests.support.infra import create_database
 from tests.support.ledger import caught_up, produce, recreate_topics
 from tests.support.processes import Worker
-from schemas.commands import RequestPayment, RequestTransfer
 
 D = Decimal
 FUNDS = D("1000000000.00")
@@ -56,30 +56,43 @@ def seed(db: str, n: int, hot_funds: D) -> list[tuple[int, str]]:
         conn.execute(
             "INSERT INTO users (username, email, phone, password) "
             "SELECT 'b' || %s || i, 'b' || %s || i || '@bench', '+6281' || %s || lpad(i::text, 6, '0'), 'x' "
-            "FROM generate_series(1, %s) i", (tag, tag, str(random.randint(100, 999)), n))
-        conn.execute("INSERT INTO accounts (user_id, balance) SELECT id, %s FROM users WHERE username LIKE %s",
-                     (FUNDS, f"b{tag}%"))
-        rows = conn.execute("SELECT u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id "
-                            "WHERE u.username LIKE %s ORDER BY u.id", (f"b{tag}%",)).fetchall()
+            "FROM generate_series(1, %s) i",
+            (tag, tag, str(random.randint(100, 999)), n),
+        )
+        conn.execute(
+            "INSERT INTO accounts (user_id, balance) SELECT id, %s FROM users WHERE username LIKE %s",
+            (FUNDS, f"b{tag}%"),
+        )
+        rows = conn.execute(
+            "SELECT u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.username LIKE %s ORDER BY u.id",
+            (f"b{tag}%",),
+        ).fetchall()
         conn.execute("UPDATE accounts SET balance = %s WHERE id = %s", (hot_funds, rows[0][1]))
         conn.execute(
             "INSERT INTO ledger_entries (transaction_id, account_id, amount, balance_after, partition) "
             "SELECT 'opening-' || id, id, balance, balance, -1 FROM accounts WHERE id = ANY(%s)",
-            ([r[1] for r in rows],))
+            ([r[1] for r in rows],),
+        )
         # Every entry has its transaction record (ogp audit checks it).
         conn.execute(
             "INSERT INTO ledger_transactions (transaction_id, partition, transaction_type, account_id, status, amount) "
             "SELECT 'opening-' || id, -1, 'OPENING', id, 'SUCCESS', balance FROM accounts WHERE id = ANY(%s)",
-            ([r[1] for r in rows],))
-        total = conn.execute("SELECT sum(balance) FROM accounts WHERE id = ANY(%s)", ([r[1] for r in rows],)).fetchone()[0]
-        conn.execute("INSERT INTO ledger_system_accounts (id, kind, partition, balance) "
-                     "VALUES ('SYS:OPENING:bench', 'OPENING', -1, %s) "
-                     "ON CONFLICT (id) DO UPDATE SET balance = ledger_system_accounts.balance + excluded.balance",
-                     (-total,))
+            ([r[1] for r in rows],),
+        )
+        total = conn.execute(
+            "SELECT sum(balance) FROM accounts WHERE id = ANY(%s)", ([r[1] for r in rows],)
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO ledger_system_accounts (id, kind, partition, balance) "
+            "VALUES ('SYS:OPENING:bench', 'OPENING', -1, %s) "
+            "ON CONFLICT (id) DO UPDATE SET balance = ledger_system_accounts.balance + excluded.balance",
+            (-total,),
+        )
         conn.execute(
             "INSERT INTO ledger_entries (transaction_id, account_id, amount, balance_after, partition) "
             "SELECT 'opening-' || id, 'SYS:OPENING:bench', -balance, 0, -1 FROM accounts WHERE id = ANY(%s)",
-            ([r[1] for r in rows],))
+            ([r[1] for r in rows],),
+        )
         conn.commit()
     return [(int(u), a) for u, a in rows]
 
@@ -94,12 +107,28 @@ def make_commands(accounts, n: int, hot: bool, rng: random.Random) -> list:
             user, account = accounts[rng.randrange(1, len(accounts))]
         amount = D(rng.randint(100, 5000)) / 100
         if rng.random() < 0.8:
-            out.append(RequestPayment(account_id=account, requested_at=now, transaction_id=str(uuid.uuid4()),
-                                      user_id=user, amount=amount, merchant_reference=f"bench-{i}"))
+            out.append(
+                RequestPayment(
+                    account_id=account,
+                    requested_at=now,
+                    transaction_id=str(uuid.uuid4()),
+                    user_id=user,
+                    amount=amount,
+                    merchant_reference=f"bench-{i}",
+                )
+            )
         else:
             _, dest = accounts[rng.randrange(1, len(accounts))]
-            out.append(RequestTransfer(account_id=account, requested_at=now, transaction_id=str(uuid.uuid4()),
-                                       user_id=user, to_account_id=dest, amount=amount))
+            out.append(
+                RequestTransfer(
+                    account_id=account,
+                    requested_at=now,
+                    transaction_id=str(uuid.uuid4()),
+                    user_id=user,
+                    to_account_id=dest,
+                    amount=amount,
+                )
+            )
     return out
 
 
@@ -118,8 +147,10 @@ def run_processor(settings: Settings, bootstrap: str, n: int, processes: int) ->
             w.stop()
     with psycopg.connect(conninfo_from_url(settings.database_url)) as conn:
         records = conn.execute("SELECT sum(next_offset) FROM ledger_partitions").fetchone()[0]
-    print(f"    {processes} processor process(es): {records} records applied (commands + saga steps) "
-          f"in {elapsed:.1f}s, start-up and group join included")
+    print(
+        f"    {processes} processor process(es): {records} records applied (commands + saga steps) "
+        f"in {elapsed:.1f}s, start-up and group join included"
+    )
     return elapsed
 
 
@@ -137,22 +168,36 @@ def baseline(db: str, commands: list, workers: int = 16) -> float:
                     cmd = queue.pop()
                 ids = sorted({cmd.account_id, getattr(cmd, "to_account_id", cmd.account_id)})
                 with conn.transaction():
-                    rows = dict(conn.execute("SELECT id, balance FROM accounts WHERE id = ANY(%s) ORDER BY id "
-                                             "FOR UPDATE", (ids,)).fetchall())
+                    rows = dict(
+                        conn.execute(
+                            "SELECT id, balance FROM accounts WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,)
+                        ).fetchall()
+                    )
                     status = "SUCCESS" if rows[cmd.account_id] >= cmd.amount else "FAILED"
                     if status == "SUCCESS":
                         dest = getattr(cmd, "to_account_id", None)
-                        conn.execute("UPDATE accounts SET balance = balance - %s WHERE id = %s",
-                                     (cmd.amount, cmd.account_id))
+                        conn.execute(
+                            "UPDATE accounts SET balance = balance - %s WHERE id = %s", (cmd.amount, cmd.account_id)
+                        )
                         if dest:
                             conn.execute("UPDATE accounts SET balance = balance + %s WHERE id = %s", (cmd.amount, dest))
-                        conn.execute("INSERT INTO ledger_entries (transaction_id, account_id, amount, balance_after, "
-                                     "partition) VALUES (%s, %s, %s, 0, -2), (%s, %s, %s, 0, -2)",
-                                     ("base-" + cmd.transaction_id, cmd.account_id, -cmd.amount,
-                                      "base-" + cmd.transaction_id, dest or "SYS:BASELINE", cmd.amount))
-                    conn.execute("INSERT INTO ledger_transactions (transaction_id, partition, transaction_type, "
-                                 "account_id, status, amount) VALUES (%s, -2, %s, %s, %s, %s)",
-                                 ("base-" + cmd.transaction_id, cmd.TYPE, cmd.account_id, status, cmd.amount))
+                        conn.execute(
+                            "INSERT INTO ledger_entries (transaction_id, account_id, amount, balance_after, "
+                            "partition) VALUES (%s, %s, %s, 0, -2), (%s, %s, %s, 0, -2)",
+                            (
+                                "base-" + cmd.transaction_id,
+                                cmd.account_id,
+                                -cmd.amount,
+                                "base-" + cmd.transaction_id,
+                                dest or "SYS:BASELINE",
+                                cmd.amount,
+                            ),
+                        )
+                    conn.execute(
+                        "INSERT INTO ledger_transactions (transaction_id, partition, transaction_type, "
+                        "account_id, status, amount) VALUES (%s, -2, %s, %s, %s, %s)",
+                        ("base-" + cmd.transaction_id, cmd.TYPE, cmd.account_id, status, cmd.amount),
+                    )
 
     threads = [threading.Thread(target=worker) for _ in range(workers)]
     started = time.perf_counter()
@@ -174,8 +219,9 @@ def main() -> None:
     os.chmod(base, 0o755)
     s = get_settings()
     pg = PostgresServer(base / "pg", free_port(), "ogp", "bench", "bench")
-    kafka = KafkaBroker(base / "kafka", free_port(), free_port(), s.kafka_version, s.kafka_cache_dir,
-                        heap="1g", quick_start=False)
+    kafka = KafkaBroker(
+        base / "kafka", free_port(), free_port(), s.kafka_version, s.kafka_cache_dir, heap="1g", quick_start=False
+    )
     pg.start()
     kafka.start()
     print(f"machine: {os.cpu_count()} cores; Kafka {s.kafka_version}; PostgreSQL at {pg.port}")
@@ -184,8 +230,9 @@ def main() -> None:
         for mix, hot in (("spread over accounts", False), ("half on one hot account", True)):
             db = create_database(pg.url, f"bench_{'hot' if hot else 'spread'}")
             upgrade(db)
-            kafka_topics_prefix_settings = Settings(environment="test", database_url=db,
-                                                    kafka_bootstrap_servers=kafka.bootstrap)
+            kafka_topics_prefix_settings = Settings(
+                environment="test", database_url=db, kafka_bootstrap_servers=kafka.bootstrap
+            )
             # Each mix gets fresh topics: delete by recreating the broker's view under a new group is not
             # enough, so we run the mixes on separate databases and measure from a clean topic each time.
             asyncio.run(recreate_topics(kafka.bootstrap, kafka_topics_prefix_settings))
@@ -205,8 +252,10 @@ def main() -> None:
             b_elapsed = baseline(db, sample)
             b_rate = len(sample) / b_elapsed
             print(f"    baseline: {len(sample)} commands in {b_elapsed:.1f}s")
-            print(f"[{mix}] processor {rate:,.0f} commands/s | baseline {b_rate:,.0f} commands/s | "
-                  f"ratio {rate / b_rate:.1f}x | ledger invariants {'OK' if report.ok else 'VIOLATED'}")
+            print(
+                f"[{mix}] processor {rate:,.0f} commands/s | baseline {b_rate:,.0f} commands/s | "
+                f"ratio {rate / b_rate:.1f}x | ledger invariants {'OK' if report.ok else 'VIOLATED'}"
+            )
             results.append((mix, rate, b_rate))
     finally:
         kafka.stop()

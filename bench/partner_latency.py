@@ -29,14 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 from sqlalchemy import create_engine, insert, text
 
+from infra.local.process import free_port
 from ogp.db.migrate import upgrade
 from ogp.db.tables import api_keys, external_services, historical_transactions
+from ogp.messaging import ensure_topics
 from ogp.security.api_keys import generate_api_key
 from ogp.settings import Settings
-from ogp.messaging import ensure_topics
 from schemas.topics import topic_specs
 from tests.support.infra import InfraProvider, create_database
-from infra.local.process import free_port
 from tests.support.processes import worker_env
 
 
@@ -44,21 +44,50 @@ def seed(url: str, pepper: str) -> str:
     material = generate_api_key(pepper)
     engine = create_engine(url)
     with engine.begin() as conn:
-        user_id = conn.execute(text("INSERT INTO users (username, email, phone, password) VALUES "
-                                    "('bench', 'bench@example.id', '+6281399999999', 'x') RETURNING id")).scalar_one()
-        account_id = conn.execute(text("INSERT INTO accounts (user_id) VALUES (:u) RETURNING id"),
-                                  {"u": user_id}).scalar_one()
+        user_id = conn.execute(
+            text(
+                "INSERT INTO users (username, email, phone, password) VALUES "
+                "('bench', 'bench@example.id', '+6281399999999', 'x') RETURNING id"
+            )
+        ).scalar_one()
+        account_id = conn.execute(
+            text("INSERT INTO accounts (user_id) VALUES (:u) RETURNING id"), {"u": user_id}
+        ).scalar_one()
         now = datetime.now(UTC)
-        conn.execute(insert(historical_transactions), [dict(
-            user_id=user_id, account_id=account_id, transaction_id=f"bench-{i}", transaction_type="PAYMENT",
-            transaction_status="SUCCESS", amount=Decimal("100.00"), balance_before=Decimal("100.00"),
-            balance_after=Decimal("0.00"), created_at=now, updated_at=now) for i in range(500)])
-        service_id = conn.execute(insert(external_services).values(
-            company="Bench", contact_email="bench@example.id").returning(external_services.c.id)).scalar_one()
-        conn.execute(insert(api_keys).values(external_service_id=service_id, key_name="bench",
-                                             permissions=["READ_TRANSACTIONS"], key_prefix=material.prefix,
-                                             key_hash=material.key_hash, rate_limit_count=10_000_000,
-                                             rate_limit_unit="minute"))
+        conn.execute(
+            insert(historical_transactions),
+            [
+                dict(
+                    user_id=user_id,
+                    account_id=account_id,
+                    transaction_id=f"bench-{i}",
+                    transaction_type="PAYMENT",
+                    transaction_status="SUCCESS",
+                    amount=Decimal("100.00"),
+                    balance_before=Decimal("100.00"),
+                    balance_after=Decimal("0.00"),
+                    created_at=now,
+                    updated_at=now,
+                )
+                for i in range(500)
+            ],
+        )
+        service_id = conn.execute(
+            insert(external_services)
+            .values(company="Bench", contact_email="bench@example.id")
+            .returning(external_services.c.id)
+        ).scalar_one()
+        conn.execute(
+            insert(api_keys).values(
+                external_service_id=service_id,
+                key_name="bench",
+                permissions=["READ_TRANSACTIONS"],
+                key_prefix=material.prefix,
+                key_hash=material.key_hash,
+                rate_limit_count=10_000_000,
+                rate_limit_unit="minute",
+            )
+        )
     engine.dispose()
     return material.plaintext
 
@@ -83,11 +112,31 @@ async def load(url: str, key: str, requests: int, concurrency: int) -> list[floa
 def query_api(settings: Settings, logging_on: bool):
     """A query API in its own process (so the load generator does not share its interpreter)."""
     port = free_port()
-    env = {**os.environ, **worker_env(settings, OGP_API_KEY_PEPPER="bench-pepper",
-                                      OGP_ACCESS_LOGS_ENABLED="true" if logging_on else "false")}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "query_api.app:create_app", "--factory", "--host",
-                             "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        **worker_env(
+            settings, OGP_API_KEY_PEPPER="bench-pepper", OGP_ACCESS_LOGS_ENABLED="true" if logging_on else "false"
+        ),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "query_api.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -118,8 +167,13 @@ def main() -> None:
     try:
         url = create_database(infra.postgres().url, f"bench_partner_{uuid.uuid4().hex[:6]}")
         upgrade(url)
-        base = Settings(environment="test", database_url=url, redis_url=infra.redis().url,
-                        kafka_bootstrap_servers=infra.kafka().url, api_key_pepper="bench-pepper")
+        base = Settings(
+            environment="test",
+            database_url=url,
+            redis_url=infra.redis().url,
+            kafka_bootstrap_servers=infra.kafka().url,
+            api_key_pepper="bench-pepper",
+        )
         asyncio.run(ensure_topics(base.kafka_bootstrap, topic_specs(base)))
         key = seed(url, "bench-pepper")
         results: dict[bool, list[float]] = {True: [], False: []}
@@ -131,8 +185,10 @@ def main() -> None:
                     results[enabled] += asyncio.run(load(target, key, args.requests, args.concurrency))
         for enabled in (False, True):
             values = results[enabled]
-            print(f"access logging {'on ' if enabled else 'off'}: n={len(values)} "
-                  f"p50={pct(values, 0.5):.2f} ms p99={pct(values, 0.99):.2f} ms")
+            print(
+                f"access logging {'on ' if enabled else 'off'}: n={len(values)} "
+                f"p50={pct(values, 0.5):.2f} ms p99={pct(values, 0.99):.2f} ms"
+            )
         ratio = pct(results[True], 0.99) / pct(results[False], 0.99)
         print(f"p99 on/off = {ratio:.3f} ({'within' if ratio <= 1.10 else 'OVER'} the 10% bar)")
     finally:

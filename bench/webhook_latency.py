@@ -19,9 +19,9 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -32,14 +32,14 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from command_api.midtrans.signature import signature
-from ogp.db.migrate import upgrade
-from ogp.settings import Settings, get_settings
-from infra.local.process import free_port
-from ogp.messaging import ensure_topics
-from schemas.topics import topic_specs
 from infra.local.kafka import KafkaBroker
 from infra.local.postgres import PostgresServer
+from infra.local.process import free_port
 from infra.midtrans_sim.app import create_app as sim_app
+from ogp.db.migrate import upgrade
+from ogp.messaging import ensure_topics
+from ogp.settings import Settings, get_settings
+from schemas.topics import topic_specs
 from tests.support.infra import create_database
 from tests.support.server import serve
 
@@ -50,22 +50,36 @@ def route_orders(db: str, n: int) -> list[str]:
     orders = [str(uuid.uuid4()) for _ in range(n)]
     engine = create_engine(db)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO midtrans_orders (order_id, payment_id, kind, account_id, amount) "
-                          "VALUES (:o, :o, 'TOPUP', :a, 150000)"),
-                     [{"o": o, "a": f"bench-{i % 64}"} for i, o in enumerate(orders)])
+        conn.execute(
+            text(
+                "INSERT INTO midtrans_orders (order_id, payment_id, kind, account_id, amount) "
+                "VALUES (:o, :o, 'TOPUP', :a, 150000)"
+            ),
+            [{"o": o, "a": f"bench-{i % 64}"} for i, o in enumerate(orders)],
+        )
     engine.dispose()
     return orders
 
 
 def notification(order_id: str) -> bytes:
     gross = "150000.00"
-    return json.dumps({
-        "transaction_time": "2026-11-22 10:00:00", "transaction_status": "settlement",
-        "transaction_id": str(uuid.uuid4()), "status_message": "midtrans payment notification",
-        "status_code": "200", "signature_key": signature(order_id, "200", gross, SERVER_KEY),
-        "payment_type": "bank_transfer", "va_numbers": [{"bank": "bca", "va_number": "12345678901"}],
-        "order_id": order_id, "merchant_id": "G000000000", "gross_amount": gross, "currency": "IDR",
-        "fraud_status": "accept"}).encode()
+    return json.dumps(
+        {
+            "transaction_time": "2026-11-22 10:00:00",
+            "transaction_status": "settlement",
+            "transaction_id": str(uuid.uuid4()),
+            "status_message": "midtrans payment notification",
+            "status_code": "200",
+            "signature_key": signature(order_id, "200", gross, SERVER_KEY),
+            "payment_type": "bank_transfer",
+            "va_numbers": [{"bank": "bca", "va_number": "12345678901"}],
+            "order_id": order_id,
+            "merchant_id": "G000000000",
+            "gross_amount": gross,
+            "currency": "IDR",
+            "fraud_status": "accept",
+        }
+    ).encode()
 
 
 async def fire(base: str, orders: list[str], concurrency: int) -> list[float]:
@@ -73,14 +87,17 @@ async def fire(base: str, orders: list[str], concurrency: int) -> list[float]:
     queue: asyncio.Queue[str] = asyncio.Queue()
     for o in orders:
         queue.put_nowait(o)
-    async with httpx.AsyncClient(base_url=base, timeout=30,
-                                 limits=httpx.Limits(max_keepalive_connections=concurrency)) as client:
+    async with httpx.AsyncClient(
+        base_url=base, timeout=30, limits=httpx.Limits(max_keepalive_connections=concurrency)
+    ) as client:
+
         async def worker():
             while not queue.empty():
                 body = notification(queue.get_nowait())
                 started = time.perf_counter()
-                reply = await client.post("/payments/webhook", content=body,
-                                          headers={"content-type": "application/json"})
+                reply = await client.post(
+                    "/payments/webhook", content=body, headers={"content-type": "application/json"}
+                )
                 latencies.append((time.perf_counter() - started) * 1000)
                 assert reply.status_code == 200, reply.text
 
@@ -92,13 +109,34 @@ async def fire(base: str, orders: list[str], concurrency: int) -> list[float]:
 def command_api_process(settings: Settings, confirm: bool):
     """The command API under uvicorn in its own process, as deployed (the client must not share its GIL)."""
     port = free_port()
-    env = {**os.environ, "OGP_ENVIRONMENT": "development", "OGP_DATABASE_URL": settings.sqlalchemy_url,
-           "OGP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap, "OGP_REDIS_URL": settings.redis_dsn,
-           "MIDTRANS_SERVER_KEY": SERVER_KEY, "OGP_MIDTRANS_SIM_PORT": str(settings.midtrans_sim_port),
-           "OGP_MIDTRANS_CONFIRM_STATUS": "true" if confirm else "false", "OGP_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "command_api.app:create_app", "--factory",
-                             "--port", str(port), "--no-access-log", "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "OGP_ENVIRONMENT": "development",
+        "OGP_DATABASE_URL": settings.sqlalchemy_url,
+        "OGP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+        "OGP_REDIS_URL": settings.redis_dsn,
+        "MIDTRANS_SERVER_KEY": SERVER_KEY,
+        "OGP_MIDTRANS_SIM_PORT": str(settings.midtrans_sim_port),
+        "OGP_MIDTRANS_CONFIRM_STATUS": "true" if confirm else "false",
+        "OGP_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "command_api.app:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -130,35 +168,54 @@ def main() -> int:
     defaults = get_settings()
     pg = PostgresServer(base_dir / "pg", free_port(), "ogp", "bench", "bench")
     # Full JIT, as in production (the tests' quick-start broker trades steady-state speed for start-up).
-    kafka = KafkaBroker(base_dir / "kafka", free_port(), free_port(), defaults.kafka_version,
-                        defaults.kafka_cache_dir, heap="1g", quick_start=False)
+    kafka = KafkaBroker(
+        base_dir / "kafka",
+        free_port(),
+        free_port(),
+        defaults.kafka_version,
+        defaults.kafka_cache_dir,
+        heap="1g",
+        quick_start=False,
+    )
     pg.start()
     kafka.start()
     try:
         db = create_database(pg.url, f"bench_webhook_{uuid.uuid4().hex[:6]}")
         upgrade(db)
         # Redis is not on the webhook's path; the command API only needs a URL for it.
-        settings = Settings(environment="development", database_url=db, kafka_bootstrap_servers=kafka.bootstrap,
-                            redis_url="redis://127.0.0.1:1/0", MIDTRANS_SERVER_KEY=SERVER_KEY,
-                            midtrans_sim_port=free_port(), midtrans_confirm_status=args.confirm)
+        settings = Settings(
+            environment="development",
+            database_url=db,
+            kafka_bootstrap_servers=kafka.bootstrap,
+            redis_url="redis://127.0.0.1:1/0",
+            MIDTRANS_SERVER_KEY=SERVER_KEY,
+            midtrans_sim_port=free_port(),
+            midtrans_confirm_status=args.confirm,
+        )
         asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings)))
         orders = route_orders(db, args.warmup + args.notifications)
         with contextlib.ExitStack() as stack:
             if args.confirm:
                 # Its own notifications go nowhere (no retries): the bench posts its own, timed.
-                sim = stack.enter_context(serve(sim_app(settings, retry_delays=(),
-                                                        webhook_url=f"http://127.0.0.1:{free_port()}/"),
-                                                port=settings.midtrans_sim_port))
+                sim = stack.enter_context(
+                    serve(
+                        sim_app(settings, retry_delays=(), webhook_url=f"http://127.0.0.1:{free_port()}/"),
+                        port=settings.midtrans_sim_port,
+                    )
+                )
                 # Each order exists at the simulator and is paid (so the status API has an answer).
                 with httpx.Client(base_url=sim) as c:
                     for o in orders:
-                        c.post("/snap/v1/transactions", auth=(SERVER_KEY, ""), json={
-                            "transaction_details": {"order_id": o, "gross_amount": 150000}})
+                        c.post(
+                            "/snap/v1/transactions",
+                            auth=(SERVER_KEY, ""),
+                            json={"transaction_details": {"order_id": o, "gross_amount": 150000}},
+                        )
                         c.post(f"/_sim/orders/{o}/pay", json={"channel": "bca_va"})
             base = stack.enter_context(command_api_process(settings, args.confirm))
-            asyncio.run(fire(base, orders[:args.warmup], args.concurrency))
+            asyncio.run(fire(base, orders[: args.warmup], args.concurrency))
             started = time.perf_counter()
-            latencies = asyncio.run(fire(base, orders[args.warmup:], args.concurrency))
+            latencies = asyncio.run(fire(base, orders[args.warmup :], args.concurrency))
             elapsed = time.perf_counter() - started
     finally:
         kafka.stop()
@@ -166,10 +223,14 @@ def main() -> int:
         shutil.rmtree(base_dir, ignore_errors=True)
     latencies.sort()
     q = statistics.quantiles(latencies, n=100)
-    print(f"webhook latency over {len(latencies)} notifications, concurrency {args.concurrency}"
-          f"{', confirmed via status API' if args.confirm else ''}:")
-    print(f"  p50 {q[49]:.1f} ms  p90 {q[89]:.1f} ms  p99 {q[98]:.1f} ms  max {latencies[-1]:.1f} ms"
-          f"  ({len(latencies) / elapsed:.0f}/s)")
+    print(
+        f"webhook latency over {len(latencies)} notifications, concurrency {args.concurrency}"
+        f"{', confirmed via status API' if args.confirm else ''}:"
+    )
+    print(
+        f"  p50 {q[49]:.1f} ms  p90 {q[89]:.1f} ms  p99 {q[98]:.1f} ms  max {latencies[-1]:.1f} ms"
+        f"  ({len(latencies) / elapsed:.0f}/s)"
+    )
     print(f"  target p99 < 50 ms: {'met' if q[98] < 50 else 'NOT met'}")
     return 0 if q[98] < 50 else 1
 

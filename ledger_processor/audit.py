@@ -53,50 +53,67 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        return (self.total == 0 and not self.unbalanced_transactions and not self.balance_mismatches
-                and not self.negative_wallets and not self.entries_without_transaction
-                and not self.stranded_sagas and self.in_flight_balance == self.in_transit
-                and not self.unexplained_suspense and not self.unexplained_receivables and not self.unfinished
-                and not self.lost_statuses)
+        return (
+            self.total == 0
+            and not self.unbalanced_transactions
+            and not self.balance_mismatches
+            and not self.negative_wallets
+            and not self.entries_without_transaction
+            and not self.stranded_sagas
+            and self.in_flight_balance == self.in_transit
+            and not self.unexplained_suspense
+            and not self.unexplained_receivables
+            and not self.unfinished
+            and not self.lost_statuses
+        )
 
     def lines(self) -> list[str]:
         minutes = int(self.threshold.total_seconds() // 60)
-        out = [f"entries: {self.entries}", f"transactions with entries: {self.transactions}",
-               f"sum of all entries: {self.total:.2f} (must be 0.00)",
-               f"unbalanced transactions: {len(self.unbalanced_transactions)}",
-               f"balances not equal to the sum of their entries: {len(self.balance_mismatches)}",
-               f"negative wallet balances: {len(self.negative_wallets)}",
-               f"entries without their transaction record: {len(self.entries_without_transaction)}",
-               f"transfers in flight longer than {minutes} min: {len(self.stranded_sagas)}",
-               f"in-flight accounts: {self.in_flight_balance:.2f}, transfers in transit: {self.in_transit:.2f}"
-               " (must be equal)",
-               f"held in suspense: {sum((s[2] for s in self.suspense), Decimal(0)):.2f} in {len(self.suspense)}"
-               f" item(s), {len(self.unexplained_suspense)} unexplained",
-               f"receivables (owed by users): {sum((r[2] for r in self.receivables), Decimal(0)):.2f} in"
-               f" {len(self.receivables)} item(s), {len(self.unexplained_receivables)} unexplained",
-               f"commands or payments without a final state after {minutes} min: {len(self.unfinished)}",
-               f"dead-lettered commands: {self.dead_letters} ({self.dead_letters_without_outcome} without a"
-               " FAILED record of their own)",
-               f"Midtrans statuses dead-lettered and not overtaken since: {len(self.lost_statuses)}",
-               f"transactions flagged for a person: {len(self.flagged)}"]
+        out = [
+            f"entries: {self.entries}",
+            f"transactions with entries: {self.transactions}",
+            f"sum of all entries: {self.total:.2f} (must be 0.00)",
+            f"unbalanced transactions: {len(self.unbalanced_transactions)}",
+            f"balances not equal to the sum of their entries: {len(self.balance_mismatches)}",
+            f"negative wallet balances: {len(self.negative_wallets)}",
+            f"entries without their transaction record: {len(self.entries_without_transaction)}",
+            f"transfers in flight longer than {minutes} min: {len(self.stranded_sagas)}",
+            f"in-flight accounts: {self.in_flight_balance:.2f}, transfers in transit: {self.in_transit:.2f}"
+            " (must be equal)",
+            f"held in suspense: {sum((s[2] for s in self.suspense), Decimal(0)):.2f} in {len(self.suspense)}"
+            f" item(s), {len(self.unexplained_suspense)} unexplained",
+            f"receivables (owed by users): {sum((r[2] for r in self.receivables), Decimal(0)):.2f} in"
+            f" {len(self.receivables)} item(s), {len(self.unexplained_receivables)} unexplained",
+            f"commands or payments without a final state after {minutes} min: {len(self.unfinished)}",
+            f"dead-lettered commands: {self.dead_letters} ({self.dead_letters_without_outcome} without a"
+            " FAILED record of their own)",
+            f"Midtrans statuses dead-lettered and not overtaken since: {len(self.lost_statuses)}",
+            f"transactions flagged for a person: {len(self.flagged)}",
+        ]
         out += [f"  unbalanced {t}: {s:.2f}" for t, s in self.unbalanced_transactions[:10]]
         out += [f"  mismatch {a}: balance {b:.2f}, entries {e:.2f}" for a, b, e in self.balance_mismatches[:10]]
         out += [f"  negative {a}: {b:.2f}" for a, b in self.negative_wallets[:10]]
         out += [f"  entry without record: {t}" for t in self.entries_without_transaction[:10]]
-        out += [f"  stranded transfer {t} from {a}: {m:.2f} pending since {s:%Y-%m-%d %H:%M:%S}"
-                for t, a, m, s in self.stranded_sagas[:10]]
+        out += [
+            f"  stranded transfer {t} from {a}: {m:.2f} pending since {s:%Y-%m-%d %H:%M:%S}"
+            for t, a, m, s in self.stranded_sagas[:10]
+        ]
         out += [f"  suspense {acc} {t}: {m:.2f} ({r or 'UNEXPLAINED'})" for acc, t, m, r in self.suspense[:20]]
-        out += [f"  receivable {acc} {t}: {-m:.2f} owed ({r or 'UNEXPLAINED'})"
-                for acc, t, m, r in self.receivables[:20]]
-        out += [f"  unfinished {what} {i}: {state} since {s:%Y-%m-%d %H:%M:%S}" for what, i, state, s in
-                self.unfinished[:10]]
+        out += [
+            f"  receivable {acc} {t}: {-m:.2f} owed ({r or 'UNEXPLAINED'})" for acc, t, m, r in self.receivables[:20]
+        ]
+        out += [
+            f"  unfinished {what} {i}: {state} since {s:%Y-%m-%d %H:%M:%S}"
+            for what, i, state, s in self.unfinished[:10]
+        ]
         out += [f"  lost Midtrans status of {p}: {r} at {s:%Y-%m-%d %H:%M:%S}" for p, r, s in self.lost_statuses[:10]]
         out += [f"  flagged {t}: {', '.join(f)}" for t, f in self.flagged[:20]]
         return out
 
 
-def audit(conn: Connection, threshold: timedelta = DEFAULT_THRESHOLD,
-          payment_grace: timedelta = timedelta(hours=1)) -> AuditReport:
+def audit(
+    conn: Connection, threshold: timedelta = DEFAULT_THRESHOLD, payment_grace: timedelta = timedelta(hours=1)
+) -> AuditReport:
     """Every invariant of the ledger, read in one snapshot (so work committed meanwhile cannot skew it).
 
     ``payment_grace``: how long after its Midtrans expiry the processor's sweep leaves a payment PENDING
@@ -104,65 +121,117 @@ def audit(conn: Connection, threshold: timedelta = DEFAULT_THRESHOLD,
     if not conn.in_transaction():
         conn.execution_options(isolation_level="REPEATABLE READ")
     r = AuditReport(threshold=threshold)
-    r.entries, r.transactions, total = conn.execute(text(
-        "SELECT count(*), count(DISTINCT transaction_id), coalesce(sum(amount), 0) FROM ledger_entries")).one()
+    r.entries, r.transactions, total = conn.execute(
+        text("SELECT count(*), count(DISTINCT transaction_id), coalesce(sum(amount), 0) FROM ledger_entries")
+    ).one()
     r.total = Decimal(total)
-    r.unbalanced_transactions = [tuple(x) for x in conn.execute(text(
-        "SELECT transaction_id, sum(amount) FROM ledger_entries GROUP BY transaction_id HAVING sum(amount) <> 0"
-        " LIMIT 100"))]
-    r.balance_mismatches = [tuple(x) for x in conn.execute(text(
-        """WITH sums AS (SELECT account_id, sum(amount) AS s FROM ledger_entries GROUP BY account_id),
+    r.unbalanced_transactions = [
+        tuple(x)
+        for x in conn.execute(
+            text(
+                "SELECT transaction_id, sum(amount) FROM ledger_entries GROUP BY transaction_id HAVING sum(amount) <> 0"
+                " LIMIT 100"
+            )
+        )
+    ]
+    r.balance_mismatches = [
+        tuple(x)
+        for x in conn.execute(
+            text(
+                """WITH sums AS (SELECT account_id, sum(amount) AS s FROM ledger_entries GROUP BY account_id),
                 balances AS (SELECT id, balance FROM accounts UNION ALL SELECT id, balance FROM ledger_system_accounts)
            SELECT b.id, b.balance, coalesce(s.s, 0) FROM balances b FULL JOIN sums s ON s.account_id = b.id
-           WHERE coalesce(b.balance, 0) <> coalesce(s.s, 0) LIMIT 100"""))]
-    r.negative_wallets = [tuple(x) for x in conn.execute(text(
-        "SELECT id, balance FROM accounts WHERE balance < 0 LIMIT 100"))]
-    r.entries_without_transaction = list(conn.execute(text(
-        "SELECT DISTINCT e.transaction_id FROM ledger_entries e LEFT JOIN ledger_transactions t "
-        "ON t.transaction_id = e.transaction_id WHERE t.transaction_id IS NULL LIMIT 100")).scalars())
+           WHERE coalesce(b.balance, 0) <> coalesce(s.s, 0) LIMIT 100"""
+            )
+        )
+    ]
+    r.negative_wallets = [
+        tuple(x) for x in conn.execute(text("SELECT id, balance FROM accounts WHERE balance < 0 LIMIT 100"))
+    ]
+    r.entries_without_transaction = list(
+        conn.execute(
+            text(
+                "SELECT DISTINCT e.transaction_id FROM ledger_entries e LEFT JOIN ledger_transactions t "
+                "ON t.transaction_id = e.transaction_id WHERE t.transaction_id IS NULL LIMIT 100"
+            )
+        ).scalars()
+    )
     _money_in_transit(conn, r)
     r.suspense = _held(conn, "SUSPENSE", "suspense_reason")
     r.receivables = _held(conn, "RECEIVABLES", "receivable_reason")
     r.unfinished = _unfinished(conn, threshold, payment_grace)
-    r.dead_letters, r.dead_letters_without_outcome = conn.execute(text(
-        "SELECT count(*), count(*) FILTER (WHERE NOT outcome_recorded) FROM ledger_dead_letters")).one()
+    r.dead_letters, r.dead_letters_without_outcome = conn.execute(
+        text("SELECT count(*), count(*) FILTER (WHERE NOT outcome_recorded) FROM ledger_dead_letters")
+    ).one()
     # A Midtrans status the ledger could not apply is not sent again by Midtrans (it got its 200): money may
     # have moved there without the ledger following. Overtaken by a later change of the payment, it is moot.
-    r.lost_statuses = [tuple(x) for x in conn.execute(text(
-        "SELECT d.transaction_id, d.reason, d.created_at FROM ledger_dead_letters d "
-        "LEFT JOIN ledger_transactions t ON t.transaction_id = d.transaction_id "
-        "WHERE d.command_type = 'RecordMidtransStatus' AND (t.updated_at IS NULL OR t.updated_at <= d.created_at) "
-        "ORDER BY d.created_at LIMIT 100"))]
-    r.flagged = [tuple(x) for x in conn.execute(text(
-        "SELECT transaction_id, ARRAY(SELECT jsonb_array_elements_text(details->'metadata'->'flags')) "
-        "FROM ledger_transactions WHERE jsonb_typeof(details->'metadata'->'flags') = 'array' "
-        "ORDER BY updated_at DESC LIMIT 100"))]
+    r.lost_statuses = [
+        tuple(x)
+        for x in conn.execute(
+            text(
+                "SELECT d.transaction_id, d.reason, d.created_at FROM ledger_dead_letters d "
+                "LEFT JOIN ledger_transactions t ON t.transaction_id = d.transaction_id "
+                "WHERE d.command_type = 'RecordMidtransStatus' AND (t.updated_at IS NULL OR t.updated_at <= d.created_at) "
+                "ORDER BY d.created_at LIMIT 100"
+            )
+        )
+    ]
+    r.flagged = [
+        tuple(x)
+        for x in conn.execute(
+            text(
+                "SELECT transaction_id, ARRAY(SELECT jsonb_array_elements_text(details->'metadata'->'flags')) "
+                "FROM ledger_transactions WHERE jsonb_typeof(details->'metadata'->'flags') = 'array' "
+                "ORDER BY updated_at DESC LIMIT 100"
+            )
+        )
+    ]
     return r
 
 
 def _money_in_transit(conn: Connection, r: AuditReport) -> None:
     # A transfer is in transit from its debit until its destination credits it (then the destination's
     # in-flight account gives the money out) or its source takes it back (FAILED, reversed).
-    r.in_transit = Decimal(conn.execute(text(
-        "SELECT coalesce(sum(t.amount), 0) FROM ledger_transactions t WHERE t.status = 'PENDING' "
-        "AND t.transaction_type = 'TRANSFER' AND NOT EXISTS (SELECT 1 FROM ledger_transactions i "
-        "WHERE i.transaction_id = t.transaction_id || '\\:in' AND i.status = 'SUCCESS')")).scalar())
-    r.in_flight_balance = Decimal(conn.execute(text(
-        "SELECT coalesce(sum(balance), 0) FROM ledger_system_accounts WHERE kind = 'TRANSFERS_IN_FLIGHT'"
-    )).scalar())
-    r.stranded_sagas = [tuple(x) for x in conn.execute(text(
-        "SELECT transaction_id, account_id, amount, updated_at FROM ledger_transactions "
-        "WHERE status = 'PENDING' AND transaction_type = 'TRANSFER' AND updated_at < now() - :age "
-        "ORDER BY updated_at LIMIT 100"), {"age": r.threshold})]
+    r.in_transit = Decimal(
+        conn.execute(
+            text(
+                "SELECT coalesce(sum(t.amount), 0) FROM ledger_transactions t WHERE t.status = 'PENDING' "
+                "AND t.transaction_type = 'TRANSFER' AND NOT EXISTS (SELECT 1 FROM ledger_transactions i "
+                "WHERE i.transaction_id = t.transaction_id || '\\:in' AND i.status = 'SUCCESS')"
+            )
+        ).scalar()
+    )
+    r.in_flight_balance = Decimal(
+        conn.execute(
+            text("SELECT coalesce(sum(balance), 0) FROM ledger_system_accounts WHERE kind = 'TRANSFERS_IN_FLIGHT'")
+        ).scalar()
+    )
+    r.stranded_sagas = [
+        tuple(x)
+        for x in conn.execute(
+            text(
+                "SELECT transaction_id, account_id, amount, updated_at FROM ledger_transactions "
+                "WHERE status = 'PENDING' AND transaction_type = 'TRANSFER' AND updated_at < now() - :age "
+                "ORDER BY updated_at LIMIT 100"
+            ),
+            {"age": r.threshold},
+        )
+    ]
 
 
 def _held(conn: Connection, kind: str, reason_key: str) -> list[tuple]:
     """Each posting on the ``kind`` system accounts, with the reason its transaction record gives (or None)."""
-    return [tuple(x) for x in conn.execute(text(
-        "SELECT e.account_id, e.transaction_id, e.amount, t.details->>:reason_key FROM ledger_entries e "
-        "JOIN ledger_system_accounts s ON s.id = e.account_id AND s.kind = :kind "
-        "LEFT JOIN ledger_transactions t ON t.transaction_id = e.transaction_id ORDER BY e.id"),
-        {"kind": kind, "reason_key": reason_key})]
+    return [
+        tuple(x)
+        for x in conn.execute(
+            text(
+                "SELECT e.account_id, e.transaction_id, e.amount, t.details->>:reason_key FROM ledger_entries e "
+                "JOIN ledger_system_accounts s ON s.id = e.account_id AND s.kind = :kind "
+                "LEFT JOIN ledger_transactions t ON t.transaction_id = e.transaction_id ORDER BY e.id"
+            ),
+            {"kind": kind, "reason_key": reason_key},
+        )
+    ]
 
 
 def _unfinished(conn: Connection, threshold: timedelta, payment_grace: timedelta) -> list[tuple]:
@@ -173,20 +242,28 @@ def _unfinished(conn: Connection, threshold: timedelta, payment_grace: timedelta
     record leaving PENDING, or a dead letter (rejected without a record of its own). A payment's is its
     ledger record leaving PENDING (at the latest the sweep closes it ``payment_grace`` after its Midtrans
     expiry); a payment with no record at all never got one."""
-    commands = conn.execute(text(
-        """SELECT 'command', k.transaction_id, coalesce(t.status, 'NOT APPLIED'), k.created_at
+    commands = conn.execute(
+        text(
+            """SELECT 'command', k.transaction_id, coalesce(t.status, 'NOT APPLIED'), k.created_at
            FROM idempotency_keys k
            LEFT JOIN ledger_transactions t ON t.transaction_id = k.transaction_id
            WHERE k.state = 'DONE' AND k.response_status < 300 AND k.created_at < now() - :age
              AND k.response_body->>'type' IN ('PAYMENT', 'TRANSFER', 'REFUND')
              AND (t.transaction_id IS NULL OR t.status = 'PENDING')
              AND NOT EXISTS (SELECT 1 FROM ledger_dead_letters d WHERE d.transaction_id = k.transaction_id)
-           ORDER BY k.created_at LIMIT 100"""), {"age": threshold})
-    payments = conn.execute(text(
-        """SELECT lower(o.kind), o.order_id, coalesce(t.status, 'NOT APPLIED'), o.expires_at
+           ORDER BY k.created_at LIMIT 100"""
+        ),
+        {"age": threshold},
+    )
+    payments = conn.execute(
+        text(
+            """SELECT lower(o.kind), o.order_id, coalesce(t.status, 'NOT APPLIED'), o.expires_at
            FROM midtrans_orders o
            LEFT JOIN ledger_transactions t ON t.transaction_id =
                CASE WHEN o.kind = 'ORDER' THEN 'order:' || o.order_id ELSE o.order_id END
            WHERE o.expires_at < now() - :age AND (t.transaction_id IS NULL OR t.status = 'PENDING')
-           ORDER BY o.expires_at LIMIT 100"""), {"age": threshold + payment_grace})
+           ORDER BY o.expires_at LIMIT 100"""
+        ),
+        {"age": threshold + payment_grace},
+    )
     return [tuple(x) for x in commands] + [tuple(x) for x in payments]

@@ -97,8 +97,14 @@ class BatchService:
         return row[1]
 
     # -- a batch ---------------------------------------------------------------------------------------
-    async def apply_batch(self, partition: int, epoch: int, records: Sequence[Record],
-                          partition_of: Callable[[str], int], now: datetime | None = None) -> BatchResult:
+    async def apply_batch(
+        self,
+        partition: int,
+        epoch: int,
+        records: Sequence[Record],
+        partition_of: Callable[[str], int],
+        now: datetime | None = None,
+    ) -> BatchResult:
         """Apply ``records`` (consecutive offsets of one partition) exactly once, in one transaction.
 
         No single command can stop the partition: one that fails in its rule or is refused by the
@@ -112,8 +118,10 @@ class BatchService:
             try:
                 return await self._apply_once(partition, epoch, records, partition_of, now, poisoned)
             except _PoisonCommand as exc:
-                log.error("command failed in its rule; rejecting it", extra={
-                    "partition": partition, "offset": exc.offset, "reason": exc.poison.reason})
+                log.error(
+                    "command failed in its rule; rejecting it",
+                    extra={"partition": partition, "offset": exc.offset, "reason": exc.poison.reason},
+                )
                 poisoned[exc.offset] = exc.poison
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
                 if len(records) > 1:
@@ -123,8 +131,9 @@ class BatchService:
                 detail = _clean(f"{exc.__class__.__name__}: {exc}", 2000)
                 if offset in poisoned and poisoned[offset].bare:
                     raise  # even its bare dead letter was refused: not this command's fault
-                log.error("command refused by the database; rejecting it",
-                          extra={"partition": partition, "offset": offset})
+                log.error(
+                    "command refused by the database; rejecting it", extra={"partition": partition, "offset": offset}
+                )
                 poisoned[offset] = Poison("rejected_by_database", detail, bare=offset in poisoned)
 
     async def _apply_one_by_one(self, partition, epoch, records, partition_of, now) -> BatchResult:
@@ -178,8 +187,9 @@ class BatchService:
         return result
 
     @staticmethod
-    def _decode(fresh: Sequence[Record], owns: Callable[[str], bool], poisoned: dict[int, Poison]
-                ) -> tuple[list[tuple[Record, Command | None, Poison | None]], rules.Needs]:
+    def _decode(
+        fresh: Sequence[Record], owns: Callable[[str], bool], poisoned: dict[int, Poison]
+    ) -> tuple[list[tuple[Record, Command | None, Poison | None]], rules.Needs]:
         """Each record's command (or why it has none) and what the batch must load to apply them."""
         items: list[tuple[Record, Command | None, Poison | None]] = []
         needed = rules.Needs()
@@ -211,14 +221,21 @@ class BatchService:
             rules.apply(book, command)
         except IdConflict as exc:
             raise _PoisonCommand(record.offset, Poison("transaction_id_conflict", str(exc))) from exc
-        except Exception as exc:  # noqa: BLE001 - a bug in one rule must not stop the partition
-            raise _PoisonCommand(record.offset, Poison(
-                "processing_error", _clean(f"{exc.__class__.__name__}: {exc}", 2000))) from exc
+        except Exception as exc:
+            raise _PoisonCommand(
+                record.offset, Poison("processing_error", _clean(f"{exc.__class__.__name__}: {exc}", 2000))
+            ) from exc
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("applied %s", command.TYPE, extra={
-                "partition": book.partition, "offset": record.offset,
-                "correlation_id": record.headers.get("correlation_id"),
-                "transaction_id": getattr(command, "transaction_id", None)})
+            log.debug(
+                "applied %s",
+                command.TYPE,
+                extra={
+                    "partition": book.partition,
+                    "offset": record.offset,
+                    "correlation_id": record.headers.get("correlation_id"),
+                    "transaction_id": getattr(command, "transaction_id", None),
+                },
+            )
 
     @staticmethod
     def _reject(book: Book, record: Record, command: Command | None, poison: Poison) -> bool:
@@ -227,10 +244,15 @@ class BatchService:
             return False
         try:
             return rules.reject(book, command, poison.reason)
-        except Exception as exc:  # noqa: BLE001
-            raise _PoisonCommand(record.offset, Poison(
-                poison.reason, _clean(f"{poison.detail}; rejecting failed: {exc.__class__.__name__}: {exc}", 2000),
-                bare=True)) from exc
+        except Exception as exc:
+            raise _PoisonCommand(
+                record.offset,
+                Poison(
+                    poison.reason,
+                    _clean(f"{poison.detail}; rejecting failed: {exc.__class__.__name__}: {exc}", 2000),
+                    bare=True,
+                ),
+            ) from exc
 
     async def _write_outbox(self, partition: int, outgoing, dead, now: datetime) -> list[OutboxRow]:
         """The Book's outgoing messages, then the batch's dead letters, encoded for the outbox."""
@@ -244,9 +266,14 @@ class BatchService:
             record = letter.record
             key = _clean(record.key.decode(errors="replace"), 255) if record.key else None
             message = CommandDeadLettered(
-                topic=self.topic, partition=partition, offset=record.offset, key=key,
+                topic=self.topic,
+                partition=partition,
+                offset=record.offset,
+                key=key,
                 reason=_clean(f"{letter.poison.reason}: {letter.poison.detail}", 2000),
-                payload_b64=base64.b64encode(record.value or b"").decode(), occurred_at=now)
+                payload_b64=base64.b64encode(record.value or b"").decode(),
+                occurred_at=now,
+            )
             topics.append(self.dead_letter_topic)
             keys.append(key)
             payloads.append(encode(message).decode())
@@ -254,9 +281,18 @@ class BatchService:
         return await self.sql.write_outbox(partition, topics, keys, payloads, headers, now)
 
     # -- the sweep -------------------------------------------------------------------------------------
-    async def sweep(self, partition: int, epoch: int, partition_of: Callable[[str], int], *,
-                    saga_timeout: timedelta, payment_grace: timedelta, outbox_retention: timedelta | None,
-                    now: datetime | None = None, limit: int = 1000) -> BatchResult:
+    async def sweep(
+        self,
+        partition: int,
+        epoch: int,
+        partition_of: Callable[[str], int],
+        *,
+        saga_timeout: timedelta,
+        payment_grace: timedelta,
+        outbox_retention: timedelta | None,
+        now: datetime | None = None,
+        limit: int = 1000,
+    ) -> BatchResult:
         """Periodic work of the partition's owner, fenced like a batch, so that everything PENDING ends.
 
         Transfers whose credit has not been confirmed within ``saga_timeout`` (or since their last expiry
@@ -269,11 +305,17 @@ class BatchService:
         result = BatchResult()
         async with self.sql.transaction():
             result.next_offset = await self._fence(partition, epoch)
-            due = await self.sql.due_for_sweep(partition, saga_cutoff=now - saga_timeout,
-                                               payment_cutoff=now - payment_grace, limit=limit)
+            due = await self.sql.due_for_sweep(
+                partition, saga_cutoff=now - saga_timeout, payment_cutoff=now - payment_grace, limit=limit
+            )
             if due:
-                book = Book(partition=partition, now=now, partition_of=partition_of, policy=self.policy,
-                            transactions={t.transaction_id: t for t in due})
+                book = Book(
+                    partition=partition,
+                    now=now,
+                    partition_of=partition_of,
+                    policy=self.policy,
+                    transactions={t.transaction_id: t for t in due},
+                )
                 for tx in due:
                     if saga.is_saga(tx):
                         saga.time_out(book, tx)
@@ -302,8 +344,10 @@ class _DeadLetter:
             transaction_id=_clean(transaction_id, 50) if transaction_id else None,
             account_id=_clean(self.command.account_id, 64) if self.command is not None else None,
             command_type=self.command.TYPE if self.command is not None else None,
-            reason=_clean(self.poison.reason, 64), detail=_clean(self.poison.detail),
-            outcome_recorded=self.outcome_recorded)
+            reason=_clean(self.poison.reason, 64),
+            detail=_clean(self.poison.detail),
+            outcome_recorded=self.outcome_recorded,
+        )
 
 
 class _PoisonCommand(Exception):

@@ -24,10 +24,9 @@ from ledger_processor.batch import BatchService, Fenced, OffsetGap, Record
 from ledger_processor.domain.book import Policy
 from ledger_processor.sql import LedgerSQL, OutboxRow, pool
 from ogp.messaging import headers_dict
-from schemas.topics import partition_for
 from ogp.settings import Settings
-from schemas.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS
 from ogp.worker import Backoff, Heartbeat, bounded, describe
+from schemas.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,9 @@ class LedgerProcessor:
         self._to_commit: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         self._next_sweep = 0.0
-        self._policy = Policy(deny_reversal_payment_types=frozenset(
-            t.lower() for t in self.settings.midtrans_deny_reversal_payment_types))
+        self._policy = Policy(
+            deny_reversal_payment_types=frozenset(t.lower() for t in self.settings.midtrans_deny_reversal_payment_types)
+        )
         self._gc_tuned = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -90,11 +90,17 @@ class LedgerProcessor:
                 raise
             self.pool = connections
         if self.producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True,
-                                        linger_ms=5, max_batch_size=256 * 1024, client_id=f"ledger-{self.owner}",
-                                        # A send to a broker that is gone fails after this (and is retried from
-                                        # the outbox) well before the heartbeat goes stale.
-                                        request_timeout_ms=15000)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=s.kafka_bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                max_batch_size=256 * 1024,
+                client_id=f"ledger-{self.owner}",
+                # A send to a broker that is gone fails after this (and is retried from
+                # the outbox) well before the heartbeat goes stale.
+                request_timeout_ms=15000,
+            )
             try:
                 await producer.start()
             except BaseException:
@@ -103,10 +109,17 @@ class LedgerProcessor:
             self.producer = producer
         if self.consumer is None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id, client_id=f"ledger-{self.owner}",
-                enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_batch,
-                fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
-                session_timeout_ms=10000, heartbeat_interval_ms=2000, max_poll_interval_ms=60000,
+                bootstrap_servers=s.kafka_bootstrap,
+                group_id=self.group_id,
+                client_id=f"ledger-{self.owner}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self.max_batch,
+                fetch_max_bytes=32 * 1024 * 1024,
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+                session_timeout_ms=10000,
+                heartbeat_interval_ms=2000,
+                max_poll_interval_ms=60000,
             )
             consumer.subscribe([COMMANDS], listener=_Listener(self))
             if not self._gc_tuned:
@@ -172,8 +185,12 @@ class LedgerProcessor:
             except Exception as exc:
                 delay = backoff.next()
                 self.heartbeat.failed(exc)
-                log.warning("ledger processor: %s; retrying in %.1fs", describe(exc), delay,
-                            exc_info=exc if not failing else None)
+                log.warning(
+                    "ledger processor: %s; retrying in %.1fs",
+                    describe(exc),
+                    delay,
+                    exc_info=exc if not failing else None,
+                )
                 failing = True
                 await self._pause(delay)
                 continue
@@ -197,8 +214,10 @@ class LedgerProcessor:
             await self._stopping.wait()
             return
         async with self._lock:
-            results = await asyncio.gather(*(self._process(tp, records) for tp, records in batches.items()
-                                             if tp.partition in self._owned), return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._process(tp, records) for tp, records in batches.items() if tp.partition in self._owned),
+                return_exceptions=True,
+            )
         # Every partition's batch has finished (or failed) before a failure is raised: none is still writing.
         for result in results:
             if isinstance(result, BaseException):
@@ -214,16 +233,22 @@ class LedgerProcessor:
                 async with self.service() as service:
                     try:
                         result = await service.sweep(
-                            partition, owned.epoch, self.partition_of,
+                            partition,
+                            owned.epoch,
+                            self.partition_of,
                             saga_timeout=timedelta(seconds=s.saga_timeout_seconds),
                             payment_grace=timedelta(seconds=s.payment_expiry_grace_seconds),
-                            outbox_retention=timedelta(hours=s.outbox_retention_hours))
+                            outbox_retention=timedelta(hours=s.outbox_retention_hours),
+                        )
                     except Fenced as exc:
                         self._release(TopicPartition(COMMANDS, partition), exc)
                         continue
                     if result.outbox:
-                        log.info("sweep: %s transfers asked to settle or payments closed after expiry",
-                                 result.applied, extra={"partition": partition})
+                        log.info(
+                            "sweep: %s transfers asked to settle or payments closed after expiry",
+                            result.applied,
+                            extra={"partition": partition},
+                        )
                         await self._publish(service.sql, partition, result.outbox)
 
     async def _resync(self) -> None:
@@ -268,8 +293,13 @@ class LedgerProcessor:
                         # works (the coordinator waits for us; the loop's heartbeat keeps beating here).
                         delay = backoff.next()
                         self.heartbeat.failed(exc)
-                        log.warning("taking partition %s: %s; retrying in %.1fs", tp.partition, describe(exc),
-                                    delay, extra={"partition": tp.partition})
+                        log.warning(
+                            "taking partition %s: %s; retrying in %.1fs",
+                            tp.partition,
+                            describe(exc),
+                            delay,
+                            extra={"partition": tp.partition},
+                        )
                         await self._pause(delay)
 
     async def _take(self, tp: TopicPartition) -> None:
@@ -325,8 +355,10 @@ class LedgerProcessor:
         try:
             result = await service.apply_batch(tp.partition, owned.epoch, batch, self.partition_of)
         except OffsetGap as gap:
-            log.warning("offset gap; seeking back to the stored position", extra={"partition": tp.partition,
-                                                                                 "offset": gap.position})
+            log.warning(
+                "offset gap; seeking back to the stored position",
+                extra={"partition": tp.partition, "offset": gap.position},
+            )
             self.consumer.seek(tp, gap.position)
             return
         except Fenced as exc:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
-from psycopg.types.json import Jsonb
 
 from ledger_processor.domain.book import Account, Book, Transaction
 
@@ -45,8 +45,9 @@ def copy_text(rows) -> bytes:
 
 def conninfo_from_url(url: str) -> str:
     u = make_url(url)
-    return psycopg.conninfo.make_conninfo(host=u.host, port=u.port, user=u.username, password=u.password,
-                                          dbname=u.database)
+    return psycopg.conninfo.make_conninfo(
+        host=u.host, port=u.port, user=u.username, password=u.password, dbname=u.database
+    )
 
 
 # A stopped (SIGSTOP) owner's open transaction is ended by the server, releasing its row locks, so the
@@ -60,8 +61,13 @@ async def connect(url: str) -> psycopg.AsyncConnection:
 
 def pool(url: str, size: int):
     """Connections for concurrent partitions: each batch transaction takes one for its duration."""
-    return AsyncConnectionPool(conninfo_from_url(url), min_size=size, max_size=size, open=False,
-                               kwargs={"autocommit": True, "options": SESSION_OPTIONS})
+    return AsyncConnectionPool(
+        conninfo_from_url(url),
+        min_size=size,
+        max_size=size,
+        open=False,
+        kwargs={"autocommit": True, "options": SESSION_OPTIONS},
+    )
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,11 @@ class DeadLetterRow:
     outcome_recorded: bool
 
 
-_TX_COLUMNS = ("transaction_id, transaction_type, account_id, user_id, status, amount, created_at, updated_at, "
-               "currency, failure_reason, balance_before, balance_after, description, external_reference, "
-               "payment_method, revision, details")
+_TX_COLUMNS = (
+    "transaction_id, transaction_type, account_id, user_id, status, amount, created_at, updated_at, "
+    "currency, failure_reason, balance_before, balance_after, description, external_reference, "
+    "payment_method, revision, details"
+)
 
 
 def _transaction(row) -> Transaction:
@@ -112,35 +120,46 @@ class LedgerSQL:
     async def claim(self, partition: int, owner: str) -> tuple[int, int]:
         """Become the partition's owner: bump its epoch (fencing older owners); returns (epoch, next_offset)."""
         async with self.conn.transaction():
-            row = await (await self.conn.execute(
-                """INSERT INTO ledger_partitions (topic, partition, next_offset, epoch, owner, updated_at)
+            row = await (
+                await self.conn.execute(
+                    """INSERT INTO ledger_partitions (topic, partition, next_offset, epoch, owner, updated_at)
                    VALUES (%s, %s, 0, 1, %s, now())
                    ON CONFLICT (topic, partition) DO UPDATE
                    SET epoch = ledger_partitions.epoch + 1, owner = excluded.owner, updated_at = now()
-                   RETURNING epoch, next_offset""", (self.topic, partition, owner))).fetchone()
+                   RETURNING epoch, next_offset""",
+                    (self.topic, partition, owner),
+                )
+            ).fetchone()
         return int(row[0]), int(row[1])
 
     async def lock_partition(self, partition: int) -> tuple[int, int] | None:
         """Lock the partition's row for this transaction; returns (epoch, next_offset), None if it has none."""
-        row = await (await self.conn.execute(
-            "SELECT epoch, next_offset FROM ledger_partitions WHERE topic = %s AND partition = %s FOR UPDATE",
-            (self.topic, partition))).fetchone()
+        row = await (
+            await self.conn.execute(
+                "SELECT epoch, next_offset FROM ledger_partitions WHERE topic = %s AND partition = %s FOR UPDATE",
+                (self.topic, partition),
+            )
+        ).fetchone()
         return None if row is None else (int(row[0]), int(row[1]))
 
     async def advance(self, partition: int, next_offset: int) -> None:
         """Record the partition's new position (in the batch's transaction: the position of record)."""
         await self.conn.execute(
             "UPDATE ledger_partitions SET next_offset = %s, updated_at = now() WHERE topic = %s AND partition = %s",
-            (next_offset, self.topic, partition))
+            (next_offset, self.topic, partition),
+        )
 
     async def unpublished(self, partition: int) -> list[OutboxRow]:
         """Outbox rows a crash left unpublished, oldest first (they go out before anything newer)."""
         async with self.conn.transaction():
-            rows = await (await self.conn.execute(
-                "SELECT o.id, o.topic, o.key, o.payload, o.headers FROM ledger_outbox o "
-                "JOIN ledger_partitions p ON p.topic = %s AND p.partition = o.partition "
-                "WHERE o.partition = %s AND o.id > p.published_outbox_id ORDER BY o.id",
-                (self.topic, partition))).fetchall()
+            rows = await (
+                await self.conn.execute(
+                    "SELECT o.id, o.topic, o.key, o.payload, o.headers FROM ledger_outbox o "
+                    "JOIN ledger_partitions p ON p.topic = %s AND p.partition = o.partition "
+                    "WHERE o.partition = %s AND o.id > p.published_outbox_id ORDER BY o.id",
+                    (self.topic, partition),
+                )
+            ).fetchall()
         return [OutboxRow(r[0], r[1], r[2], r[3].encode(), json.loads(r[4] or "{}")) for r in rows]
 
     async def mark_published(self, partition: int, up_to_id: int) -> None:
@@ -148,7 +167,9 @@ class LedgerSQL:
         still record this: publishing is idempotent downstream, and GREATEST keeps the mark monotonic)."""
         await self.conn.execute(
             "UPDATE ledger_partitions SET published_outbox_id = GREATEST(published_outbox_id, %s) "
-            "WHERE topic = %s AND partition = %s", (up_to_id, self.topic, partition))
+            "WHERE topic = %s AND partition = %s",
+            (up_to_id, self.topic, partition),
+        )
 
     # -- load ------------------------------------------------------------------------------------------
     async def load(self, book: Book, partition: int, account_ids: set[str], tx_ids: set[str]) -> None:
@@ -157,24 +178,28 @@ class LedgerSQL:
         if wallets:
             cur = await self.conn.execute(
                 "SELECT id, user_id, balance, account_status::text, currency FROM accounts WHERE id = ANY(%s)",
-                (wallets,))
+                (wallets,),
+            )
             for acc_id, user_id, balance, status, currency in await cur.fetchall():
                 book.accounts[acc_id] = Account(acc_id, balance, status, currency, user_id)
         await self._load_system_accounts(book, partition)
         if tx_ids:
             cur = await self.conn.execute(
-                f"SELECT {_TX_COLUMNS} FROM ledger_transactions WHERE transaction_id = ANY(%s)", (list(tx_ids),))
+                f"SELECT {_TX_COLUMNS} FROM ledger_transactions WHERE transaction_id = ANY(%s)", (list(tx_ids),)
+            )
             for r in await cur.fetchall():
                 book.transactions[r[0]] = _transaction(r)
 
     async def _load_system_accounts(self, book: Book, partition: int) -> None:
         cur = await self.conn.execute(
-            "SELECT id, balance, currency FROM ledger_system_accounts WHERE partition = %s", (partition,))
+            "SELECT id, balance, currency FROM ledger_system_accounts WHERE partition = %s", (partition,)
+        )
         for acc_id, balance, currency in await cur.fetchall():
             book.accounts[acc_id] = Account(acc_id, balance, currency=currency, is_system=True)
 
-    async def due_for_sweep(self, partition: int, *, saga_cutoff: datetime, payment_cutoff: datetime,
-                            limit: int) -> list[Transaction]:
+    async def due_for_sweep(
+        self, partition: int, *, saga_cutoff: datetime, payment_cutoff: datetime, limit: int
+    ) -> list[Transaction]:
         """The partition's PENDING work that waited too long, oldest first: transfers not settled since
         ``saga_cutoff`` (nor asked to expire since), top-ups and order payments whose Midtrans expiry is before
         ``payment_cutoff`` (unless a Midtrans status of theirs was dead-lettered: that one is for a person)."""
@@ -185,7 +210,8 @@ class LedgerSQL:
             "  OR (transaction_type IN ('TOPUP', 'ORDER_PAYMENT') AND (details->>'expires_at')::timestamptz < %s"
             "   AND NOT EXISTS (SELECT 1 FROM ledger_dead_letters d WHERE d.transaction_id = t.transaction_id))"
             ") ORDER BY updated_at LIMIT %s",
-            (partition, saga_cutoff, saga_cutoff, payment_cutoff, limit))
+            (partition, saga_cutoff, saga_cutoff, payment_cutoff, limit),
+        )
         return [_transaction(r) for r in await cur.fetchall()]
 
     # -- write -----------------------------------------------------------------------------------------
@@ -200,55 +226,109 @@ class LedgerSQL:
                 "external_reference, payment_method, revision, details, command_offset, created_at, updated_at) "
                 "FROM STDIN"
             ) as copy:
-                await copy.write(copy_text(
-                    (t.transaction_id, partition, t.transaction_type, t.account_id, t.user_id, t.status,
-                     t.amount, t.currency, t.failure_reason, t.balance_before, t.balance_after, t.description,
-                     t.external_reference, t.payment_method, t.revision, t.details,
-                     t.command_offset, t.created_at, t.updated_at) for t in new))
+                await copy.write(
+                    copy_text(
+                        (
+                            t.transaction_id,
+                            partition,
+                            t.transaction_type,
+                            t.account_id,
+                            t.user_id,
+                            t.status,
+                            t.amount,
+                            t.currency,
+                            t.failure_reason,
+                            t.balance_before,
+                            t.balance_after,
+                            t.description,
+                            t.external_reference,
+                            t.payment_method,
+                            t.revision,
+                            t.details,
+                            t.command_offset,
+                            t.created_at,
+                            t.updated_at,
+                        )
+                        for t in new
+                    )
+                )
         if changed:
             async with self.conn.cursor() as cur:
                 await cur.executemany(
                     "UPDATE ledger_transactions SET status = %s, failure_reason = %s, balance_before = %s, "
                     "balance_after = %s, revision = %s, details = %s, updated_at = %s WHERE transaction_id = %s",
-                    [(t.status, t.failure_reason, t.balance_before, t.balance_after, t.revision, Jsonb(t.details),
-                      t.updated_at, t.transaction_id) for t in changed])
+                    [
+                        (
+                            t.status,
+                            t.failure_reason,
+                            t.balance_before,
+                            t.balance_after,
+                            t.revision,
+                            Jsonb(t.details),
+                            t.updated_at,
+                            t.transaction_id,
+                        )
+                        for t in changed
+                    ],
+                )
         if book.entries:
             async with self.conn.cursor().copy(
                 "COPY ledger_entries (transaction_id, account_id, amount, balance_after, partition, created_at) "
                 "FROM STDIN"
             ) as copy:
-                await copy.write(copy_text((e.transaction_id, e.account_id, e.amount, e.balance_after, partition,
-                                            book.now) for e in book.entries))
+                await copy.write(
+                    copy_text(
+                        (e.transaction_id, e.account_id, e.amount, e.balance_after, partition, book.now)
+                        for e in book.entries
+                    )
+                )
         wallets = [a for a in book.accounts.values() if not a.is_system and (a.balance_changed or a.status_changed)]
         if wallets:
             async with self.conn.cursor() as cur:
                 await cur.executemany(
                     "UPDATE accounts SET balance = %s, account_status = %s::account_status_enum, updated_at = %s "
-                    "WHERE id = %s", [(a.balance, a.status, book.now, a.account_id) for a in wallets])
+                    "WHERE id = %s",
+                    [(a.balance, a.status, book.now, a.account_id) for a in wallets],
+                )
         systems = [a for a in book.accounts.values() if a.is_system and a.balance_changed]
         if systems:
             async with self.conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO ledger_system_accounts (id, kind, partition, balance) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT (id) DO UPDATE SET balance = excluded.balance",
-                    [(a.account_id, a.account_id.split(":")[1], partition, a.balance) for a in systems])
+                    [(a.account_id, a.account_id.split(":")[1], partition, a.balance) for a in systems],
+                )
 
-    async def write_outbox(self, partition: int, topics: list[str], keys: list[str | None], payloads: list[str],
-                           headers: list[dict[str, str]], now: datetime) -> list[OutboxRow]:
+    async def write_outbox(
+        self,
+        partition: int,
+        topics: list[str],
+        keys: list[str | None],
+        payloads: list[str],
+        headers: list[dict[str, str]],
+        now: datetime,
+    ) -> list[OutboxRow]:
         """Append messages (parallel lists, in order) to the partition's outbox; returns them with their ids."""
         if not topics:
             return []
         # Ids first (one round trip), then COPY: far cheaper than escaping JSON into text[] parameters.
-        cur = await self.conn.execute("SELECT nextval(pg_get_serial_sequence('ledger_outbox', 'id')) "
-                                      "FROM generate_series(1, %s)", (len(topics),))
+        cur = await self.conn.execute(
+            "SELECT nextval(pg_get_serial_sequence('ledger_outbox', 'id')) FROM generate_series(1, %s)", (len(topics),)
+        )
         ids = [r[0] for r in await cur.fetchall()]
         async with self.conn.cursor().copy(
             "COPY ledger_outbox (id, partition, topic, key, payload, headers, created_at) FROM STDIN"
         ) as copy:
-            await copy.write(copy_text((i, partition, t, k, p, h, now)
-                                       for i, t, k, p, h in zip(ids, topics, keys, payloads, headers, strict=True)))
-        return [OutboxRow(i, t, k, p.encode(), h)
-                for i, t, k, p, h in zip(ids, topics, keys, payloads, headers, strict=True)]
+            await copy.write(
+                copy_text(
+                    (i, partition, t, k, p, h, now)
+                    for i, t, k, p, h in zip(ids, topics, keys, payloads, headers, strict=True)
+                )
+            )
+        return [
+            OutboxRow(i, t, k, p.encode(), h)
+            for i, t, k, p, h in zip(ids, topics, keys, payloads, headers, strict=True)
+        ]
 
     async def prune_outbox(self, partition: int, cutoff: datetime, most: int = 50_000) -> None:
         """Delete up to ``most`` published outbox rows older than ``cutoff``. The index on (partition, id) is
@@ -263,7 +343,8 @@ class LedgerSQL:
             "DELETE FROM ledger_outbox WHERE partition = %(p)s AND id <= (SELECT id FROM mark) "
             "AND id < coalesce((SELECT id FROM keep), 9223372036854775807) "
             "AND id < coalesce((SELECT id FROM stop), 9223372036854775807)",
-            {"p": partition, "cutoff": cutoff, "most": most, "topic": self.topic})
+            {"p": partition, "cutoff": cutoff, "most": most, "topic": self.topic},
+        )
 
     async def record_dead_letters(self, partition: int, rows: Iterable[DeadLetterRow]) -> None:
         """The database's copy of a batch's dead letters: what the status resources and the audit read."""
@@ -272,5 +353,18 @@ class LedgerSQL:
                 "INSERT INTO ledger_dead_letters (topic, partition, command_offset, transaction_id, account_id, "
                 "command_type, reason, detail, outcome_recorded) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
-                [(self.topic, partition, d.command_offset, d.transaction_id, d.account_id, d.command_type,
-                  d.reason, d.detail, d.outcome_recorded) for d in rows])
+                [
+                    (
+                        self.topic,
+                        partition,
+                        d.command_offset,
+                        d.transaction_id,
+                        d.account_id,
+                        d.command_type,
+                        d.reason,
+                        d.detail,
+                        d.outcome_recorded,
+                    )
+                    for d in rows
+                ],
+            )

@@ -25,8 +25,9 @@ from ogp.provision import create_topics, migrate_database
 from ogp.settings import get_settings
 from projections.history.projector import rebuild
 
-app = typer.Typer(help="One Gate Payment: local stack, services and operations.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="One Gate Payment: local stack, services and operations.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 # The local stack's commands (up, down, status, restart, logs, supervise, midtrans-sim, stack ...) at the top.
 app.add_typer(local_cli.app)
 admin_app = typer.Typer(help="Operator commands.", no_args_is_help=True)
@@ -52,16 +53,22 @@ def topics() -> None:
 @app.command("audit")
 @friendly
 def audit_ledger(
-    older_than: Annotated[int, typer.Option(help="seconds after which a transfer in flight, or a command or "
-                                                 "payment without a final state, fails the audit")] = 600,
+    older_than: Annotated[
+        int,
+        typer.Option(
+            help="seconds after which a transfer in flight, or a command or "
+            "payment without a final state, fails the audit"
+        ),
+    ] = 600,
 ) -> None:
     """Check the ledger: double entry, balances equal their entries, none negative, nothing stranded."""
     settings = get_settings()
     engine = create_engine(settings.sqlalchemy_url)
     try:
         with engine.connect() as conn:
-            report = audit(conn, timedelta(seconds=older_than),
-                           timedelta(seconds=settings.payment_expiry_grace_seconds))
+            report = audit(
+                conn, timedelta(seconds=older_than), timedelta(seconds=settings.payment_expiry_grace_seconds)
+            )
     finally:
         engine.dispose()
     for line in report.lines():
@@ -85,8 +92,9 @@ def admin_create_user(
     username: Annotated[str, typer.Option(prompt=True)],
     email: Annotated[str, typer.Option(prompt=True)],
     phone: Annotated[str, typer.Option(prompt=True)],
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
-                                          envvar="OGP_ADMIN_PASSWORD")],
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, envvar="OGP_ADMIN_PASSWORD")
+    ],
 ) -> None:
     """Create a user with the admin role (the only way to get it) and their wallet account."""
 

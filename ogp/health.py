@@ -57,8 +57,13 @@ def health_router(service: str) -> APIRouter:
         """Liveness: the process answers."""
         return Health(status="ok", service=service)
 
-    @router.get("/ready", response_model=Readiness, responses={
-        503: {"model": Readiness, "description": "`down` names what does not answer", "headers": RETRY_AFTER}})
+    @router.get(
+        "/ready",
+        response_model=Readiness,
+        responses={
+            503: {"model": Readiness, "description": "`down` names what does not answer", "headers": RETRY_AFTER}
+        },
+    )
     async def ready(request: Request):
         """Readiness: Kafka, PostgreSQL and Redis all answer; 503 names what is down."""
         result = await readiness(request.app.state.clients)

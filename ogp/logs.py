@@ -16,8 +16,10 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), "***"),  # JWTs
     (re.compile(r"ogp_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{16,}"), "***"),  # our API keys
     (re.compile(r"\$argon2(?:id|i|d)\$[^\s\"']+"), "***"),  # password hashes
-    (re.compile(r"(?i)(password|passwd|secret|token|api[_-]?key|authorization)(\"?\s*[:=]\s*\"?)([^\s\",}]+)"),
-     r"\1\2***"),
+    (
+        re.compile(r"(?i)(password|passwd|secret|token|api[_-]?key|authorization)(\"?\s*[:=]\s*\"?)([^\s\",}]+)"),
+        r"\1\2***",
+    ),
     (re.compile(r"(?i)(postgres(?:ql)?(?:\+\w+)?://[^:/\s]+:)[^@\s]+@"), r"\1***@"),
 ]
 
@@ -39,8 +41,16 @@ class JsonFormatter(logging.Formatter):
         }
         if cid := (getattr(record, "correlation_id", None) or correlation_id.get()):
             entry["correlation_id"] = cid
-        for key in ("transaction_id", "account_id", "user_id", "partition", "offset", "trace_id", "service",
-                    "retry_after"):
+        for key in (
+            "transaction_id",
+            "account_id",
+            "user_id",
+            "partition",
+            "offset",
+            "trace_id",
+            "service",
+            "retry_after",
+        ):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:

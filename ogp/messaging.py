@@ -30,18 +30,20 @@ def headers_dict(headers) -> dict[str, str]:
     return {k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v)) for k, v in (headers or [])}
 
 
-async def append(kafka: KafkaProducerManager, topic: str, key: str, message: Message,
-                 headers: list[tuple[str, bytes]] | None = None):
+async def append(
+    kafka: KafkaProducerManager, topic: str, key: str, message: Message, headers: list[tuple[str, bytes]] | None = None
+):
     """Produce and wait for acks=all: when this returns, the message is durable in Kafka.
 
     KafkaTimeoutError when the broker has not acknowledged within the producer's ``append_timeout``: the
     message may still be delivered later, so the caller must treat it as perhaps appended.
     """
-    send = kafka.producer.send_and_wait(topic, key=key.encode(), value=encode(message),
-                                        headers=headers if headers is not None else trace_headers())
+    send = kafka.producer.send_and_wait(
+        topic, key=key.encode(), value=encode(message), headers=headers if headers is not None else trace_headers()
+    )
     try:
         return await asyncio.wait_for(send, kafka.append_timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         # aiokafka retries a send for as long as the broker is away: unbounded, a request would hang.
         raise KafkaTimeoutError(f"no acknowledgement within {kafka.append_timeout} s") from None
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     fault: Literal["crash_after_commit", "sigstop_before_batch", "hang_before_batch"] | None = None
 
     @model_validator(mode="after")
-    def _refuse_placeholders_outside_development(self) -> "Settings":
+    def _refuse_placeholders_outside_development(self) -> Settings:
         if self.environment == "production" and self.fault:
             raise ValueError("fault injection is refused in production")
         if self.environment == "production":
@@ -145,8 +145,10 @@ class Settings(BaseSettings):
             if self.midtrans_confirm_status is False:
                 # Midtrans's signature does not cover transaction_status: unconfirmed, any signed notification
                 # of an order could be relabelled (a "settlement" sent again as "deny", say).
-                raise ValueError("midtrans_confirm_status cannot be off in production: the notification "
-                                 "signature does not cover transaction_status")
+                raise ValueError(
+                    "midtrans_confirm_status cannot be off in production: the notification "
+                    "signature does not cover transaction_status"
+                )
         return self
 
     @property

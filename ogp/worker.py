@@ -63,9 +63,14 @@ class Heartbeat:
         """The /health answer: (HTTP status, body)."""
         age = self.age()
         fresh = age < self.stale_after
-        body = {"status": "ok" if fresh else "stale", "service": service,
-                "last_progress_seconds_ago": round(age, 1), "stale_after_seconds": self.stale_after,
-                "failures_in_a_row": self.failures, "last_error": self.last_error}
+        body = {
+            "status": "ok" if fresh else "stale",
+            "service": service,
+            "last_progress_seconds_ago": round(age, 1),
+            "stale_after_seconds": self.stale_after,
+            "failures_in_a_row": self.failures,
+            "last_error": self.last_error,
+        }
         return (200 if fresh else 503), body
 
 
@@ -125,14 +130,18 @@ async def serve_health(heartbeat: Heartbeat, service: str, host: str, port: int)
             if method in ("GET", "HEAD") and path == "/health":
                 status, body = heartbeat.report(service)
             else:
-                status, body = 404, {"error": {"code": "not_found", "message": "only GET /health is served",
-                                               "details": {}}}
+                status, body = (
+                    404,
+                    {"error": {"code": "not_found", "message": "only GET /health is served", "details": {}}},
+                )
             payload = json.dumps(body).encode()
-            head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode("latin-1")
+            head = (
+                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+            ).encode("latin-1")
             writer.write(head + (payload if method != "HEAD" else b""))
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError, UnicodeError):
+        except (TimeoutError, ConnectionError, UnicodeError):
             pass
         finally:
             writer.close()
@@ -141,6 +150,7 @@ async def serve_health(heartbeat: Heartbeat, service: str, host: str, port: int)
 
 
 # -- the process --------------------------------------------------------------------------------------------
+
 
 class Worker(Protocol):
     """What :func:`run_worker` drives."""

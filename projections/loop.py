@@ -36,8 +36,15 @@ class ProjectorLoop:
     max_batch = 500  # records per fetch
     isolation_level = "read_uncommitted"  # aiokafka's default
 
-    def __init__(self, settings: Settings, *, group_id: str, topic: str, engine: AsyncEngine | None = None,
-                 heartbeat: Heartbeat | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group_id: str,
+        topic: str,
+        engine: AsyncEngine | None = None,
+        heartbeat: Heartbeat | None = None,
+    ):
         self.settings = settings
         self.group_id = group_id
         self.topic = topic
@@ -72,8 +79,13 @@ class ProjectorLoop:
                 except Exception as exc:
                     delay = backoff.next()
                     self.heartbeat.failed(exc)
-                    log.warning("%s projector: %s; retrying in %.1fs with a new consumer", self.name, describe(exc),
-                                delay, exc_info=exc)
+                    log.warning(
+                        "%s projector: %s; retrying in %.1fs with a new consumer",
+                        self.name,
+                        describe(exc),
+                        delay,
+                        exc_info=exc,
+                    )
                     await self._sleep(delay)
         finally:
             if self._owns_engine:
@@ -103,8 +115,11 @@ class ProjectorLoop:
                     await self._project(batches)
         finally:
             # Leaving the group waits on the broker: one that does not answer must not hold us.
-            self._closed_cleanly &= await bounded(self._consumer.stop(), self.settings.shutdown_timeout_seconds,
-                                                  f"closing the {self.name} projector's consumer")
+            self._closed_cleanly &= await bounded(
+                self._consumer.stop(),
+                self.settings.shutdown_timeout_seconds,
+                f"closing the {self.name} projector's consumer",
+            )
 
     async def _start_consumer(self) -> None:
         delay = 0.5

@@ -40,7 +40,7 @@ class ProjectionStats:
     other_types: int = 0  # events this projection does not use (AccountStatusChanged, ...)
     rejected: int = 0  # decodable but refused by the database (unknown account...) or by project()
 
-    def add(self, other: "ProjectionStats") -> None:
+    def add(self, other: ProjectionStats) -> None:
         for name, value in asdict(other).items():
             setattr(self, name, getattr(self, name) + value)
 
@@ -62,15 +62,16 @@ def upsert_position(projector: str, topic: str, partition: int, next_offset: int
 async def stored_positions(engine: AsyncEngine, topic: str, projector: str) -> dict[int, int]:
     """partition → next_offset recorded for ``projector`` on ``topic``."""
     async with engine.connect() as conn:
-        rows = await conn.execute(select(pp.c.partition, pp.c.next_offset)
-                                  .where(pp.c.projector == projector, pp.c.topic == topic))
+        rows = await conn.execute(
+            select(pp.c.partition, pp.c.next_offset).where(pp.c.projector == projector, pp.c.topic == topic)
+        )
         return {r.partition: r.next_offset for r in rows}
 
 
 class _SeekToStoredPositions(ConsumerRebalanceListener):
     """On assignment, start each partition where the database says this projection stopped."""
 
-    def __init__(self, projector: "PositionedProjector"):
+    def __init__(self, projector: PositionedProjector):
         self.projector = projector
 
     async def on_partitions_revoked(self, revoked):
@@ -95,8 +96,15 @@ class PositionedProjector(ProjectorLoop):
     apply_batch: ApplyBatch
     isolation_level = "read_committed"
 
-    def __init__(self, settings: Settings, group_id: str, *, topic: str, engine: AsyncEngine | None = None,
-                 heartbeat: Heartbeat | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        group_id: str,
+        *,
+        topic: str,
+        engine: AsyncEngine | None = None,
+        heartbeat: Heartbeat | None = None,
+    ):
         super().__init__(settings, group_id=group_id, topic=topic, engine=engine, heartbeat=heartbeat)
         self.stats = ProjectionStats()
         # Rebalance callbacks (aiokafka's coordinator task) and batch application exclude each other, and
@@ -162,8 +170,9 @@ class PositionedProjector(ProjectorLoop):
                 # Only for lag monitoring: the database position decides where we resume.
                 await self._consumer.commit(done)
             except KafkaError as exc:
-                log.warning("committing kafka offsets failed (%s); positions are safe in the database",
-                            exc.__class__.__name__)
+                log.warning(
+                    "committing kafka offsets failed (%s); positions are safe in the database", exc.__class__.__name__
+                )
 
     async def _apply_locked(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, int]:
         done: dict[TopicPartition, int] = {}
@@ -175,9 +184,13 @@ class PositionedProjector(ProjectorLoop):
             except Exception as exc:
                 delay = self._apply_backoff.next()
                 self.heartbeat.failed(exc)
-                log.warning("projecting a batch failed (%s); it will be fetched again in %.1fs", describe(exc),
-                            delay, exc_info=exc, extra={"partition": tp.partition, "offset": records[0].offset,
-                                                        "service": self.projector})
+                log.warning(
+                    "projecting a batch failed (%s); it will be fetched again in %.1fs",
+                    describe(exc),
+                    delay,
+                    exc_info=exc,
+                    extra={"partition": tp.partition, "offset": records[0].offset, "service": self.projector},
+                )
                 # The consumer has moved past every fetched batch: rewind the ones not applied.
                 for other, other_records in pending[i:]:
                     with contextlib.suppress(Exception):

@@ -10,4 +10,9 @@ from query_api.routes import admin_logs, partner, payment
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return build_app("query-api", "One Gate Payment: query API", routers=[payment.router, partner.router, admin_logs.router], settings=settings)
+    return build_app(
+        "query-api",
+        "One Gate Payment: query API",
+        routers=[payment.router, partner.router, admin_logs.router],
+        settings=settings,
+    )

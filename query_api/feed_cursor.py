@@ -20,7 +20,11 @@ def encode_feed_cursor(feed_txid: int, feed_seq: int) -> str:
 def decode_feed_cursor(cursor: str) -> tuple[int, int]:
     """The feed position a cursor names; InvalidCursor for anything else."""
     value = decode_json(cursor)
-    if not (isinstance(value, list) and len(value) == 3 and value[0] == _TAG
-            and all(type(v) is int and 0 <= v < _BIGINT for v in value[1:])):
+    if not (
+        isinstance(value, list)
+        and len(value) == 3
+        and value[0] == _TAG
+        and all(type(v) is int and 0 <= v < _BIGINT for v in value[1:])
+    ):
         raise InvalidCursor("not a cursor")
     return value[1], value[2]

@@ -9,8 +9,14 @@ from sqlalchemy import Select
 from ogp.db.tables import historical_transactions as ht
 
 
-def filter_history(query: Select, *, transaction_type: str | None = None, status: str | None = None,
-                   created_from: datetime | None = None, created_to: datetime | None = None) -> Select:
+def filter_history(
+    query: Select,
+    *,
+    transaction_type: str | None = None,
+    status: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> Select:
     """``query`` narrowed to rows of that type and status, with ``created_from <= created_at < created_to``."""
     if transaction_type:
         query = query.where(ht.c.transaction_type == transaction_type)

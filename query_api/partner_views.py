@@ -17,35 +17,62 @@ from sqlalchemy import ColumnClause, Date, cast, func, literal_column, select, t
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from query_api.history_filters import filter_history
 from ogp.db.tables import historical_transactions as ht
 from ogp.db.tables import partner_feed as pf
 from ogp.db.tables import users
+from query_api.history_filters import filter_history
 
 # The oldest transaction still running (as bigint, like feed_txid); everything below it is final.
 HORIZON: ColumnClause[int] = literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 
-_COLUMNS = (ht.c.transaction_id, ht.c.account_id, ht.c.transaction_type, ht.c.transaction_status, ht.c.amount,
-            ht.c.balance_before, ht.c.balance_after, ht.c.currency, ht.c.description, ht.c.external_reference,
-            ht.c.payment_method, ht.c.created_at, ht.c.updated_at, pf.c.feed_txid, pf.c.feed_seq,
-            users.c.email, users.c.phone)
+_COLUMNS = (
+    ht.c.transaction_id,
+    ht.c.account_id,
+    ht.c.transaction_type,
+    ht.c.transaction_status,
+    ht.c.amount,
+    ht.c.balance_before,
+    ht.c.balance_after,
+    ht.c.currency,
+    ht.c.description,
+    ht.c.external_reference,
+    ht.c.payment_method,
+    ht.c.created_at,
+    ht.c.updated_at,
+    pf.c.feed_txid,
+    pf.c.feed_seq,
+    users.c.email,
+    users.c.phone,
+)
 
 
 def _base():
-    return (select(*_COLUMNS).select_from(ht.join(pf, pf.c.transaction_id == ht.c.transaction_id)
-                                          .join(users, users.c.id == ht.c.user_id))
-            .where(ht.c.is_accessible_external))
+    return (
+        select(*_COLUMNS)
+        .select_from(ht.join(pf, pf.c.transaction_id == ht.c.transaction_id).join(users, users.c.id == ht.c.user_id))
+        .where(ht.c.is_accessible_external)
+    )
 
 
-async def feed_page(engine: AsyncEngine, *, limit: int, after: tuple[int, int] | None, transaction_type=None,
-                    status=None, created_from: datetime | None = None, created_to: datetime | None = None,
-                    min_amount: Decimal | None = None, max_amount: Decimal | None = None) -> list[RowMapping]:
+async def feed_page(
+    engine: AsyncEngine,
+    *,
+    limit: int,
+    after: tuple[int, int] | None,
+    transaction_type=None,
+    status=None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    min_amount: Decimal | None = None,
+    max_amount: Decimal | None = None,
+) -> list[RowMapping]:
     """Up to ``limit`` accessible rows after feed position ``after``, in feed order, below the horizon."""
     query = _base().where(pf.c.feed_txid < HORIZON)
     if after is not None:
         query = query.where(tuple_(pf.c.feed_txid, pf.c.feed_seq) > tuple_(*after))
-    query = filter_history(query, transaction_type=transaction_type, status=status, created_from=created_from,
-                           created_to=created_to)
+    query = filter_history(
+        query, transaction_type=transaction_type, status=status, created_from=created_from, created_to=created_to
+    )
     if min_amount is not None:
         query = query.where(ht.c.amount >= min_amount)
     if max_amount is not None:
@@ -64,10 +91,18 @@ async def feed_item(engine: AsyncEngine, transaction_id: str) -> RowMapping | No
 async def daily_summary(engine: AsyncEngine, created_from: datetime, created_to: datetime) -> list[RowMapping]:
     """Count and sum of accessible rows per UTC day, type and status in [from, to)."""
     day = cast(func.timezone("UTC", ht.c.created_at), Date).label("day")
-    query = (select(day, ht.c.transaction_type, ht.c.transaction_status, ht.c.currency,
-                    func.count().label("count"), func.sum(ht.c.amount).label("total_amount"))
-             .where(ht.c.is_accessible_external, ht.c.created_at >= created_from, ht.c.created_at < created_to)
-             .group_by(day, ht.c.transaction_type, ht.c.transaction_status, ht.c.currency)
-             .order_by(day, ht.c.transaction_type, ht.c.transaction_status, ht.c.currency))
+    query = (
+        select(
+            day,
+            ht.c.transaction_type,
+            ht.c.transaction_status,
+            ht.c.currency,
+            func.count().label("count"),
+            func.sum(ht.c.amount).label("total_amount"),
+        )
+        .where(ht.c.is_accessible_external, ht.c.created_at >= created_from, ht.c.created_at < created_to)
+        .group_by(day, ht.c.transaction_type, ht.c.transaction_status, ht.c.currency)
+        .order_by(day, ht.c.transaction_type, ht.c.transaction_status, ht.c.currency)
+    )
     async with engine.connect() as conn:
         return list((await conn.execute(query)).mappings())

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-
-from pydantic_core import from_json
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import from_json
 
-_REGISTRY: dict[str, type["Message"]] = {}
+_REGISTRY: dict[str, type[Message]] = {}
 _UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
 
 
@@ -61,7 +60,10 @@ def to_wire(message: Message) -> dict:
 def encode(message: Message) -> bytes:
     """Wire bytes: the envelope around pydantic's own (Rust) JSON of the message."""
     return b'{"type":%s,"version":%d,"data":%s}' % (
-        json.dumps(message.TYPE).encode(), message.VERSION, message.model_dump_json().encode())
+        json.dumps(message.TYPE).encode(),
+        message.VERSION,
+        message.model_dump_json().encode(),
+    )
 
 
 def from_wire(envelope: dict) -> Message:
@@ -83,8 +85,9 @@ def from_wire(envelope: dict) -> Message:
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise UnknownMessage(f"invalid {type_name}: {exc.error_count()} error(s): "
-                             f"{exc.errors(include_url=False, include_input=False)}") from None
+        raise UnknownMessage(
+            f"invalid {type_name}: {exc.error_count()} error(s): {exc.errors(include_url=False, include_input=False)}"
+        ) from None
 
 
 def decode(raw: bytes) -> Message:

@@ -17,10 +17,25 @@ NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, Field(max_length=500, pattern=NO_NUL)]
 
 __all__ = [
-    "Command", "TransactionCommand", "WalletCommand",
-    "RequestPayment", "RequestTransfer", "CreditTransfer", "ConfirmTransfer", "ReverseTransfer",
-    "RequestRefund", "RequestTopup", "RecordMidtransStatus", "ChangeAccountStatus", "TxId", "AccountId",
-    "RequestOrderPayment", "order_account_id", "order_transaction_id", "ExpireTransfer", "MAX_PAYMENT_REVERSALS",
+    "Command",
+    "TransactionCommand",
+    "WalletCommand",
+    "RequestPayment",
+    "RequestTransfer",
+    "CreditTransfer",
+    "ConfirmTransfer",
+    "ReverseTransfer",
+    "RequestRefund",
+    "RequestTopup",
+    "RecordMidtransStatus",
+    "ChangeAccountStatus",
+    "TxId",
+    "AccountId",
+    "RequestOrderPayment",
+    "order_account_id",
+    "order_transaction_id",
+    "ExpireTransfer",
+    "MAX_PAYMENT_REVERSALS",
 ]
 
 
@@ -33,6 +48,7 @@ class Command(Message):
 
 # Bases hold only the fields that open every subclass, in that order: pydantic serialises a base's fields first,
 # so moving a later field (``amount``, ``currency``) up here would reorder the JSON on the wire.
+
 
 class TransactionCommand(Command):
     """A step of one ledger transaction, named by ``transaction_id``: the ledger's idempotency key."""

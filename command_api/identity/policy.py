@@ -40,8 +40,9 @@ def normalise_email(raw: str) -> str:
 def check_password(password: str, username: str, email: str) -> None:
     """OWASP-style policy: long enough, and not the user's own name or address."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise PolicyViolation("weak_password", "password",
-                              f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+        raise PolicyViolation(
+            "weak_password", "password", f"password must be at least {MIN_PASSWORD_LENGTH} characters"
+        )
     lowered = password.lower()
     if lowered in {username.lower(), email.lower(), email.split("@")[0].lower()}:
         raise PolicyViolation("weak_password", "password", "password must not equal the username or email")

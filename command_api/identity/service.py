@@ -12,11 +12,11 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from command_api.identity.login_throttle import LoginThrottle
+from command_api.identity.passwords import DUMMY_PASSWORD_HASH, hash_password, verify_password
 from command_api.identity.policy import PolicyViolation, check_password, normalise_email, normalise_phone
 from ogp.db.tables import accounts, authentications, users
 from ogp.errors import Conflict, TooManyRequests, Unauthorized, Unprocessable
-from command_api.identity.login_throttle import LoginThrottle
-from command_api.identity.passwords import DUMMY_PASSWORD_HASH, hash_password, verify_password
 from ogp.security.tokens import REFRESH, InvalidToken, TokenClaims, TokenService, token_hash
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,16 @@ async def register(engine: AsyncEngine, username: str, email: str, phone: str, p
     password_hash = await anyio.to_thread.run_sync(hash_password, password)
     try:
         async with engine.begin() as conn:
-            user_id = (await conn.execute(
-                insert(users).values(username=username, email=email, phone=phone, password=password_hash)
-                .returning(users.c.id)
-            )).scalar_one()
-            account_id = (await conn.execute(
-                insert(accounts).values(user_id=user_id).returning(accounts.c.id)
-            )).scalar_one()
+            user_id = (
+                await conn.execute(
+                    insert(users)
+                    .values(username=username, email=email, phone=phone, password=password_hash)
+                    .returning(users.c.id)
+                )
+            ).scalar_one()
+            account_id = (
+                await conn.execute(insert(accounts).values(user_id=user_id).returning(accounts.c.id))
+            ).scalar_one()
     except IntegrityError as exc:
         field = _clashing_field(exc)
         log.info("registration refused: %s already registered", field)
@@ -74,34 +77,44 @@ async def register(engine: AsyncEngine, username: str, email: str, phone: str, p
     return Registered(user_id, account_id, username)
 
 
-async def _issue_pair(conn, tokens: TokenService, user_id: int, is_admin: bool, family_id: str,
-                      parent_hash: str | None) -> TokenPair:
+async def _issue_pair(
+    conn, tokens: TokenService, user_id: int, is_admin: bool, family_id: str, parent_hash: str | None
+) -> TokenPair:
     access = tokens.issue_access(user_id, is_admin)
     refresh = tokens.issue_refresh(user_id, family_id)
-    await conn.execute(insert(authentications).values(
-        token_hash=token_hash(refresh.token), user_id=user_id, family_id=uuid.UUID(family_id),
-        parent_hash=parent_hash, expires_at=datetime.fromtimestamp(refresh.claims.expires_at, UTC),
-    ))
+    await conn.execute(
+        insert(authentications).values(
+            token_hash=token_hash(refresh.token),
+            user_id=user_id,
+            family_id=uuid.UUID(family_id),
+            parent_hash=parent_hash,
+            expires_at=datetime.fromtimestamp(refresh.claims.expires_at, UTC),
+        )
+    )
     return TokenPair(access.token, refresh.token, tokens.access_ttl)
 
 
-async def login(engine: AsyncEngine, tokens: TokenService, throttle: LoginThrottle, identifier: str,
-                password: str, client_ip: str) -> TokenPair:
+async def login(
+    engine: AsyncEngine, tokens: TokenService, throttle: LoginThrottle, identifier: str, password: str, client_ip: str
+) -> TokenPair:
     """Check the password (by username, email or phone) in constant time; throttle failures."""
     state = await throttle.check(identifier, client_ip)
     if state.limited:
         log.warning("login throttled", extra={"retry_after": state.retry_after})
-        raise TooManyRequests("too many failed logins; try again later", code="login_throttled",
-                              headers={"Retry-After": str(state.retry_after)})
+        raise TooManyRequests(
+            "too many failed logins; try again later",
+            code="login_throttled",
+            headers={"Retry-After": str(state.retry_after)},
+        )
     conditions = [func.lower(users.c.username) == identifier.lower(), users.c.email == identifier.lower()]
     try:
         conditions.append(users.c.phone == normalise_phone(identifier))
     except PolicyViolation:
         pass
     async with engine.connect() as conn:
-        row = (await conn.execute(
-            select(users.c.id, users.c.password, users.c.is_admin).where(or_(*conditions)).limit(1)
-        )).first()
+        row = (
+            await conn.execute(select(users.c.id, users.c.password, users.c.is_admin).where(or_(*conditions)).limit(1))
+        ).first()
     # Verify against a dummy hash when there is no such user, so timing does not reveal who exists.
     ok = await anyio.to_thread.run_sync(verify_password, password, row.password if row else DUMMY_PASSWORD_HASH)
     if not (row and ok):
@@ -130,19 +143,26 @@ async def refresh(engine: AsyncEngine, tokens: TokenService, refresh_token: str)
     presented = token_hash(refresh_token)
     reused = False
     async with engine.begin() as conn:
-        row = (await conn.execute(
-            select(authentications).where(authentications.c.token_hash == presented).with_for_update()
-        )).first()
+        row = (
+            await conn.execute(
+                select(authentications).where(authentications.c.token_hash == presented).with_for_update()
+            )
+        ).first()
         if row is None or row.user_id != claims.user_id:
             raise Unauthorized("invalid or expired refresh token", code="invalid_token")
         if row.rotated_at is not None or row.revoked_at is not None:
             # Reuse of a rotated token means it leaked: every token of this login is now suspect.
-            await conn.execute(update(authentications).where(authentications.c.family_id == row.family_id)
-                               .where(authentications.c.revoked_at.is_(None)).values(revoked_at=func.now()))
+            await conn.execute(
+                update(authentications)
+                .where(authentications.c.family_id == row.family_id)
+                .where(authentications.c.revoked_at.is_(None))
+                .values(revoked_at=func.now())
+            )
             reused = True
         else:
-            await conn.execute(update(authentications).where(authentications.c.token_hash == presented)
-                               .values(rotated_at=func.now()))
+            await conn.execute(
+                update(authentications).where(authentications.c.token_hash == presented).values(rotated_at=func.now())
+            )
             is_admin = (await conn.execute(select(users.c.is_admin).where(users.c.id == row.user_id))).scalar_one()
             return await _issue_pair(conn, tokens, row.user_id, is_admin, str(row.family_id), presented)
     assert reused  # the transaction above committed the family's revocation
@@ -156,19 +176,27 @@ async def logout(engine: AsyncEngine, tokens: TokenService, user_id: int, refres
     if claims.user_id != user_id:
         raise Unauthorized("refresh token does not belong to this user", code="invalid_token")
     async with engine.begin() as conn:
-        family = (await conn.execute(select(authentications.c.family_id)
-                                     .where(authentications.c.token_hash == token_hash(refresh_token)))).scalar()
+        family = (
+            await conn.execute(
+                select(authentications.c.family_id).where(authentications.c.token_hash == token_hash(refresh_token))
+            )
+        ).scalar()
         if family is None:
             raise Unauthorized("invalid or expired refresh token", code="invalid_token")
-        await conn.execute(update(authentications).where(authentications.c.family_id == family)
-                           .where(authentications.c.revoked_at.is_(None)).values(revoked_at=func.now()))
+        await conn.execute(
+            update(authentications)
+            .where(authentications.c.family_id == family)
+            .where(authentications.c.revoked_at.is_(None))
+            .values(revoked_at=func.now())
+        )
     log.info("logged out", extra={"user_id": user_id})
 
 
 async def purge_expired(engine: AsyncEngine, older_than: timedelta = timedelta(days=1)) -> int:
     async with engine.begin() as conn:
-        result = await conn.execute(authentications.delete().where(
-            authentications.c.expires_at < datetime.now(UTC) - older_than))
+        result = await conn.execute(
+            authentications.delete().where(authentications.c.expires_at < datetime.now(UTC) - older_than)
+        )
         return result.rowcount
 
 

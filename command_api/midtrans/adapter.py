@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 class MidtransError(Exception):
     """Midtrans refused or failed a call (``status``: its HTTP status, or None when it never answered)."""
 
-    def __init__(self, message: str, *, status: int | None = None, messages: list[str] | None = None,
-                 timeout: bool = False):
+    def __init__(
+        self, message: str, *, status: int | None = None, messages: list[str] | None = None, timeout: bool = False
+    ):
         super().__init__(message)
         self.status = status
         self.messages = messages or []
@@ -59,10 +60,20 @@ class MidtransGateway:
         key = settings.midtrans_server_key.get_secret_value()
         self.timeout = settings.midtrans_timeout_seconds
         # A fresh dict each: midtransclient's default custom_headers is a shared mutable default.
-        self._snap = midtransclient.Snap(is_production=settings.midtrans_is_production, server_key=key,
-                                         client_key=settings.midtrans_client_key, custom_headers={}, proxies={})
-        self._core = midtransclient.CoreApi(is_production=settings.midtrans_is_production, server_key=key,
-                                            client_key=settings.midtrans_client_key, custom_headers={}, proxies={})
+        self._snap = midtransclient.Snap(
+            is_production=settings.midtrans_is_production,
+            server_key=key,
+            client_key=settings.midtrans_client_key,
+            custom_headers={},
+            proxies={},
+        )
+        self._core = midtransclient.CoreApi(
+            is_production=settings.midtrans_is_production,
+            server_key=key,
+            client_key=settings.midtrans_client_key,
+            custom_headers={},
+            proxies={},
+        )
         use_configured = settings.environment != "production" or settings.midtrans_snap_base_url
         if use_configured:
             # ApiConfig looks the base URLs up on the instance: point both at the simulator (or wherever).
@@ -78,7 +89,7 @@ class MidtransGateway:
     async def _call(self, what: str, fn, *args):
         try:
             return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.timeout + 0.5)
-        except (asyncio.TimeoutError, requests.Timeout):
+        except (TimeoutError, requests.Timeout):
             log.warning("midtrans %s timed out after %.1fs", what, self.timeout)
             raise MidtransError(f"Midtrans did not answer {what} in time", timeout=True) from None
         except MidtransAPIError as exc:

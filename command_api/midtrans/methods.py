@@ -43,11 +43,22 @@ ENABLED_PAYMENTS: dict[PaymentMethod, list[str]] = {
 }
 
 # The method a notification names (payment_type plus its bank or store), for the read model.
-_BANKS = {"bca": PaymentMethod.BCA_VA, "bni": PaymentMethod.BNI_VA, "bri": PaymentMethod.BRI_VA,
-          "permata": PaymentMethod.PERMATA_VA, "cimb": PaymentMethod.BANK_TRANSFER}
-_TYPES = {"gopay": PaymentMethod.GOPAY, "shopeepay": PaymentMethod.SHOPEE_PAY,
-          "credit_card": PaymentMethod.CREDIT_CARD, "echannel": PaymentMethod.MANDIRI_BILL,
-          "ovo": PaymentMethod.OVO, "dana": PaymentMethod.DANA, "qris": PaymentMethod.QRIS}
+_BANKS = {
+    "bca": PaymentMethod.BCA_VA,
+    "bni": PaymentMethod.BNI_VA,
+    "bri": PaymentMethod.BRI_VA,
+    "permata": PaymentMethod.PERMATA_VA,
+    "cimb": PaymentMethod.BANK_TRANSFER,
+}
+_TYPES = {
+    "gopay": PaymentMethod.GOPAY,
+    "shopeepay": PaymentMethod.SHOPEE_PAY,
+    "credit_card": PaymentMethod.CREDIT_CARD,
+    "echannel": PaymentMethod.MANDIRI_BILL,
+    "ovo": PaymentMethod.OVO,
+    "dana": PaymentMethod.DANA,
+    "qris": PaymentMethod.QRIS,
+}
 
 
 def method_of_notification(payload: dict) -> PaymentMethod | None:

@@ -20,13 +20,19 @@ def _whole_rupiah(amount: Decimal) -> Decimal:
     return amount
 
 
-Rupiah = Annotated[RequestAmount, AfterValidator(_whole_rupiah), WithJsonSchema({
-    "anyOf": [
-        {"type": "string", "pattern": r"^[1-9][0-9]{0,12}(?:\.00?)?$", "examples": ["150000"]},
-        {"type": "integer", "minimum": 1, "maximum": int(MAX_AMOUNT)},
-    ],
-    "description": "whole IDR (Midtrans takes integers): a string such as \"150000\", or a JSON integer",
-})]
+Rupiah = Annotated[
+    RequestAmount,
+    AfterValidator(_whole_rupiah),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[1-9][0-9]{0,12}(?:\.00?)?$", "examples": ["150000"]},
+                {"type": "integer", "minimum": 1, "maximum": int(MAX_AMOUNT)},
+            ],
+            "description": 'whole IDR (Midtrans takes integers): a string such as "150000", or a JSON integer',
+        }
+    ),
+]
 # Midtrans allows 50 characters; we take 40, so that the ids the ledger derives from an order id
 # (``order:<order>`` for the payment, ``order:<order>:rb<n>`` for refunds) fit its 50-character ids.
 OrderId = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9\-_~.]+$")]

@@ -28,8 +28,8 @@ from command_api.midtrans.adapter import MidtransError, MidtransGateway
 from command_api.midtrans.methods import ENABLED_PAYMENTS, PaymentMethod
 from command_api.midtrans.requests import OrderPaymentRequest, TopupRequest
 from command_api.payments.amounts import money_str
-from ogp.clients import KafkaProducerManager, KafkaUnavailable
 from command_api.payments.idempotency import OutcomeUnknown, request_hash
+from ogp.clients import KafkaProducerManager, KafkaUnavailable
 from ogp.db.tables import (
     ledger_transactions,
     midtrans_notifications,
@@ -58,32 +58,50 @@ _STATUS_FIELDS = ("order_id", "status_code", "gross_amount", "transaction_status
 
 # -- errors -------------------------------------------------------------------------------------------------
 
+
 def gateway_error(exc: MidtransError) -> ApiError:
     """502 when Midtrans refused or failed, 504 when it did not answer in time."""
     if exc.timeout:
-        return ApiError("Midtrans did not answer in time; nothing was recorded, try again",
-                        code="midtrans_timeout", status_code=504)
-    return ApiError("Midtrans could not create the payment; nothing was recorded", code="midtrans_error",
-                    status_code=502, details={"midtrans_status": exc.status, "messages": exc.messages} or None)
+        return ApiError(
+            "Midtrans did not answer in time; nothing was recorded, try again", code="midtrans_timeout", status_code=504
+        )
+    return ApiError(
+        "Midtrans could not create the payment; nothing was recorded",
+        code="midtrans_error",
+        status_code=502,
+        details={"midtrans_status": exc.status, "messages": exc.messages} or None,
+    )
 
 
 def _kafka_unavailable(kind: type[ServiceUnavailable] = ServiceUnavailable) -> ServiceUnavailable:
-    return kind("the payment could not be recorded; try again (with the same Idempotency-Key if you sent one)",
-                code="kafka_unavailable", headers={"Retry-After": "1"})
+    return kind(
+        "the payment could not be recorded; try again (with the same Idempotency-Key if you sent one)",
+        code="kafka_unavailable",
+        headers={"Retry-After": "1"},
+    )
 
 
 # -- creating payments ----------------------------------------------------------------------------------------
 
+
 def check_topup_limits(amount: Decimal, settings: Settings) -> None:
     if not settings.topup_min_amount <= amount <= settings.topup_max_amount:
-        raise Unprocessable(f"a top-up must be between {settings.topup_min_amount} and "
-                            f"{settings.topup_max_amount} IDR", code="amount_out_of_limits",
-                            details={"min": settings.topup_min_amount, "max": settings.topup_max_amount,
-                                     "currency": "IDR"})
+        raise Unprocessable(
+            f"a top-up must be between {settings.topup_min_amount} and {settings.topup_max_amount} IDR",
+            code="amount_out_of_limits",
+            details={"min": settings.topup_min_amount, "max": settings.topup_max_amount, "currency": "IDR"},
+        )
 
 
-def snap_body(order_id: str, amount: Decimal, method: PaymentMethod, expiry_minutes: int, *,
-              items: list[dict] | None = None, customer: dict | None = None) -> dict:
+def snap_body(
+    order_id: str,
+    amount: Decimal,
+    method: PaymentMethod,
+    expiry_minutes: int,
+    *,
+    items: list[dict] | None = None,
+    customer: dict | None = None,
+) -> dict:
     """The Snap create-transaction body: integer rupiah (Decimal is not JSON; Midtrans wants integers)."""
     gross = int(amount)
     body = {
@@ -108,15 +126,30 @@ class Created:
 
 async def _customer(engine: AsyncEngine, user_id: int) -> dict:
     async with engine.connect() as conn:
-        row = (await conn.execute(select(users.c.username, users.c.email, users.c.phone)
-                                  .where(users.c.id == user_id))).first()
+        row = (
+            await conn.execute(select(users.c.username, users.c.email, users.c.phone).where(users.c.id == user_id))
+        ).first()
     return {"first_name": row.username, "email": row.email, "phone": row.phone} if row else {}
 
 
-async def _create(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, *,
-                  order_id: str, payment_id: str, kind: str, account_id: str, user_id: int | None,
-                  amount: Decimal, method: PaymentMethod, body: dict, expires_at: datetime,
-                  command: Command, resume: bool = False, details: dict | None = None) -> Created:
+async def _create(
+    engine: AsyncEngine,
+    kafka: KafkaProducerManager,
+    gateway: MidtransGateway,
+    *,
+    order_id: str,
+    payment_id: str,
+    kind: str,
+    account_id: str,
+    user_id: int | None,
+    amount: Decimal,
+    method: PaymentMethod,
+    body: dict,
+    expires_at: datetime,
+    command: Command,
+    resume: bool = False,
+    details: dict | None = None,
+) -> Created:
     """Snap first, then the routing row, then the command. ``resume``: a retry of a request that may have
     got part of the way (the same Idempotency-Key taken over): a routing row it left is reused as it is."""
     if resume and (created := await _routed(engine, order_id, account_id)) is not None:
@@ -126,15 +159,25 @@ async def _create(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: Mid
         snap = await gateway.create_snap(body)
     except MidtransError as exc:
         if exc.status == 400 and any("already been taken" in m for m in exc.messages):
-            raise Conflict("Midtrans already has a paid transaction with this order_id",
-                           code="order_exists") from None
+            raise Conflict("Midtrans already has a paid transaction with this order_id", code="order_exists") from None
         raise gateway_error(exc) from None
-    row = dict(order_id=order_id, payment_id=payment_id, kind=kind, account_id=account_id, user_id=user_id,
-               amount=amount, payment_method=method.value, payment_url=snap.redirect_url, token=snap.token,
-               expires_at=expires_at, details=details or {})
+    row = dict(
+        order_id=order_id,
+        payment_id=payment_id,
+        kind=kind,
+        account_id=account_id,
+        user_id=user_id,
+        amount=amount,
+        payment_method=method.value,
+        payment_url=snap.redirect_url,
+        token=snap.token,
+        expires_at=expires_at,
+        details=details or {},
+    )
     async with engine.begin() as conn:
-        inserted = await conn.execute(insert(midtrans_orders).values(**row).on_conflict_do_nothing()
-                                      .returning(midtrans_orders.c.order_id))
+        inserted = await conn.execute(
+            insert(midtrans_orders).values(**row).on_conflict_do_nothing().returning(midtrans_orders.c.order_id)
+        )
         if inserted.first() is None:
             raise Conflict("a payment with this order_id exists", code="order_exists")
     await _append_created(engine, kafka, gateway, command, kind, order_id, keep_row=False)
@@ -146,16 +189,29 @@ async def _routed(engine: AsyncEngine, order_id: str, account_id: str) -> Create
     """The payment an earlier attempt created for ``order_id`` (routing row with its Snap page), if any."""
     o = midtrans_orders.c
     async with engine.connect() as conn:
-        row = (await conn.execute(select(o.order_id, o.payment_id, o.payment_url, o.token, o.expires_at)
-                                  .where(o.order_id == order_id, o.account_id == account_id))).first()
+        row = (
+            await conn.execute(
+                select(o.order_id, o.payment_id, o.payment_url, o.token, o.expires_at).where(
+                    o.order_id == order_id, o.account_id == account_id
+                )
+            )
+        ).first()
     return Created(row.order_id, row.payment_id, row.payment_url, row.token, row.expires_at) if row else None
 
 
-async def _append_created(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
-                          command: Command, kind: str, order_id: str, *, keep_row: bool) -> None:
+async def _append_created(
+    engine: AsyncEngine,
+    kafka: KafkaProducerManager,
+    gateway: MidtransGateway,
+    command: Command,
+    kind: str,
+    order_id: str,
+    *,
+    keep_row: bool,
+) -> None:
     try:
         await append_command(kafka, command)
-    except (KafkaUnavailable, KafkaError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, KafkaUnavailable, KafkaError) as exc:
         certain = isinstance(exc, KafkaUnavailable) and not keep_row
         log.warning("appending %s failed (%s)", kind, exc.__class__.__name__, extra={"order_id": order_id})
         if not certain:
@@ -171,62 +227,140 @@ async def _append_created(engine: AsyncEngine, kafka: KafkaProducerManager, gate
         raise _kafka_unavailable() from None
 
 
-async def create_topup(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
-                       settings: Settings, *, user_id: int, account_id: str, body: TopupRequest,
-                       order_id: str, resume: bool = False) -> Created:
+async def create_topup(
+    engine: AsyncEngine,
+    kafka: KafkaProducerManager,
+    gateway: MidtransGateway,
+    settings: Settings,
+    *,
+    user_id: int,
+    account_id: str,
+    body: TopupRequest,
+    order_id: str,
+    resume: bool = False,
+) -> Created:
     """A Snap page for a wallet top-up, then the PENDING top-up command (order_id = our transaction id)."""
     check_topup_limits(body.amount, settings)
     now = datetime.now(UTC)
     expires_at = now + timedelta(minutes=settings.topup_expiry_minutes)
-    snap = snap_body(order_id, body.amount, body.payment_method, settings.topup_expiry_minutes,
-                     customer=await _customer(engine, user_id))
-    command = RequestTopup(account_id=account_id, requested_at=now, transaction_id=order_id, user_id=user_id,
-                           amount=body.amount, payment_method=body.payment_method.value,
-                           description="Top up via Midtrans", expires_at=expires_at)
-    return await _create(engine, kafka, gateway, order_id=order_id, payment_id=order_id, kind="TOPUP",
-                         account_id=account_id, user_id=user_id, amount=body.amount, method=body.payment_method,
-                         body=snap, expires_at=expires_at, command=command, resume=resume)
+    snap = snap_body(
+        order_id,
+        body.amount,
+        body.payment_method,
+        settings.topup_expiry_minutes,
+        customer=await _customer(engine, user_id),
+    )
+    command = RequestTopup(
+        account_id=account_id,
+        requested_at=now,
+        transaction_id=order_id,
+        user_id=user_id,
+        amount=body.amount,
+        payment_method=body.payment_method.value,
+        description="Top up via Midtrans",
+        expires_at=expires_at,
+    )
+    return await _create(
+        engine,
+        kafka,
+        gateway,
+        order_id=order_id,
+        payment_id=order_id,
+        kind="TOPUP",
+        account_id=account_id,
+        user_id=user_id,
+        amount=body.amount,
+        method=body.payment_method,
+        body=snap,
+        expires_at=expires_at,
+        command=command,
+        resume=resume,
+    )
 
 
-async def create_order_payment(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
-                               settings: Settings, *, user_id: int, body: OrderPaymentRequest) -> Created:
+async def create_order_payment(
+    engine: AsyncEngine,
+    kafka: KafkaProducerManager,
+    gateway: MidtransGateway,
+    settings: Settings,
+    *,
+    user_id: int,
+    body: OrderPaymentRequest,
+) -> Created:
     """A Snap page for a merchant order (the TiketQ ``POST /payments/``), then the PENDING order payment."""
     items = [{"id": i.id, "price": int(i.price), "quantity": i.quantity, "name": i.name} for i in body.item_details]
     if items and sum(i["price"] * i["quantity"] for i in items) != body.amount:
-        raise Unprocessable("item_details must sum exactly to amount (price × quantity)",
-                            code="items_do_not_sum_to_amount")
+        raise Unprocessable(
+            "item_details must sum exactly to amount (price × quantity)", code="items_do_not_sum_to_amount"
+        )
     o = midtrans_orders.c
     async with engine.connect() as conn:
-        earlier = (await conn.execute(select(o.payment_id, o.kind, o.user_id, o.details, o.created_at,
-                                             o.expires_at).where(o.order_id == body.order_id))).first()
+        earlier = (
+            await conn.execute(
+                select(o.payment_id, o.kind, o.user_id, o.details, o.created_at, o.expires_at).where(
+                    o.order_id == body.order_id
+                )
+            )
+        ).first()
     # The order id is the merchant's idempotency key: the same request again (a retry after an unclear
     # answer) is the same payment, re-appended (the ledger deduplicates); anything else under it is a 409.
     fingerprint = request_hash("POST", "/payments/", body.canonical())
-    resume = earlier is not None and (earlier.kind, earlier.user_id, earlier.details.get("request_hash")) == \
-        ("ORDER", user_id, fingerprint)
+    resume = earlier is not None and (earlier.kind, earlier.user_id, earlier.details.get("request_hash")) == (
+        "ORDER",
+        user_id,
+        fingerprint,
+    )
     if earlier is not None and not resume:
         raise Conflict("a payment with this order_id exists", code="order_exists")
     payment_id = earlier.payment_id if resume else str(uuid.uuid4())
     now = earlier.created_at if resume else datetime.now(UTC)
     account_id = order_account_id(body.order_id)
     customer = body.customer_details.model_dump(exclude_none=True) if body.customer_details else None
-    snap = snap_body(body.order_id, body.amount, body.payment_method, settings.topup_expiry_minutes,
-                     items=items or None, customer=customer)
+    snap = snap_body(
+        body.order_id,
+        body.amount,
+        body.payment_method,
+        settings.topup_expiry_minutes,
+        items=items or None,
+        customer=customer,
+    )
     if not items:
-        snap["item_details"] = [{"id": body.order_id[:50], "price": int(body.amount), "quantity": 1,
-                                 "name": f"Order {body.order_id}"[:50]}]
+        snap["item_details"] = [
+            {"id": body.order_id[:50], "price": int(body.amount), "quantity": 1, "name": f"Order {body.order_id}"[:50]}
+        ]
     expires_at = earlier.expires_at if resume else now + timedelta(minutes=settings.topup_expiry_minutes)
-    command = RequestOrderPayment(account_id=account_id, requested_at=now, transaction_id=body.order_id,
-                                  payment_id=payment_id, user_id=user_id, amount=body.amount,
-                                  payment_method=body.payment_method.value, description=f"Order {body.order_id}",
-                                  expires_at=expires_at)
-    return await _create(engine, kafka, gateway, order_id=body.order_id, payment_id=payment_id, kind="ORDER",
-                         account_id=account_id, user_id=user_id, amount=body.amount, method=body.payment_method,
-                         body=snap, expires_at=expires_at, command=command, resume=resume,
-                         details={"request_hash": fingerprint})
+    command = RequestOrderPayment(
+        account_id=account_id,
+        requested_at=now,
+        transaction_id=body.order_id,
+        payment_id=payment_id,
+        user_id=user_id,
+        amount=body.amount,
+        payment_method=body.payment_method.value,
+        description=f"Order {body.order_id}",
+        expires_at=expires_at,
+    )
+    return await _create(
+        engine,
+        kafka,
+        gateway,
+        order_id=body.order_id,
+        payment_id=payment_id,
+        kind="ORDER",
+        account_id=account_id,
+        user_id=user_id,
+        amount=body.amount,
+        method=body.payment_method,
+        body=snap,
+        expires_at=expires_at,
+        command=command,
+        resume=resume,
+        details={"request_hash": fingerprint},
+    )
 
 
 # -- notifications --------------------------------------------------------------------------------------------
+
 
 class InvalidNotification(Unprocessable):
     status_code = 400
@@ -241,37 +375,50 @@ def parse_notification(raw: bytes) -> dict:
         raise InvalidNotification("the notification is not valid JSON") from None
     if not isinstance(payload, dict):
         raise InvalidNotification("the notification must be a JSON object")
-    missing = [f for f in (*_STATUS_FIELDS, "signature_key") if not isinstance(payload.get(f), str)
-               or not payload[f]]
+    missing = [f for f in (*_STATUS_FIELDS, "signature_key") if not isinstance(payload.get(f), str) or not payload[f]]
     if missing:
         raise InvalidNotification("the notification lacks required fields", details={"missing": missing})
     return payload
 
 
-def record_command(account_id: str, payload: dict, notification_id: str, *, confirmed: bool,
-                   raw: dict | None = None) -> RecordMidtransStatus:
+def record_command(
+    account_id: str, payload: dict, notification_id: str, *, confirmed: bool, raw: dict | None = None
+) -> RecordMidtransStatus:
     """The ledger command for a verified (or, ``confirmed``, status-API) Midtrans status payload; ``raw``:
     the notification as received, kept with it (default: the payload)."""
+
     def text(name: str, limit: int) -> str | None:
         value = payload.get(name)
         return str(value)[:limit] if value not in (None, "") else None
 
     try:
         return RecordMidtransStatus(
-            account_id=account_id, requested_at=datetime.now(UTC), order_id=payload["order_id"],
-            transaction_status=str(payload["transaction_status"]).lower(), fraud_status=text("fraud_status", 32),
-            status_code=text("status_code", 8), gross_amount=str(payload["gross_amount"]),
-            refund_amount=text("refund_amount", 32), payment_type=text("payment_type", 32),
-            midtrans_transaction_id=text("transaction_id", 64), notification_id=notification_id,
-            raw=payload if raw is None else raw, confirmed=confirmed)
+            account_id=account_id,
+            requested_at=datetime.now(UTC),
+            order_id=payload["order_id"],
+            transaction_status=str(payload["transaction_status"]).lower(),
+            fraud_status=text("fraud_status", 32),
+            status_code=text("status_code", 8),
+            gross_amount=str(payload["gross_amount"]),
+            refund_amount=text("refund_amount", 32),
+            payment_type=text("payment_type", 32),
+            midtrans_transaction_id=text("transaction_id", 64),
+            notification_id=notification_id,
+            raw=payload if raw is None else raw,
+            confirmed=confirmed,
+        )
     except ValidationError as exc:
-        raise InvalidNotification("the notification has invalid fields", details=[
-            {"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False, include_input=False)
-        ]) from None
+        raise InvalidNotification(
+            "the notification has invalid fields",
+            details=[
+                {"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False, include_input=False)
+            ],
+        ) from None
 
 
-async def receive_notification(engine: AsyncEngine, kafka: KafkaProducerManager,
-                               gateway: MidtransGateway, settings: Settings, raw: bytes) -> str:
+async def receive_notification(
+    engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, settings: Settings, raw: bytes
+) -> str:
     """Verify, route and append one notification; returns "appended" or "unknown_order"."""
     payload = parse_notification(raw)
     if not signature.verify(payload, settings.midtrans_server_key.get_secret_value()):
@@ -280,8 +427,9 @@ async def receive_notification(engine: AsyncEngine, kafka: KafkaProducerManager,
     notification_id = hashlib.sha256(raw).hexdigest()
     order_id = payload["order_id"]
     async with engine.connect() as conn:
-        account_id = (await conn.execute(select(midtrans_orders.c.account_id)
-                                         .where(midtrans_orders.c.order_id == order_id))).scalar()
+        account_id = (
+            await conn.execute(select(midtrans_orders.c.account_id).where(midtrans_orders.c.order_id == order_id))
+        ).scalar()
     if account_id is None:
         # Midtrans's dashboard "test notification", or an order of another system: keep it, answer 200.
         await _remember(engine, notification_id, payload, known=False)
@@ -290,27 +438,33 @@ async def receive_notification(engine: AsyncEngine, kafka: KafkaProducerManager,
     status = payload
     confirm = settings.midtrans_should_confirm or (
         str(payload["transaction_status"]).lower() in REVERSING_STATUSES
-        and await _is_paid(engine, order_id, account_id))
+        and await _is_paid(engine, order_id, account_id)
+    )
     if confirm:
         try:
             confirmed = await gateway.status(order_id)
         except MidtransError:
-            raise ServiceUnavailable("cannot confirm the status with Midtrans; retry later",
-                                     code="midtrans_unavailable") from None
+            raise ServiceUnavailable(
+                "cannot confirm the status with Midtrans; retry later", code="midtrans_unavailable"
+            ) from None
         if confirmed is None or confirmed.get("order_id") != order_id:
             # Confirmation is on but Midtrans does not know this order (yet): never fall back to the
             # notification's own transaction_status and fraud_status, which the signature does not cover.
             log.warning("notification not confirmed by the status API", extra={"order_id": order_id[:64]})
-            raise ServiceUnavailable("the status could not be confirmed with Midtrans; retry later",
-                                     code="midtrans_unconfirmed")
+            raise ServiceUnavailable(
+                "the status could not be confirmed with Midtrans; retry later", code="midtrans_unconfirmed"
+            )
         # Midtrans's own answer, now, decides; the notification only told us to look. Nothing of the
         # notification's unsigned fields is taken (a missing refund_amount stays missing).
-        status = {k: str(v) for k, v in confirmed.items()
-                  if k in (*_STATUS_FIELDS, "fraud_status", "refund_amount", "payment_type", "transaction_id")}
+        status = {
+            k: str(v)
+            for k, v in confirmed.items()
+            if k in (*_STATUS_FIELDS, "fraud_status", "refund_amount", "payment_type", "transaction_id")
+        }
     command = record_command(account_id, status, notification_id, confirmed=confirm, raw=payload)
     try:
         await append_command(kafka, command)
-    except (KafkaUnavailable, KafkaError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, KafkaUnavailable, KafkaError) as exc:
         log.warning("appending a midtrans status failed: %s", exc.__class__.__name__, extra={"order_id": order_id})
         raise ServiceUnavailable("the notification could not be recorded; retry", code="kafka_unavailable") from None
     # The Kafka record (raw payload included) is the durable one; this audit row stays off the reply's path.
@@ -332,8 +486,11 @@ async def _is_paid(engine: AsyncEngine, order_id: str, account_id: str) -> bool:
     """Has the ledger credited this order? (Before payment, a deny or cancel only closes it.)"""
     ledger_id = order_transaction_id(order_id) if account_id == order_account_id(order_id) else order_id
     async with engine.connect() as conn:
-        status = (await conn.execute(select(ledger_transactions.c.status)
-                                     .where(ledger_transactions.c.transaction_id == ledger_id))).scalar()
+        status = (
+            await conn.execute(
+                select(ledger_transactions.c.status).where(ledger_transactions.c.transaction_id == ledger_id)
+            )
+        ).scalar()
     return status == "SUCCESS"
 
 
@@ -351,36 +508,58 @@ async def _insert_notification(engine: AsyncEngine, notification_id: str, payloa
         if known:
             # An audit copy of what Kafka already holds durably: no need to wait for the WAL flush.
             await conn.execute(text("SET LOCAL synchronous_commit = off"))
-        await conn.execute(insert(midtrans_notifications).values(
-            notification_id=notification_id, order_id=str(payload["order_id"])[:64],
-            transaction_status=str(payload["transaction_status"])[:32], known_order=known, payload=payload,
-        ).on_conflict_do_nothing())
+        await conn.execute(
+            insert(midtrans_notifications)
+            .values(
+                notification_id=notification_id,
+                order_id=str(payload["order_id"])[:64],
+                transaction_status=str(payload["transaction_status"])[:32],
+                known_order=known,
+                payload=payload,
+            )
+            .on_conflict_do_nothing()
+        )
 
 
 # -- reading and refreshing order payments ----------------------------------------------------------------------
 
+
 async def find_payment(engine: AsyncEngine, payment_id: str, user_id: int) -> dict:
     """The payment as the read model has it (or as created, before the projector caught up)."""
     async with engine.connect() as conn:
-        order = (await conn.execute(select(midtrans_orders).where(midtrans_orders.c.payment_id == payment_id)
-                                    )).first()
+        order = (await conn.execute(select(midtrans_orders).where(midtrans_orders.c.payment_id == payment_id))).first()
         if order is None or order.user_id != user_id:
             raise NotFound("no such payment", code="payment_not_found")
         row = (await conn.execute(select(payments).where(payments.c.order_id == order.order_id))).first()
-    base = {"payment_id": order.payment_id, "order_id": order.order_id, "kind": order.kind,
-            "account_id": order.account_id, "amount": money_str(order.amount),
-            "payment_method": order.payment_method, "payment_url": order.payment_url,
-            "status": "PENDING", "refunded_amount": "0.00", "midtrans_status": None, "failure_reason": None,
-            "created_at": order.created_at, "updated_at": order.created_at}
+    base = {
+        "payment_id": order.payment_id,
+        "order_id": order.order_id,
+        "kind": order.kind,
+        "account_id": order.account_id,
+        "amount": money_str(order.amount),
+        "payment_method": order.payment_method,
+        "payment_url": order.payment_url,
+        "status": "PENDING",
+        "refunded_amount": "0.00",
+        "midtrans_status": None,
+        "failure_reason": None,
+        "created_at": order.created_at,
+        "updated_at": order.created_at,
+    }
     if row is not None:
-        base.update(status=row.status, refunded_amount=money_str(row.refunded_amount),
-                    midtrans_status=row.midtrans_status, failure_reason=row.failure_reason,
-                    updated_at=row.updated_at)
+        base.update(
+            status=row.status,
+            refunded_amount=money_str(row.refunded_amount),
+            midtrans_status=row.midtrans_status,
+            failure_reason=row.failure_reason,
+            updated_at=row.updated_at,
+        )
     return base
 
 
-async def refresh_status(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
-                         payment: dict) -> dict | None:
+async def refresh_status(
+    engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, payment: dict
+) -> dict | None:
     """Ask Midtrans's status API; append what it says when it differs from the read model."""
     try:
         status = await gateway.status(payment["order_id"])
@@ -390,19 +569,30 @@ async def refresh_status(engine: AsyncEngine, kafka: KafkaProducerManager, gatew
         return None
     if str(status.get("transaction_status", "")).lower() != (payment["midtrans_status"] or ""):
         raw = json.dumps(status, sort_keys=True).encode()
-        command = record_command(payment["account_id"], {k: v if isinstance(v, (dict, list)) else str(v)
-                                                         for k, v in status.items()},
-                                 "status-" + hashlib.sha256(raw).hexdigest(), confirmed=True)
+        command = record_command(
+            payment["account_id"],
+            {k: v if isinstance(v, (dict, list)) else str(v) for k, v in status.items()},
+            "status-" + hashlib.sha256(raw).hexdigest(),
+            confirmed=True,
+        )
         try:
             await append_command(kafka, command)
-        except (KafkaUnavailable, KafkaError, asyncio.TimeoutError):
+        except (TimeoutError, KafkaUnavailable, KafkaError):
             raise _kafka_unavailable() from None
     return status
 
 
-async def refund_payment(engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway,
-                         payment: dict, amount: Decimal | None, reason: str, *, refund_key: str,
-                         user_id: int) -> dict:
+async def refund_payment(
+    engine: AsyncEngine,
+    kafka: KafkaProducerManager,
+    gateway: MidtransGateway,
+    payment: dict,
+    amount: Decimal | None,
+    reason: str,
+    *,
+    refund_key: str,
+    user_id: int,
+) -> dict:
     """Refund (part of) a paid order through Midtrans's refund API, then record the resulting status.
 
     The amount is reserved first against the ledger's own record of the payment, so concurrent refunds
@@ -410,41 +600,60 @@ async def refund_payment(engine: AsyncEngine, kafka: KafkaProducerManager, gatew
     if payment.get("kind") == "TOPUP":
         # Money in a wallet may already be spent: Midtrans would pay out first and the ledger could only
         # book a receivable. Wallet money leaves through the ledger (payments, transfers), never this way.
-        raise Unprocessable("a wallet top-up cannot be refunded through Midtrans", code="not_refundable",
-                            details={"kind": "TOPUP"})
+        raise Unprocessable(
+            "a wallet top-up cannot be refunded through Midtrans", code="not_refundable", details={"kind": "TOPUP"}
+        )
     amount = await _reserve_refund(engine, payment["order_id"], amount, reason, refund_key, user_id)
     try:
         await gateway.refund(payment["order_id"], refund_key, int(amount), reason)
     except MidtransError as exc:
         if exc.status is not None and 400 <= exc.status < 500:
             await _settle_refund(engine, refund_key, "FAILED")  # refused: nothing was refunded
-            raise Unprocessable("Midtrans refused the refund", code="not_refundable",
-                                details={"midtrans_status": exc.status, "messages": exc.messages}) from None
+            raise Unprocessable(
+                "Midtrans refused the refund",
+                code="not_refundable",
+                details={"midtrans_status": exc.status, "messages": exc.messages},
+            ) from None
         # No answer, or a server error: it may have happened. The reservation stays; a retry with the
         # same Idempotency-Key sends the same refund_key, which Midtrans treats as the same refund.
-        raise OutcomeUnknown("Midtrans did not confirm the refund; retry with the same Idempotency-Key",
-                             code="midtrans_unavailable", headers={"Retry-After": "5"}) from None
+        raise OutcomeUnknown(
+            "Midtrans did not confirm the refund; retry with the same Idempotency-Key",
+            code="midtrans_unavailable",
+            headers={"Retry-After": "5"},
+        ) from None
     # Midtrans has made the refund: from here on nothing may forget the key (a retry must send the same
     # refund_key), so a failure is "outcome unknown" and the status is fetched on a best-effort basis.
     try:
         await _settle_refund(engine, refund_key, "DONE")
     except Exception:
-        raise OutcomeUnknown("the refund was made but could not be recorded; retry with the same Idempotency-Key",
-                             code="database_unavailable", headers={"Retry-After": "1"}) from None
+        raise OutcomeUnknown(
+            "the refund was made but could not be recorded; retry with the same Idempotency-Key",
+            code="database_unavailable",
+            headers={"Retry-After": "1"},
+        ) from None
     try:
         status = await refresh_status(engine, kafka, gateway, {**payment, "midtrans_status": None}) or {}
     except ApiError as exc:
         # Midtrans's own notification of the refund brings the status to the ledger anyway.
-        log.warning("status after a refund not recorded (%s); the notification will bring it", exc.code,
-                    extra={"order_id": payment["order_id"]})
+        log.warning(
+            "status after a refund not recorded (%s); the notification will bring it",
+            exc.code,
+            extra={"order_id": payment["order_id"]},
+        )
         status = {}
-    return {"payment_id": payment["payment_id"], "order_id": payment["order_id"], "refund_key": refund_key,
-            "refund_amount": money_str(amount), "midtrans_status": status.get("transaction_status"),
-            "refunded_amount": status.get("refund_amount")}
+    return {
+        "payment_id": payment["payment_id"],
+        "order_id": payment["order_id"],
+        "refund_key": refund_key,
+        "refund_amount": money_str(amount),
+        "midtrans_status": status.get("transaction_status"),
+        "refunded_amount": status.get("refund_amount"),
+    }
 
 
-async def _reserve_refund(engine: AsyncEngine, order_id: str, amount: Decimal | None, reason: str,
-                          refund_key: str, user_id: int) -> Decimal:
+async def _reserve_refund(
+    engine: AsyncEngine, order_id: str, amount: Decimal | None, reason: str, refund_key: str, user_id: int
+) -> Decimal:
     """Reserve ``amount`` (default: all that is left) of a paid order, or repeat an earlier reservation."""
     r, lt = midtrans_refunds.c, ledger_transactions.c
     async with engine.begin() as conn:
@@ -452,33 +661,62 @@ async def _reserve_refund(engine: AsyncEngine, order_id: str, amount: Decimal | 
         if earlier is not None and earlier.state != "FAILED":
             return earlier.amount  # the same request again (its key taken over): the same refund
         # One refund of an order at a time decides against what is left.
-        await conn.execute(select(midtrans_orders.c.order_id).where(midtrans_orders.c.order_id == order_id)
-                           .with_for_update())
-        paid = (await conn.execute(select(lt.status, lt.amount, lt.details)
-                                   .where(lt.transaction_id == order_transaction_id(order_id)))).first()
+        await conn.execute(
+            select(midtrans_orders.c.order_id).where(midtrans_orders.c.order_id == order_id).with_for_update()
+        )
+        paid = (
+            await conn.execute(
+                select(lt.status, lt.amount, lt.details).where(lt.transaction_id == order_transaction_id(order_id))
+            )
+        ).first()
         if paid is None or paid.status != "SUCCESS":
-            raise Unprocessable("only a paid payment can be refunded", code="not_refundable",
-                                details={"status": paid.status if paid else "PENDING"})
-        asked, count = (await conn.execute(select(func.coalesce(func.sum(r.amount), 0), func.count())
-                                           .where(r.order_id == order_id, r.state != "FAILED"))).one()
+            raise Unprocessable(
+                "only a paid payment can be refunded",
+                code="not_refundable",
+                details={"status": paid.status if paid else "PENDING"},
+            )
+        asked, count = (
+            await conn.execute(
+                select(func.coalesce(func.sum(r.amount), 0), func.count()).where(
+                    r.order_id == order_id, r.state != "FAILED"
+                )
+            )
+        ).one()
         if max(count, int(paid.details.get("reversals", 0))) >= MAX_PAYMENT_REVERSALS:
-            raise Unprocessable(f"a payment can be refunded at most {MAX_PAYMENT_REVERSALS} times",
-                                code="too_many_refunds")
+            raise Unprocessable(
+                f"a payment can be refunded at most {MAX_PAYMENT_REVERSALS} times", code="too_many_refunds"
+            )
         # Refunds made elsewhere (Midtrans's dashboard) show in the ledger; ours count from the moment they
         # are reserved, before the ledger hears of them.
         left = paid.amount - max(Decimal(paid.details.get("reversed", "0")), Decimal(asked))
         amount = left if amount is None else amount
         if amount <= 0 or amount > left:
-            raise Unprocessable("the refund exceeds what is left of the payment", code="refund_exceeds_original",
-                                details={"refundable": money_str(max(left, Decimal(0)))})
-        await conn.execute(insert(midtrans_refunds).values(
-            refund_key=refund_key, order_id=order_id, amount=amount, state="REQUESTED", reason=reason,
-            user_id=user_id).on_conflict_do_update(
-            index_elements=[r.refund_key], set_={"amount": amount, "state": "REQUESTED", "updated_at": func.now()}))
+            raise Unprocessable(
+                "the refund exceeds what is left of the payment",
+                code="refund_exceeds_original",
+                details={"refundable": money_str(max(left, Decimal(0)))},
+            )
+        await conn.execute(
+            insert(midtrans_refunds)
+            .values(
+                refund_key=refund_key,
+                order_id=order_id,
+                amount=amount,
+                state="REQUESTED",
+                reason=reason,
+                user_id=user_id,
+            )
+            .on_conflict_do_update(
+                index_elements=[r.refund_key], set_={"amount": amount, "state": "REQUESTED", "updated_at": func.now()}
+            )
+        )
     return amount
 
 
 async def _settle_refund(engine: AsyncEngine, refund_key: str, state: str) -> None:
     async with engine.begin() as conn:
-        await conn.execute(update(midtrans_refunds).where(midtrans_refunds.c.refund_key == refund_key)
-                           .values(state=state, updated_at=func.now()))
+        await conn.execute(
+            update(midtrans_refunds)
+            .where(midtrans_refunds.c.refund_key == refund_key)
+            .values(state=state, updated_at=func.now())
+        )

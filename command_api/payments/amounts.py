@@ -15,8 +15,15 @@ from typing import Any
 
 from schemas.money import money_str, positive_amount
 
-__all__ = ["AMOUNT_PATTERN", "InvalidJson", "AmountOutOfLimits", "loads_exact", "parse_amount", "check_limits",
-           "money_str"]
+__all__ = [
+    "AMOUNT_PATTERN",
+    "InvalidJson",
+    "AmountOutOfLimits",
+    "loads_exact",
+    "parse_amount",
+    "check_limits",
+    "money_str",
+]
 
 # The one spelling of an amount in a JSON string, as the OpenAPI documents publish it: ASCII digits, no sign,
 # exponent, leading zero or trailing dot, at most 2 places, above zero and within numeric(15,2). Decimal()
@@ -54,8 +61,13 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
 def loads_exact(raw: bytes | str) -> Any:
     """JSON with every number as a Decimal (never a float), no NaN/Infinity, no duplicate keys."""
     try:
-        return json.loads(raw, parse_float=Decimal, parse_int=Decimal, parse_constant=_refuse_constant,
-                          object_pairs_hook=_no_duplicate_keys)
+        return json.loads(
+            raw,
+            parse_float=Decimal,
+            parse_int=Decimal,
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_no_duplicate_keys,
+        )
     except InvalidJson:
         raise
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -66,7 +78,7 @@ def parse_amount(value: Any) -> Decimal:
     """A positive amount with at most 2 places, from a JSON string or an exact JSON number."""
     if isinstance(value, str):
         if not _DECIMAL_TEXT.fullmatch(value):  # fullmatch: "$" alone would let "5\n" through
-            raise ValueError("amount must be written like \"12345.67\": digits, at most 2 decimal places")
+            raise ValueError('amount must be written like "12345.67": digits, at most 2 decimal places')
     elif isinstance(value, bool) or not isinstance(value, int | Decimal):
         # bool, None, float (a float has already lost the exact value), lists, objects
         raise ValueError("amount must be a JSON string or number")

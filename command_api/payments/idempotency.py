@@ -44,8 +44,15 @@ class Verdict(enum.Enum):
     STALE = "stale"  # its claimant has gone quiet for too long: take it over
 
 
-def decide(stored_hash: str, state: str, claimed_at: datetime, *, request_hash: str, now: datetime,
-           in_flight_timeout: timedelta) -> Verdict:
+def decide(
+    stored_hash: str,
+    state: str,
+    claimed_at: datetime,
+    *,
+    request_hash: str,
+    now: datetime,
+    in_flight_timeout: timedelta,
+) -> Verdict:
     """What to do about an existing, unexpired record of this key (pure)."""
     if stored_hash != request_hash:
         return Verdict.REUSED
@@ -78,19 +85,27 @@ def _this(user_id: int, key: str):
 
 
 def _in_flight() -> Conflict:
-    return Conflict("a request with this Idempotency-Key is still being processed; retry shortly",
-                    code="idempotency_key_in_flight", headers={"Retry-After": "1"})
+    return Conflict(
+        "a request with this Idempotency-Key is still being processed; retry shortly",
+        code="idempotency_key_in_flight",
+        headers={"Retry-After": "1"},
+    )
 
 
-async def claim(engine: AsyncEngine, user_id: int, key: str, fingerprint: str, *, ttl_seconds: int,
-                in_flight_timeout_seconds: int) -> Claimed | Replay:
+async def claim(
+    engine: AsyncEngine, user_id: int, key: str, fingerprint: str, *, ttl_seconds: int, in_flight_timeout_seconds: int
+) -> Claimed | Replay:
     """Claim ``key`` for this request, or say what to answer instead (raises 409 / 422)."""
     timeout = timedelta(seconds=in_flight_timeout_seconds)
     for _ in range(_ATTEMPTS):
         async with engine.begin() as conn:
             insert = pg_insert(keys).values(
-                user_id=user_id, idempotency_key=key, request_hash=fingerprint, state=IN_FLIGHT,
-                transaction_id=str(uuid.uuid4()), created_at=func.now(),
+                user_id=user_id,
+                idempotency_key=key,
+                request_hash=fingerprint,
+                state=IN_FLIGHT,
+                transaction_id=str(uuid.uuid4()),
+                created_at=func.now(),
                 expires_at=func.now() + timedelta(seconds=ttl_seconds),
             )
             # A conflicting record is locked by this statement even when it is not updated, so the
@@ -98,41 +113,67 @@ async def claim(engine: AsyncEngine, user_id: int, key: str, fingerprint: str, *
             # simply forgotten: its key is free again.
             insert = insert.on_conflict_do_update(
                 index_elements=[keys.c.user_id, keys.c.idempotency_key],
-                set_={c: insert.excluded[c] for c in ("request_hash", "state", "transaction_id", "response_status",
-                                                      "response_body", "created_at", "expires_at")},
+                set_={
+                    c: insert.excluded[c]
+                    for c in (
+                        "request_hash",
+                        "state",
+                        "transaction_id",
+                        "response_status",
+                        "response_body",
+                        "created_at",
+                        "expires_at",
+                    )
+                },
                 where=keys.c.expires_at <= func.now(),
             )
             mine = (await conn.execute(insert.returning(keys.c.transaction_id, keys.c.created_at))).first()
             if mine is not None:
                 return Claimed(mine.transaction_id, mine.created_at)
-            record = (await conn.execute(
-                select(keys.c.request_hash, keys.c.state, keys.c.response_status, keys.c.response_body,
-                       keys.c.created_at, func.now().label("now")).where(_this(user_id, key))
-            )).first()
+            record = (
+                await conn.execute(
+                    select(
+                        keys.c.request_hash,
+                        keys.c.state,
+                        keys.c.response_status,
+                        keys.c.response_body,
+                        keys.c.created_at,
+                        func.now().label("now"),
+                    ).where(_this(user_id, key))
+                )
+            ).first()
             if record is None:
                 continue  # released meanwhile by a failed append: claim it afresh
-            verdict = decide(record.request_hash, record.state, record.created_at, request_hash=fingerprint,
-                             now=record.now, in_flight_timeout=timeout)
+            verdict = decide(
+                record.request_hash,
+                record.state,
+                record.created_at,
+                request_hash=fingerprint,
+                now=record.now,
+                in_flight_timeout=timeout,
+            )
             if verdict is Verdict.REUSED:
-                raise Unprocessable("this Idempotency-Key was already used for a different request",
-                                    code="idempotency_key_reused")
+                raise Unprocessable(
+                    "this Idempotency-Key was already used for a different request", code="idempotency_key_reused"
+                )
             if verdict is Verdict.REPLAY:
                 return Replay(record.response_status, record.response_body)
             if verdict is Verdict.IN_FLIGHT:
                 raise _in_flight()
-            taken = (await conn.execute(
-                update(keys)
-                .where(_this(user_id, key), keys.c.state == IN_FLIGHT, keys.c.created_at < func.now() - timeout)
-                .values(created_at=func.now())
-                .returning(keys.c.transaction_id, keys.c.created_at)
-            )).first()
+            taken = (
+                await conn.execute(
+                    update(keys)
+                    .where(_this(user_id, key), keys.c.state == IN_FLIGHT, keys.c.created_at < func.now() - timeout)
+                    .values(created_at=func.now())
+                    .returning(keys.c.transaction_id, keys.c.created_at)
+                )
+            ).first()
             if taken is not None:
                 return Claimed(taken.transaction_id, taken.created_at, taken_over=True)
     raise _in_flight()
 
 
-async def complete(engine: AsyncEngine, user_id: int, key: str, claimed: Claimed, status_code: int,
-                   body: dict) -> None:
+async def complete(engine: AsyncEngine, user_id: int, key: str, claimed: Claimed, status_code: int, body: dict) -> None:
     """Store the answer; from now on the key replays it."""
     async with engine.begin() as conn:
         await conn.execute(
@@ -150,8 +191,7 @@ async def release(engine: AsyncEngine, user_id: int, key: str, claimed: Claimed)
         )
 
 
-async def reopen(engine: AsyncEngine, user_id: int, key: str, claimed: Claimed,
-                 in_flight_timeout_seconds: int) -> None:
+async def reopen(engine: AsyncEngine, user_id: int, key: str, claimed: Claimed, in_flight_timeout_seconds: int) -> None:
     """Make the claim stale at once: the command *may* have been appended, so a retry must re-append the
     same transaction id (deduplicated downstream) rather than start a new one."""
     async with engine.begin() as conn:
@@ -176,9 +216,16 @@ class Answer:
     replayed: bool = False
 
 
-async def run_once(engine: AsyncEngine, *, user_id: int, key: str, fingerprint: str, ttl_seconds: int,
-                   in_flight_timeout_seconds: int, work: Callable[[Claimed], Awaitable[tuple[int, dict]]]
-                   ) -> Answer:
+async def run_once(
+    engine: AsyncEngine,
+    *,
+    user_id: int,
+    key: str,
+    fingerprint: str,
+    ttl_seconds: int,
+    in_flight_timeout_seconds: int,
+    work: Callable[[Claimed], Awaitable[tuple[int, dict]]],
+) -> Answer:
     """Do ``work`` once per (user, Idempotency-Key) and store its answer; replay that answer afterwards.
 
     The claim comes first, so a retry of a finished request replays its answer even where checking it
@@ -187,8 +234,9 @@ async def run_once(engine: AsyncEngine, *, user_id: int, key: str, fingerprint: 
     (:class:`OutcomeUnknown`) or an earlier attempt may have (a taken-over claim): then the key keeps its
     id for the retry.
     """
-    claimed = await claim(engine, user_id, key, fingerprint, ttl_seconds=ttl_seconds,
-                          in_flight_timeout_seconds=in_flight_timeout_seconds)
+    claimed = await claim(
+        engine, user_id, key, fingerprint, ttl_seconds=ttl_seconds, in_flight_timeout_seconds=in_flight_timeout_seconds
+    )
     if isinstance(claimed, Replay):
         return Answer(claimed.status_code, claimed.body, replayed=True)
     try:

@@ -24,8 +24,8 @@ AMOUNT_SCHEMA = {
         {"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["12345.67"]},
         {"type": "number", "exclusiveMinimum": 0, "maximum": float(MAX_AMOUNT), "multipleOf": 0.01},
     ],
-    "description": "IDR above zero, at most 2 decimal places: a string such as \"12345.67\" (no sign, exponent "
-                   "or leading zeros), or a JSON number that is exact to the cent",
+    "description": 'IDR above zero, at most 2 decimal places: a string such as "12345.67" (no sign, exponent '
+    "or leading zeros), or a JSON number that is exact to the cent",
 }
 RequestAmount = Annotated[
     Decimal,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from aiokafka.errors import KafkaError
 from sqlalchemy import func, literal, null, or_, select
@@ -41,14 +41,17 @@ POLL_INTERVAL = 0.025  # seconds between looks at the ledger while a caller wait
 
 # -- checks -------------------------------------------------------------------------------------------------
 
+
 def check_amount(amount: Decimal, settings: Settings) -> None:
     """422 ``amount_out_of_limits`` outside the per-transaction limits."""
     try:
         check_limits(amount, settings.min_transaction_amount, settings.max_transaction_amount)
     except AmountOutOfLimits as exc:
-        raise Unprocessable(str(exc), code="amount_out_of_limits",
-                            details={"min": money_str(exc.minimum), "max": money_str(exc.maximum),
-                                     "currency": "IDR"}) from None
+        raise Unprocessable(
+            str(exc),
+            code="amount_out_of_limits",
+            details={"min": money_str(exc.minimum), "max": money_str(exc.maximum), "currency": "IDR"},
+        ) from None
 
 
 async def caller_account(engine: AsyncEngine, user_id: int) -> str:
@@ -64,8 +67,9 @@ async def open_wallet(engine: AsyncEngine, user_id: int) -> str:
     """The caller's wallet account, refused (422 ``account_closed``) if it is closed: nothing may be paid into
     it, so no payment page is made for it."""
     async with engine.connect() as conn:
-        row = (await conn.execute(select(accounts.c.id, accounts.c.account_status)
-                                  .where(accounts.c.user_id == user_id))).first()
+        row = (
+            await conn.execute(select(accounts.c.id, accounts.c.account_status).where(accounts.c.user_id == user_id))
+        ).first()
     if row is None:
         raise NotFound("you have no wallet account", code="account_not_found")
     if row.account_status == "CLOSED":
@@ -81,15 +85,20 @@ async def resolve_destination(engine: AsyncEngine, to: str, own_account_id: str)
     except PolicyViolation:
         pass  # not a phone number; it may still be an account id or a username
     async with engine.connect() as conn:
-        found = set((await conn.execute(
-            select(accounts.c.id).join(users, users.c.id == accounts.c.user_id).where(or_(*matches)).limit(3)
-        )).scalars())
+        found = set(
+            (
+                await conn.execute(
+                    select(accounts.c.id).join(users, users.c.id == accounts.c.user_id).where(or_(*matches)).limit(3)
+                )
+            ).scalars()
+        )
     if not found:
         raise NotFound("no wallet matches this destination", code="unknown_destination")
     if len(found) > 1:
         # Usernames may look like phone numbers or account ids; never guess whose wallet was meant.
-        raise Unprocessable("the destination matches more than one wallet; use the account id",
-                            code="ambiguous_destination")
+        raise Unprocessable(
+            "the destination matches more than one wallet; use the account id", code="ambiguous_destination"
+        )
     (account_id,) = found
     if account_id == own_account_id:
         raise Unprocessable("cannot transfer to your own account", code="same_account")
@@ -103,22 +112,32 @@ async def check_refundable(engine: AsyncEngine, account_id: str, transaction_id:
     """
     lt = ledger_transactions
     async with engine.connect() as conn:
-        original = (await conn.execute(
-            select(lt.c.transaction_type, lt.c.status, lt.c.amount)
-            .where(lt.c.transaction_id == transaction_id, lt.c.account_id == account_id)
-        )).first()
+        original = (
+            await conn.execute(
+                select(lt.c.transaction_type, lt.c.status, lt.c.amount).where(
+                    lt.c.transaction_id == transaction_id, lt.c.account_id == account_id
+                )
+            )
+        ).first()
     if original is None:  # another account's transaction is not found either: nothing leaks
         raise NotFound("no such transaction in your wallet", code="transaction_not_found")
     if original.transaction_type != "PAYMENT":
-        raise Unprocessable("only payments can be refunded", code="not_refundable",
-                            details={"transaction_type": original.transaction_type})
+        raise Unprocessable(
+            "only payments can be refunded",
+            code="not_refundable",
+            details={"transaction_type": original.transaction_type},
+        )
     if original.status != "SUCCESS":
-        raise Unprocessable("only a successful payment can be refunded", code="not_refundable",
-                            details={"status": original.status})
+        raise Unprocessable(
+            "only a successful payment can be refunded", code="not_refundable", details={"status": original.status}
+        )
     if amount > original.amount:
         # The processor's own failure_reason for this case, so both sides name it alike.
-        raise Unprocessable("a refund cannot exceed the payment", code="refund_exceeds_original",
-                            details={"payment_amount": money_str(original.amount)})
+        raise Unprocessable(
+            "a refund cannot exceed the payment",
+            code="refund_exceeds_original",
+            details={"payment_amount": money_str(original.amount)},
+        )
 
 
 # -- accepting a command ------------------------------------------------------------------------------------
@@ -129,16 +148,28 @@ Accepted = idempotency.Answer
 def pending_view(command: WalletCommand) -> TransactionView:
     """The 202 body: the transaction as accepted, before the ledger has applied it."""
     return TransactionView(
-        transaction_id=command.transaction_id, type=TRANSACTION_TYPES[type(command)], status="PENDING",
-        amount=money_str(command.amount), currency=command.currency,
+        transaction_id=command.transaction_id,
+        type=TRANSACTION_TYPES[type(command)],
+        status="PENDING",
+        amount=money_str(command.amount),
+        currency=command.currency,
         description=getattr(command, "description", None) or getattr(command, "reason", ""),
-        created_at=command.requested_at, updated_at=command.requested_at,
+        created_at=command.requested_at,
+        updated_at=command.requested_at,
     )
 
 
-async def submit(engine: AsyncEngine, kafka: KafkaProducerManager, settings: Settings, *, user_id: int,
-                 idempotency_key: str, fingerprint: str, prepare: Callable[[], Awaitable[T]],
-                 build: Callable[[str, datetime, T], WalletCommand]) -> Accepted:
+async def submit(
+    engine: AsyncEngine,
+    kafka: KafkaProducerManager,
+    settings: Settings,
+    *,
+    user_id: int,
+    idempotency_key: str,
+    fingerprint: str,
+    prepare: Callable[[], Awaitable[T]],
+    build: Callable[[str, datetime, T], WalletCommand],
+) -> Accepted:
     """Append ``build(transaction_id, now, prepare())`` once per Idempotency-Key, and say what to answer.
 
     ``prepare`` (checks and lookups) runs only for a request that is not a replay: a retry of an accepted
@@ -152,52 +183,73 @@ async def submit(engine: AsyncEngine, kafka: KafkaProducerManager, settings: Set
         except KafkaUnavailable:
             # Certainly not appended (but an earlier, taken-over attempt may have been: run_once keeps the id).
             raise _kafka_unavailable() from None
-        except (KafkaError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError) as exc:
             # Perhaps appended (e.g. a timeout after the broker wrote it): a retry with this key re-appends
             # the same transaction id, which the ledger processor deduplicates.
-            log.warning("appending a command failed: %s", exc.__class__.__name__,
-                        extra={"transaction_id": command.transaction_id, "account_id": command.account_id})
+            log.warning(
+                "appending a command failed: %s",
+                exc.__class__.__name__,
+                extra={"transaction_id": command.transaction_id, "account_id": command.account_id},
+            )
             raise _kafka_unavailable(idempotency.OutcomeUnknown) from None
-        log.info("command appended", extra={"transaction_id": command.transaction_id,
-                                            "account_id": command.account_id, "user_id": user_id})
+        log.info(
+            "command appended",
+            extra={"transaction_id": command.transaction_id, "account_id": command.account_id, "user_id": user_id},
+        )
         return 202, pending_view(command).model_dump(mode="json")
 
     return await idempotency.run_once(
-        engine, user_id=user_id, key=idempotency_key, fingerprint=fingerprint,
+        engine,
+        user_id=user_id,
+        key=idempotency_key,
+        fingerprint=fingerprint,
         ttl_seconds=settings.idempotency_key_ttl_seconds,
-        in_flight_timeout_seconds=settings.idempotency_in_flight_timeout_seconds, work=append)
+        in_flight_timeout_seconds=settings.idempotency_in_flight_timeout_seconds,
+        work=append,
+    )
 
 
 def _kafka_unavailable(kind: type[ServiceUnavailable] = ServiceUnavailable) -> ServiceUnavailable:
-    return kind("the command could not be recorded; retry with the same Idempotency-Key",
-                code="kafka_unavailable", headers={"Retry-After": "1"})
+    return kind(
+        "the command could not be recorded; retry with the same Idempotency-Key",
+        code="kafka_unavailable",
+        headers={"Retry-After": "1"},
+    )
 
 
-async def await_outcome(engine: AsyncEngine, user_id: int, accepted: Accepted,
-                        seconds: float) -> TransactionView | None:
+async def await_outcome(
+    engine: AsyncEngine, user_id: int, accepted: Accepted, seconds: float
+) -> TransactionView | None:
     """The transaction once the ledger has settled it, or None if it is still PENDING after ``seconds``."""
     lt, dl = ledger_transactions, ledger_dead_letters
     transaction_id = accepted.body["transaction_id"]
     account_id = select(accounts.c.id).where(accounts.c.user_id == user_id).scalar_subquery()
-    query = (select(lt.c.status, lt.c.balance_before, lt.c.balance_after, lt.c.failure_reason, lt.c.updated_at)
-             .where(lt.c.transaction_id == transaction_id, lt.c.account_id == account_id))
+    query = select(lt.c.status, lt.c.balance_before, lt.c.balance_after, lt.c.failure_reason, lt.c.updated_at).where(
+        lt.c.transaction_id == transaction_id, lt.c.account_id == account_id
+    )
     # A command the ledger rejected without a record of its own (its id belongs to another transaction).
-    rejected = (select(literal("FAILED").label("status"), null().label("balance_before"),
-                       null().label("balance_after"), dl.c.reason.label("failure_reason"),
-                       dl.c.created_at.label("updated_at"))
-                .where(dl.c.transaction_id == transaction_id, dl.c.account_id == account_id,
-                       dl.c.outcome_recorded.is_(False)))
+    rejected = select(
+        literal("FAILED").label("status"),
+        null().label("balance_before"),
+        null().label("balance_after"),
+        dl.c.reason.label("failure_reason"),
+        dl.c.created_at.label("updated_at"),
+    ).where(dl.c.transaction_id == transaction_id, dl.c.account_id == account_id, dl.c.outcome_recorded.is_(False))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while True:
         async with engine.connect() as conn:
             row = (await conn.execute(query.union_all(rejected))).first()
         if row is not None and row.status != "PENDING":
-            return TransactionView.model_validate(accepted.body).model_copy(update={
-                "status": row.status, "failure_reason": row.failure_reason, "updated_at": row.updated_at,
-                "balance_before": _money_or_none(row.balance_before),
-                "balance_after": _money_or_none(row.balance_after),
-            })
+            return TransactionView.model_validate(accepted.body).model_copy(
+                update={
+                    "status": row.status,
+                    "failure_reason": row.failure_reason,
+                    "updated_at": row.updated_at,
+                    "balance_before": _money_or_none(row.balance_before),
+                    "balance_after": _money_or_none(row.balance_after),
+                }
+            )
         remaining = deadline - loop.time()
         if remaining <= 0:
             return None

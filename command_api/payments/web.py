@@ -27,11 +27,18 @@ _WAIT = re.compile(r"^\s*wait\s*=\s*\"?(\d{1,6})\"?\s*$", re.IGNORECASE)
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7E]+(?: +[\x21-\x7E]+)*$"
 _KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 IDEMPOTENCY_KEY_PARAMETER = {
-    "name": "Idempotency-Key", "in": "header", "required": True,
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": True,
     "description": "unique per intended operation: a retry with the same key and body is answered as the first "
-                   "request was, and appends nothing",
-    "schema": {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH,
-               "pattern": IDEMPOTENCY_KEY_PATTERN, "examples": ["5f0c2a9e-7d1b-4b55-9a57-2f4f1c7f6a10"]},
+    "request was, and appends nothing",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        "pattern": IDEMPOTENCY_KEY_PATTERN,
+        "examples": ["5f0c2a9e-7d1b-4b55-9a57-2f4f1c7f6a10"],
+    },
 }
 
 
@@ -102,8 +109,10 @@ def _optional_idempotency_key(
 
 def _checked_key(key: str) -> str:
     if len(key) > idempotency.MAX_KEY_LENGTH or not _KEY.fullmatch(key):
-        raise ApiError(f"Idempotency-Key must be 1 to {idempotency.MAX_KEY_LENGTH} visible ASCII characters",
-                       code="idempotency_key_invalid")
+        raise ApiError(
+            f"Idempotency-Key must be 1 to {idempotency.MAX_KEY_LENGTH} visible ASCII characters",
+            code="idempotency_key_invalid",
+        )
     return key
 
 

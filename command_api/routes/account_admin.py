@@ -35,29 +35,54 @@ class StatusChangeAccepted(BaseModel):
     current_status: str
 
 
-@router.post("/{account_id}/status", status_code=202, response_model=StatusChangeAccepted, responses=errors({
-    403: "`forbidden`: the admin role is required",
-    404: "`account_not_found`",
-    409: "`balance_not_zero`: only an empty account can be closed",
-    503: "`kafka_unavailable`: nothing was recorded",
-}))
-async def change_status(body: StatusChange, admin: AdminUser, engine: Engine, request: Request,
-                        account_id: Annotated[str, Path(max_length=36)]) -> StatusChangeAccepted:
+@router.post(
+    "/{account_id}/status",
+    status_code=202,
+    response_model=StatusChangeAccepted,
+    responses=errors(
+        {
+            403: "`forbidden`: the admin role is required",
+            404: "`account_not_found`",
+            409: "`balance_not_zero`: only an empty account can be closed",
+            503: "`kafka_unavailable`: nothing was recorded",
+        }
+    ),
+)
+async def change_status(
+    body: StatusChange,
+    admin: AdminUser,
+    engine: Engine,
+    request: Request,
+    account_id: Annotated[str, Path(max_length=36)],
+) -> StatusChangeAccepted:
     """Suspend (no paying or sending), close (no receiving; balance must be 0.00) or reactivate an account."""
     async with engine.connect() as conn:
-        row = (await conn.execute(select(accounts.c.account_status, accounts.c.balance)
-                                  .where(accounts.c.id == account_id))).first()
+        row = (
+            await conn.execute(select(accounts.c.account_status, accounts.c.balance).where(accounts.c.id == account_id))
+        ).first()
     if row is None:
         raise NotFound("account not found", code="account_not_found")
     if body.status == "CLOSED" and row.balance != 0:
-        raise Conflict("an account can only be closed with a zero balance", code="balance_not_zero",
-                       details={"balance": f"{row.balance:.2f}"})
-    command = ChangeAccountStatus(account_id=account_id, requested_at=datetime.now(UTC),
-                                  command_id=str(uuid.uuid4()), status=body.status, actor_user_id=admin.user_id,
-                                  reason=body.reason)
+        raise Conflict(
+            "an account can only be closed with a zero balance",
+            code="balance_not_zero",
+            details={"balance": f"{row.balance:.2f}"},
+        )
+    command = ChangeAccountStatus(
+        account_id=account_id,
+        requested_at=datetime.now(UTC),
+        command_id=str(uuid.uuid4()),
+        status=body.status,
+        actor_user_id=admin.user_id,
+        reason=body.reason,
+    )
     try:
         await append_command(request.app.state.clients.kafka, command)
     except KafkaUnavailable:
         raise ServiceUnavailable("the command log is unavailable", code="kafka_unavailable") from None
-    return StatusChangeAccepted(command_id=command.command_id, account_id=account_id,
-                                requested_status=body.status, current_status=row.account_status)
+    return StatusChangeAccepted(
+        command_id=command.command_id,
+        account_id=account_id,
+        requested_status=body.status,
+        current_status=row.account_status,
+    )

@@ -18,8 +18,9 @@ from ogp.security.current_user import AdminUser
 from ogp.web.fields import JSON_INTEGER, AwareMoment
 from ogp.web.openapi import errors
 
-router = APIRouter(prefix="/api/admin", tags=["admin"],
-                   responses=errors({403: "`forbidden`: the admin role is required"}))
+router = APIRouter(
+    prefix="/api/admin", tags=["admin"], responses=errors({403: "`forbidden`: the admin role is required"})
+)
 _NO_SERVICE = {404: "`service_not_found`"}
 _NO_KEY = {404: "`service_not_found`, `api_key_not_found`"}
 _COMPANY_TAKEN = {409: "`service_exists`: another service has this company name"}
@@ -135,8 +136,9 @@ def _check_future(expires_at: datetime | None) -> None:
         raise Unprocessable("expires_at must be in the future", code="invalid_expiry")
 
 
-@router.post("/external-services", status_code=201, response_model=ServiceResponse,
-             responses=errors(_COMPANY_TAKEN | _BAD_EMAIL))
+@router.post(
+    "/external-services", status_code=201, response_model=ServiceResponse, responses=errors(_COMPANY_TAKEN | _BAD_EMAIL)
+)
 async def create_service(body: ServiceCreate, admin: AdminUser, engine: Engine) -> ServiceResponse:
     """Register a partner (an external service)."""
     return _service(await service.create_service(engine, **_set(body)))
@@ -154,8 +156,11 @@ async def get_service(service_id: Id, admin: AdminUser, engine: Engine) -> Servi
     return _service(await service.get_service(engine, service_id))
 
 
-@router.patch("/external-services/{service_id}", response_model=ServiceResponse,
-              responses=errors(_NO_SERVICE | _COMPANY_TAKEN | _BAD_EMAIL))
+@router.patch(
+    "/external-services/{service_id}",
+    response_model=ServiceResponse,
+    responses=errors(_NO_SERVICE | _COMPANY_TAKEN | _BAD_EMAIL),
+)
 async def update_service(service_id: Id, body: ServiceUpdate, admin: AdminUser, engine: Engine) -> ServiceResponse:
     """Change a service's details (or reactivate it with is_active=true)."""
     fields = {k: v for k, v in _set(body).items() if v is not None}
@@ -168,10 +173,15 @@ async def deactivate_service(service_id: Id, admin: AdminUser, engine: Engine) -
     return _service(await service.update_service(engine, service_id, is_active=False))
 
 
-@router.post("/external-services/{service_id}/api-keys", status_code=201, response_model=IssuedKeyResponse,
-             responses=errors(_NO_SERVICE | _PAST_EXPIRY | {409: "`api_key_exists`: rotate or update it instead"}))
-async def create_key(service_id: Id, body: KeyCreate, admin: AdminUser, engine: Engine,
-                     settings: Settings_) -> IssuedKeyResponse:
+@router.post(
+    "/external-services/{service_id}/api-keys",
+    status_code=201,
+    response_model=IssuedKeyResponse,
+    responses=errors(_NO_SERVICE | _PAST_EXPIRY | {409: "`api_key_exists`: rotate or update it instead"}),
+)
+async def create_key(
+    service_id: Id, body: KeyCreate, admin: AdminUser, engine: Engine, settings: Settings_
+) -> IssuedKeyResponse:
     """Issue the service's API key; the plaintext is in this answer only."""
     _check_future(body.expires_at)
     fields = _set(body) | {"permissions": sorted(set(body.permissions))}
@@ -185,8 +195,11 @@ async def list_keys(service_id: Id, admin: AdminUser, engine: Engine) -> KeyList
     return KeyList(items=[_key(r) for r in await service.list_keys(engine, service_id)])
 
 
-@router.patch("/external-services/{service_id}/api-keys/{key_id}", response_model=KeyResponse,
-              responses=errors(_NO_KEY | _PAST_EXPIRY))
+@router.patch(
+    "/external-services/{service_id}/api-keys/{key_id}",
+    response_model=KeyResponse,
+    responses=errors(_NO_KEY | _PAST_EXPIRY),
+)
 async def update_key(service_id: Id, key_id: Id, body: KeyUpdate, admin: AdminUser, engine: Engine) -> KeyResponse:
     """Change a key's name, permissions, rate limit, expiry or active flag."""
     fields = _set(body)
@@ -202,20 +215,26 @@ async def update_key(service_id: Id, key_id: Id, body: KeyUpdate, admin: AdminUs
     return _key(await service.update_key(engine, service_id, key_id, **fields))
 
 
-@router.post("/external-services/{service_id}/api-keys/{key_id}/rotate", status_code=201,
-             response_model=IssuedKeyResponse,
-             responses=errors(_NO_KEY | {409: "`api_key_revoked`: issue a new key instead"}))
-async def rotate_key(service_id: Id, key_id: Id, admin: AdminUser, engine: Engine, settings: Settings_,
-                     body: KeyRotate | None = None) -> IssuedKeyResponse:
+@router.post(
+    "/external-services/{service_id}/api-keys/{key_id}/rotate",
+    status_code=201,
+    response_model=IssuedKeyResponse,
+    responses=errors(_NO_KEY | {409: "`api_key_revoked`: issue a new key instead"}),
+)
+async def rotate_key(
+    service_id: Id, key_id: Id, admin: AdminUser, engine: Engine, settings: Settings_, body: KeyRotate | None = None
+) -> IssuedKeyResponse:
     """A new secret for the key; the old one keeps working for overlap_seconds (default one day)."""
     overlap = timedelta(seconds=(body or KeyRotate()).overlap_seconds)
-    row, plaintext = await service.rotate_key(engine, settings.api_key_pepper, service_id, key_id, overlap,
-                                              datetime.now(UTC))
+    row, plaintext = await service.rotate_key(
+        engine, settings.api_key_pepper, service_id, key_id, overlap, datetime.now(UTC)
+    )
     return IssuedKeyResponse(**_key(row).model_dump(), api_key=plaintext)
 
 
-@router.delete("/external-services/{service_id}/api-keys/{key_id}", response_model=KeyResponse,
-               responses=errors(_NO_KEY))
+@router.delete(
+    "/external-services/{service_id}/api-keys/{key_id}", response_model=KeyResponse, responses=errors(_NO_KEY)
+)
 async def revoke_key(service_id: Id, key_id: Id, admin: AdminUser, engine: Engine) -> KeyResponse:
     """Revoke a key for good (within the API-key cache time, a few seconds, every process refuses it)."""
     return _key(await service.revoke_key(engine, service_id, key_id))

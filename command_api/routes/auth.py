@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from command_api.deps import ClientIp, Engine, Redis, Settings_, Tokens
 from command_api.identity import service
 from command_api.identity.fields import Email
-from ogp.security.current_user import CurrentUser, deny_access_token
 from command_api.identity.login_throttle import LoginThrottle
+from ogp.security.current_user import CurrentUser, deny_access_token
 from ogp.web.openapi import errors
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -54,32 +54,54 @@ def _tokens(pair: service.TokenPair) -> TokenResponse:
     return TokenResponse(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
 
 
-@router.post("/register", status_code=201, response_model=RegisterResponse, responses=errors({
-    409: "`username_taken`, `email_taken`, `phone_taken`",
-    422: "`invalid_phone`: not a phone number; `invalid_email`: not an address mail can reach (e.g. a .test "
-         "domain); `weak_password`",
-}))
+@router.post(
+    "/register",
+    status_code=201,
+    response_model=RegisterResponse,
+    responses=errors(
+        {
+            409: "`username_taken`, `email_taken`, `phone_taken`",
+            422: "`invalid_phone`: not a phone number; `invalid_email`: not an address mail can reach (e.g. a .test "
+            "domain); `weak_password`",
+        }
+    ),
+)
 async def register(body: RegisterRequest, engine: Engine) -> RegisterResponse:
     """Register a user and open their wallet account."""
     result = await service.register(engine, body.username, body.email, body.phone, body.password)
     return RegisterResponse(user_id=result.user_id, account_id=result.account_id, username=result.username)
 
 
-@router.post("/login", response_model=TokenResponse, responses=errors({
-    401: "`invalid_credentials`",
-    429: "`login_throttled`: too many failed logins for this user or address",
-}, retry_after=(429,)))
-async def login(body: LoginRequest, engine: Engine, tokens: Tokens, redis: Redis, settings: Settings_,
-                ip: ClientIp) -> TokenResponse:
+@router.post(
+    "/login",
+    response_model=TokenResponse,
+    responses=errors(
+        {
+            401: "`invalid_credentials`",
+            429: "`login_throttled`: too many failed logins for this user or address",
+        },
+        retry_after=(429,),
+    ),
+)
+async def login(
+    body: LoginRequest, engine: Engine, tokens: Tokens, redis: Redis, settings: Settings_, ip: ClientIp
+) -> TokenResponse:
     """Log in with username, email or phone; returns an access and a refresh token."""
-    throttle = LoginThrottle(redis, settings.login_max_failures_per_user, settings.login_max_failures_per_ip,
-                             settings.login_window_seconds)
+    throttle = LoginThrottle(
+        redis, settings.login_max_failures_per_user, settings.login_max_failures_per_ip, settings.login_window_seconds
+    )
     return _tokens(await service.login(engine, tokens, throttle, body.username, body.password, ip))
 
 
-@router.put("/refresh", response_model=TokenResponse, responses=errors({
-    401: "`invalid_token`; `token_reused`: a spent refresh token was presented, so its family is revoked",
-}))
+@router.put(
+    "/refresh",
+    response_model=TokenResponse,
+    responses=errors(
+        {
+            401: "`invalid_token`; `token_reused`: a spent refresh token was presented, so its family is revoked",
+        }
+    ),
+)
 async def refresh(body: RefreshRequest, engine: Engine, tokens: Tokens) -> TokenResponse:
     """Exchange a refresh token for a new pair; the old one stops working."""
     return _tokens(await service.refresh(engine, tokens, body.refresh_token))
@@ -96,9 +118,16 @@ async def me(user: CurrentUser) -> MeResponse:
     return MeResponse(user_id=user.user_id, is_admin=user.is_admin)
 
 
-@router.delete("/logout", status_code=204, response_class=Response, responses=errors({
-    401: "`invalid_token`: the refresh token is not this user's, or not valid",
-}))
+@router.delete(
+    "/logout",
+    status_code=204,
+    response_class=Response,
+    responses=errors(
+        {
+            401: "`invalid_token`: the refresh token is not this user's, or not valid",
+        }
+    ),
+)
 async def logout(body: RefreshRequest, user: CurrentUser, engine: Engine, tokens: Tokens, redis: Redis) -> Response:
     """Revoke the refresh token's family and this access token."""
     await service.logout(engine, tokens, user.user_id, body.refresh_token)

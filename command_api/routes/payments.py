@@ -14,6 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from command_api.deps import Engine, Settings_
 from command_api.payments import service
+from command_api.payments.requests import (
+    PayRequest,
+    RefundRequest,
+    StrictRequest,
+    TransactionView,
+    TransferRequest,
+)
 from command_api.payments.web import (
     IdempotencyKey,
     Kafka,
@@ -22,13 +29,6 @@ from command_api.payments.web import (
     exact_json_body,
     fingerprint,
     openapi_command,
-)
-from command_api.payments.requests import (
-    PayRequest,
-    RefundRequest,
-    StrictRequest,
-    TransactionView,
-    TransferRequest,
 )
 from ogp.security.current_user import CurrentUser
 from ogp.web.openapi import errors
@@ -41,7 +41,7 @@ _COMMON = {
     404: "`account_not_found`: the caller has no wallet account",
     409: "`idempotency_key_in_flight`: a request with this key is still being processed",
     422: "`amount_out_of_limits`: outside the per-transaction limits; `idempotency_key_reused`: this key was used "
-         "for a different request",
+    "for a different request",
     503: "`kafka_unavailable`: nothing was recorded; retry with the same key",
 }
 
@@ -57,8 +57,10 @@ def _responses(more: dict[int, str] | None = None) -> dict:
     texts = dict(_COMMON)
     for status, text in (more or {}).items():
         texts[status] = f"{texts[status]}; {text}" if status in texts else text
-    return {200: {"model": TransactionView, "description": "settled within the `Prefer: wait=N` the caller asked for"},
-            **errors(texts, retry_after=(409,))}
+    return {
+        200: {"model": TransactionView, "description": "settled within the `Prefer: wait=N` the caller asked for"},
+        **errors(texts, retry_after=(409,)),
+    }
 
 
 async def _reply(engine, user_id: int, accepted: service.Accepted, wait: int | None) -> JSONResponse:
@@ -66,13 +68,17 @@ async def _reply(engine, user_id: int, accepted: service.Accepted, wait: int | N
     if wait and not accepted.replayed:
         settled = await service.await_outcome(engine, user_id, accepted, wait)
         if settled is not None:
-            return JSONResponse(settled.model_dump(mode="json"), status_code=200,
-                                headers={"Location": location, "Preference-Applied": f"wait={wait}"})
+            return JSONResponse(
+                settled.model_dump(mode="json"),
+                status_code=200,
+                headers={"Location": location, "Preference-Applied": f"wait={wait}"},
+            )
     return answer_response(accepted, location)  # 202 as accepted, or the stored answer of a replay
 
 
-def _command_route(path: str, model: type[Body],
-                   more_responses: dict[int, str] | None = None) -> Callable[[Checks[Body]], Checks[Body]]:
+def _command_route(
+    path: str, model: type[Body], more_responses: dict[int, str] | None = None
+) -> Callable[[Checks[Body]], Checks[Body]]:
     """Register a wallet command route whose own part is ``checks(body, account_id, engine) -> CommandOf``.
 
     The route itself is the same for every wallet command: authenticate, read the exact body, claim the
@@ -83,9 +89,16 @@ def _command_route(path: str, model: type[Body],
 
     def register(checks: Checks[Body]) -> Checks[Body]:
         # ``body`` is a ``model``; FastAPI reads only the dependency, and a variable is no static type.
-        async def endpoint(request: Request, user: CurrentUser, key: IdempotencyKey,
-                           body: Annotated[Any, Depends(exact_json_body(model))],
-                           wait: PreferWait, engine: Engine, kafka: Kafka, settings: Settings_) -> JSONResponse:
+        async def endpoint(
+            request: Request,
+            user: CurrentUser,
+            key: IdempotencyKey,
+            body: Annotated[Any, Depends(exact_json_body(model))],
+            wait: PreferWait,
+            engine: Engine,
+            kafka: Kafka,
+            settings: Settings_,
+        ) -> JSONResponse:
             async def prepare() -> tuple[str, CommandOf]:
                 service.check_amount(body.amount, settings)
                 account_id = await service.caller_account(engine, user.user_id)
@@ -93,18 +106,37 @@ def _command_route(path: str, model: type[Body],
 
             def build(transaction_id: str, now: datetime, prepared: tuple[str, CommandOf]) -> WalletCommand:
                 account_id, command_of = prepared
-                return command_of(account_id=account_id, requested_at=now, transaction_id=transaction_id,
-                                  user_id=user.user_id, amount=body.amount)
+                return command_of(
+                    account_id=account_id,
+                    requested_at=now,
+                    transaction_id=transaction_id,
+                    user_id=user.user_id,
+                    amount=body.amount,
+                )
 
             accepted = await service.submit(
-                engine, kafka, settings, user_id=user.user_id, idempotency_key=key,
-                fingerprint=fingerprint(request, body), prepare=prepare, build=build)
+                engine,
+                kafka,
+                settings,
+                user_id=user.user_id,
+                idempotency_key=key,
+                fingerprint=fingerprint(request, body),
+                prepare=prepare,
+                build=build,
+            )
             return await _reply(engine, user.user_id, accepted, wait)
 
         endpoint.__name__ = endpoint.__qualname__ = checks.__name__
         endpoint.__doc__ = checks.__doc__
-        router.add_api_route(path, endpoint, methods=["POST"], status_code=202, response_model=TransactionView,
-                             responses=_responses(more_responses), openapi_extra=openapi_command(model))
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            status_code=202,
+            response_model=TransactionView,
+            responses=_responses(more_responses),
+            openapi_extra=openapi_command(model),
+        )
         return checks
 
     return register
@@ -116,18 +148,28 @@ async def pay(body: PayRequest, account_id: str, engine: AsyncEngine) -> Command
     return partial(RequestPayment, merchant_reference=body.merchant_reference, description=body.description)
 
 
-@_command_route("/transfer", TransferRequest, {
-    404: "`unknown_destination`: no wallet matches `to`",
-    422: "`ambiguous_destination`: `to` matches more than one wallet; `same_account`"})
+@_command_route(
+    "/transfer",
+    TransferRequest,
+    {
+        404: "`unknown_destination`: no wallet matches `to`",
+        422: "`ambiguous_destination`: `to` matches more than one wallet; `same_account`",
+    },
+)
 async def transfer(body: TransferRequest, account_id: str, engine: AsyncEngine) -> CommandOf:
     """Transfer to another wallet, named by account id, username or phone number."""
     to_account_id = await service.resolve_destination(engine, body.to, account_id)
     return partial(RequestTransfer, to_account_id=to_account_id, description=body.description)
 
 
-@_command_route("/refund", RefundRequest, {
-    404: "`transaction_not_found`: none of the caller's payments has this id",
-    422: "`not_refundable`: not a successful payment; `refund_exceeds_original`"})
+@_command_route(
+    "/refund",
+    RefundRequest,
+    {
+        404: "`transaction_not_found`: none of the caller's payments has this id",
+        422: "`not_refundable`: not a successful payment; `refund_exceeds_original`",
+    },
+)
 async def refund(body: RefundRequest, account_id: str, engine: AsyncEngine) -> CommandOf:
     """Refund (part of) one of the caller's payments back into their wallet."""
     await service.check_refundable(engine, account_id, body.transaction_id, body.amount)

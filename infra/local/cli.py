@@ -33,6 +33,7 @@ app = typer.Typer(help="The local stack and services.", no_args_is_help=True)
 stack_app = typer.Typer(help="The local infrastructure only: Kafka, PostgreSQL, Redis.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 
+
 def _stack() -> LocalStack:
 
     return LocalStack(get_settings())
@@ -111,8 +112,9 @@ def up() -> None:
     runner = _runner()
     for service in services(settings):
         runner.start(service)
-        console.print(f"  {service.name:<16} {service.url or '(worker)'}"
-                      + (f"   docs {service.url}/docs" if service.url else ""))
+        console.print(
+            f"  {service.name:<16} {service.url or '(worker)'}" + (f"   docs {service.url}/docs" if service.url else "")
+        )
     # Last, so it never races the start-up above: from now on a dead or stuck service is restarted.
     runner.start_supervisor()
     console.print(f"  {'supervisor':<16} restarts a dead or stuck service (log: ogp logs supervisor)")
@@ -129,8 +131,9 @@ def _print_demo(creds) -> None:
     for user in creds.users:
         console.print(f"  user   {user.username:<10} password {user.password}")
     for key in creds.api_keys:
-        console.print(f"  apikey {key.company:<16} {key.plaintext}  ({key.rate_limit_per_minute} requests/minute)",
-                      soft_wrap=True)
+        console.print(
+            f"  apikey {key.company:<16} {key.plaintext}  ({key.rate_limit_per_minute} requests/minute)", soft_wrap=True
+        )
 
 
 @app.command()
@@ -204,8 +207,12 @@ def logs(
     """Tail a service's or a stack component's log."""
     stack = _stack()
     runner = _runner()
-    components = {"kafka": stack.kafka.process, "postgres": stack.postgres.process, "redis": stack.redis.process,
-                  "supervisor": runner.supervisor()}
+    components = {
+        "kafka": stack.kafka.process,
+        "postgres": stack.postgres.process,
+        "redis": stack.redis.process,
+        "supervisor": runner.supervisor(),
+    }
     proc = components.get(service) or runner.process(runner.get(service))
     if not proc.log_file.exists():
         raise StackError(f"no log yet for {service} ({proc.log_file})")
@@ -221,5 +228,3 @@ def midtrans_sim(port: Annotated[int | None, typer.Option(help="default: OGP_MID
     port = port or settings.midtrans_sim_port
     console.print(f"Midtrans simulator on http://{settings.host}:{port}; notifications to {settings.midtrans_webhook}")
     uvicorn.run(create_simulator(settings), host=settings.host, port=port, access_log=False)
-
-

@@ -12,9 +12,9 @@ from sqlalchemy import create_engine, text
 
 from ogp.messaging import trace_headers
 from ogp.settings import Settings
-from schemas.topics import COMMANDS
 from schemas.base import encode
 from schemas.commands import RecordMidtransStatus, RequestTopup
+from schemas.topics import COMMANDS
 
 DEMO_FUNDS = Decimal("1000000.00")
 DEMO_FUNDED_USERS = ("alice", "bob")
@@ -30,8 +30,9 @@ async def _append(settings: Settings, commands) -> None:
     await producer.start()
     try:
         for command in commands:
-            await producer.send_and_wait(COMMANDS, key=command.account_id.encode(), value=encode(command),
-                                         headers=trace_headers())
+            await producer.send_and_wait(
+                COMMANDS, key=command.account_id.encode(), value=encode(command), headers=trace_headers()
+            )
     finally:
         await producer.stop()
 
@@ -41,31 +42,60 @@ def fund_demo_users(settings: Settings, timeout: float = 90) -> dict[str, Decima
     engine = create_engine(settings.sqlalchemy_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT u.username, u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id "
-                                     "WHERE u.username = ANY(:names)"), {"names": list(DEMO_FUNDED_USERS)}).all()
+            rows = conn.execute(
+                text(
+                    "SELECT u.username, u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id "
+                    "WHERE u.username = ANY(:names)"
+                ),
+                {"names": list(DEMO_FUNDED_USERS)},
+            ).all()
         now = datetime.now(UTC)
         commands = []
         for username, user_id, account_id in rows:
             order = _order_id(username)
             commands += [
-                RequestTopup(account_id=account_id, requested_at=now, transaction_id=order, user_id=user_id,
-                             amount=DEMO_FUNDS, payment_method="GOPAY", description="Demo top-up"),
-                RecordMidtransStatus(account_id=account_id, requested_at=now, order_id=order,
-                                     transaction_status="settlement", fraud_status="accept", status_code="200",
-                                     gross_amount=f"{DEMO_FUNDS:.2f}", payment_type="gopay",
-                                     notification_id=f"demo-{order}-settlement"),
+                RequestTopup(
+                    account_id=account_id,
+                    requested_at=now,
+                    transaction_id=order,
+                    user_id=user_id,
+                    amount=DEMO_FUNDS,
+                    payment_method="GOPAY",
+                    description="Demo top-up",
+                ),
+                RecordMidtransStatus(
+                    account_id=account_id,
+                    requested_at=now,
+                    order_id=order,
+                    transaction_status="settlement",
+                    fraud_status="accept",
+                    status_code="200",
+                    gross_amount=f"{DEMO_FUNDS:.2f}",
+                    payment_type="gopay",
+                    notification_id=f"demo-{order}-settlement",
+                ),
             ]
         asyncio.run(_append(settings, commands))
         deadline = time.monotonic() + timeout
         orders = [_order_id(u) for u, _, _ in rows]
         while time.monotonic() < deadline:
             with engine.connect() as conn:
-                done = conn.execute(text("SELECT count(*) FROM ledger_transactions WHERE transaction_id = ANY(:o) "
-                                         "AND status = 'SUCCESS'"), {"o": orders}).scalar()
+                done = conn.execute(
+                    text(
+                        "SELECT count(*) FROM ledger_transactions WHERE transaction_id = ANY(:o) AND status = 'SUCCESS'"
+                    ),
+                    {"o": orders},
+                ).scalar()
                 if done == len(orders):
-                    return dict(conn.execute(text(
-                        "SELECT u.username, a.balance FROM users u JOIN accounts a ON a.user_id = u.id "
-                        "WHERE u.username = ANY(:names)"), {"names": list(DEMO_FUNDED_USERS)}).all())
+                    return dict(
+                        conn.execute(
+                            text(
+                                "SELECT u.username, a.balance FROM users u JOIN accounts a ON a.user_id = u.id "
+                                "WHERE u.username = ANY(:names)"
+                            ),
+                            {"names": list(DEMO_FUNDED_USERS)},
+                        ).all()
+                    )
             time.sleep(0.3)
         raise TimeoutError("the ledger processor did not apply the demo top-ups in time")
     finally:

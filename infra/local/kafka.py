@@ -113,9 +113,17 @@ def ensure_jars(version: str, cache_dir: Path) -> Path:
         shutil.copyfile(POM, pom)
         log = home / "mvn.log"
         argv = [
-            mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(pom), "dependency:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
-            f"-Dkafka.version={version}", f"-Dlog4j.version={log4j}",
+            mvn,
+            "-B",
+            "-q",
+            "-Dstyle.color=never",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging}",
+            f"-Dkafka.version={version}",
+            f"-Dlog4j.version={log4j}",
         ]
         with open(log, "wb") as out:
             out.write((" ".join(argv) + "\n").encode())
@@ -355,11 +363,24 @@ class KafkaBroker:
     def _run_storage_tool(self, libs: Path, timeout: float) -> None:
         log = self.logs_dir / "format.log"
         argv = [
-            _java(), "-Xms64m", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
-            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self.log4j_properties}",
-            f"-Dkafka.logs.dir={self.logs_dir}", "-cp", f"{libs}/*",
-            "kafka.tools.StorageTool", "format", "--ignore-formatted",
-            "-t", self.cluster_id(), "-c", str(self.server_properties),
+            _java(),
+            "-Xms64m",
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-XX:-UsePerfData",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.log4j_properties}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "--ignore-formatted",
+            "-t",
+            self.cluster_id(),
+            "-c",
+            str(self.server_properties),
         ]
         with open(log, "wb") as out:
             try:
@@ -380,15 +401,24 @@ class KafkaBroker:
             cds.promote_pending(self.data_dir)
             quick += cds.jvm_flags(self.data_dir)
         return [
-            java, f"-Xms{xms}", f"-Xmx{self.heap}",
-            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-            "-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15", "-XX:-UsePerfData",
+            java,
+            f"-Xms{xms}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-XX:+ExplicitGCInvokesConcurrent",
+            "-XX:MaxInlineLevel=15",
+            "-XX:-UsePerfData",
             *quick,
             "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self.log4j_properties}", "-Dlog4j2.disableJmx=true",
+            f"-Dlog4j2.configurationFile={self.log4j_properties}",
+            "-Dlog4j2.disableJmx=true",
             f"-Dkafka.logs.dir={self.logs_dir}",
-            "-cp", f"{libs}/*",
-            "kafka.Kafka", str(self.server_properties),
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            str(self.server_properties),
         ]
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -432,10 +462,7 @@ class KafkaBroker:
             server_tail = "\n".join(server_log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             server_tail = ""
-        return (
-            f"log {self.process.log_file}:\n{self.process.tail(lines)}\n"
-            f"server log {server_log}:\n{server_tail}"
-        )
+        return f"log {self.process.log_file}:\n{self.process.tail(lines)}\nserver log {server_log}:\n{server_tail}"
 
     def stop(self, timeout: float = 60) -> bool:
         """SIGTERM (controlled shutdown), wait up to ``timeout``, then SIGKILL. True if it was running."""
@@ -562,11 +589,24 @@ class _Cds:
             return
         crash_log = self.dir / f"verify-{os.getpid()}.log"
         try:
-            ok = subprocess.run(
-                [self.java, "-Xshare:on", "-XX:+VerifySharedSpaces", f"-XX:SharedArchiveFile={pending}",
-                 f"-XX:ErrorFile={crash_log}", "-cp", f"{self.libs}/*", "-version"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
-            ).returncode == 0
+            ok = (
+                subprocess.run(
+                    [
+                        self.java,
+                        "-Xshare:on",
+                        "-XX:+VerifySharedSpaces",
+                        f"-XX:SharedArchiveFile={pending}",
+                        f"-XX:ErrorFile={crash_log}",
+                        "-cp",
+                        f"{self.libs}/*",
+                        "-version",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=60,
+                ).returncode
+                == 0
+            )
         except (OSError, subprocess.TimeoutExpired):
             ok = False
         crash_log.unlink(missing_ok=True)

@@ -81,10 +81,23 @@ class PostgresServer:
         self._chown(Path(pwfile.name))
         try:
             result = subprocess.run(
-                [*self._as_owner(), _bin("initdb"), "-D", str(self.data_dir), "-U", self.user,
-                 f"--pwfile={pwfile.name}", "--auth-local=trust", "--auth-host=scram-sha-256",
-                 "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"],
-                capture_output=True, text=True,
+                [
+                    *self._as_owner(),
+                    _bin("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    self.user,
+                    f"--pwfile={pwfile.name}",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-instructions",
+                ],
+                capture_output=True,
+                text=True,
             )
         finally:
             os.unlink(pwfile.name)
@@ -98,12 +111,35 @@ class PostgresServer:
         self.init()
         self.process.run_dir.mkdir(parents=True, exist_ok=True)
         self.process.start(
-            [*self._as_owner(), _bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-             "-k", str(self.socket_dir), "-c", f"listen_addresses={self.host}",
-             "-c", "max_connections=200", "-c", "shared_buffers=256MB", "-c", "fsync=on",
-             "-c", "synchronous_commit=on", "-c", "wal_level=replica", "-c", "log_min_messages=warning",
-             # Fewer checkpoints under bursts of ledger batches (durability is unchanged: fsync, sync commit).
-             "-c", "max_wal_size=4GB", "-c", "checkpoint_timeout=15min"]
+            [
+                *self._as_owner(),
+                _bin("postgres"),
+                "-D",
+                str(self.data_dir),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.socket_dir),
+                "-c",
+                f"listen_addresses={self.host}",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=256MB",
+                "-c",
+                "fsync=on",
+                "-c",
+                "synchronous_commit=on",
+                "-c",
+                "wal_level=replica",
+                "-c",
+                "log_min_messages=warning",
+                # Fewer checkpoints under bursts of ledger batches (durability is unchanged: fsync, sync commit).
+                "-c",
+                "max_wal_size=4GB",
+                "-c",
+                "checkpoint_timeout=15min",
+            ]
         )
         wait_until(lambda: self._can_connect("postgres"), timeout, "PostgreSQL", log=self.process)
         self.create_database(self.database)

@@ -25,8 +25,23 @@ class RedisServer:
             return
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.process.start(
-            [require("redis-server"), "--port", str(self.port), "--bind", self.host, "--save", "",
-             "--appendonly", "no", "--dir", str(self.base_dir), "--daemonize", "no", "--protected-mode", "yes"]
+            [
+                require("redis-server"),
+                "--port",
+                str(self.port),
+                "--bind",
+                self.host,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.base_dir),
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+            ]
         )
         wait_until(self.healthy, timeout, "Redis", log=self.process)
 

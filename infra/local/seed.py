@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
+from command_api.identity.passwords import hash_password, verify_password
 from ogp.db.tables import accounts, api_keys, external_services, users
 from ogp.security.api_keys import format_api_key, hash_api_key
-from command_api.identity.passwords import hash_password, verify_password
 from ogp.settings import Settings
 
 SEED_ENVIRONMENTS = ("development", "test")
@@ -118,8 +118,13 @@ def _seed_user(connection: Connection, user: DemoUser) -> None:
     if row is None:
         user_id = connection.execute(
             insert(users)
-            .values(username=user.username, email=user.email, phone=user.phone,
-                    password=hash_password(user.password), is_admin=user.is_admin)
+            .values(
+                username=user.username,
+                email=user.email,
+                phone=user.phone,
+                password=hash_password(user.password),
+                is_admin=user.is_admin,
+            )
             .returning(users.c.id)
         ).scalar_one()
     else:
@@ -128,7 +133,8 @@ def _seed_user(connection: Connection, user: DemoUser) -> None:
         # password someone changed (the printed credentials must keep working).
         if not verify_password(user.password, row.password):
             connection.execute(
-                update(users).where(users.c.id == user_id)
+                update(users)
+                .where(users.c.id == user_id)
                 .values(password=hash_password(user.password), updated_at=func.now())
             )
     connection.execute(
@@ -141,8 +147,12 @@ def _seed_user(connection: Connection, user: DemoUser) -> None:
 def _seed_partner(connection: Connection, key: DemoApiKey, settings: Settings) -> None:
     connection.execute(
         insert(external_services)
-        .values(company=key.company, service_type="HISTORICAL_TRANSACTION", contact_email=key.contact_email,
-                description=key.description)
+        .values(
+            company=key.company,
+            service_type="HISTORICAL_TRANSACTION",
+            contact_email=key.contact_email,
+            description=key.description,
+        )
         .on_conflict_do_nothing(index_elements=[external_services.c.company])
     )
     service_id = connection.execute(
@@ -164,9 +174,7 @@ def _seed_partner(connection: Connection, key: DemoApiKey, settings: Settings) -
     connection.execute(
         stmt.on_conflict_do_update(
             index_elements=[api_keys.c.external_service_id],
-            set_={"key_prefix": stmt.excluded.key_prefix, "key_hash": stmt.excluded.key_hash,
-                  "updated_at": func.now()},
-            where=(api_keys.c.key_prefix != stmt.excluded.key_prefix)
-            | (api_keys.c.key_hash != stmt.excluded.key_hash),
+            set_={"key_prefix": stmt.excluded.key_prefix, "key_hash": stmt.excluded.key_hash, "updated_at": func.now()},
+            where=(api_keys.c.key_prefix != stmt.excluded.key_prefix) | (api_keys.c.key_hash != stmt.excluded.key_hash),
         )
     )

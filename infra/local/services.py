@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from ogp.settings import Settings
-from infra.local.stack import ComponentStatus
 from infra.local.process import ManagedProcess, StackError, free_port, wait_until
+from infra.local.stack import ComponentStatus
+from ogp.settings import Settings
 
 SUPERVISOR = "supervisor"
 
@@ -43,18 +43,42 @@ def services(settings: Settings) -> list[Service]:
 
     def uvicorn(app: str, port: int) -> tuple[str, ...]:
         # Client IPs: only our OGP_TRUSTED_PROXIES decides whom X-Forwarded-For is believed from.
-        return (py, "-m", "uvicorn", app, "--factory", "--host", h, "--port", str(port), "--no-access-log",
-                "--forwarded-allow-ips", "")
+        return (
+            py,
+            "-m",
+            "uvicorn",
+            app,
+            "--factory",
+            "--host",
+            h,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--forwarded-allow-ips",
+            "",
+        )
 
     # The simulator stands in for Midtrans everywhere but production; it starts first so top-ups work at once.
-    simulator = [Service("midtrans-sim", (py, "-m", "infra.midtrans_sim"), f"http://{h}:{settings.midtrans_sim_port}",
-                         ready_path="/health")]
+    simulator = [
+        Service(
+            "midtrans-sim",
+            (py, "-m", "infra.midtrans_sim"),
+            f"http://{h}:{settings.midtrans_sim_port}",
+            ready_path="/health",
+        )
+    ]
     return [
         *(simulator if settings.environment != "production" else []),
-        Service("command-api", uvicorn("command_api.app:create_app", settings.command_api_port),
-                f"http://{h}:{settings.command_api_port}"),
-        Service("query-api", uvicorn("query_api.app:create_app", settings.query_api_port),
-                f"http://{h}:{settings.query_api_port}"),
+        Service(
+            "command-api",
+            uvicorn("command_api.app:create_app", settings.command_api_port),
+            f"http://{h}:{settings.command_api_port}",
+        ),
+        Service(
+            "query-api",
+            uvicorn("query_api.app:create_app", settings.query_api_port),
+            f"http://{h}:{settings.query_api_port}",
+        ),
         Service("ledger-processor", (py, "-m", "ledger_processor")),
         Service("projector-history", (py, "-m", "projections.history")),
         Service("projector-access-logs", (py, "-m", "projections.access_logs")),

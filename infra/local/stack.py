@@ -37,13 +37,21 @@ class LocalStack:
         base = settings.state_dir
         self.settings = settings
         self.postgres = PostgresServer(
-            base / "postgres", settings.postgres_port, settings.postgres_user,
-            settings.postgres_password.get_secret_value(), settings.postgres_db, host=settings.host,
+            base / "postgres",
+            settings.postgres_port,
+            settings.postgres_user,
+            settings.postgres_password.get_secret_value(),
+            settings.postgres_db,
+            host=settings.host,
         )
         self.redis = RedisServer(base / "redis", settings.redis_port, host=settings.host)
         self.kafka = KafkaBroker(
-            base / "kafka", settings.kafka_port, settings.kafka_controller_port, settings.kafka_version,
-            settings.kafka_cache_dir, host=settings.host,
+            base / "kafka",
+            settings.kafka_port,
+            settings.kafka_controller_port,
+            settings.kafka_version,
+            settings.kafka_cache_dir,
+            host=settings.host,
         )
 
     def _components(self) -> dict[str, tuple[Component, str]]:

@@ -35,15 +35,22 @@ class _Watch:
 
 def restart_delay(restarts: int, cap: float = 60.0) -> float:
     """Seconds to wait before the next restart after ``restarts`` in a row: 0, 2, 4, 8, ... up to ``cap``."""
-    return 0.0 if restarts == 0 else min(2.0 ** restarts, cap)
+    return 0.0 if restarts == 0 else min(2.0**restarts, cap)
 
 
 class Supervisor:
     """Checks every service once per ``check()``; ``run()`` checks every ``interval`` seconds until stopped."""
 
-    def __init__(self, runner: ServiceRunner, *, interval: float = 2.0, unhealthy_after: float = 6.0,
-                 start_grace: float = 60.0, stable_after: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        runner: ServiceRunner,
+        *,
+        interval: float = 2.0,
+        unhealthy_after: float = 6.0,
+        start_grace: float = 60.0,
+        stable_after: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.runner = runner
         self.interval, self.unhealthy_after = interval, unhealthy_after
         self.start_grace, self.stable_after = start_grace, stable_after
@@ -79,8 +86,9 @@ class Supervisor:
         if watch.unhealthy_since is None:
             watch.unhealthy_since = now
         if now - watch.unhealthy_since >= self.unhealthy_after:
-            self._restart(service, watch, now, f"has not been healthy for {now - watch.unhealthy_since:.0f}s",
-                          kill=True)
+            self._restart(
+                service, watch, now, f"has not been healthy for {now - watch.unhealthy_since:.0f}s", kill=True
+            )
 
     def _restart(self, service: Service, watch: _Watch, now: float, why: str, kill: bool = False) -> None:
         if now < watch.not_before:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uvicorn
 import asyncio
 import base64
 import hmac
@@ -15,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import TypeGuard
 from urllib.parse import parse_qs
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -26,8 +26,16 @@ from ogp.logs import configure_logging
 from ogp.settings import Settings, get_settings
 
 _ORDER_ID = re.compile(r"^[A-Za-z0-9\-_~.]{1,50}$")
-_UNITS = {"second": 1, "seconds": 1, "minute": 60, "minutes": 60, "hour": 3600, "hours": 3600,
-          "day": 86400, "days": 86400}
+_UNITS = {
+    "second": 1,
+    "seconds": 1,
+    "minute": 60,
+    "minutes": 60,
+    "hour": 3600,
+    "hours": 3600,
+    "day": 86400,
+    "days": 86400,
+}
 _PAID = {"settlement", "capture", "refund", "partial_refund"}
 
 
@@ -37,13 +45,19 @@ def _error(status: int, *messages: str) -> JSONResponse:
 
 def _core_error(status: int, message: str, body_status: str | None = None) -> JSONResponse:
     # The Core API answers errors with HTTP 200 and the error in the body's status_code, like Midtrans.
-    return JSONResponse({"status_code": body_status or str(status), "status_message": message,
-                         "id": secrets.token_hex(16)}, status_code=200)
+    return JSONResponse(
+        {"status_code": body_status or str(status), "status_message": message, "id": secrets.token_hex(16)},
+        status_code=200,
+    )
 
 
 def _is_int_amount(value) -> TypeGuard[int | float | str]:
-    return isinstance(value, int) and not isinstance(value, bool) or (
-        isinstance(value, float) and value.is_integer()) or (isinstance(value, str) and value.isdigit())
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        or (isinstance(value, float) and value.is_integer())
+        or (isinstance(value, str) and value.isdigit())
+    )
 
 
 def validate_snap(body: dict) -> list[str]:
@@ -62,8 +76,12 @@ def validate_snap(body: dict) -> list[str]:
     if items is not None:
         total = 0
         for i, item in enumerate(items if isinstance(items, list) else [None]):
-            if not isinstance(item, dict) or not _is_int_amount(item.get("price")) or \
-                    not _is_int_amount(item.get("quantity")) or int(float(item["quantity"])) < 1:
+            if (
+                not isinstance(item, dict)
+                or not _is_int_amount(item.get("price"))
+                or not _is_int_amount(item.get("quantity"))
+                or int(float(item["quantity"])) < 1
+            ):
                 errors.append(f"item_details[{i}] needs an integer price and a quantity of at least 1")
                 continue
             if len(str(item.get("name", ""))) > 50:
@@ -77,8 +95,9 @@ def validate_snap(body: dict) -> list[str]:
     return errors
 
 
-def create_app(settings: Settings | None = None, *, retry_delays: tuple[float, ...] | None = None,
-               webhook_url: str | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, retry_delays: tuple[float, ...] | None = None, webhook_url: str | None = None
+) -> FastAPI:
     """The simulator for ``settings`` (server key, merchant id, webhook URL)."""
     settings = settings or get_settings()
     server_key = settings.midtrans_server_key.get_secret_value()
@@ -157,21 +176,22 @@ def create_app(settings: Settings | None = None, *, retry_delays: tuple[float, .
         if existing is not None and existing.status is not None and existing.status != "pending":
             return _error(400, "transaction_details.order_id has already been taken")
         token = str(uuid.uuid4())
-        order = Order(order_id, int(float(details["gross_amount"])), methods.expand(body.get("enabled_payments")),
-                      token, body)
+        order = Order(
+            order_id, int(float(details["gross_amount"])), methods.expand(body.get("enabled_payments")), token, body
+        )
         if existing is not None:  # re-creating an unpaid order: a fresh token, the same transaction id
             order.transaction_id = existing.transaction_id
             by_token.pop(existing.token, None)
         expiry = body.get("expiry") or {}
         if isinstance(expiry, dict) and str(expiry.get("duration", "")).isdigit():
             order.expiry_time = datetime.now(WIB) + timedelta(
-                seconds=int(expiry["duration"]) * _UNITS.get(str(expiry.get("unit", "minute")), 60))
+                seconds=int(expiry["duration"]) * _UNITS.get(str(expiry.get("unit", "minute")), 60)
+            )
         else:
             order.expiry_time = datetime.now(WIB) + timedelta(days=1)
         orders[order_id] = by_token[token] = by_transaction[order.transaction_id] = order
         base = str(request.base_url).rstrip("/")
-        return JSONResponse({"token": token, "redirect_url": f"{base}/snap/v3/redirection/{token}"},
-                            status_code=201)
+        return JSONResponse({"token": token, "redirect_url": f"{base}/snap/v3/redirection/{token}"}, status_code=201)
 
     @app.get("/snap/v3/redirection/{token}", response_class=HTMLResponse)
     async def page(token: str):
@@ -233,9 +253,14 @@ def create_app(settings: Settings | None = None, *, retry_delays: tuple[float, .
         notify(order, [order.status])
         body = order.payload(server_key, settings.midtrans_merchant_id, status_code=code)
         if action == "refund":
-            body.update({"refund_chargeback_id": result["refund_chargeback_id"], "refund_key": result["refund_key"],
-                         "refund_amount": f"{result['refund_amount']}.00",
-                         "status_message": "Success, refund request is approved"})
+            body.update(
+                {
+                    "refund_chargeback_id": result["refund_chargeback_id"],
+                    "refund_key": result["refund_key"],
+                    "refund_amount": f"{result['refund_amount']}.00",
+                    "status_message": "Success, refund request is approved",
+                }
+            )
         return body
 
     @app.post("/v2/{ident}/cancel")
@@ -255,9 +280,14 @@ def create_app(settings: Settings | None = None, *, retry_delays: tuple[float, .
         amount = body.get("amount")
         if amount is not None and not _is_int_amount(amount):
             return _core_error(400, "amount must be a whole number of rupiah", "400")
-        return await _change(ident, request, "refund", refund_key=body.get("refund_key"),
-                             amount=None if amount is None else int(float(amount)),
-                             reason=str(body.get("reason", "")))
+        return await _change(
+            ident,
+            request,
+            "refund",
+            refund_key=body.get("refund_key"),
+            amount=None if amount is None else int(float(amount)),
+            reason=str(body.get("reason", "")),
+        )
 
     # -- test knobs --------------------------------------------------------------------------------------
     @app.get("/_sim/knobs")

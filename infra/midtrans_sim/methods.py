@@ -53,8 +53,11 @@ def method_fields(channel: str, rng: random.Random | None = None) -> dict:
     payment_type = CHANNELS[channel][1]
     if channel in ("bca_va", "bni_va", "bri_va", "cimb_va", "other_va"):
         bank = channel.removesuffix("_va").replace("other", "bca")
-        return {"payment_type": payment_type, "va_numbers": [{"bank": bank, "va_number": digits(11)}],
-                "payment_amounts": []}
+        return {
+            "payment_type": payment_type,
+            "va_numbers": [{"bank": bank, "va_number": digits(11)}],
+            "payment_amounts": [],
+        }
     if channel == "permata_va":
         return {"payment_type": payment_type, "permata_va_number": digits(16)}
     if channel == "echannel":
@@ -62,9 +65,16 @@ def method_fields(channel: str, rng: random.Random | None = None) -> dict:
     if channel in ("indomaret", "alfamart"):
         return {"payment_type": payment_type, "store": channel, "payment_code": digits(14)}
     if channel == "credit_card":
-        return {"payment_type": payment_type, "masked_card": f"481111-{digits(4)}", "bank": "bni",
-                "card_type": "credit", "channel_response_code": "00", "channel_response_message": "Approved",
-                "approval_code": digits(13), "eci": "05"}
+        return {
+            "payment_type": payment_type,
+            "masked_card": f"481111-{digits(4)}",
+            "bank": "bni",
+            "card_type": "credit",
+            "channel_response_code": "00",
+            "channel_response_message": "Approved",
+            "approval_code": digits(13),
+            "eci": "05",
+        }
     if channel == "other_qris":
         return {"payment_type": payment_type, "issuer": "gopay", "acquirer": "gopay"}
     return {"payment_type": payment_type}

@@ -100,12 +100,15 @@ class Notifier:
         status = None
         assert self._client is not None, "start() opens the client before the app sends anything"
         try:
-            reply = await self._client.post(self.webhook_url, content=json.dumps(payload),
-                                            headers={"content-type": "application/json",
-                                                     "user-agent": "Veritrans"})
+            reply = await self._client.post(
+                self.webhook_url,
+                content=json.dumps(payload),
+                headers={"content-type": "application/json", "user-agent": "Veritrans"},
+            )
             status = reply.status_code
         except httpx.HTTPError as exc:
             log.info("notification to %s failed: %s", self.webhook_url, exc.__class__.__name__)
-        self.deliveries.append(Delivery(payload["order_id"], payload["transaction_status"], attempt, status,
-                                        datetime.now(UTC).isoformat()))
+        self.deliveries.append(
+            Delivery(payload["order_id"], payload["transaction_status"], attempt, status, datetime.now(UTC).isoformat())
+        )
         return status is not None and (200 <= status < 300 or status in NOT_RETRIED)

@@ -22,8 +22,9 @@ def _rupiah(amount: int) -> str:
 def payment_page(order: Order) -> str:
     options = "\n".join(
         f'<label><input type="radio" name="channel" value="{escape(c)}" id="m-{escape(c)}"'
-        f'{" checked" if i == 0 else ""}> {escape(CHANNELS[c][0])}</label>'
-        for i, c in enumerate(order.enabled))
+        f"{' checked' if i == 0 else ''}> {escape(CHANNELS[c][0])}</label>"
+        for i, c in enumerate(order.enabled)
+    )
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Midtrans simulator: pay</title>
 <meta name="viewport" content="width=device-width,initial-scale=1"><style>{_STYLE}</style></head><body>
 <h1>Midtrans simulator</h1><div>Order <code id="order-id">{escape(order.order_id)}</code></div>

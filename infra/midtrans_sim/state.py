@@ -11,8 +11,18 @@ from infra.midtrans_sim.methods import method_fields
 
 WIB = timezone(timedelta(hours=7))  # Midtrans reports times in Jakarta time, "YYYY-MM-DD HH:MM:SS"
 
-STATUS_CODES = {"pending": "201", "authorize": "200", "capture": "200", "settlement": "200", "deny": "202",
-                "cancel": "202", "expire": "202", "failure": "202", "refund": "200", "partial_refund": "200"}
+STATUS_CODES = {
+    "pending": "201",
+    "authorize": "200",
+    "capture": "200",
+    "settlement": "200",
+    "deny": "202",
+    "cancel": "202",
+    "expire": "202",
+    "failure": "202",
+    "refund": "200",
+    "partial_refund": "200",
+}
 MESSAGES = {"pending": "Success, transaction is found", "settlement": "Success, transaction is found"}
 
 
@@ -51,8 +61,9 @@ class Order:
     def refunded(self) -> int:
         return sum(r["refund_amount"] for r in self.refunds)
 
-    def payload(self, server_key: str, merchant_id: str, status: str | None = None,
-                status_code: str | None = None) -> dict:
+    def payload(
+        self, server_key: str, merchant_id: str, status: str | None = None, status_code: str | None = None
+    ) -> dict:
         """A notification (or status answer) for this order, as Midtrans shapes it, signed."""
         status = status or self.status or "pending"
         code = status_code or STATUS_CODES.get(status, "200")
@@ -114,7 +125,8 @@ class Order:
 
     def cancel(self) -> None:
         if self.status in ("settlement", "refund", "partial_refund", "deny", "expire", "cancel") or (
-                self.status == "capture" and self.fraud_status == "accept" and self.settlement_time is None):
+            self.status == "capture" and self.fraud_status == "accept" and self.settlement_time is None
+        ):
             raise SimError(412, "Transaction status cannot be updated", "412")
         if self.status is None:
             raise SimError(404, "Transaction doesn't exist.", "404")
@@ -130,14 +142,20 @@ class Order:
             if refund_key and r["refund_key"] == refund_key:
                 return r  # the same refund_key is the same refund
         paid = self.status in ("settlement", "partial_refund") or (
-            self.status == "capture" and self.fraud_status == "accept")
+            self.status == "capture" and self.fraud_status == "accept"
+        )
         if not paid:
             raise SimError(412, "Transaction status cannot be updated", "412")
         amount = self.gross_amount - self.refunded if amount is None else amount
         if amount <= 0 or amount > self.gross_amount - self.refunded:
             raise SimError(412, "Refund amount exceeds the refundable amount", "412")
-        refund = {"refund_chargeback_id": len(self.refunds) + 1, "refund_amount": amount, "reason": reason,
-                  "refund_key": refund_key or str(uuid.uuid4()), "created_at": stamp()}
+        refund = {
+            "refund_chargeback_id": len(self.refunds) + 1,
+            "refund_amount": amount,
+            "reason": reason,
+            "refund_key": refund_key or str(uuid.uuid4()),
+            "created_at": stamp(),
+        }
         self.refunds.append(refund)
         self.status = "refund" if self.refunded == self.gross_amount else "partial_refund"
         return refund

@@ -150,8 +150,7 @@ class Book:
 
     def tx(self, transaction_id: str) -> Transaction | None:
         tx = self.transactions.get(transaction_id)
-        if tx is None and self.looked_up_transactions is not None \
-                and transaction_id not in self.looked_up_transactions:
+        if tx is None and self.looked_up_transactions is not None and transaction_id not in self.looked_up_transactions:
             raise MissingLookup(f"transaction {transaction_id} was not loaded")
         return tx
 
@@ -171,15 +170,34 @@ class Book:
         return self.partition_of(account_id) == self.partition
 
     # -- changes -----------------------------------------------------------------------------------
-    def new_tx(self, transaction_id: str, transaction_type: str, account_id: str, user_id: int | None,
-               amount: Decimal, **fields) -> Transaction:
+    def new_tx(
+        self,
+        transaction_id: str,
+        transaction_type: str,
+        account_id: str,
+        user_id: int | None,
+        amount: Decimal,
+        **fields,
+    ) -> Transaction:
         if self.tx(transaction_id) is not None:
             raise IdConflict(transaction_id)
         account = self.accounts.get(account_id)
         balance = account.balance if account else ZERO
-        tx = Transaction(transaction_id, transaction_type, account_id, user_id, "PENDING", amount,
-                         self.now, self.now, balance_before=balance, balance_after=balance, is_new=True,
-                         command_offset=self.current_offset, **fields)
+        tx = Transaction(
+            transaction_id,
+            transaction_type,
+            account_id,
+            user_id,
+            "PENDING",
+            amount,
+            self.now,
+            self.now,
+            balance_before=balance,
+            balance_after=balance,
+            is_new=True,
+            command_offset=self.current_offset,
+            **fields,
+        )
         self.transactions[transaction_id] = tx
         return tx
 
@@ -197,8 +215,16 @@ class Book:
             account.balance_changed = True
             self.entries.append(Entry(transaction_id, account.account_id, amount, account.balance))
 
-    def settle(self, tx: Transaction, status: str, *, failure_reason: str | None = None,
-               before: Decimal | None = None, after: Decimal | None = None, publish: bool = True) -> None:
+    def settle(
+        self,
+        tx: Transaction,
+        status: str,
+        *,
+        failure_reason: str | None = None,
+        before: Decimal | None = None,
+        after: Decimal | None = None,
+        publish: bool = True,
+    ) -> None:
         """Move ``tx`` to ``status`` (optionally with its balance snapshot) and publish its new state."""
         tx.status = status
         tx.failure_reason = failure_reason
@@ -217,15 +243,32 @@ class Book:
             return  # an unknown account has no history to project into
         # Every value here was validated on its way into the ledger: construct without re-validating
         # (the hot path), while the wire format stays the model's own.
-        self.outgoing.append(Outgoing("events", tx.account_id, TransactionRecorded.model_construct(
-            event_id=f"{tx.transaction_id}#{tx.revision}", transaction_id=tx.transaction_id,
-            revision=tx.revision, account_id=tx.account_id, user_id=tx.user_id,
-            transaction_type=tx.transaction_type, status=tx.status, amount=tx.amount,
-            balance_before=tx.balance_before, balance_after=tx.balance_after, currency=tx.currency,
-            description=tx.description, external_reference=tx.external_reference,
-            payment_method=tx.payment_method, failure_reason=tx.failure_reason,
-            metadata=tx.details.get("metadata", {}), created_at=tx.created_at, updated_at=tx.updated_at,
-        )))
+        self.outgoing.append(
+            Outgoing(
+                "events",
+                tx.account_id,
+                TransactionRecorded.model_construct(
+                    event_id=f"{tx.transaction_id}#{tx.revision}",
+                    transaction_id=tx.transaction_id,
+                    revision=tx.revision,
+                    account_id=tx.account_id,
+                    user_id=tx.user_id,
+                    transaction_type=tx.transaction_type,
+                    status=tx.status,
+                    amount=tx.amount,
+                    balance_before=tx.balance_before,
+                    balance_after=tx.balance_after,
+                    currency=tx.currency,
+                    description=tx.description,
+                    external_reference=tx.external_reference,
+                    payment_method=tx.payment_method,
+                    failure_reason=tx.failure_reason,
+                    metadata=tx.details.get("metadata", {}),
+                    created_at=tx.created_at,
+                    updated_at=tx.updated_at,
+                ),
+            )
+        )
 
     def emit(self, key: str, message: Message) -> None:
         self.outgoing.append(Outgoing("events", key, message))

@@ -41,14 +41,20 @@ _CANCELLED = {"cancel": "midtrans_cancel", "expire": "midtrans_expire"}
 # "full": everything paid; "partial": Midtrans's cumulative refund_amount; "deny": full, if the policy allows.
 _AFTER_PAID: dict[str, dict[str, str]] = {
     "capture": {"settlement": "none", "cancel": "full"},
-    "settlement": {"refund": "full", "chargeback": "full", "partial_refund": "partial",
-                   "partial_chargeback": "partial", "deny": "deny"},
+    "settlement": {
+        "refund": "full",
+        "chargeback": "full",
+        "partial_refund": "partial",
+        "partial_chargeback": "partial",
+        "deny": "deny",
+    },
     "partial_refund": {"refund": "full", "partial_refund": "partial"},
     "partial_chargeback": {"chargeback": "full", "partial_chargeback": "partial"},
 }
 
 
 # A decision is one of these; ``action`` tells which, and each kind carries exactly the fields its action uses.
+
 
 @dataclass(frozen=True)
 class Ignore:

@@ -48,8 +48,18 @@ from schemas.events import AccountStatusChanged, OrderPaymentRecorded
 ORDER_PAYMENT = "ORDER_PAYMENT"  # a Midtrans order payment: no wallet, money into the merchant payable
 ORDER_REFUND = "ORDER_REFUND"  # Midtrans gave (part of) an order payment back: out of the merchant payable
 
-__all__ = ["HANDLERS", "apply", "reject", "needs", "Needs", "incoming_id", "reversal_id", "topup_reversal_id",
-           "expire_payment", "subject_id"]
+__all__ = [
+    "HANDLERS",
+    "apply",
+    "reject",
+    "needs",
+    "Needs",
+    "incoming_id",
+    "reversal_id",
+    "topup_reversal_id",
+    "expire_payment",
+    "subject_id",
+]
 
 
 def topup_reversal_id(payment_id: str, n: int) -> str:
@@ -116,13 +126,21 @@ def needs(command: Command, owns: Callable[[str], bool]) -> Needs:
 
 # -- wallet commands ------------------------------------------------------------------------------------
 
+
 def pay(book: Book, cmd: RequestPayment) -> None:
     if book.seen(cmd.transaction_id, cmd.account_id, "PAYMENT"):
         return  # redelivered: already applied
     account = book.account(cmd.account_id)
-    tx = book.new_tx(cmd.transaction_id, "PAYMENT", cmd.account_id, cmd.user_id, cmd.amount,
-                     description=cmd.description, external_reference=cmd.merchant_reference,
-                     details={"metadata": {"merchant_reference": cmd.merchant_reference}})
+    tx = book.new_tx(
+        cmd.transaction_id,
+        "PAYMENT",
+        cmd.account_id,
+        cmd.user_id,
+        cmd.amount,
+        description=cmd.description,
+        external_reference=cmd.merchant_reference,
+        details={"metadata": {"merchant_reference": cmd.merchant_reference}},
+    )
     if reason := cannot_send(account, cmd.amount, cmd.currency):
         return fail(book, tx, reason)
     assert account is not None, "cannot_send refuses an unknown account"
@@ -135,9 +153,16 @@ def refund(book: Book, cmd: RequestRefund) -> None:
     if book.seen(cmd.transaction_id, cmd.account_id, "REFUND"):
         return
     account = book.account(cmd.account_id)
-    tx = book.new_tx(cmd.transaction_id, "REFUND", cmd.account_id, cmd.user_id, cmd.amount,
-                     description=cmd.reason, external_reference=cmd.original_transaction_id,
-                     details={"metadata": {"original_transaction_id": cmd.original_transaction_id}})
+    tx = book.new_tx(
+        cmd.transaction_id,
+        "REFUND",
+        cmd.account_id,
+        cmd.user_id,
+        cmd.amount,
+        description=cmd.reason,
+        external_reference=cmd.original_transaction_id,
+        details={"metadata": {"original_transaction_id": cmd.original_transaction_id}},
+    )
     original = book.tx(cmd.original_transaction_id)
     if reason := cannot_receive(account, cmd.currency):
         return fail(book, tx, reason)
@@ -158,15 +183,22 @@ def refund(book: Book, cmd: RequestRefund) -> None:
 
 # -- Midtrans: wallet top-ups ------------------------------------------------------------------------------
 
+
 def topup(book: Book, cmd: RequestTopup) -> None:
     if book.seen(cmd.transaction_id, cmd.account_id, "TOPUP"):
         return
     account = book.account(cmd.account_id)
-    tx = book.new_tx(cmd.transaction_id, "TOPUP", cmd.account_id, cmd.user_id, cmd.amount,
-                     description=cmd.description or "Top up via Midtrans", external_reference=cmd.transaction_id,
-                     payment_method=cmd.payment_method,
-                     details={"metadata": {"order_id": cmd.transaction_id, "payment_method": cmd.payment_method},
-                              **_expiry(cmd)})
+    tx = book.new_tx(
+        cmd.transaction_id,
+        "TOPUP",
+        cmd.account_id,
+        cmd.user_id,
+        cmd.amount,
+        description=cmd.description or "Top up via Midtrans",
+        external_reference=cmd.transaction_id,
+        payment_method=cmd.payment_method,
+        details={"metadata": {"order_id": cmd.transaction_id, "payment_method": cmd.payment_method}, **_expiry(cmd)},
+    )
     if reason := cannot_receive(account, cmd.currency):
         return fail(book, tx, reason)
     book.settle(tx, "PENDING")
@@ -238,13 +270,24 @@ def _hold(book: Book, tx: Transaction, cmd: RecordMidtransStatus, decision: midt
     """Midtrans took ``decision.amount`` for ``tx`` and the ledger cannot credit it: move it from Midtrans
     clearing into suspense under a record that says why (once), end a PENDING payment FAILED, flag it."""
     if book.tx(held_id(tx.transaction_id)) is None:
-        held = book.new_tx(held_id(tx.transaction_id), "HELD", tx.account_id, None, decision.amount,
-                           description=f"paid through Midtrans for {tx.transaction_id}, not credited",
-                           external_reference=tx.external_reference, payment_method=tx.payment_method,
-                           details={"suspense_reason": decision.reason,
-                                    "metadata": {"midtrans_status": cmd.transaction_status.lower()}})
-        book.post(held.transaction_id, [(book.system(MIDTRANS_CLEARING), -decision.amount),
-                                        (book.system(SUSPENSE), decision.amount)])
+        held = book.new_tx(
+            held_id(tx.transaction_id),
+            "HELD",
+            tx.account_id,
+            None,
+            decision.amount,
+            description=f"paid through Midtrans for {tx.transaction_id}, not credited",
+            external_reference=tx.external_reference,
+            payment_method=tx.payment_method,
+            details={
+                "suspense_reason": decision.reason,
+                "metadata": {"midtrans_status": cmd.transaction_status.lower()},
+            },
+        )
+        book.post(
+            held.transaction_id,
+            [(book.system(MIDTRANS_CLEARING), -decision.amount), (book.system(SUSPENSE), decision.amount)],
+        )
         book.settle(held, "SUCCESS", publish=False)
         tx.details.setdefault("metadata", {})["held_in_suspense"] = str(decision.amount)
     if tx.status == "PENDING":
@@ -281,9 +324,17 @@ def _reverse_topup(book: Book, tx: Transaction, account: Account | None, decisio
     if shortfall:
         details["receivable_reason"] = "reversal_of_spent_topup"
         details["receivable"] = str(shortfall)
-    rev = book.new_tx(topup_reversal_id(tx.transaction_id, n), "REFUND", tx.account_id, tx.user_id, amount,
-                      description=f"Midtrans {decision.state} of top-up {tx.transaction_id}",
-                      external_reference=tx.transaction_id, payment_method=tx.payment_method, details=details)
+    rev = book.new_tx(
+        topup_reversal_id(tx.transaction_id, n),
+        "REFUND",
+        tx.account_id,
+        tx.user_id,
+        amount,
+        description=f"Midtrans {decision.state} of top-up {tx.transaction_id}",
+        external_reference=tx.transaction_id,
+        payment_method=tx.payment_method,
+        details=details,
+    )
     legs = [(book.system(MIDTRANS_CLEARING), amount)]
     if taken:
         assert account is not None, "a missing wallet gives nothing (before is zero)"
@@ -305,6 +356,7 @@ def _reverse_topup(book: Book, tx: Transaction, account: Account | None, decisio
 
 # -- Midtrans: merchant order payments (TiketQ) -------------------------------------------------------------
 
+
 def order_payment(book: Book, cmd: RequestOrderPayment) -> None:
     tx_id = order_transaction_id(cmd.transaction_id)
     if book.seen(tx_id, cmd.account_id, ORDER_PAYMENT):
@@ -315,12 +367,22 @@ def order_payment(book: Book, cmd: RequestOrderPayment) -> None:
 
 
 def _new_order(book: Book, cmd: RequestOrderPayment) -> Transaction:
-    return book.new_tx(order_transaction_id(cmd.transaction_id), ORDER_PAYMENT, cmd.account_id, None, cmd.amount,
-                       description=cmd.description, external_reference=cmd.transaction_id,
-                       payment_method=cmd.payment_method,
-                       details={"payment_id": cmd.payment_id, "created_by": cmd.user_id,
-                                "metadata": {"order_id": cmd.transaction_id, "payment_method": cmd.payment_method},
-                                **_expiry(cmd)})
+    return book.new_tx(
+        order_transaction_id(cmd.transaction_id),
+        ORDER_PAYMENT,
+        cmd.account_id,
+        None,
+        cmd.amount,
+        description=cmd.description,
+        external_reference=cmd.transaction_id,
+        payment_method=cmd.payment_method,
+        details={
+            "payment_id": cmd.payment_id,
+            "created_by": cmd.user_id,
+            "metadata": {"order_id": cmd.transaction_id, "payment_method": cmd.payment_method},
+            **_expiry(cmd),
+        },
+    )
 
 
 def _order_status(book: Book, tx: Transaction, cmd: RecordMidtransStatus) -> None:
@@ -332,8 +394,10 @@ def _order_status(book: Book, tx: Transaction, cmd: RecordMidtransStatus) -> Non
         case "credit":
             _record_payment_type(tx, cmd)
             midtrans.enter_state(tx, decision.state)
-            book.post(tx.transaction_id, [(book.system(MIDTRANS_CLEARING), -tx.amount),
-                                          (book.system(MERCHANT_PAYABLE), tx.amount)])
+            book.post(
+                tx.transaction_id,
+                [(book.system(MIDTRANS_CLEARING), -tx.amount), (book.system(MERCHANT_PAYABLE), tx.amount)],
+            )
             book.settle(tx, "SUCCESS")
         case "fail":
             _record_status(tx, cmd)
@@ -354,13 +418,24 @@ def _order_status(book: Book, tx: Transaction, cmd: RecordMidtransStatus) -> Non
                 flag(book, tx, "too_many_reversals")
             else:
                 # decide() never reverses beyond what was paid; the record carries its own entries.
-                rev = book.new_tx(topup_reversal_id(tx.transaction_id, n), ORDER_REFUND, tx.account_id, None,
-                                  decision.amount, description=f"Midtrans {decision.state} of {tx.transaction_id}",
-                                  external_reference=tx.external_reference, payment_method=tx.payment_method,
-                                  details={"metadata": {"order_id": tx.external_reference,
-                                                        "midtrans_status": decision.state}})
-                book.post(rev.transaction_id, [(book.system(MERCHANT_PAYABLE), -decision.amount),
-                                               (book.system(MIDTRANS_CLEARING), decision.amount)])
+                rev = book.new_tx(
+                    topup_reversal_id(tx.transaction_id, n),
+                    ORDER_REFUND,
+                    tx.account_id,
+                    None,
+                    decision.amount,
+                    description=f"Midtrans {decision.state} of {tx.transaction_id}",
+                    external_reference=tx.external_reference,
+                    payment_method=tx.payment_method,
+                    details={"metadata": {"order_id": tx.external_reference, "midtrans_status": decision.state}},
+                )
+                book.post(
+                    rev.transaction_id,
+                    [
+                        (book.system(MERCHANT_PAYABLE), -decision.amount),
+                        (book.system(MIDTRANS_CLEARING), decision.amount),
+                    ],
+                )
                 book.settle(rev, "SUCCESS")
                 tx.details["reversals"] = n
                 tx.details["reversed"] = str(midtrans.reversed_so_far(tx) + decision.amount)
@@ -371,16 +446,30 @@ def _order_status(book: Book, tx: Transaction, cmd: RecordMidtransStatus) -> Non
 
 def _publish_order(book: Book, tx: Transaction) -> None:
     metadata = tx.details.get("metadata", {})
-    book.emit(tx.account_id, OrderPaymentRecorded.model_construct(
-        event_id=f"{tx.transaction_id}#{tx.revision}", order_id=tx.external_reference,
-        payment_id=tx.details.get("payment_id", tx.external_reference), revision=tx.revision,
-        account_id=tx.account_id, user_id=tx.details.get("created_by"), status=tx.status, amount=tx.amount,
-        refunded_amount=midtrans.reversed_so_far(tx), currency=tx.currency,
-        payment_method=tx.payment_method, midtrans_status=metadata.get("midtrans_status"),
-        failure_reason=tx.failure_reason, created_at=tx.created_at, updated_at=tx.updated_at))
+    book.emit(
+        tx.account_id,
+        OrderPaymentRecorded.model_construct(
+            event_id=f"{tx.transaction_id}#{tx.revision}",
+            order_id=tx.external_reference,
+            payment_id=tx.details.get("payment_id", tx.external_reference),
+            revision=tx.revision,
+            account_id=tx.account_id,
+            user_id=tx.details.get("created_by"),
+            status=tx.status,
+            amount=tx.amount,
+            refunded_amount=midtrans.reversed_so_far(tx),
+            currency=tx.currency,
+            payment_method=tx.payment_method,
+            midtrans_status=metadata.get("midtrans_status"),
+            failure_reason=tx.failure_reason,
+            created_at=tx.created_at,
+            updated_at=tx.updated_at,
+        ),
+    )
 
 
 # -- administration -------------------------------------------------------------------------------------
+
 
 def change_status(book: Book, cmd: ChangeAccountStatus) -> None:
     account = book.account(cmd.account_id)
@@ -391,9 +480,17 @@ def change_status(book: Book, cmd: ChangeAccountStatus) -> None:
     previous = account.status
     account.status = cmd.status
     account.status_changed = True
-    book.emit(account.account_id, AccountStatusChanged(
-        event_id=f"{cmd.command_id}", account_id=account.account_id, status=cmd.status, previous_status=previous,
-        reason=cmd.reason, occurred_at=book.now))
+    book.emit(
+        account.account_id,
+        AccountStatusChanged(
+            event_id=f"{cmd.command_id}",
+            account_id=account.account_id,
+            status=cmd.status,
+            previous_status=previous,
+            reason=cmd.reason,
+            occurred_at=book.now,
+        ),
+    )
 
 
 # Each handler takes the command class of its key, which a dict's type cannot say: hence Any for the command.
@@ -422,13 +519,15 @@ def apply(book: Book, command: Command) -> None:
 WalletCommand = RequestPayment | RequestTransfer | RequestRefund | RequestTopup
 
 
-def _reject_wallet_command(transaction_type: str, description: Callable[[Any], str]
-                           ) -> Callable[[Book, WalletCommand, str], bool]:
+def _reject_wallet_command(
+    transaction_type: str, description: Callable[[Any], str]
+) -> Callable[[Book, WalletCommand, str], bool]:
     def reject_it(book: Book, cmd: WalletCommand, reason: str) -> bool:
         if book.tx(cmd.transaction_id) is not None:
             return False  # the id is taken (or the command was applied): there is no row of its own to fail
-        tx = book.new_tx(cmd.transaction_id, transaction_type, cmd.account_id, cmd.user_id, cmd.amount,
-                         description=description(cmd))
+        tx = book.new_tx(
+            cmd.transaction_id, transaction_type, cmd.account_id, cmd.user_id, cmd.amount, description=description(cmd)
+        )
         fail(book, tx, reason)
         return True
 

@@ -51,8 +51,9 @@ def head() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def server_default_differs(context, inspected_column, metadata_column, inspected_default, metadata_default,
-                           rendered_metadata_default) -> bool | None:
+def server_default_differs(
+    context, inspected_column, metadata_column, inspected_default, metadata_default, rendered_metadata_default
+) -> bool | None:
     """Alembic ``compare_server_default`` hook: judge volatile defaults by their text, the rest as usual.
 
     Alembic compares PostgreSQL defaults by evaluating both in a SELECT; ``gen_random_uuid()`` gives a new

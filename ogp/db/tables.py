@@ -57,8 +57,20 @@ TRANSACTION_TYPES = ("TOPUP", "PAYMENT", "REFUND", "TRANSFER")
 TRANSACTION_STATUSES = ("PENDING", "SUCCESS", "FAILED", "CANCELLED")
 PAYMENT_METHODS = ("GOPAY", "SHOPEE_PAY")
 # 0006: Midtrans's other payment methods, added to payment_method_enum.
-MIDTRANS_PAYMENT_METHODS = ("CREDIT_CARD", "BANK_TRANSFER", "BCA_VA", "MANDIRI_BILL", "BNI_VA", "BRI_VA",
-                            "PERMATA_VA", "OVO", "DANA", "QRIS", "INDOMARET", "ALFAMART")
+MIDTRANS_PAYMENT_METHODS = (
+    "CREDIT_CARD",
+    "BANK_TRANSFER",
+    "BCA_VA",
+    "MANDIRI_BILL",
+    "BNI_VA",
+    "BRI_VA",
+    "PERMATA_VA",
+    "OVO",
+    "DANA",
+    "QRIS",
+    "INDOMARET",
+    "ALFAMART",
+)
 # The ERD lists "READ_TRANSACTIONS,READ_REPORTS" twice (a typo): the type has the two distinct values.
 PERMISSIONS = ("READ_TRANSACTIONS", "READ_REPORTS")
 RATE_LIMIT_UNITS = ("second", "minute", "hour", "day")
@@ -68,8 +80,9 @@ IDEMPOTENCY_STATES = ("IN_FLIGHT", "DONE")
 account_status_enum = Enum(*ACCOUNT_STATUSES, name="account_status_enum", validate_strings=True)
 transaction_type_enum = Enum(*TRANSACTION_TYPES, name="transaction_type_enum", validate_strings=True)
 transaction_status_enum = Enum(*TRANSACTION_STATUSES, name="transaction_status_enum", validate_strings=True)
-payment_method_enum = Enum(*PAYMENT_METHODS, *MIDTRANS_PAYMENT_METHODS, name="payment_method_enum",
-                           validate_strings=True)
+payment_method_enum = Enum(
+    *PAYMENT_METHODS, *MIDTRANS_PAYMENT_METHODS, name="payment_method_enum", validate_strings=True
+)
 permissions_enum = Enum(*PERMISSIONS, name="permissions_enum", validate_strings=True)
 rate_limit_unit_enum = Enum(*RATE_LIMIT_UNITS, name="rate_limit_unit_enum", validate_strings=True)
 http_method_enum = Enum(*HTTP_METHODS, name="http_method_enum", validate_strings=True)
@@ -275,8 +288,12 @@ Index("ix_api_access_logs_key_recent", api_access_logs.c.api_key_id, api_access_
 partner_feed = Table(
     "partner_feed",
     metadata,
-    Column("transaction_id", String(50),
-           ForeignKey("historical_transactions.transaction_id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "transaction_id",
+        String(50),
+        ForeignKey("historical_transactions.transaction_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
     Column("feed_txid", BigInteger, nullable=False),  # the writing transaction's id (xid8 as bigint)
     Column("feed_seq", BigInteger, nullable=False),  # from sequence partner_feed_seq
 )
@@ -314,11 +331,16 @@ ledger_transactions = Table(
     Column("payment_method", String(32), nullable=True),
     CheckConstraint("amount > 0", name="amount_positive"),
 )
-Index("ix_ledger_transactions_account_id_created_at", ledger_transactions.c.account_id,
-      ledger_transactions.c.created_at)
+Index(
+    "ix_ledger_transactions_account_id_created_at", ledger_transactions.c.account_id, ledger_transactions.c.created_at
+)
 # 0008: what is still PENDING, per partition (the saga sweep, the audit).
-Index("ix_ledger_transactions_pending", ledger_transactions.c.partition, ledger_transactions.c.updated_at,
-      postgresql_where=text("status = 'PENDING'"))
+Index(
+    "ix_ledger_transactions_pending",
+    ledger_transactions.c.partition,
+    ledger_transactions.c.updated_at,
+    postgresql_where=text("status = 'PENDING'"),
+)
 
 ledger_system_accounts = Table(
     "ledger_system_accounts",

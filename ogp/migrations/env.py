@@ -44,8 +44,12 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True,
-                      compare_server_default=server_default_differs)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        compare_server_default=server_default_differs,
+    )
     # PostgreSQL has transactional DDL: a failed upgrade leaves the schema as it was.
     with context.begin_transaction():
         context.run_migrations()

@@ -45,15 +45,29 @@ class TokenService:
         self.refresh_ttl = refresh_ttl
 
     @classmethod
-    def from_settings(cls, settings) -> "TokenService":
-        return cls(settings.jwt_signing_key.get_secret_value(), settings.jwt_issuer, settings.jwt_audience,
-                   settings.access_token_ttl_seconds, settings.refresh_token_ttl_seconds)
+    def from_settings(cls, settings) -> TokenService:
+        return cls(
+            settings.jwt_signing_key.get_secret_value(),
+            settings.jwt_issuer,
+            settings.jwt_audience,
+            settings.access_token_ttl_seconds,
+            settings.refresh_token_ttl_seconds,
+        )
 
     def _issue(self, user_id: int, token_type: str, ttl: int, extra: dict, now: int | None = None) -> IssuedToken:
         now = int(time.time()) if now is None else now
         jti = uuid.uuid4().hex
-        payload = {"iss": self.issuer, "aud": self.audience, "sub": str(user_id), "typ": token_type,
-                   "jti": jti, "iat": now, "nbf": now, "exp": now + ttl, **extra}
+        payload = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": str(user_id),
+            "typ": token_type,
+            "jti": jti,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            **extra,
+        }
         token = jwt.encode(payload, self._key, algorithm=ALGORITHM)
         claims = TokenClaims(user_id, jti, token_type, now + ttl, bool(extra.get("adm")), extra.get("fid"))
         return IssuedToken(token, claims)
@@ -68,7 +82,11 @@ class TokenService:
         """Claims of a valid token of ``expected_type``; InvalidToken otherwise (never says why to callers)."""
         try:
             payload = jwt.decode(
-                token, self._key, algorithms=[ALGORITHM], audience=self.audience, issuer=self.issuer,
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
                 options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "typ"]},
             )
         except jwt.PyJWTError as exc:
@@ -79,8 +97,14 @@ class TokenService:
             user_id = int(payload["sub"])
         except (TypeError, ValueError):
             raise InvalidToken("bad subject") from None
-        return TokenClaims(user_id, str(payload["jti"]), expected_type, int(payload["exp"]),
-                           bool(payload.get("adm", False)), payload.get("fid"))
+        return TokenClaims(
+            user_id,
+            str(payload["jti"]),
+            expected_type,
+            int(payload["exp"]),
+            bool(payload.get("adm", False)),
+            payload.get("fid"),
+        )
 
 
 def token_hash(token: str) -> str:

@@ -10,15 +10,14 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI, Request
 
 from ogp.clients import open_clients
-from ogp.web.errors import install_error_handlers
 from ogp.health import health_router
 from ogp.logs import configure_logging, correlation_id
 from ogp.settings import Settings, get_settings
+from ogp.tracing import instrument
 from ogp.web.body_limit import BodySizeLimit
+from ogp.web.errors import install_error_handlers
 from ogp.web.input_guard import InputGuard
 from ogp.web.openapi import install_openapi
-from ogp.tracing import instrument
-
 
 _CORRELATION_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 

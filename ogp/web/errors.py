@@ -52,18 +52,21 @@ def _validation_details(exc: RequestValidationError) -> list[dict]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError):
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status_code,
-                            headers=exc.headers)
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.details), status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
-        return JSONResponse(error_body("validation_error", "request validation failed", _validation_details(exc)),
-                            status_code=422)
+        return JSONResponse(
+            error_body("validation_error", "request validation failed", _validation_details(exc)), status_code=422
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
-            exc.status_code, "http_error")
+            exc.status_code, "http_error"
+        )
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(request))
@@ -92,7 +95,6 @@ def allowed_methods(request: Request) -> list[str]:
     """
     # Included routers are nested; FastAPI's OpenAPI generator flattens them the same way.
     routes = [route for route in iter_route_contexts(request.app.routes) if route.methods]
-    template = next((route.path_format for route in routes
-                     if route.matches(request.scope)[0] is not Match.NONE), None)
+    template = next((route.path_format for route in routes if route.matches(request.scope)[0] is not Match.NONE), None)
     # ``or ()`` only for the type checker: every route kept above has methods.
     return sorted({method for route in routes if route.path_format == template for method in route.methods or ()})

@@ -10,7 +10,6 @@ from typing import Annotated
 from pydantic import AwareDatetime, BeforeValidator, WithJsonSchema
 
 
-
 def _json_integer(value: object) -> object:
     # pydantic alone would also take "2" and true; JSON Schema's integer is a number, 2.0 included (a body
     # read by loads_exact brings it as a Decimal).
@@ -33,11 +32,27 @@ def _date_and_time(value: object) -> object:
     return value
 
 
-Moment = Annotated[datetime, BeforeValidator(_date_and_time), WithJsonSchema({
-    "type": "string", "format": "date-time", "examples": ["2026-04-01T08:00:00Z"],
-    "description": "ISO 8601 date and time; without an offset it is read as UTC",
-})]
-AwareMoment = Annotated[AwareDatetime, BeforeValidator(_date_and_time), WithJsonSchema({
-    "type": "string", "format": "date-time", "examples": ["2026-04-01T08:00:00Z"],
-    "description": "ISO 8601 date and time with an offset (Z or ±hh:mm)",
-})]
+Moment = Annotated[
+    datetime,
+    BeforeValidator(_date_and_time),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "examples": ["2026-04-01T08:00:00Z"],
+            "description": "ISO 8601 date and time; without an offset it is read as UTC",
+        }
+    ),
+]
+AwareMoment = Annotated[
+    AwareDatetime,
+    BeforeValidator(_date_and_time),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "examples": ["2026-04-01T08:00:00Z"],
+            "description": "ISO 8601 date and time with an offset (Z or ±hh:mm)",
+        }
+    ),
+]

@@ -16,8 +16,13 @@ from pydantic import BaseModel, Field
 from ogp.web.input_guard import MAX_JSON_DEPTH
 
 _REF = "#/components/schemas/ErrorResponse"
-RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again", "required": True,
-                               "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before trying again",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
 _METHODS = ("get", "put", "post", "delete", "patch")
 
 
@@ -38,19 +43,24 @@ def errors(descriptions: dict[int, str], *, retry_after: tuple[int, ...] = ()) -
 
     Statuses in ``retry_after`` document the Retry-After header they always carry.
     """
-    return {status: {"model": ErrorResponse, "description": text,
-                     **({"headers": RETRY_AFTER} if status in retry_after else {})}
-            for status, text in descriptions.items()}
+    return {
+        status: {
+            "model": ErrorResponse,
+            "description": text,
+            **({"headers": RETRY_AFTER} if status in retry_after else {}),
+        }
+        for status, text in descriptions.items()
+    }
 
 
 _SHARED = {
     400: f"`invalid_text`: a path segment, query value, header or JSON string holds U+0000 or an unpaired "
-         f"surrogate; `body_too_deep`: JSON nested deeper than {MAX_JSON_DEPTH} levels",
+    f"surrogate; `body_too_deep`: JSON nested deeper than {MAX_JSON_DEPTH} levels",
     401: "the credentials are missing, malformed, expired or revoked",
     413: "`payload_too_large`: the body exceeds 64 KiB",
     422: "`validation_error`: a parameter or the body does not match this schema (`details` names each field)",
     503: "`database_unavailable`, `redis_unavailable`: a store this route needs is down; retry after "
-         "Retry-After seconds",
+    "Retry-After seconds",
 }
 
 

@@ -10,6 +10,11 @@ from starlette.types import Send
 async def refuse(send: Send, status: int, code: str, message: str, details=None) -> None:
     """Send a complete ``{"error": {"code", "message", "details"}}`` response."""
     body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -13,8 +13,7 @@ def main(argv: list[str]) -> int:
     if argv:
         print("usage: python -m projections.access_logs", file=sys.stderr)
         return 2
-    run_worker("projector-access-logs",
-               lambda settings, heartbeat: AccessLogProjector(settings, heartbeat=heartbeat))
+    run_worker("projector-access-logs", lambda settings, heartbeat: AccessLogProjector(settings, heartbeat=heartbeat))
     return 0
 
 

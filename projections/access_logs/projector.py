@@ -24,12 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.db.tables import api_access_logs
 from ogp.settings import Settings
-from schemas.topics import ACCESS_LOGS
 from ogp.worker import Heartbeat, describe
 from projections.access_logs.rows import row_from_event
 from projections.loop import ProjectorLoop
 from schemas.access_logs import AccessLogged
 from schemas.base import UnknownMessage, decode
+from schemas.topics import ACCESS_LOGS
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,11 @@ def decode_rows(records: Sequence[ConsumerRecord], stats: AccessLogStats) -> lis
             message = decode(record.value)
         except UnknownMessage as exc:
             stats.skipped += 1
-            log.warning("skipping undecodable access-log event: %s", exc,
-                        extra={"partition": record.partition, "offset": record.offset})
+            log.warning(
+                "skipping undecodable access-log event: %s",
+                exc,
+                extra={"partition": record.partition, "offset": record.offset},
+            )
             continue
         if isinstance(message, AccessLogged):
             rows.append(row_from_event(message))
@@ -87,8 +90,11 @@ async def write_rows(engine: AsyncEngine, rows: list[dict], stats: AccessLogStat
                 stats.duplicates += 1 - len(inserted)
             except (IntegrityError, DataError) as exc:
                 stats.skipped += 1
-                log.error("access-log event refused by the database: %s",
-                          str(getattr(exc, "orig", exc)).splitlines()[0], extra={"event_id": row["id"]})
+                log.error(
+                    "access-log event refused by the database: %s",
+                    str(getattr(exc, "orig", exc)).splitlines()[0],
+                    extra={"event_id": row["id"]},
+                )
 
 
 class AccessLogProjector(ProjectorLoop):
@@ -98,8 +104,15 @@ class AccessLogProjector(ProjectorLoop):
     name = "access-log"
     max_batch = MAX_BATCH
 
-    def __init__(self, settings: Settings, *, group_id: str = GROUP_ID, topic: str = ACCESS_LOGS,
-                 engine: AsyncEngine | None = None, heartbeat: Heartbeat | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group_id: str = GROUP_ID,
+        topic: str = ACCESS_LOGS,
+        engine: AsyncEngine | None = None,
+        heartbeat: Heartbeat | None = None,
+    ):
         super().__init__(settings, group_id=group_id, topic=topic, engine=engine, heartbeat=heartbeat)
         self.stats = AccessLogStats()
 
@@ -128,4 +141,3 @@ class AccessLogProjector(ProjectorLoop):
                 if self._stopping.is_set():
                     return False
                 delay = min(delay * 2, 10.0)
-

@@ -22,14 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ogp.clients import async_engine
 from ogp.db.tables import historical_transactions as ht
 from ogp.db.tables import projection_positions as pp
-from ogp.settings import Settings
 from ogp.messaging import describe_partitions
-from schemas.topics import LEDGER_EVENTS
+from ogp.settings import Settings
 from ogp.worker import Heartbeat
 from projections.history.rows import project
 from projections.positions import PositionedProjector, ProjectionStats, upsert_position
 from schemas.base import UnknownMessage, decode
 from schemas.events import TransactionRecorded
+from schemas.topics import LEDGER_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -38,25 +38,35 @@ MAX_BATCH = 500
 
 # -- one partition batch, one transaction -----------------------------------------------------------------
 
-def _decode_batch(partition: int, records: Sequence[ConsumerRecord], stats: ProjectionStats
-                  ) -> list[TransactionRecorded]:
+
+def _decode_batch(
+    partition: int, records: Sequence[ConsumerRecord], stats: ProjectionStats
+) -> list[TransactionRecorded]:
     events = []
     for record in records:
         try:
             message = decode(record.value)
         except UnknownMessage as exc:
             stats.undecodable += 1
-            log.warning("skipping undecodable ledger event: %s", exc,
-                        extra={"partition": partition, "offset": record.offset})
+            log.warning(
+                "skipping undecodable ledger event: %s", exc, extra={"partition": partition, "offset": record.offset}
+            )
             continue
         if isinstance(message, TransactionRecorded):
             events.append(message)
             if log.isEnabledFor(logging.DEBUG):
                 # The id the HTTP request started with, carried through the command and the outcome event.
                 headers = {k: v.decode(errors="replace") for k, v in (record.headers or [])}
-                log.debug("projecting %s", message.event_id, extra={
-                    "partition": partition, "offset": record.offset, "transaction_id": message.transaction_id,
-                    "correlation_id": headers.get("correlation_id")})
+                log.debug(
+                    "projecting %s",
+                    message.event_id,
+                    extra={
+                        "partition": partition,
+                        "offset": record.offset,
+                        "transaction_id": message.transaction_id,
+                        "correlation_id": headers.get("correlation_id"),
+                    },
+                )
         else:
             stats.other_types += 1
     return events
@@ -73,12 +83,14 @@ def _upsert_rows():
     )
 
 
-async def _fold(conn: AsyncConnection, events: list[TransactionRecorded], partition: int,
-                stats: ProjectionStats) -> list[dict]:
+async def _fold(
+    conn: AsyncConnection, events: list[TransactionRecorded], partition: int, stats: ProjectionStats
+) -> list[dict]:
     """The rows this batch changes, computed with project() against the stored revisions."""
     ids = {e.transaction_id for e in events}
-    stored = await conn.execute(select(ht.c.transaction_id, ht.c.revision, ht.c.account_id)
-                                .where(ht.c.transaction_id.in_(ids)))
+    stored = await conn.execute(
+        select(ht.c.transaction_id, ht.c.revision, ht.c.account_id).where(ht.c.transaction_id.in_(ids))
+    )
     table: dict[str, dict] = {r.transaction_id: dict(r._mapping) for r in stored}
     changed: set[str] = set()
     for event in events:
@@ -89,17 +101,22 @@ async def _fold(conn: AsyncConnection, events: list[TransactionRecorded], partit
             changed.add(event.transaction_id)
         elif current is not None and event.revision > current["revision"]:
             stats.rejected += 1
-            log.error("transaction %s belongs to account %s; refusing a state for account %s",
-                      event.transaction_id, current["account_id"], event.account_id,
-                      extra={"partition": partition, "transaction_id": event.transaction_id})
+            log.error(
+                "transaction %s belongs to account %s; refusing a state for account %s",
+                event.transaction_id,
+                current["account_id"],
+                event.account_id,
+                extra={"partition": partition, "transaction_id": event.transaction_id},
+            )
         else:
             stats.ignored += 1
     # A stable order: two writers touching the same rows lock them in the same order (no deadlock).
     return [table[tid] for tid in sorted(changed)]
 
 
-async def apply_batch(engine: AsyncEngine, topic: str, partition: int, records: Sequence[ConsumerRecord],
-                      stats: ProjectionStats) -> int:
+async def apply_batch(
+    engine: AsyncEngine, topic: str, partition: int, records: Sequence[ConsumerRecord], stats: ProjectionStats
+) -> int:
     """Apply one partition's records and advance its position in one transaction; returns next_offset."""
     next_offset = records[-1].offset + 1
     decoded = ProjectionStats()  # counted into ``stats`` only once the transaction commits
@@ -115,16 +132,20 @@ async def apply_batch(engine: AsyncEngine, topic: str, partition: int, records: 
     except (IntegrityError, DataError) as exc:
         # Some row breaks a constraint (an account this database does not know, say). Find it rather
         # than block the partition forever: one savepoint per row.
-        log.warning("batch refused by the database (%s); applying row by row", exc.__class__.__name__,
-                    extra={"partition": partition, "offset": records[0].offset})
+        log.warning(
+            "batch refused by the database (%s); applying row by row",
+            exc.__class__.__name__,
+            extra={"partition": partition, "offset": records[0].offset},
+        )
         folded = await _apply_row_by_row(engine, topic, partition, events, next_offset)
     stats.add(decoded)
     stats.add(folded)
     return next_offset
 
 
-async def _apply_row_by_row(engine: AsyncEngine, topic: str, partition: int, events: list[TransactionRecorded],
-                            next_offset: int) -> ProjectionStats:
+async def _apply_row_by_row(
+    engine: AsyncEngine, topic: str, partition: int, events: list[TransactionRecorded], next_offset: int
+) -> ProjectionStats:
     folded = ProjectionStats()
     async with engine.begin() as conn:
         for row in await _fold(conn, events, partition, folded):
@@ -134,14 +155,21 @@ async def _apply_row_by_row(engine: AsyncEngine, topic: str, partition: int, eve
                 folded.applied += 1
             except (IntegrityError, DataError) as exc:
                 folded.rejected += 1
-                log.error("ledger event refused by the database: %s", str(exc.orig or exc).splitlines()[0],
-                          extra={"partition": partition, "transaction_id": row["transaction_id"],
-                                 "account_id": row["account_id"]})
+                log.error(
+                    "ledger event refused by the database: %s",
+                    str(exc.orig or exc).splitlines()[0],
+                    extra={
+                        "partition": partition,
+                        "transaction_id": row["transaction_id"],
+                        "account_id": row["account_id"],
+                    },
+                )
         await conn.execute(upsert_position(PROJECTOR, topic, partition, next_offset))
     return folded
 
 
 # -- the long-running consumer ----------------------------------------------------------------------------
+
 
 class HistoryProjector(PositionedProjector):
     """Consumes ledger events into ``historical_transactions``, with its positions in PostgreSQL."""
@@ -150,12 +178,20 @@ class HistoryProjector(PositionedProjector):
     apply_batch = staticmethod(apply_batch)
     max_batch = MAX_BATCH
 
-    def __init__(self, settings: Settings, group_id: str = "projector-history", *, topic: str = LEDGER_EVENTS,
-                 engine: AsyncEngine | None = None, heartbeat: Heartbeat | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        group_id: str = "projector-history",
+        *,
+        topic: str = LEDGER_EVENTS,
+        engine: AsyncEngine | None = None,
+        heartbeat: Heartbeat | None = None,
+    ):
         super().__init__(settings, group_id, topic=topic, engine=engine, heartbeat=heartbeat)
 
 
 # -- rebuild ----------------------------------------------------------------------------------------------
+
 
 async def rebuild(settings: Settings, *, topic: str = LEDGER_EVENTS) -> ProjectionStats:
     """Delete the projection (rows and positions) and replay ``topic`` from offset 0 up to its current end.
@@ -165,9 +201,14 @@ async def rebuild(settings: Settings, *, topic: str = LEDGER_EVENTS) -> Projecti
     """
     stats = ProjectionStats()
     engine = async_engine(settings.sqlalchemy_url, pool_size=2, max_overflow=2)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                client_id="ogp-projector-history-rebuild", enable_auto_commit=False,
-                                auto_offset_reset="earliest", isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        client_id="ogp-projector-history-rebuild",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
     try:
         async with engine.begin() as conn:
             await conn.execute(delete(ht))

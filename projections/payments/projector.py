@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.db.tables import midtrans_orders, payments
 from ogp.settings import Settings
-from schemas.topics import LEDGER_EVENTS
 from ogp.worker import Heartbeat
 from projections.payments.rows import project, row_from_event
 from projections.positions import PositionedProjector, ProjectionStats, upsert_position
 from schemas.base import UnknownMessage, decode
+from schemas.topics import LEDGER_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,16 @@ PROJECTOR = "payments"
 def _upsert_rows():
     stmt = insert(payments)
     columns = [c.name for c in payments.columns if c.name not in ("order_id",)]
-    return stmt.on_conflict_do_update(index_elements=[payments.c.order_id],
-                                      set_={name: stmt.excluded[name] for name in columns},
-                                      where=payments.c.revision < stmt.excluded.revision)
+    return stmt.on_conflict_do_update(
+        index_elements=[payments.c.order_id],
+        set_={name: stmt.excluded[name] for name in columns},
+        where=payments.c.revision < stmt.excluded.revision,
+    )
 
 
-async def apply_batch(engine: AsyncEngine, topic: str, partition: int, records: Sequence[ConsumerRecord],
-                      stats: ProjectionStats) -> int:
+async def apply_batch(
+    engine: AsyncEngine, topic: str, partition: int, records: Sequence[ConsumerRecord], stats: ProjectionStats
+) -> int:
     """Apply one partition's records and advance its position in one transaction; returns next_offset."""
     next_offset = records[-1].offset + 1
     events = []
@@ -53,8 +56,9 @@ async def apply_batch(engine: AsyncEngine, topic: str, partition: int, records: 
         ids = {row["order_id"] for _, row in candidates if row is not None}
         stats.other_types += sum(1 for _, row in candidates if row is None)
         if ids:
-            stored = await conn.execute(select(payments.c.order_id, payments.c.revision)
-                                        .where(payments.c.order_id.in_(ids)))
+            stored = await conn.execute(
+                select(payments.c.order_id, payments.c.revision).where(payments.c.order_id.in_(ids))
+            )
             table = {r.order_id: dict(r._mapping) for r in stored}
             changed: set[str] = set()
             for event, row in candidates:
@@ -67,8 +71,15 @@ async def apply_batch(engine: AsyncEngine, topic: str, partition: int, records: 
                 table[row["order_id"]] = new
                 changed.add(row["order_id"])
             if changed:
-                urls = dict((await conn.execute(select(midtrans_orders.c.order_id, midtrans_orders.c.payment_url)
-                                                .where(midtrans_orders.c.order_id.in_(changed)))).all())
+                urls = dict(
+                    (
+                        await conn.execute(
+                            select(midtrans_orders.c.order_id, midtrans_orders.c.payment_url).where(
+                                midtrans_orders.c.order_id.in_(changed)
+                            )
+                        )
+                    ).all()
+                )
                 rows = [{"refunded_amount": 0, **table[o], "payment_url": urls.get(o)} for o in sorted(changed)]
                 await conn.execute(_upsert_rows(), rows)
                 stats.applied += len(rows)
@@ -82,7 +93,13 @@ class PaymentsProjector(PositionedProjector):
     projector = PROJECTOR
     apply_batch = staticmethod(apply_batch)
 
-    def __init__(self, settings: Settings, group_id: str = "projector-payments", *, topic: str = LEDGER_EVENTS,
-                 engine: AsyncEngine | None = None, heartbeat: Heartbeat | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        group_id: str = "projector-payments",
+        *,
+        topic: str = LEDGER_EVENTS,
+        engine: AsyncEngine | None = None,
+        heartbeat: Heartbeat | None = None,
+    ):
         super().__init__(settings, group_id, topic=topic, engine=engine, heartbeat=heartbeat)
-

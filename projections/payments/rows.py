@@ -12,8 +12,22 @@ from schemas.base import Message
 from schemas.events import OrderPaymentRecorded, TransactionRecorded
 
 # The values of payment_method_enum (ogp.db.tables; a unit test keeps them equal), without importing SQLAlchemy.
-PAYMENT_METHODS = ("GOPAY", "SHOPEE_PAY", "CREDIT_CARD", "BANK_TRANSFER", "BCA_VA", "MANDIRI_BILL", "BNI_VA",
-                   "BRI_VA", "PERMATA_VA", "OVO", "DANA", "QRIS", "INDOMARET", "ALFAMART")
+PAYMENT_METHODS = (
+    "GOPAY",
+    "SHOPEE_PAY",
+    "CREDIT_CARD",
+    "BANK_TRANSFER",
+    "BCA_VA",
+    "MANDIRI_BILL",
+    "BNI_VA",
+    "BRI_VA",
+    "PERMATA_VA",
+    "OVO",
+    "DANA",
+    "QRIS",
+    "INDOMARET",
+    "ALFAMART",
+)
 
 Row = dict
 
@@ -27,18 +41,38 @@ def row_from_event(event: Message) -> Row | None:
     if isinstance(event, TransactionRecorded):
         if event.transaction_type != "TOPUP":
             return None
-        return {"payment_id": event.transaction_id, "order_id": event.transaction_id, "kind": "TOPUP",
-                "account_id": event.account_id, "user_id": event.user_id, "status": event.status,
-                "amount": event.amount, "payment_method": _method(event.payment_method),
-                "midtrans_status": event.metadata.get("midtrans_status"), "failure_reason": event.failure_reason,
-                "revision": event.revision, "created_at": event.created_at, "updated_at": event.updated_at}
+        return {
+            "payment_id": event.transaction_id,
+            "order_id": event.transaction_id,
+            "kind": "TOPUP",
+            "account_id": event.account_id,
+            "user_id": event.user_id,
+            "status": event.status,
+            "amount": event.amount,
+            "payment_method": _method(event.payment_method),
+            "midtrans_status": event.metadata.get("midtrans_status"),
+            "failure_reason": event.failure_reason,
+            "revision": event.revision,
+            "created_at": event.created_at,
+            "updated_at": event.updated_at,
+        }
     if isinstance(event, OrderPaymentRecorded):
-        return {"payment_id": event.payment_id, "order_id": event.order_id, "kind": "ORDER",
-                "account_id": event.account_id, "user_id": event.user_id, "status": event.status,
-                "amount": event.amount, "refunded_amount": event.refunded_amount,
-                "payment_method": _method(event.payment_method), "midtrans_status": event.midtrans_status,
-                "failure_reason": event.failure_reason, "revision": event.revision,
-                "created_at": event.created_at, "updated_at": event.updated_at}
+        return {
+            "payment_id": event.payment_id,
+            "order_id": event.order_id,
+            "kind": "ORDER",
+            "account_id": event.account_id,
+            "user_id": event.user_id,
+            "status": event.status,
+            "amount": event.amount,
+            "refunded_amount": event.refunded_amount,
+            "payment_method": _method(event.payment_method),
+            "midtrans_status": event.midtrans_status,
+            "failure_reason": event.failure_reason,
+            "revision": event.revision,
+            "created_at": event.created_at,
+            "updated_at": event.updated_at,
+        }
     return None
 
 

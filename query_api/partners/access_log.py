@@ -9,9 +9,9 @@ import uuid
 from datetime import UTC, datetime
 
 from ogp.clients import KafkaProducerManager
-from schemas.topics import ACCESS_LOGS
 from schemas.access_logs import AccessLogged, HttpMethod
 from schemas.base import encode
+from schemas.topics import ACCESS_LOGS
 
 log = logging.getLogger(__name__)
 
@@ -19,15 +19,30 @@ QUEUE_SIZE = 10_000
 _METHODS: set[HttpMethod] = {"GET", "POST", "PUT", "DELETE", "PATCH"}
 
 
-def access_event(key_id: str, service_id: str, endpoint: str, method: str, ip: str | None,
-                 user_agent: str | None, status: int, at: datetime | None = None) -> AccessLogged | None:
+def access_event(
+    key_id: str,
+    service_id: str,
+    endpoint: str,
+    method: str,
+    ip: str | None,
+    user_agent: str | None,
+    status: int,
+    at: datetime | None = None,
+) -> AccessLogged | None:
     """The event for one request (None for a method the table's enum cannot hold, e.g. HEAD)."""
     if method not in _METHODS:
         return None
-    return AccessLogged(event_id=str(uuid.uuid4()), api_key_id=key_id, external_service_id=service_id,
-                        endpoint=endpoint[:255], http_method=method, ip_address=(ip or None) and ip[:64],
-                        user_agent=(user_agent or None) and user_agent[:512], response_status=status,
-                        occurred_at=at or datetime.now(UTC))
+    return AccessLogged(
+        event_id=str(uuid.uuid4()),
+        api_key_id=key_id,
+        external_service_id=service_id,
+        endpoint=endpoint[:255],
+        http_method=method,
+        ip_address=(ip or None) and ip[:64],
+        user_agent=(user_agent or None) and user_agent[:512],
+        response_status=status,
+        occurred_at=at or datetime.now(UTC),
+    )
 
 
 class AccessLogPublisher:
@@ -60,8 +75,7 @@ class AccessLogPublisher:
             while True:
                 try:
                     # send() only appends to the producer's batch; delivery is awaited out of band.
-                    future = await self.kafka.producer.send(self.topic, encode(event),
-                                                            key=event.api_key_id.encode())
+                    future = await self.kafka.producer.send(self.topic, encode(event), key=event.api_key_id.encode())
                     future.add_done_callback(self._delivered)
                     break
                 except Exception as exc:  # broker down or not yet connected: keep the event, retry

@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.db.tables import api_keys, external_services
 from ogp.errors import Forbidden, Unauthorized
+from ogp.security.api_keys import MalformedApiKey, hash_api_key, parse_prefix, verify_api_key
 from query_api.partners.keys import PartnerKey
 from query_api.partners.rate_limit import KeyRateLimiter
-from ogp.security.api_keys import MalformedApiKey, hash_api_key, parse_prefix, verify_api_key
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="a partner API key")
 _CACHE_MAX = 10_000
@@ -51,11 +51,25 @@ class KeyResolver:
 
     async def _load(self, prefix: str, plaintext: str) -> PartnerKey | None:
         k, s = api_keys.c, external_services.c
-        query = (select(k.id, k.external_service_id, k.permissions, k.rate_limit_count, k.rate_limit_unit,
-                        k.expires_at, k.is_active, k.revoked_at, k.key_hash, k.previous_key_prefix,
-                        k.previous_key_hash, k.previous_key_expires_at, s.is_active.label("service_active"))
-                 .select_from(api_keys.join(external_services, s.id == k.external_service_id))
-                 .where(or_(k.key_prefix == prefix, k.previous_key_prefix == prefix)))
+        query = (
+            select(
+                k.id,
+                k.external_service_id,
+                k.permissions,
+                k.rate_limit_count,
+                k.rate_limit_unit,
+                k.expires_at,
+                k.is_active,
+                k.revoked_at,
+                k.key_hash,
+                k.previous_key_prefix,
+                k.previous_key_hash,
+                k.previous_key_expires_at,
+                s.is_active.label("service_active"),
+            )
+            .select_from(api_keys.join(external_services, s.id == k.external_service_id))
+            .where(or_(k.key_prefix == prefix, k.previous_key_prefix == prefix))
+        )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         for row in rows:
@@ -67,10 +81,17 @@ class KeyResolver:
             else:
                 continue
             return PartnerKey(
-                id=row["id"], external_service_id=row["external_service_id"],
-                permissions=frozenset(row["permissions"] or ()), rate_limit_count=row["rate_limit_count"],
-                rate_limit_unit=row["rate_limit_unit"], expires_at=row["expires_at"], is_active=row["is_active"],
-                revoked_at=row["revoked_at"], service_active=row["service_active"], previous_expires_at=previous)
+                id=row["id"],
+                external_service_id=row["external_service_id"],
+                permissions=frozenset(row["permissions"] or ()),
+                rate_limit_count=row["rate_limit_count"],
+                rate_limit_unit=row["rate_limit_unit"],
+                expires_at=row["expires_at"],
+                is_active=row["is_active"],
+                revoked_at=row["revoked_at"],
+                service_active=row["service_active"],
+                previous_expires_at=previous,
+            )
         return None
 
 
@@ -79,7 +100,8 @@ def _resolver(request: Request) -> KeyResolver:
     resolver = getattr(state, "partner_keys", None)
     if resolver is None:
         resolver = state.partner_keys = KeyResolver(
-            state.clients.engine, state.settings.api_key_pepper, state.settings.api_key_cache_seconds)
+            state.clients.engine, state.settings.api_key_pepper, state.settings.api_key_cache_seconds
+        )
     return resolver
 
 
@@ -95,8 +117,9 @@ def _refuse(message: str, code: str) -> Unauthorized:
     return Unauthorized(message, code=code, headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
 
 
-async def partner_key(request: Request,
-                      presented: Annotated[str | None, Security(_api_key_header)] = None) -> PartnerKey:
+async def partner_key(
+    request: Request, presented: Annotated[str | None, Security(_api_key_header)] = None
+) -> PartnerKey:
     """The caller's usable API key (401 otherwise), within its rate limit (429 otherwise)."""
     if not presented:
         raise _refuse("an X-API-Key header is required", "api_key_required")
@@ -116,8 +139,11 @@ def require(permission: str):
 
     async def check(key: Annotated[PartnerKey, Depends(partner_key)]) -> PartnerKey:
         if not key.allows(permission):
-            raise Forbidden(f"this API key lacks the {permission} permission", code="missing_permission",
-                            details={"required": permission})
+            raise Forbidden(
+                f"this API key lacks the {permission} permission",
+                code="missing_permission",
+                details={"required": permission},
+            )
         return key
 
     return check

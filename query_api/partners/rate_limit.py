@@ -16,17 +16,24 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from ogp.errors import ServiceUnavailable, TooManyRequests
 from query_api.partners.keys import UNIT_SECONDS, PartnerKey
 
-_ITEMS = {"second": RateLimitItemPerSecond, "minute": RateLimitItemPerMinute, "hour": RateLimitItemPerHour,
-          "day": RateLimitItemPerDay}
+_ITEMS = {
+    "second": RateLimitItemPerSecond,
+    "minute": RateLimitItemPerMinute,
+    "hour": RateLimitItemPerHour,
+    "day": RateLimitItemPerDay,
+}
 NAMESPACE = "ogp-partner-key"
 
 
-def rate_limit_headers(limit: int, remaining: int, reset_at: float, window_seconds: int, now: float
-                       ) -> dict[str, str]:
+def rate_limit_headers(limit: int, remaining: int, reset_at: float, window_seconds: int, now: float) -> dict[str, str]:
     """IETF RateLimit header fields (draft-ietf-httpapi-ratelimit-headers), seconds until the window frees."""
     reset = max(0, math.ceil(reset_at - now))
-    return {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(max(0, remaining)),
-            "RateLimit-Reset": str(reset), "RateLimit-Policy": f"{limit};w={window_seconds}"}
+    return {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(max(0, remaining)),
+        "RateLimit-Reset": str(reset),
+        "RateLimit-Policy": f"{limit};w={window_seconds}",
+    }
 
 
 class KeyRateLimiter:
@@ -49,10 +56,14 @@ class KeyRateLimiter:
             # Fail closed: without the shared counter the limit could not hold across processes.
             raise ServiceUnavailable("rate limiter unavailable", code="rate_limiter_unavailable") from exc
         now = time.time()
-        headers = rate_limit_headers(key.rate_limit_count, stats.remaining, stats.reset_time,
-                                     UNIT_SECONDS[key.rate_limit_unit], now)
+        headers = rate_limit_headers(
+            key.rate_limit_count, stats.remaining, stats.reset_time, UNIT_SECONDS[key.rate_limit_unit], now
+        )
         if not allowed:
             headers["Retry-After"] = str(max(1, math.ceil(stats.reset_time - now)))
-            raise TooManyRequests("rate limit exceeded for this API key", details={
-                "limit": key.rate_limit_count, "unit": key.rate_limit_unit}, headers=headers)
+            raise TooManyRequests(
+                "rate limit exceeded for this API key",
+                details={"limit": key.rate_limit_count, "unit": key.rate_limit_unit},
+                headers=headers,
+            )
         return headers

@@ -10,9 +10,9 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from ogp.errors import ApiError
+from ogp.web.client_ip import client_ip
 from ogp.web.errors import dependency_error
 from query_api.partners.access_log import AccessLogPublisher, access_event
-from ogp.web.client_ip import client_ip
 
 
 def _publisher(request: Request) -> AccessLogPublisher:
@@ -61,7 +61,14 @@ def _record(request: Request, status: int) -> None:
     key = getattr(request.state, "partner_key", None)
     if key is None or not request.app.state.settings.access_logs_enabled:
         return
-    event = access_event(key.id, key.external_service_id, request.url.path, request.method, client_ip(request),
-                         request.headers.get("user-agent"), status)
+    event = access_event(
+        key.id,
+        key.external_service_id,
+        request.url.path,
+        request.method,
+        client_ip(request),
+        request.headers.get("user-agent"),
+        status,
+    )
     if event is not None:
         _publisher(request).publish(event)

@@ -17,23 +17,31 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import RowMapping
 
 from ogp.errors import ApiError, NotFound, Unprocessable
-from query_api.partners.auth import ReadReports, ReadTransactions
-from query_api.partners.keys import mask_email, mask_phone
-from query_api.partners.route import PartnerRoute
 from ogp.web.fields import Moment
 from ogp.web.openapi import errors
 from query_api import partner_views as views
 from query_api.deps import Engine, Settings_
 from query_api.feed_cursor import decode_feed_cursor, encode_feed_cursor
+from query_api.partners.auth import ReadReports, ReadTransactions
+from query_api.partners.keys import mask_email, mask_phone
+from query_api.partners.route import PartnerRoute
 from query_api.routes.cursor import CURSOR_SCHEMA, InvalidCursor
 from schemas.money import money_str
 
-router = APIRouter(prefix="/api/transaction", tags=["partners"], route_class=PartnerRoute, responses=errors({
-    401: "`api_key_required`, `invalid_api_key`, or why this key cannot be used (expired, revoked, inactive)",
-    403: "`missing_permission`: the key lacks the permission this route needs",
-    429: "`rate_limited`: over this key's rate limit",
-    503: "`rate_limiter_unavailable`: the shared rate-limit counter cannot be reached",
-}, retry_after=(429,)))
+router = APIRouter(
+    prefix="/api/transaction",
+    tags=["partners"],
+    route_class=PartnerRoute,
+    responses=errors(
+        {
+            401: "`api_key_required`, `invalid_api_key`, or why this key cannot be used (expired, revoked, inactive)",
+            403: "`missing_permission`: the key lacks the permission this route needs",
+            429: "`rate_limited`: over this key's rate limit",
+            503: "`rate_limiter_unavailable`: the shared rate-limit counter cannot be reached",
+        },
+        retry_after=(429,),
+    ),
+)
 
 TransactionType = Literal["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]
 TransactionStatus = Literal["PENDING", "SUCCESS", "FAILED", "CANCELLED"]
@@ -87,13 +95,22 @@ class SummaryReport(BaseModel):
 
 def _item(row: RowMapping) -> PartnerTransaction:
     return PartnerTransaction(
-        transaction_id=row["transaction_id"], type=row["transaction_type"], status=row["transaction_status"],
-        amount=money_str(row["amount"]), balance_before=money_str(row["balance_before"]),
-        balance_after=money_str(row["balance_after"]), currency=row["currency"], description=row["description"],
-        external_reference=row["external_reference"], payment_method=row["payment_method"],
-        user=PartnerUser(account_id=row["account_id"], masked_phone=mask_phone(row["phone"]),
-                         masked_email=mask_email(row["email"])),
-        created_at=row["created_at"], updated_at=row["updated_at"])
+        transaction_id=row["transaction_id"],
+        type=row["transaction_type"],
+        status=row["transaction_status"],
+        amount=money_str(row["amount"]),
+        balance_before=money_str(row["balance_before"]),
+        balance_after=money_str(row["balance_after"]),
+        currency=row["currency"],
+        description=row["description"],
+        external_reference=row["external_reference"],
+        payment_method=row["payment_method"],
+        user=PartnerUser(
+            account_id=row["account_id"], masked_phone=mask_phone(row["phone"]), masked_email=mask_email(row["email"])
+        ),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 def _decimal(amount: str | None) -> Decimal | None:
@@ -108,10 +125,16 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
-@router.get("/histories", response_model=PartnerTransactionPage, responses=errors({
-    400: "`invalid_cursor`: the cursor was not made by this feed",
-    422: "`invalid_range`: `from` is after `to`, or `min_amount` exceeds `max_amount`",
-}))
+@router.get(
+    "/histories",
+    response_model=PartnerTransactionPage,
+    responses=errors(
+        {
+            400: "`invalid_cursor`: the cursor was not made by this feed",
+            422: "`invalid_range`: `from` is after `to`, or `min_amount` exceeds `max_amount`",
+        }
+    ),
+)
 async def list_histories(
     key: ReadTransactions,
     engine: Engine,
@@ -123,10 +146,11 @@ async def list_histories(
     created_to: Annotated[Moment | None, Query(alias="to", description="created before")] = None,
     min_amount: QueryAmount = None,
     max_amount: QueryAmount = None,
-    cursor: Annotated[str | None, Query(description="next_cursor (or X-Resume-Cursor) of a previous page",
-                                        json_schema_extra=CURSOR_SCHEMA)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="page size; capped at the server's maximum (100)")]
-    = 50,
+    cursor: Annotated[
+        str | None,
+        Query(description="next_cursor (or X-Resume-Cursor) of a previous page", json_schema_extra=CURSOR_SCHEMA),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="page size; capped at the server's maximum (100)")] = 50,
 ) -> PartnerTransactionPage:
     """Externally accessible transactions in feed order; every row exactly once across pages.
 
@@ -144,21 +168,32 @@ async def list_histories(
     except InvalidCursor:
         raise ApiError("cursor is not valid", code="invalid_cursor") from None
     limit = min(limit, settings.partner_page_size_max)
-    rows = await views.feed_page(engine, limit=limit + 1, after=after, transaction_type=transaction_type,
-                                 status=status, created_from=created_from, created_to=created_to,
-                                 min_amount=minimum, max_amount=maximum)
+    rows = await views.feed_page(
+        engine,
+        limit=limit + 1,
+        after=after,
+        transaction_type=transaction_type,
+        status=status,
+        created_from=created_from,
+        created_to=created_to,
+        min_amount=minimum,
+        max_amount=maximum,
+    )
     page = rows[:limit]
     position = encode_feed_cursor(page[-1]["feed_txid"], page[-1]["feed_seq"]) if page else cursor
     if position:
         response.headers[RESUME_HEADER] = position
-    return PartnerTransactionPage(items=[_item(r) for r in page],
-                                  next_cursor=position if len(rows) > limit else None)
+    return PartnerTransactionPage(items=[_item(r) for r in page], next_cursor=position if len(rows) > limit else None)
 
 
-@router.get("/histories/{transaction_id}", response_model=PartnerTransaction,
-            responses=errors({404: "`transaction_not_found`: no externally accessible transaction has this id"}))
-async def get_history(key: ReadTransactions, engine: Engine,
-                      transaction_id: Annotated[str, Path(min_length=1, max_length=50)]) -> PartnerTransaction:
+@router.get(
+    "/histories/{transaction_id}",
+    response_model=PartnerTransaction,
+    responses=errors({404: "`transaction_not_found`: no externally accessible transaction has this id"}),
+)
+async def get_history(
+    key: ReadTransactions, engine: Engine, transaction_id: Annotated[str, Path(min_length=1, max_length=50)]
+) -> PartnerTransaction:
     """One externally accessible transaction; 404 for one that is not (or does not exist)."""
     row = await views.feed_item(engine, transaction_id)
     if row is None:
@@ -166,9 +201,15 @@ async def get_history(key: ReadTransactions, engine: Engine,
     return _item(row)
 
 
-@router.get("/reports/summary", response_model=SummaryReport, responses=errors({
-    422: f"`invalid_range`: `from` is after `to`, or the range spans more than {MAX_REPORT_DAYS} days",
-}))
+@router.get(
+    "/reports/summary",
+    response_model=SummaryReport,
+    responses=errors(
+        {
+            422: f"`invalid_range`: `from` is after `to`, or the range spans more than {MAX_REPORT_DAYS} days",
+        }
+    ),
+)
 async def report_summary(
     key: ReadReports,
     engine: Engine,
@@ -182,7 +223,18 @@ async def report_summary(
     if created_to - created_from > timedelta(days=MAX_REPORT_DAYS):
         raise Unprocessable(f"a report spans at most {MAX_REPORT_DAYS} days", code="invalid_range")
     rows = await views.daily_summary(engine, created_from, created_to)
-    return SummaryReport(from_=created_from, to=created_to, items=[
-        SummaryRow(day=r["day"], type=r["transaction_type"], status=r["transaction_status"],
-                   currency=r["currency"], count=r["count"], total_amount=money_str(r["total_amount"]))
-        for r in rows])
+    return SummaryReport(
+        from_=created_from,
+        to=created_to,
+        items=[
+            SummaryRow(
+                day=r["day"],
+                type=r["transaction_type"],
+                status=r["transaction_status"],
+                currency=r["currency"],
+                count=r["count"],
+                total_amount=money_str(r["total_amount"]),
+            )
+            for r in rows
+        ],
+    )

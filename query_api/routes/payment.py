@@ -33,6 +33,7 @@ RECENT = 5
 
 # -- response models (API shapes, separate from the tables) -----------------------------------------------
 
+
 class AccountResponse(BaseModel):
     account_id: str
     user_id: int
@@ -82,6 +83,7 @@ class TransactionPage(BaseModel):
 
 # -- shaping ----------------------------------------------------------------------------------------------
 
+
 def _failure_reason(metadata: str | None) -> str | None:
     if not metadata:
         return None
@@ -94,12 +96,19 @@ def _failure_reason(metadata: str | None) -> str | None:
 
 def _item(row: RowMapping) -> TransactionItem:
     return TransactionItem(
-        transaction_id=row["transaction_id"], type=row["transaction_type"], status=row["transaction_status"],
-        amount=money_str(row["amount"]), currency=row["currency"],
-        balance_before=money_str(row["balance_before"]), balance_after=money_str(row["balance_after"]),
-        failure_reason=_failure_reason(row["metadata"]), description=row["description"],
-        payment_method=row["payment_method"], external_reference=row["external_reference"],
-        created_at=row["created_at"], updated_at=row["updated_at"],
+        transaction_id=row["transaction_id"],
+        type=row["transaction_type"],
+        status=row["transaction_status"],
+        amount=money_str(row["amount"]),
+        currency=row["currency"],
+        balance_before=money_str(row["balance_before"]),
+        balance_after=money_str(row["balance_after"]),
+        failure_reason=_failure_reason(row["metadata"]),
+        description=row["description"],
+        payment_method=row["payment_method"],
+        external_reference=row["external_reference"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
     )
 
 
@@ -118,11 +127,17 @@ def _pending_item(transaction_id: str, record: RowMapping, rejected: str | None 
     kind = body.get("type") or body.get("transaction_type")
     description = body.get("description")
     return TransactionItem(
-        transaction_id=transaction_id, type=kind if kind in TRANSACTION_TYPES else None,
-        status="FAILED" if rejected else "PENDING", amount=_money_or_none(body.get("amount")),
-        currency=body.get("currency") or "IDR", balance_before=None, balance_after=None, failure_reason=rejected,
+        transaction_id=transaction_id,
+        type=kind if kind in TRANSACTION_TYPES else None,
+        status="FAILED" if rejected else "PENDING",
+        amount=_money_or_none(body.get("amount")),
+        currency=body.get("currency") or "IDR",
+        balance_before=None,
+        balance_after=None,
+        failure_reason=rejected,
         description=description if isinstance(description, str) else None,
-        created_at=record["created_at"], updated_at=record["created_at"],
+        created_at=record["created_at"],
+        updated_at=record["created_at"],
     )
 
 
@@ -140,13 +155,22 @@ async def _account(engine, user_id: int) -> RowMapping:
 
 # -- routes -----------------------------------------------------------------------------------------------
 
+
 @router.get("/account", response_model=AccountResponse, responses=_NO_ACCOUNT)
 async def get_account(user: CurrentUser, engine: Engine) -> AccountResponse:
     """The caller's profile and wallet account."""
     a = await _account(engine, user.user_id)
-    return AccountResponse(account_id=a["account_id"], user_id=a["user_id"], username=a["username"],
-                           email=a["email"], phone=a["phone"], balance=money_str(a["balance"]),
-                           currency=a["currency"], account_status=a["account_status"], created_at=a["created_at"])
+    return AccountResponse(
+        account_id=a["account_id"],
+        user_id=a["user_id"],
+        username=a["username"],
+        email=a["email"],
+        phone=a["phone"],
+        balance=money_str(a["balance"]),
+        currency=a["currency"],
+        account_status=a["account_status"],
+        created_at=a["created_at"],
+    )
 
 
 @router.get("/balance", response_model=BalanceResponse, responses=_NO_ACCOUNT)
@@ -161,24 +185,35 @@ async def get_wallet(user: CurrentUser, engine: Engine) -> WalletResponse:
     """The caller's balance, account status and latest transactions."""
     a = await _account(engine, user.user_id)
     recent = await views.history_page(engine, user.user_id, limit=RECENT)
-    return WalletResponse(account_id=a["account_id"], balance=money_str(a["balance"]), currency=a["currency"],
-                          account_status=a["account_status"], recent_transactions=[_item(r) for r in recent])
+    return WalletResponse(
+        account_id=a["account_id"],
+        balance=money_str(a["balance"]),
+        currency=a["currency"],
+        account_status=a["account_status"],
+        recent_transactions=[_item(r) for r in recent],
+    )
 
 
-@router.get("/transactions", response_model=TransactionPage, responses=errors({
-    400: "`invalid_cursor`: the cursor was not made by this listing",
-    422: "`invalid_range`: `from` is after `to`",
-}))
+@router.get(
+    "/transactions",
+    response_model=TransactionPage,
+    responses=errors(
+        {
+            400: "`invalid_cursor`: the cursor was not made by this listing",
+            422: "`invalid_range`: `from` is after `to`",
+        }
+    ),
+)
 async def list_transactions(
     user: CurrentUser,
     engine: Engine,
     transaction_type: Annotated[TransactionType | None, Query(alias="type", description="only this type")] = None,
     status: Annotated[TransactionStatus | None, Query(description="only this status")] = None,
-    created_from: Annotated[Moment | None, Query(alias="from", description="created at or after (ISO 8601)")]
-    = None,
+    created_from: Annotated[Moment | None, Query(alias="from", description="created at or after (ISO 8601)")] = None,
     created_to: Annotated[Moment | None, Query(alias="to", description="created before (ISO 8601)")] = None,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page",
-                                        json_schema_extra=CURSOR_SCHEMA)] = None,
+    cursor: Annotated[
+        str | None, Query(description="next_cursor of the previous page", json_schema_extra=CURSOR_SCHEMA)
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> TransactionPage:
     """The caller's transaction history, newest first, one page at a time; ``from == to`` is an empty range."""
@@ -190,17 +225,27 @@ async def list_transactions(
     except InvalidCursor:
         raise ApiError("cursor is not valid", code="invalid_cursor") from None
     # One row more than asked tells whether another page follows, without a count.
-    rows = await views.history_page(engine, user.user_id, limit=limit + 1, after=after,
-                                    transaction_type=transaction_type,
-                                    status=status, created_from=created_from, created_to=created_to)
+    rows = await views.history_page(
+        engine,
+        user.user_id,
+        limit=limit + 1,
+        after=after,
+        transaction_type=transaction_type,
+        status=status,
+        created_from=created_from,
+        created_to=created_to,
+    )
     page = rows[:limit]
     more = len(rows) > limit
     next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
     return TransactionPage(items=[_item(r) for r in page], next_cursor=next_cursor)
 
 
-@router.get("/transactions/{transaction_id}", response_model=TransactionItem,
-            responses=errors({404: "`transaction_not_found`: none of the caller's transactions has this id"}))
+@router.get(
+    "/transactions/{transaction_id}",
+    response_model=TransactionItem,
+    responses=errors({404: "`transaction_not_found`: none of the caller's transactions has this id"}),
+)
 async def get_transaction(
     user: CurrentUser, engine: Engine, transaction_id: Annotated[str, Path(min_length=1, max_length=50)]
 ) -> TransactionItem:
@@ -210,7 +255,6 @@ async def get_transaction(
         return _item(row)
     record = await views.accepted_request(engine, user.user_id, transaction_id)
     if record is not None:
-        return _pending_item(transaction_id, record, await views.rejection_reason(engine, user.user_id,
-                                                                                 transaction_id))
+        return _pending_item(transaction_id, record, await views.rejection_reason(engine, user.user_id, transaction_id))
     # The same answer for another user's transaction as for none: ids are not enumerable.
     raise NotFound("transaction not found", code="transaction_not_found")

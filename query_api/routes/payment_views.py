@@ -8,32 +8,68 @@ from sqlalchemy import or_, select, tuple_
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ogp.db.tables import accounts, historical_transactions as ht, idempotency_keys, ledger_dead_letters, users
+from ogp.db.tables import accounts, idempotency_keys, ledger_dead_letters, users
+from ogp.db.tables import historical_transactions as ht
 from query_api.history_filters import filter_history
 
-_ITEM_COLUMNS = (ht.c.id, ht.c.transaction_id, ht.c.transaction_type, ht.c.transaction_status, ht.c.amount,
-                 ht.c.currency, ht.c.balance_before, ht.c.balance_after, ht.c.metadata, ht.c.description,
-                 ht.c.payment_method, ht.c.external_reference, ht.c.created_at, ht.c.updated_at)
+_ITEM_COLUMNS = (
+    ht.c.id,
+    ht.c.transaction_id,
+    ht.c.transaction_type,
+    ht.c.transaction_status,
+    ht.c.amount,
+    ht.c.currency,
+    ht.c.balance_before,
+    ht.c.balance_after,
+    ht.c.metadata,
+    ht.c.description,
+    ht.c.payment_method,
+    ht.c.external_reference,
+    ht.c.created_at,
+    ht.c.updated_at,
+)
 
 
 async def account_of(engine: AsyncEngine, user_id: int) -> RowMapping | None:
     """The user's identity and wallet (balance from the authoritative ``accounts`` row)."""
-    query = (select(accounts.c.id.label("account_id"), users.c.id.label("user_id"), users.c.username,
-                    users.c.email, users.c.phone, accounts.c.balance, accounts.c.currency,
-                    accounts.c.account_status, accounts.c.created_at)
-             .select_from(users.join(accounts, accounts.c.user_id == users.c.id))
-             .where(users.c.id == user_id))
+    query = (
+        select(
+            accounts.c.id.label("account_id"),
+            users.c.id.label("user_id"),
+            users.c.username,
+            users.c.email,
+            users.c.phone,
+            accounts.c.balance,
+            accounts.c.currency,
+            accounts.c.account_status,
+            accounts.c.created_at,
+        )
+        .select_from(users.join(accounts, accounts.c.user_id == users.c.id))
+        .where(users.c.id == user_id)
+    )
     async with engine.connect() as conn:
         return (await conn.execute(query)).mappings().first()
 
 
-async def history_page(engine: AsyncEngine, user_id: int, *, limit: int, after: tuple[datetime, str] | None = None,
-                       transaction_type: str | None = None, status: str | None = None,
-                       created_from: datetime | None = None, created_to: datetime | None = None
-                       ) -> list[RowMapping]:
+async def history_page(
+    engine: AsyncEngine,
+    user_id: int,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+    transaction_type: str | None = None,
+    status: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> list[RowMapping]:
     """Up to ``limit`` of the user's rows, newest first, strictly after the ``after`` keyset position."""
-    query = filter_history(select(*_ITEM_COLUMNS).where(ht.c.user_id == user_id), transaction_type=transaction_type,
-                           status=status, created_from=created_from, created_to=created_to)
+    query = filter_history(
+        select(*_ITEM_COLUMNS).where(ht.c.user_id == user_id),
+        transaction_type=transaction_type,
+        status=status,
+        created_from=created_from,
+        created_to=created_to,
+    )
     if after:
         query = query.where(tuple_(ht.c.created_at, ht.c.id) < tuple_(*after))
     # Matches ix_historical_transactions_user_recent (user_id, created_at DESC, id DESC).
@@ -52,12 +88,17 @@ async def history_item(engine: AsyncEngine, user_id: int, transaction_id: str) -
 async def accepted_request(engine: AsyncEngine, user_id: int, transaction_id: str) -> RowMapping | None:
     """The user's idempotency record that was answered with ``transaction_id`` (accepted, not yet projected)."""
     k = idempotency_keys.c
-    query = (select(k.response_body, k.created_at)
-             .where(k.user_id == user_id, k.transaction_id == transaction_id,
-                    # A refused request never became a transaction.
-                    or_(k.response_status.is_(None), k.response_status < 400))
-             .order_by(k.created_at)
-             .limit(1))
+    query = (
+        select(k.response_body, k.created_at)
+        .where(
+            k.user_id == user_id,
+            k.transaction_id == transaction_id,
+            # A refused request never became a transaction.
+            or_(k.response_status.is_(None), k.response_status < 400),
+        )
+        .order_by(k.created_at)
+        .limit(1)
+    )
     async with engine.connect() as conn:
         return (await conn.execute(query)).mappings().first()
 
@@ -65,9 +106,11 @@ async def accepted_request(engine: AsyncEngine, user_id: int, transaction_id: st
 async def rejection_reason(engine: AsyncEngine, user_id: int, transaction_id: str) -> str | None:
     """Why the ledger rejected the user's command ``transaction_id`` without a record of its own, if it did."""
     d = ledger_dead_letters.c
-    query = (select(d.reason)
-             .select_from(ledger_dead_letters.join(accounts, accounts.c.id == d.account_id))
-             .where(d.transaction_id == transaction_id, accounts.c.user_id == user_id)
-             .limit(1))
+    query = (
+        select(d.reason)
+        .select_from(ledger_dead_letters.join(accounts, accounts.c.id == d.account_id))
+        .where(d.transaction_id == transaction_id, accounts.c.user_id == user_id)
+        .limit(1)
+    )
     async with engine.connect() as conn:
         return (await conn.execute(query)).scalar()

@@ -18,6 +18,8 @@ from sqlalchemy import create_engine, text
 from ledger_processor.audit import audit
 from ogp.db.migrate import upgrade
 from ogp.settings import Settings
+from projections.history.rows import replay
+from schemas.base import decode, encode
 from schemas.topics import COMMANDS, LEDGER_EVENTS
 from tests.support.infra import create_database
 from tests.support.ledger import (
@@ -32,8 +34,6 @@ from tests.support.ledger import (
 from tests.support.processes import Worker
 from tests.support.topics import read_to_end
 from tests.support.waiting import DEFAULT_TIMEOUT, wait_until
-from projections.history.rows import replay
-from schemas.base import decode, encode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 D = Decimal
@@ -81,19 +81,28 @@ def projector_caught_up(db: str, bootstrap: str, timeout: float = 120) -> None:
     def caught_up_with_the_topic() -> bool:
         seen["ends"] = asyncio.run(end_offsets(bootstrap, LEDGER_EVENTS))
         with engine.connect() as conn:
-            seen["stored"] = dict(conn.execute(text("SELECT partition, next_offset FROM projection_positions "
-                                                    "WHERE topic = :t"), {"t": LEDGER_EVENTS}).all())
+            seen["stored"] = dict(
+                conn.execute(
+                    text("SELECT partition, next_offset FROM projection_positions WHERE topic = :t"),
+                    {"t": LEDGER_EVENTS},
+                ).all()
+            )
         return all(seen["stored"].get(p, 0) >= end for p, end in seen["ends"].items())
 
     try:
-        wait_until(caught_up_with_the_topic, timeout,
-                   lambda: f"the projector caught up: {seen.get('stored')} < {seen.get('ends')}", interval=0.5)
+        wait_until(
+            caught_up_with_the_topic,
+            timeout,
+            lambda: f"the projector caught up: {seen.get('stored')} < {seen.get('ends')}",
+            interval=0.5,
+        )
     finally:
         engine.dispose()
 
 
 def test_kill_9_under_load_applies_every_command_once_and_the_read_model_equals_a_rebuild(
-        postgres_admin_url, private_kafka):
+    postgres_admin_url, private_kafka
+):
     db = create_database(postgres_admin_url, f"crash_{uuid.uuid4().hex[:8]}")
     upgrade(db)
     settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka)
@@ -117,9 +126,12 @@ def test_kill_9_under_load_applies_every_command_once_and_the_read_model_equals_
 
         def more_to_do() -> bool:
             elapsed = time.monotonic() - started
-            return (elapsed < LOAD_SECONDS or kills["processor"] < PROCESSOR_KILLS
-                    or kills["projector"] < PROJECTOR_KILLS
-                    or (len(load.accepted) <= MIN_COMMANDS and elapsed < 4 * LOAD_SECONDS))
+            return (
+                elapsed < LOAD_SECONDS
+                or kills["processor"] < PROCESSOR_KILLS
+                or kills["projector"] < PROJECTOR_KILLS
+                or (len(load.accepted) <= MIN_COMMANDS and elapsed < 4 * LOAD_SECONDS)
+            )
 
         while more_to_do():
             # Not synchronisation: the kills are meant to land at random moments, whatever the workers do.
@@ -144,14 +156,28 @@ def test_kill_9_under_load_applies_every_command_once_and_the_read_model_equals_
         projector_caught_up(db, private_kafka)
         engine = create_engine(db)
         with engine.connect() as conn:
-            applied = set(conn.execute(text("SELECT transaction_id FROM ledger_transactions WHERE "
-                                            "transaction_id = ANY(:ids)"), {"ids": load.accepted}).scalars())
+            applied = set(
+                conn.execute(
+                    text("SELECT transaction_id FROM ledger_transactions WHERE transaction_id = ANY(:ids)"),
+                    {"ids": load.accepted},
+                ).scalars()
+            )
             report = audit(conn)
-            total = conn.execute(text("SELECT (SELECT sum(balance) FROM accounts) + "
-                                      "(SELECT coalesce(sum(balance), 0) FROM ledger_system_accounts)")).scalar()
-            table = {r.transaction_id: r for r in conn.execute(text(
-                "SELECT transaction_id, revision, transaction_status, amount, balance_before, balance_after, "
-                "account_id FROM historical_transactions"))}
+            total = conn.execute(
+                text(
+                    "SELECT (SELECT sum(balance) FROM accounts) + "
+                    "(SELECT coalesce(sum(balance), 0) FROM ledger_system_accounts)"
+                )
+            ).scalar()
+            table = {
+                r.transaction_id: r
+                for r in conn.execute(
+                    text(
+                        "SELECT transaction_id, revision, transaction_status, amount, balance_before, balance_after, "
+                        "account_id FROM historical_transactions"
+                    )
+                )
+            }
         engine.dispose()
         # Every accepted command applied, and (primary key) at most once.
         assert applied == set(load.accepted)
@@ -161,12 +187,25 @@ def test_kill_9_under_load_applies_every_command_once_and_the_read_model_equals_
         assert set(table) == set(rebuilt)
         for transaction_id, row in rebuilt.items():
             stored = table[transaction_id]
-            assert (stored.revision, stored.transaction_status, stored.amount, stored.balance_before,
-                    stored.balance_after, stored.account_id) == (
-                row["revision"], row["transaction_status"], row["amount"], row["balance_before"],
-                row["balance_after"], row["account_id"]), transaction_id
-        print(f"crash safety: {len(load.accepted)} commands under load, kills {kills}, "
-              f"{report.entries} entries, {len(table)} history rows")
+            assert (
+                stored.revision,
+                stored.transaction_status,
+                stored.amount,
+                stored.balance_before,
+                stored.balance_after,
+                stored.account_id,
+            ) == (
+                row["revision"],
+                row["transaction_status"],
+                row["amount"],
+                row["balance_before"],
+                row["balance_after"],
+                row["account_id"],
+            ), transaction_id
+        print(
+            f"crash safety: {len(load.accepted)} commands under load, kills {kills}, "
+            f"{report.entries} entries, {len(table)} history rows"
+        )
     finally:
         processor.stop()
         projector.stop()

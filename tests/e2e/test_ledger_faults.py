@@ -17,14 +17,14 @@ from sqlalchemy import create_engine, text
 from ledger_processor.audit import audit
 from ogp.db.migrate import upgrade
 from ogp.settings import Settings
+from schemas.base import decode
+from schemas.commands import RequestPayment
 from schemas.topics import LEDGER_EVENTS
 from tests.support.infra import create_database
 from tests.support.ledger import caught_up, create_accounts, funding, produce, recreate_topics
 from tests.support.processes import Workers
 from tests.support.topics import read_to_end
 from tests.support.waiting import wait_until
-from schemas.base import decode
-from schemas.commands import RequestPayment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 D = Decimal
@@ -44,9 +44,17 @@ def env(postgres_admin_url, private_kafka):
 
 def payments(accounts, n: int) -> list[RequestPayment]:
     now = datetime.now(UTC)
-    return [RequestPayment(account_id=a, requested_at=now, transaction_id=str(uuid.uuid4()), user_id=u,
-                           amount=D("1000.00"), merchant_reference=f"f{i}")
-            for i, (u, a) in enumerate(accounts * (n // len(accounts)))]
+    return [
+        RequestPayment(
+            account_id=a,
+            requested_at=now,
+            transaction_id=str(uuid.uuid4()),
+            user_id=u,
+            amount=D("1000.00"),
+            merchant_reference=f"f{i}",
+        )
+        for i, (u, a) in enumerate(accounts * (n // len(accounts)))
+    ]
 
 
 def scalar(db: str, sql: str, **params):
@@ -74,20 +82,31 @@ def test_a_crash_right_after_the_commit_loses_no_outcome_event(env):
     wait_until(lambda: not crashing.process.running(), what="the processor crashed after its first commit")
     assert "fault injection: crashing after commit" in crashing.log()
     committed = scalar(db, "SELECT count(*) FROM ledger_transactions")
-    unpublished = scalar(db, "SELECT count(*) FROM ledger_outbox o JOIN ledger_partitions p "
-                             "ON p.partition = o.partition WHERE o.id > p.published_outbox_id")
+    unpublished = scalar(
+        db,
+        "SELECT count(*) FROM ledger_outbox o JOIN ledger_partitions p "
+        "ON p.partition = o.partition WHERE o.id > p.published_outbox_id",
+    )
     assert committed > 0 and unpublished > 0, "the crash must leave committed but unpublished outcomes"
 
     worker("processor").start()
     caught_up(db, kafka, at_least=len(commands))
     engine = create_engine(db)
     with engine.connect() as conn:
-        expected = {f"{t}#{r}" for t, r in conn.execute(text(
-            "SELECT transaction_id, revision FROM ledger_transactions WHERE user_id IS NOT NULL"))}
+        expected = {
+            f"{t}#{r}"
+            for t, r in conn.execute(
+                text("SELECT transaction_id, revision FROM ledger_transactions WHERE user_id IS NOT NULL")
+            )
+        }
         # A state that was later superseded is still published (every revision in between).
-        all_revisions = {f"{t}#{i}" for t, r in conn.execute(text(
-            "SELECT transaction_id, revision FROM ledger_transactions WHERE user_id IS NOT NULL"))
-            for i in range(1, r + 1)}
+        all_revisions = {
+            f"{t}#{i}"
+            for t, r in conn.execute(
+                text("SELECT transaction_id, revision FROM ledger_transactions WHERE user_id IS NOT NULL")
+            )
+            for i in range(1, r + 1)
+        }
         report = audit(conn)
     engine.dispose()
     published = events_on_topic(kafka)
@@ -117,12 +136,16 @@ def test_a_stale_owner_resumed_after_sigstop_writes_nothing(env):
 
     claims_while_stopped = stale.log().count("partition claimed")
     os.kill(stale.process.pid(), signal.SIGCONT)
-    wait_until(lambda: "fenced, releasing partition" in stale.log(),
-               what="the resumed processor found its epoch stale and refused to write")
+    wait_until(
+        lambda: "fenced, releasing partition" in stale.log(),
+        what="the resumed processor found its epoch stale and refused to write",
+    )
     # The batch it held is played out (every partition in it tried) once it claims partitions again: its
     # expired session makes it rejoin, and a claim waits for the lock that the held batch keeps.
-    wait_until(lambda: stale.log().count("partition claimed") > claims_while_stopped,
-               what=lambda: f"the resumed processor rejoined after its held batch:\n{stale.log()[-3000:]}")
+    wait_until(
+        lambda: stale.log().count("partition claimed") > claims_while_stopped,
+        what=lambda: f"the resumed processor rejoined after its held batch:\n{stale.log()[-3000:]}",
+    )
     assert scalar(db, "SELECT count(*) FROM ledger_entries") == entries_before
     assert scalar(db, "SELECT count(*) FROM ledger_transactions") == transactions_before
     assert transactions_before == len(accounts) + 30  # the top-ups and payments, each exactly once

@@ -16,17 +16,17 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from command_api.app import create_app as command_app
-from ogp.db.migrate import upgrade
-from infra.midtrans_sim.app import create_app as sim_app
-from ogp.settings import Settings
 from infra.local.process import free_port
+from infra.midtrans_sim.app import create_app as sim_app
+from ogp.db.migrate import upgrade
+from ogp.settings import Settings
+from query_api.app import create_app as query_app
 from tests.support.infra import create_database
 from tests.support.ledger import recreate_topics
 from tests.support.processes import Worker
 from tests.support.server import serve
 from tests.support.waiting import LATENCY_MARGIN, eventually
 from tests.support.wallet import has_balance, signed_up
-from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.e2e
 D = Decimal
@@ -39,22 +39,38 @@ def system(postgres_admin_url, private_kafka, redis_url):
     db = create_database(postgres_admin_url, f"mtstory_{uuid.uuid4().hex[:8]}")
     upgrade(db)
     # Confirming every notification through the status API, as outside development.
-    settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka,
-                        redis_url=redis_url, jwt_signing_key=KEY, MIDTRANS_SERVER_KEY="SB-Mid-server-e2e-story",
-                        command_api_port=free_port(), midtrans_sim_port=free_port(), midtrans_confirm_status=True,
-                        midtrans_timeout_seconds=3)
+    settings = Settings(
+        environment="test",
+        database_url=db,
+        kafka_bootstrap_servers=private_kafka,
+        redis_url=redis_url,
+        jwt_signing_key=KEY,
+        MIDTRANS_SERVER_KEY="SB-Mid-server-e2e-story",
+        command_api_port=free_port(),
+        midtrans_sim_port=free_port(),
+        midtrans_confirm_status=True,
+        midtrans_timeout_seconds=3,
+    )
     asyncio.run(recreate_topics(private_kafka, settings))
     run_dir = Path(tempfile.mkdtemp(prefix="ogp-mtstory-"))
-    workers = [Worker("ledger_processor", "processor", run_dir, settings),
-               Worker("projections.history", "projector", run_dir, settings),
-               Worker("projections.payments", "projector-payments", run_dir, settings)]
+    workers = [
+        Worker("ledger_processor", "processor", run_dir, settings),
+        Worker("projections.history", "projector", run_dir, settings),
+        Worker("projections.payments", "projector-payments", run_dir, settings),
+    ]
     for w in workers:
         w.start()
-    with serve(sim_app(settings), port=settings.midtrans_sim_port) as sim, \
-            serve(command_app(settings), port=settings.command_api_port) as commands, \
-            serve(query_app(settings)) as queries:
-        yield (settings, httpx.Client(base_url=commands, timeout=30), httpx.Client(base_url=queries, timeout=30),
-               httpx.Client(base_url=sim, timeout=30))
+    with (
+        serve(sim_app(settings), port=settings.midtrans_sim_port) as sim,
+        serve(command_app(settings), port=settings.command_api_port) as commands,
+        serve(query_app(settings)) as queries,
+    ):
+        yield (
+            settings,
+            httpx.Client(base_url=commands, timeout=30),
+            httpx.Client(base_url=queries, timeout=30),
+            httpx.Client(base_url=sim, timeout=30),
+        )
     for w in workers:
         w.stop()
 
@@ -78,8 +94,9 @@ def test_a_topup_paid_on_the_payment_page_in_a_browser_raises_the_balance(system
     dewi = signed_up(commands, "dewi")
 
     # Dewi asks for a 150,000 top-up by GoPay and gets Midtrans's payment page.
-    created = commands.post("/api/payment/wallet/topup", json={"amount": 150000, "payment_method": "GOPAY"},
-                            headers=dewi["auth"])
+    created = commands.post(
+        "/api/payment/wallet/topup", json={"amount": 150000, "payment_method": "GOPAY"}, headers=dewi["auth"]
+    )
     assert created.status_code == 201, created.text
     topup = created.json()
     assert topup["status"] == "PENDING" and topup["order_id"] == topup["transaction_id"]
@@ -110,9 +127,13 @@ def test_a_topup_paid_on_the_payment_page_in_a_browser_raises_the_balance(system
 
     def projected():
         with engine.connect() as conn:
-            row = conn.execute(text("SELECT transaction_status, payment_method, external_reference "
-                                    "FROM historical_transactions WHERE transaction_id = :t"),
-                               {"t": topup["order_id"]}).one_or_none()
+            row = conn.execute(
+                text(
+                    "SELECT transaction_status, payment_method, external_reference "
+                    "FROM historical_transactions WHERE transaction_id = :t"
+                ),
+                {"t": topup["order_id"]},
+            ).one_or_none()
         assert row is not None and tuple(row) == ("SUCCESS", "GOPAY", topup["order_id"])
 
     eventually(projected)
@@ -120,7 +141,10 @@ def test_a_topup_paid_on_the_payment_page_in_a_browser_raises_the_balance(system
     # ... and so does her history through the query API.
     item = queries.get(f"/api/payment/transactions/{topup['order_id']}", headers=dewi["auth"]).json()
     assert (item["status"], item["payment_method"], item["external_reference"]) == (
-        "SUCCESS", "GOPAY", topup["order_id"])
+        "SUCCESS",
+        "GOPAY",
+        topup["order_id"],
+    )
     payment = eventually(lambda: _paid(commands, dewi, topup["order_id"]))
     assert payment["payment_method"] == "GOPAY" and payment["payment_url"] == topup["payment_url"]
 
@@ -131,34 +155,52 @@ def test_an_order_payment_is_paid_checked_and_partly_refunded(system):
     order_id = f"TIKETQ-{uuid.uuid4().hex[:10]}"
 
     # TiketQ creates a payment for an order of two tickets.
-    created = commands.post("/payments/", headers=budi["auth"], json={
-        "order_id": order_id, "amount": 300000, "payment_method": "QRIS",
-        "customer_details": {"first_name": "Budi", "email": "budi@example.com"},
-        "item_details": [{"id": "T1", "price": 150000, "quantity": 2, "name": "Flight CGK-DPS"}]})
+    created = commands.post(
+        "/payments/",
+        headers=budi["auth"],
+        json={
+            "order_id": order_id,
+            "amount": 300000,
+            "payment_method": "QRIS",
+            "customer_details": {"first_name": "Budi", "email": "budi@example.com"},
+            "item_details": [{"id": "T1", "price": 150000, "quantity": 2, "name": "Flight CGK-DPS"}],
+        },
+    )
     assert created.status_code == 201, created.text
     payment = created.json()
     assert payment["status"] == "PENDING" and payment["payment_url"]
 
     # A second, different payment for the same order is refused; items that do not add up too.
-    again = commands.post("/payments/", headers=budi["auth"], json={
-        "order_id": order_id, "amount": 300000, "payment_method": "QRIS"})
+    again = commands.post(
+        "/payments/", headers=budi["auth"], json={"order_id": order_id, "amount": 300000, "payment_method": "QRIS"}
+    )
     assert again.status_code == 409
-    wrong = commands.post("/payments/", headers=budi["auth"], json={
-        "order_id": f"{order_id}-x", "amount": 300000, "payment_method": "QRIS",
-        "item_details": [{"id": "T1", "price": 100000, "quantity": 2, "name": "x"}]})
+    wrong = commands.post(
+        "/payments/",
+        headers=budi["auth"],
+        json={
+            "order_id": f"{order_id}-x",
+            "amount": 300000,
+            "payment_method": "QRIS",
+            "item_details": [{"id": "T1", "price": 100000, "quantity": 2, "name": "x"}],
+        },
+    )
     assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "items_do_not_sum_to_amount"
 
     # The customer pays by QRIS; the read model shows it paid, and Midtrans's status API agrees.
     sim.post(f"/_sim/orders/{order_id}/pay", json={"channel": "other_qris"}).raise_for_status()
     eventually(lambda: _paid(commands, budi, payment["payment_id"]))
-    status = commands.get(f"/payments/{payment['payment_id']}/status", params={"refresh": "true"},
-                          headers=budi["auth"]).json()
+    status = commands.get(
+        f"/payments/{payment['payment_id']}/status", params={"refresh": "true"}, headers=budi["auth"]
+    ).json()
     assert status["status"] == "SUCCESS" and status["midtrans"]["transaction_status"] == "settlement"
 
     # TiketQ refunds one ticket through Midtrans; the ledger takes it back from the merchant.
-    refund = commands.post(f"/payments/{payment['payment_id']}/refund",
-                           headers=budi["auth"] | {"Idempotency-Key": f"refund-{order_id}"},
-                           json={"amount": 150000, "reason": "one passenger cancelled"})
+    refund = commands.post(
+        f"/payments/{payment['payment_id']}/refund",
+        headers=budi["auth"] | {"Idempotency-Key": f"refund-{order_id}"},
+        json={"amount": 150000, "reason": "one passenger cancelled"},
+    )
     assert refund.status_code == 202, refund.text
     assert refund.json()["midtrans_status"] == "partial_refund"
 
@@ -176,16 +218,21 @@ def test_midtrans_unreachable_answers_502_fast_and_leaves_nothing_pending(system
     dead = settings.model_copy(update={"midtrans_sim_port": free_port()})
     with serve(command_app(dead)) as url:
         started = time.monotonic()
-        reply = httpx.post(f"{url}/api/payment/wallet/topup", json={"amount": "150000", "payment_method": "OVO"},
-                           headers=eko["auth"], timeout=30)
+        reply = httpx.post(
+            f"{url}/api/payment/wallet/topup",
+            json={"amount": "150000", "payment_method": "OVO"},
+            headers=eko["auth"],
+            timeout=30,
+        )
     assert reply.status_code in (502, 504), reply.text
     # Nothing listens, so no timeout even applies; the margin is for a busy machine, and the bound still
     # catches an API that hangs or retries on a dead Midtrans.
     assert time.monotonic() - started < settings.midtrans_timeout_seconds + LATENCY_MARGIN
     engine = create_engine(settings.sqlalchemy_url)
     with engine.connect() as conn:
-        left = conn.execute(text("SELECT count(*) FROM midtrans_orders WHERE user_id = :u"),
-                            {"u": eko["user_id"]}).scalar()
+        left = conn.execute(
+            text("SELECT count(*) FROM midtrans_orders WHERE user_id = :u"), {"u": eko["user_id"]}
+        ).scalar()
     engine.dispose()
     assert left == 0
 

@@ -14,12 +14,12 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, insert
 
+from infra.local.process import free_port
 from ogp.db.migrate import upgrade
 from ogp.db.tables import api_keys, external_services
+from ogp.messaging import ensure_topics
 from ogp.security.api_keys import generate_api_key
 from ogp.settings import Settings
-from infra.local.process import free_port
-from ogp.messaging import ensure_topics
 from schemas.topics import topic_specs
 from tests.support.infra import create_database
 from tests.support.processes import worker_env
@@ -34,8 +34,13 @@ PEPPER = "rate-limit-test-pepper"
 def settings(postgres_admin_url, redis_url, kafka_bootstrap) -> Settings:
     url = create_database(postgres_admin_url, f"ratelimit_{uuid.uuid4().hex[:8]}")
     upgrade(url)
-    s = Settings(environment="test", database_url=url, redis_url=redis_url, kafka_bootstrap_servers=kafka_bootstrap,
-                 api_key_pepper=PEPPER)
+    s = Settings(
+        environment="test",
+        database_url=url,
+        redis_url=redis_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        api_key_pepper=PEPPER,
+    )
     asyncio.run(ensure_topics(kafka_bootstrap, topic_specs(s)))
     return s
 
@@ -49,14 +54,33 @@ def query_apis(settings, tmp_path_factory):
     for n in range(2):
         port = free_port()
         log = open(log_dir / f"query-api-{n}.log", "wb")
-        procs.append(subprocess.Popen([sys.executable, "-m", "uvicorn", "query_api.app:create_app", "--factory",
-                                       "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-                                      env=env, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "query_api.app:create_app",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--no-access-log",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for url in urls:
-            wait_until(lambda url=url: httpx.get(f"{url}/health", timeout=5).status_code == 200,
-                       what=f"{url} answered", ignoring=(httpx.HTTPError,))
+            wait_until(
+                lambda url=url: httpx.get(f"{url}/health", timeout=5).status_code == 200,
+                what=f"{url} answered",
+                ignoring=(httpx.HTTPError,),
+            )
         yield urls
     finally:
         for p in procs:
@@ -69,13 +93,22 @@ def new_key(settings, limit: int) -> str:
     material = generate_api_key(PEPPER)
     engine = create_engine(settings.sqlalchemy_url)
     with engine.begin() as conn:
-        service_id = conn.execute(insert(external_services).values(
-            company=f"Limited {uuid.uuid4().hex[:8]}", contact_email="ops@limited.example"
-        ).returning(external_services.c.id)).scalar_one()
-        conn.execute(insert(api_keys).values(external_service_id=service_id, key_name="limited",
-                                             permissions=["READ_TRANSACTIONS"], key_prefix=material.prefix,
-                                             key_hash=material.key_hash, rate_limit_count=limit,
-                                             rate_limit_unit="minute"))
+        service_id = conn.execute(
+            insert(external_services)
+            .values(company=f"Limited {uuid.uuid4().hex[:8]}", contact_email="ops@limited.example")
+            .returning(external_services.c.id)
+        ).scalar_one()
+        conn.execute(
+            insert(api_keys).values(
+                external_service_id=service_id,
+                key_name="limited",
+                permissions=["READ_TRANSACTIONS"],
+                key_prefix=material.prefix,
+                key_hash=material.key_hash,
+                rate_limit_count=limit,
+                rate_limit_unit="minute",
+            )
+        )
     engine.dispose()
     return material.plaintext
 

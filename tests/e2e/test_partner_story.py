@@ -15,17 +15,17 @@ import pytest
 from sqlalchemy import create_engine, insert, select, text
 
 from command_api.app import create_app as command_app
-from ogp.db.migrate import upgrade
 from infra.local.seed import seed_demo
+from ogp.db.migrate import upgrade
 from ogp.db.tables import historical_transactions as ht
 from ogp.db.tables import partner_feed as pf
-from ogp.settings import Settings
 from ogp.messaging import ensure_topics
+from ogp.settings import Settings
+from query_api.app import create_app as query_app
 from schemas.topics import topic_specs
 from tests.support.infra import create_database
 from tests.support.server import serve
 from tests.support.waiting import DEFAULT_TIMEOUT, wait_until
-from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.e2e
 
@@ -36,8 +36,14 @@ KEY = "test-signing-key-0123456789-abcdefghijklmnop"
 def settings(postgres_admin_url, redis_url, kafka_bootstrap) -> Settings:
     url = create_database(postgres_admin_url, f"story_{uuid.uuid4().hex[:8]}")
     upgrade(url)
-    s = Settings(environment="test", database_url=url, redis_url=redis_url, kafka_bootstrap_servers=kafka_bootstrap,
-                 jwt_signing_key=KEY, partner_page_size_max=20)
+    s = Settings(
+        environment="test",
+        database_url=url,
+        redis_url=redis_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        jwt_signing_key=KEY,
+        partner_page_size_max=20,
+    )
     asyncio.run(ensure_topics(kafka_bootstrap, topic_specs(s)))
     seed_demo(create_engine(url), s)
     return s
@@ -47,8 +53,9 @@ def writer(db_url: str, rounds: int, done: threading.Event) -> None:
     """Two concurrent writers whose transactions overlap and commit in random order, like projector batches."""
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        user_id, account_id = conn.execute(text(
-            "SELECT u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.username = 'bob'")).one()
+        user_id, account_id = conn.execute(
+            text("SELECT u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.username = 'bob'")
+        ).one()
     first, second = engine.connect(), engine.connect()
     rng = random.Random(7)
     for n in range(rounds):
@@ -56,11 +63,25 @@ def writer(db_url: str, rounds: int, done: threading.Event) -> None:
         for conn in (first, second):
             tx = conn.begin()
             now = datetime.now(UTC)
-            conn.execute(insert(ht), [dict(
-                user_id=user_id, account_id=account_id, transaction_id=f"story-{n}-{id(conn) % 97}-{i}",
-                transaction_type="TRANSFER", transaction_status="SUCCESS", amount=Decimal("1.00"),
-                balance_before=Decimal("1.00"), balance_after=Decimal("0.00"),
-                is_accessible_external=rng.random() > 0.2, created_at=now, updated_at=now) for i in range(3)])
+            conn.execute(
+                insert(ht),
+                [
+                    dict(
+                        user_id=user_id,
+                        account_id=account_id,
+                        transaction_id=f"story-{n}-{id(conn) % 97}-{i}",
+                        transaction_type="TRANSFER",
+                        transaction_status="SUCCESS",
+                        amount=Decimal("1.00"),
+                        balance_before=Decimal("1.00"),
+                        balance_after=Decimal("0.00"),
+                        is_accessible_external=rng.random() > 0.2,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    for i in range(3)
+                ],
+            )
             transactions.append(tx)
         rng.shuffle(transactions)
         for tx in transactions:
@@ -72,17 +93,32 @@ def writer(db_url: str, rounds: int, done: threading.Event) -> None:
 
 
 def test_a_partner_receives_every_accessible_row_once_and_in_order_while_rows_arrive(settings):
-    with serve(command_app(settings)) as c_url, serve(query_app(settings)) as q_url, \
-            httpx.Client(base_url=c_url, timeout=30) as commands, httpx.Client(base_url=q_url, timeout=30) as queries:
+    with (
+        serve(command_app(settings)) as c_url,
+        serve(query_app(settings)) as q_url,
+        httpx.Client(base_url=c_url, timeout=30) as commands,
+        httpx.Client(base_url=q_url, timeout=30) as queries,
+    ):
         # An admin logs in, registers the partner and issues its key.
-        token = commands.post("/api/auth/login", json={"username": "admin", "password": "admin-demo-pass"}
-                              ).json()["access_token"]
+        token = commands.post("/api/auth/login", json={"username": "admin", "password": "admin-demo-pass"}).json()[
+            "access_token"
+        ]
         admin = {"Authorization": f"Bearer {token}"}
-        service = commands.post("/api/admin/external-services", headers=admin, json={
-            "company": "Supervisor", "contact_email": "feed@supervisor.example"}).json()
-        key = commands.post(f"/api/admin/external-services/{service['id']}/api-keys", headers=admin, json={
-            "key_name": "feed", "permissions": ["READ_TRANSACTIONS"], "rate_limit_count": 100000,
-            "rate_limit_unit": "minute"}).json()["api_key"]
+        service = commands.post(
+            "/api/admin/external-services",
+            headers=admin,
+            json={"company": "Supervisor", "contact_email": "feed@supervisor.example"},
+        ).json()
+        key = commands.post(
+            f"/api/admin/external-services/{service['id']}/api-keys",
+            headers=admin,
+            json={
+                "key_name": "feed",
+                "permissions": ["READ_TRANSACTIONS"],
+                "rate_limit_count": 100000,
+                "rate_limit_unit": "minute",
+            },
+        ).json()["api_key"]
 
         # Rows keep arriving from concurrent writers while the partner pages through the feed.
         done = threading.Event()
@@ -92,8 +128,11 @@ def test_a_partner_receives_every_accessible_row_once_and_in_order_while_rows_ar
 
         def caught_up_with_the_writers() -> bool:
             cursor = feed["cursor"]
-            response = queries.get("/api/transaction/histories", headers={"X-API-Key": key},
-                                   params={"limit": 20} | ({"cursor": cursor} if cursor else {}))
+            response = queries.get(
+                "/api/transaction/histories",
+                headers={"X-API-Key": key},
+                params={"limit": 20} | ({"cursor": cursor} if cursor else {}),
+            )
             assert response.status_code == 200, response.text
             body = response.json()
             received.extend(item["transaction_id"] for item in body["items"])
@@ -111,10 +150,16 @@ def test_a_partner_receives_every_accessible_row_once_and_in_order_while_rows_ar
     # Every accessible row exactly once, in feed order; nothing that is not accessible.
     engine = create_engine(settings.sqlalchemy_url)
     with engine.connect() as conn:
-        expected = conn.execute(select(ht.c.transaction_id)
-                                .select_from(ht.join(pf, pf.c.transaction_id == ht.c.transaction_id))
-                                .where(ht.c.is_accessible_external)
-                                .order_by(pf.c.feed_txid, pf.c.feed_seq)).scalars().all()
+        expected = (
+            conn.execute(
+                select(ht.c.transaction_id)
+                .select_from(ht.join(pf, pf.c.transaction_id == ht.c.transaction_id))
+                .where(ht.c.is_accessible_external)
+                .order_by(pf.c.feed_txid, pf.c.feed_seq)
+            )
+            .scalars()
+            .all()
+        )
         hidden = set(conn.execute(select(ht.c.transaction_id).where(~ht.c.is_accessible_external)).scalars())
     engine.dispose()
     assert len(received) == len(set(received))

@@ -95,8 +95,14 @@ def log_of(env, name: str) -> str:
 def test_every_service_and_the_supervisor_are_healthy_after_up(stack):
     status = run(stack, "status")
     assert status.returncode == 0, status.stdout
-    for name in ("command-api", "ledger-processor", "projector-history", "projector-access-logs",
-                 "projector-payments", "supervisor"):
+    for name in (
+        "command-api",
+        "ledger-processor",
+        "projector-history",
+        "projector-access-logs",
+        "projector-payments",
+        "supervisor",
+    ):
         assert row_state(status.stdout, name) == "healthy", status.stdout
 
 
@@ -107,29 +113,48 @@ def test_a_frozen_worker_shows_unhealthy_within_30s_and_the_supervisor_restarts_
     os.kill(supervisor, signal.SIGSTOP)
     try:
         os.kill(frozen, signal.SIGSTOP)
-        took = wait_for(lambda: row_state(run(stack, "status").stdout, "ledger-processor") == "unhealthy", 30,
-                        "`ogp status` should show the frozen worker as unhealthy within 30 s",
-                        lambda: run(stack, "status").stdout)
+        took = wait_for(
+            lambda: row_state(run(stack, "status").stdout, "ledger-processor") == "unhealthy",
+            30,
+            "`ogp status` should show the frozen worker as unhealthy within 30 s",
+            lambda: run(stack, "status").stdout,
+        )
         assert took < 30
         assert run(stack, "status").returncode == 1
     finally:
         os.kill(supervisor, signal.SIGCONT)
 
     # Released, the supervisor kills the frozen process and starts a fresh one, which becomes healthy.
-    wait_for(lambda: not pid_alive(frozen), 60, "the supervisor should kill the frozen worker",
-             lambda: log_of(stack, "supervisor"))
-    wait_for(lambda: (service_pid(stack, "ledger-processor") or frozen) != frozen
-             and row_state(run(stack, "status").stdout, "ledger-processor") == "healthy", 90,
-             "the supervisor should start a healthy replacement", lambda: log_of(stack, "supervisor"))
+    wait_for(
+        lambda: not pid_alive(frozen),
+        60,
+        "the supervisor should kill the frozen worker",
+        lambda: log_of(stack, "supervisor"),
+    )
+    wait_for(
+        lambda: (
+            (service_pid(stack, "ledger-processor") or frozen) != frozen
+            and row_state(run(stack, "status").stdout, "ledger-processor") == "healthy"
+        ),
+        90,
+        "the supervisor should start a healthy replacement",
+        lambda: log_of(stack, "supervisor"),
+    )
     assert "ledger-processor has not been healthy" in log_of(stack, "supervisor")
 
 
 def test_a_crashed_worker_is_started_again(stack):
     crashed = service_pid(stack, "projector-payments")
     os.kill(crashed, signal.SIGKILL)
-    wait_for(lambda: (service_pid(stack, "projector-payments") or crashed) != crashed
-             and row_state(run(stack, "status").stdout, "projector-payments") == "healthy", 90,
-             "the supervisor should start the crashed projector again", lambda: log_of(stack, "supervisor"))
+    wait_for(
+        lambda: (
+            (service_pid(stack, "projector-payments") or crashed) != crashed
+            and row_state(run(stack, "status").stdout, "projector-payments") == "healthy"
+        ),
+        90,
+        "the supervisor should start the crashed projector again",
+        lambda: log_of(stack, "supervisor"),
+    )
     assert "projector-payments is not running" in log_of(stack, "supervisor")
 
 
@@ -140,8 +165,9 @@ def test_ogp_restart_restarts_one_component_only(stack):
     after = pids(Path(stack["OGP_STATE_DIR"]))
     assert after["projector-history"] != before["projector-history"] and pid_alive(after["projector-history"])
     assert not pid_alive(before["projector-history"])
-    assert {k: v for k, v in after.items() if k != "projector-history"} == \
-        {k: v for k, v in before.items() if k != "projector-history"}
+    assert {k: v for k, v in after.items() if k != "projector-history"} == {
+        k: v for k, v in before.items() if k != "projector-history"
+    }
     assert row_state(run(stack, "status").stdout, "projector-history") == "healthy"
 
     unknown = run(stack, "restart", "no-such-thing")

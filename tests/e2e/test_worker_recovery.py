@@ -25,12 +25,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine, text
 
-from ledger_processor.audit import audit
-from ogp.db.migrate import upgrade
-from ogp.settings import Settings, get_settings
 from infra.local.kafka import KafkaBroker
 from infra.local.postgres import PostgresServer
 from infra.local.process import free_port, port_open
+from ledger_processor.audit import audit
+from ogp.db.migrate import upgrade
+from ogp.settings import Settings, get_settings
+from schemas.access_logs import AccessLogged
+from schemas.base import encode
 from schemas.topics import ACCESS_LOGS, COMMANDS, LEDGER_EVENTS
 from tests.support.ledger import (
     caught_up,
@@ -43,8 +45,6 @@ from tests.support.ledger import (
 )
 from tests.support.processes import Worker, Workers, worker_env
 from tests.support.waiting import wait_until
-from schemas.access_logs import AccessLogged
-from schemas.base import encode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 D = Decimal
@@ -119,8 +119,9 @@ class Load(threading.Thread):
 
     async def _run(self) -> None:
         while not self.stop_event.is_set():
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-                                        request_timeout_ms=5000)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=5000
+            )
             try:
                 await producer.start()
                 while not self.stop_event.is_set():
@@ -166,9 +167,14 @@ def projector_caught_up(db: str, bootstrap: str, projector: str, timeout: float 
         engine = create_engine(db)
         try:
             with engine.connect() as conn:
-                stored = dict(conn.execute(text(
-                    "SELECT partition, next_offset FROM projection_positions WHERE topic = :t AND projector = :p"),
-                    {"t": LEDGER_EVENTS, "p": projector}).all())
+                stored = dict(
+                    conn.execute(
+                        text(
+                            "SELECT partition, next_offset FROM projection_positions WHERE topic = :t AND projector = :p"
+                        ),
+                        {"t": LEDGER_EVENTS, "p": projector},
+                    ).all()
+                )
         finally:
             engine.dispose()
         return all(stored.get(p, 0) >= end for p, end in ends.items())
@@ -181,15 +187,36 @@ def access_logs(db: str, n: int) -> list[tuple[str, bytes]]:
     service, key = str(uuid.uuid4()), str(uuid.uuid4())
     engine = create_engine(db)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO external_services (id, company, contact_email) VALUES (:id, :c, 'p@x.test')"),
-                     {"id": service, "c": f"partner-{service[:8]}"})
-        conn.execute(text("INSERT INTO api_keys (id, external_service_id, key_name, key_prefix, key_hash) "
-                          "VALUES (:id, :s, 'recovery', :p, :h)"), {"id": key, "s": service, "p": key[:8], "h": "0" * 64})
+        conn.execute(
+            text("INSERT INTO external_services (id, company, contact_email) VALUES (:id, :c, 'p@x.test')"),
+            {"id": service, "c": f"partner-{service[:8]}"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO api_keys (id, external_service_id, key_name, key_prefix, key_hash) "
+                "VALUES (:id, :s, 'recovery', :p, :h)"
+            ),
+            {"id": key, "s": service, "p": key[:8], "h": "0" * 64},
+        )
     engine.dispose()
     now = datetime.now(UTC)
-    return [(key, encode(AccessLogged(event_id=str(uuid.uuid4()), api_key_id=key, external_service_id=service,
-                                      endpoint="/partner/transactions", http_method="GET", response_status=200,
-                                      occurred_at=now))) for _ in range(n)]
+    return [
+        (
+            key,
+            encode(
+                AccessLogged(
+                    event_id=str(uuid.uuid4()),
+                    api_key_id=key,
+                    external_service_id=service,
+                    endpoint="/partner/transactions",
+                    http_method="GET",
+                    response_status=200,
+                    occurred_at=now,
+                )
+            ),
+        )
+        for _ in range(n)
+    ]
 
 
 class Probe(threading.Thread):
@@ -204,16 +231,29 @@ class Probe(threading.Thread):
     def run(self) -> None:
         auth = self.user["auth"]
         calls = [
-            ("pay", lambda c, q: c.post("/api/payment/pay", json={"amount": "1.00", "merchant_reference": "probe"},
-                                        headers=auth | {"Idempotency-Key": uuid.uuid4().hex})),
-            ("login", lambda c, q: c.post("/api/auth/login", json={"username": self.user["username"],
-                                                                   "password": self.user["password"]})),
+            (
+                "pay",
+                lambda c, q: c.post(
+                    "/api/payment/pay",
+                    json={"amount": "1.00", "merchant_reference": "probe"},
+                    headers=auth | {"Idempotency-Key": uuid.uuid4().hex},
+                ),
+            ),
+            (
+                "login",
+                lambda c, q: c.post(
+                    "/api/auth/login", json={"username": self.user["username"], "password": self.user["password"]}
+                ),
+            ),
             ("command ready", lambda c, q: c.get("/ready")),
             ("balance", lambda c, q: q.get("/api/payment/balance", headers=auth)),
             ("history", lambda c, q: q.get("/api/payment/transactions", headers=auth)),
             ("transaction", lambda c, q: q.get(f"/api/payment/transactions/{uuid.uuid4()}", headers=auth)),
         ]
-        with httpx.Client(base_url=self.commands, timeout=30) as c, httpx.Client(base_url=self.queries, timeout=30) as q:
+        with (
+            httpx.Client(base_url=self.commands, timeout=30) as c,
+            httpx.Client(base_url=self.queries, timeout=30) as q,
+        ):
             while not self.stop_event.is_set():
                 for name, call in calls:
                     try:
@@ -226,15 +266,14 @@ class Probe(threading.Thread):
 
     def failures(self) -> list:
         """Answers that are neither a success, nor a clear 4xx, nor a 503 with Retry-After."""
-        return [a for a in self.answers if a[1] >= 500 and not (a[1] == 503 and (a[2] or "").isdigit())
-                or a[1] == 0]
+        return [a for a in self.answers if a[1] >= 500 and not (a[1] == 503 and (a[2] or "").isdigit()) or a[1] == 0]
 
 
 def test_the_same_workers_resume_after_postgres_and_kafka_are_killed_under_load(env, killable, redis_url):
     from command_api.app import create_app as command_app
+    from query_api.app import create_app as query_app
     from tests.support.server import serve
     from tests.support.wallet import signed_up
-    from query_api.app import create_app as query_app
 
     settings, worker = env
     api_settings = settings.model_copy(update={"redis_url": redis_url})
@@ -268,26 +307,40 @@ def _resume_after_outages(settings, worker, killable, probe: Probe) -> None:
             wait_for(lambda: applied(db) > before + 20, 90, f"the processor should be applying (kill {kill})")
             mark = len(processor.log())
             killable.kill9(killable.postgres)
-            wait_for(lambda: '"msg": "ledger processor: ' in log_since(processor, mark), 60,
-                     f"the processor should notice PostgreSQL is gone and retry (kill {kill})",
-                     lambda: log_since(processor, mark)[-3000:])
+            wait_for(
+                lambda: '"msg": "ledger processor: ' in log_since(processor, mark),
+                60,
+                f"the processor should notice PostgreSQL is gone and retry (kill {kill})",
+                lambda: log_since(processor, mark)[-3000:],
+            )
             killable.postgres.start()
             resumed = applied(db)
-            wait_for(lambda: applied(db) > resumed + 20, 90,
-                     f"the processor should resume applying once PostgreSQL is back (kill {kill})",
-                     lambda: log_since(processor, mark)[-3000:])
+            wait_for(
+                lambda: applied(db) > resumed + 20,
+                90,
+                f"the processor should resume applying once PostgreSQL is back (kill {kill})",
+                lambda: log_since(processor, mark)[-3000:],
+            )
 
         # Then the broker dies (kill -9) and comes back on the same port with its data.
         before = applied(db)
         wait_for(lambda: applied(db) > before + 20, 90, "the processor should be applying before the broker dies")
         mark = len(processor.log())
         killable.kill9(killable.kafka)
-        wait_for(lambda: "Unable connect to node" in log_since(processor, mark), 60,
-                 "the processor's Kafka clients should notice the broker is gone", lambda: log_since(processor, mark)[-3000:])
+        wait_for(
+            lambda: "Unable connect to node" in log_since(processor, mark),
+            60,
+            "the processor's Kafka clients should notice the broker is gone",
+            lambda: log_since(processor, mark)[-3000:],
+        )
         killable.kafka.start()
         resumed = applied(db)
-        wait_for(lambda: applied(db) > resumed + 20, 120, "the processor should resume applying once the broker is back",
-                 lambda: log_since(processor, mark)[-3000:])
+        wait_for(
+            lambda: applied(db) > resumed + 20,
+            120,
+            "the processor should resume applying once the broker is back",
+            lambda: log_since(processor, mark)[-3000:],
+        )
     finally:
         load.stop_event.set()
         probe.stop_event.set()
@@ -299,17 +352,28 @@ def _resume_after_outages(settings, worker, killable, probe: Probe) -> None:
     assert len(load.accepted) > 200, "the load should have appended a meaningful number of commands"
     caught_up(db, kafka, timeout=180, at_least=len(funded) + len(load.accepted))
     projector_caught_up(db, kafka, "history")
-    wait_for(lambda: scalar(db, "SELECT count(*) FROM api_access_logs") == 25, 120,
-             "the access-log projector should write the events appended after the outages", lambda: access.log()[-3000:])
+    wait_for(
+        lambda: scalar(db, "SELECT count(*) FROM api_access_logs") == 25,
+        120,
+        "the access-log projector should write the events appended after the outages",
+        lambda: access.log()[-3000:],
+    )
 
     # The same processes did it all: nobody restarted them.
     assert {w.process.name: w.process.pid() for w in (processor, history, access)} == pids
     engine = create_engine(db)
     with engine.connect() as conn:
-        done = conn.execute(text("SELECT count(*), count(DISTINCT transaction_id) FROM ledger_transactions "
-                                 "WHERE transaction_id = ANY(:ids)"), {"ids": load.accepted}).one()
-        history_rows = conn.execute(text("SELECT count(*) FROM historical_transactions WHERE "
-                                         "transaction_id = ANY(:ids)"), {"ids": load.accepted}).scalar()
+        done = conn.execute(
+            text(
+                "SELECT count(*), count(DISTINCT transaction_id) FROM ledger_transactions "
+                "WHERE transaction_id = ANY(:ids)"
+            ),
+            {"ids": load.accepted},
+        ).one()
+        history_rows = conn.execute(
+            text("SELECT count(*) FROM historical_transactions WHERE transaction_id = ANY(:ids)"),
+            {"ids": load.accepted},
+        ).scalar()
         report = audit(conn)
     engine.dispose()
     # Every acknowledged command applied exactly once, the books balance, and the read model has them all.
@@ -326,8 +390,13 @@ def test_a_worker_whose_loop_is_stuck_reports_unhealthy_within_the_bound(env):
     settings, worker = env
     db, kafka = settings.database_url, settings.kafka_bootstrap
     port = free_port()
-    stuck = worker("ledger_processor", "processor-stuck", OGP_FAULT="hang_before_batch", OGP_HEALTH_PORT=str(port),
-                   OGP_HEALTH_STALE_SECONDS="5")
+    stuck = worker(
+        "ledger_processor",
+        "processor-stuck",
+        OGP_FAULT="hang_before_batch",
+        OGP_HEALTH_PORT=str(port),
+        OGP_HEALTH_STALE_SECONDS="5",
+    )
     stuck.start()
     wait_for(lambda: health(port).status_code == 200, 60, "an idle processor's loop moves: /health is 200")
 
@@ -347,12 +416,20 @@ def test_shutdown_is_bounded_when_the_broker_does_not_answer(env, killable):
     run_dir = Path(tempfile.mkdtemp(prefix="ogp-shutdown-"))
     log_file = run_dir / "processor.log"
     with open(log_file, "wb") as out:
-        processor = subprocess.Popen([sys.executable, "-m", "ledger_processor"], stdout=out, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **worker_env(settings, OGP_SHUTDOWN_TIMEOUT_SECONDS="5")})
+        processor = subprocess.Popen(
+            [sys.executable, "-m", "ledger_processor"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **worker_env(settings, OGP_SHUTDOWN_TIMEOUT_SECONDS="5")},
+        )
     broker = killable.kafka.process.pid()
     try:
-        wait_for(lambda: "partition claimed" in log_file.read_text(), 90, "the processor should own its partitions",
-                 lambda: log_file.read_text()[-3000:])
+        wait_for(
+            lambda: "partition claimed" in log_file.read_text(),
+            90,
+            "the processor should own its partitions",
+            lambda: log_file.read_text()[-3000:],
+        )
         # The broker freezes (a partition of the network, say): leaving the group waits on requests nobody
         # answers, for aiokafka's 40 s request timeout and more.
         os.killpg(broker, signal.SIGSTOP)

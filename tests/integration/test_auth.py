@@ -25,12 +25,17 @@ KEY = "test-signing-key-0123456789-abcdefghijklmnop"
 LOGIN_WINDOW = 600
 
 
-
 @pytest.fixture(scope="module")
 def settings(db_url, redis_url, kafka_bootstrap) -> Settings:
-    return Settings(environment="test", database_url=db_url, redis_url=redis_url,
-                    kafka_bootstrap_servers=kafka_bootstrap, jwt_signing_key=KEY,
-                    login_max_failures_per_user=10, login_window_seconds=LOGIN_WINDOW)
+    return Settings(
+        environment="test",
+        database_url=db_url,
+        redis_url=redis_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        jwt_signing_key=KEY,
+        login_max_failures_per_user=10,
+        login_window_seconds=LOGIN_WINDOW,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +46,12 @@ def api(settings):
 
 def new_user(prefix: str = "u") -> dict:
     n = uuid.uuid4().int % 10**8
-    return {"username": f"{prefix}{n}", "email": f"{prefix}{n}@Example.com", "phone": f"0812{n:08d}",
-            "password": f"correct horse {n}"}
+    return {
+        "username": f"{prefix}{n}",
+        "email": f"{prefix}{n}@Example.com",
+        "phone": f"0812{n:08d}",
+        "password": f"correct horse {n}",
+    }
 
 
 def register(api, user) -> httpx.Response:
@@ -59,6 +68,7 @@ def bearer(token: str) -> dict:
 
 # --- registration -------------------------------------------------------------------------------------
 
+
 def test_register_opens_an_active_idr_account_with_zero_balance(api, db_url):
     user = new_user()
     response = register(api, user)
@@ -66,9 +76,13 @@ def test_register_opens_an_active_idr_account_with_zero_balance(api, db_url):
     body = response.json()
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        row = conn.execute(text("SELECT a.balance, a.currency, a.account_status, u.phone, u.email, u.password "
-                                "FROM accounts a JOIN users u ON u.id = a.user_id WHERE a.id = :id"),
-                           {"id": body["account_id"]}).one()
+        row = conn.execute(
+            text(
+                "SELECT a.balance, a.currency, a.account_status, u.phone, u.email, u.password "
+                "FROM accounts a JOIN users u ON u.id = a.user_id WHERE a.id = :id"
+            ),
+            {"id": body["account_id"]},
+        ).one()
     engine.dispose()
     assert (str(row.balance), row.currency, row.account_status) == ("0.00", "IDR", "ACTIVE")
     assert row.phone == "+62" + user["phone"][1:]  # normalised to E.164
@@ -76,11 +90,14 @@ def test_register_opens_an_active_idr_account_with_zero_balance(api, db_url):
     assert row.password.startswith("$argon2id$") and user["password"] not in row.password
 
 
-@pytest.mark.parametrize("field,transform", [
-    ("username", str.upper),  # case-insensitive
-    ("email", str.upper),
-    ("phone", lambda p: "+62" + p[1:]),  # the same number in another notation
-])
+@pytest.mark.parametrize(
+    "field,transform",
+    [
+        ("username", str.upper),  # case-insensitive
+        ("email", str.upper),
+        ("phone", lambda p: "+62" + p[1:]),  # the same number in another notation
+    ],
+)
 def test_register_clash_is_409_naming_the_field(api, field, transform):
     first = new_user()
     assert register(api, first).status_code == 201
@@ -91,14 +108,17 @@ def test_register_clash_is_409_naming_the_field(api, field, transform):
     assert response.json()["error"]["details"] == {"field": field}
 
 
-@pytest.mark.parametrize("change,code", [
-    ({"password": "short"}, "validation_error"),
-    ({"password": "SAMEASNAME"}, "weak_password"),
-    ({"phone": "12"}, "validation_error"),
-    ({"phone": "0000000000"}, "invalid_phone"),
-    ({"email": "not-an-email"}, "validation_error"),
-    ({"role": "admin"}, "validation_error"),  # unknown fields are refused
-])
+@pytest.mark.parametrize(
+    "change,code",
+    [
+        ({"password": "short"}, "validation_error"),
+        ({"password": "SAMEASNAME"}, "weak_password"),
+        ({"phone": "12"}, "validation_error"),
+        ({"phone": "0000000000"}, "invalid_phone"),
+        ({"email": "not-an-email"}, "validation_error"),
+        ({"role": "admin"}, "validation_error"),  # unknown fields are refused
+    ],
+)
 def test_register_rejects_bad_input_with_422_and_writes_nothing(api, db_url, change, code):
     user = new_user() | change
     if code == "weak_password":
@@ -108,14 +128,16 @@ def test_register_rejects_bad_input_with_422_and_writes_nothing(api, db_url, cha
     assert response.json()["error"]["code"] == code
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM users WHERE username = :u"),
-                            {"u": user["username"]}).scalar() == 0
+        assert (
+            conn.execute(text("SELECT count(*) FROM users WHERE username = :u"), {"u": user["username"]}).scalar() == 0
+        )
     engine.dispose()
 
 
 def test_oversized_body_is_413(api):
-    response = api.post("/api/auth/register", content=b"{" + b" " * 70_000 + b"}",
-                        headers={"content-type": "application/json"})
+    response = api.post(
+        "/api/auth/register", content=b"{" + b" " * 70_000 + b"}", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
 
@@ -133,16 +155,21 @@ def test_twenty_concurrent_registrations_of_one_username_make_exactly_one_user(a
     assert sorted(codes) == [201] + [409] * 19
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM users WHERE username = :u"), {"u": base["username"]}).scalar() == 1
-        orphans = conn.execute(text(
-            "SELECT (SELECT count(*) FROM users u WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.user_id = u.id))"
-            " + (SELECT count(*) FROM accounts a WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = a.user_id))"
-        )).scalar()
+        assert (
+            conn.execute(text("SELECT count(*) FROM users WHERE username = :u"), {"u": base["username"]}).scalar() == 1
+        )
+        orphans = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM users u WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.user_id = u.id))"
+                " + (SELECT count(*) FROM accounts a WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = a.user_id))"
+            )
+        ).scalar()
     engine.dispose()
     assert orphans == 0
 
 
 # --- login, refresh, logout -----------------------------------------------------------------------------
+
 
 def test_full_flow_register_login_refresh_logout(api):
     user = new_user()
@@ -163,8 +190,9 @@ def test_full_flow_register_login_refresh_logout(api):
     new = rotated.json()
     assert new["refresh_token"] != tokens["refresh_token"]
 
-    out = api.request("DELETE", "/api/auth/logout", json={"refresh_token": new["refresh_token"]},
-                      headers=bearer(new["access_token"]))
+    out = api.request(
+        "DELETE", "/api/auth/logout", json={"refresh_token": new["refresh_token"]}, headers=bearer(new["access_token"])
+    )
     assert out.status_code == 204
     assert api.get("/api/auth/me", headers=bearer(new["access_token"])).status_code == 401
     assert api.put("/api/auth/refresh", json={"refresh_token": new["refresh_token"]}).status_code == 401
@@ -190,8 +218,16 @@ def test_reusing_a_rotated_refresh_token_revokes_the_whole_family(api):
 
 def _forge(settings: Settings, **overrides) -> str:
     now = int(time.time())
-    claims = {"iss": settings.jwt_issuer, "aud": settings.jwt_audience, "sub": "1", "typ": "access",
-              "jti": uuid.uuid4().hex, "iat": now, "nbf": now, "exp": now + 600}
+    claims = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": "1",
+        "typ": "access",
+        "jti": uuid.uuid4().hex,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+    }
     key = overrides.pop("_key", KEY)
     alg = overrides.pop("_alg", "HS256")
     claims.update(overrides)
@@ -206,15 +242,40 @@ def _alg_none(settings: Settings) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
     now = int(time.time())
-    return b64({"alg": "none", "typ": "JWT"}) + "." + b64(
-        {"iss": settings.jwt_issuer, "aud": settings.jwt_audience, "sub": "1", "typ": "access",
-         "jti": "x", "iat": now, "nbf": now, "exp": now + 600}) + "."
+    return (
+        b64({"alg": "none", "typ": "JWT"})
+        + "."
+        + b64(
+            {
+                "iss": settings.jwt_issuer,
+                "aud": settings.jwt_audience,
+                "sub": "1",
+                "typ": "access",
+                "jti": "x",
+                "iat": now,
+                "nbf": now,
+                "exp": now + 600,
+            }
+        )
+        + "."
+    )
 
 
-@pytest.mark.parametrize("case", [
-    "alg_none", "wrong_signature", "other_key", "expired", "not_yet_valid", "wrong_issuer",
-    "wrong_audience", "wrong_type", "refresh_as_access", "garbage",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "alg_none",
+        "wrong_signature",
+        "other_key",
+        "expired",
+        "not_yet_valid",
+        "wrong_issuer",
+        "wrong_audience",
+        "wrong_type",
+        "refresh_as_access",
+        "garbage",
+    ],
+)
 def test_bad_access_tokens_are_401(api, settings, case):
     now = int(time.time())
     if case == "alg_none":
@@ -254,6 +315,7 @@ def test_access_token_as_refresh_token_is_401(api):
 
 # --- throttling --------------------------------------------------------------------------------------------
 
+
 def test_failed_logins_are_throttled_from_the_threshold(api, settings):
     user = new_user()
     register(api, user)
@@ -278,14 +340,17 @@ def test_the_login_limit_expires_with_its_window(settings):
         wrong = {"username": user["username"], "password": "wrong password!"}
         # One failure limits; seeing a refusal proves the window was open when the server looked. (On a machine
         # so slow that the window closed between two attempts, the next failure simply opens a new one.)
-        wait_until(lambda: api.post("/api/auth/login", json=wrong).status_code == 429, what="the user was limited",
-                   interval=0)
+        wait_until(
+            lambda: api.post("/api/auth/login", json=wrong).status_code == 429, what="the user was limited", interval=0
+        )
         # That window closes at the latest one window after the refusal; the last try starts after that.
-        wait_until(lambda: login(api, user).status_code == 200, window, "the limit expired with its window",
-                   interval=0.25)
+        wait_until(
+            lambda: login(api, user).status_code == 200, window, "the limit expired with its window", interval=0.25
+        )
 
 
 # --- no secrets in logs -----------------------------------------------------------------------------------------
+
 
 def test_a_full_auth_flow_logs_no_password_token_or_hash(api, db_url, caplog):
     from ogp.logs import JsonFormatter
@@ -297,17 +362,29 @@ def test_a_full_auth_flow_logs_no_password_token_or_hash(api, db_url, caplog):
     api.post("/api/auth/login", json={"username": user["username"], "password": "wrong password!"})
     rotated = api.put("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).json()
     api.put("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]})  # reuse: logs a warning path
-    api.request("DELETE", "/api/auth/logout", json={"refresh_token": rotated["refresh_token"]},
-                headers=bearer(rotated["access_token"]))
+    api.request(
+        "DELETE",
+        "/api/auth/logout",
+        json={"refresh_token": rotated["refresh_token"]},
+        headers=bearer(rotated["access_token"]),
+    )
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        stored_hash = conn.execute(text("SELECT password FROM users WHERE username = :u"),
-                                   {"u": user["username"]}).scalar()
+        stored_hash = conn.execute(
+            text("SELECT password FROM users WHERE username = :u"), {"u": user["username"]}
+        ).scalar()
     engine.dispose()
     formatter = JsonFormatter()
     output = "\n".join([formatter.format(r) for r in caplog.records] + [r.getMessage() for r in caplog.records])
     assert caplog.records, "expected some log output from the flow"
-    secrets = [user["password"], "wrong password!", tokens["access_token"], tokens["refresh_token"],
-               rotated["access_token"], rotated["refresh_token"], stored_hash]
+    secrets = [
+        user["password"],
+        "wrong password!",
+        tokens["access_token"],
+        tokens["refresh_token"],
+        rotated["access_token"],
+        rotated["refresh_token"],
+        stored_hash,
+    ]
     for secret in secrets:
         assert secret not in output

@@ -24,14 +24,14 @@ from sqlalchemy import create_engine, insert, select
 
 from ogp.db.migrate import upgrade
 from ogp.db.tables import accounts, historical_transactions, projection_positions, users
-from ogp.settings import Settings
 from ogp.messaging import ensure_topics
-from schemas.topics import LEDGER_EVENTS, TopicSpec, topic_specs
-from tests.support.waiting import wait_until, wait_until_async
+from ogp.settings import Settings
 from projections.history.projector import PROJECTOR, HistoryProjector, rebuild
 from projections.history.rows import replay
 from schemas.base import Message, encode
 from schemas.events import AccountStatusChanged, TransactionRecorded
+from schemas.topics import LEDGER_EVENTS, TopicSpec, topic_specs
+from tests.support.waiting import wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -55,16 +55,23 @@ def world(fresh_database_url, redis_url, kafka_bootstrap) -> World:
     topic = f"{LEDGER_EVENTS}.test-{uuid.uuid4().hex[:8]}"
     spec = next(s for s in topic_specs(Settings()) if s.name == LEDGER_EVENTS)
     asyncio.run(ensure_topics(kafka_bootstrap, [TopicSpec(topic, PARTITIONS, dict(spec.configs))]))
-    settings = Settings(environment="test", database_url=fresh_database_url, redis_url=redis_url,
-                        kafka_bootstrap_servers=kafka_bootstrap, events_partitions=PARTITIONS)
+    settings = Settings(
+        environment="test",
+        database_url=fresh_database_url,
+        redis_url=redis_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        events_partitions=PARTITIONS,
+    )
     # Rows reference users and accounts: they exist before the ledger says anything about them.
     engine = create_engine(fresh_database_url)
     user_of = {}
     with engine.begin() as conn:
         for n in range(8):
-            uid = conn.execute(insert(users).values(username=f"h{n}", email=f"h{n}@example.com",
-                                                    phone=f"+62812000000{n:02d}", password="x")
-                               .returning(users.c.id)).scalar_one()
+            uid = conn.execute(
+                insert(users)
+                .values(username=f"h{n}", email=f"h{n}@example.com", phone=f"+62812000000{n:02d}", password="x")
+                .returning(users.c.id)
+            ).scalar_one()
             aid = conn.execute(insert(accounts).values(user_id=uid).returning(accounts.c.id)).scalar_one()
             user_of[aid] = uid
     engine.dispose()
@@ -72,6 +79,7 @@ def world(fresh_database_url, redis_url, kafka_bootstrap) -> World:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
+
 
 def history(world: World, n_transactions: int, seed: int = 1) -> list[Message]:
     """A plausible event stream: each transaction's revisions in order, with duplicates and late old states."""
@@ -85,13 +93,22 @@ def history(world: World, n_transactions: int, seed: int = 1) -> list[Message]:
         created = T0 + timedelta(seconds=i)
         revisions = [
             TransactionRecorded(
-                event_id=f"tx{seed}-{i}#{rev}", transaction_id=f"tx{seed}-{i}", revision=rev, account_id=account,
-                user_id=world.user_of[account], transaction_type=kind, status=status,
-                amount=Decimal(rng.randint(1, 10**6)) / 100, balance_before=Decimal("100.00"),
+                event_id=f"tx{seed}-{i}#{rev}",
+                transaction_id=f"tx{seed}-{i}",
+                revision=rev,
+                account_id=account,
+                user_id=world.user_of[account],
+                transaction_type=kind,
+                status=status,
+                amount=Decimal(rng.randint(1, 10**6)) / 100,
+                balance_before=Decimal("100.00"),
                 balance_after=Decimal("100.00") if status != "SUCCESS" else Decimal("50.00"),
-                description=f"{kind.lower()} {i}", failure_reason=reason,
+                description=f"{kind.lower()} {i}",
+                failure_reason=reason,
                 payment_method=rng.choice([None, "GOPAY", "shopeepay", "bank_transfer"]),
-                metadata={"n": i}, created_at=created, updated_at=created + timedelta(seconds=rev),
+                metadata={"n": i},
+                created_at=created,
+                updated_at=created + timedelta(seconds=rev),
             )
             for rev, (status, reason) in enumerate(states, start=1)
         ]
@@ -101,8 +118,15 @@ def history(world: World, n_transactions: int, seed: int = 1) -> list[Message]:
         if rng.random() < 0.2:
             events.append(revisions[0])  # an older state arriving late
         if rng.random() < 0.1:
-            events.append(AccountStatusChanged(event_id=f"st{seed}-{i}", account_id=account, status="ACTIVE",
-                                               previous_status="ACTIVE", occurred_at=created))
+            events.append(
+                AccountStatusChanged(
+                    event_id=f"st{seed}-{i}",
+                    account_id=account,
+                    status="ACTIVE",
+                    previous_status="ACTIVE",
+                    occurred_at=created,
+                )
+            )
     return events
 
 
@@ -112,8 +136,7 @@ def key_of(message: Message) -> str:
 
 async def produce(world: World, items: list[tuple[str, bytes]]) -> list[tuple[int, int]]:
     """Append (key, value) records in order; returns each record's (partition, offset)."""
-    producer = AIOKafkaProducer(bootstrap_servers=world.settings.kafka_bootstrap, acks="all",
-                                enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=world.settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         futures = [await producer.send(world.topic, key=k.encode(), value=v) for k, v in items]
@@ -136,9 +159,11 @@ def end_offsets(placed: list[tuple[int, int]]) -> dict[int, int]:
 def positions(world: World) -> dict[int, int]:
     engine = create_engine(world.settings.database_url)
     with engine.connect() as conn:
-        rows = conn.execute(select(projection_positions.c.partition, projection_positions.c.next_offset)
-                            .where(projection_positions.c.projector == PROJECTOR,
-                                   projection_positions.c.topic == world.topic)).all()
+        rows = conn.execute(
+            select(projection_positions.c.partition, projection_positions.c.next_offset).where(
+                projection_positions.c.projector == PROJECTOR, projection_positions.c.topic == world.topic
+            )
+        ).all()
     engine.dispose()
     return dict(rows)
 
@@ -173,6 +198,7 @@ async def stop(projector: HistoryProjector, task: asyncio.Task) -> None:
 
 # -- tests ------------------------------------------------------------------------------------------------
 
+
 def test_events_become_rows_and_redelivery_changes_nothing(world):
     async def scenario():
         events = history(world, 60)
@@ -197,8 +223,9 @@ def test_events_become_rows_and_redelivery_changes_nothing(world):
 
 
 async def committed(world: World, group: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=world.settings.kafka_bootstrap, group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=world.settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         out = {}
@@ -220,16 +247,17 @@ def test_a_projector_killed_mid_stream_resumes_to_exactly_the_replayed_table(wor
         async def keep_publishing() -> list[tuple[int, int]]:
             placed = []
             for n in range(0, len(events) - TAIL, CHUNK):
-                placed += await produce_events(world, events[n:min(n + CHUNK, len(events) - TAIL)])
+                placed += await produce_events(world, events[n : min(n + CHUNK, len(events) - TAIL)])
             # The last records only after the kill, however fast the projector was: it dies mid-stream.
             await killed.wait()
-            return placed + await produce_events(world, events[len(events) - TAIL:])
+            return placed + await produce_events(world, events[len(events) - TAIL :])
 
         # The ledger keeps publishing while the projector works...
         producing = asyncio.create_task(keep_publishing())
         projector, task = start(world, group)
-        await wait_until_async(lambda: asyncio.to_thread(positions, world), what="the projector committed a batch",
-                               interval=0.01)
+        await wait_until_async(
+            lambda: asyncio.to_thread(positions, world), what="the projector committed a batch", interval=0.01
+        )
         # ...and the projector is killed without warning, perhaps inside a database transaction.
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -272,13 +300,17 @@ def test_poison_and_unknown_account_events_are_skipped_and_the_partition_moves_o
     async def scenario():
         good = history(world, 3, seed=4)
         account = good[0].account_id
-        stranger = good[0].model_copy(update={"transaction_id": "tx-stranger", "account_id": "no-such-account",
-                                              "event_id": "tx-stranger#1"})
+        stranger = good[0].model_copy(
+            update={"transaction_id": "tx-stranger", "account_id": "no-such-account", "event_id": "tx-stranger#1"}
+        )
         # A non-JSON record and an event for an account this database does not know, amid good ones.
-        items = [(key_of(good[0]), encode(good[0])), (account, b"\x00not json"),
-                 (account, encode(stranger)),
-                 (account, b'{"type":"NoSuchEvent","version":1,"data":{}}'),
-                 *((key_of(e), encode(e)) for e in good[1:])]
+        items = [
+            (key_of(good[0]), encode(good[0])),
+            (account, b"\x00not json"),
+            (account, encode(stranger)),
+            (account, b'{"type":"NoSuchEvent","version":1,"data":{}}'),
+            *((key_of(e), encode(e)) for e in good[1:]),
+        ]
         placed = await produce(world, items)
         projector, task = start(world, f"t-{uuid.uuid4().hex[:8]}")
         await wait_for_positions(world, end_offsets(placed))
@@ -293,13 +325,17 @@ def test_poison_and_unknown_account_events_are_skipped_and_the_partition_moves_o
 def test_python_m_projections_starts_and_stops_cleanly_on_sigterm(world, tmp_path):
     # The process as `ogp up` would run it, on the real topic name (it only reads: nothing is produced here).
     asyncio.run(ensure_topics(world.settings.kafka_bootstrap, topic_specs(Settings())))
-    env = os.environ | {"OGP_ENVIRONMENT": "test", "OGP_DATABASE_URL": world.settings.database_url,
-                        "OGP_KAFKA_BOOTSTRAP_SERVERS": world.settings.kafka_bootstrap,
-                        "OGP_REDIS_URL": world.settings.redis_url}
+    env = os.environ | {
+        "OGP_ENVIRONMENT": "test",
+        "OGP_DATABASE_URL": world.settings.database_url,
+        "OGP_KAFKA_BOOTSTRAP_SERVERS": world.settings.kafka_bootstrap,
+        "OGP_REDIS_URL": world.settings.redis_url,
+    }
     log_path = tmp_path / "projector.log"
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "projections"], env=env, stderr=log_file,
-                                   cwd=Path(__file__).resolve().parents[2])
+        process = subprocess.Popen(
+            [sys.executable, "-m", "projections"], env=env, stderr=log_file, cwd=Path(__file__).resolve().parents[2]
+        )
 
     def assigned() -> bool:
         assert process.poll() is None, log_path.read_text()  # died: no point waiting

@@ -14,10 +14,10 @@ import uuid
 
 import pytest
 
-from ogp.settings import Settings
 from infra.local.kafka import KafkaBroker
 from infra.local.process import PrerequisiteMissing, free_port, pid_alive
 from ogp.messaging import TopicError, describe_partitions, ensure_topics
+from ogp.settings import Settings
 from schemas.topics import COMMANDS, TopicSpec, topic_specs
 from tests.support.waiting import DEFAULT_TIMEOUT, LATENCY_MARGIN
 
@@ -66,14 +66,19 @@ def test_idempotent_producer_round_trip_keeps_key_and_headers(broker):
         await producer.start()
         try:
             sent = await producer.send_and_wait(
-                topic, b'{"amount": "10000.00"}', key=b"acct-42",
+                topic,
+                b'{"amount": "10000.00"}',
+                key=b"acct-42",
                 headers=[("command-id", b"cmd-1"), ("content-type", b"application/json")],
             )
         finally:
             await producer.stop()
         consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=broker.bootstrap, group_id=f"g-{uuid.uuid4().hex[:8]}",
-            auto_offset_reset="earliest", enable_auto_commit=False,
+            topic,
+            bootstrap_servers=broker.bootstrap,
+            group_id=f"g-{uuid.uuid4().hex[:8]}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
         )
         await consumer.start()
         try:
@@ -128,9 +133,7 @@ def test_faust_agent_consumes_from_the_broker(broker, tmp_path):
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
         )
-        topic = app.topic(
-            topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        )
+        topic = app.topic(topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         received: asyncio.Queue = asyncio.Queue()
 
         @app.agent(topic)

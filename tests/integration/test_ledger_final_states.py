@@ -12,20 +12,6 @@ from decimal import Decimal
 import pytest
 
 from ledger_processor.domain import rules
-from schemas.topics import partition_for
-from schemas.topics import DEAD_LETTER
-from tests.support.ledger import (
-    BackgroundProcessor,
-    audit_report,
-    caught_up,
-    create_accounts,
-    funding,
-    ledger_row,
-    produce,
-    query,
-)
-from tests.support.topics import read_to_end
-from tests.support.waiting import wait_until
 from schemas.base import decode, encode
 from schemas.commands import (
     ChangeAccountStatus,
@@ -38,6 +24,19 @@ from schemas.commands import (
     order_account_id,
     order_transaction_id,
 )
+from schemas.topics import DEAD_LETTER, partition_for
+from tests.support.ledger import (
+    BackgroundProcessor,
+    audit_report,
+    caught_up,
+    create_accounts,
+    funding,
+    ledger_row,
+    produce,
+    query,
+)
+from tests.support.topics import read_to_end
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,8 +48,12 @@ def now():
 
 
 # Short saga timeout and sweep interval, and no outbox retention, so the sweep's work shows quickly.
-LEDGER_SETTINGS = {"saga_timeout_seconds": 1.0, "ledger_sweep_interval_seconds": 0.3, "outbox_retention_hours": 0,
-                   "payment_expiry_grace_seconds": 0}
+LEDGER_SETTINGS = {
+    "saga_timeout_seconds": 1.0,
+    "ledger_sweep_interval_seconds": 0.3,
+    "outbox_retention_hours": 0,
+    "payment_expiry_grace_seconds": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +68,24 @@ def funded(env, n: int, amount: str = "500.00", prefix: str = "fin") -> list[tup
 
 
 def payment(user: int, account: str, amount: str, tx: str | None = None) -> RequestPayment:
-    return RequestPayment(account_id=account, requested_at=now(), transaction_id=tx or str(uuid.uuid4()),
-                          user_id=user, amount=D(amount), merchant_reference="m")
+    return RequestPayment(
+        account_id=account,
+        requested_at=now(),
+        transaction_id=tx or str(uuid.uuid4()),
+        user_id=user,
+        amount=D(amount),
+        merchant_reference="m",
+    )
 
 
 def on_other_partitions(env, accounts) -> tuple:
     """Two accounts that live on different partitions."""
     first = accounts[0]
-    other = next(a for a in accounts[1:] if partition_for(a[1], env.commands_partitions)
-                 != partition_for(first[1], env.commands_partitions))
+    other = next(
+        a
+        for a in accounts[1:]
+        if partition_for(a[1], env.commands_partitions) != partition_for(first[1], env.commands_partitions)
+    )
     return first, other
 
 
@@ -92,14 +104,24 @@ def break_rule(monkeypatch, command_type: type, transaction_id: str, *, lose: bo
 
 
 def dead_letter_reasons(db: str, transaction_id: str) -> list[tuple]:
-    return [tuple(r) for r in query(db, "SELECT account_id, reason, outcome_recorded FROM ledger_dead_letters "
-                                        "WHERE transaction_id = :t", t=transaction_id)]
+    return [
+        tuple(r)
+        for r in query(
+            db,
+            "SELECT account_id, reason, outcome_recorded FROM ledger_dead_letters WHERE transaction_id = :t",
+            t=transaction_id,
+        )
+    ]
 
 
 def test_a_bug_in_one_rule_fails_that_command_visibly_and_the_rest_of_the_batch_applies(env, monkeypatch):
     db, kafka = env.database_url, env.kafka_bootstrap
     [(user, account)] = funded(env, 1)
-    before, bad, after = payment(user, account, "10.00"), payment(user, account, "20.00"), payment(user, account, "30.00")
+    before, bad, after = (
+        payment(user, account, "10.00"),
+        payment(user, account, "20.00"),
+        payment(user, account, "30.00"),
+    )
     break_rule(monkeypatch, RequestPayment, bad.transaction_id)
     asyncio.run(produce(kafka, [before, bad, after]))  # one batch of one partition
     with BackgroundProcessor(env):
@@ -137,19 +159,35 @@ def test_an_order_payment_and_a_wallet_payment_with_one_id_in_flight_together_ar
     shared = str(uuid.uuid4())
     order_account = order_account_id(shared)
     wallet = payment(user, account, "40.00", tx=shared)
-    order = RequestOrderPayment(account_id=order_account, requested_at=now(), transaction_id=shared,
-                                payment_id=str(uuid.uuid4()), user_id=user, amount=D("75000.00"))
-    paid = RecordMidtransStatus(account_id=order_account, requested_at=now(), order_id=shared,
-                                transaction_status="settlement", status_code="200", gross_amount="75000.00",
-                                payment_type="gopay", notification_id=f"n-{shared}")
+    order = RequestOrderPayment(
+        account_id=order_account,
+        requested_at=now(),
+        transaction_id=shared,
+        payment_id=str(uuid.uuid4()),
+        user_id=user,
+        amount=D("75000.00"),
+    )
+    paid = RecordMidtransStatus(
+        account_id=order_account,
+        requested_at=now(),
+        order_id=shared,
+        transaction_status="settlement",
+        status_code="200",
+        gross_amount="75000.00",
+        payment_type="gopay",
+        notification_id=f"n-{shared}",
+    )
     asyncio.run(produce(kafka, [wallet, order, paid]))
     with BackgroundProcessor(env):
         caught_up(db, kafka)
     assert ledger_row(db, shared)["status"] == "SUCCESS"
     booked = ledger_row(db, order_transaction_id(shared))
     assert (booked["transaction_type"], booked["status"]) == ("ORDER_PAYMENT", "SUCCESS")
-    assert query(db, "SELECT sum(amount) FROM ledger_entries WHERE transaction_id = :t AND account_id LIKE "
-                     "'SYS:MERCHANT_PAYABLE:%'", t=order_transaction_id(shared))[0][0] == D("75000.00")
+    assert query(
+        db,
+        "SELECT sum(amount) FROM ledger_entries WHERE transaction_id = :t AND account_id LIKE 'SYS:MERCHANT_PAYABLE:%'",
+        t=order_transaction_id(shared),
+    )[0][0] == D("75000.00")
     assert audit_report(db).ok
 
 
@@ -160,8 +198,9 @@ def test_two_commands_with_one_id_on_two_partitions_give_one_booking_and_one_fai
     then_a, then_b = payment(ua, a, "1.00"), payment(ub, b, "2.00")
     # In flight together: the two partitions' batches may commit concurrently (a unique violation) or one
     # after the other (the second finds the id taken); either way one is booked and one fails visibly.
-    asyncio.run(produce(kafka, [payment(ua, a, "10.00", tx=shared), payment(ub, b, "10.00", tx=shared),
-                                then_a, then_b]))
+    asyncio.run(
+        produce(kafka, [payment(ua, a, "10.00", tx=shared), payment(ub, b, "10.00", tx=shared), then_a, then_b])
+    )
     with BackgroundProcessor(env):
         caught_up(db, kafka)
     owner = ledger_row(db, shared)["account_id"]
@@ -175,13 +214,22 @@ def test_two_commands_with_one_id_on_two_partitions_give_one_booking_and_one_fai
 def test_a_transfer_whose_credit_step_fails_is_reversed_and_in_flight_drains(env, monkeypatch):
     db, kafka = env.database_url, env.kafka_bootstrap
     (us, source), (_, dest) = on_other_partitions(env, funded(env, 12))
-    transfer = RequestTransfer(account_id=source, requested_at=now(), transaction_id=str(uuid.uuid4()), user_id=us,
-                               to_account_id=dest, amount=D("100.00"))
+    transfer = RequestTransfer(
+        account_id=source,
+        requested_at=now(),
+        transaction_id=str(uuid.uuid4()),
+        user_id=us,
+        to_account_id=dest,
+        amount=D("100.00"),
+    )
     break_rule(monkeypatch, CreditTransfer, transfer.transaction_id)
     asyncio.run(produce(kafka, [transfer]))
     with BackgroundProcessor(env):
-        wait_until(lambda: (ledger_row(db, transfer.transaction_id) or {}).get("status") == "FAILED", 60,
-                   what="the transfer to be reversed")
+        wait_until(
+            lambda: (ledger_row(db, transfer.transaction_id) or {}).get("status") == "FAILED",
+            60,
+            what="the transfer to be reversed",
+        )
         caught_up(db, kafka)
     row = ledger_row(db, transfer.transaction_id)
     assert row["failure_reason"] == "processing_error"
@@ -194,13 +242,22 @@ def test_a_transfer_whose_credit_step_fails_is_reversed_and_in_flight_drains(env
 def test_a_transfer_whose_credit_step_is_lost_is_settled_by_the_sweep_after_the_timeout(env, monkeypatch):
     db, kafka = env.database_url, env.kafka_bootstrap
     (us, source), (_, dest) = on_other_partitions(env, funded(env, 12))
-    transfer = RequestTransfer(account_id=source, requested_at=now(), transaction_id=str(uuid.uuid4()), user_id=us,
-                               to_account_id=dest, amount=D("100.00"))
+    transfer = RequestTransfer(
+        account_id=source,
+        requested_at=now(),
+        transaction_id=str(uuid.uuid4()),
+        user_id=us,
+        to_account_id=dest,
+        amount=D("100.00"),
+    )
     break_rule(monkeypatch, CreditTransfer, transfer.transaction_id, lose=True)
     asyncio.run(produce(kafka, [transfer]))
     with BackgroundProcessor(env):
-        wait_until(lambda: (ledger_row(db, transfer.transaction_id) or {}).get("status") == "FAILED", 60,
-                   what="the sweep to settle the lost transfer")
+        wait_until(
+            lambda: (ledger_row(db, transfer.transaction_id) or {}).get("status") == "FAILED",
+            60,
+            what="the sweep to settle the lost transfer",
+        )
         caught_up(db, kafka)
     assert ledger_row(db, transfer.transaction_id)["failure_reason"] == "transfer_timed_out"
     assert ledger_row(db, transfer.transaction_id + ":in")["status"] == "FAILED"  # refused for good
@@ -213,25 +270,54 @@ def test_a_transfer_whose_credit_step_is_lost_is_settled_by_the_sweep_after_the_
 def test_a_reversal_to_a_wallet_closed_meanwhile_is_held_in_suspense_and_the_audit_explains_it(env):
     db, kafka = env.database_url, env.kafka_bootstrap
     (us, source), (ud, dest) = on_other_partitions(env, funded(env, 12, amount="100.00"))
-    transfer = RequestTransfer(account_id=source, requested_at=now(), transaction_id=str(uuid.uuid4()), user_id=us,
-                               to_account_id=dest, amount=D("100.00"))
+    transfer = RequestTransfer(
+        account_id=source,
+        requested_at=now(),
+        transaction_id=str(uuid.uuid4()),
+        user_id=us,
+        to_account_id=dest,
+        amount=D("100.00"),
+    )
     # The destination is closed (after emptying it) so the credit is refused; the source, emptied by the
     # transfer, is closed right behind it on its own partition, before the reversal can come back.
-    asyncio.run(produce(kafka, [
-        payment(ud, dest, "100.00"),
-        ChangeAccountStatus(account_id=dest, requested_at=now(), command_id=str(uuid.uuid4()), status="CLOSED",
-                            actor_user_id=ud),
-    ]))
+    asyncio.run(
+        produce(
+            kafka,
+            [
+                payment(ud, dest, "100.00"),
+                ChangeAccountStatus(
+                    account_id=dest, requested_at=now(), command_id=str(uuid.uuid4()), status="CLOSED", actor_user_id=ud
+                ),
+            ],
+        )
+    )
     with BackgroundProcessor(env):
         caught_up(db, kafka)
-        asyncio.run(produce(kafka, [transfer, ChangeAccountStatus(
-            account_id=source, requested_at=now(), command_id=str(uuid.uuid4()), status="CLOSED",
-            actor_user_id=us)]))
-        wait_until(lambda: (ledger_row(db, transfer.transaction_id) or {}).get("status") == "FAILED", 60,
-                   what="the transfer to be reversed")
+        asyncio.run(
+            produce(
+                kafka,
+                [
+                    transfer,
+                    ChangeAccountStatus(
+                        account_id=source,
+                        requested_at=now(),
+                        command_id=str(uuid.uuid4()),
+                        status="CLOSED",
+                        actor_user_id=us,
+                    ),
+                ],
+            )
+        )
+        wait_until(
+            lambda: (ledger_row(db, transfer.transaction_id) or {}).get("status") == "FAILED",
+            60,
+            what="the transfer to be reversed",
+        )
         caught_up(db, kafka)
-    assert query(db, "SELECT balance, account_status::text FROM accounts WHERE id = :a", a=source)[0] == \
-        (D("0.00"), "CLOSED")
+    assert query(db, "SELECT balance, account_status::text FROM accounts WHERE id = :a", a=source)[0] == (
+        D("0.00"),
+        "CLOSED",
+    )
     report = audit_report(db)
     assert report.ok, "\n".join(report.lines())
     held = [s for s in report.suspense if s[1] == transfer.transaction_id + ":rev"]
@@ -244,8 +330,11 @@ def test_published_outbox_rows_are_pruned_after_the_retention(env):
     asyncio.run(produce(kafka, [payment(user, account, "1.00")]))
     with BackgroundProcessor(env):
         caught_up(db, kafka)
-        wait_until(lambda: query(db, "SELECT count(*) FROM ledger_outbox")[0][0] == 0, 30,
-                   what="published outbox rows to be pruned (retention 0)")
+        wait_until(
+            lambda: query(db, "SELECT count(*) FROM ledger_outbox")[0][0] == 0,
+            30,
+            what="published outbox rows to be pruned (retention 0)",
+        )
 
 
 def test_a_topup_nobody_paid_is_closed_after_its_expiry_and_money_arriving_later_is_held(env):
@@ -253,25 +342,50 @@ def test_a_topup_nobody_paid_is_closed_after_its_expiry_and_money_arriving_later
     [(user, account)] = create_accounts(db, 1, prefix="expiry")
     order = str(uuid.uuid4())
     # Midtrans's expire notification never comes (the customer never picked a method, say).
-    topup = RequestTopup(account_id=account, requested_at=now(), transaction_id=order, user_id=user,
-                         amount=D("50000.00"), payment_method="BCA_VA", expires_at=now() - timedelta(minutes=1))
+    topup = RequestTopup(
+        account_id=account,
+        requested_at=now(),
+        transaction_id=order,
+        user_id=user,
+        amount=D("50000.00"),
+        payment_method="BCA_VA",
+        expires_at=now() - timedelta(minutes=1),
+    )
     asyncio.run(produce(kafka, [topup]))
     with BackgroundProcessor(env):
-        wait_until(lambda: (ledger_row(db, order) or {}).get("status") == "CANCELLED", 30,
-                   what="the sweep to close the expired top-up")
+        wait_until(
+            lambda: (ledger_row(db, order) or {}).get("status") == "CANCELLED",
+            30,
+            what="the sweep to close the expired top-up",
+        )
         assert ledger_row(db, order)["failure_reason"] == "expired_unpaid"
         # A VA payment that still completes at Midtrans: never lost, held in suspense for a person.
-        asyncio.run(produce(kafka, [RecordMidtransStatus(
-            account_id=account, requested_at=now(), order_id=order, transaction_status="settlement",
-            status_code="200", gross_amount="50000.00", payment_type="bank_transfer", notification_id=f"n-{order}",
-            confirmed=True)]))
+        asyncio.run(
+            produce(
+                kafka,
+                [
+                    RecordMidtransStatus(
+                        account_id=account,
+                        requested_at=now(),
+                        order_id=order,
+                        transaction_status="settlement",
+                        status_code="200",
+                        gross_amount="50000.00",
+                        payment_type="bank_transfer",
+                        notification_id=f"n-{order}",
+                        confirmed=True,
+                    )
+                ],
+            )
+        )
         wait_until(lambda: ledger_row(db, f"{order}:hld"), 30, what="the late payment to be held")
         caught_up(db, kafka)
     assert query(db, "SELECT balance FROM accounts WHERE id = :a", a=account)[0][0] == D("0.00")
     report = audit_report(db)
     assert report.ok, report.lines()
-    assert [(s[1], s[2], s[3]) for s in report.suspense if s[1] == f"{order}:hld"] == \
-        [(f"{order}:hld", D("50000.00"), "paid_after_final_status")]
+    assert [(s[1], s[2], s[3]) for s in report.suspense if s[1] == f"{order}:hld"] == [
+        (f"{order}:hld", D("50000.00"), "paid_after_final_status")
+    ]
 
 
 def test_a_bug_in_decoding_or_in_needs_dead_letters_that_record_and_the_partition_moves_on(env, monkeypatch):
@@ -286,13 +400,27 @@ def test_a_bug_in_decoding_or_in_needs_dead_letters_that_record_and_the_partitio
     # An upcaster with a bug (an old version of a message), and needs() failing for one command.
     monkeypatch.setitem(base._UPCASTERS, ("RequestPayment", 0), lambda data: 1 / 0)
     real_needs = rules.needs
-    monkeypatch.setattr(rules, "needs", lambda command, owns: (_ for _ in ()).throw(KeyError("bug"))
-                        if getattr(command, "transaction_id", None) == odd.transaction_id else real_needs(command, owns))
+    monkeypatch.setattr(
+        rules,
+        "needs",
+        lambda command, owns: (
+            (_ for _ in ()).throw(KeyError("bug"))
+            if getattr(command, "transaction_id", None) == odd.transaction_id
+            else real_needs(command, owns)
+        ),
+    )
     old_version = json.dumps({"type": "RequestPayment", "version": 0, "data": {}}).encode()
     asyncio.run(produce(kafka, [(account, old_version), odd, after]))
     with BackgroundProcessor(env):
         caught_up(db, kafka)
     assert ledger_row(db, after.transaction_id)["status"] == "SUCCESS"
-    reasons = [r[0] for r in query(db, "SELECT reason FROM ledger_dead_letters WHERE account_id = :a OR "
-                                       "(account_id IS NULL AND detail LIKE '%%ZeroDivisionError%%')", a=account)]
+    reasons = [
+        r[0]
+        for r in query(
+            db,
+            "SELECT reason FROM ledger_dead_letters WHERE account_id = :a OR "
+            "(account_id IS NULL AND detail LIKE '%%ZeroDivisionError%%')",
+            a=account,
+        )
+    ]
     assert sorted(reasons) == ["processing_error", "undecodable"]

@@ -22,12 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ogp.db.migrate import upgrade
-from schemas.topics import partition_for
-from ogp.settings import Settings
 from ogp.messaging import ensure_topics
-from schemas.topics import topic_specs
-from tests.support.infra import create_database
-from tests.support.ledger import BackgroundProcessor, audit_report, caught_up, create_accounts, funding, produce, query
+from ogp.settings import Settings
 from schemas.commands import (
     ChangeAccountStatus,
     Command,
@@ -41,6 +37,9 @@ from schemas.commands import (
     RequestTransfer,
     ReverseTransfer,
 )
+from schemas.topics import partition_for, topic_specs
+from tests.support.infra import create_database
+from tests.support.ledger import BackgroundProcessor, audit_report, caught_up, create_accounts, funding, produce, query
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +60,13 @@ def env(postgres_admin_url, private_kafka, redis_url):
     db = create_database(postgres_admin_url, f"model_{uuid.uuid4().hex[:8]}")
     upgrade(db)
     # A saga timeout no run comes near: a sweep must not race the credits the model expects.
-    settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka,
-                        redis_url=redis_url, saga_timeout_seconds=600)
+    settings = Settings(
+        environment="test",
+        database_url=db,
+        kafka_bootstrap_servers=private_kafka,
+        redis_url=redis_url,
+        saga_timeout_seconds=600,
+    )
     asyncio.run(ensure_topics(private_kafka, topic_specs(settings)))
     return settings
 
@@ -74,6 +78,7 @@ def processor(env):
 
 
 # -- the model: wallets as a user expects them to behave, one command after another --------------------------
+
 
 @dataclass
 class Wallet:
@@ -186,8 +191,9 @@ class Model:
             w.balance += t.amount
             self.outcome(t.order_id, "SUCCESS")
         elif ours == "PENDING" and status in ("deny", "expire"):
-            self.outcome(t.order_id, *{"deny": ("FAILED", "midtrans_deny"),
-                                       "expire": ("CANCELLED", "midtrans_expire")}[status])
+            self.outcome(
+                t.order_id, *{"deny": ("FAILED", "midtrans_deny"), "expire": ("CANCELLED", "midtrans_expire")}[status]
+            )
         elif ours == "SUCCESS" and status in ("refund", "partial_refund"):
             target = t.amount if status == "refund" else D(cmd.refund_amount)
             delta = target - t.reversed
@@ -228,61 +234,108 @@ def draw_round(data, model: Model, size: int) -> list[Command]:
     wallets = [a for a, w in model.wallets.items() if w.user_id is not None]
     ghosts = [a for a, w in model.wallets.items() if w.user_id is None]
     for _ in range(size):
-        kind = data.draw(st.sampled_from(["pay", "pay", "transfer", "transfer", "transfer", "refund", "refund",
-                                          "topup", "midtrans", "midtrans", "status", "empty and close",
-                                          "redeliver"]))
+        kind = data.draw(
+            st.sampled_from(
+                [
+                    "pay",
+                    "pay",
+                    "transfer",
+                    "transfer",
+                    "transfer",
+                    "refund",
+                    "refund",
+                    "topup",
+                    "midtrans",
+                    "midtrans",
+                    "status",
+                    "empty and close",
+                    "redeliver",
+                ]
+            )
+        )
         free = r.free(wallets)
         if not free:
             break
         account = data.draw(st.sampled_from(free))
         w = model.wallets[account]
-        base = {"account_id": account, "requested_at": now(), "transaction_id": str(uuid.uuid4()),
-                "user_id": w.user_id}
+        base = {"account_id": account, "requested_at": now(), "transaction_id": str(uuid.uuid4()), "user_id": w.user_id}
         match kind:
             case "pay":
                 r.send(RequestPayment(**base, amount=data.draw(amounts), merchant_reference="m"), model.pay)
             case "transfer":
                 # A destination on another partition must not act in this round at all (the credit lands
                 # whenever its partition gets to it); a local one (itself too) may be anything.
-                where = data.draw(st.sampled_from(["another partition", "another partition", "this partition",
-                                                   "no such account"]))
-                dests = {"another partition": [a for a in r.free(wallets) if a not in r.touched
-                                               and model.wallets[a].partition != w.partition],
-                         "this partition": [a for a in r.free(wallets) if model.wallets[a].partition == w.partition],
-                         "no such account": ghosts}[where] or ghosts
-                cmd = RequestTransfer(**base, to_account_id=data.draw(st.sampled_from(dests)),
-                                      amount=data.draw(st.sampled_from(["0.01", "25.00", "100.00", "450.00"]).map(D)))
+                where = data.draw(
+                    st.sampled_from(["another partition", "another partition", "this partition", "no such account"])
+                )
+                dests = {
+                    "another partition": [
+                        a for a in r.free(wallets) if a not in r.touched and model.wallets[a].partition != w.partition
+                    ],
+                    "this partition": [a for a in r.free(wallets) if model.wallets[a].partition == w.partition],
+                    "no such account": ghosts,
+                }[where] or ghosts
+                cmd = RequestTransfer(
+                    **base,
+                    to_account_id=data.draw(st.sampled_from(dests)),
+                    amount=data.draw(st.sampled_from(["0.01", "25.00", "100.00", "450.00"]).map(D)),
+                )
                 r.send(cmd)
                 if model.transfer(cmd):  # a saga: the money may come back to the source, or go to the dest
                     r.frozen |= {account, cmd.to_account_id}
             case "refund":  # of a payment (paid or not, often one refunded before), or of nothing
-                payments = prefer(data, [t for t, p in model.payments.items() if r.free([p.account_id])],
-                                  lambda t: model.payments[t].refunded > ZERO)
+                payments = prefer(
+                    data,
+                    [t for t, p in model.payments.items() if r.free([p.account_id])],
+                    lambda t: model.payments[t].refunded > ZERO,
+                )
                 original = data.draw(st.sampled_from(payments)) if payments else str(uuid.uuid4())
                 if payments:
                     w = model.wallets[model.payments[original].account_id]
                     base |= {"account_id": w.account_id, "user_id": w.user_id}
                 paid = model.payments[original].amount if payments else D("1.00")
                 rest = paid - model.payments[original].refunded if payments else paid
-                amount = data.draw(st.sampled_from([paid, max(D("0.01"), (paid / 2).quantize(D("0.01"))),
-                                                    max(D("0.01"), rest), rest + D("0.01")]))
+                amount = data.draw(
+                    st.sampled_from(
+                        [paid, max(D("0.01"), (paid / 2).quantize(D("0.01"))), max(D("0.01"), rest), rest + D("0.01")]
+                    )
+                )
                 r.send(RequestRefund(**base, original_transaction_id=original, amount=amount), model.refund)
             case "topup":
                 r.send(RequestTopup(**base, amount=data.draw(amounts), payment_method="gopay"), model.topup)
             case "midtrans":  # often about a paid top-up: Midtrans refunds it, in parts
-                topups = prefer(data, [t for t in model.topups.values() if t.account_id == account],
-                                lambda t: t.midtrans in ("settlement", "partial_refund"))
+                topups = prefer(
+                    data,
+                    [t for t in model.topups.values() if t.account_id == account],
+                    lambda t: t.midtrans in ("settlement", "partial_refund"),
+                )
                 if topups:
                     r.send(next_status(data, data.draw(st.sampled_from(topups))), model.midtrans)
             case "status":
                 status = data.draw(st.sampled_from(["SUSPENDED", "ACTIVE", "ACTIVE", "CLOSED"]))
-                r.send(ChangeAccountStatus(account_id=account, requested_at=now(), command_id=str(uuid.uuid4()),
-                                           status=status, actor_user_id=1), model.change_status)
+                r.send(
+                    ChangeAccountStatus(
+                        account_id=account,
+                        requested_at=now(),
+                        command_id=str(uuid.uuid4()),
+                        status=status,
+                        actor_user_id=1,
+                    ),
+                    model.change_status,
+                )
             case "empty and close":
                 if w.balance > ZERO:
                     r.send(RequestPayment(**base, amount=w.balance, merchant_reference="m"), model.pay)
-                r.send(ChangeAccountStatus(account_id=account, requested_at=now(), command_id=str(uuid.uuid4()),
-                                           status="CLOSED", actor_user_id=1), model.change_status)
+                r.send(
+                    ChangeAccountStatus(
+                        account_id=account,
+                        requested_at=now(),
+                        command_id=str(uuid.uuid4()),
+                        status="CLOSED",
+                        actor_user_id=1,
+                    ),
+                    model.change_status,
+                )
             case "redeliver":
                 again = data.draw(st.sampled_from(redeliverable(model, r)))
                 if isinstance(again, RecordMidtransStatus):
@@ -303,8 +356,12 @@ def prefer(data, items: list, interesting) -> list:
 
 def next_status(data, t: Topup) -> RecordMidtransStatus:
     """What Midtrans says next about a top-up, along its cycle; at the end it repeats itself."""
-    options = {"new": ["pending", "settlement", "deny", "expire"], "pending": ["settlement", "deny", "expire"],
-               "settlement": ["partial_refund", "refund"], "partial_refund": ["partial_refund", "refund"]}
+    options = {
+        "new": ["pending", "settlement", "deny", "expire"],
+        "pending": ["settlement", "deny", "expire"],
+        "settlement": ["partial_refund", "refund"],
+        "partial_refund": ["partial_refund", "refund"],
+    }
     choices = options.get(t.midtrans)
     if not choices:
         return t.last
@@ -318,32 +375,59 @@ def next_status(data, t: Topup) -> RecordMidtransStatus:
             refund_amount = t.refunded + more
             t.refunded = refund_amount
     t.midtrans = status
-    t.last = RecordMidtransStatus(account_id=t.account_id, requested_at=now(), order_id=t.order_id,
-                                  transaction_status=status, status_code="200", gross_amount=f"{t.amount:.2f}",
-                                  refund_amount=f"{refund_amount:.2f}" if refund_amount else None,
-                                  payment_type="gopay", notification_id=str(uuid.uuid4()), confirmed=True)
+    t.last = RecordMidtransStatus(
+        account_id=t.account_id,
+        requested_at=now(),
+        order_id=t.order_id,
+        transaction_status=status,
+        status_code="200",
+        gross_amount=f"{t.amount:.2f}",
+        refund_amount=f"{refund_amount:.2f}" if refund_amount else None,
+        payment_type="gopay",
+        notification_id=str(uuid.uuid4()),
+        confirmed=True,
+    )
     return t.last
 
 
 def redeliverable(model: Model, r: Round) -> list[Command]:
     """Commands sent before (status changes aside: they carry no record; Midtrans statuses only of wallets free
     to act), and the saga steps of transfers settled in earlier rounds."""
-    out = [c for c in model.sent if not isinstance(c, ChangeAccountStatus)
-           and (not isinstance(c, RecordMidtransStatus) or r.free([c.account_id]))]
-    for t in model.transfers[:model.settled]:
+    out = [
+        c
+        for c in model.sent
+        if not isinstance(c, ChangeAccountStatus)
+        and (not isinstance(c, RecordMidtransStatus) or r.free([c.account_id]))
+    ]
+    for t in model.transfers[: model.settled]:
         status, reason = model.outcomes[t.transaction_id]
-        out += [CreditTransfer(account_id=t.to_account_id, requested_at=now(), transaction_id=t.transaction_id,
-                               from_account_id=t.account_id, from_user_id=t.user_id, amount=t.amount),
-                ExpireTransfer(account_id=t.to_account_id, requested_at=now(), transaction_id=t.transaction_id,
-                               from_account_id=t.account_id, amount=t.amount),
-                ConfirmTransfer(account_id=t.account_id, requested_at=now(), transaction_id=t.transaction_id)
-                if status == "SUCCESS" else
-                ReverseTransfer(account_id=t.account_id, requested_at=now(), transaction_id=t.transaction_id,
-                                reason=reason)]
+        out += [
+            CreditTransfer(
+                account_id=t.to_account_id,
+                requested_at=now(),
+                transaction_id=t.transaction_id,
+                from_account_id=t.account_id,
+                from_user_id=t.user_id,
+                amount=t.amount,
+            ),
+            ExpireTransfer(
+                account_id=t.to_account_id,
+                requested_at=now(),
+                transaction_id=t.transaction_id,
+                from_account_id=t.account_id,
+                amount=t.amount,
+            ),
+            ConfirmTransfer(account_id=t.account_id, requested_at=now(), transaction_id=t.transaction_id)
+            if status == "SUCCESS"
+            else ReverseTransfer(
+                account_id=t.account_id, requested_at=now(), transaction_id=t.transaction_id, reason=reason
+            ),
+        ]
     return out
 
 
 # -- accounts on three partitions ------------------------------------------------------------------------------
+
 
 def wallets_on_three_partitions(env) -> dict[str, Wallet]:
     """Two fresh wallets on each of three partitions, and an unknown account on each of them."""
@@ -362,8 +446,14 @@ def wallets_on_three_partitions(env) -> dict[str, Wallet]:
 
 # -- the test -------------------------------------------------------------------------------------------------
 
-@settings(max_examples=8, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_the_real_processor_ends_where_the_model_does(env, processor, data):
     db, kafka = env.database_url, env.kafka_bootstrap
@@ -384,17 +474,30 @@ def test_the_real_processor_ends_where_the_model_does(env, processor, data):
         caught_up(db, kafka)
 
     ids = list(model.outcomes)
-    recorded = {r[0]: (r[1], r[2]) for r in query(
-        db, "SELECT transaction_id, status, failure_reason FROM ledger_transactions "
-            "WHERE transaction_id = ANY(:ids)", ids=ids)}
+    recorded = {
+        r[0]: (r[1], r[2])
+        for r in query(
+            db,
+            "SELECT transaction_id, status, failure_reason FROM ledger_transactions WHERE transaction_id = ANY(:ids)",
+            ids=ids,
+        )
+    }
     assert recorded == model.outcomes
     wallets = [a for a, w in model.wallets.items() if w.user_id is not None]
-    stored = {r[0]: (r[1], r[2]) for r in query(
-        db, "SELECT id, balance, account_status::text FROM accounts WHERE id = ANY(:ids)", ids=wallets)}
+    stored = {
+        r[0]: (r[1], r[2])
+        for r in query(db, "SELECT id, balance, account_status::text FROM accounts WHERE id = ANY(:ids)", ids=wallets)
+    }
     assert stored == {a: (model.wallets[a].balance, model.wallets[a].status) for a in wallets}
-    owed = dict(query(db, "SELECT t.account_id, -sum(e.amount) FROM ledger_entries e JOIN ledger_transactions t "
-                          "ON t.transaction_id = e.transaction_id WHERE e.account_id LIKE 'SYS:RECEIVABLES:%' "
-                          "AND t.account_id = ANY(:ids) GROUP BY t.account_id", ids=wallets))
+    owed = dict(
+        query(
+            db,
+            "SELECT t.account_id, -sum(e.amount) FROM ledger_entries e JOIN ledger_transactions t "
+            "ON t.transaction_id = e.transaction_id WHERE e.account_id LIKE 'SYS:RECEIVABLES:%' "
+            "AND t.account_id = ANY(:ids) GROUP BY t.account_id",
+            ids=wallets,
+        )
+    )
     assert owed == {a: w.owes for a, w in model.wallets.items() if w.owes}
     report = audit_report(db)
     assert report.ok, "\n".join(report.lines())

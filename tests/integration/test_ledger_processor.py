@@ -12,12 +12,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from ledger_processor.audit import audit
-from schemas.topics import partition_for
-from schemas.topics import DEAD_LETTER, LEDGER_EVENTS
-from tests.support.ledger import BackgroundProcessor, caught_up, create_accounts, funding, produce
-from tests.support.topics import read_to_end
 from schemas.base import decode
 from schemas.commands import RequestPayment, RequestRefund, RequestTopup, RequestTransfer
+from schemas.topics import DEAD_LETTER, LEDGER_EVENTS, partition_for
+from tests.support.ledger import BackgroundProcessor, caught_up, create_accounts, funding, produce
+from tests.support.topics import read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -44,8 +43,11 @@ def balances(db: str) -> dict[str, Decimal]:
 def tx(db: str, transaction_id: str) -> dict:
     engine = create_engine(db)
     with engine.connect() as conn:
-        row = conn.execute(text("SELECT * FROM ledger_transactions WHERE transaction_id = :t"),
-                           {"t": transaction_id}).mappings().one_or_none()
+        row = (
+            conn.execute(text("SELECT * FROM ledger_transactions WHERE transaction_id = :t"), {"t": transaction_id})
+            .mappings()
+            .one_or_none()
+        )
     engine.dispose()
     return dict(row) if row else None
 
@@ -77,20 +79,52 @@ def test_every_rule_applies_once_and_the_ledger_balances(env):
     broke, to_nobody = str(uuid.uuid4()), str(uuid.uuid4())
     commands = [
         *funding(ua, a, D("1000000.00")),
-        RequestPayment(account_id=a, requested_at=now(), transaction_id=pay_id, user_id=ua, amount=D("100000.00"),
-                       merchant_reference="INV-1"),
-        RequestTransfer(account_id=a, requested_at=now(), transaction_id=xfer_id, user_id=ua, to_account_id=b,
-                        amount=D("200000.00")),
-        RequestTransfer(account_id=a, requested_at=now(), transaction_id=local_id, user_id=ua, to_account_id=c,
-                        amount=D("50000.00")),
-        RequestRefund(account_id=a, requested_at=now(), transaction_id=refund1, user_id=ua,
-                      original_transaction_id=pay_id, amount=D("30000.00")),
-        RequestRefund(account_id=a, requested_at=now(), transaction_id=refund2, user_id=ua,
-                      original_transaction_id=pay_id, amount=D("80000.00")),
-        RequestPayment(account_id=b, requested_at=now(), transaction_id=broke, user_id=ub, amount=D("999999.00"),
-                       merchant_reference="INV-2"),
-        RequestTransfer(account_id=a, requested_at=now(), transaction_id=to_nobody, user_id=ua,
-                        to_account_id=str(uuid.uuid4()), amount=D("10000.00")),
+        RequestPayment(
+            account_id=a,
+            requested_at=now(),
+            transaction_id=pay_id,
+            user_id=ua,
+            amount=D("100000.00"),
+            merchant_reference="INV-1",
+        ),
+        RequestTransfer(
+            account_id=a, requested_at=now(), transaction_id=xfer_id, user_id=ua, to_account_id=b, amount=D("200000.00")
+        ),
+        RequestTransfer(
+            account_id=a, requested_at=now(), transaction_id=local_id, user_id=ua, to_account_id=c, amount=D("50000.00")
+        ),
+        RequestRefund(
+            account_id=a,
+            requested_at=now(),
+            transaction_id=refund1,
+            user_id=ua,
+            original_transaction_id=pay_id,
+            amount=D("30000.00"),
+        ),
+        RequestRefund(
+            account_id=a,
+            requested_at=now(),
+            transaction_id=refund2,
+            user_id=ua,
+            original_transaction_id=pay_id,
+            amount=D("80000.00"),
+        ),
+        RequestPayment(
+            account_id=b,
+            requested_at=now(),
+            transaction_id=broke,
+            user_id=ub,
+            amount=D("999999.00"),
+            merchant_reference="INV-2",
+        ),
+        RequestTransfer(
+            account_id=a,
+            requested_at=now(),
+            transaction_id=to_nobody,
+            user_id=ua,
+            to_account_id=str(uuid.uuid4()),
+            amount=D("10000.00"),
+        ),
     ]
     # The same payment delivered twice has the effect of once.
     commands.append(commands[2])
@@ -111,8 +145,9 @@ def test_every_rule_applies_once_and_the_ledger_balances(env):
     assert (tx(db, refund2)["status"], tx(db, refund2)["failure_reason"]) == ("FAILED", "refund_exceeds_original")
     assert (tx(db, broke)["status"], tx(db, broke)["failure_reason"]) == ("FAILED", "insufficient_funds")
     reversed_tx = tx(db, to_nobody)
-    if partition_for(reversed_tx["details"]["metadata"]["counterparty_account_id"], env.commands_partitions) == \
-            partition_for(a, env.commands_partitions):
+    if partition_for(
+        reversed_tx["details"]["metadata"]["counterparty_account_id"], env.commands_partitions
+    ) == partition_for(a, env.commands_partitions):
         assert reversed_tx["failure_reason"] == "unknown_destination"
     else:  # reversed by the saga: the money came back
         assert reversed_tx["status"] == "FAILED"
@@ -131,10 +166,30 @@ def test_a_poison_message_is_dead_lettered_and_the_partition_keeps_moving(env):
     [(user, account)] = create_accounts(db, 1, prefix="poison")
     after = str(uuid.uuid4())
     asyncio.run(produce(kafka, funding(user, account, D("500.00"))))
-    asyncio.run(produce(kafka, [(account, b"\x00not json"), (account, json.dumps(
-        {"type": "RequestPayment", "version": 1, "data": {"amount": 1.5}}).encode())]))
-    asyncio.run(produce(kafka, [RequestPayment(account_id=account, requested_at=now(), transaction_id=after,
-                                               user_id=user, amount=D("100.00"), merchant_reference="after")]))
+    asyncio.run(
+        produce(
+            kafka,
+            [
+                (account, b"\x00not json"),
+                (account, json.dumps({"type": "RequestPayment", "version": 1, "data": {"amount": 1.5}}).encode()),
+            ],
+        )
+    )
+    asyncio.run(
+        produce(
+            kafka,
+            [
+                RequestPayment(
+                    account_id=account,
+                    requested_at=now(),
+                    transaction_id=after,
+                    user_id=user,
+                    amount=D("100.00"),
+                    merchant_reference="after",
+                )
+            ],
+        )
+    )
     with BackgroundProcessor(env):
         caught_up(db, kafka)
     assert tx(db, after)["status"] == "SUCCESS"
@@ -150,25 +205,47 @@ def test_a_value_the_database_refuses_is_dead_lettered_without_stopping_the_part
     [(user, account)] = create_accounts(db, 1, prefix="nul")
     # A NUL character that validation lets through (a top-up's payment method, stored as text and in the
     # jsonb details) is refused by PostgreSQL; the processor must dead-letter it and keep the partition moving.
-    poisoned = RequestTopup(account_id=account, requested_at=now(), transaction_id=str(uuid.uuid4()), user_id=user,
-                            amount=D("10.00"), payment_method="go\x00pay")
-    after = RequestPayment(account_id=account, requested_at=now(), transaction_id=str(uuid.uuid4()), user_id=user,
-                           amount=D("100.00"), merchant_reference="after")
+    poisoned = RequestTopup(
+        account_id=account,
+        requested_at=now(),
+        transaction_id=str(uuid.uuid4()),
+        user_id=user,
+        amount=D("10.00"),
+        payment_method="go\x00pay",
+    )
+    after = RequestPayment(
+        account_id=account,
+        requested_at=now(),
+        transaction_id=str(uuid.uuid4()),
+        user_id=user,
+        amount=D("100.00"),
+        merchant_reference="after",
+    )
     asyncio.run(produce(kafka, [*funding(user, account, D("500.00")), poisoned, after]))
     with BackgroundProcessor(env):
         caught_up(db, kafka)
     # It still reaches a final state: FAILED with the reason, nothing moved.
-    assert (tx(db, poisoned.transaction_id)["status"], tx(db, poisoned.transaction_id)["failure_reason"]) == \
-        ("FAILED", "rejected_by_database")
+    assert (tx(db, poisoned.transaction_id)["status"], tx(db, poisoned.transaction_id)["failure_reason"]) == (
+        "FAILED",
+        "rejected_by_database",
+    )
     assert tx(db, after.transaction_id)["status"] == "SUCCESS"
     assert balances(db)[account] == D("400.00")
     dead = [decode(r.value) for r in asyncio.run(read_to_end(kafka, DEAD_LETTER))]
-    assert any(d.key == account and d.reason.startswith("rejected_by_database") for d in dead), \
-        [(d.key, d.reason[:200]) for d in dead]
+    assert any(d.key == account and d.reason.startswith("rejected_by_database") for d in dead), [
+        (d.key, d.reason[:200]) for d in dead
+    ]
     check_invariants(db)
 
 
 def test_the_contract_refuses_nul_characters_in_text():
     with pytest.raises(ValueError):
-        RequestPayment(account_id="a", requested_at=now(), transaction_id="t", user_id=1, amount=D("1.00"),
-                       merchant_reference="m", description="a\x00b")
+        RequestPayment(
+            account_id="a",
+            requested_at=now(),
+            transaction_id="t",
+            user_id=1,
+            amount=D("1.00"),
+            merchant_reference="m",
+            description="a\x00b",
+        )

@@ -15,11 +15,11 @@ from sqlalchemy import create_engine, text
 
 from command_api.app import create_app as command_app
 from command_api.midtrans.signature import signature
-from ogp.db.migrate import upgrade
-from infra.midtrans_sim.app import create_app as sim_app
-from ogp.settings import Settings
 from infra.local.process import free_port
+from infra.midtrans_sim.app import create_app as sim_app
+from ogp.db.migrate import upgrade
 from ogp.messaging import ensure_topics
+from ogp.settings import Settings
 from schemas.topics import topic_specs
 from tests.support.infra import create_database
 from tests.support.ledger import BackgroundProcessor, caught_up
@@ -39,14 +39,24 @@ def system(postgres_admin_url, private_kafka, redis_url):
     db = create_database(postgres_admin_url, f"mt_{uuid.uuid4().hex[:8]}")
     upgrade(db)
     api_port, sim_port = free_port(), free_port()
-    settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=private_kafka,
-                        redis_url=redis_url, jwt_signing_key=KEY, MIDTRANS_SERVER_KEY=SERVER_KEY,
-                        midtrans_sim_port=sim_port, command_api_port=api_port, midtrans_confirm_status=False,
-                        midtrans_timeout_seconds=2)
+    settings = Settings(
+        environment="test",
+        database_url=db,
+        kafka_bootstrap_servers=private_kafka,
+        redis_url=redis_url,
+        jwt_signing_key=KEY,
+        MIDTRANS_SERVER_KEY=SERVER_KEY,
+        midtrans_sim_port=sim_port,
+        command_api_port=api_port,
+        midtrans_confirm_status=False,
+        midtrans_timeout_seconds=2,
+    )
     asyncio.run(ensure_topics(private_kafka, topic_specs(settings)))
-    with BackgroundProcessor(settings), serve(sim_app(settings, retry_delays=(0.1, 0.2, 0.4, 0.8, 1.6)),
-                                              port=sim_port) as sim, \
-            serve(command_app(settings), port=api_port) as api:
+    with (
+        BackgroundProcessor(settings),
+        serve(sim_app(settings, retry_delays=(0.1, 0.2, 0.4, 0.8, 1.6)), port=sim_port) as sim,
+        serve(command_app(settings), port=api_port) as api,
+    ):
         yield settings, httpx.Client(base_url=api, timeout=30), httpx.Client(base_url=sim, timeout=30)
 
 
@@ -54,42 +64,71 @@ def signed_up(api: httpx.Client) -> dict:
     n = uuid.uuid4().int % 10**8
     user = {"username": f"mt{n}", "email": f"mt{n}@example.com", "phone": f"0816{n:08d}", "password": f"pw {n} pw"}
     registered = api.post("/api/auth/register", json=user).json()
-    token = api.post("/api/auth/login", json={"username": user["username"], "password": user["password"]}
-                     ).json()["access_token"]
+    token = api.post("/api/auth/login", json={"username": user["username"], "password": user["password"]}).json()[
+        "access_token"
+    ]
     return {**registered, "auth": {"Authorization": f"Bearer {token}"}}
 
 
 def topup(api: httpx.Client, user: dict, amount="150000", method="GOPAY") -> dict:
-    reply = api.post("/api/payment/wallet/topup", json={"amount": amount, "payment_method": method},
-                     headers=user["auth"])
+    reply = api.post(
+        "/api/payment/wallet/topup", json={"amount": amount, "payment_method": method}, headers=user["auth"]
+    )
     assert reply.status_code == 201, reply.text
     return reply.json()
 
 
-def notification(order_id: str, status: str, gross: str = "150000.00", fields: dict | None = None,
-                 fraud: str | None = "accept", code: str | None = None, key: str = SERVER_KEY, **extra) -> dict:
+def notification(
+    order_id: str,
+    status: str,
+    gross: str = "150000.00",
+    fields: dict | None = None,
+    fraud: str | None = "accept",
+    code: str | None = None,
+    key: str = SERVER_KEY,
+    **extra,
+) -> dict:
     """A notification shaped like Midtrans's documented samples, signed from its own strings."""
     code = code or {"pending": "201", "deny": "202", "cancel": "202", "expire": "202"}.get(status, "200")
-    body = {"transaction_time": "2026-11-22 10:00:00", "transaction_status": status,
-            "transaction_id": str(uuid.uuid4()), "status_message": "midtrans payment notification",
-            "status_code": code, "signature_key": signature(order_id, code, gross, key),
-            "order_id": order_id, "merchant_id": "G000000000", "gross_amount": gross, "currency": "IDR",
-            **(fields or {"payment_type": "gopay"}), **extra}
+    body = {
+        "transaction_time": "2026-11-22 10:00:00",
+        "transaction_status": status,
+        "transaction_id": str(uuid.uuid4()),
+        "status_message": "midtrans payment notification",
+        "status_code": code,
+        "signature_key": signature(order_id, code, gross, key),
+        "order_id": order_id,
+        "merchant_id": "G000000000",
+        "gross_amount": gross,
+        "currency": "IDR",
+        **(fields or {"payment_type": "gopay"}),
+        **extra,
+    }
     if fraud:
         body["fraud_status"] = fraud
     return body
 
 
 SAMPLES = {
-    "bca_va": {"payment_type": "bank_transfer", "va_numbers": [{"bank": "bca", "va_number": "12345678901"}],
-               "payment_amounts": []},
+    "bca_va": {
+        "payment_type": "bank_transfer",
+        "va_numbers": [{"bank": "bca", "va_number": "12345678901"}],
+        "payment_amounts": [],
+    },
     "permata_va": {"payment_type": "bank_transfer", "permata_va_number": "8562000087926752"},
     "echannel": {"payment_type": "echannel", "bill_key": "955315379338", "biller_code": "70012"},
     "gopay": {"payment_type": "gopay"},
     "qris": {"payment_type": "qris", "issuer": "gopay", "acquirer": "gopay"},
     "indomaret": {"payment_type": "cstore", "store": "indomaret", "payment_code": "25709650945026"},
-    "card": {"payment_type": "credit_card", "masked_card": "481111-1114", "bank": "bni", "card_type": "credit",
-             "channel_response_code": "00", "approval_code": "1578569243927", "eci": "05"},
+    "card": {
+        "payment_type": "credit_card",
+        "masked_card": "481111-1114",
+        "bank": "bni",
+        "card_type": "credit",
+        "channel_response_code": "00",
+        "approval_code": "1578569243927",
+        "eci": "05",
+    },
 }
 
 
@@ -101,8 +140,16 @@ def ledger(settings: Settings, order_id: str) -> dict | None:
     caught_up(settings.sqlalchemy_url, settings.kafka_bootstrap, timeout=60)
     engine = create_engine(settings.sqlalchemy_url)
     with engine.connect() as conn:
-        row = conn.execute(text("SELECT status, failure_reason, amount, details FROM ledger_transactions "
-                                "WHERE transaction_id = :t"), {"t": order_id}).mappings().one_or_none()
+        row = (
+            conn.execute(
+                text(
+                    "SELECT status, failure_reason, amount, details FROM ledger_transactions WHERE transaction_id = :t"
+                ),
+                {"t": order_id},
+            )
+            .mappings()
+            .one_or_none()
+        )
     engine.dispose()
     return dict(row) if row else None
 
@@ -136,9 +183,14 @@ def test_card_capture_credits_only_when_fraud_status_is_accept(system, fraud, st
     assert balance(settings, user["account_id"]) == D(money)
 
 
-@pytest.mark.parametrize("midtrans_status, ledger_status, reason", [
-    ("deny", "FAILED", "midtrans_deny"), ("expire", "CANCELLED", "midtrans_expire"),
-    ("cancel", "CANCELLED", "midtrans_cancel")])
+@pytest.mark.parametrize(
+    "midtrans_status, ledger_status, reason",
+    [
+        ("deny", "FAILED", "midtrans_deny"),
+        ("expire", "CANCELLED", "midtrans_expire"),
+        ("cancel", "CANCELLED", "midtrans_cancel"),
+    ],
+)
 def test_unpaid_final_statuses_close_the_topup_without_money(system, midtrans_status, ledger_status, reason):
     settings, api, _ = system
     user = signed_up(api)
@@ -204,8 +256,13 @@ def test_bad_input_is_a_clear_400(system):
 def test_topup_validation_is_a_clear_422(system):
     _, api, _ = system
     user = signed_up(api)
-    for body in ({"amount": "150000.50", "payment_method": "GOPAY"}, {"amount": "5", "payment_method": "GOPAY"},
-                 {"amount": "150000", "payment_method": "BITCOIN"}, {"amount": "abc", "payment_method": "GOPAY"}, {"amount": "150000"}):
+    for body in (
+        {"amount": "150000.50", "payment_method": "GOPAY"},
+        {"amount": "5", "payment_method": "GOPAY"},
+        {"amount": "150000", "payment_method": "BITCOIN"},
+        {"amount": "abc", "payment_method": "GOPAY"},
+        {"amount": "150000"},
+    ):
         reply = api.post("/api/payment/wallet/topup", json=body, headers=user["auth"])
         assert reply.status_code == 422, (body, reply.text)
         assert reply.json()["error"]["code"] in ("validation_error", "amount_out_of_limits")
@@ -218,8 +275,9 @@ def test_paying_on_the_simulator_notifies_the_webhook_and_credits_the_wallet(sys
     assert created["status"] == "PENDING" and created["payment_url"].startswith(str(sim.base_url))
     sim.post(f"/_sim/orders/{created['order_id']}/pay", json={"channel": "permata_va"}).raise_for_status()
     wait_until(lambda: balance(settings, user["account_id"]) == D("250000.00"), what="the wallet was credited")
-    statuses = [d["transaction_status"] for d in sim.get("/_sim/deliveries").json()
-                if d["order_id"] == created["order_id"]]
+    statuses = [
+        d["transaction_status"] for d in sim.get("/_sim/deliveries").json() if d["order_id"] == created["order_id"]
+    ]
     assert statuses == ["pending", "settlement"]
 
 
@@ -228,8 +286,9 @@ def test_midtrans_failing_answers_502_and_leaves_nothing_pending(system):
     user = signed_up(api)
     sim.post("/_sim/knobs", json={"api_fail_500": True})
     try:
-        reply = api.post("/api/payment/wallet/topup", json={"amount": "150000", "payment_method": "GOPAY"},
-                         headers=user["auth"])
+        reply = api.post(
+            "/api/payment/wallet/topup", json={"amount": "150000", "payment_method": "GOPAY"}, headers=user["auth"]
+        )
     finally:
         sim.post("/_sim/knobs", json={"api_fail_500": False})
     assert reply.status_code == 502 and reply.json()["error"]["code"] == "midtrans_error"
@@ -243,8 +302,9 @@ def test_midtrans_too_slow_answers_504_within_the_timeout_and_leaves_nothing_pen
     sim.post("/_sim/knobs", json={"api_delay_seconds": MIDTRANS_DELAY})
     started = time.monotonic()
     try:
-        reply = api.post("/api/payment/wallet/topup", json={"amount": "150000", "payment_method": "GOPAY"},
-                         headers=user["auth"])
+        reply = api.post(
+            "/api/payment/wallet/topup", json={"amount": "150000", "payment_method": "GOPAY"}, headers=user["auth"]
+        )
     finally:
         sim.post("/_sim/knobs", json={"api_delay_seconds": 0})
     assert reply.status_code == 504 and reply.json()["error"]["code"] == "midtrans_timeout"
@@ -257,8 +317,13 @@ def _orders_of(settings: Settings, user_id: int) -> int:
     caught_up(settings.sqlalchemy_url, settings.kafka_bootstrap, timeout=60)
     engine = create_engine(settings.sqlalchemy_url)
     with engine.connect() as conn:
-        n = conn.execute(text("SELECT (SELECT count(*) FROM midtrans_orders WHERE user_id = :u) + "
-                              "(SELECT count(*) FROM ledger_transactions WHERE user_id = :u)"), {"u": user_id}).scalar()
+        n = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM midtrans_orders WHERE user_id = :u) + "
+                "(SELECT count(*) FROM ledger_transactions WHERE user_id = :u)"
+            ),
+            {"u": user_id},
+        ).scalar()
     engine.dispose()
     return n
 
@@ -270,8 +335,10 @@ def test_duplicate_and_out_of_order_deliveries_credit_once(system):
     sim.post("/_sim/knobs", json={"duplicates": 2, "out_of_order": True})
     try:
         sim.post(f"/_sim/orders/{order}/pay", json={"channel": "bca_va"}).raise_for_status()
-        wait_until(lambda: len([d for d in sim.get("/_sim/deliveries").json() if d["order_id"] == order]) >= 6,
-                   what="the simulator delivered three copies of both statuses")
+        wait_until(
+            lambda: len([d for d in sim.get("/_sim/deliveries").json() if d["order_id"] == order]) >= 6,
+            what="the simulator delivered three copies of both statuses",
+        )
     finally:
         sim.post("/_sim/knobs", json={"duplicates": 0, "out_of_order": False})
     statuses = [d["transaction_status"] for d in sim.get("/_sim/deliveries").json() if d["order_id"] == order]
@@ -297,9 +364,14 @@ def test_the_simulator_retries_a_failing_webhook_like_midtrans_and_stops_at_2xx(
         simulator = sim_app(settings, retry_delays=(0.05, 0.1, 0.2, 0.4, 0.8), webhook_url=f"{hook_url}/hook")
         with serve(simulator) as sim_url:
             sim = httpx.Client(base_url=sim_url, timeout=30)
-            sim.post("/snap/v1/transactions", auth=(SERVER_KEY, ""),
-                     json={"transaction_details": {"order_id": "RETRY-1", "gross_amount": 10000},
-                           "enabled_payments": ["credit_card"]}).raise_for_status()
+            sim.post(
+                "/snap/v1/transactions",
+                auth=(SERVER_KEY, ""),
+                json={
+                    "transaction_details": {"order_id": "RETRY-1", "gross_amount": 10000},
+                    "enabled_payments": ["credit_card"],
+                },
+            ).raise_for_status()
             sim.post("/_sim/orders/RETRY-1/pay", json={"channel": "credit_card"}).raise_for_status()
             # Only once no delivery is running or due does the list show that retries stop at the 2xx.
             wait_until(lambda: not simulator.state.notifier._tasks, what="the simulator had nothing left to deliver")
@@ -310,8 +382,11 @@ def test_the_simulator_retries_a_failing_webhook_like_midtrans_and_stops_at_2xx(
 
 def test_snap_refuses_a_wrong_server_key_and_an_order_id_already_paid(system):
     settings, api, sim = system
-    wrong = sim.post("/snap/v1/transactions", auth=("SB-Mid-server-wrong", ""),
-                     json={"transaction_details": {"order_id": "K-1", "gross_amount": 10000}})
+    wrong = sim.post(
+        "/snap/v1/transactions",
+        auth=("SB-Mid-server-wrong", ""),
+        json={"transaction_details": {"order_id": "K-1", "gross_amount": 10000}},
+    )
     assert wrong.status_code == 401 and wrong.json()["error_messages"]
     order = {"transaction_details": {"order_id": f"PAID-{uuid.uuid4().hex[:6]}", "gross_amount": 10000}}
     first = sim.post("/snap/v1/transactions", auth=(SERVER_KEY, ""), json=order).json()
@@ -331,8 +406,10 @@ def test_with_confirmation_on_an_unconfirmable_status_moves_no_money(system):
     # Signed correctly, but Midtrans's status API does not know a paid order (no method chosen yet): the
     # unsigned transaction_status must not be believed.
     confirming = settings.model_copy(update={"midtrans_confirm_status": True, "command_api_port": free_port()})
-    with serve(command_app(confirming), port=confirming.command_api_port) as url, \
-            httpx.Client(base_url=url, timeout=30) as strict_api:
+    with (
+        serve(command_app(confirming), port=confirming.command_api_port) as url,
+        httpx.Client(base_url=url, timeout=30) as strict_api,
+    ):
         reply = post(strict_api, notification(order["order_id"], "settlement"))
     assert reply.status_code == 503 and reply.json()["error"]["code"] == "midtrans_unconfirmed"
     assert ledger(settings, order["order_id"])["status"] == "PENDING"
@@ -346,8 +423,11 @@ def test_a_paid_wallet_topup_cannot_be_refunded_through_midtrans(system):
     assert post(api, notification(order["order_id"], "settlement")).status_code == 200
     assert ledger(settings, order["order_id"])["status"] == "SUCCESS"
     # The wallet may already have spent it: money leaves a wallet only through the ledger.
-    reply = api.post(f"/payments/{order['order_id']}/refund", json={"amount": 150000, "reason": "changed my mind"},
-                     headers=user["auth"] | {"Idempotency-Key": uuid.uuid4().hex})
+    reply = api.post(
+        f"/payments/{order['order_id']}/refund",
+        json={"amount": 150000, "reason": "changed my mind"},
+        headers=user["auth"] | {"Idempotency-Key": uuid.uuid4().hex},
+    )
     assert (reply.status_code, reply.json()["error"]["code"]) == (422, "not_refundable")
     assert balance(settings, user["account_id"]) == Decimal("150000.00")
 
@@ -367,11 +447,15 @@ def test_refunds_made_at_midtrans_are_confirmed_and_taken_back_once(system):
     # A refund made at Midtrans (its dashboard or Core API) notifies us; the webhook confirms it through the
     # status API before the ledger takes money back. The same refund_key again is the same refund.
     for _ in range(2):
-        sim.post(f"/v2/{order}/refund", auth=(SERVER_KEY, ""),
-                 json={"refund_key": f"{order}-r1", "amount": 50000, "reason": "one seat"}).raise_for_status()
+        sim.post(
+            f"/v2/{order}/refund",
+            auth=(SERVER_KEY, ""),
+            json={"refund_key": f"{order}-r1", "amount": 50000, "reason": "one seat"},
+        ).raise_for_status()
     wait_until(lambda: balance(settings, user["account_id"]) == D("100000.00"), 30, what="the partial refund")
-    sim.post(f"/v2/{order}/refund", auth=(SERVER_KEY, ""),
-             json={"refund_key": f"{order}-r2", "reason": "the rest"}).raise_for_status()
+    sim.post(
+        f"/v2/{order}/refund", auth=(SERVER_KEY, ""), json={"refund_key": f"{order}-r2", "reason": "the rest"}
+    ).raise_for_status()
     wait_until(lambda: balance(settings, user["account_id"]) == D("0.00"), 30, what="the full refund")
     assert ledger(settings, order)["details"]["reversed"] == "150000.00"
 
@@ -394,6 +478,7 @@ def test_a_signed_settlement_relabelled_as_a_reversal_moves_no_money_even_withou
 
 # -- idempotent top-ups and refunds -----------------------------------------------------------------------
 
+
 def _keyed(user: dict, key: str) -> dict:
     return user["auth"] | {"Idempotency-Key": key}
 
@@ -412,11 +497,14 @@ def _stale_claim(settings: Settings, user_id: int, key: str, path: str, body, tr
 
     engine = create_engine(settings.sqlalchemy_url)
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state, transaction_id, "
-            "created_at, expires_at) VALUES (:u, :k, :h, 'IN_FLIGHT', :t, now() - interval '1 hour', "
-            "now() + interval '1 day')"),
-            {"u": user_id, "k": key, "h": request_hash("POST", path, body.canonical()), "t": transaction_id})
+        conn.execute(
+            text(
+                "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state, transaction_id, "
+                "created_at, expires_at) VALUES (:u, :k, :h, 'IN_FLIGHT', :t, now() - interval '1 hour', "
+                "now() + interval '1 day')"
+            ),
+            {"u": user_id, "k": key, "h": request_hash("POST", path, body.canonical()), "t": transaction_id},
+        )
     engine.dispose()
 
 
@@ -442,23 +530,32 @@ def test_a_topup_whose_first_attempt_crashed_after_creating_the_page_is_finished
     body = {"amount": "150000", "payment_method": "GOPAY"}
     crashed = api.post("/api/payment/wallet/topup", json=body, headers=user["auth"]).json()  # page + row exist
     # Make that request look like a keyed one that crashed before answering (and before the key was done).
-    _stale_claim(settings, user["user_id"], "lost-answer", "/api/payment/wallet/topup",
-                 TopupRequest.model_validate(body), crashed["order_id"])
+    _stale_claim(
+        settings,
+        user["user_id"],
+        "lost-answer",
+        "/api/payment/wallet/topup",
+        TopupRequest.model_validate(body),
+        crashed["order_id"],
+    )
     retry = api.post("/api/payment/wallet/topup", json=body, headers=_keyed(user, "lost-answer"))
     assert retry.status_code == 201, retry.text
     assert (retry.json()["order_id"], retry.json()["payment_url"]) == (crashed["order_id"], crashed["payment_url"])
-    assert _rows(settings, "SELECT count(*) FROM ledger_transactions WHERE user_id = :u", u=user["user_id"]) \
-        == [(1,)]
+    assert _rows(settings, "SELECT count(*) FROM ledger_transactions WHERE user_id = :u", u=user["user_id"]) == [(1,)]
 
 
 def _paid_order(settings: Settings, api: httpx.Client, sim: httpx.Client, user: dict, amount: int = 200000) -> dict:
     order_id = f"TQ-{uuid.uuid4().hex[:12]}"
-    created = api.post("/payments/", json={"order_id": order_id, "amount": amount, "payment_method": "GOPAY"},
-                       headers=user["auth"])
+    created = api.post(
+        "/payments/", json={"order_id": order_id, "amount": amount, "payment_method": "GOPAY"}, headers=user["auth"]
+    )
     assert created.status_code == 201, created.text
     sim.post(f"/_sim/orders/{order_id}/pay", json={"channel": "gopay"}).raise_for_status()
-    wait_until(lambda: (ledger(settings, f"order:{order_id}") or {}).get("status") == "SUCCESS", 30,
-               what="the order to be paid")
+    wait_until(
+        lambda: (ledger(settings, f"order:{order_id}") or {}).get("status") == "SUCCESS",
+        30,
+        what="the order to be paid",
+    )
     return created.json()
 
 
@@ -483,8 +580,11 @@ def test_a_refund_retried_with_the_same_key_is_one_refund_at_midtrans_and_in_the
     again = api.post(path, json={"amount": 50000, "reason": "one seat"}, headers=_keyed(user, "refund-1"))
     assert first.status_code == again.status_code == 202 and again.json() == first.json(), first.text
     assert _refunded_at_midtrans(sim, payment["order_id"]) == "50000.00"
-    wait_until(lambda: ledger(settings, f"order:{payment['order_id']}")["details"].get("reversed") == "50000.00",
-               30, what="the ledger to book the refund")
+    wait_until(
+        lambda: ledger(settings, f"order:{payment['order_id']}")["details"].get("reversed") == "50000.00",
+        30,
+        what="the ledger to book the refund",
+    )
 
 
 def test_a_refund_whose_answer_was_lost_is_the_same_refund_when_retried(system):
@@ -498,11 +598,18 @@ def test_a_refund_whose_answer_was_lost_is_the_same_refund_when_retried(system):
     # The first attempt reserved the refund and Midtrans made it, then the answer was lost (a crash).
     engine = create_engine(settings.sqlalchemy_url)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO midtrans_refunds (refund_key, order_id, amount, state) "
-                          "VALUES (:k, :o, 70000, 'REQUESTED')"), {"k": refund_key, "o": payment["order_id"]})
+        conn.execute(
+            text(
+                "INSERT INTO midtrans_refunds (refund_key, order_id, amount, state) VALUES (:k, :o, 70000, 'REQUESTED')"
+            ),
+            {"k": refund_key, "o": payment["order_id"]},
+        )
     engine.dispose()
-    sim.post(f"/v2/{payment['order_id']}/refund", auth=(SERVER_KEY, ""),
-             json={"refund_key": refund_key, "amount": 70000, "reason": "lost answer"}).raise_for_status()
+    sim.post(
+        f"/v2/{payment['order_id']}/refund",
+        auth=(SERVER_KEY, ""),
+        json={"refund_key": refund_key, "amount": 70000, "reason": "lost answer"},
+    ).raise_for_status()
     path = f"/payments/{payment['payment_id']}/refund"
     _stale_claim(settings, user["user_id"], "refund-lost", path, RefundPaymentRequest.model_validate(body), refund_key)
     retry = api.post(path, json=body, headers=_keyed(user, "refund-lost"))
@@ -553,8 +660,9 @@ def test_a_closed_wallet_gets_no_payment_page(system):
     with engine.begin() as conn:
         conn.execute(text("UPDATE accounts SET account_status = 'CLOSED' WHERE id = :a"), {"a": user["account_id"]})
     engine.dispose()
-    reply = api.post("/api/payment/wallet/topup", json={"amount": "150000", "payment_method": "GOPAY"},
-                     headers=user["auth"])
+    reply = api.post(
+        "/api/payment/wallet/topup", json={"amount": "150000", "payment_method": "GOPAY"}, headers=user["auth"]
+    )
     assert (reply.status_code, reply.json()["error"]["code"]) == (422, "account_closed")
     assert _orders_of(settings, user["user_id"]) == 0
 
@@ -581,10 +689,15 @@ def test_the_same_order_again_is_the_same_payment_and_another_under_its_id_a_409
     first = api.post("/payments/", json=order, headers=user["auth"])
     again = api.post("/payments/", json=order, headers=user["auth"])  # a retry after an unclear answer
     assert first.status_code == again.status_code == 201, again.text
-    assert (again.json()["payment_id"], again.json()["payment_url"]) == \
-        (first.json()["payment_id"], first.json()["payment_url"])
-    for clash, who in (({**order, "amount": 130000}, user), ({**order, "payment_method": "GOPAY"}, user),
-                       (order, other)):
+    assert (again.json()["payment_id"], again.json()["payment_url"]) == (
+        first.json()["payment_id"],
+        first.json()["payment_url"],
+    )
+    for clash, who in (
+        ({**order, "amount": 130000}, user),
+        ({**order, "payment_method": "GOPAY"}, user),
+        (order, other),
+    ):
         reply = api.post("/payments/", json=clash, headers=who["auth"])
         assert (reply.status_code, reply.json()["error"]["code"]) == (409, "order_exists")
     assert ledger(settings, f"order:{order['order_id']}")["status"] == "PENDING"

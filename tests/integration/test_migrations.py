@@ -272,8 +272,22 @@ EXPECTED_ENUMS = {
     "transaction_type_enum": ["TOPUP", "PAYMENT", "REFUND", "TRANSFER"],
     "transaction_status_enum": ["PENDING", "SUCCESS", "FAILED", "CANCELLED"],
     # 0006: Midtrans's other methods appended.
-    "payment_method_enum": ["GOPAY", "SHOPEE_PAY", "CREDIT_CARD", "BANK_TRANSFER", "BCA_VA", "MANDIRI_BILL",
-                            "BNI_VA", "BRI_VA", "PERMATA_VA", "OVO", "DANA", "QRIS", "INDOMARET", "ALFAMART"],
+    "payment_method_enum": [
+        "GOPAY",
+        "SHOPEE_PAY",
+        "CREDIT_CARD",
+        "BANK_TRANSFER",
+        "BCA_VA",
+        "MANDIRI_BILL",
+        "BNI_VA",
+        "BRI_VA",
+        "PERMATA_VA",
+        "OVO",
+        "DANA",
+        "QRIS",
+        "INDOMARET",
+        "ALFAMART",
+    ],
     "permissions_enum": ["READ_TRANSACTIONS", "READ_REPORTS"],  # the ERD's duplicated pair, de-duplicated
     "rate_limit_unit_enum": ["second", "minute", "hour", "day"],
     "http_method_enum": ["GET", "POST", "PUT", "DELETE", "PATCH"],
@@ -377,14 +391,23 @@ EXPECTED_CHECKS = {
     ("api_keys", "ck_api_keys_rate_limit_count_positive", "CHECK ((rate_limit_count > 0))"),
     ("ledger_transactions", "ck_ledger_transactions_amount_positive", "CHECK ((amount > (0)::numeric))"),
     ("ledger_entries", "ck_ledger_entries_amount_non_zero", "CHECK ((amount <> (0)::numeric))"),
-    ("midtrans_orders", "ck_midtrans_orders_kind_known",
-     "CHECK (((kind)::text = ANY ((ARRAY['TOPUP'::character varying, 'ORDER'::character varying])::text[])))"),
+    (
+        "midtrans_orders",
+        "ck_midtrans_orders_kind_known",
+        "CHECK (((kind)::text = ANY ((ARRAY['TOPUP'::character varying, 'ORDER'::character varying])::text[])))",
+    ),
     ("midtrans_refunds", "ck_midtrans_refunds_amount_positive", "CHECK ((amount > (0)::numeric))"),
-    ("midtrans_refunds", "ck_midtrans_refunds_state_known",
-     "CHECK (((state)::text = ANY ((ARRAY['REQUESTED'::character varying, 'DONE'::character varying, "
-     "'FAILED'::character varying])::text[])))"),
-    ("idempotency_keys", "ck_idempotency_keys_state_known",
-     "CHECK (((state)::text = ANY ((ARRAY['IN_FLIGHT'::character varying, 'DONE'::character varying])::text[])))"),
+    (
+        "midtrans_refunds",
+        "ck_midtrans_refunds_state_known",
+        "CHECK (((state)::text = ANY ((ARRAY['REQUESTED'::character varying, 'DONE'::character varying, "
+        "'FAILED'::character varying])::text[])))",
+    ),
+    (
+        "idempotency_keys",
+        "ck_idempotency_keys_state_known",
+        "CHECK (((state)::text = ANY ((ARRAY['IN_FLIGHT'::character varying, 'DONE'::character varying])::text[])))",
+    ),
 }
 
 
@@ -398,14 +421,22 @@ def migrated_engine(fresh_database_url):
 
 def _public_objects(connection) -> dict[str, set[str]]:
     """What lives in schema public, by kind (tables, sequences, indexes, views, user-defined types)."""
-    relations = connection.execute(sa.text(
-        "SELECT c.relkind, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public'"
-    )).all()
-    types = connection.execute(sa.text(
-        "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
-        "WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'c') AND t.typrelid = 0"
-    )).scalars().all()
+    relations = connection.execute(
+        sa.text(
+            "SELECT c.relkind, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public'"
+        )
+    ).all()
+    types = (
+        connection.execute(
+            sa.text(
+                "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                "WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'c') AND t.typrelid = 0"
+            )
+        )
+        .scalars()
+        .all()
+    )
     objects: dict[str, set[str]] = {"types": set(types)}
     for kind, name in relations:
         objects.setdefault(kind, set()).add(name)
@@ -465,23 +496,28 @@ def test_each_revision_downgrades_one_step_at_a_time(fresh_database_url):
 def test_columns_types_nullability_and_defaults_match_the_document(migrated_engine):
     with migrated_engine.connect() as connection:
         for table, expected in EXPECTED_COLUMNS.items():
-            rows = connection.execute(sa.text(
-                "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
-                "       pg_get_expr(d.adbin, d.adrelid) "
-                "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
-                "WHERE a.attrelid = CAST(:table AS regclass) AND a.attnum > 0 AND NOT a.attisdropped "
-                "ORDER BY a.attnum"
-            ), {"table": table}).all()
+            rows = connection.execute(
+                sa.text(
+                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+                    "       pg_get_expr(d.adbin, d.adrelid) "
+                    "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+                    "WHERE a.attrelid = CAST(:table AS regclass) AND a.attnum > 0 AND NOT a.attisdropped "
+                    "ORDER BY a.attnum"
+                ),
+                {"table": table},
+            ).all()
             actual = {name: (sql_type, not_null, default) for name, sql_type, not_null, default in rows}
             assert actual == expected, table
 
 
 def test_enum_types_have_the_documented_names_and_values(migrated_engine):
     with migrated_engine.connect() as connection:
-        rows = connection.execute(sa.text(
-            "SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder) "
-            "FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid GROUP BY t.typname"
-        )).all()
+        rows = connection.execute(
+            sa.text(
+                "SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder) "
+                "FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid GROUP BY t.typname"
+            )
+        ).all()
     assert dict(rows) == EXPECTED_ENUMS
 
 
@@ -498,8 +534,13 @@ def test_keys_and_foreign_keys_match_the_document(migrated_engine):
         assert {t: u for t, u in unique.items() if u} == EXPECTED_UNIQUE_CONSTRAINTS
 
         foreign_keys = {
-            (table, tuple(fk["constrained_columns"]), fk["referred_table"], tuple(fk["referred_columns"]),
-             fk["options"].get("ondelete"))
+            (
+                table,
+                tuple(fk["constrained_columns"]),
+                fk["referred_table"],
+                tuple(fk["referred_columns"]),
+                fk["options"].get("ondelete"),
+            )
             for table in EXPECTED_COLUMNS
             for fk in inspector.get_foreign_keys(table)
         }
@@ -508,20 +549,24 @@ def test_keys_and_foreign_keys_match_the_document(migrated_engine):
 
 def test_indexes_serve_the_documented_queries(migrated_engine):
     with migrated_engine.connect() as connection:
-        rows = connection.execute(sa.text(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
-            "AND tablename <> 'alembic_version' "
-            "AND indexname NOT IN (SELECT conname FROM pg_constraint WHERE contype IN ('p', 'u'))"
-        )).all()
+        rows = connection.execute(
+            sa.text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+                "AND tablename <> 'alembic_version' "
+                "AND indexname NOT IN (SELECT conname FROM pg_constraint WHERE contype IN ('p', 'u'))"
+            )
+        ).all()
     assert dict(rows) == EXPECTED_INDEXES
 
 
 def test_check_constraints_are_in_place(migrated_engine):
     with migrated_engine.connect() as connection:
-        rows = connection.execute(sa.text(
-            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE contype = 'c' AND connamespace = 'public'::regnamespace"
-        )).all()
+        rows = connection.execute(
+            sa.text(
+                "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE contype = 'c' AND connamespace = 'public'::regnamespace"
+            )
+        ).all()
     assert set(map(tuple, rows)) == EXPECTED_CHECKS
 
 
@@ -565,16 +610,16 @@ def test_a_negative_wallet_balance_is_refused_by_the_database(migrated_engine):
         user_id = _insert_user(connection, "carol", "carol@example.id", "+6281300000001")
     with pytest.raises(IntegrityError, match="ck_accounts_balance_non_negative"):
         with migrated_engine.begin() as connection:
-            connection.execute(sa.text("INSERT INTO accounts (user_id, balance) VALUES (:u, -0.01)"),
-                               {"u": user_id})
+            connection.execute(sa.text("INSERT INTO accounts (user_id, balance) VALUES (:u, -0.01)"), {"u": user_id})
 
 
 def test_wallet_defaults_are_an_active_empty_idr_account(migrated_engine):
     with migrated_engine.begin() as connection:
         user_id = _insert_user(connection, "dave", "dave@example.id", "+6281300000002")
-        row = connection.execute(sa.text(
-            "INSERT INTO accounts (user_id) VALUES (:u) RETURNING id, balance, currency, account_status"
-        ), {"u": user_id}).one()
+        row = connection.execute(
+            sa.text("INSERT INTO accounts (user_id) VALUES (:u) RETURNING id, balance, currency, account_status"),
+            {"u": user_id},
+        ).one()
     assert len(row.id) == 36 and str(row.balance) == "0.00"
     assert (row.currency, row.account_status) == ("IDR", "ACTIVE")
 
@@ -593,9 +638,12 @@ def test_emails_and_usernames_are_unique_regardless_of_case(migrated_engine):
 def test_deleting_a_user_deletes_their_refresh_tokens(migrated_engine):
     with migrated_engine.begin() as connection:
         user_id = _insert_user(connection, "frank", "frank@example.id", "+6281300000006")
-        connection.execute(sa.text(
-            "INSERT INTO authentications (token_hash, user_id, family_id, expires_at) "
-            "VALUES (repeat('a', 64), :u, gen_random_uuid(), now() + interval '1 day')"
-        ), {"u": user_id})
+        connection.execute(
+            sa.text(
+                "INSERT INTO authentications (token_hash, user_id, family_id, expires_at) "
+                "VALUES (repeat('a', 64), :u, gen_random_uuid(), now() + interval '1 day')"
+            ),
+            {"u": user_id},
+        )
         connection.execute(sa.text("DELETE FROM users WHERE id = :u"), {"u": user_id})
         assert connection.execute(sa.text("SELECT count(*) FROM authentications")).scalar_one() == 0

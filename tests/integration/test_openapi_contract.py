@@ -48,8 +48,10 @@ def valid_input_is_accepted(ctx, response, case):
         code = None
     documented = case.operation.definition.raw.get("responses", {}).get(str(response.status_code), {})
     if code in SCHEMA_LEVEL_CODES or f"`{code}`" not in documented.get("description", ""):
-        raise AssertionError(f"valid input refused with {response.status_code} {code!r}, not a rule that "
-                             f"{case.operation.label} documents: {response.text[:300]}")
+        raise AssertionError(
+            f"valid input refused with {response.status_code} {code!r}, not a rule that "
+            f"{case.operation.label} documents: {response.text[:300]}"
+        )
     return None
 
 
@@ -64,28 +66,35 @@ def what_valid_input_cannot_be_drawn_with(context, case, kwargs) -> None:
     if case.operation.path == "/payments/webhook" and isinstance(case.body, dict):
         # Signed like Midtrans signs, so that any body the schema allows reaches the handler, not only the 401.
         server_key = case.operation.app.state.settings.midtrans_server_key.get_secret_value()
-        case.body["signature_key"] = signature(case.body["order_id"], case.body["status_code"],
-                                               case.body["gross_amount"], server_key)
+        case.body["signature_key"] = signature(
+            case.body["order_id"], case.body["status_code"], case.body["gross_amount"], server_key
+        )
 
 
 def _schema(app, identities):
     bearer = identities.user["Authorization"].removeprefix("Bearer ")
-    config = schemathesis.Config.from_dict({
-        "auth": {"openapi": {"HTTPBearer": {"bearer": bearer},
-                             "APIKeyHeader": {"api_key": identities.partner["X-API-Key"]}},
-                 "auto-signup": False},
-        "operations": [{"include-path-regex": "^/api/admin/", "headers": identities.admin}],
-        "generation": {
-            "mode": "all",
-            "max-examples": MAX_EXAMPLES,
-            "deterministic": True,
-            # U+0000 is refused in every text (400 invalid_text, see test_bad_input.py) and the 400 of every
-            # operation says so, but the schemas do not repeat it on each string: valid data comes without it.
-            "allow-x00": False,
-        },
-        "phases": {"stateful": {"enabled": False}},
-        "checks": {"positive_data_acceptance": {"enabled": False}},
-    })
+    config = schemathesis.Config.from_dict(
+        {
+            "auth": {
+                "openapi": {
+                    "HTTPBearer": {"bearer": bearer},
+                    "APIKeyHeader": {"api_key": identities.partner["X-API-Key"]},
+                },
+                "auto-signup": False,
+            },
+            "operations": [{"include-path-regex": "^/api/admin/", "headers": identities.admin}],
+            "generation": {
+                "mode": "all",
+                "max-examples": MAX_EXAMPLES,
+                "deterministic": True,
+                # U+0000 is refused in every text (400 invalid_text, see test_bad_input.py) and the 400 of every
+                # operation says so, but the schemas do not repeat it on each string: valid data comes without it.
+                "allow-x00": False,
+            },
+            "phases": {"stateful": {"enabled": False}},
+            "checks": {"positive_data_acceptance": {"enabled": False}},
+        }
+    )
     return schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
 
 
@@ -107,8 +116,10 @@ def failures_of(schema) -> list[str]:
                 for check in checks:
                     if check.status == Status.FAILURE and check.failure_info is not None:
                         failure = check.failure_info.failure
-                        found.append(f"{check.name} on {failure.operation}: {failure.title}\n{failure.message}\n"
-                                     f"{check.failure_info.code_sample}")
+                        found.append(
+                            f"{check.name} on {failure.operation}: {failure.title}\n{failure.message}\n"
+                            f"{check.failure_info.code_sample}"
+                        )
     every = set()
     for result in schema.get_all_operations():
         if isinstance(result, Ok):
@@ -138,6 +149,7 @@ def test_the_command_api_answers_as_its_openapi_document_says(api_settings, spar
 
 # -- what the documents say, read directly ------------------------------------------------------------------
 
+
 def _documents(api_settings) -> dict[str, dict]:
     return {"command": command_app(api_settings).openapi(), "query": query_app(api_settings).openapi()}
 
@@ -160,7 +172,11 @@ def test_every_error_status_is_documented_in_the_error_shape(api_settings):
                 problems.append(f"{label}: {sorted(missing)} not documented")
             for status, response in responses.items():
                 schema = response.get("content", {}).get("application/json", {}).get("schema", {})
-                if status[0] in "45" and label != "GET /ready" and schema != {"$ref": "#/components/schemas/ErrorResponse"}:
+                if (
+                    status[0] in "45"
+                    and label != "GET /ready"
+                    and schema != {"$ref": "#/components/schemas/ErrorResponse"}
+                ):
                     problems.append(f"{label}: {status} is not the error shape: {schema}")
                 if status in ("429", "503") and "Retry-After" not in response.get("headers", {}):
                     problems.append(f"{label}: {status} does not document Retry-After")
@@ -175,11 +191,34 @@ def test_the_idempotency_key_is_documented_as_required(api_settings, path):
     assert header["schema"]["maxLength"] == 255 and header["schema"]["pattern"]
 
 
-@pytest.mark.parametrize("text", ["12345.67", "0.01", "0.1", "10", "9999999999999.99", "0", "0.00", "00.5", "01",
-                                  "1e2", "1.", "+1", ".5", "1.234", "-1", "\u0661", "\uff11", "10000000000000", ""])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "12345.67",
+        "0.01",
+        "0.1",
+        "10",
+        "9999999999999.99",
+        "0",
+        "0.00",
+        "00.5",
+        "01",
+        "1e2",
+        "1.",
+        "+1",
+        ".5",
+        "1.234",
+        "-1",
+        "\u0661",
+        "\uff11",
+        "10000000000000",
+        "",
+    ],
+)
 def test_the_documented_amount_pattern_is_exactly_what_pay_accepts(api_settings, text):
     schema = _documents(api_settings)["command"]["paths"]["/api/payment/pay"]["post"]["requestBody"]["content"][
-        "application/json"]["schema"]["properties"]["amount"]
+        "application/json"
+    ]["schema"]["properties"]["amount"]
     [pattern] = [branch["pattern"] for branch in schema["anyOf"] if branch["type"] == "string"]
     try:
         parse_amount(text)
@@ -189,19 +228,31 @@ def test_the_documented_amount_pattern_is_exactly_what_pay_accepts(api_settings,
     assert bool(re.fullmatch(pattern, text)) is accepted
 
 
-@pytest.mark.parametrize("path", ["/api/payment/transactions", "/api/transaction/histories",
-                                  "/api/admin/external-services/{service_id}/access-logs"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/payment/transactions",
+        "/api/transaction/histories",
+        "/api/admin/external-services/{service_id}/access-logs",
+    ],
+)
 def test_a_cursor_is_documented_as_the_decoders_take_it(api_settings, path):
-    [cursor] = [p for p in _documents(api_settings)["query"]["paths"][path]["get"]["parameters"]
-                if p["name"] == "cursor"]
+    [cursor] = [
+        p for p in _documents(api_settings)["query"]["paths"][path]["get"]["parameters"] if p["name"] == "cursor"
+    ]
     assert (cursor["schema"]["minLength"], cursor["schema"]["maxLength"]) == (1, MAX_CURSOR_LENGTH)
     assert re.fullmatch(cursor["schema"]["pattern"], encode_cursor(datetime.now(UTC), str(uuid.uuid4())))
     assert re.fullmatch(cursor["schema"]["pattern"], encode_feed_cursor(2**63 - 1, 0))
 
 
-@pytest.mark.parametrize("path,headers", [("/api/payment/transactions", "user"),
-                                          ("/api/transaction/histories", "partner"),
-                                          ("/api/transaction/reports/summary", "partner")])
+@pytest.mark.parametrize(
+    "path,headers",
+    [
+        ("/api/payment/transactions", "user"),
+        ("/api/transaction/histories", "partner"),
+        ("/api/transaction/reports/summary", "partner"),
+    ],
+)
 def test_an_empty_range_from_equal_to_is_an_empty_answer_not_a_refusal(api_settings, identities, path, headers):
     moment = "2026-04-01T08:00:00Z"
     with TestClient(query_app(api_settings)) as queries:
@@ -210,12 +261,15 @@ def test_an_empty_range_from_equal_to_is_an_empty_answer_not_a_refusal(api_setti
     assert response.json()["items"] == []
 
 
-@pytest.mark.parametrize("method,path,allow", [
-    ("PUT", "/api/admin/external-services/some-id", "DELETE, GET, PATCH"),
-    ("PUT", "/api/admin/external-services", "GET, POST"),
-    ("OPTIONS", "/payments/webhook", "POST"),  # not GET: /payments/{payment_id} is another resource
-    ("DELETE", "/api/payment/pay", "POST"),
-])
+@pytest.mark.parametrize(
+    "method,path,allow",
+    [
+        ("PUT", "/api/admin/external-services/some-id", "DELETE, GET, PATCH"),
+        ("PUT", "/api/admin/external-services", "GET, POST"),
+        ("OPTIONS", "/payments/webhook", "POST"),  # not GET: /payments/{payment_id} is another resource
+        ("DELETE", "/api/payment/pay", "POST"),
+    ],
+)
 def test_a_405_allows_every_method_of_the_resource(api_settings, method, path, allow):
     with TestClient(command_app(api_settings)) as commands:
         response = commands.request(method, path)

@@ -22,13 +22,20 @@ def test_the_exporter_counts_rows_above_each_partitions_published_mark(postgres_
     upgrade(db)
     engine = create_engine(db)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO ledger_partitions (topic, partition, published_outbox_id) VALUES "
-                          "('ogp.commands.v1', 0, 2), ('ogp.commands.v1', 1, 0)"))
-        conn.execute(text(
-            "INSERT INTO ledger_outbox (id, partition, topic, key, payload, created_at) VALUES "
-            "(1, 0, 't', 'k', 'p', now() - interval '10 minutes'), (2, 0, 't', 'k', 'p', now() - interval '9 minutes'), "
-            "(3, 0, 't', 'k', 'p', now() - interval '2 minutes'), (4, 1, 't', 'k', 'p', now() - interval '5 minutes'), "
-            "(5, 1, 't', 'k', 'p', now())"))
+        conn.execute(
+            text(
+                "INSERT INTO ledger_partitions (topic, partition, published_outbox_id) VALUES "
+                "('ogp.commands.v1', 0, 2), ('ogp.commands.v1', 1, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO ledger_outbox (id, partition, topic, key, payload, created_at) VALUES "
+                "(1, 0, 't', 'k', 'p', now() - interval '10 minutes'), (2, 0, 't', 'k', 'p', now() - interval '9 minutes'), "
+                "(3, 0, 't', 'k', 'p', now() - interval '2 minutes'), (4, 1, 't', 'k', 'p', now() - interval '5 minutes'), "
+                "(5, 1, 't', 'k', 'p', now())"
+            )
+        )
     query = yaml.safe_load(QUERIES.read_text())["ogp_outbox"]["query"]
     with engine.connect() as conn:
         rows, age = conn.execute(text(query)).one()

@@ -15,13 +15,13 @@ from sqlalchemy import create_engine, insert, select, text
 from command_api.app import create_app as command_app
 from infra.local.seed import seed_demo
 from ogp.db.tables import api_access_logs, api_keys, historical_transactions
-from ogp.settings import Settings
 from ogp.messaging import ensure_topics
+from ogp.settings import Settings
+from projections.access_logs.projector import AccessLogProjector
+from query_api.app import create_app as query_app
 from schemas.topics import topic_specs
 from tests.support.server import serve_client
 from tests.support.waiting import wait_until
-from projections.access_logs.projector import AccessLogProjector
-from query_api.app import create_app as query_app
 
 pytestmark = pytest.mark.integration
 
@@ -29,15 +29,20 @@ KEY = "test-signing-key-0123456789-abcdefghijklmnop"
 CACHE_SECONDS = 0.5
 
 
-
 @pytest.fixture(scope="module")
 def settings(db_url, redis_url, private_kafka) -> Settings:
-    s = Settings(environment="test", database_url=db_url, redis_url=redis_url, kafka_bootstrap_servers=private_kafka,
-                 jwt_signing_key=KEY, api_key_cache_seconds=CACHE_SECONDS, partner_page_size_max=100)
+    s = Settings(
+        environment="test",
+        database_url=db_url,
+        redis_url=redis_url,
+        kafka_bootstrap_servers=private_kafka,
+        jwt_signing_key=KEY,
+        api_key_cache_seconds=CACHE_SECONDS,
+        partner_page_size_max=100,
+    )
     asyncio.run(ensure_topics(private_kafka, topic_specs(s)))
     seed_demo(create_engine(db_url), s)
     return s
-
 
 
 @pytest.fixture(scope="module")
@@ -86,31 +91,58 @@ def alice(commands, settings) -> dict:
 
 def new_service(commands, admin, **key_fields) -> tuple[str, str, str]:
     """(service id, key id, plaintext key) of a fresh partner."""
-    response = commands.post("/api/admin/external-services", headers=admin, json={
-        "company": f"Partner {uuid.uuid4().hex[:8]}", "contact_email": "ops@partner.example",
-        "description": "test partner"})
+    response = commands.post(
+        "/api/admin/external-services",
+        headers=admin,
+        json={
+            "company": f"Partner {uuid.uuid4().hex[:8]}",
+            "contact_email": "ops@partner.example",
+            "description": "test partner",
+        },
+    )
     assert response.status_code == 201, response.text
     service_id = response.json()["id"]
-    body = {"key_name": "primary", "permissions": ["READ_TRANSACTIONS", "READ_REPORTS"],
-            "rate_limit_count": 1000, "rate_limit_unit": "minute"} | key_fields
+    body = {
+        "key_name": "primary",
+        "permissions": ["READ_TRANSACTIONS", "READ_REPORTS"],
+        "rate_limit_count": 1000,
+        "rate_limit_unit": "minute",
+    } | key_fields
     response = commands.post(f"/api/admin/external-services/{service_id}/api-keys", headers=admin, json=body)
     assert response.status_code == 201, response.text
     return service_id, response.json()["id"], response.json()["api_key"]
 
 
-def add_rows(db, n: int, *, accessible=True, kind="PAYMENT", status="SUCCESS", amount="1000.00",
-             username="alice") -> list[str]:
+def add_rows(
+    db, n: int, *, accessible=True, kind="PAYMENT", status="SUCCESS", amount="1000.00", username="alice"
+) -> list[str]:
     with db.begin() as conn:
-        user_id, account_id = conn.execute(text(
-            "SELECT u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.username = :u"),
-            {"u": username}).one()
+        user_id, account_id = conn.execute(
+            text("SELECT u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.username = :u"),
+            {"u": username},
+        ).one()
         ids = [f"tx-{uuid.uuid4().hex[:20]}" for _ in range(n)]
         now = datetime.now(UTC)
-        conn.execute(insert(historical_transactions), [dict(
-            user_id=user_id, account_id=account_id, transaction_id=tid, transaction_type=kind,
-            transaction_status=status, amount=Decimal(amount), balance_before=Decimal("0.00"),
-            balance_after=Decimal("0.00"), is_accessible_external=accessible, description="test",
-            created_at=now, updated_at=now) for tid in ids])
+        conn.execute(
+            insert(historical_transactions),
+            [
+                dict(
+                    user_id=user_id,
+                    account_id=account_id,
+                    transaction_id=tid,
+                    transaction_type=kind,
+                    transaction_status=status,
+                    amount=Decimal(amount),
+                    balance_before=Decimal("0.00"),
+                    balance_after=Decimal("0.00"),
+                    is_accessible_external=accessible,
+                    description="test",
+                    created_at=now,
+                    updated_at=now,
+                )
+                for tid in ids
+            ],
+        )
     return ids
 
 
@@ -141,6 +173,7 @@ def page_all(queries, key: str, **params) -> list[dict]:
 
 # --- admin API ------------------------------------------------------------------------------------------
 
+
 def test_admin_creates_a_service_and_a_key_whose_plaintext_is_never_stored(commands, admin, db):
     service_id, key_id, plaintext = new_service(commands, admin)
     assert plaintext.startswith("ogp_")
@@ -150,15 +183,22 @@ def test_admin_creates_a_service_and_a_key_whose_plaintext_is_never_stored(comma
     listed = commands.get(f"/api/admin/external-services/{service_id}/api-keys", headers=admin).json()["items"]
     assert [k["id"] for k in listed] == [key_id] and "api_key" not in listed[0]
     # The document's one key per service: a second key is refused; rotation is the way to a new secret.
-    again = commands.post(f"/api/admin/external-services/{service_id}/api-keys", headers=admin,
-                          json={"key_name": "second", "permissions": ["READ_TRANSACTIONS"]})
+    again = commands.post(
+        f"/api/admin/external-services/{service_id}/api-keys",
+        headers=admin,
+        json={"key_name": "second", "permissions": ["READ_TRANSACTIONS"]},
+    )
     assert again.status_code == 409
 
 
 def test_admin_updates_lists_and_deactivates_services(commands, admin, queries):
     service_id, _, key = new_service(commands, admin)
-    assert commands.patch(f"/api/admin/external-services/{service_id}", headers=admin,
-                          json={"description": "changed"}).json()["description"] == "changed"
+    assert (
+        commands.patch(
+            f"/api/admin/external-services/{service_id}", headers=admin, json={"description": "changed"}
+        ).json()["description"]
+        == "changed"
+    )
     assert service_id in [s["id"] for s in commands.get("/api/admin/external-services", headers=admin).json()["items"]]
     assert queries.get("/api/transaction/histories", headers={"X-API-Key": key}).status_code == 200
     assert commands.delete(f"/api/admin/external-services/{service_id}", headers=admin).json()["is_active"] is False
@@ -169,8 +209,11 @@ def test_rotation_keeps_the_old_secret_working_during_the_overlap_only(commands,
     service_id, key_id, old = new_service(commands, admin)
     # An overlap no busy machine outlasts between the rotation and the checks below.
     before = datetime.now(UTC)
-    response = commands.post(f"/api/admin/external-services/{service_id}/api-keys/{key_id}/rotate",
-                             headers=admin, json={"overlap_seconds": 600})
+    response = commands.post(
+        f"/api/admin/external-services/{service_id}/api-keys/{key_id}/rotate",
+        headers=admin,
+        json={"overlap_seconds": 600},
+    )
     after = datetime.now(UTC)
     assert response.status_code == 201, response.text
     new = response.json()["api_key"]
@@ -181,19 +224,27 @@ def test_rotation_keeps_the_old_secret_working_during_the_overlap_only(commands,
         ends = conn.execute(select(api_keys.c.previous_key_expires_at).where(api_keys.c.id == key_id)).scalar_one()
         assert before + timedelta(seconds=600) <= ends <= after + timedelta(seconds=600)
         # The overlap ends (the clock is moved past it rather than waited for).
-        conn.execute(api_keys.update().where(api_keys.c.id == key_id)
-                     .values(previous_key_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        conn.execute(
+            api_keys.update()
+            .where(api_keys.c.id == key_id)
+            .values(previous_key_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
     refused_once_the_cache_expires(queries, old, "api_key_rotated")
     assert queries.get("/api/transaction/histories", headers={"X-API-Key": new}).status_code == 200
 
 
 # --- authentication and permissions -------------------------------------------------------------------
 
+
 def test_a_revoked_key_stops_working_within_the_cache_time(commands, admin, queries):
     service_id, key_id, key = new_service(commands, admin)
     assert queries.get("/api/transaction/histories", headers={"X-API-Key": key}).status_code == 200
-    assert commands.delete(f"/api/admin/external-services/{service_id}/api-keys/{key_id}",
-                           headers=admin).json()["revoked_at"] is not None
+    assert (
+        commands.delete(f"/api/admin/external-services/{service_id}/api-keys/{key_id}", headers=admin).json()[
+            "revoked_at"
+        ]
+        is not None
+    )
     refused_once_the_cache_expires(queries, key, "api_key_revoked")
 
 
@@ -207,8 +258,9 @@ def test_missing_malformed_or_unknown_keys_are_401(queries, header):
 def test_an_expired_key_is_401(commands, admin, queries, db):
     _, key_id, key = new_service(commands, admin)
     with db.begin() as conn:
-        conn.execute(api_keys.update().where(api_keys.c.id == key_id)
-                     .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        conn.execute(
+            api_keys.update().where(api_keys.c.id == key_id).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
     refused_once_the_cache_expires(queries, key, "api_key_expired")
 
 
@@ -216,10 +268,16 @@ def test_reports_need_read_reports_and_histories_need_read_transactions(commands
     _, _, transactions_only = new_service(commands, admin, permissions=["READ_TRANSACTIONS"])
     _, _, reports_only = new_service(commands, admin, permissions=["READ_REPORTS"])
     period = {"from": "2020-01-01T00:00:00Z", "to": "2020-02-01T00:00:00Z"}
-    assert queries.get("/api/transaction/reports/summary", params=period,
-                       headers={"X-API-Key": transactions_only}).status_code == 403
-    assert queries.get("/api/transaction/reports/summary", params=period,
-                       headers={"X-API-Key": reports_only}).status_code == 200
+    assert (
+        queries.get(
+            "/api/transaction/reports/summary", params=period, headers={"X-API-Key": transactions_only}
+        ).status_code
+        == 403
+    )
+    assert (
+        queries.get("/api/transaction/reports/summary", params=period, headers={"X-API-Key": reports_only}).status_code
+        == 200
+    )
     assert queries.get("/api/transaction/histories", headers={"X-API-Key": reports_only}).status_code == 403
 
 
@@ -239,6 +297,7 @@ def test_authorisation_matrix(commands, queries, admin, alice):
 
 
 # --- the partner API ------------------------------------------------------------------------------------
+
 
 def test_partners_page_through_accessible_rows_only_with_masked_users(commands, admin, queries, db):
     _, _, key = new_service(commands, admin)
@@ -271,15 +330,25 @@ def test_summary_counts_and_sums_per_day_type_and_status(commands, admin, querie
     add_rows(db, 2, kind="REFUND", status="FAILED", amount="10.05", username="bob")
     add_rows(db, 1, kind="REFUND", status="FAILED", amount="99.00", username="bob", accessible=False)
     today = datetime.now(UTC).date()
-    response = queries.get("/api/transaction/reports/summary", headers={"X-API-Key": key}, params={
-        "from": f"{today}T00:00:00Z", "to": f"{today + timedelta(days=1)}T00:00:00Z"})
+    response = queries.get(
+        "/api/transaction/reports/summary",
+        headers={"X-API-Key": key},
+        params={"from": f"{today}T00:00:00Z", "to": f"{today + timedelta(days=1)}T00:00:00Z"},
+    )
     assert response.status_code == 200, response.text
     row = next(r for r in response.json()["items"] if (r["type"], r["status"]) == ("REFUND", "FAILED"))
-    assert row == {"day": str(today), "type": "REFUND", "status": "FAILED", "currency": "IDR", "count": 2,
-                   "total_amount": "20.10"}
+    assert row == {
+        "day": str(today),
+        "type": "REFUND",
+        "status": "FAILED",
+        "currency": "IDR",
+        "count": 2,
+        "total_amount": "20.10",
+    }
 
 
 # --- rate limits and access logs ------------------------------------------------------------------------
+
 
 def test_over_the_limit_is_429_with_retry_after_and_ratelimit_headers(commands, admin, queries):
     _, _, key = new_service(commands, admin, rate_limit_count=3, rate_limit_unit="minute")
@@ -291,17 +360,21 @@ def test_over_the_limit_is_429_with_retry_after_and_ratelimit_headers(commands, 
 
 
 def test_every_status_path_becomes_an_access_log_row(commands, admin, queries, db, projector, settings):
-    service_id, key_id, key = new_service(commands, admin, permissions=["READ_TRANSACTIONS"],
-                                          rate_limit_count=4, rate_limit_unit="minute")
+    service_id, key_id, key = new_service(
+        commands, admin, permissions=["READ_TRANSACTIONS"], rate_limit_count=4, rate_limit_unit="minute"
+    )
     hidden = add_rows(db, 1, accessible=False)[0]
     headers = {"X-API-Key": key, "User-Agent": "partner-test/1.0", "X-Forwarded-For": "203.0.113.9"}
-    statuses = [queries.get(path, headers=headers, params=params).status_code for path, params in [
-        ("/api/transaction/histories", {}),                                         # 200
-        ("/api/transaction/reports/summary", {"from": "2020-01-01", "to": "2020-01-02"}),  # 403
-        (f"/api/transaction/histories/{hidden}", {}),                               # 404
-        ("/api/transaction/histories", {}),                                         # 200
-        ("/api/transaction/histories", {}),                                         # 429
-    ]]
+    statuses = [
+        queries.get(path, headers=headers, params=params).status_code
+        for path, params in [
+            ("/api/transaction/histories", {}),  # 200
+            ("/api/transaction/reports/summary", {"from": "2020-01-01", "to": "2020-01-02"}),  # 403
+            (f"/api/transaction/histories/{hidden}", {}),  # 404
+            ("/api/transaction/histories", {}),  # 200
+            ("/api/transaction/histories", {}),  # 429
+        ]
+    ]
     assert statuses == [200, 403, 404, 200, 429]
     # A known key that is then revoked: 401, still logged under the key.
     commands.delete(f"/api/admin/external-services/{service_id}/api-keys/{key_id}", headers=admin)
@@ -312,8 +385,15 @@ def test_every_status_path_becomes_an_access_log_row(commands, admin, queries, d
 
     def six_rows():
         with db.connect() as conn:
-            rows = conn.execute(select(api_access_logs).where(api_access_logs.c.api_key_id == key_id)
-                                .order_by(api_access_logs.c.created_at)).mappings().all()
+            rows = (
+                conn.execute(
+                    select(api_access_logs)
+                    .where(api_access_logs.c.api_key_id == key_id)
+                    .order_by(api_access_logs.c.created_at)
+                )
+                .mappings()
+                .all()
+            )
         return rows if len(rows) >= 6 else None
 
     rows = wait_until(six_rows, what="the projector wrote an access-log row for each of the six requests")
@@ -324,10 +404,14 @@ def test_every_status_path_becomes_an_access_log_row(commands, admin, queries, d
     assert {r["ip_address"] for r in rows} <= {"127.0.0.1", "203.0.113.9"}
     assert all(r["external_service_id"] == service_id and r["http_method"] == "GET" for r in rows)
 
-    listed = queries.get(f"/api/admin/external-services/{service_id}/access-logs", headers=admin,
-                         params={"limit": 4}).json()
+    listed = queries.get(
+        f"/api/admin/external-services/{service_id}/access-logs", headers=admin, params={"limit": 4}
+    ).json()
     assert len(listed["items"]) == 4 and listed["next_cursor"]
-    rest = queries.get(f"/api/admin/external-services/{service_id}/access-logs", headers=admin,
-                       params={"limit": 4, "cursor": listed["next_cursor"]}).json()
+    rest = queries.get(
+        f"/api/admin/external-services/{service_id}/access-logs",
+        headers=admin,
+        params={"limit": 4, "cursor": listed["next_cursor"]},
+    ).json()
     assert len(rest["items"]) == 2 and rest["next_cursor"] is None
     assert {i["id"] for i in listed["items"] + rest["items"]} == {r["id"] for r in rows}

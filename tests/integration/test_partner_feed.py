@@ -16,14 +16,15 @@ from query_api.partner_views import feed_page
 pytestmark = pytest.mark.integration
 
 
-
 @pytest.fixture(scope="module")
 def engine(db_url):
     e = create_engine(db_url)
     with e.begin() as conn:
-        user_id = conn.execute(insert(users).values(username="carol", email="carol@example.id",
-                                                    phone="+6281300000009", password="x").returning(users.c.id)
-                               ).scalar_one()
+        user_id = conn.execute(
+            insert(users)
+            .values(username="carol", email="carol@example.id", phone="+6281300000009", password="x")
+            .returning(users.c.id)
+        ).scalar_one()
         conn.execute(insert(accounts).values(id="acc-carol", user_id=user_id))
     yield e
     e.dispose()
@@ -31,9 +32,19 @@ def engine(db_url):
 
 def row(tid: str, accessible: bool = True) -> dict:
     now = datetime.now(UTC)
-    return dict(user_id=1, account_id="acc-carol", transaction_id=tid, transaction_type="PAYMENT",
-                transaction_status="PENDING", amount=Decimal("5.00"), balance_before=Decimal("5.00"),
-                balance_after=Decimal("0.00"), is_accessible_external=accessible, created_at=now, updated_at=now)
+    return dict(
+        user_id=1,
+        account_id="acc-carol",
+        transaction_id=tid,
+        transaction_type="PAYMENT",
+        transaction_status="PENDING",
+        amount=Decimal("5.00"),
+        balance_before=Decimal("5.00"),
+        balance_after=Decimal("0.00"),
+        is_accessible_external=accessible,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def read(db_url, after):
@@ -43,6 +54,7 @@ def read(db_url, after):
             return await feed_page(e, limit=100, after=after)
         finally:
             await e.dispose()
+
     rows = asyncio.run(go())
     return [r["transaction_id"] for r in rows], ((rows[-1]["feed_txid"], rows[-1]["feed_seq"]) if rows else after)
 
@@ -71,8 +83,13 @@ def test_updates_keep_a_rows_place_and_a_row_made_accessible_joins_the_end(engin
     seen, cursor = read(db_url, start)
     assert seen == ["a"]
     with engine.begin() as conn:
-        conn.execute(text("UPDATE historical_transactions SET transaction_status = 'SUCCESS', revision = 1 "
-                          "WHERE transaction_id = 'a'"))
-        conn.execute(text("UPDATE historical_transactions SET is_accessible_external = true "
-                          "WHERE transaction_id = 'b'"))
+        conn.execute(
+            text(
+                "UPDATE historical_transactions SET transaction_status = 'SUCCESS', revision = 1 "
+                "WHERE transaction_id = 'a'"
+            )
+        )
+        conn.execute(
+            text("UPDATE historical_transactions SET is_accessible_external = true WHERE transaction_id = 'b'")
+        )
     assert read(db_url, cursor)[0] == ["b"]  # 'a' is not repeated; 'b' is new to partners

@@ -22,16 +22,14 @@ from sqlalchemy import text
 from command_api.app import create_app
 from command_api.payments.idempotency import request_hash
 from command_api.payments.requests import PayRequest
-from ogp.messaging import headers_dict
-from schemas.topics import COMMANDS, partition_for
+from ogp.messaging import ensure_topics, headers_dict
 from ogp.settings import Settings
-from ogp.messaging import ensure_topics
-from schemas.topics import topic_specs
+from schemas.base import decode
+from schemas.commands import RequestPayment, RequestRefund, RequestTransfer
+from schemas.topics import COMMANDS, partition_for, topic_specs
 from tests.support.server import serve, serve_client
 from tests.support.topics import read_to_end
 from tests.support.waiting import DEFAULT_TIMEOUT, LATENCY_MARGIN, wait_until
-from schemas.base import decode
-from schemas.commands import RequestPayment, RequestRefund, RequestTransfer
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +37,17 @@ KEY = "test-signing-key-0123456789-abcdefghijklmnop"
 PAY, TRANSFER, REFUND = "/api/payment/pay", "/api/payment/transfer", "/api/payment/refund"
 
 
-
-
 @pytest.fixture(scope="module")
 def settings(db_url, redis_url, kafka_bootstrap) -> Settings:
-    return Settings(environment="test", database_url=db_url, redis_url=redis_url,
-                    kafka_bootstrap_servers=kafka_bootstrap, jwt_signing_key=KEY,
-                    min_transaction_amount=Decimal("1.00"), max_transaction_amount=Decimal("1000000.00"))
+    return Settings(
+        environment="test",
+        database_url=db_url,
+        redis_url=redis_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        jwt_signing_key=KEY,
+        min_transaction_amount=Decimal("1.00"),
+        max_transaction_amount=Decimal("1000000.00"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,7 @@ def api(app):
 
 # -- helpers ------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Wallet:
     user_id: int
@@ -74,19 +77,23 @@ class Wallet:
 def new_wallet(api) -> Wallet:
     """Register and log in a user through the auth routes of the same app."""
     n = uuid.uuid4().int % 10**8
-    user = {"username": f"w{n}", "email": f"w{n}@example.com", "phone": f"0812{n:08d}",
-            "password": f"correct horse {n}"}
+    user = {
+        "username": f"w{n}",
+        "email": f"w{n}@example.com",
+        "phone": f"0812{n:08d}",
+        "password": f"correct horse {n}",
+    }
     registered = api.post("/api/auth/register", json=user)
     assert registered.status_code == 201, registered.text
     tokens = api.post("/api/auth/login", json={"username": user["username"], "password": user["password"]})
     assert tokens.status_code == 200, tokens.text
     body = registered.json()
-    return Wallet(body["user_id"], body["account_id"], user["username"], user["phone"],
-                  tokens.json()["access_token"])
+    return Wallet(body["user_id"], body["account_id"], user["username"], user["phone"], tokens.json()["access_token"])
 
 
-def send(client, wallet: Wallet, path: str, body=None, *, key: str | None = "auto", content: str | None = None,
-         **headers) -> httpx.Response:
+def send(
+    client, wallet: Wallet, path: str, body=None, *, key: str | None = "auto", content: str | None = None, **headers
+) -> httpx.Response:
     """POST a command as ``wallet``; ``key="auto"`` makes a fresh Idempotency-Key, None sends none."""
     headers = {"Authorization": f"Bearer {wallet.token}", **headers}
     if key is not None:
@@ -102,22 +109,43 @@ def commands_for(bootstrap: str, account_id: str) -> list:
     return [(r, decode(r.value)) for r in records if r.key == account_id.encode()]
 
 
-def settle_in_ledger(db, wallet: Wallet, transaction_id: str, transaction_type: str, status: str, amount: str,
-                     before: str | None = None, after: str | None = None) -> None:
+def settle_in_ledger(
+    db,
+    wallet: Wallet,
+    transaction_id: str,
+    transaction_type: str,
+    status: str,
+    amount: str,
+    before: str | None = None,
+    after: str | None = None,
+) -> None:
     """Write the row the ledger processor would write (no processor runs in these tests)."""
     with db.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO ledger_transactions (transaction_id, partition, transaction_type, account_id, status, "
-            "amount, user_id, balance_before, balance_after) VALUES (:t, :p, :type, :a, :s, :amount, :u, :b, :af)"
-        ), {"t": transaction_id, "p": partition_for(wallet.account_id, 12), "type": transaction_type,
-            "a": wallet.account_id, "s": status, "amount": Decimal(amount), "u": wallet.user_id,
-            "b": before and Decimal(before), "af": after and Decimal(after)})
+        conn.execute(
+            text(
+                "INSERT INTO ledger_transactions (transaction_id, partition, transaction_type, account_id, status, "
+                "amount, user_id, balance_before, balance_after) VALUES (:t, :p, :type, :a, :s, :amount, :u, :b, :af)"
+            ),
+            {
+                "t": transaction_id,
+                "p": partition_for(wallet.account_id, 12),
+                "type": transaction_type,
+                "a": wallet.account_id,
+                "s": status,
+                "amount": Decimal(amount),
+                "u": wallet.user_id,
+                "b": before and Decimal(before),
+                "af": after and Decimal(after),
+            },
+        )
 
 
 def idempotency_record(db, wallet: Wallet, key: str):
     with db.connect() as conn:
-        return conn.execute(text("SELECT * FROM idempotency_keys WHERE user_id = :u AND idempotency_key = :k"),
-                            {"u": wallet.user_id, "k": key}).first()
+        return conn.execute(
+            text("SELECT * FROM idempotency_keys WHERE user_id = :u AND idempotency_key = :k"),
+            {"u": wallet.user_id, "k": key},
+        ).first()
 
 
 def error_code(response: httpx.Response) -> str:
@@ -125,6 +153,7 @@ def error_code(response: httpx.Response) -> str:
 
 
 # -- the three commands -------------------------------------------------------------------------------------
+
 
 def test_pay_appends_one_request_payment_keyed_by_the_account_and_answers_202(api, kafka_bootstrap):
     alice = new_wallet(api)
@@ -134,9 +163,19 @@ def test_pay_appends_one_request_payment_keyed_by_the_account_and_answers_202(ap
     body = response.json()
     tx = body["transaction_id"]
     assert uuid.UUID(tx).version == 4
-    assert body == {"transaction_id": tx, "type": "PAYMENT", "status": "PENDING", "amount": "12345.67",
-                    "currency": "IDR", "balance_before": None, "balance_after": None, "failure_reason": None,
-                    "description": "coffee", "created_at": body["created_at"], "updated_at": body["updated_at"]}
+    assert body == {
+        "transaction_id": tx,
+        "type": "PAYMENT",
+        "status": "PENDING",
+        "amount": "12345.67",
+        "currency": "IDR",
+        "balance_before": None,
+        "balance_after": None,
+        "failure_reason": None,
+        "description": "coffee",
+        "created_at": body["created_at"],
+        "updated_at": body["updated_at"],
+    }
     assert response.headers["location"] == f"/api/payment/transactions/{tx}"
     assert "idempotent-replayed" not in response.headers
 
@@ -144,15 +183,25 @@ def test_pay_appends_one_request_payment_keyed_by_the_account_and_answers_202(ap
     assert record.partition == partition_for(alice.account_id, 12)
     assert headers_dict(record.headers)["correlation_id"]
     assert isinstance(command, RequestPayment)
-    assert (command.transaction_id, command.account_id, command.user_id, command.amount, command.merchant_reference,
-            command.description) == (tx, alice.account_id, alice.user_id, Decimal("12345.67"), "INV-1", "coffee")
+    assert (
+        command.transaction_id,
+        command.account_id,
+        command.user_id,
+        command.amount,
+        command.merchant_reference,
+        command.description,
+    ) == (tx, alice.account_id, alice.user_id, Decimal("12345.67"), "INV-1", "coffee")
 
 
 @pytest.mark.parametrize("name_it", ["account id", "username in capitals", "local phone", "E.164 phone"])
 def test_transfer_names_the_destination_by_account_id_username_or_phone(api, kafka_bootstrap, name_it):
     alice, bob = new_wallet(api), new_wallet(api)
-    to = {"account id": bob.account_id, "username in capitals": bob.username.upper(),
-          "local phone": bob.phone, "E.164 phone": "+62" + bob.phone[1:]}[name_it]
+    to = {
+        "account id": bob.account_id,
+        "username in capitals": bob.username.upper(),
+        "local phone": bob.phone,
+        "E.164 phone": "+62" + bob.phone[1:],
+    }[name_it]
 
     response = send(api, alice, TRANSFER, {"to": to, "amount": 50000, "description": "rent"})
 
@@ -161,7 +210,10 @@ def test_transfer_names_the_destination_by_account_id_username_or_phone(api, kaf
     [(record, command)] = commands_for(kafka_bootstrap, alice.account_id)
     assert isinstance(command, RequestTransfer)
     assert (command.transaction_id, command.to_account_id, command.amount) == (
-        response.json()["transaction_id"], bob.account_id, Decimal("50000.00"))
+        response.json()["transaction_id"],
+        bob.account_id,
+        Decimal("50000.00"),
+    )
     assert headers_dict(record.headers)["correlation_id"]
 
 
@@ -180,8 +232,12 @@ def test_a_destination_matching_two_wallets_is_refused_rather_than_guessed(api):
     alice, bob = new_wallet(api), new_wallet(api)
     # Usernames may be all digits: someone squats a username that is bob's phone number.
     n = uuid.uuid4().int % 10**8
-    squatter = {"username": bob.phone, "email": f"s{n}@example.com", "phone": f"0813{n:08d}",
-                "password": f"correct horse {n}"}
+    squatter = {
+        "username": bob.phone,
+        "email": f"s{n}@example.com",
+        "phone": f"0813{n:08d}",
+        "password": f"correct horse {n}",
+    }
     assert api.post("/api/auth/register", json=squatter).status_code == 201
 
     response = send(api, alice, TRANSFER, {"to": bob.phone, "amount": "10.00"})
@@ -198,12 +254,20 @@ def test_refund_of_an_own_successful_payment_appends_request_refund(api, db, kaf
 
     assert response.status_code == 202, response.text
     body = response.json()
-    assert (body["type"], body["amount"], body["description"], body["status"]) == ("REFUND", "100.50", "damaged",
-                                                                                  "PENDING")
+    assert (body["type"], body["amount"], body["description"], body["status"]) == (
+        "REFUND",
+        "100.50",
+        "damaged",
+        "PENDING",
+    )
     [(_, command)] = commands_for(kafka_bootstrap, alice.account_id)
     assert isinstance(command, RequestRefund)
     assert (command.transaction_id, command.original_transaction_id, command.amount, command.reason) == (
-        body["transaction_id"], payment, Decimal("100.50"), "damaged")
+        body["transaction_id"],
+        payment,
+        Decimal("100.50"),
+        "damaged",
+    )
 
 
 def test_refund_prechecks_refuse_what_is_not_the_callers_refundable_payment(api, db, kafka_bootstrap):
@@ -239,14 +303,18 @@ def test_commands_need_a_valid_access_token(api):
 
 # -- amounts and bodies -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("amount,expected", [
-    ("12345.67", "12345.67"),  # a JSON number, kept exact
-    ('"12345.67"', "12345.67"),
-    ("1e2", "100.00"),
-    ("7", "7.00"),
-    ('"1.5"', "1.50"),
-    ("1000000.00", "1000000.00"),  # the configured maximum itself
-])
+
+@pytest.mark.parametrize(
+    "amount,expected",
+    [
+        ("12345.67", "12345.67"),  # a JSON number, kept exact
+        ('"12345.67"', "12345.67"),
+        ("1e2", "100.00"),
+        ("7", "7.00"),
+        ('"1.5"', "1.50"),
+        ("1000000.00", "1000000.00"),  # the configured maximum itself
+    ],
+)
 def test_amounts_arrive_exactly_and_are_answered_as_two_decimal_strings(api, kafka_bootstrap, amount, expected):
     alice = new_wallet(api)
     response = send(api, alice, PAY, content='{"amount": %s, "merchant_reference": "m-1"}' % amount)
@@ -257,8 +325,10 @@ def test_amounts_arrive_exactly_and_are_answered_as_two_decimal_strings(api, kaf
     assert b'"amount":"%s"' % expected.encode() in record.value  # a string on the wire, never a float
 
 
-@pytest.mark.parametrize("amount", ["1.005", '"1.005"', "true", "null", '"abc"', "-5", "0", '"NaN"', "NaN",
-                                    "10000000000000", '"1_000"', "[1]"])
+@pytest.mark.parametrize(
+    "amount",
+    ["1.005", '"1.005"', "true", "null", '"abc"', "-5", "0", '"NaN"', "NaN", "10000000000000", '"1_000"', "[1]"],
+)
 def test_inexact_or_malformed_amounts_are_422(api, amount):
     alice = new_wallet(api)
     response = send(api, alice, PAY, content='{"amount": %s, "merchant_reference": "m-1"}' % amount)
@@ -269,8 +339,11 @@ def test_inexact_or_malformed_amounts_are_422(api, amount):
 @pytest.mark.parametrize("amount", ["0.99", "1000000.01", "9999999999999.99"])
 def test_amounts_outside_the_configured_limits_are_422_naming_the_limits(api, amount):
     alice = new_wallet(api)
-    for path, body in ((PAY, {"merchant_reference": "m"}), (TRANSFER, {"to": "anyone"}),
-                       (REFUND, {"transaction_id": "t-1"})):
+    for path, body in (
+        (PAY, {"merchant_reference": "m"}),
+        (TRANSFER, {"to": "anyone"}),
+        (REFUND, {"transaction_id": "t-1"}),
+    ):
         response = send(api, alice, path, {"amount": amount, **body})
         assert response.status_code == 422, response.text
         error = response.json()["error"]
@@ -279,16 +352,19 @@ def test_amounts_outside_the_configured_limits_are_422_naming_the_limits(api, am
         assert "1.00" in error["message"] and "1000000.00" in error["message"]
 
 
-@pytest.mark.parametrize("path,body", [
-    (PAY, {"amount": "10.00", "merchant_reference": "m", "tip": "1.00"}),  # unknown field
-    (PAY, {"amount": "10.00", "merchant_reference": "m", "description": "x" * 501}),
-    (PAY, {"amount": "10.00", "merchant_reference": "m" * 256}),
-    (PAY, {"amount": "10.00", "merchant_reference": ""}),
-    (PAY, {"amount": "10.00"}),
-    (TRANSFER, {"to": "x", "amount": "10.00", "account_id": "someone-else"}),
-    (REFUND, {"transaction_id": "not a valid id!", "amount": "10.00"}),
-    (PAY, ["amount", "10.00"]),
-])
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        (PAY, {"amount": "10.00", "merchant_reference": "m", "tip": "1.00"}),  # unknown field
+        (PAY, {"amount": "10.00", "merchant_reference": "m", "description": "x" * 501}),
+        (PAY, {"amount": "10.00", "merchant_reference": "m" * 256}),
+        (PAY, {"amount": "10.00", "merchant_reference": ""}),
+        (PAY, {"amount": "10.00"}),
+        (TRANSFER, {"to": "x", "amount": "10.00", "account_id": "someone-else"}),
+        (REFUND, {"transaction_id": "not a valid id!", "amount": "10.00"}),
+        (PAY, ["amount", "10.00"]),
+    ],
+)
 def test_bodies_are_strict_and_bounded(api, db, path, body):
     alice = new_wallet(api)
     response = send(api, alice, path, body, key="strict")
@@ -306,6 +382,7 @@ def test_invalid_json_is_422(api, content):
 
 # -- idempotency --------------------------------------------------------------------------------------------
 
+
 def test_a_command_without_idempotency_key_is_400(api):
     alice = new_wallet(api)
     response = send(api, alice, PAY, {"amount": "10.00", "merchant_reference": "m"}, key=None)
@@ -320,8 +397,9 @@ def test_repeating_a_request_with_its_key_replays_the_answer_and_appends_nothing
     first = send(api, alice, PAY, content='{"amount": 12.5, "merchant_reference": "m-1"}', key="pay-1")
     assert first.status_code == 202
     # The same request, spelled differently: same canonical body.
-    again = send(api, alice, PAY, content='{"merchant_reference": "m-1", "amount": "12.50", "description": ""}',
-                 key="pay-1")
+    again = send(
+        api, alice, PAY, content='{"merchant_reference": "m-1", "amount": "12.50", "description": ""}', key="pay-1"
+    )
 
     assert again.status_code == 202
     assert again.json() == first.json()
@@ -330,15 +408,20 @@ def test_repeating_a_request_with_its_key_replays_the_answer_and_appends_nothing
     assert len(commands_for(kafka_bootstrap, alice.account_id)) == 1
     record = idempotency_record(db, alice, "pay-1")
     assert (record.state, record.response_status, record.transaction_id) == (
-        "DONE", 202, first.json()["transaction_id"])
+        "DONE",
+        202,
+        first.json()["transaction_id"],
+    )
     assert (record.expires_at - record.created_at).total_seconds() >= 24 * 3600
 
 
 def test_reusing_a_key_for_another_request_is_422(api, kafka_bootstrap):
     alice, bob = new_wallet(api), new_wallet(api)
     assert send(api, alice, PAY, {"amount": "10.00", "merchant_reference": "m"}, key="k1").status_code == 202
-    for path, body in ((PAY, {"amount": "11.00", "merchant_reference": "m"}),
-                       (TRANSFER, {"to": bob.username, "amount": "10.00"})):
+    for path, body in (
+        (PAY, {"amount": "11.00", "merchant_reference": "m"}),
+        (TRANSFER, {"to": bob.username, "amount": "10.00"}),
+    ):
         response = send(api, alice, path, body, key="k1")
         assert (response.status_code, error_code(response)) == (422, "idempotency_key_reused")
     assert len(commands_for(kafka_bootstrap, alice.account_id)) == 1
@@ -357,8 +440,13 @@ def test_an_expired_key_is_free_for_a_new_request(api, db):
     alice = new_wallet(api)
     first = send(api, alice, PAY, {"amount": "10.00", "merchant_reference": "m"}, key="old")
     with db.begin() as conn:
-        conn.execute(text("UPDATE idempotency_keys SET expires_at = now() - interval '1 second' "
-                          "WHERE user_id = :u AND idempotency_key = 'old'"), {"u": alice.user_id})
+        conn.execute(
+            text(
+                "UPDATE idempotency_keys SET expires_at = now() - interval '1 second' "
+                "WHERE user_id = :u AND idempotency_key = 'old'"
+            ),
+            {"u": alice.user_id},
+        )
     second = send(api, alice, PAY, {"amount": "20.00", "merchant_reference": "m"}, key="old")
     assert second.status_code == 202 and "idempotent-replayed" not in second.headers
     assert second.json()["transaction_id"] != first.json()["transaction_id"]
@@ -394,11 +482,17 @@ def test_a_stale_in_flight_key_is_taken_over_and_re_appends_the_same_transaction
     # A request claimed the key and crashed before it appended anything.
     crashed = str(uuid.uuid4())
     with db.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state, transaction_id, "
-            "created_at, expires_at) VALUES (:u, 'crash', :h, 'IN_FLIGHT', :t, now(), now() + interval '1 day')"
-        ), {"u": alice.user_id, "t": crashed,
-            "h": request_hash("POST", PAY, PayRequest.model_validate(body).canonical())})
+        conn.execute(
+            text(
+                "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state, transaction_id, "
+                "created_at, expires_at) VALUES (:u, 'crash', :h, 'IN_FLIGHT', :t, now(), now() + interval '1 day')"
+            ),
+            {
+                "u": alice.user_id,
+                "t": crashed,
+                "h": request_hash("POST", PAY, PayRequest.model_validate(body).canonical()),
+            },
+        )
 
     # While it might still be working, a retry is told to wait.
     young = send(api, alice, PAY, body, key="crash")
@@ -407,8 +501,13 @@ def test_a_stale_in_flight_key_is_taken_over_and_re_appends_the_same_transaction
 
     # Past the in-flight timeout, the retry takes over with the transaction id already assigned.
     with db.begin() as conn:
-        conn.execute(text("UPDATE idempotency_keys SET created_at = now() - interval '1 hour' "
-                          "WHERE user_id = :u AND idempotency_key = 'crash'"), {"u": alice.user_id})
+        conn.execute(
+            text(
+                "UPDATE idempotency_keys SET created_at = now() - interval '1 hour' "
+                "WHERE user_id = :u AND idempotency_key = 'crash'"
+            ),
+            {"u": alice.user_id},
+        )
     retry = send(api, alice, PAY, body, key="crash")
     assert retry.status_code == 202, retry.text
     assert retry.json()["transaction_id"] == crashed
@@ -423,9 +522,14 @@ def test_a_stale_key_whose_command_was_appended_re_appends_it_for_the_processor_
     first = send(api, alice, PAY, body, key="k")
     # As if the process died after appending but before recording the answer.
     with db.begin() as conn:
-        conn.execute(text("UPDATE idempotency_keys SET state = 'IN_FLIGHT', response_status = NULL, "
-                          "response_body = NULL, created_at = now() - interval '1 hour' "
-                          "WHERE user_id = :u AND idempotency_key = 'k'"), {"u": alice.user_id})
+        conn.execute(
+            text(
+                "UPDATE idempotency_keys SET state = 'IN_FLIGHT', response_status = NULL, "
+                "response_body = NULL, created_at = now() - interval '1 hour' "
+                "WHERE user_id = :u AND idempotency_key = 'k'"
+            ),
+            {"u": alice.user_id},
+        )
     retry = send(api, alice, PAY, body, key="k")
     assert retry.status_code == 202
     tx = first.json()["transaction_id"]
@@ -434,6 +538,7 @@ def test_a_stale_key_whose_command_was_appended_re_appends_it_for_the_processor_
 
 
 # -- Prefer: wait -------------------------------------------------------------------------------------------
+
 
 def test_prefer_wait_without_a_processor_answers_202_after_the_wait(api):
     alice = new_wallet(api)
@@ -453,10 +558,17 @@ def test_prefer_wait_answers_200_with_balances_once_the_ledger_settles(api, db):
 
     def pay():
         with httpx.Client(base_url=str(api.base_url), timeout=60) as client:
-            answer["response"] = send(client, alice, PAY, {"amount": "100.00", "merchant_reference": "m"},
-                                      key="wait", Prefer="respond-async, wait=60")  # clamped to 10
+            answer["response"] = send(
+                client,
+                alice,
+                PAY,
+                {"amount": "100.00", "merchant_reference": "m"},
+                key="wait",
+                Prefer="respond-async, wait=60",
+            )  # clamped to 10
 
     caller = threading.Thread(target=pay)
+
     def accepted():
         record = idempotency_record(db, alice, "wait")
         return record if record is not None and record.state == "DONE" else None
@@ -472,14 +584,21 @@ def test_prefer_wait_answers_200_with_balances_once_the_ledger_settles(api, db):
     assert response.status_code == 200, response.text
     assert response.headers["preference-applied"] == "wait=10"
     body = response.json()
-    assert (body["transaction_id"], body["status"], body["balance_before"], body["balance_after"], body["amount"],
-            body["failure_reason"]) == (record.transaction_id, "SUCCESS", "500.00", "400.00", "100.00", None)
+    assert (
+        body["transaction_id"],
+        body["status"],
+        body["balance_before"],
+        body["balance_after"],
+        body["amount"],
+        body["failure_reason"],
+    ) == (record.transaction_id, "SUCCESS", "500.00", "400.00", "100.00", None)
     # What the key replays is still the acceptance, not the outcome.
     replay = send(api, alice, PAY, {"amount": "100.00", "merchant_reference": "m"}, key="wait")
     assert (replay.status_code, replay.json()["status"]) == (202, "PENDING")
 
 
 # -- Kafka failures -----------------------------------------------------------------------------------------
+
 
 class _TimesOut:
     """A producer whose sends fail after the fact: the broker may or may not have the record."""
@@ -512,7 +631,8 @@ def test_kafka_failure_is_503_and_a_retry_with_the_key_is_safe(api, app, db, kaf
     if record is not None:
         assert retry.json()["transaction_id"] == record.transaction_id
     assert [c.transaction_id for _, c in commands_for(kafka_bootstrap, alice.account_id)] == [
-        retry.json()["transaction_id"]]
+        retry.json()["transaction_id"]
+    ]
 
 
 def test_a_taken_over_key_keeps_its_transaction_id_when_kafka_is_not_connected(api, app, db, kafka_bootstrap):
@@ -521,12 +641,18 @@ def test_a_taken_over_key_keeps_its_transaction_id_when_kafka_is_not_connected(a
     # An earlier request may have appended this id before it crashed; its record is stale.
     earlier = str(uuid.uuid4())
     with db.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state, transaction_id, "
-            "created_at, expires_at) VALUES (:u, 'takeover', :h, 'IN_FLIGHT', :t, now() - interval '1 hour', "
-            "now() + interval '1 day')"
-        ), {"u": alice.user_id, "t": earlier,
-            "h": request_hash("POST", PAY, PayRequest.model_validate(body).canonical())})
+        conn.execute(
+            text(
+                "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state, transaction_id, "
+                "created_at, expires_at) VALUES (:u, 'takeover', :h, 'IN_FLIGHT', :t, now() - interval '1 hour', "
+                "now() + interval '1 day')"
+            ),
+            {
+                "u": alice.user_id,
+                "t": earlier,
+                "h": request_hash("POST", PAY, PayRequest.model_validate(body).canonical()),
+            },
+        )
     kafka = app.state.clients.kafka
     connected = kafka._producer
     kafka._producer = None  # the retry lands on an instance not yet connected to Kafka
@@ -549,8 +675,9 @@ def test_a_retry_replays_the_accepted_answer_even_when_checking_it_again_would_n
     # The limits were lowered since (a new deployment): the same request checked afresh would be a 422.
     stricter = settings.model_copy(update={"max_transaction_amount": Decimal("1000.00")})
     with serve(create_app(stricter)) as url, httpx.Client(base_url=url, timeout=60) as strict_api:
-        assert send(strict_api, wallet, TRANSFER, {"to": other.username, "amount": "500000.00"}
-                    ).status_code == 422  # a new key is checked...
+        assert (
+            send(strict_api, wallet, TRANSFER, {"to": other.username, "amount": "500000.00"}).status_code == 422
+        )  # a new key is checked...
         again = send(strict_api, wallet, TRANSFER, {"to": other.username, "amount": "500000.00"}, key=key)
     assert again.status_code == 202 and again.json() == first.json()  # ...a known key replays its answer
     assert again.headers["Idempotent-Replayed"] == "true"
@@ -562,13 +689,26 @@ def test_waiting_for_a_command_the_ledger_rejected_without_a_record_answers_fail
 
     wallet = new_wallet(api)
     with db.begin() as conn:
-        conn.execute(text("INSERT INTO ledger_dead_letters (topic, partition, command_offset, transaction_id, "
-                          "account_id, command_type, reason) VALUES ('ogp.commands.v1', 0, :o, 'tx-conflict', :a, "
-                          "'RequestPayment', 'transaction_id_conflict')"),
-                     {"a": wallet.account_id, "o": uuid.uuid4().int % 10**9})
-    accepted = service.Accepted(202, {"transaction_id": "tx-conflict", "type": "PAYMENT", "status": "PENDING",
-                                      "amount": "10.00", "description": "", "created_at": "2026-11-29T00:00:00Z",
-                                      "updated_at": "2026-11-29T00:00:00Z"})
+        conn.execute(
+            text(
+                "INSERT INTO ledger_dead_letters (topic, partition, command_offset, transaction_id, "
+                "account_id, command_type, reason) VALUES ('ogp.commands.v1', 0, :o, 'tx-conflict', :a, "
+                "'RequestPayment', 'transaction_id_conflict')"
+            ),
+            {"a": wallet.account_id, "o": uuid.uuid4().int % 10**9},
+        )
+    accepted = service.Accepted(
+        202,
+        {
+            "transaction_id": "tx-conflict",
+            "type": "PAYMENT",
+            "status": "PENDING",
+            "amount": "10.00",
+            "description": "",
+            "created_at": "2026-11-29T00:00:00Z",
+            "updated_at": "2026-11-29T00:00:00Z",
+        },
+    )
 
     async def wait():
         engine = async_engine(db_url)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from ogp.settings import Settings, get_settings
 from infra.local.kafka import KafkaBroker
 from infra.local.postgres import PostgresServer
 from infra.local.process import free_port
 from infra.local.redis import RedisServer
+from ogp.settings import Settings, get_settings
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -61,8 +61,12 @@ def _ready(client: TestClient, want: int, timeout: float = 60) -> dict:
         answers.append(client.get("/ready"))
         return answers[-1].status_code == want
 
-    wait_until(answered, timeout, lambda: f"/ready answered {want}; last {answers[-1].status_code}: "
-                                          f"{answers[-1].text}", interval=0.5)
+    wait_until(
+        answered,
+        timeout,
+        lambda: f"/ready answered {want}; last {answers[-1].status_code}: {answers[-1].text}",
+        interval=0.5,
+    )
     return answers[-1].json()
 
 

@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from ogp.db import migrate
-from infra.local.seed import SeedRefused, seed_demo
-from ogp.security.api_keys import hash_api_key, parse_prefix, verify_api_key
 from command_api.identity.passwords import verify_password
+from infra.local.seed import SeedRefused, seed_demo
+from ogp.db import migrate
+from ogp.security.api_keys import hash_api_key, parse_prefix, verify_api_key
 from ogp.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -67,11 +67,13 @@ def test_seed_works_inside_a_callers_transaction(engine, settings):
 def test_demo_users_can_log_in_and_each_has_an_empty_active_idr_wallet(engine, settings):
     credentials = seed_demo(engine, settings)
     with engine.connect() as connection:
-        rows = connection.execute(sa.text(
-            "SELECT u.username, u.email, u.phone, u.password, u.is_admin, "
-            "       a.balance, a.currency, a.account_status "
-            "FROM users u JOIN accounts a ON a.user_id = u.id ORDER BY u.username"
-        )).all()
+        rows = connection.execute(
+            sa.text(
+                "SELECT u.username, u.email, u.phone, u.password, u.is_admin, "
+                "       a.balance, a.currency, a.account_status "
+                "FROM users u JOIN accounts a ON a.user_id = u.id ORDER BY u.username"
+            )
+        ).all()
 
     assert [r.username for r in rows] == ["admin", "alice", "bob"]
     for row in rows:
@@ -88,11 +90,13 @@ def test_demo_users_can_log_in_and_each_has_an_empty_active_idr_wallet(engine, s
 def test_partners_get_rate_limited_read_keys_that_authenticate(engine, settings):
     credentials = seed_demo(engine, settings)
     with engine.connect() as connection:
-        rows = connection.execute(sa.text(
-            "SELECT s.company, s.service_type, k.permissions::text[] AS permissions, k.key_prefix, k.key_hash, "
-            "       k.rate_limit_count, k.rate_limit_unit::text AS unit, k.is_active "
-            "FROM external_services s JOIN api_keys k ON k.external_service_id = s.id ORDER BY s.company"
-        )).all()
+        rows = connection.execute(
+            sa.text(
+                "SELECT s.company, s.service_type, k.permissions::text[] AS permissions, k.key_prefix, k.key_hash, "
+                "       k.rate_limit_count, k.rate_limit_unit::text AS unit, k.is_active "
+                "FROM external_services s JOIN api_keys k ON k.external_service_id = s.id ORDER BY s.company"
+            )
+        ).all()
 
     assert [(r.company, r.rate_limit_count, r.unit) for r in rows] == [
         ("Bank Indonesia", 100, "minute"),
@@ -128,10 +132,12 @@ def test_a_changed_pepper_or_password_is_put_back_so_printed_credentials_keep_wo
 
     with engine.connect() as connection:
         bob_hash = connection.execute(sa.text("SELECT password FROM users WHERE username = 'bob'")).scalar_one()
-        ojk_hash = connection.execute(sa.text(
-            "SELECT k.key_hash FROM api_keys k JOIN external_services s ON s.id = k.external_service_id "
-            "WHERE s.company = 'OJK'"
-        )).scalar_one()
+        ojk_hash = connection.execute(
+            sa.text(
+                "SELECT k.key_hash FROM api_keys k JOIN external_services s ON s.id = k.external_service_id "
+                "WHERE s.company = 'OJK'"
+            )
+        ).scalar_one()
     assert verify_password(credentials.password_of("bob"), bob_hash)
     assert verify_api_key(credentials.api_key_of("OJK"), ojk_hash, "new-pepper")
 

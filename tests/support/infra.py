@@ -15,7 +15,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ogp.settings import get_settings
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
@@ -24,6 +23,7 @@ from infra.local.kafka import KafkaBroker
 from infra.local.postgres import PostgresServer
 from infra.local.process import free_port
 from infra.local.redis import RedisServer
+from ogp.settings import get_settings
 
 
 def docker_available() -> bool:
@@ -83,8 +83,11 @@ class InfraProvider:
 
         settings = get_settings()
         broker = KafkaBroker(
-            self.base_dir / "kafka", port=free_port(), controller_port=free_port(),
-            version=settings.kafka_version, cache_dir=settings.kafka_cache_dir,
+            self.base_dir / "kafka",
+            port=free_port(),
+            controller_port=free_port(),
+            version=settings.kafka_version,
+            cache_dir=settings.kafka_cache_dir,
         )
         broker.start()
         return Provided(broker.bootstrap, stop=broker.stop, handle=broker)
@@ -105,8 +108,9 @@ class InfraProvider:
             container = PostgresContainer("postgres:15", driver="psycopg").start()
             return Provided(container.get_connection_url(), stop=container.stop, handle=container)
 
-        server = PostgresServer(self.base_dir / "postgres", port=free_port(), user="ogp", password="ogp-test",
-                                database="ogp_test")
+        server = PostgresServer(
+            self.base_dir / "postgres", port=free_port(), user="ogp", password="ogp-test", database="ogp_test"
+        )
         server.start()
         return Provided(server.url, stop=server.stop, handle=server)
 
@@ -147,8 +151,9 @@ def with_database(admin_url: str, name: str) -> str:
 def create_database(admin_url: str, name: str) -> str:
     """(Re)create database ``name`` on the server of ``admin_url``; returns its URL."""
     u = make_url(admin_url)
-    conninfo = psycopg.conninfo.make_conninfo(host=u.host, port=u.port, user=u.username, password=u.password,
-                                              dbname=u.database or "postgres")
+    conninfo = psycopg.conninfo.make_conninfo(
+        host=u.host, port=u.port, user=u.username, password=u.password, dbname=u.database or "postgres"
+    )
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -15,10 +15,10 @@ from sqlalchemy import create_engine, text
 from ledger_processor.audit import audit
 from ledger_processor.runner import LedgerProcessor
 from ogp.messaging import describe_partitions, ensure_topics
-from schemas.topics import COMMANDS, topic_specs
-from tests.support.waiting import wait_until, wait_until_async
 from schemas.base import encode
 from schemas.commands import Command, RecordMidtransStatus, RequestPayment, RequestTopup, RequestTransfer
+from schemas.topics import COMMANDS, topic_specs
+from tests.support.waiting import wait_until, wait_until_async
 
 
 def now() -> datetime:
@@ -32,12 +32,13 @@ def create_accounts(db_url: str, n: int, prefix: str = "acct") -> list[tuple[int
     out = []
     with engine.begin() as conn:
         for i in range(n):
-            user_id = conn.execute(text(
-                "INSERT INTO users (username, email, phone, password) VALUES (:u, :e, :p, 'x') RETURNING id"),
+            user_id = conn.execute(
+                text("INSERT INTO users (username, email, phone, password) VALUES (:u, :e, :p, 'x') RETURNING id"),
                 {"u": f"{prefix}{tag}{i}", "e": f"{prefix}{tag}{i}@test.example", "p": f"+62899{tag}{i:05d}"[:20]},
             ).scalar_one()
-            account_id = conn.execute(text("INSERT INTO accounts (user_id) VALUES (:u) RETURNING id"),
-                                      {"u": user_id}).scalar_one()
+            account_id = conn.execute(
+                text("INSERT INTO accounts (user_id) VALUES (:u) RETURNING id"), {"u": user_id}
+            ).scalar_one()
             out.append((user_id, account_id))
     engine.dispose()
     return out
@@ -47,18 +48,33 @@ def funding(user_id: int, account_id: str, amount: Decimal) -> list[Command]:
     """A top-up and its paid Midtrans status, as the command API and the webhook append them."""
     order = str(uuid.uuid4())
     return [
-        RequestTopup(account_id=account_id, requested_at=now(), transaction_id=order, user_id=user_id,
-                     amount=amount, payment_method="GOPAY"),
-        RecordMidtransStatus(account_id=account_id, requested_at=now(), order_id=order,
-                             transaction_status="settlement", fraud_status="accept", status_code="200",
-                             gross_amount=f"{amount:.2f}", payment_type="gopay", notification_id=f"n-{order}"),
+        RequestTopup(
+            account_id=account_id,
+            requested_at=now(),
+            transaction_id=order,
+            user_id=user_id,
+            amount=amount,
+            payment_method="GOPAY",
+        ),
+        RecordMidtransStatus(
+            account_id=account_id,
+            requested_at=now(),
+            order_id=order,
+            transaction_status="settlement",
+            fraud_status="accept",
+            status_code="200",
+            gross_amount=f"{amount:.2f}",
+            payment_type="gopay",
+            notification_id=f"n-{order}",
+        ),
     ]
 
 
 async def produce(bootstrap: str, commands: list[Command] | list[tuple[str, bytes]], topic: str = COMMANDS) -> None:
     """Append commands (or raw (key, value) pairs) with acks=all."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-                                max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=512 * 1024
+    )
     await producer.start()
     try:
         futures = []
@@ -82,8 +98,7 @@ async def end_offsets(bootstrap: str, topic: str = COMMANDS) -> dict[int, int]:
         await consumer.stop()
 
 
-def caught_up(db_url: str, bootstrap: str, timeout: float = 120, topic: str = COMMANDS,
-              at_least: int = 1) -> None:
+def caught_up(db_url: str, bootstrap: str, timeout: float = 120, topic: str = COMMANDS, at_least: int = 1) -> None:
     """Wait until the processor's stored positions reach the topic's end (follow-ups included), at least
     ``at_least`` records were consumed, and the outbox is empty, twice in a row (saga steps append more
     commands while we look)."""
@@ -93,21 +108,37 @@ def caught_up(db_url: str, bootstrap: str, timeout: float = 120, topic: str = CO
     def settled() -> bool:
         ends = asyncio.run(end_offsets(bootstrap, topic))
         with engine.connect() as conn:
-            stored: dict[int, int] = dict(conn.execute(text(
-                "SELECT partition, next_offset FROM ledger_partitions WHERE topic = :t"), {"t": topic}).all())
-            pending = conn.execute(text(
-                "SELECT count(*) FROM ledger_outbox o JOIN ledger_partitions p "
-                "ON p.topic = :t AND p.partition = o.partition WHERE o.id > p.published_outbox_id"),
-                {"t": topic}).scalar()
-        done = (bool(ends) and pending == 0 and sum(stored.values()) >= at_least
-                and all(stored.get(p, 0) >= end for p, end in ends.items()))
+            stored: dict[int, int] = dict(
+                conn.execute(
+                    text("SELECT partition, next_offset FROM ledger_partitions WHERE topic = :t"), {"t": topic}
+                ).all()
+            )
+            pending = conn.execute(
+                text(
+                    "SELECT count(*) FROM ledger_outbox o JOIN ledger_partitions p "
+                    "ON p.topic = :t AND p.partition = o.partition WHERE o.id > p.published_outbox_id"
+                ),
+                {"t": topic},
+            ).scalar()
+        done = (
+            bool(ends)
+            and pending == 0
+            and sum(stored.values()) >= at_least
+            and all(stored.get(p, 0) >= end for p, end in ends.items())
+        )
         last.update(ends=ends, stored=stored, pending=pending, stable=last.get("stable", 0) + 1 if done else 0)
         return last["stable"] >= 2
 
     try:
-        wait_until(settled, timeout, lambda: f"the ledger caught up (ends {last.get('ends')}, stored "
-                                             f"{last.get('stored')}, unpublished outbox {last.get('pending')})",
-                   interval=0.3)
+        wait_until(
+            settled,
+            timeout,
+            lambda: (
+                f"the ledger caught up (ends {last.get('ends')}, stored "
+                f"{last.get('stored')}, unpublished outbox {last.get('pending')})"
+            ),
+            interval=0.3,
+        )
     finally:
         engine.dispose()
 
@@ -161,13 +192,16 @@ async def recreate_topics(bootstrap: str, settings) -> None:
         names = [spec.name for spec in topic_specs(settings) if spec.name in existing]
         if names:
             await admin.delete_topics(names)
-            await wait_until_async(lambda: _none_listed(admin, names), what=f"the broker forgot {names}",
-                                   interval=0.2)
+            await wait_until_async(lambda: _none_listed(admin, names), what=f"the broker forgot {names}", interval=0.2)
     finally:
         await admin.close()
     # Right after a deletion the broker may refuse to create the same names for a while.
-    await wait_until_async(lambda: _created(bootstrap, topic_specs(settings)), what="the topics were recreated",
-                           interval=0.3, ignoring=(Exception,))
+    await wait_until_async(
+        lambda: _created(bootstrap, topic_specs(settings)),
+        what="the topics were recreated",
+        interval=0.3,
+        ignoring=(Exception,),
+    )
 
 
 async def _none_listed(admin, names: list[str]) -> bool:
@@ -184,8 +218,11 @@ def ledger_row(db_url: str, transaction_id: str) -> dict | None:
     engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
-            row = conn.execute(text("SELECT * FROM ledger_transactions WHERE transaction_id = :t"),
-                               {"t": transaction_id}).mappings().one_or_none()
+            row = (
+                conn.execute(text("SELECT * FROM ledger_transactions WHERE transaction_id = :t"), {"t": transaction_id})
+                .mappings()
+                .one_or_none()
+            )
         return dict(row) if row else None
     finally:
         engine.dispose()
@@ -211,13 +248,24 @@ def audit_report(db_url: str, threshold_seconds: float = 600):
         engine.dispose()
 
 
-def random_command(rng, accounts: list[tuple[int, str]], max_cents: int = 900_000,
-                   reference: str = "load") -> Command:
+def random_command(rng, accounts: list[tuple[int, str]], max_cents: int = 900_000, reference: str = "load") -> Command:
     """A payment or a transfer (half each) between random ``accounts``, as a load generator appends them."""
     user, account = rng.choice(accounts)
     tx, amount = str(uuid.uuid4()), Decimal(rng.randint(100, max_cents)) / 100
     if rng.random() < 0.5:
-        return RequestPayment(account_id=account, requested_at=now(), transaction_id=tx, user_id=user,
-                              amount=amount, merchant_reference=reference)
-    return RequestTransfer(account_id=account, requested_at=now(), transaction_id=tx, user_id=user,
-                           to_account_id=rng.choice(accounts)[1], amount=amount)
+        return RequestPayment(
+            account_id=account,
+            requested_at=now(),
+            transaction_id=tx,
+            user_id=user,
+            amount=amount,
+            merchant_reference=reference,
+        )
+    return RequestTransfer(
+        account_id=account,
+        requested_at=now(),
+        transaction_id=tx,
+        user_id=user,
+        to_account_id=rng.choice(accounts)[1],
+        amount=amount,
+    )

@@ -7,8 +7,8 @@ import signal
 import sys
 from pathlib import Path
 
-from ogp.settings import Settings
 from infra.local.process import ManagedProcess, free_port, pid_alive
+from ogp.settings import Settings
 from tests.support.waiting import wait_until
 
 
@@ -38,8 +38,9 @@ class Worker:
         pid = self.process.pid()
         if pid:
             os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: not _reaped_alive(pid), 30, f"{self.process.name} (pid {pid}) died of SIGKILL",
-                       interval=0.02)
+            wait_until(
+                lambda: not _reaped_alive(pid), 30, f"{self.process.name} (pid {pid}) died of SIGKILL", interval=0.02
+            )
 
     def stop(self) -> None:
         self.process.stop(timeout=20)
@@ -97,7 +98,9 @@ def ogp_cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
         **os.environ,
         "OGP_STATE_DIR": str(state_dir),
         "OGP_ENVIRONMENT": "development",
-        **{f"OGP_{name}_PORT": str(free_port()) for name in
-           ("KAFKA", "KAFKA_CONTROLLER", "POSTGRES", "REDIS", "COMMAND_API", "QUERY_API", "MIDTRANS_SIM")},
+        **{
+            f"OGP_{name}_PORT": str(free_port())
+            for name in ("KAFKA", "KAFKA_CONTROLLER", "POSTGRES", "REDIS", "COMMAND_API", "QUERY_API", "MIDTRANS_SIM")
+        },
         **extra,
     }

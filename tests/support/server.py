@@ -21,8 +21,9 @@ def serve(app, host: str = "127.0.0.1", port: int | None = None, timeout: float 
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     # A server thread that died (its lifespan failed) will never start: stop waiting at once.
-    wait_until(lambda: server.started or not thread.is_alive(), timeout, f"the test server on {port} started",
-               interval=0.02)
+    wait_until(
+        lambda: server.started or not thread.is_alive(), timeout, f"the test server on {port} started", interval=0.02
+    )
     if not server.started:
         raise RuntimeError("test server did not start (its lifespan failed: see the log above)")
     try:

@@ -15,12 +15,14 @@ from ogp.messaging import describe_partitions
 from tests.support.waiting import DEFAULT_TIMEOUT, wait_until_async
 
 
-async def read_to_end(bootstrap: str, topic: str, partitions: Iterable[int] | None = None,
-                      timeout: float = DEFAULT_TIMEOUT) -> list[ConsumerRecord]:
+async def read_to_end(
+    bootstrap: str, topic: str, partitions: Iterable[int] | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> list[ConsumerRecord]:
     """Every record of ``topic`` (or of the given partitions), each partition in offset order."""
     # "earliest" also for the reset that assign() starts by itself: with "latest" it can land after our seek.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         if partitions is None:

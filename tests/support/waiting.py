@@ -48,8 +48,13 @@ def eventually(assertion: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, int
         time.sleep(interval)
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, what: str | Callable[[], str] = "",
-               interval: float = 0.1, ignoring: tuple[type[BaseException], ...] = ()) -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = DEFAULT_TIMEOUT,
+    what: str | Callable[[], str] = "",
+    interval: float = 0.1,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> T:
     """Poll ``predicate`` until it returns something truthy (returned); exceptions in ``ignoring`` mean "not
     yet". Raises WaitTimeout naming ``what`` (a text, or a callable giving one, e.g. a log tail)."""
     deadline = time.monotonic() + timeout
@@ -69,16 +74,28 @@ def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, wha
 
 # Overloads say which T a coroutine function's result is (a bare ``T | Awaitable[T]`` leaves mypy unable to tell).
 @overload
-async def wait_until_async(predicate: Callable[[], Awaitable[T]], timeout: float = ...,
-                           what: str | Callable[[], str] = ..., interval: float = ...,
-                           ignoring: tuple[type[BaseException], ...] = ...) -> T: ...
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[T]],
+    timeout: float = ...,
+    what: str | Callable[[], str] = ...,
+    interval: float = ...,
+    ignoring: tuple[type[BaseException], ...] = ...,
+) -> T: ...
 @overload
-async def wait_until_async(predicate: Callable[[], T], timeout: float = ...,
-                           what: str | Callable[[], str] = ..., interval: float = ...,
-                           ignoring: tuple[type[BaseException], ...] = ...) -> T: ...
-async def wait_until_async(predicate: Callable[[], T | Awaitable[T]], timeout: float = DEFAULT_TIMEOUT,
-                           what: str | Callable[[], str] = "", interval: float = 0.1,
-                           ignoring: tuple[type[BaseException], ...] = ()) -> T:
+async def wait_until_async(
+    predicate: Callable[[], T],
+    timeout: float = ...,
+    what: str | Callable[[], str] = ...,
+    interval: float = ...,
+    ignoring: tuple[type[BaseException], ...] = ...,
+) -> T: ...
+async def wait_until_async(
+    predicate: Callable[[], T | Awaitable[T]],
+    timeout: float = DEFAULT_TIMEOUT,
+    what: str | Callable[[], str] = "",
+    interval: float = 0.1,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> T:
     """``wait_until`` for a running event loop: the predicate may be a coroutine function; polls without
     blocking the loop (other tasks, e.g. a projector under test, keep running)."""
     deadline = time.monotonic() + timeout

@@ -15,11 +15,16 @@ __all__ = ["check", "eventually", "has_balance", "signed_up"]  # eventually: kep
 def signed_up(commands: httpx.Client, name: str) -> dict:
     """Register and log in a fresh user; returns its fields, ids and an ``auth`` header."""
     n = uuid.uuid4().int % 10**8
-    user = {"username": f"{name}{n}", "email": f"{name}{n}@example.com", "phone": f"0815{n:08d}",
-            "password": f"{name} secret {n}"}
+    user = {
+        "username": f"{name}{n}",
+        "email": f"{name}{n}@example.com",
+        "phone": f"0815{n:08d}",
+        "password": f"{name} secret {n}",
+    }
     registered = commands.post("/api/auth/register", json=user).json()
-    token = commands.post("/api/auth/login", json={"username": user["username"], "password": user["password"]}
-                          ).json()["access_token"]
+    token = commands.post("/api/auth/login", json={"username": user["username"], "password": user["password"]}).json()[
+        "access_token"
+    ]
     return {**user, **registered, "auth": {"Authorization": f"Bearer {token}"}}
 
 

@@ -75,14 +75,15 @@ class DeadLetter:
 
 def _load(tx: Transaction) -> Transaction:
     """A row as the store reads it: a fresh object, no flags, no command offset."""
-    return dataclasses.replace(tx, details=copy.deepcopy(tx.details), is_new=False, changed=False,
-                               command_offset=None)
+    return dataclasses.replace(tx, details=copy.deepcopy(tx.details), is_new=False, changed=False, command_offset=None)
 
 
 def _fingerprint(book: Book):
     accounts = {a.account_id: (a.balance, a.status) for a in book.accounts.values()}
-    txs = {t.transaction_id: (t.status, t.revision, json.dumps(t.details, sort_keys=True, default=str))
-           for t in book.transactions.values()}
+    txs = {
+        t.transaction_id: (t.status, t.revision, json.dumps(t.details, sort_keys=True, default=str))
+        for t in book.transactions.values()
+    }
     return len(book.entries), accounts, txs, len(book.outgoing)
 
 
@@ -209,12 +210,20 @@ class World:
         """The owner's periodic sweep: ask the destination to settle every transfer of ``partition`` still
         in flight (the model's clock is adversarial: any PENDING transfer may have timed out)."""
         self.now += timedelta(seconds=1)
-        stale = [_load(t) for i, t in self.transactions.items() if self.tx_partition[i] == partition
-                 and t.status == "PENDING" and t.transaction_type == "TRANSFER"]
+        stale = [
+            _load(t)
+            for i, t in self.transactions.items()
+            if self.tx_partition[i] == partition and t.status == "PENDING" and t.transaction_type == "TRANSFER"
+        ]
         if not stale:
             return 0
-        book = Book(partition=partition, now=self.now, partition_of=self.partition_of, policy=self.policy,
-                    transactions={t.transaction_id: t for t in stale})
+        book = Book(
+            partition=partition,
+            now=self.now,
+            partition_of=self.partition_of,
+            policy=self.policy,
+            transactions={t.transaction_id: t for t in stale},
+        )
         for tx in stale:
             transfers.request_expiry(book, tx)
         self._save(book, partition)

@@ -22,32 +22,59 @@ def amount_of(json_text: str) -> Decimal:
     return parse_amount(loads_exact('{"amount": %s}' % json_text)["amount"])
 
 
-@pytest.mark.parametrize("json_text,expected", [
-    ('"12345.67"', "12345.67"),
-    ("12345.67", "12345.67"),  # a JSON number, read exactly (as a float it would be 12345.670000000000073)
-    ("0.1", "0.10"),
-    ('"10.5"', "10.50"),
-    ("10", "10.00"),
-    ("1e2", "100.00"),
-    ("1.50e1", "15.00"),
-    ("1.000", "1.00"),  # trailing zeros are not extra precision
-    ("9999999999999.99", "9999999999999.99"),
-    ('"0.01"', "0.01"),
-])
+@pytest.mark.parametrize(
+    "json_text,expected",
+    [
+        ('"12345.67"', "12345.67"),
+        ("12345.67", "12345.67"),  # a JSON number, read exactly (as a float it would be 12345.670000000000073)
+        ("0.1", "0.10"),
+        ('"10.5"', "10.50"),
+        ("10", "10.00"),
+        ("1e2", "100.00"),
+        ("1.50e1", "15.00"),
+        ("1.000", "1.00"),  # trailing zeros are not extra precision
+        ("9999999999999.99", "9999999999999.99"),
+        ('"0.01"', "0.01"),
+    ],
+)
 def test_exact_amounts_are_accepted_with_two_places(json_text, expected):
     amount = amount_of(json_text)
     assert isinstance(amount, Decimal)
     assert money_str(amount) == expected
 
 
-@pytest.mark.parametrize("json_text", [
-    "1.005", '"1.005"', "0.001",  # more than 2 places
-    "0", '"0.00"', "-5", '"-0.01"', "-0",  # not positive
-    "10000000000000", '"9999999999999.991"', "1e400",  # above numeric(15,2)
-    "true", "false", "null", "[]", "{}",
-    '"abc"', '""', '"NaN"', '"Infinity"', '"1_000"', '" 5"', '"5 "', '"0x10"', '"1,5"', '"1E2"',  # a string is digits
-    '"' + "1" * 100 + '"',
-])
+@pytest.mark.parametrize(
+    "json_text",
+    [
+        "1.005",
+        '"1.005"',
+        "0.001",  # more than 2 places
+        "0",
+        '"0.00"',
+        "-5",
+        '"-0.01"',
+        "-0",  # not positive
+        "10000000000000",
+        '"9999999999999.991"',
+        "1e400",  # above numeric(15,2)
+        "true",
+        "false",
+        "null",
+        "[]",
+        "{}",
+        '"abc"',
+        '""',
+        '"NaN"',
+        '"Infinity"',
+        '"1_000"',
+        '" 5"',
+        '"5 "',
+        '"0x10"',
+        '"1,5"',
+        '"1E2"',  # a string is digits
+        '"' + "1" * 100 + '"',
+    ],
+)
 def test_inexact_or_malformed_amounts_are_refused(json_text):
     with pytest.raises(ValueError):
         amount_of(json_text)
@@ -58,8 +85,9 @@ def test_floats_are_refused_even_when_they_look_exact():
         parse_amount(12.5)
 
 
-@pytest.mark.parametrize("raw", [b"NaN", b'{"amount": Infinity}', b'{"a": -Infinity}', b"{", b"\xff",
-                                 b'{"amount": "1", "amount": "1000"}'])
+@pytest.mark.parametrize(
+    "raw", [b"NaN", b'{"amount": Infinity}', b'{"a": -Infinity}', b"{", b"\xff", b'{"amount": "1", "amount": "1000"}']
+)
 def test_loads_exact_refuses_non_json_constants_garbage_and_duplicate_keys(raw):
     with pytest.raises(InvalidJson):
         loads_exact(raw)
@@ -71,8 +99,9 @@ def test_loads_exact_never_produces_floats():
     assert isinstance(data["b"][1], Decimal)
 
 
-@pytest.mark.parametrize("amount,ok", [("0.99", False), ("1.00", True), ("500.00", True), ("1000.00", True),
-                                       ("1000.01", False)])
+@pytest.mark.parametrize(
+    "amount,ok", [("0.99", False), ("1.00", True), ("500.00", True), ("1000.00", True), ("1000.01", False)]
+)
 def test_limits_are_inclusive(amount, ok):
     if ok:
         check_limits(Decimal(amount), Decimal("1.00"), Decimal("1000.00"))

@@ -157,7 +157,9 @@ def test_our_pods_deny_by_default_and_apis_accept_only_kong_and_monitoring():
     assert set(deny["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny and "egress" not in deny
 
     ingress_policies = [p["spec"] for p in policies.values() if "ingress" in p["spec"]]
-    api_rules = [p for p in ingress_policies if p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "api"]
+    api_rules = [
+        p for p in ingress_policies if p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "api"
+    ]
     (api_policy,) = api_rules
     for rule in api_policy["ingress"]:
         for peer in rule["from"]:

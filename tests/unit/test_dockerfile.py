@@ -86,7 +86,9 @@ def _stages() -> list[Stage]:
 def _entrypoint_script() -> tuple[str, str]:
     """(install path, body) of the script the Dockerfile writes with a heredoc and uses as ENTRYPOINT."""
     text = DOCKERFILE.read_text()
-    (entrypoint,) = [json.loads(line.split(None, 1)[1]) for line in _instructions(text) if line.startswith("ENTRYPOINT")]
+    (entrypoint,) = [
+        json.loads(line.split(None, 1)[1]) for line in _instructions(text) if line.startswith("ENTRYPOINT")
+    ]
     for m in re.finditer(r"^COPY [^\n]*<<'?(\w+)'?\s+(\S+)\n(.*?)^\1$", text, flags=re.M | re.S):
         if Path(m[2]).name == Path(entrypoint[0]).name:
             return m[2], m[3]
@@ -241,12 +243,19 @@ def test_dockerignore_keeps_what_the_build_needs_and_drops_the_rest():
     def ignored(path: str) -> bool:
         parts = path.split("/")
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        return any(fnmatch.fnmatch(p, pat.removeprefix("**/")) or fnmatch.fnmatch(p, pat)
-                   for pat in patterns if not pat.startswith("!") for p in prefixes)
+        return any(
+            fnmatch.fnmatch(p, pat.removeprefix("**/")) or fnmatch.fnmatch(p, pat)
+            for pat in patterns
+            if not pat.startswith("!")
+            for p in prefixes
+        )
 
     includes = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = [p.parent.relative_to(ROOT).as_posix() for p in ROOT.glob("*/__init__.py")
-                if any(fnmatch.fnmatch(p.parent.name, pattern) for pattern in includes)]
+    packages = [
+        p.parent.relative_to(ROOT).as_posix()
+        for p in ROOT.glob("*/__init__.py")
+        if any(fnmatch.fnmatch(p.parent.name, pattern) for pattern in includes)
+    ]
     assert packages
     for needed in ["pyproject.toml", "constraints.txt", PYPROJECT["project"]["readme"], *packages]:
         assert not ignored(needed), f".dockerignore drops {needed}, which the build needs"

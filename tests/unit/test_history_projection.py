@@ -16,21 +16,43 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
 
 def recorded(transaction_id="tx-1", revision=1, status="PENDING", **changes) -> TransactionRecorded:
-    fields = dict(event_id=f"{transaction_id}#{revision}", transaction_id=transaction_id, revision=revision,
-                  account_id="acc-1", user_id=7, transaction_type="TOPUP", status=status,
-                  amount=Decimal("150000.00"), balance_before=Decimal("0.00"), balance_after=Decimal("0.00"),
-                  created_at=T0, updated_at=T0 + timedelta(seconds=revision))
+    fields = dict(
+        event_id=f"{transaction_id}#{revision}",
+        transaction_id=transaction_id,
+        revision=revision,
+        account_id="acc-1",
+        user_id=7,
+        transaction_type="TOPUP",
+        status=status,
+        amount=Decimal("150000.00"),
+        balance_before=Decimal("0.00"),
+        balance_after=Decimal("0.00"),
+        created_at=T0,
+        updated_at=T0 + timedelta(seconds=revision),
+    )
     return TransactionRecorded(**(fields | changes))
 
 
 def test_first_event_becomes_a_row_with_the_event_state():
     row = project(None, recorded(status="SUCCESS", balance_after=Decimal("150000.00"), description="top up"))
     assert row == {
-        "transaction_id": "tx-1", "revision": 1, "user_id": 7, "account_id": "acc-1",
-        "transaction_type": "TOPUP", "transaction_status": "SUCCESS", "amount": Decimal("150000.00"),
-        "balance_before": Decimal("0.00"), "balance_after": Decimal("150000.00"), "currency": "IDR",
-        "description": "top up", "external_reference": None, "payment_method": None, "metadata": None,
-        "is_accessible_external": True, "created_at": T0, "updated_at": T0 + timedelta(seconds=1),
+        "transaction_id": "tx-1",
+        "revision": 1,
+        "user_id": 7,
+        "account_id": "acc-1",
+        "transaction_type": "TOPUP",
+        "transaction_status": "SUCCESS",
+        "amount": Decimal("150000.00"),
+        "balance_before": Decimal("0.00"),
+        "balance_after": Decimal("150000.00"),
+        "currency": "IDR",
+        "description": "top up",
+        "external_reference": None,
+        "payment_method": None,
+        "metadata": None,
+        "is_accessible_external": True,
+        "created_at": T0,
+        "updated_at": T0 + timedelta(seconds=1),
     }
 
 
@@ -86,14 +108,18 @@ def test_payment_methods_match_the_table_enum():
 
 def test_replay_keeps_the_newest_revision_of_each_transaction_whatever_the_arrival_order():
     events = [
-        recorded("a", 1), recorded("b", 1), recorded("a", 3, status="SUCCESS"),
+        recorded("a", 1),
+        recorded("b", 1),
+        recorded("a", 3, status="SUCCESS"),
         recorded("a", 2, status="PENDING"),  # late, older: ignored
         recorded("b", 1),  # duplicate
         recorded("b", 2, status="FAILED", failure_reason="rejected"),
     ]
     table = replay(events)
     assert {tid: (row["revision"], row["transaction_status"]) for tid, row in table.items()} == {
-        "a": (3, "SUCCESS"), "b": (2, "FAILED")}
+        "a": (3, "SUCCESS"),
+        "b": (2, "FAILED"),
+    }
 
 
 def test_replay_is_independent_of_duplicates():
@@ -102,8 +128,9 @@ def test_replay_is_independent_of_duplicates():
 
 
 def test_replay_skips_other_event_types():
-    status = AccountStatusChanged(event_id="s1", account_id="acc-1", status="SUSPENDED", previous_status="ACTIVE",
-                                  occurred_at=T0)
+    status = AccountStatusChanged(
+        event_id="s1", account_id="acc-1", status="SUSPENDED", previous_status="ACTIVE", occurred_at=T0
+    )
     assert replay([status, recorded("a", 1)]).keys() == {"a"}
 
 

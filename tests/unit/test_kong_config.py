@@ -70,8 +70,11 @@ def test_kong_regex_paths_are_anchored_and_health_probes_are_not_public(kong):
 
 
 def test_partner_consumers_are_rate_limited_as_documented(kong):
-    limits = {c["username"]: next(p["config"]["minute"] for p in c["plugins"] if p["name"] == "rate-limiting")
-              for c in kong["consumers"] if c.get("plugins")}
+    limits = {
+        c["username"]: next(p["config"]["minute"] for p in c["plugins"] if p["name"] == "rate-limiting")
+        for c in kong["consumers"]
+        if c.get("plugins")
+    }
     assert limits == {"bank-indonesia": 100, "ojk": 200}
     for consumer in kong["consumers"]:
         for credential in consumer.get("keyauth_credentials", []) + consumer.get("jwt_secrets", []):

@@ -25,6 +25,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from ledger_world import World
 
 from ledger_processor.domain.book import (
     MERCHANT_PAYABLE,
@@ -36,7 +37,6 @@ from ledger_processor.domain.book import (
     system_account_id,
 )
 from ledger_processor.domain.midtrans import is_paid
-from ledger_world import World
 from schemas.commands import (
     ChangeAccountStatus,
     Command,
@@ -60,16 +60,33 @@ HOME = {w: i % PARTITIONS for i, w in enumerate(WALLETS)} | {g: i for i, g in en
 USERS = {w: i + 1 for i, w in enumerate(WALLETS)}
 FUNDING = D("300.00")
 
-RECORD_TYPES = {"RequestPayment": "PAYMENT", "RequestTransfer": "TRANSFER", "RequestRefund": "REFUND",
-                "RequestTopup": "TOPUP", "RequestOrderPayment": "ORDER_PAYMENT"}
+RECORD_TYPES = {
+    "RequestPayment": "PAYMENT",
+    "RequestTransfer": "TRANSFER",
+    "RequestRefund": "REFUND",
+    "RequestTopup": "TOPUP",
+    "RequestOrderPayment": "ORDER_PAYMENT",
+}
 CLIENT_TYPES = set(RECORD_TYPES)
 # Commands with a record of their own: applying one again must change nothing at all.
 RECORDED = CLIENT_TYPES | {"CreditTransfer", "ConfirmTransfer", "ReverseTransfer"}
 SAGA_STEPS = {"CreditTransfer", "ConfirmTransfer", "ReverseTransfer", "ExpireTransfer"}
 PAID = {"capture", "settlement", "partial_refund", "partial_chargeback"}
 FINAL_BEFORE_PAYMENT = {"deny", "failure", "cancel", "expire"}
-MIDTRANS_STATUSES = ["pending", "authorize", "settlement", "capture", "deny", "cancel", "expire", "failure",
-                     "refund", "partial_refund", "chargeback", "partial_chargeback"]
+MIDTRANS_STATUSES = [
+    "pending",
+    "authorize",
+    "settlement",
+    "capture",
+    "deny",
+    "cancel",
+    "expire",
+    "failure",
+    "refund",
+    "partial_refund",
+    "chargeback",
+    "partial_chargeback",
+]
 # Midtrans's own status cycle (shared notes, "Statuses"): what the provider may say next about an order.
 CYCLE = {
     "new": ["pending", "settlement", "capture", "capture_challenge", "deny", "cancel", "expire"],
@@ -115,10 +132,12 @@ class Order:
 
 def step(function):
     """A rule: until the checks after it pass, the run is not clean (teardown then adds no failure of its own)."""
+
     @functools.wraps(function)
     def run(self, *args, **kwargs):
         self.clean = False
         return function(self, *args, **kwargs)
+
     return run
 
 
@@ -152,14 +171,28 @@ class LedgerModel(RuleBasedStateMachine):
         self.orders.setdefault(order.transaction_id, order)
         return order
 
-    def status(self, order: Order, transaction_status: str, *, fraud: str | None = None,
-               refund_amount: Decimal | None = None, gross: Decimal | None = None,
-               confirmed: bool = True) -> RecordMidtransStatus:
+    def status(
+        self,
+        order: Order,
+        transaction_status: str,
+        *,
+        fraud: str | None = None,
+        refund_amount: Decimal | None = None,
+        gross: Decimal | None = None,
+        confirmed: bool = True,
+    ) -> RecordMidtransStatus:
         return RecordMidtransStatus(
-            account_id=order.account_id, requested_at=self.world.now, order_id=order.order_id,
-            transaction_status=transaction_status, fraud_status=fraud, gross_amount=f"{gross or order.amount:.2f}",
+            account_id=order.account_id,
+            requested_at=self.world.now,
+            order_id=order.order_id,
+            transaction_status=transaction_status,
+            fraud_status=fraud,
+            gross_amount=f"{gross or order.amount:.2f}",
             refund_amount=f"{refund_amount:.2f}" if refund_amount is not None else None,
-            payment_type=order.payment_type, notification_id=self.new_id("n"), confirmed=confirmed)
+            payment_type=order.payment_type,
+            notification_id=self.new_id("n"),
+            confirmed=confirmed,
+        )
 
     def first_nonempty(self, partition: int) -> int:
         for p in [partition, *range(PARTITIONS)]:
@@ -174,8 +207,16 @@ class LedgerModel(RuleBasedStateMachine):
         for account in WALLETS:
             payment_type = ("gopay", "echannel")[len(funding) % 2]
             order = self.new_order(Order(self.new_id("fund"), account, FUNDING, payment_type))
-            self.submit(RequestTopup(account_id=account, requested_at=self.world.now, transaction_id=order.order_id,
-                                     user_id=USERS[account], amount=FUNDING, payment_method=order.payment_type))
+            self.submit(
+                RequestTopup(
+                    account_id=account,
+                    requested_at=self.world.now,
+                    transaction_id=order.order_id,
+                    user_id=USERS[account],
+                    amount=FUNDING,
+                    payment_method=order.payment_type,
+                )
+            )
             self.submit(self.status(order, "settlement"))
             order.state = "settlement"
             funding.append(order)
@@ -188,14 +229,30 @@ class LedgerModel(RuleBasedStateMachine):
     @rule(account=accounts, amount=amounts)
     @step
     def pay(self, account, amount):
-        self.submit(RequestPayment(account_id=account, requested_at=self.world.now, transaction_id=self.new_id("pay"),
-                                   user_id=USERS.get(account, 99), amount=amount, merchant_reference="m"))
+        self.submit(
+            RequestPayment(
+                account_id=account,
+                requested_at=self.world.now,
+                transaction_id=self.new_id("pay"),
+                user_id=USERS.get(account, 99),
+                amount=amount,
+                merchant_reference="m",
+            )
+        )
 
     @rule(source=st.sampled_from(WALLETS), dest=accounts, amount=amounts)
     @step
     def transfer(self, source, dest, amount):
-        self.submit(RequestTransfer(account_id=source, requested_at=self.world.now, transaction_id=self.new_id("xfer"),
-                                    user_id=USERS[source], to_account_id=dest, amount=amount))
+        self.submit(
+            RequestTransfer(
+                account_id=source,
+                requested_at=self.world.now,
+                transaction_id=self.new_id("xfer"),
+                user_id=USERS[source],
+                to_account_id=dest,
+                amount=amount,
+            )
+        )
 
     @rule(source=st.sampled_from(WALLETS), pick=st.integers(0, 100), amount=amounts)
     @step
@@ -204,18 +261,41 @@ class LedgerModel(RuleBasedStateMachine):
         self.transfer(source, elsewhere[pick % len(elsewhere)], amount)
 
     @precondition(lambda self: any(c.TYPE == "RequestPayment" for c in self.client))
-    @rule(pick=st.integers(0, 10_000), how=st.sampled_from(["part", "part", "rest", "all", "too much", "any",
-                                                            "from another account", "of a failed payment",
-                                                            "of a transfer"]), amount=amounts)
+    @rule(
+        pick=st.integers(0, 10_000),
+        how=st.sampled_from(
+            [
+                "part",
+                "part",
+                "rest",
+                "all",
+                "too much",
+                "any",
+                "from another account",
+                "of a failed payment",
+                "of a transfer",
+            ]
+        ),
+        amount=amounts,
+    )
     @step
     def refund(self, pick, how, amount):
         """A refund of an earlier payment: part of it, the rest, all of it again, too much, or of the wrong thing."""
         rows = self.world.transactions
         payments = [c for c in self.client if c.TYPE == "RequestPayment"]
-        closing = {d.command.account_id for q in self.world.queues.values() for d in q
-                   if isinstance(d.command, ChangeAccountStatus) and d.command.status == "CLOSED"}
-        open_ = [c for c in payments if c.account_id in WALLETS and c.account_id not in closing
-                 and self.world.accounts[c.account_id].status != "CLOSED"]
+        closing = {
+            d.command.account_id
+            for q in self.world.queues.values()
+            for d in q
+            if isinstance(d.command, ChangeAccountStatus) and d.command.status == "CLOSED"
+        }
+        open_ = [
+            c
+            for c in payments
+            if c.account_id in WALLETS
+            and c.account_id not in closing
+            and self.world.accounts[c.account_id].status != "CLOSED"
+        ]
         paid = [c for c in open_ if getattr(self.record_of(c), "status", None) == "SUCCESS"]
         queued = [c for c in open_ if c.transaction_id not in rows]
         wrong = {"of a failed payment": "RequestPayment", "of a transfer": "RequestTransfer"}.get(how)
@@ -236,16 +316,31 @@ class LedgerModel(RuleBasedStateMachine):
                 amount = original.amount - refunded + CENT
             case "from another account":
                 account = next(w for w in WALLETS if w != account)
-        self.submit(RequestRefund(account_id=account, requested_at=self.world.now, transaction_id=self.new_id("ref"),
-                                  user_id=USERS.get(account, 99), original_transaction_id=original.transaction_id,
-                                  amount=amount))
+        self.submit(
+            RequestRefund(
+                account_id=account,
+                requested_at=self.world.now,
+                transaction_id=self.new_id("ref"),
+                user_id=USERS.get(account, 99),
+                original_transaction_id=original.transaction_id,
+                amount=amount,
+            )
+        )
 
     @rule(target=orders, account=accounts, amount=amounts, payment_type=st.sampled_from(["gopay", "echannel"]))
     @step
     def topup(self, account, amount, payment_type):
         order = self.new_order(Order(self.new_id("top"), account, amount, payment_type))
-        self.submit(RequestTopup(account_id=account, requested_at=self.world.now, transaction_id=order.order_id,
-                                 user_id=USERS.get(account, 99), amount=amount, payment_method=payment_type))
+        self.submit(
+            RequestTopup(
+                account_id=account,
+                requested_at=self.world.now,
+                transaction_id=order.order_id,
+                user_id=USERS.get(account, 99),
+                amount=amount,
+                payment_method=payment_type,
+            )
+        )
         return order
 
     @rule(target=orders, amount=amounts, payment_type=st.sampled_from(["gopay", "echannel"]))
@@ -253,58 +348,114 @@ class LedgerModel(RuleBasedStateMachine):
     def order_payment(self, amount, payment_type):
         order_id = self.new_id("ord")
         order = self.new_order(Order(order_id, order_account_id(order_id), amount, payment_type))
-        self.submit(RequestOrderPayment(account_id=order.account_id, requested_at=self.world.now,
-                                        transaction_id=order_id, payment_id=self.new_id("pid"), user_id=1,
-                                        amount=amount, payment_method=payment_type))
+        self.submit(
+            RequestOrderPayment(
+                account_id=order.account_id,
+                requested_at=self.world.now,
+                transaction_id=order_id,
+                payment_id=self.new_id("pid"),
+                user_id=1,
+                amount=amount,
+                payment_method=payment_type,
+            )
+        )
         return order
 
-    @rule(pick=st.integers(0, 10_000), account=st.sampled_from(WALLETS),
-          kind=st.sampled_from(["pay", "transfer", "topup", "refund"]), amount=amounts)
+    @rule(
+        pick=st.integers(0, 10_000),
+        account=st.sampled_from(WALLETS),
+        kind=st.sampled_from(["pay", "transfer", "topup", "refund"]),
+        amount=amounts,
+    )
     @step
     def reuse_a_taken_id(self, pick, account, kind, amount):
         """A client command whose id another command already took (another account's, or another kind)."""
         taken = [c.transaction_id for c in self.client if c.TYPE != "RequestOrderPayment"]
         tx = taken[pick % len(taken)] if taken else self.new_id("x")
-        common = {"account_id": account, "requested_at": self.world.now, "transaction_id": tx,
-                  "user_id": USERS[account], "amount": amount}
-        self.submit({"pay": lambda: RequestPayment(**common, merchant_reference="m"),
-                     "transfer": lambda: RequestTransfer(**common, to_account_id=WALLETS[pick % len(WALLETS)]),
-                     "topup": lambda: RequestTopup(**common),
-                     "refund": lambda: RequestRefund(**common, original_transaction_id=taken[0] if taken else tx),
-                     }[kind]())
+        common = {
+            "account_id": account,
+            "requested_at": self.world.now,
+            "transaction_id": tx,
+            "user_id": USERS[account],
+            "amount": amount,
+        }
+        self.submit(
+            {
+                "pay": lambda: RequestPayment(**common, merchant_reference="m"),
+                "transfer": lambda: RequestTransfer(**common, to_account_id=WALLETS[pick % len(WALLETS)]),
+                "topup": lambda: RequestTopup(**common),
+                "refund": lambda: RequestRefund(**common, original_transaction_id=taken[0] if taken else tx),
+            }[kind]()
+        )
 
     # -- what Midtrans says ---------------------------------------------------------------------------------
-    @rule(order=orders, transaction_status=st.sampled_from(MIDTRANS_STATUSES),
-          fraud=st.sampled_from([None, "accept", "challenge"]), share=st.sampled_from([10, 50, 90, 100, 150]),
-          gross_right=st.sampled_from([True, True, True, False]), confirmed=st.booleans())
+    @rule(
+        order=orders,
+        transaction_status=st.sampled_from(MIDTRANS_STATUSES),
+        fraud=st.sampled_from([None, "accept", "challenge"]),
+        share=st.sampled_from([10, 50, 90, 100, 150]),
+        gross_right=st.sampled_from([True, True, True, False]),
+        confirmed=st.booleans(),
+    )
     @step
     def midtrans_says_anything(self, order, transaction_status, fraud, share, gross_right, confirmed):
         """Any status in any order: duplicates, late copies, relabelled notifications."""
         refund_amount = max(CENT, (order.amount * share / 100).quantize(CENT, ROUND_DOWN))
-        self.submit(self.status(order, transaction_status, fraud=fraud, confirmed=confirmed,
-                                refund_amount=refund_amount if "partial" in transaction_status else None,
-                                gross=None if gross_right else order.amount + 1))
+        self.submit(
+            self.status(
+                order,
+                transaction_status,
+                fraud=fraud,
+                confirmed=confirmed,
+                refund_amount=refund_amount if "partial" in transaction_status else None,
+                gross=None if gross_right else order.amount + 1,
+            )
+        )
 
-    @rule(order=orders, transaction_status=st.sampled_from(["refund", "partial_refund", "chargeback",
-                                                             "partial_chargeback", "deny", "cancel"]),
-          share=st.sampled_from([40, 100, 150]), confirmed=st.sampled_from([True, True, False]))
+    @rule(
+        order=orders,
+        transaction_status=st.sampled_from(
+            ["refund", "partial_refund", "chargeback", "partial_chargeback", "deny", "cancel"]
+        ),
+        share=st.sampled_from([40, 100, 150]),
+        confirmed=st.sampled_from([True, True, False]),
+    )
     @step
     def midtrans_takes_money_back(self, order, transaction_status, share, confirmed):
         """A reversal whatever the state, with a cumulative amount that may exceed what was paid."""
         refund_amount = (order.amount * share / 100).quantize(CENT, ROUND_DOWN)
-        self.submit(self.status(order, transaction_status, confirmed=confirmed,
-                                refund_amount=refund_amount if "partial" in transaction_status else None))
+        self.submit(
+            self.status(
+                order,
+                transaction_status,
+                confirmed=confirmed,
+                refund_amount=refund_amount if "partial" in transaction_status else None,
+            )
+        )
 
-    @rule(order=orders, pick=st.integers(0, 10), share=st.sampled_from([10, 50, 90]),
-          confirmed=st.sampled_from([True, True, True, False]))
+    @rule(
+        order=orders,
+        pick=st.integers(0, 10),
+        share=st.sampled_from([10, 50, 90]),
+        confirmed=st.sampled_from([True, True, True, False]),
+    )
     @step
     def midtrans_follows_its_cycle(self, order, pick, share, confirmed):
         """The next status Midtrans's cycle allows (its own state kept here), or a duplicate at the end."""
-        options = [s for s in CYCLE.get(order.state, []) if s != "deny" or order.state != "settlement"
-                   or order.payment_type == "echannel"]
+        options = [
+            s
+            for s in CYCLE.get(order.state, [])
+            if s != "deny" or order.state != "settlement" or order.payment_type == "echannel"
+        ]
         if not options:  # terminal: Midtrans repeats itself
-            self.submit(self.status(order, order.state, confirmed=confirmed,
-                                    refund_amount=order.refunded if "partial" in order.state else None))
+            self.submit(
+                self.status(
+                    order,
+                    order.state,
+                    confirmed=confirmed,
+                    refund_amount=order.refunded if "partial" in order.state else None,
+                )
+            )
             return
         state = options[pick % len(options)]
         status, fraud, refund_amount = state, None, None
@@ -329,8 +480,15 @@ class LedgerModel(RuleBasedStateMachine):
     @rule(account=accounts, status=st.sampled_from(["ACTIVE", "ACTIVE", "SUSPENDED", "CLOSED"]))
     @step
     def change_status(self, account, status):
-        self.submit(ChangeAccountStatus(account_id=account, requested_at=self.world.now,
-                                        command_id=self.new_id("st"), status=status, actor_user_id=1000))
+        self.submit(
+            ChangeAccountStatus(
+                account_id=account,
+                requested_at=self.world.now,
+                command_id=self.new_id("st"),
+                status=status,
+                actor_user_id=1000,
+            )
+        )
 
     def empty_and_close(self, account: str) -> None:
         # The partition catches up first, so the balance read here is the one the payment will see.
@@ -342,19 +500,23 @@ class LedgerModel(RuleBasedStateMachine):
         self.change_status(account, "CLOSED")
 
     def in_flight(self) -> list:
-        return [t for t in self.world.transactions.values()
-                if t.transaction_type == "TRANSFER" and t.status == "PENDING"]
+        return [
+            t for t in self.world.transactions.values() if t.transaction_type == "TRANSFER" and t.status == "PENDING"
+        ]
 
-    @rule(pick=st.integers(0, 100), whose=st.sampled_from(["any wallet", "a source in flight",
-                                                            "a destination in flight", "a pending top-up's"]))
+    @rule(
+        pick=st.integers(0, 100),
+        whose=st.sampled_from(["any wallet", "a source in flight", "a destination in flight", "a pending top-up's"]),
+    )
     @step
     def empty_a_wallet_and_close_it(self, pick, whose):
         """Close a wallet (paying out what it holds first), often one that money is on its way to or from."""
         candidates = {
             "any wallet": WALLETS,
             "a source in flight": [t.account_id for t in self.in_flight()],
-            "a destination in flight": [t.external_reference for t in self.in_flight()
-                                        if t.external_reference in WALLETS],
+            "a destination in flight": [
+                t.external_reference for t in self.in_flight() if t.external_reference in WALLETS
+            ],
             "a pending top-up's": [t.account_id for t in self.pending_topups()],
         }[whose] or WALLETS
         account = candidates[pick % len(candidates)]
@@ -365,8 +527,11 @@ class LedgerModel(RuleBasedStateMachine):
                     self.submit(self.status(order, "settlement"))
 
     def pending_topups(self) -> list:
-        return [t for t in self.world.transactions.values()
-                if t.transaction_type == "TOPUP" and t.status == "PENDING" and t.account_id in WALLETS]
+        return [
+            t
+            for t in self.world.transactions.values()
+            if t.transaction_type == "TOPUP" and t.status == "PENDING" and t.account_id in WALLETS
+        ]
 
     def closed(self) -> list[str]:
         return [a.account_id for a in self.world.accounts.values() if a.status == "CLOSED"]
@@ -391,7 +556,7 @@ class LedgerModel(RuleBasedStateMachine):
     @step
     def redeliver(self, pick, kind):
         """A command already applied appears in its partition again (saga steps included)."""
-        applied = self.world.applied[self.funded:]
+        applied = self.world.applied[self.funded :]
         kinds = {"any": None, "saga step": SAGA_STEPS, "client": CLIENT_TYPES, "midtrans": {"RecordMidtransStatus"}}
         candidates = [a for a in applied if kinds[kind] is None or a.command.TYPE in kinds[kind]] or applied
         chosen = candidates[pick % len(candidates)]
@@ -493,8 +658,7 @@ class LedgerModel(RuleBasedStateMachine):
     def every_posting_balances(self, legs):
         unbalanced = {t: sum(accts.values(), ZERO) for t, accts in legs.items() if sum(accts.values(), ZERO)}
         assert not unbalanced, f"unbalanced postings: {unbalanced}"
-        everything = [a.balance for a in self.world.accounts.values()] + \
-            [a.balance for a in self.world.system.values()]
+        everything = [a.balance for a in self.world.accounts.values()] + [a.balance for a in self.world.system.values()]
         assert sum(everything, ZERO) == ZERO, "balances, system accounts included, do not sum to zero"
 
     def balances_equal_their_entries(self, per_account):
@@ -521,8 +685,11 @@ class LedgerModel(RuleBasedStateMachine):
             got = legs.get(tx_id, {})
             p = self.world.tx_partition[tx_id]
             amount, account, status = tx.amount, tx.account_id, tx.status
-            merchant, clearing, in_flight = (sys_account(MERCHANT_PAYABLE, p), sys_account(MIDTRANS_CLEARING, p),
-                                             sys_account(TRANSFERS_IN_FLIGHT, p))
+            merchant, clearing, in_flight = (
+                sys_account(MERCHANT_PAYABLE, p),
+                sys_account(MIDTRANS_CLEARING, p),
+                sys_account(TRANSFERS_IN_FLIGHT, p),
+            )
             where = f"{tx.transaction_type} {tx_id} {status}: {got}"
             if status == "FAILED":
                 assert tx.failure_reason, f"{where} has no failure reason"
@@ -586,7 +753,7 @@ class LedgerModel(RuleBasedStateMachine):
         assert not moves, f"a final status changed: {moves}"
 
     def redeliveries_change_nothing(self):
-        for applied in self.world.applied[self.redeliveries_checked:]:
+        for applied in self.world.applied[self.redeliveries_checked :]:
             first, effect, kind = applied.delivery.first, applied.effect, applied.command.TYPE
             if first is None:
                 continue
@@ -640,11 +807,19 @@ class LedgerModel(RuleBasedStateMachine):
 
     def in_flight_equals_transfers_in_transit(self):
         txs = self.world.transactions
-        in_transit = sum((t.amount for i, t in txs.items() if t.transaction_type == "TRANSFER"
-                          and t.status == "PENDING" and getattr(txs.get(i + ":in"), "status", None) != "SUCCESS"),
-                         ZERO)
-        assert sum(self.in_flight_balances(), ZERO) == in_transit, \
+        in_transit = sum(
+            (
+                t.amount
+                for i, t in txs.items()
+                if t.transaction_type == "TRANSFER"
+                and t.status == "PENDING"
+                and getattr(txs.get(i + ":in"), "status", None) != "SUCCESS"
+            ),
+            ZERO,
+        )
+        assert sum(self.in_flight_balances(), ZERO) == in_transit, (
             f"in flight {self.in_flight_balances()} but {in_transit} in transit"
+        )
 
     def published_states_match_the_records(self):
         """What the projections see (the last event of each record) is what the ledger holds."""
@@ -663,8 +838,9 @@ class LedgerModel(RuleBasedStateMachine):
             assert state == (tx.status, tx.revision), f"{tx_id}: last published {state}, recorded {tx.status}"
         account_status = {e.account_id: e.status for e in self.world.events if isinstance(e, AccountStatusChanged)}
         for account in self.world.accounts.values():
-            assert account_status.get(account.account_id, "ACTIVE") == account.status, \
+            assert account_status.get(account.account_id, "ACTIVE") == account.status, (
                 f"{account.account_id} is {account.status}, last published {account_status.get(account.account_id)}"
+            )
         for command in self.client:
             tx = self.record_of(command)
             if tx is not None and tx.user_id is not None:
@@ -675,16 +851,18 @@ class LedgerModel(RuleBasedStateMachine):
         if isinstance(command, RequestOrderPayment):
             return self.world.transactions.get(order_transaction_id(command.transaction_id))
         tx = self.world.transactions.get(command.transaction_id)
-        mine = tx is not None and tx.account_id == command.account_id \
-            and tx.transaction_type == RECORD_TYPES[command.TYPE]
+        mine = (
+            tx is not None and tx.account_id == command.account_id and tx.transaction_type == RECORD_TYPES[command.TYPE]
+        )
         return tx if mine else None
 
     def every_client_command_is_final(self):
         said = defaultdict(set)  # (account, order) -> what Midtrans said that settles a payment
         for applied in self.world.applied:
             c = applied.command
-            if isinstance(c, RecordMidtransStatus) and (is_paid(c.transaction_status, c.fraud_status)
-                                                        or c.transaction_status in FINAL_BEFORE_PAYMENT):
+            if isinstance(c, RecordMidtransStatus) and (
+                is_paid(c.transaction_status, c.fraud_status) or c.transaction_status in FINAL_BEFORE_PAYMENT
+            ):
                 said[(c.account_id, c.order_id)].add(c.transaction_status)
         dead = [d.command for d in self.world.dead_letters]
         for command in self.client:
@@ -695,8 +873,9 @@ class LedgerModel(RuleBasedStateMachine):
             tx_id = tx.transaction_id
             if tx.transaction_type in ("TOPUP", "ORDER_PAYMENT") and tx.status == "PENDING":
                 flags = tx.details.get("metadata", {}).get("flags")
-                assert flags or not said[(command.account_id, command.transaction_id)], \
+                assert flags or not said[(command.account_id, command.transaction_id)], (
                     f"{tx_id} PENDING although Midtrans said {said[(command.account_id, command.transaction_id)]}"
+                )
             else:
                 assert tx.status in ("SUCCESS", "FAILED", "CANCELLED"), f"{tx_id} is {tx.status}"
                 assert tx.status != "CANCELLED" or tx.transaction_type in ("TOPUP", "ORDER_PAYMENT")
@@ -711,8 +890,15 @@ def _not_a_rule(self, *args, **kwargs):
     raise AssertionError("not a rule of this machine")
 
 
-for _name in ("refund", "topup", "order_payment", "reuse_a_taken_id", "midtrans_says_anything",
-              "midtrans_takes_money_back", "midtrans_follows_its_cycle"):
+for _name in (
+    "refund",
+    "topup",
+    "order_payment",
+    "reuse_a_taken_id",
+    "midtrans_says_anything",
+    "midtrans_takes_money_back",
+    "midtrans_follows_its_cycle",
+):
     setattr(TransferSagas, _name, _not_a_rule)
 
 # Deterministic for CI (derandomize, no example database). Hypothesis builds each run from earlier ones, so

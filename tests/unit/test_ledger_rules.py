@@ -33,14 +33,28 @@ def book(partition_of=lambda _: 0, **balances) -> Book:
 
 
 def pay(account="a", amount="10.00", tx=None):
-    return RequestPayment(account_id=account, requested_at=NOW, transaction_id=tx or uuid.uuid4().hex, user_id=1,
-                          amount=amount, merchant_reference="m")
+    return RequestPayment(
+        account_id=account,
+        requested_at=NOW,
+        transaction_id=tx or uuid.uuid4().hex,
+        user_id=1,
+        amount=amount,
+        merchant_reference="m",
+    )
 
 
 def status(order, transaction_status, gross="100.00", account="a", fraud=None, refund_amount=None):
-    return RecordMidtransStatus(account_id=account, requested_at=NOW, order_id=order,
-                                transaction_status=transaction_status, fraud_status=fraud, gross_amount=gross,
-                                refund_amount=refund_amount, notification_id=uuid.uuid4().hex, confirmed=True)
+    return RecordMidtransStatus(
+        account_id=account,
+        requested_at=NOW,
+        order_id=order,
+        transaction_status=transaction_status,
+        fraud_status=fraud,
+        gross_amount=gross,
+        refund_amount=refund_amount,
+        notification_id=uuid.uuid4().hex,
+        confirmed=True,
+    )
 
 
 def total(b: Book) -> Decimal:
@@ -79,8 +93,12 @@ def test_a_redelivered_command_is_applied_once():
 
 def test_cross_partition_transfer_parks_money_in_flight_and_asks_the_destination():
     b = book(partition_of=lambda acc: 0 if acc == "a" else 1, a="100.00")
-    rules.apply(b, RequestTransfer(account_id="a", requested_at=NOW, transaction_id="t1", user_id=1,
-                                   to_account_id="b", amount="40.00"))
+    rules.apply(
+        b,
+        RequestTransfer(
+            account_id="a", requested_at=NOW, transaction_id="t1", user_id=1, to_account_id="b", amount="40.00"
+        ),
+    )
     assert b.tx("t1").status == "PENDING" and b.accounts["a"].balance == D("60.00")
     [follow_up] = [o for o in b.outgoing if o.stream == "commands"]
     assert follow_up.key == "b" and follow_up.message.TYPE == "CreditTransfer"
@@ -90,8 +108,12 @@ def test_cross_partition_transfer_parks_money_in_flight_and_asks_the_destination
 def test_transfer_to_a_closed_account_on_the_same_partition_fails_without_moving_money():
     b = book(a="100.00", b="0.00")
     b.accounts["b"].status = "CLOSED"
-    rules.apply(b, RequestTransfer(account_id="a", requested_at=NOW, transaction_id="t1", user_id=1,
-                                   to_account_id="b", amount="40.00"))
+    rules.apply(
+        b,
+        RequestTransfer(
+            account_id="a", requested_at=NOW, transaction_id="t1", user_id=1, to_account_id="b", amount="40.00"
+        ),
+    )
     assert b.tx("t1").failure_reason == "destination_closed" and not b.entries
 
 
@@ -99,8 +121,17 @@ def test_refunds_of_one_payment_never_exceed_it():
     b = book(a="100.00")
     rules.apply(b, pay(amount="50.00", tx="p1"))
     for tx, amount in (("r1", "20.00"), ("r2", "30.00"), ("r3", "0.01")):
-        rules.apply(b, RequestRefund(account_id="a", requested_at=NOW, transaction_id=tx, user_id=1,
-                                     original_transaction_id="p1", amount=amount))
+        rules.apply(
+            b,
+            RequestRefund(
+                account_id="a",
+                requested_at=NOW,
+                transaction_id=tx,
+                user_id=1,
+                original_transaction_id="p1",
+                amount=amount,
+            ),
+        )
     assert [b.tx(t).status for t in ("r1", "r2", "r3")] == ["SUCCESS", "SUCCESS", "FAILED"]
     assert b.tx("r3").failure_reason == "refund_exceeds_original"
     assert b.accounts["a"].balance == D("100.00")
@@ -112,12 +143,21 @@ def topped_up(order="o1", amount="100.00", balance="0.00") -> Book:
     return b
 
 
-@pytest.mark.parametrize("transaction_status,fraud,expected", [
-    ("settlement", None, "SUCCESS"), ("capture", "accept", "SUCCESS"), ("capture", None, "SUCCESS"),
-    ("capture", "challenge", "PENDING"), ("pending", None, "PENDING"), ("deny", None, "FAILED"),
-    ("failure", None, "FAILED"), ("expire", None, "CANCELLED"), ("cancel", None, "CANCELLED"),
-    ("SETTLEMENT", None, "SUCCESS"),
-])
+@pytest.mark.parametrize(
+    "transaction_status,fraud,expected",
+    [
+        ("settlement", None, "SUCCESS"),
+        ("capture", "accept", "SUCCESS"),
+        ("capture", None, "SUCCESS"),
+        ("capture", "challenge", "PENDING"),
+        ("pending", None, "PENDING"),
+        ("deny", None, "FAILED"),
+        ("failure", None, "FAILED"),
+        ("expire", None, "CANCELLED"),
+        ("cancel", None, "CANCELLED"),
+        ("SETTLEMENT", None, "SUCCESS"),
+    ],
+)
 def test_midtrans_status_moves_a_pending_topup(transaction_status, fraud, expected):
     b = topped_up()
     rules.apply(b, status("o1", transaction_status, fraud=fraud))
@@ -173,11 +213,13 @@ def test_an_unknown_order_is_ignored():
 
 def test_closing_requires_a_zero_balance():
     b = book(a="5.00")
-    rules.apply(b, ChangeAccountStatus(account_id="a", requested_at=NOW, command_id="c1", status="CLOSED",
-                                       actor_user_id=9))
+    rules.apply(
+        b, ChangeAccountStatus(account_id="a", requested_at=NOW, command_id="c1", status="CLOSED", actor_user_id=9)
+    )
     assert b.accounts["a"].status == "ACTIVE"
-    rules.apply(b, ChangeAccountStatus(account_id="a", requested_at=NOW, command_id="c2", status="SUSPENDED",
-                                       actor_user_id=9))
+    rules.apply(
+        b, ChangeAccountStatus(account_id="a", requested_at=NOW, command_id="c2", status="SUSPENDED", actor_user_id=9)
+    )
     assert b.accounts["a"].status == "SUSPENDED"
 
 
@@ -191,8 +233,15 @@ def test_the_book_refuses_unbalanced_or_negative_postings():
 
 
 amounts = st.decimals(min_value=D("0.01"), max_value=D("500.00"), places=2)
-ops = st.lists(st.tuples(st.sampled_from(["pay", "xfer", "topup", "settle", "refund"]),
-                         st.sampled_from(["a", "b", "c"]), st.sampled_from(["a", "b", "c"]), amounts), max_size=60)
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["pay", "xfer", "topup", "settle", "refund"]),
+        st.sampled_from(["a", "b", "c"]),
+        st.sampled_from(["a", "b", "c"]),
+        amounts,
+    ),
+    max_size=60,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -206,8 +255,12 @@ def test_any_sequence_keeps_double_entry_and_no_negative_wallet(sequence):
             rules.apply(b, pay(x, amount, tx))
             payments.append((x, tx))
         elif op == "xfer":
-            rules.apply(b, RequestTransfer(account_id=x, requested_at=NOW, transaction_id=tx, user_id=1,
-                                           to_account_id=y, amount=amount))
+            rules.apply(
+                b,
+                RequestTransfer(
+                    account_id=x, requested_at=NOW, transaction_id=tx, user_id=1, to_account_id=y, amount=amount
+                ),
+            )
         elif op == "topup":
             rules.apply(b, RequestTopup(account_id=x, requested_at=NOW, transaction_id=tx, user_id=1, amount=amount))
             orders.append((x, tx, amount))
@@ -216,8 +269,17 @@ def test_any_sequence_keeps_double_entry_and_no_negative_wallet(sequence):
             rules.apply(b, status(order, "settlement", gross=f"{amt:.2f}", account=account))
         elif op == "refund" and payments:
             account, original = payments[-1]
-            rules.apply(b, RequestRefund(account_id=account, requested_at=NOW, transaction_id=tx, user_id=1,
-                                         original_transaction_id=original, amount=amount))
+            rules.apply(
+                b,
+                RequestRefund(
+                    account_id=account,
+                    requested_at=NOW,
+                    transaction_id=tx,
+                    user_id=1,
+                    original_transaction_id=original,
+                    amount=amount,
+                ),
+            )
         assert all(a.balance >= 0 for a in b.accounts.values() if not a.is_system)
     assert total(b) == 0
     assert sum(a.balance for a in b.accounts.values()) == D("350.00")

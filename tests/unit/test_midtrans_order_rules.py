@@ -25,14 +25,29 @@ def book() -> Book:
 
 
 def created() -> RequestOrderPayment:
-    return RequestOrderPayment(account_id=ACCOUNT, requested_at=NOW, transaction_id=ORDER, payment_id="p-1",
-                               user_id=7, amount="100000.00", payment_method="GOPAY")
+    return RequestOrderPayment(
+        account_id=ACCOUNT,
+        requested_at=NOW,
+        transaction_id=ORDER,
+        payment_id="p-1",
+        user_id=7,
+        amount="100000.00",
+        payment_method="GOPAY",
+    )
 
 
 def status(s: str, gross="100000.00", refund=None, fraud="accept") -> RecordMidtransStatus:
-    return RecordMidtransStatus(account_id=ACCOUNT, requested_at=NOW, order_id=ORDER, transaction_status=s,
-                                fraud_status=fraud, gross_amount=gross, refund_amount=refund,
-                                notification_id=uuid.uuid4().hex, confirmed=True)
+    return RecordMidtransStatus(
+        account_id=ACCOUNT,
+        requested_at=NOW,
+        order_id=ORDER,
+        transaction_status=s,
+        fraud_status=fraud,
+        gross_amount=gross,
+        refund_amount=refund,
+        notification_id=uuid.uuid4().hex,
+        confirmed=True,
+    )
 
 
 def balance(b: Book, kind: str) -> Decimal:
@@ -79,8 +94,9 @@ def test_the_new_messages_round_trip_on_the_wire():
     b = book()
     rules.apply(b, created())
     event = events(b)[0]
-    assert decode(encode(OrderPaymentRecorded.model_validate(event.model_dump()))) == \
-        OrderPaymentRecorded.model_validate(event.model_dump())
+    assert decode(
+        encode(OrderPaymentRecorded.model_validate(event.model_dump()))
+    ) == OrderPaymentRecorded.model_validate(event.model_dump())
     assert decode(encode(created())) == created()
 
 
@@ -89,11 +105,26 @@ def test_the_payments_projection_keeps_the_newest_revision_of_topups_and_orders(
     rules.apply(b, created())
     rules.apply(b, status("settlement"))
     order_events = [OrderPaymentRecorded.model_validate(e.model_dump()) for e in events(b)]
-    topup = TransactionRecorded(event_id="t#1", transaction_id="T1", revision=1, account_id="a", user_id=1,
-                                transaction_type="TOPUP", status="PENDING", amount="5.00", balance_before="0",
-                                balance_after="0", payment_method="QRIS", created_at=NOW, updated_at=NOW)
+    topup = TransactionRecorded(
+        event_id="t#1",
+        transaction_id="T1",
+        revision=1,
+        account_id="a",
+        user_id=1,
+        transaction_type="TOPUP",
+        status="PENDING",
+        amount="5.00",
+        balance_before="0",
+        balance_after="0",
+        payment_method="QRIS",
+        created_at=NOW,
+        updated_at=NOW,
+    )
     paid = topup.model_copy(update={"revision": 2, "status": "SUCCESS", "metadata": {"midtrans_status": "settlement"}})
     table = payments.replay([*reversed(order_events), paid, topup, order_events[-1]])
     assert table[ORDER]["status"] == "SUCCESS" and table[ORDER]["payment_id"] == "p-1"
-    assert (table["T1"]["status"], table["T1"]["midtrans_status"], table["T1"]["payment_method"]) == \
-        ("SUCCESS", "settlement", "QRIS")
+    assert (table["T1"]["status"], table["T1"]["midtrans_status"], table["T1"]["payment_method"]) == (
+        "SUCCESS",
+        "settlement",
+        "QRIS",
+    )

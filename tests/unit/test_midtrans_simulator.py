@@ -13,9 +13,13 @@ KEY = "SB-Mid-server-unit"
 
 
 def body(**over) -> dict:
-    b = {"transaction_details": {"order_id": "ORDER-1", "gross_amount": 150000},
-         "item_details": [{"id": "a", "price": 100000, "quantity": 1, "name": "x"},
-                          {"id": "b", "price": 25000, "quantity": 2, "name": "y"}]}
+    b = {
+        "transaction_details": {"order_id": "ORDER-1", "gross_amount": 150000},
+        "item_details": [
+            {"id": "a", "price": 100000, "quantity": 1, "name": "x"},
+            {"id": "b", "price": 25000, "quantity": 2, "name": "y"},
+        ],
+    }
     b.update(over)
     return b
 
@@ -28,14 +32,17 @@ def test_a_valid_snap_body_passes():
     assert validate_snap(body()) == []
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"transaction_details": {"order_id": "bad id!", "gross_amount": 1}}, "order_id"),
-    ({"transaction_details": {"order_id": "x" * 51, "gross_amount": 1}}, "order_id"),
-    ({"transaction_details": {"order_id": "O", "gross_amount": 10.5}}, "gross_amount"),
-    ({"item_details": [{"id": "a", "price": 1, "quantity": 1, "name": "x"}]}, "sum of item_details"),
-    ({"item_details": [{"id": "a", "price": 150000, "quantity": 0, "name": "x"}]}, "quantity"),
-    ({"enabled_payments": ["bitcoin"]}, "enabled_payments"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"transaction_details": {"order_id": "bad id!", "gross_amount": 1}}, "order_id"),
+        ({"transaction_details": {"order_id": "x" * 51, "gross_amount": 1}}, "order_id"),
+        ({"transaction_details": {"order_id": "O", "gross_amount": 10.5}}, "gross_amount"),
+        ({"item_details": [{"id": "a", "price": 1, "quantity": 1, "name": "x"}]}, "sum of item_details"),
+        ({"item_details": [{"id": "a", "price": 150000, "quantity": 0, "name": "x"}]}, "quantity"),
+        ({"enabled_payments": ["bitcoin"]}, "enabled_payments"),
+    ],
+)
 def test_snap_refuses_what_midtrans_refuses(bad, message):
     errors = validate_snap(body(**bad))
     assert errors and any(message in e for e in errors)

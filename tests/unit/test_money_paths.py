@@ -58,8 +58,9 @@ def total(b: Book) -> Decimal:
 
 
 def pay(account: str, amount: str, tx: str) -> RequestPayment:
-    return RequestPayment(account_id=account, requested_at=NOW, transaction_id=tx, user_id=1, amount=amount,
-                          merchant_reference="m")
+    return RequestPayment(
+        account_id=account, requested_at=NOW, transaction_id=tx, user_id=1, amount=amount, merchant_reference="m"
+    )
 
 
 def follow_ups(b: Book, kind: type) -> list:
@@ -68,12 +69,22 @@ def follow_ups(b: Book, kind: type) -> list:
 
 # -- one namespace of ids --------------------------------------------------------------------------------
 
+
 def test_an_order_payment_whose_order_id_equals_a_wallet_transaction_id_is_recorded_apart():
     b = book(a="100.00")
     shared = str(uuid.uuid4())
     rules.apply(b, pay("a", "30.00", shared))
-    rules.apply(b, RequestOrderPayment(account_id=order_account_id(shared), requested_at=NOW, transaction_id=shared,
-                                       payment_id="p-1", user_id=1, amount="50000.00"))
+    rules.apply(
+        b,
+        RequestOrderPayment(
+            account_id=order_account_id(shared),
+            requested_at=NOW,
+            transaction_id=shared,
+            payment_id="p-1",
+            user_id=1,
+            amount="50000.00",
+        ),
+    )
     assert b.tx(shared).transaction_type == "PAYMENT"
     order = b.tx(order_transaction_id(shared))
     assert order is not None and order.transaction_type == "ORDER_PAYMENT" and order.status == "PENDING"
@@ -107,6 +118,7 @@ def test_a_row_the_processor_did_not_load_is_a_loud_error_not_not_found():
 
 # -- a final outcome for what cannot be applied ----------------------------------------------------------
 
+
 def test_a_rejected_wallet_command_gets_a_failed_record_with_the_reason_and_moves_nothing():
     b = book(a="100.00")
     assert rules.reject(b, pay("a", "30.00", "t-1"), "processing_error")
@@ -125,8 +137,9 @@ def test_a_rejected_command_whose_id_is_taken_gets_no_record_of_its_own():
 
 def test_a_rejected_credit_step_refuses_the_credit_for_good_and_sends_the_transfer_back():
     b = book(partition=1, partition_of=lambda acc: 1, d="0.00")
-    credit = CreditTransfer(account_id="d", requested_at=NOW, transaction_id="x-1", from_account_id="s",
-                            from_user_id=1, amount="10.00")
+    credit = CreditTransfer(
+        account_id="d", requested_at=NOW, transaction_id="x-1", from_account_id="s", from_user_id=1, amount="10.00"
+    )
     assert rules.reject(b, credit, "processing_error")
     assert b.tx("x-1:in").status == "FAILED"
     assert [m.reason for m in follow_ups(b, ReverseTransfer)] == ["processing_error"]
@@ -136,19 +149,28 @@ def test_a_rejected_credit_step_refuses_the_credit_for_good_and_sends_the_transf
 
 # -- sagas always finish ---------------------------------------------------------------------------------
 
+
 def in_flight_transfer(source_balance="100.00") -> Book:
     """A transfer from s (partition 0) to d (partition 1), debited and in flight."""
     b = book(partition=0, partition_of=lambda acc: 0 if acc == "s" else 1, s=source_balance)
-    rules.apply(b, RequestTransfer(account_id="s", requested_at=NOW, transaction_id="x-1", user_id=1,
-                                   to_account_id="d", amount="40.00"))
+    rules.apply(
+        b,
+        RequestTransfer(
+            account_id="s", requested_at=NOW, transaction_id="x-1", user_id=1, to_account_id="d", amount="40.00"
+        ),
+    )
     return b
 
 
 def test_a_suspended_destination_on_the_same_partition_refuses_the_transfer():
     b = book(s="100.00", d="0.00")
     b.accounts["d"].status = "SUSPENDED"
-    rules.apply(b, RequestTransfer(account_id="s", requested_at=NOW, transaction_id="x-1", user_id=1,
-                                   to_account_id="d", amount="40.00"))
+    rules.apply(
+        b,
+        RequestTransfer(
+            account_id="s", requested_at=NOW, transaction_id="x-1", user_id=1, to_account_id="d", amount="40.00"
+        ),
+    )
     assert (b.tx("x-1").status, b.tx("x-1").failure_reason) == ("FAILED", "destination_suspended")
     assert b.accounts["s"].balance == D("100.00")
 
@@ -156,29 +178,45 @@ def test_a_suspended_destination_on_the_same_partition_refuses_the_transfer():
 def test_a_suspended_destination_on_another_partition_refuses_the_credit_and_reverses():
     dest = book(partition=1, partition_of=lambda acc: 1, d="0.00")
     dest.accounts["d"].status = "SUSPENDED"
-    rules.apply(dest, CreditTransfer(account_id="d", requested_at=NOW, transaction_id="x-1", from_account_id="s",
-                                     from_user_id=1, amount="40.00"))
+    rules.apply(
+        dest,
+        CreditTransfer(
+            account_id="d", requested_at=NOW, transaction_id="x-1", from_account_id="s", from_user_id=1, amount="40.00"
+        ),
+    )
     assert [m.reason for m in follow_ups(dest, ReverseTransfer)] == ["destination_suspended"]
     assert dest.accounts["d"].balance == D("0.00")
 
 
 def test_an_expired_transfer_the_destination_never_credited_is_refused_there_and_reversed():
     dest = book(partition=1, partition_of=lambda acc: 1, d="0.00")
-    rules.apply(dest, ExpireTransfer(account_id="d", requested_at=NOW, transaction_id="x-1", from_account_id="s",
-                                     amount="40.00"))
+    rules.apply(
+        dest,
+        ExpireTransfer(account_id="d", requested_at=NOW, transaction_id="x-1", from_account_id="s", amount="40.00"),
+    )
     assert [m.reason for m in follow_ups(dest, ReverseTransfer)] == ["transfer_timed_out"]
-    rules.apply(dest, CreditTransfer(account_id="d", requested_at=NOW, transaction_id="x-1", from_account_id="s",
-                                     from_user_id=1, amount="40.00"))  # arrives late: refused for good
+    rules.apply(
+        dest,
+        CreditTransfer(
+            account_id="d", requested_at=NOW, transaction_id="x-1", from_account_id="s", from_user_id=1, amount="40.00"
+        ),
+    )  # arrives late: refused for good
     assert dest.accounts["d"].balance == D("0.00") and not dest.entries
 
 
 def test_an_expired_transfer_the_destination_did_credit_is_confirmed_not_reversed():
     dest = book(partition=1, partition_of=lambda acc: 1, d="0.00")
-    rules.apply(dest, CreditTransfer(account_id="d", requested_at=NOW, transaction_id="x-1", from_account_id="s",
-                                     from_user_id=1, amount="40.00"))
+    rules.apply(
+        dest,
+        CreditTransfer(
+            account_id="d", requested_at=NOW, transaction_id="x-1", from_account_id="s", from_user_id=1, amount="40.00"
+        ),
+    )
     dest.outgoing.clear()
-    rules.apply(dest, ExpireTransfer(account_id="d", requested_at=NOW, transaction_id="x-1", from_account_id="s",
-                                     amount="40.00"))
+    rules.apply(
+        dest,
+        ExpireTransfer(account_id="d", requested_at=NOW, transaction_id="x-1", from_account_id="s", amount="40.00"),
+    )
     assert follow_ups(dest, ConfirmTransfer) and not follow_ups(dest, ReverseTransfer)
     assert dest.accounts["d"].balance == D("40.00")
 
@@ -197,8 +235,7 @@ def test_a_reversal_to_an_account_closed_meanwhile_goes_to_suspense_with_its_rea
     assert b.accounts["s"].balance == D("60.00")
     b.accounts["s"].balance = D("0.00")  # spent...
     b.accounts["s"].status = "CLOSED"  # ...and closed while the transfer was in flight
-    rules.apply(b, ReverseTransfer(account_id="s", requested_at=NOW, transaction_id="x-1",
-                                   reason="destination_closed"))
+    rules.apply(b, ReverseTransfer(account_id="s", requested_at=NOW, transaction_id="x-1", reason="destination_closed"))
     assert b.accounts["s"].balance == D("0.00")
     assert system(b, SUSPENSE) == D("40.00") and system(b, TRANSFERS_IN_FLIGHT) == D("0.00")
     assert b.tx("x-1").status == "FAILED" and b.tx("x-1").details["metadata"]["held_in_suspense"]
@@ -207,8 +244,14 @@ def test_a_reversal_to_an_account_closed_meanwhile_goes_to_suspense_with_its_rea
 
 # -- settled is settled ----------------------------------------------------------------------------------
 
-def paid_topup(status: str = "settlement", payment_type: str = "gopay", fraud: str | None = None,
-               balance: str = "0.00", policy: Policy | None = None) -> Book:
+
+def paid_topup(
+    status: str = "settlement",
+    payment_type: str = "gopay",
+    fraud: str | None = None,
+    balance: str = "0.00",
+    policy: Policy | None = None,
+) -> Book:
     b = book(a=balance)
     if policy is not None:
         b.policy = policy
@@ -218,12 +261,28 @@ def paid_topup(status: str = "settlement", payment_type: str = "gopay", fraud: s
     return b
 
 
-def midtrans(order: str, status: str, payment_type: str = "gopay", fraud: str | None = None,
-             refund_amount: str | None = None, account: str = "a", gross: str = "100.00",
-             confirmed: bool = True) -> RecordMidtransStatus:
-    return RecordMidtransStatus(account_id=account, requested_at=NOW, order_id=order, transaction_status=status,
-                                fraud_status=fraud, gross_amount=gross, refund_amount=refund_amount,
-                                payment_type=payment_type, notification_id=uuid.uuid4().hex, confirmed=confirmed)
+def midtrans(
+    order: str,
+    status: str,
+    payment_type: str = "gopay",
+    fraud: str | None = None,
+    refund_amount: str | None = None,
+    account: str = "a",
+    gross: str = "100.00",
+    confirmed: bool = True,
+) -> RecordMidtransStatus:
+    return RecordMidtransStatus(
+        account_id=account,
+        requested_at=NOW,
+        order_id=order,
+        transaction_status=status,
+        fraud_status=fraud,
+        gross_amount=gross,
+        refund_amount=refund_amount,
+        payment_type=payment_type,
+        notification_id=uuid.uuid4().hex,
+        confirmed=confirmed,
+    )
 
 
 @pytest.mark.parametrize("reversal", ["refund", "chargeback", "deny"])
@@ -281,15 +340,25 @@ def test_partial_refunds_then_a_refund_follow_the_cycle_and_a_late_settlement_ch
     assert b.accounts["a"].balance == D("50.00")
     rules.apply(b, midtrans("o1", "refund"))
     assert b.accounts["a"].balance == D("0.00") and total(b) == 0
-    assert "flags" not in b.tx("o1").details["metadata"] or \
-        b.tx("o1").details["metadata"]["flags"] == ["unexpected_chargeback_after_partial_refund"]
+    assert "flags" not in b.tx("o1").details["metadata"] or b.tx("o1").details["metadata"]["flags"] == [
+        "unexpected_chargeback_after_partial_refund"
+    ]
 
 
 def test_an_order_payment_reversal_is_capped_at_what_was_paid_and_has_its_own_record():
     order = "TIKETQ-9"
     b = book()
-    rules.apply(b, RequestOrderPayment(account_id=order_account_id(order), requested_at=NOW, transaction_id=order,
-                                       payment_id="p-9", user_id=1, amount="100.00"))
+    rules.apply(
+        b,
+        RequestOrderPayment(
+            account_id=order_account_id(order),
+            requested_at=NOW,
+            transaction_id=order,
+            payment_id="p-9",
+            user_id=1,
+            amount="100.00",
+        ),
+    )
     rules.apply(b, midtrans(order, "settlement", account=order_account_id(order)))
     rules.apply(b, midtrans(order, "partial_refund", refund_amount="500.00", account=order_account_id(order)))
     assert system(b, MERCHANT_PAYABLE) == D("0.00") and system(b, MIDTRANS_CLEARING) == D("0.00")

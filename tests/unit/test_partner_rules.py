@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from projections.access_logs.rows import row_from_event
+from query_api.feed_cursor import decode_feed_cursor, encode_feed_cursor
 from query_api.partners.access_log import access_event
 from query_api.partners.keys import PartnerKey, mask_email, mask_phone
 from query_api.partners.rate_limit import rate_limit_headers
-from projections.access_logs.rows import row_from_event
-from query_api.feed_cursor import decode_feed_cursor, encode_feed_cursor
 from query_api.routes.cursor import InvalidCursor, encode_cursor
 from schemas.access_logs import AccessLogged
 from schemas.base import decode, encode
@@ -19,22 +19,33 @@ NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
 
 def key(**changes) -> PartnerKey:
-    base = dict(id="k", external_service_id="s", permissions=frozenset({"READ_TRANSACTIONS"}),
-                rate_limit_count=100, rate_limit_unit="minute", expires_at=None, is_active=True, revoked_at=None,
-                service_active=True)
+    base = dict(
+        id="k",
+        external_service_id="s",
+        permissions=frozenset({"READ_TRANSACTIONS"}),
+        rate_limit_count=100,
+        rate_limit_unit="minute",
+        expires_at=None,
+        is_active=True,
+        revoked_at=None,
+        service_active=True,
+    )
     return PartnerKey(**(base | changes))
 
 
-@pytest.mark.parametrize("changes,reason", [
-    ({}, None),
-    ({"revoked_at": NOW}, "api_key_revoked"),
-    ({"is_active": False}, "api_key_inactive"),
-    ({"service_active": False}, "service_inactive"),
-    ({"expires_at": NOW}, "api_key_expired"),
-    ({"expires_at": NOW + timedelta(seconds=1)}, None),
-    ({"previous_expires_at": NOW - timedelta(seconds=1)}, "api_key_rotated"),
-    ({"previous_expires_at": NOW + timedelta(hours=1)}, None),
-])
+@pytest.mark.parametrize(
+    "changes,reason",
+    [
+        ({}, None),
+        ({"revoked_at": NOW}, "api_key_revoked"),
+        ({"is_active": False}, "api_key_inactive"),
+        ({"service_active": False}, "service_inactive"),
+        ({"expires_at": NOW}, "api_key_expired"),
+        ({"expires_at": NOW + timedelta(seconds=1)}, None),
+        ({"previous_expires_at": NOW - timedelta(seconds=1)}, "api_key_rotated"),
+        ({"previous_expires_at": NOW + timedelta(hours=1)}, None),
+    ],
+)
 def test_key_refusals(changes, reason):
     assert key(**changes).refusal(NOW) == reason
 
@@ -51,8 +62,12 @@ def test_partners_see_masked_contact_details():
 
 def test_rate_limit_headers_round_the_reset_up():
     headers = rate_limit_headers(100, 7, reset_at=1000.2, window_seconds=60, now=990.0)
-    assert headers == {"RateLimit-Limit": "100", "RateLimit-Remaining": "7", "RateLimit-Reset": "11",
-                       "RateLimit-Policy": "100;w=60"}
+    assert headers == {
+        "RateLimit-Limit": "100",
+        "RateLimit-Remaining": "7",
+        "RateLimit-Reset": "11",
+        "RateLimit-Policy": "100;w=60",
+    }
 
 
 def test_feed_cursors_round_trip_and_refuse_other_cursors():

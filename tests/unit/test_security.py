@@ -8,6 +8,13 @@ import hmac
 import pytest
 from pydantic import SecretStr
 
+from command_api.identity.passwords import (
+    DUMMY_PASSWORD_HASH,
+    hash_password,
+    needs_rehash,
+    verify_dummy,
+    verify_password,
+)
 from ogp.security.api_keys import (
     MalformedApiKey,
     format_api_key,
@@ -15,13 +22,6 @@ from ogp.security.api_keys import (
     hash_api_key,
     parse_prefix,
     verify_api_key,
-)
-from command_api.identity.passwords import (
-    DUMMY_PASSWORD_HASH,
-    hash_password,
-    needs_rehash,
-    verify_dummy,
-    verify_password,
 )
 
 PEPPER = "unit-test-pepper"

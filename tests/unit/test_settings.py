@@ -23,8 +23,9 @@ def test_development_defaults_point_at_the_local_stack():
     assert s.commands_partitions >= 12
 
 
-@pytest.mark.parametrize("placeholder", ["jwt_signing_key", "api_key_pepper", "MIDTRANS_SERVER_KEY",
-                                         "postgres_password"])
+@pytest.mark.parametrize(
+    "placeholder", ["jwt_signing_key", "api_key_pepper", "MIDTRANS_SERVER_KEY", "postgres_password"]
+)
 def test_production_refuses_each_placeholder_secret(placeholder):
     values = {k: v for k, v in REAL.items() if k != placeholder}
     with pytest.raises(ValidationError):
@@ -47,9 +48,12 @@ def test_secrets_do_not_show_in_the_settings_repr():
 
 
 def test_production_refuses_to_start_with_midtrans_status_confirmation_off():
-    secrets = dict(jwt_signing_key="a-real-signing-key-that-is-long-enough-0123456789",
-                   api_key_pepper="a-real-pepper-0123456789", MIDTRANS_SERVER_KEY="Mid-server-real-key-0123",
-                   postgres_password="a-real-database-password")
+    secrets = dict(
+        jwt_signing_key="a-real-signing-key-that-is-long-enough-0123456789",
+        api_key_pepper="a-real-pepper-0123456789",
+        MIDTRANS_SERVER_KEY="Mid-server-real-key-0123",
+        postgres_password="a-real-database-password",
+    )
     Settings(environment="production", **secrets)  # on by default
     with pytest.raises(ValueError, match="midtrans_confirm_status"):
         Settings(environment="production", midtrans_confirm_status=False, **secrets)

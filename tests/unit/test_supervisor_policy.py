@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from ogp.settings import Settings
 from infra.local.supervisor import Supervisor, restart_delay
+from ogp.settings import Settings
 
 WATCHED = "ledger-processor"
 

@@ -12,8 +12,9 @@ WORKERS = ["ledger-processor", "projector"]
 
 
 def container(name: str) -> tuple[dict, dict]:
-    (deployment,) = [d for d in yaml.safe_load_all((BASE / f"{name}.yaml").read_text())
-                     if d and d.get("kind") == "Deployment"]
+    (deployment,) = [
+        d for d in yaml.safe_load_all((BASE / f"{name}.yaml").read_text()) if d and d.get("kind") == "Deployment"
+    ]
     pod = deployment["spec"]["template"]["spec"]
     (only,) = pod["containers"]
     return pod, only

@@ -84,8 +84,7 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         _timestamp("created_at"),
         sa.PrimaryKeyConstraint("token_hash", name="pk_authentications"),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name="fk_authentications_user_id_users",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name="fk_authentications_user_id_users", ondelete="CASCADE"),
     )
     op.create_index("ix_authentications_family_id", "authentications", ["family_id"])
     op.create_index("ix_authentications_user_id", "authentications", ["user_id"])
@@ -96,8 +95,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.BigInteger(), nullable=False),
         sa.Column("balance", sa.Numeric(15, 2), nullable=False, server_default=sa.text("0.00")),
         sa.Column("currency", sa.String(3), nullable=False, server_default=sa.text("'IDR'")),
-        sa.Column("account_status", _enum("account_status_enum"), nullable=False,
-                  server_default=sa.text("'ACTIVE'")),
+        sa.Column("account_status", _enum("account_status_enum"), nullable=False, server_default=sa.text("'ACTIVE'")),
         _timestamp("created_at"),
         _timestamp("updated_at"),
         sa.PrimaryKeyConstraint("id", name="pk_accounts"),
@@ -128,19 +126,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_historical_transactions"),
         sa.UniqueConstraint("transaction_id", name="uq_historical_transactions_transaction_id"),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name="fk_historical_transactions_user_id_users"),
-        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"],
-                                name="fk_historical_transactions_account_id_accounts"),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name="fk_historical_transactions_account_id_accounts"),
     )
     op.create_index(
-        "ix_historical_transactions_account_recent", "historical_transactions",
+        "ix_historical_transactions_account_recent",
+        "historical_transactions",
         ["account_id", sa.text("created_at DESC"), sa.text("id DESC")],
     )
     op.create_index(
-        "ix_historical_transactions_user_recent", "historical_transactions",
+        "ix_historical_transactions_user_recent",
+        "historical_transactions",
         ["user_id", sa.text("created_at DESC"), sa.text("id DESC")],
     )
     op.create_index(
-        "ix_historical_transactions_external_feed", "historical_transactions", ["created_at", "id"],
+        "ix_historical_transactions_external_feed",
+        "historical_transactions",
+        ["created_at", "id"],
         postgresql_where=sa.text("is_accessible_external"),
     )
 
@@ -148,8 +149,7 @@ def upgrade() -> None:
         "external_services",
         _uuid_pk(),
         sa.Column("company", sa.String(255), nullable=False),
-        sa.Column("service_type", sa.String(50), nullable=False,
-                  server_default=sa.text("'HISTORICAL_TRANSACTION'")),
+        sa.Column("service_type", sa.String(50), nullable=False, server_default=sa.text("'HISTORICAL_TRANSACTION'")),
         sa.Column("contact_email", sa.String(255), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("is_active", sa.Boolean(), nullable=False, server_default=sa.text("true")),
@@ -164,13 +164,16 @@ def upgrade() -> None:
         _uuid_pk(),
         sa.Column("external_service_id", sa.String(36), nullable=False),
         sa.Column("key_name", sa.String(255), nullable=False),
-        sa.Column("permissions", postgresql.ARRAY(_enum("permissions_enum"), dimensions=1), nullable=False,
-                  server_default=sa.text("'{READ_TRANSACTIONS}'::permissions_enum[]")),
+        sa.Column(
+            "permissions",
+            postgresql.ARRAY(_enum("permissions_enum"), dimensions=1),
+            nullable=False,
+            server_default=sa.text("'{READ_TRANSACTIONS}'::permissions_enum[]"),
+        ),
         sa.Column("key_prefix", sa.String(16), nullable=False),
         sa.Column("key_hash", sa.String(64), nullable=False),
         sa.Column("rate_limit_count", sa.Integer(), nullable=True),
-        sa.Column("rate_limit_unit", _enum("rate_limit_unit_enum"), nullable=False,
-                  server_default=sa.text("'minute'")),
+        sa.Column("rate_limit_unit", _enum("rate_limit_unit_enum"), nullable=False, server_default=sa.text("'minute'")),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("is_active", sa.Boolean(), nullable=False, server_default=sa.text("true")),
         _timestamp("created_at"),
@@ -178,8 +181,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_api_keys"),
         sa.UniqueConstraint("external_service_id", name="uq_api_keys_external_service_id"),
         sa.UniqueConstraint("key_prefix", name="uq_api_keys_key_prefix"),
-        sa.ForeignKeyConstraint(["external_service_id"], ["external_services.id"],
-                                name="fk_api_keys_external_service_id_external_services"),
+        sa.ForeignKeyConstraint(
+            ["external_service_id"], ["external_services.id"], name="fk_api_keys_external_service_id_external_services"
+        ),
         sa.CheckConstraint("rate_limit_count > 0", name=op.f("ck_api_keys_rate_limit_count_positive")),
     )
 
@@ -195,12 +199,16 @@ def upgrade() -> None:
         sa.Column("response_status", sa.Integer(), nullable=False),
         _timestamp("created_at"),
         sa.PrimaryKeyConstraint("id", name="pk_api_access_logs"),
-        sa.ForeignKeyConstraint(["external_service_id"], ["external_services.id"],
-                                name="fk_api_access_logs_external_service_id_external_services"),
+        sa.ForeignKeyConstraint(
+            ["external_service_id"],
+            ["external_services.id"],
+            name="fk_api_access_logs_external_service_id_external_services",
+        ),
         sa.ForeignKeyConstraint(["api_key_id"], ["api_keys.id"], name="fk_api_access_logs_api_key_id_api_keys"),
     )
     op.create_index(
-        "ix_api_access_logs_service_recent", "api_access_logs",
+        "ix_api_access_logs_service_recent",
+        "api_access_logs",
         ["external_service_id", sa.text("created_at DESC"), "id"],
     )
     op.create_index("ix_api_access_logs_key_recent", "api_access_logs", ["api_key_id", sa.text("created_at DESC")])
@@ -208,8 +216,15 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Children before parents; dropping a table drops its indexes and constraints.
-    for table in ("api_access_logs", "api_keys", "external_services", "historical_transactions", "accounts",
-                  "authentications", "users"):
+    for table in (
+        "api_access_logs",
+        "api_keys",
+        "external_services",
+        "historical_transactions",
+        "accounts",
+        "authentications",
+        "users",
+    ):
         op.drop_table(table)
     bind = op.get_bind()
     for name in reversed(ENUMS):

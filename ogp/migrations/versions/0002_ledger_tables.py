@@ -47,8 +47,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("transaction_id", name="pk_ledger_transactions"),
         sa.CheckConstraint("amount > 0", name=op.f("ck_ledger_transactions_amount_positive")),
     )
-    op.create_index("ix_ledger_transactions_account_id_created_at", "ledger_transactions",
-                    ["account_id", "created_at"])
+    op.create_index("ix_ledger_transactions_account_id_created_at", "ledger_transactions", ["account_id", "created_at"])
 
     op.create_table(
         "ledger_system_accounts",
@@ -100,8 +99,12 @@ def upgrade() -> None:
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_ledger_outbox"),
     )
-    op.create_index("ix_ledger_outbox_unpublished", "ledger_outbox", ["partition", "id"],
-                    postgresql_where=sa.text("published_at IS NULL"))
+    op.create_index(
+        "ix_ledger_outbox_unpublished",
+        "ledger_outbox",
+        ["partition", "id"],
+        postgresql_where=sa.text("published_at IS NULL"),
+    )
 
     op.create_table(
         "projection_positions",
@@ -131,6 +134,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("idempotency_keys", "projection_positions", "ledger_outbox", "ledger_partitions",
-                  "ledger_entries", "ledger_system_accounts", "ledger_transactions"):
+    for table in (
+        "idempotency_keys",
+        "projection_positions",
+        "ledger_outbox",
+        "ledger_partitions",
+        "ledger_entries",
+        "ledger_system_accounts",
+        "ledger_transactions",
+    ):
         op.drop_table(table)

@@ -23,20 +23,30 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("ledger_transactions", sa.Column("user_id", sa.BigInteger(), nullable=True))
-    op.add_column("ledger_transactions",
-                  sa.Column("revision", sa.Integer(), nullable=False, server_default=sa.text("0")))
+    op.add_column(
+        "ledger_transactions", sa.Column("revision", sa.Integer(), nullable=False, server_default=sa.text("0"))
+    )
     op.add_column("ledger_transactions", sa.Column("balance_before", sa.Numeric(20, 2), nullable=True))
     op.add_column("ledger_transactions", sa.Column("balance_after", sa.Numeric(20, 2), nullable=True))
-    op.add_column("ledger_transactions",
-                  sa.Column("description", sa.Text(), nullable=False, server_default=sa.text("''")))
+    op.add_column(
+        "ledger_transactions", sa.Column("description", sa.Text(), nullable=False, server_default=sa.text("''"))
+    )
     op.add_column("ledger_transactions", sa.Column("external_reference", sa.String(255), nullable=True))
     op.add_column("ledger_transactions", sa.Column("payment_method", sa.String(32), nullable=True))
-    op.add_column("historical_transactions",
-                  sa.Column("revision", sa.Integer(), nullable=False, server_default=sa.text("0")))
+    op.add_column(
+        "historical_transactions", sa.Column("revision", sa.Integer(), nullable=False, server_default=sa.text("0"))
+    )
 
 
 def downgrade() -> None:
     op.drop_column("historical_transactions", "revision")
-    for column in ("payment_method", "external_reference", "description", "balance_after", "balance_before",
-                   "revision", "user_id"):
+    for column in (
+        "payment_method",
+        "external_reference",
+        "description",
+        "balance_after",
+        "balance_before",
+        "revision",
+        "user_id",
+    ):
         op.drop_column("ledger_transactions", column)

@@ -21,14 +21,20 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("ledger_partitions", sa.Column("published_outbox_id", sa.BigInteger(), nullable=False,
-                                                 server_default=sa.text("0")))
+    op.add_column(
+        "ledger_partitions",
+        sa.Column("published_outbox_id", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
+    )
     op.create_index("ix_ledger_outbox_partition_id", "ledger_outbox", ["partition", "id"])
     op.drop_index("ix_ledger_outbox_unpublished", table_name="ledger_outbox")
 
 
 def downgrade() -> None:
-    op.create_index("ix_ledger_outbox_unpublished", "ledger_outbox", ["partition", "id"],
-                    postgresql_where=sa.text("published_at IS NULL"))
+    op.create_index(
+        "ix_ledger_outbox_unpublished",
+        "ledger_outbox",
+        ["partition", "id"],
+        postgresql_where=sa.text("published_at IS NULL"),
+    )
     op.drop_index("ix_ledger_outbox_partition_id", table_name="ledger_outbox")
     op.drop_column("ledger_partitions", "published_outbox_id")

@@ -21,15 +21,18 @@ depends_on = None
 
 def upgrade() -> None:
     op.alter_column("ledger_outbox", "payload", type_=sa.Text(), postgresql_using="payload::text")
-    op.alter_column("ledger_outbox", "headers", type_=sa.Text(), postgresql_using="headers::text",
-                    server_default=sa.text("'{}'::text"))
+    op.alter_column(
+        "ledger_outbox",
+        "headers",
+        type_=sa.Text(),
+        postgresql_using="headers::text",
+        server_default=sa.text("'{}'::text"),
+    )
 
 
 def downgrade() -> None:
     # A text default cannot be cast to jsonb: drop it, change the type, then set the jsonb default.
     op.alter_column("ledger_outbox", "headers", server_default=None)
-    op.alter_column("ledger_outbox", "headers", type_=sa.dialects.postgresql.JSONB(),
-                    postgresql_using="headers::jsonb")
+    op.alter_column("ledger_outbox", "headers", type_=sa.dialects.postgresql.JSONB(), postgresql_using="headers::jsonb")
     op.alter_column("ledger_outbox", "headers", server_default=sa.text("'{}'::jsonb"))
-    op.alter_column("ledger_outbox", "payload", type_=sa.dialects.postgresql.JSONB(),
-                    postgresql_using="payload::jsonb")
+    op.alter_column("ledger_outbox", "payload", type_=sa.dialects.postgresql.JSONB(), postgresql_using="payload::jsonb")

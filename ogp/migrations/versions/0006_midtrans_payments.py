@@ -23,8 +23,20 @@ branch_labels = None
 depends_on = None
 
 OLD_METHODS = ("GOPAY", "SHOPEE_PAY")
-NEW_METHODS = ("CREDIT_CARD", "BANK_TRANSFER", "BCA_VA", "MANDIRI_BILL", "BNI_VA", "BRI_VA", "PERMATA_VA", "OVO",
-               "DANA", "QRIS", "INDOMARET", "ALFAMART")
+NEW_METHODS = (
+    "CREDIT_CARD",
+    "BANK_TRANSFER",
+    "BCA_VA",
+    "MANDIRI_BILL",
+    "BNI_VA",
+    "BRI_VA",
+    "PERMATA_VA",
+    "OVO",
+    "DANA",
+    "QRIS",
+    "INDOMARET",
+    "ALFAMART",
+)
 
 
 def _method() -> postgresql.ENUM:
@@ -98,6 +110,8 @@ def downgrade() -> None:
     op.execute(f"UPDATE historical_transactions SET payment_method = NULL WHERE payment_method::text NOT IN ({old})")
     op.execute("ALTER TYPE payment_method_enum RENAME TO payment_method_enum_0006")
     op.execute(f"CREATE TYPE payment_method_enum AS ENUM ({old})")
-    op.execute("ALTER TABLE historical_transactions ALTER COLUMN payment_method TYPE payment_method_enum "
-               "USING payment_method::text::payment_method_enum")
+    op.execute(
+        "ALTER TABLE historical_transactions ALTER COLUMN payment_method TYPE payment_method_enum "
+        "USING payment_method::text::payment_method_enum"
+    )
     op.execute("DROP TYPE payment_method_enum_0006")

@@ -56,8 +56,12 @@ def upgrade() -> None:
         sa.Column("feed_txid", sa.BigInteger(), nullable=False),
         sa.Column("feed_seq", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("transaction_id", name="pk_partner_feed"),
-        sa.ForeignKeyConstraint(["transaction_id"], ["historical_transactions.transaction_id"],
-                                name="fk_partner_feed_transaction_id_historical_transactions", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["transaction_id"],
+            ["historical_transactions.transaction_id"],
+            name="fk_partner_feed_transaction_id_historical_transactions",
+            ondelete="CASCADE",
+        ),
     )
     op.create_index("ix_partner_feed_feed_txid_feed_seq", "partner_feed", ["feed_txid", "feed_seq"])
     op.execute("CREATE SEQUENCE partner_feed_seq AS bigint")

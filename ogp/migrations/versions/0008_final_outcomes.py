@@ -44,8 +44,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("topic", "partition", "command_offset", name="pk_ledger_dead_letters"),
     )
     op.create_index("ix_ledger_dead_letters_transaction_id", "ledger_dead_letters", ["transaction_id"])
-    op.create_index("ix_ledger_transactions_pending", "ledger_transactions", ["partition", "updated_at"],
-                    postgresql_where=sa.text("status = 'PENDING'"))
+    op.create_index(
+        "ix_ledger_transactions_pending",
+        "ledger_transactions",
+        ["partition", "updated_at"],
+        postgresql_where=sa.text("status = 'PENDING'"),
+    )
     op.drop_column("ledger_outbox", "published_at")
 
 
