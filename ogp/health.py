@@ -29,7 +29,7 @@ async def _check(name: str, coro, timeout: float) -> tuple[str, str]:
     try:
         await asyncio.wait_for(coro, timeout)
         return name, "ok"
-    except Exception as exc:  # any failure means "down"; the reason is for operators, not secrets
+    except Exception as exc:  # noqa: BLE001 - any failure means "down"; the reason is for operators, not secrets
         return name, f"down: {exc.__class__.__name__}"
 
 

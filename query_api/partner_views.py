@@ -1,7 +1,8 @@
 """The SQL behind the partner routes: the externally accessible part of historical_transactions.
 
 The feed's order is the position a row got when it became visible, ``(feed_txid, feed_seq)`` (table
-``partner_feed``, migration 0007). Only rows whose writing transaction is older than every transaction still running are served
+``partner_feed``, migration 0007). Only rows whose writing transaction is older than every transaction still
+running are served
 (``feed_txid < pg_snapshot_xmin(pg_current_snapshot())``): such a transaction has ended, so no row can
 ever again appear at or before that position. A cursor therefore never skips a row that a concurrent,
 slower transaction commits later; the price is that a row shows up only once all older transactions

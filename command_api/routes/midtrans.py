@@ -153,7 +153,9 @@ async def topup(
         {
             400: "`invalid_notification`: not a JSON object with the signed fields as strings",
             401: "`invalid_signature`: nothing recorded",
-            503: "`kafka_unavailable`, `midtrans_unavailable`, `midtrans_unconfirmed`: not recorded; Midtrans will retry",
+            503: (
+                "`kafka_unavailable`, `midtrans_unavailable`, `midtrans_unconfirmed`: not recorded; Midtrans will retry"
+            ),
         }
     ),
     openapi_extra=_NOTIFICATION,

@@ -487,7 +487,7 @@ class KafkaBroker:
             return False
         try:
             brokers = metadata_brokers(self.host, self.port, timeout=timeout)
-        except Exception:  # refused, reset, timeout, or a garbled answer: not healthy (yet)
+        except Exception:  # noqa: BLE001 - refused, reset, timeout, or a garbled answer: not healthy (yet)
             return False
         return any(node_id == NODE_ID for node_id, _, _ in brokers)
 

@@ -39,9 +39,10 @@ def payment_page(order: Order) -> str:
 
 def result_page(order: Order, finish_url: str | None) -> str:
     link = f'<p><a id="finish" href="{escape(finish_url)}">Back to the merchant</a></p>' if finish_url else ""
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Midtrans simulator: {escape(order.status or "")}</title>
+    status = escape(order.status or "")
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Midtrans simulator: {status}</title>
 <style>{_STYLE}</style></head><body><h1>Midtrans simulator</h1>
-<p>Order <code>{escape(order.order_id)}</code>: <strong id="status">{escape(order.status or "")}</strong></p>
+<p>Order <code>{escape(order.order_id)}</code>: <strong id="status">{status}</strong></p>
 {link}</body></html>"""
 
 

@@ -78,7 +78,7 @@ class AccessLogPublisher:
                     future = await self.kafka.producer.send(self.topic, encode(event), key=event.api_key_id.encode())
                     future.add_done_callback(self._delivered)
                     break
-                except Exception as exc:  # broker down or not yet connected: keep the event, retry
+                except Exception as exc:  # noqa: BLE001 - broker down or not yet connected: keep the event, retry
                     log.warning("access-log publish failed (%s); retrying", exc.__class__.__name__)
                     await asyncio.sleep(0.5)
 

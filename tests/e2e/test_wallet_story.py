@@ -7,6 +7,7 @@ import concurrent.futures
 import tempfile
 import uuid
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
@@ -165,7 +166,7 @@ def test_fund_pay_transfer_refund_and_transfer_back(system):
     for rows, final in ((alice_rows, "775000.25"), (bob_rows, "124999.75")):
         ordered = sorted(rows, key=lambda r: (r["created_at"], r["balance_before"]))
         assert ordered[-1]["balance_after"] == final
-        for earlier, later in zip(ordered, ordered[1:]):
+        for earlier, later in pairwise(ordered):
             assert earlier["balance_after"] == later["balance_before"], (earlier, later)
 
     # The ledger: double entry, balances equal their entries, the wallets' entries match their history.

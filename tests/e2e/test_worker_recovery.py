@@ -126,7 +126,7 @@ class Load(threading.Thread):
                 await producer.start()
                 while not self.stop_event.is_set():
                     await self._append_one(producer)
-            except Exception:  # the broker is down: only acknowledged commands count, try again shortly
+            except Exception:  # noqa: BLE001 - the broker is down: only acknowledged commands count, try again shortly
                 await asyncio.sleep(0.5)  # the load generator's reconnect pace, not synchronisation
             finally:
                 await asyncio.wait_for(producer.stop(), 10)
@@ -170,7 +170,8 @@ def projector_caught_up(db: str, bootstrap: str, projector: str, timeout: float 
                 stored = dict(
                     conn.execute(
                         text(
-                            "SELECT partition, next_offset FROM projection_positions WHERE topic = :t AND projector = :p"
+                            "SELECT partition, next_offset FROM projection_positions"
+                            " WHERE topic = :t AND projector = :p"
                         ),
                         {"t": LEDGER_EVENTS, "p": projector},
                     ).all()
@@ -304,22 +305,24 @@ def _resume_after_outages(settings, worker, killable, probe: Probe) -> None:
         # PostgreSQL dies (kill -9, every backend with it) again and again while commands keep coming.
         for kill in range(POSTGRES_KILLS):
             before = applied(db)
-            wait_for(lambda: applied(db) > before + 20, 90, f"the processor should be applying (kill {kill})")
+            wait_for(
+                lambda before=before: applied(db) > before + 20, 90, f"the processor should be applying (kill {kill})"
+            )
             mark = len(processor.log())
             killable.kill9(killable.postgres)
             wait_for(
-                lambda: '"msg": "ledger processor: ' in log_since(processor, mark),
+                lambda mark=mark: '"msg": "ledger processor: ' in log_since(processor, mark),
                 60,
                 f"the processor should notice PostgreSQL is gone and retry (kill {kill})",
-                lambda: log_since(processor, mark)[-3000:],
+                lambda mark=mark: log_since(processor, mark)[-3000:],
             )
             killable.postgres.start()
             resumed = applied(db)
             wait_for(
-                lambda: applied(db) > resumed + 20,
+                lambda resumed=resumed: applied(db) > resumed + 20,
                 90,
                 f"the processor should resume applying once PostgreSQL is back (kill {kill})",
-                lambda: log_since(processor, mark)[-3000:],
+                lambda mark=mark: log_since(processor, mark)[-3000:],
             )
 
         # Then the broker dies (kill -9) and comes back on the same port with its data.

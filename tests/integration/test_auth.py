@@ -160,7 +160,8 @@ def test_twenty_concurrent_registrations_of_one_username_make_exactly_one_user(a
         )
         orphans = conn.execute(
             text(
-                "SELECT (SELECT count(*) FROM users u WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.user_id = u.id))"
+                "SELECT (SELECT count(*) FROM users u"
+                " WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.user_id = u.id))"
                 " + (SELECT count(*) FROM accounts a WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = a.user_id))"
             )
         ).scalar()

@@ -267,7 +267,7 @@ def test_a_projector_killed_mid_stream_resumes_to_exactly_the_replayed_table(wor
         # Whatever it committed is a consistent prefix: rows and positions moved together.
         at_kill = await asyncio.to_thread(positions, world)
         assert sum(at_kill.values()) < len(events), "the kill came too late to test anything"
-        prefix = [e for e, (p, o) in zip(events, placed) if o < at_kill.get(p, 0)]
+        prefix = [e for e, (p, o) in zip(events, placed, strict=True) if o < at_kill.get(p, 0)]
         assert table(world) == replay(prefix)
         # A new instance resumes from the stored positions and ends with exactly the replayed table.
         projector, task = start(world, group)

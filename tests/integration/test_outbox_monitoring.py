@@ -31,8 +31,10 @@ def test_the_exporter_counts_rows_above_each_partitions_published_mark(postgres_
         conn.execute(
             text(
                 "INSERT INTO ledger_outbox (id, partition, topic, key, payload, created_at) VALUES "
-                "(1, 0, 't', 'k', 'p', now() - interval '10 minutes'), (2, 0, 't', 'k', 'p', now() - interval '9 minutes'), "
-                "(3, 0, 't', 'k', 'p', now() - interval '2 minutes'), (4, 1, 't', 'k', 'p', now() - interval '5 minutes'), "
+                "(1, 0, 't', 'k', 'p', now() - interval '10 minutes'), "
+                "(2, 0, 't', 'k', 'p', now() - interval '9 minutes'), "
+                "(3, 0, 't', 'k', 'p', now() - interval '2 minutes'), "
+                "(4, 1, 't', 'k', 'p', now() - interval '5 minutes'), "
                 "(5, 1, 't', 'k', 'p', now())"
             )
         )

@@ -35,10 +35,10 @@ async def read_to_end(
         records: list[ConsumerRecord] = []
 
         async def at_end() -> bool:
-            for tp, batch in (await consumer.getmany(*assigned, timeout_ms=200)).items():
+            for batch in (await consumer.getmany(*assigned, timeout_ms=200)).values():
                 records.extend(batch)
             positions = [await consumer.position(tp) for tp in assigned]
-            return all(position >= ends[tp] for position, tp in zip(positions, assigned))
+            return all(position >= ends[tp] for position, tp in zip(positions, assigned, strict=True))
 
         await wait_until_async(at_end, timeout, lambda: f"{topic} was read to its end offsets {ends}", interval=0)
         return records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from itertools import pairwise
 
 from infra.local.supervisor import Supervisor, restart_delay
 from ogp.settings import Settings
@@ -66,7 +67,7 @@ def test_a_dead_service_is_started_at_once_and_a_crash_loop_backs_off():
     watch(60, runner, Supervisor(runner, clock=clock), clock)
     times = [t for t, _ in runner.restarts]
     assert times[0] == 0
-    assert [b - a for a, b in zip(times, times[1:])] == [2, 4, 8, 16]
+    assert [b - a for a, b in pairwise(times)] == [2, 4, 8, 16]
     assert all(kill is False for _, kill in runner.restarts)
 
 
