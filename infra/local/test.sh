@@ -5,4 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash infra/local/bootstrap.sh --with-browser
+# The static checks first (seconds, and a failure here needs no infrastructure to explain it).
+printf '\033[1m==>\033[0m %s\n' "static checks: ruff, ruff format, mypy, import contracts"
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet .
+.venv/bin/mypy
+.venv/bin/lint-imports --no-cache | tail -n 1
 exec .venv/bin/python -m pytest "$@"

@@ -49,7 +49,7 @@ def unknown(enabled: list[str]) -> list[str]:
 def method_fields(channel: str, rng: random.Random | None = None) -> dict:
     """The method-specific fields of a notification paid through ``channel``."""
     rng = rng or random.Random()
-    digits = lambda n: "".join(rng.choice("0123456789") for _ in range(n))  # noqa: E731
+    digits = lambda n: "".join(rng.choice("0123456789") for _ in range(n))  # noqa: E731 - a one-line helper, local to this function
     payment_type = CHANNELS[channel][1]
     if channel in ("bca_va", "bni_va", "bri_va", "cimb_va", "other_va"):
         bank = channel.removesuffix("_va").replace("other", "bca")

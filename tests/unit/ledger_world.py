@@ -162,7 +162,7 @@ class World:
 
     def _apply_once(self, partition: int, batch: list[Delivery], poisoned: dict[int, str]) -> None:
         book = Book(partition=partition, now=self.now, partition_of=self.partition_of, policy=self.policy)
-        owns = lambda account_id: self.partition_of(account_id) == partition  # noqa: E731
+        owns = lambda account_id: self.partition_of(account_id) == partition  # noqa: E731 - mirrors the processor's own predicate
         account_ids: set[str] = set()
         tx_ids: set[str] = set()
         for delivery in batch:
