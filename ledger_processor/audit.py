@@ -171,7 +171,8 @@ def audit(
             text(
                 "SELECT d.transaction_id, d.reason, d.created_at FROM ledger_dead_letters d "
                 "LEFT JOIN ledger_transactions t ON t.transaction_id = d.transaction_id "
-                "WHERE d.command_type = 'RecordMidtransStatus' AND (t.updated_at IS NULL OR t.updated_at <= d.created_at) "
+                "WHERE d.command_type = 'RecordMidtransStatus' "
+                "AND (t.updated_at IS NULL OR t.updated_at <= d.created_at) "
                 "ORDER BY d.created_at LIMIT 100"
             )
         )
@@ -199,12 +200,12 @@ def _money_in_transit(conn: Connection, r: AuditReport) -> None:
                 "AND t.transaction_type = 'TRANSFER' AND NOT EXISTS (SELECT 1 FROM ledger_transactions i "
                 "WHERE i.transaction_id = t.transaction_id || '\\:in' AND i.status = 'SUCCESS')"
             )
-        ).scalar()
+        ).scalar_one()  # an aggregate: exactly one row, never NULL (coalesce)
     )
     r.in_flight_balance = Decimal(
         conn.execute(
             text("SELECT coalesce(sum(balance), 0) FROM ledger_system_accounts WHERE kind = 'TRANSFERS_IN_FLIGHT'")
-        ).scalar()
+        ).scalar_one()
     )
     r.stranded_sagas = [
         tuple(x)

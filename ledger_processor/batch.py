@@ -159,7 +159,9 @@ class BatchService:
             if fresh[0].offset != position:
                 raise OffsetGap(position)
 
-            owns = lambda account_id: partition_of(account_id) == partition  # noqa: E731
+            def owns(account_id: str) -> bool:
+                return partition_of(account_id) == partition
+
             items, needed = self._decode(fresh, owns, poisoned)
 
             book = Book(partition=partition, now=now, partition_of=partition_of, policy=self.policy)
@@ -172,6 +174,7 @@ class BatchService:
                 mark = len(book.outgoing)
                 book.current_offset = record.offset
                 if poison is None:
+                    assert command is not None, "_decode poisons every record it cannot decode"
                     self._apply_one(book, record, command)
                 else:
                     dead.append(_DeadLetter(record, command, poison, self._reject(book, record, command, poison)))

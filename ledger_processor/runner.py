@@ -15,8 +15,10 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
@@ -27,6 +29,10 @@ from ogp.messaging import headers_dict
 from ogp.settings import Settings
 from ogp.worker import Backoff, Heartbeat, bounded, describe
 from schemas.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS, partition_for
+
+if TYPE_CHECKING:
+    from aiokafka.producer.message_accumulator import BatchBuilder
+    from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +72,7 @@ class LedgerProcessor:
         self._partitions = 0
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
-        self.pool = None
+        self.pool: AsyncConnectionPool | None = None
         self._topic_counts: dict[str, int] = {}
         self._fault_fired = False
         self._to_commit: dict[TopicPartition, int] = {}
@@ -169,6 +175,23 @@ class LedgerProcessor:
             clean &= await bounded(close_pool(), max(deadline - time.monotonic(), 0.1), "closing the database pool")
         return clean
 
+    # The clients start() opens. Everything below runs after it: in run()'s loop, or in a rebalance callback
+    # of the consumer it started (which start() stores before starting it).
+    @property
+    def _started_consumer(self) -> AIOKafkaConsumer:
+        assert self.consumer is not None, "start() opened the consumer"
+        return self.consumer
+
+    @property
+    def _started_producer(self) -> AIOKafkaProducer:
+        assert self.producer is not None, "start() opened the producer"
+        return self.producer
+
+    @property
+    def _started_pool(self) -> AsyncConnectionPool:
+        assert self.pool is not None, "start() opened the database pool"
+        return self.pool
+
     async def run(self) -> None:
         """Consume until stopped. A database or Kafka failure never ends it: it is logged, backed off (with a
         cap), and followed by a resynchronisation from the stored positions before consuming goes on."""
@@ -205,7 +228,7 @@ class LedgerProcessor:
         too, so that it shares the loop's heartbeat and its retry."""
         if time.monotonic() >= self._next_sweep:
             await self.sweep()
-        batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+        batches = await self._started_consumer.getmany(timeout_ms=200, max_records=self.max_batch)
         if not batches:
             return
         if self.settings.fault == "hang_before_batch":
@@ -260,9 +283,9 @@ class LedgerProcessor:
         not claimed again: if another owner took a partition meanwhile, our next batch is fenced.
         """
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.pool.check(), 5)  # drop connections that died with the server
+            await asyncio.wait_for(self._started_pool.check(), 5)  # drop connections that died with the server
         async with self._lock:
-            assignment = self.consumer.assignment()
+            assignment = self._started_consumer.assignment()
             for partition, owned in sorted(self._owned.items()):
                 tp = TopicPartition(COMMANDS, partition)
                 async with self.sql() as sql:
@@ -270,7 +293,7 @@ class LedgerProcessor:
                     if leftovers:
                         await self._publish(sql, partition, leftovers)
                 if tp in assignment:
-                    self.consumer.seek(tp, owned.next_offset)
+                    self._started_consumer.seek(tp, owned.next_offset)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -280,7 +303,7 @@ class LedgerProcessor:
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:
             # Route saga follow-ups exactly as the producers' partitioner does: by the topic's real count.
-            self._partitions = len(self.consumer.partitions_for_topic(COMMANDS) or ()) or self._partitions
+            self._partitions = len(self._started_consumer.partitions_for_topic(COMMANDS) or ()) or self._partitions
             for tp in sorted(partitions, key=lambda t: t.partition):
                 backoff = Backoff()
                 while not self._stopping.is_set():
@@ -288,7 +311,7 @@ class LedgerProcessor:
                     try:
                         await self._take(tp)
                         break
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - retried until it works, as said below
                         # A lock behind a stalled old owner, or the database or broker down: retry until it
                         # works (the coordinator waits for us; the loop's heartbeat keeps beating here).
                         delay = backoff.next()
@@ -313,20 +336,20 @@ class LedgerProcessor:
             if leftovers:
                 await self._publish(sql, tp.partition, leftovers)
             log.info("published outbox leftovers", extra={"partition": tp.partition})
-        self.consumer.seek(tp, next_offset)
-        self.consumer.resume(tp)
+        self._started_consumer.seek(tp, next_offset)
+        self._started_consumer.resume(tp)
         log.info("partition claimed", extra={"partition": tp.partition, "offset": next_offset})
 
     @contextlib.asynccontextmanager
-    async def sql(self):
+    async def sql(self) -> AsyncIterator[LedgerSQL]:
         """The SQL adapter on a pooled connection: claiming a partition, its outbox leftovers."""
         # A short wait: with the database down the loop fails fast, backs off and retries (and its
         # heartbeat keeps beating) instead of hanging on the pool.
-        async with self.pool.connection(timeout=5) as conn:
+        async with self._started_pool.connection(timeout=5) as conn:
             yield LedgerSQL(conn, COMMANDS)
 
     @contextlib.asynccontextmanager
-    async def service(self):
+    async def service(self) -> AsyncIterator[BatchService]:
         """The batch service on a pooled connection (its SQL adapter as ``.sql``): a batch, a sweep."""
         async with self.sql() as sql:
             yield BatchService(sql, LEDGER_EVENTS, DEAD_LETTER, policy=self._policy)
@@ -359,7 +382,7 @@ class LedgerProcessor:
                 "offset gap; seeking back to the stored position",
                 extra={"partition": tp.partition, "offset": gap.position},
             )
-            self.consumer.seek(tp, gap.position)
+            self._started_consumer.seek(tp, gap.position)
             return
         except Fenced as exc:
             self._release(tp, exc)
@@ -381,19 +404,19 @@ class LedgerProcessor:
             self._last_commit = time.monotonic()
             offsets, self._to_commit = self._to_commit, {}
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.consumer.commit(offsets), 5)
+                await asyncio.wait_for(self._started_consumer.commit(offsets), 5)
 
     def _release(self, tp: TopicPartition, exc: Fenced) -> None:
         """A newer owner took the partition while we were paused: our transaction wrote nothing; let go."""
         self.stats.fenced += 1
         log.warning("fenced, releasing partition: %s", exc, extra={"partition": tp.partition})
         self._owned.pop(tp.partition, None)
-        self.consumer.pause(tp)
+        self._started_consumer.pause(tp)
 
     async def _publish(self, sql: LedgerSQL, partition: int, rows: list[OutboxRow]) -> None:
         """Send outbox rows in id order, as whole batches per target partition, then record the mark."""
         futures = []
-        batches: dict[tuple[str, int], object] = {}
+        batches: dict[tuple[str, int], BatchBuilder] = {}
         for row in rows:
             count = await self._topic_partitions(row.topic)
             target = (row.topic, partition_for(row.key, count) if row.key else 0)
@@ -401,14 +424,14 @@ class LedgerProcessor:
             key = row.key.encode() if row.key else None
             batch = batches.get(target)
             if batch is None:
-                batch = batches[target] = self.producer.create_batch()
+                batch = batches[target] = self._started_producer.create_batch()
             if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
                 # Full: send it and start another for the same partition (order is kept per partition).
-                futures.append(await self.producer.send_batch(batch, target[0], partition=target[1]))
-                batch = batches[target] = self.producer.create_batch()
+                futures.append(await self._started_producer.send_batch(batch, target[0], partition=target[1]))
+                batch = batches[target] = self._started_producer.create_batch()
                 batch.append(key=key, value=row.payload, timestamp=None, headers=headers)
         for (topic, target_partition), batch in batches.items():
-            futures.append(await self.producer.send_batch(batch, topic, partition=target_partition))
+            futures.append(await self._started_producer.send_batch(batch, topic, partition=target_partition))
         await asyncio.gather(*futures)
         await sql.mark_published(partition, rows[-1].id)
         self.stats.published += len(rows)
@@ -416,7 +439,7 @@ class LedgerProcessor:
     async def _topic_partitions(self, topic: str) -> int:
         count = self._topic_counts.get(topic)
         if count is None:
-            count = self._topic_counts[topic] = len(await self.producer.partitions_for(topic))
+            count = self._topic_counts[topic] = len(await self._started_producer.partitions_for(topic))
         return count
 
 

@@ -11,9 +11,10 @@ transactions and the outbox, a handful of statements per batch whatever its size
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -59,7 +60,7 @@ async def connect(url: str) -> psycopg.AsyncConnection:
     return await psycopg.AsyncConnection.connect(conninfo_from_url(url), autocommit=True, options=SESSION_OPTIONS)
 
 
-def pool(url: str, size: int):
+def pool(url: str, size: int) -> AsyncConnectionPool:
     """Connections for concurrent partitions: each batch transaction takes one for its duration."""
     return AsyncConnectionPool(
         conninfo_from_url(url),
@@ -101,8 +102,15 @@ _TX_COLUMNS = (
 )
 
 
-def _transaction(row) -> Transaction:
-    return Transaction(*row[:16], details=row[16] or {})
+# The names of _TX_COLUMNS, which are Transaction's fields in order.
+_TX_FIELDS = tuple(name.strip() for name in _TX_COLUMNS.split(","))
+
+
+def _transaction(row: Sequence[Any]) -> Transaction:
+    """A row of ``_TX_COLUMNS`` as a Transaction."""
+    values = dict(zip(_TX_FIELDS, row, strict=True))
+    values["details"] = values["details"] or {}
+    return Transaction(**values)
 
 
 class LedgerSQL:
@@ -130,6 +138,7 @@ class LedgerSQL:
                     (self.topic, partition, owner),
                 )
             ).fetchone()
+        assert row is not None, "INSERT ... ON CONFLICT DO UPDATE RETURNING returns the partition's row"
         return int(row[0]), int(row[1])
 
     async def lock_partition(self, partition: int) -> tuple[int, int] | None:
