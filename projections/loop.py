@@ -31,10 +31,10 @@ class ProjectorLoop:
     the projection's stored position. Subclasses set ``name``, ``topic`` and ``group_id`` and implement
     ``_subscribe()`` and ``_project()``."""
 
-    name = "projector"
     retry_cap_seconds = 10.0
     max_batch = 500  # records per fetch
     isolation_level = "read_uncommitted"  # aiokafka's default
+    stats: object  # each projector's own counters: logged when it stops, read by tests
 
     def __init__(
         self,
@@ -54,6 +54,23 @@ class ProjectorLoop:
         self._stopping = asyncio.Event()
         self._closed_cleanly = True
         self._consumer: AIOKafkaConsumer | None = None
+
+    @property
+    def name(self) -> str:
+        """The projector's name in logs."""
+        return "projector"
+
+    # Set before their first use and never unset: run() creates the engine, _consume() each consumer (the
+    # methods using it run inside _consume(), or in a rebalance callback of the consumer it started).
+    @property
+    def engine(self) -> AsyncEngine:
+        assert self._engine is not None, "run() created the engine"
+        return self._engine
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "_consume() created the consumer"
+        return self._consumer
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the batch in hand and return."""
@@ -125,7 +142,7 @@ class ProjectorLoop:
         delay = 0.5
         while not self._stopping.is_set():
             try:
-                await self._consumer.start()
+                await self.consumer.start()
                 return
             except KafkaError as exc:
                 self.heartbeat.failed(exc)
@@ -134,7 +151,7 @@ class ProjectorLoop:
                 delay = min(delay * 2, self.retry_cap_seconds)
 
     async def _fetch(self) -> dict[TopicPartition, list[ConsumerRecord]]:
-        return await self._consumer.getmany(timeout_ms=500, max_records=self.max_batch)
+        return await self.consumer.getmany(timeout_ms=500, max_records=self.max_batch)
 
     def _subscribe(self, consumer: AIOKafkaConsumer) -> None:
         """Subscribe ``consumer`` to ``self.topic``, with whatever decides where each partition resumes."""

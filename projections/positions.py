@@ -106,7 +106,7 @@ class PositionedProjector(ProjectorLoop):
         heartbeat: Heartbeat | None = None,
     ):
         super().__init__(settings, group_id=group_id, topic=topic, engine=engine, heartbeat=heartbeat)
-        self.stats = ProjectionStats()
+        self.stats: ProjectionStats = ProjectionStats()
         # Rebalance callbacks (aiokafka's coordinator task) and batch application exclude each other, and
         # a batch fetched before a rebalance is dropped: the new assignment seeks to the stored positions,
         # so those records come again from the right place instead of being applied twice.
@@ -133,7 +133,7 @@ class PositionedProjector(ProjectorLoop):
         delay = 0.5
         while True:
             try:
-                positions = await stored_positions(self._engine, self.topic, self.projector)
+                positions = await stored_positions(self.engine, self.topic, self.projector)
                 break
             except Exception as exc:
                 # Without the stored position we must not consume at all (Kafka's offset may be ahead).
@@ -146,9 +146,9 @@ class PositionedProjector(ProjectorLoop):
         fresh = [tp for tp in assigned if tp.partition not in positions]
         for tp in assigned:
             if tp.partition in positions:
-                self._consumer.seek(tp, positions[tp.partition])
+                self.consumer.seek(tp, positions[tp.partition])
         if fresh:
-            await self._consumer.seek_to_beginning(*fresh)
+            await self.consumer.seek_to_beginning(*fresh)
         log.info("assigned %s", sorted((tp.partition, positions.get(tp.partition, 0)) for tp in assigned))
 
     async def _project(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
@@ -159,16 +159,16 @@ class PositionedProjector(ProjectorLoop):
                 # Fetched across a rebalance: maybe before the seek to the stored position, maybe after.
                 # Either way its first offset is not past the stored one, so fetching again from there
                 # loses nothing (and applying it now could apply it twice).
-                assignment = self._consumer.assignment()
+                assignment = self.consumer.assignment()
                 for tp, records in batches.items():
                     if tp in assignment:
-                        self._consumer.seek(tp, records[0].offset)
+                        self.consumer.seek(tp, records[0].offset)
                 return
             done = await self._apply_locked(batches)
         if done:
             try:
                 # Only for lag monitoring: the database position decides where we resume.
-                await self._consumer.commit(done)
+                await self.consumer.commit(done)
             except KafkaError as exc:
                 log.warning(
                     "committing kafka offsets failed (%s); positions are safe in the database", exc.__class__.__name__
@@ -179,7 +179,7 @@ class PositionedProjector(ProjectorLoop):
         pending = sorted(batches.items(), key=lambda item: item[0].partition)
         for i, (tp, records) in enumerate(pending):
             try:
-                done[tp] = await self.apply_batch(self._engine, tp.topic, tp.partition, records, self.stats)
+                done[tp] = await self.apply_batch(self.engine, tp.topic, tp.partition, records, self.stats)
                 self._apply_backoff.reset()
             except Exception as exc:
                 delay = self._apply_backoff.next()
@@ -194,7 +194,7 @@ class PositionedProjector(ProjectorLoop):
                 # The consumer has moved past every fetched batch: rewind the ones not applied.
                 for other, other_records in pending[i:]:
                     with contextlib.suppress(Exception):
-                        self._consumer.seek(other, other_records[0].offset)
+                        self.consumer.seek(other, other_records[0].offset)
                 await self._sleep(delay)
                 break
         return done

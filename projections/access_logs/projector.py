@@ -85,9 +85,9 @@ async def write_rows(engine: AsyncEngine, rows: list[dict], stats: AccessLogStat
         for row in rows:
             try:
                 async with conn.begin_nested():
-                    inserted = (await conn.execute(_insert().returning(api_access_logs.c.id), [row])).all()
-                stats.inserted += len(inserted)
-                stats.duplicates += 1 - len(inserted)
+                    returned = (await conn.execute(_insert().returning(api_access_logs.c.id), [row])).all()
+                stats.inserted += len(returned)
+                stats.duplicates += 1 - len(returned)
             except (IntegrityError, DataError) as exc:
                 stats.skipped += 1
                 log.error(
@@ -114,7 +114,7 @@ class AccessLogProjector(ProjectorLoop):
         heartbeat: Heartbeat | None = None,
     ):
         super().__init__(settings, group_id=group_id, topic=topic, engine=engine, heartbeat=heartbeat)
-        self.stats = AccessLogStats()
+        self.stats: AccessLogStats = AccessLogStats()
 
     def _subscribe(self, consumer: AIOKafkaConsumer) -> None:
         consumer.subscribe([self.topic])  # resumes from Kafka's committed offsets
@@ -125,16 +125,16 @@ class AccessLogProjector(ProjectorLoop):
             return  # stopping with the database down: nothing committed, the batch comes again
         # After the database commit: a crash before this line redelivers, and duplicates are no-ops.
         with contextlib.suppress(KafkaError):
-            await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+            await self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
 
     async def _write_until_done(self, rows: list[dict]) -> bool:
         """Write ``rows``, retrying while the database is down; False if asked to stop before it worked."""
         delay = 0.5
         while True:
             try:
-                await write_rows(self._engine, rows, self.stats)
+                await write_rows(self.engine, rows, self.stats)
                 return True
-            except Exception as exc:  # database down: keep the batch (offsets are not committed) and retry
+            except Exception as exc:  # noqa: BLE001 - database down: keep the batch (offsets uncommitted), retry
                 self.heartbeat.failed(exc)
                 log.warning("writing access logs failed (%s); retrying in %.1fs", describe(exc), delay)
                 await self._sleep(delay)
