@@ -289,7 +289,7 @@ async def create_order_payment(
 ) -> Created:
     """A Snap page for a merchant order (the TiketQ ``POST /payments/``), then the PENDING order payment."""
     items = [{"id": i.id, "price": int(i.price), "quantity": i.quantity, "name": i.name} for i in body.item_details]
-    if items and sum(i["price"] * i["quantity"] for i in items) != body.amount:
+    if items and sum(int(i.price) * i.quantity for i in body.item_details) != body.amount:
         raise Unprocessable(
             "item_details must sum exactly to amount (price × quantity)", code="items_do_not_sum_to_amount"
         )
@@ -312,8 +312,9 @@ async def create_order_payment(
     )
     if earlier is not None and not resume:
         raise Conflict("a payment with this order_id exists", code="order_exists")
-    payment_id = earlier.payment_id if resume else str(uuid.uuid4())
-    now = earlier.created_at if resume else datetime.now(UTC)
+    # From here an earlier row is this same request's (resume is true exactly when there is one).
+    payment_id = earlier.payment_id if earlier is not None else str(uuid.uuid4())
+    now = earlier.created_at if earlier is not None else datetime.now(UTC)
     account_id = order_account_id(body.order_id)
     customer = body.customer_details.model_dump(exclude_none=True) if body.customer_details else None
     snap = snap_body(
@@ -328,7 +329,7 @@ async def create_order_payment(
         snap["item_details"] = [
             {"id": body.order_id[:50], "price": int(body.amount), "quantity": 1, "name": f"Order {body.order_id}"[:50]}
         ]
-    expires_at = earlier.expires_at if resume else now + timedelta(minutes=settings.topup_expiry_minutes)
+    expires_at = earlier.expires_at if earlier is not None else now + timedelta(minutes=settings.topup_expiry_minutes)
     command = RequestOrderPayment(
         account_id=account_id,
         requested_at=now,
@@ -625,7 +626,7 @@ async def refund_payment(
     # refund_key), so a failure is "outcome unknown" and the status is fetched on a best-effort basis.
     try:
         await _settle_refund(engine, refund_key, "DONE")
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever failed, the refund is made: the caller must retry with the key
         raise OutcomeUnknown(
             "the refund was made but could not be recorded; retry with the same Idempotency-Key",
             code="database_unavailable",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Insert, Update, func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -125,6 +125,7 @@ async def create_key(engine: AsyncEngine, pepper, service_id: str, **fields) -> 
                     )
                 ).first()
                 values = dict(key_prefix=material.prefix, key_hash=material.key_hash, **fields)
+                stmt: Insert | Update
                 if existing is None:
                     stmt = api_keys.insert().values(external_service_id=service_id, **values)
                 elif existing.revoked_at is not None:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from aiokafka.errors import KafkaError
 from sqlalchemy import func, literal, null, or_, select
@@ -31,7 +31,10 @@ from schemas.commands import RequestPayment, RequestRefund, RequestTransfer, Wal
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TRANSACTION_TYPES: dict[type[WalletCommand], str] = {
+# The commands a caller submits (build() makes one of them): each declares its amount and currency.
+SubmittedCommand = RequestPayment | RequestTransfer | RequestRefund
+
+TRANSACTION_TYPES: dict[type[WalletCommand], Literal["PAYMENT", "TRANSFER", "REFUND"]] = {
     RequestPayment: "PAYMENT",
     RequestTransfer: "TRANSFER",
     RequestRefund: "REFUND",
@@ -145,7 +148,7 @@ async def check_refundable(engine: AsyncEngine, account_id: str, transaction_id:
 Accepted = idempotency.Answer
 
 
-def pending_view(command: WalletCommand) -> TransactionView:
+def pending_view(command: SubmittedCommand) -> TransactionView:
     """The 202 body: the transaction as accepted, before the ledger has applied it."""
     return TransactionView(
         transaction_id=command.transaction_id,
@@ -153,7 +156,7 @@ def pending_view(command: WalletCommand) -> TransactionView:
         status="PENDING",
         amount=money_str(command.amount),
         currency=command.currency,
-        description=getattr(command, "description", None) or getattr(command, "reason", ""),
+        description=command.reason if isinstance(command, RequestRefund) else command.description,
         created_at=command.requested_at,
         updated_at=command.requested_at,
     )
@@ -196,6 +199,7 @@ async def submit(
             "command appended",
             extra={"transaction_id": command.transaction_id, "account_id": command.account_id, "user_id": user_id},
         )
+        assert isinstance(command, SubmittedCommand), "build() makes a payment, a transfer or a refund"
         return 202, pending_view(command).model_dump(mode="json")
 
     return await idempotency.run_once(

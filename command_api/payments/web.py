@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from command_api.payments import idempotency
 from command_api.payments.amounts import InvalidJson, loads_exact
+from command_api.payments.requests import StrictRequest
 from ogp.clients import KafkaProducerManager
 from ogp.errors import ApiError
 
@@ -129,7 +130,7 @@ def _prefer_wait(prefer: Annotated[str | None, Header(alias="Prefer")] = None) -
     return parse_wait(prefer)
 
 
-def fingerprint(request: Request, body: BaseModel) -> str:
+def fingerprint(request: Request, body: StrictRequest) -> str:
     """The request hash an Idempotency-Key is bound to: method, path and the canonical body."""
     return idempotency.request_hash(request.method, request.url.path, body.canonical())
 
