@@ -79,9 +79,11 @@ def seed(db: str, n: int, hot_funds: D) -> list[tuple[int, str]]:
             "SELECT 'opening-' || id, -1, 'OPENING', id, 'SUCCESS', balance FROM accounts WHERE id = ANY(%s)",
             ([r[1] for r in rows],),
         )
-        total = conn.execute(
+        summed = conn.execute(
             "SELECT sum(balance) FROM accounts WHERE id = ANY(%s)", ([r[1] for r in rows],)
-        ).fetchone()[0]
+        ).fetchone()
+        assert summed is not None, "an aggregate returns one row"
+        total = summed[0]
         conn.execute(
             "INSERT INTO ledger_system_accounts (id, kind, partition, balance) "
             "VALUES ('SYS:OPENING:bench', 'OPENING', -1, %s) "
@@ -99,7 +101,7 @@ def seed(db: str, n: int, hot_funds: D) -> list[tuple[int, str]]:
 
 def make_commands(accounts, n: int, hot: bool, rng: random.Random) -> list:
     now = datetime.now(UTC)
-    out = []
+    out: list[RequestPayment | RequestTransfer] = []
     for i in range(n):
         if hot and i % 2 == 0:
             user, account = accounts[0]
@@ -134,19 +136,23 @@ def make_commands(accounts, n: int, hot: bool, rng: random.Random) -> list:
 
 def run_processor(settings: Settings, bootstrap: str, n: int, processes: int) -> float:
     """Start ``processes`` ledger processors (real OS processes, as deployed) and time them to the end."""
+    db = settings.database_url
+    assert db is not None, "main() gives the processors the benchmark's own database"
     run_dir = Path(tempfile.mkdtemp(prefix="ogp-bench-workers-"))
     workers = [Worker("ledger_processor", f"processor-{i}", run_dir, settings) for i in range(processes)]
     started = time.perf_counter()
     for w in workers:
         w.start()
     try:
-        caught_up(settings.database_url, bootstrap, timeout=1800, at_least=n)
+        caught_up(db, bootstrap, timeout=1800, at_least=n)
         elapsed = time.perf_counter() - started
     finally:
         for w in workers:
             w.stop()
-    with psycopg.connect(conninfo_from_url(settings.database_url)) as conn:
-        records = conn.execute("SELECT sum(next_offset) FROM ledger_partitions").fetchone()[0]
+    with psycopg.connect(conninfo_from_url(db)) as conn:
+        summed = conn.execute("SELECT sum(next_offset) FROM ledger_partitions").fetchone()
+    assert summed is not None, "an aggregate returns one row"
+    records = summed[0]
     print(
         f"    {processes} processor process(es): {records} records applied (commands + saga steps) "
         f"in {elapsed:.1f}s, start-up and group join included"

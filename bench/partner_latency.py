@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+from pydantic import SecretStr
 from sqlalchemy import create_engine, insert, text
 
 from infra.local.process import free_port
@@ -172,7 +173,7 @@ def main() -> None:
             database_url=url,
             redis_url=infra.redis().url,
             kafka_bootstrap_servers=infra.kafka().url,
-            api_key_pepper="bench-pepper",
+            api_key_pepper=SecretStr("bench-pepper"),
         )
         asyncio.run(ensure_topics(base.kafka_bootstrap, topic_specs(base)))
         key = seed(url, "bench-pepper")

@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from command_api.midtrans.signature import signature
@@ -188,7 +189,8 @@ def main() -> int:
             database_url=db,
             kafka_bootstrap_servers=kafka.bootstrap,
             redis_url="redis://127.0.0.1:1/0",
-            MIDTRANS_SERVER_KEY=SERVER_KEY,
+            # By field name: pydantic-settings also takes it so (the alias is for the environment variable).
+            midtrans_server_key=SecretStr(SERVER_KEY),
             midtrans_sim_port=free_port(),
             midtrans_confirm_status=args.confirm,
         )
