@@ -322,7 +322,7 @@ def test_poison_and_unknown_account_events_are_skipped_and_the_partition_moves_o
     asyncio.run(scenario())
 
 
-def test_python_m_projections_starts_and_stops_cleanly_on_sigterm(world, tmp_path):
+def test_python_m_projections_history_starts_and_stops_cleanly_on_sigterm(world, tmp_path):
     # The process as `ogp up` would run it, on the real topic name (it only reads: nothing is produced here).
     asyncio.run(ensure_topics(world.settings.kafka_bootstrap, topic_specs(Settings())))
     env = os.environ | {
@@ -334,7 +334,10 @@ def test_python_m_projections_starts_and_stops_cleanly_on_sigterm(world, tmp_pat
     log_path = tmp_path / "projector.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "projections"], env=env, stderr=log_file, cwd=Path(__file__).resolve().parents[2]
+            [sys.executable, "-m", "projections.history"],
+            env=env,
+            stderr=log_file,
+            cwd=Path(__file__).resolve().parents[2],
         )
 
     def assigned() -> bool:
