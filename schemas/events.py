@@ -11,6 +11,26 @@ from schemas.base import Message
 from schemas.commands import AccountId, TxId
 from schemas.money import CURRENCY, Amount, Balance
 
+# The payment methods the read models know (``payment_method_enum`` in PostgreSQL: ogp.db.tables, widened by
+# migration 0006; a unit test keeps them equal). An event may carry another spelling or a method added later:
+# the projections fold or drop what is not listed here.
+PAYMENT_METHODS = (
+    "GOPAY",
+    "SHOPEE_PAY",
+    "CREDIT_CARD",
+    "BANK_TRANSFER",
+    "BCA_VA",
+    "MANDIRI_BILL",
+    "BNI_VA",
+    "BRI_VA",
+    "PERMATA_VA",
+    "OVO",
+    "DANA",
+    "QRIS",
+    "INDOMARET",
+    "ALFAMART",
+)
+
 __all__ = ["TransactionRecorded", "AccountStatusChanged", "CommandDeadLettered", "OrderPaymentRecorded"]
 
 TransactionType = Literal["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]

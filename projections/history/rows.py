@@ -10,26 +10,8 @@ import json
 from collections.abc import Iterable
 
 from schemas.base import Message
-from schemas.events import TransactionRecorded
+from schemas.events import PAYMENT_METHODS, TransactionRecorded
 
-# The values of ``payment_method_enum`` (ogp.db.tables.PAYMENT_METHODS + MIDTRANS_PAYMENT_METHODS, widened
-# by migration 0006; a unit test keeps them equal). Repeated here so that this module imports no SQLAlchemy.
-PAYMENT_METHODS = (
-    "GOPAY",
-    "SHOPEE_PAY",
-    "CREDIT_CARD",
-    "BANK_TRANSFER",
-    "BCA_VA",
-    "MANDIRI_BILL",
-    "BNI_VA",
-    "BRI_VA",
-    "PERMATA_VA",
-    "OVO",
-    "DANA",
-    "QRIS",
-    "INDOMARET",
-    "ALFAMART",
-)
 # Midtrans spells them "gopay" and "shopeepay": compare without case and punctuation.
 _PAYMENT_METHOD_BY_FOLDED = {m.replace("_", ""): m for m in PAYMENT_METHODS}
 

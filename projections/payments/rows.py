@@ -9,25 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from schemas.base import Message
-from schemas.events import OrderPaymentRecorded, TransactionRecorded
-
-# The values of payment_method_enum (ogp.db.tables; a unit test keeps them equal), without importing SQLAlchemy.
-PAYMENT_METHODS = (
-    "GOPAY",
-    "SHOPEE_PAY",
-    "CREDIT_CARD",
-    "BANK_TRANSFER",
-    "BCA_VA",
-    "MANDIRI_BILL",
-    "BNI_VA",
-    "BRI_VA",
-    "PERMATA_VA",
-    "OVO",
-    "DANA",
-    "QRIS",
-    "INDOMARET",
-    "ALFAMART",
-)
+from schemas.events import PAYMENT_METHODS, OrderPaymentRecorded, TransactionRecorded
 
 Row = dict
 
