@@ -1,0 +1,106 @@
+"""Metrics: every family a process exposes on ``/metrics``, declared once here (the names are the contract with
+the alerts in ``infra/monitoring/rules`` and the dashboards).
+
+Prometheus text format through prometheus-client, on the default registry (which also carries the process
+collector: CPU, memory, open files). Each process serves its own: the APIs on ``GET /metrics``, each worker on
+its health port. One uvicorn worker per API process (locally and per pod), so no multi-process mode is needed;
+running several workers in one process group would need ``PROMETHEUS_MULTIPROC_DIR``.
+
+Money is counted in minor units (sen) as integers, never as floats of rupiah. Labels are bounded: a command
+or event type, an outcome, a partition, a route template (never a raw path), a partner key id.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+# Seconds: from 1 ms (a cached read) to 10 s (a Midtrans timeout).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# -- HTTP (both APIs) ------------------------------------------------------------------------------------------
+HTTP_REQUEST_DURATION = Histogram(
+    "http_server_request_duration_seconds",
+    "HTTP requests served, by route template and status (OpenTelemetry's http.server.request.duration).",
+    ["service", "method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+
+# -- command API -----------------------------------------------------------------------------------------------
+COMMANDS_ACCEPTED = Counter(
+    "ogp_commands_accepted", "Commands appended to ogp.commands.v1 by the command API, by type.", ["type"]
+)
+WEBHOOK_NOTIFICATIONS = Counter(
+    "ogp_webhook_notifications",
+    "Midtrans notifications received, by outcome: verified, forged, duplicate, invalid, unknown_order, unavailable.",
+    ["outcome"],
+)
+MIDTRANS_REQUEST_DURATION = Histogram(
+    "ogp_midtrans_request_duration_seconds",
+    "Calls to Midtrans (Snap, Core API), by operation and outcome: ok, error, timeout.",
+    ["operation", "outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+
+# -- query API: partners -----------------------------------------------------------------------------------------
+PARTNER_REQUESTS = Counter(
+    "ogp_partner_requests", "Partner API requests, by API key id and status.", ["key_id", "status"]
+)
+PARTNER_RATE_LIMITED = Counter(
+    "ogp_partner_rate_limited", "Partner requests refused by the key's rate limit (429).", ["key_id"]
+)
+
+# -- ledger processor ----------------------------------------------------------------------------------------------
+LEDGER_APPLIED = Counter(
+    "ogp_ledger_applied",
+    "Commands the ledger applied, by type and outcome (SUCCESS, FAILED, duplicate).",
+    ["type", "outcome"],
+)
+LEDGER_AMOUNT_MINOR = Counter(
+    "ogp_ledger_amount_minor",
+    "Money the ledger moved in successful transactions, in minor units (sen), by transaction type.",
+    ["type"],
+)
+LEDGER_BATCH_SIZE = Histogram(
+    "ogp_ledger_batch_size", "Records per applied batch.", buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000)
+)
+LEDGER_BATCH_DURATION = Histogram(
+    "ogp_ledger_batch_duration_seconds", "Time to apply one batch (one database transaction).", buckets=LATENCY_BUCKETS
+)
+LEDGER_LAG = Gauge(
+    "ogp_ledger_lag",
+    "Commands not yet applied, per partition: the topic's end offset minus the position stored in PostgreSQL.",
+    ["partition"],
+)
+DEAD_LETTERS = Counter("ogp_dead_letters", "Records dead-lettered by the ledger processor, by reason.", ["reason"])
+OUTBOX_BACKLOG_ROWS = Gauge("ogp_outbox_backlog_rows", "Outbox rows not yet published, per partition.", ["partition"])
+OUTBOX_OLDEST_AGE = Gauge(
+    "ogp_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row, per partition.", ["partition"]
+)
+SAGAS_IN_FLIGHT = Gauge(
+    "ogp_sagas_in_flight", "Transfers between partitions not yet settled, per partition.", ["partition"]
+)
+SAGA_OLDEST_AGE = Gauge(
+    "ogp_saga_oldest_age_seconds",
+    "Age of the oldest unsettled transfer between partitions, per partition.",
+    ["partition"],
+)
+
+# -- projectors ----------------------------------------------------------------------------------------------------
+PROJECTOR_LAG = Gauge(
+    "ogp_projector_lag",
+    "Events not yet projected, per read model and partition: end offset minus the projector's stored position.",
+    ["projector", "partition"],
+)
+PROJECTOR_APPLIED = Counter("ogp_projector_applied", "Events applied to a read model, by projector.", ["projector"])
+
+
+def minor_units(amount: Decimal) -> int:
+    """Rupiah with 2 places as an integer number of sen (exact: the ledger's amounts are quantised)."""
+    return int(amount.scaleb(2).to_integral_exact())
+
+
+def exposition() -> tuple[bytes, str]:
+    """The body and content type of a ``GET /metrics`` answer."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
