@@ -18,6 +18,8 @@ command -v mvn >/dev/null || missing+=(maven)
 command -v redis-server >/dev/null || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v setpriv >/dev/null || missing+=(util-linux)
+# promtool tests the alert rules; the package also brings the Prometheus server for local monitoring.
+command -v promtool >/dev/null || missing+=(prometheus)
 if [[ $WITH_BROWSER == 1 ]]; then
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
@@ -29,7 +31,7 @@ if ((${#missing[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # The Debian package starts a system-wide server on the default ports; ours run privately.
-    for svc in postgresql redis-server; do
+    for svc in postgresql redis-server prometheus; do
       if command -v service >/dev/null; then service "$svc" stop >/dev/null 2>&1 || true; fi
     done
   else

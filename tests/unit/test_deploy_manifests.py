@@ -268,8 +268,8 @@ def test_alert_rules_cover_the_failure_modes():
     alerts = {r["alert"]: r["expr"] for group in rules["groups"] for r in group["rules"]}
     assert 'job="ogp-health"' in alerts["OGPServiceDown"]
     assert 'job="ogp-ready"' in alerts["OGPNotReady"]
-    assert COMMANDS in alerts["OGPLedgerConsumerLagHigh"]
-    assert DEAD_LETTER in alerts["OGPDeadLetterReceiving"]
+    assert "ogp_ledger_lag" in alerts["OGPLedgerLagHigh"]
+    assert "ogp_dead_letters_total" in alerts["OGPDeadLetters"]
     assert "ogp_outbox" in alerts["OGPOutboxBacklog"]
 
 
