@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from functools import partial
 
@@ -16,6 +17,7 @@ import midtransclient
 import requests
 from midtransclient.error_midtrans import JSONDecodeError, MidtransAPIError
 
+from ogp.metrics import MIDTRANS_REQUEST_DURATION
 from ogp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,7 +88,21 @@ class MidtransGateway:
         self._snap.http_client.http_client = transport
         self._core.http_client.http_client = transport
 
-    async def _call(self, what: str, fn, *args):
+    async def _call(self, operation: str, fn, *args):
+        """``fn(*args)`` in a thread, timed into ``ogp_midtrans_request_duration_seconds`` as ok, error or timeout."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            reply = await self._attempt(operation, fn, *args)
+            outcome = "ok"
+            return reply
+        except MidtransError as exc:
+            outcome = "timeout" if exc.timeout else "error"
+            raise
+        finally:
+            MIDTRANS_REQUEST_DURATION.labels(operation, outcome).observe(time.perf_counter() - started)
+
+    async def _attempt(self, what: str, fn, *args):
         try:
             return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.timeout + 0.5)
         except (TimeoutError, requests.Timeout):
@@ -106,7 +122,7 @@ class MidtransGateway:
 
     async def create_snap(self, body: dict) -> SnapTransaction:
         """POST /snap/v1/transactions: a payment page for ``body`` (amounts as integer rupiah)."""
-        reply = await self._call("create transaction", self._snap.create_transaction, body)
+        reply = await self._call("snap_create", self._snap.create_transaction, body)
         try:
             return SnapTransaction(token=str(reply["token"]), redirect_url=str(reply["redirect_url"]))
         except (KeyError, TypeError):

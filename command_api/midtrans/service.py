@@ -40,7 +40,9 @@ from ogp.db.tables import (
 )
 from ogp.errors import ApiError, Conflict, NotFound, ServiceUnavailable, Unauthorized, Unprocessable
 from ogp.messaging import append_command
+from ogp.metrics import COMMANDS_ACCEPTED, WEBHOOK_NOTIFICATIONS
 from ogp.settings import Settings
+from ogp.web.errors import dependency_error
 from schemas.commands import (
     MAX_PAYMENT_REVERSALS,
     Command,
@@ -211,6 +213,9 @@ async def _append_created(
 ) -> None:
     try:
         await append_command(kafka, command)
+        if not keep_row:
+            # A resumed request (its routing row left by an earlier attempt) re-appends what may be counted.
+            COMMANDS_ACCEPTED.labels(command.TYPE).inc()
     except (TimeoutError, KafkaUnavailable, KafkaError) as exc:
         certain = isinstance(exc, KafkaUnavailable) and not keep_row
         log.warning("appending %s failed (%s)", kind, exc.__class__.__name__, extra={"order_id": order_id})
@@ -417,10 +422,39 @@ def record_command(
         ) from None
 
 
+def refusal_outcome(exc: Exception) -> str | None:
+    """The ``ogp_webhook_notifications`` outcome of a notification refused with ``exc``; None for a bug (a 500,
+    which the HTTP metrics show on the webhook's route)."""
+    if isinstance(exc, InvalidNotification):
+        return "invalid"
+    if isinstance(exc, Unauthorized):
+        return "forged"
+    if isinstance(exc, ServiceUnavailable) or dependency_error(exc) is not None:
+        return "unavailable"  # 503: Midtrans retries it
+    return None
+
+
 async def receive_notification(
     engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, settings: Settings, raw: bytes
 ) -> str:
-    """Verify, route and append one notification; returns "appended" or "unknown_order"."""
+    """Verify, route and append one notification, counted by outcome; returns "appended" or "unknown_order".
+
+    An appended one is counted "verified" or "duplicate" once its audit row shows whether it was seen before.
+    """
+    try:
+        outcome = await _receive(engine, kafka, gateway, settings, raw)
+    except Exception as exc:
+        if (refused := refusal_outcome(exc)) is not None:
+            WEBHOOK_NOTIFICATIONS.labels(refused).inc()
+        raise
+    if outcome == "unknown_order":
+        WEBHOOK_NOTIFICATIONS.labels(outcome).inc()
+    return outcome
+
+
+async def _receive(
+    engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, settings: Settings, raw: bytes
+) -> str:
     payload = parse_notification(raw)
     if not signature.verify(payload, settings.midtrans_server_key.get_secret_value()):
         log.warning("refused a notification with a bad signature", extra={"order_id": payload["order_id"][:64]})
@@ -433,7 +467,7 @@ async def receive_notification(
         ).scalar()
     if account_id is None:
         # Midtrans's dashboard "test notification", or an order of another system: keep it, answer 200.
-        await _remember(engine, notification_id, payload, known=False)
+        await _insert_notification(engine, notification_id, payload, known=False)
         log.info("notification for an unknown order recorded", extra={"order_id": order_id[:64]})
         return "unknown_order"
     status = payload
@@ -469,7 +503,7 @@ async def receive_notification(
         log.warning("appending a midtrans status failed: %s", exc.__class__.__name__, extra={"order_id": order_id})
         raise ServiceUnavailable("the notification could not be recorded; retry", code="kafka_unavailable") from None
     # The Kafka record (raw payload included) is the durable one; this audit row stays off the reply's path.
-    task = asyncio.get_running_loop().create_task(_remember(engine, notification_id, payload, known=True))
+    task = asyncio.get_running_loop().create_task(_audit(engine, notification_id, payload, command.TYPE))
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
     return "appended"
@@ -495,21 +529,28 @@ async def _is_paid(engine: AsyncEngine, order_id: str, account_id: str) -> bool:
     return status == "SUCCESS"
 
 
-async def _remember(engine: AsyncEngine, notification_id: str, payload: dict, *, known: bool) -> None:
+async def _audit(engine: AsyncEngine, notification_id: str, payload: dict, command_type: str) -> None:
+    """The audit row of an appended notification; a row already there means Midtrans sent it before (a
+    duplicate, which the ledger deduplicates: not a command accepted anew)."""
     try:
-        await _insert_notification(engine, notification_id, payload, known)
+        new = await _insert_notification(engine, notification_id, payload, known=True)
     except Exception:
-        if not known:
-            raise
         log.exception("recording a notification failed", extra={"order_id": str(payload["order_id"])[:64]})
+        new = True  # appended all the same; whether it was seen before is unknown
+    if new:
+        WEBHOOK_NOTIFICATIONS.labels("verified").inc()
+        COMMANDS_ACCEPTED.labels(command_type).inc()
+    else:
+        WEBHOOK_NOTIFICATIONS.labels("duplicate").inc()
 
 
-async def _insert_notification(engine: AsyncEngine, notification_id: str, payload: dict, known: bool) -> None:
+async def _insert_notification(engine: AsyncEngine, notification_id: str, payload: dict, known: bool) -> bool:
+    """Whether the row is new (False: this very notification was recorded before)."""
     async with engine.begin() as conn:
         if known:
             # An audit copy of what Kafka already holds durably: no need to wait for the WAL flush.
             await conn.execute(text("SET LOCAL synchronous_commit = off"))
-        await conn.execute(
+        inserted = await conn.execute(
             insert(midtrans_notifications)
             .values(
                 notification_id=notification_id,
@@ -519,7 +560,9 @@ async def _insert_notification(engine: AsyncEngine, notification_id: str, payloa
                 payload=payload,
             )
             .on_conflict_do_nothing()
+            .returning(midtrans_notifications.c.notification_id)
         )
+        return inserted.first() is not None
 
 
 # -- reading and refreshing order payments ----------------------------------------------------------------------
@@ -580,6 +623,7 @@ async def refresh_status(
             await append_command(kafka, command)
         except (TimeoutError, KafkaUnavailable, KafkaError):
             raise _kafka_unavailable() from None
+        COMMANDS_ACCEPTED.labels(command.TYPE).inc()
     return status
 
 

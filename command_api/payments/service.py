@@ -25,6 +25,7 @@ from ogp.clients import KafkaProducerManager, KafkaUnavailable
 from ogp.db.tables import accounts, ledger_dead_letters, ledger_transactions, users
 from ogp.errors import NotFound, ServiceUnavailable, Unprocessable
 from ogp.messaging import append_command
+from ogp.metrics import COMMANDS_ACCEPTED
 from ogp.settings import Settings
 from schemas.commands import RequestPayment, RequestRefund, RequestTransfer, WalletCommand
 
@@ -195,6 +196,8 @@ async def submit(
                 extra={"transaction_id": command.transaction_id, "account_id": command.account_id},
             )
             raise _kafka_unavailable(idempotency.OutcomeUnknown) from None
+        # Counted here, in the work run_once does once per key: a replayed answer never reaches this line.
+        COMMANDS_ACCEPTED.labels(command.TYPE).inc()
         log.info(
             "command appended",
             extra={"transaction_id": command.transaction_id, "account_id": command.account_id, "user_id": user_id},

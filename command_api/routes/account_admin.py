@@ -15,6 +15,7 @@ from ogp.clients import KafkaUnavailable
 from ogp.db.tables import accounts
 from ogp.errors import Conflict, NotFound, ServiceUnavailable
 from ogp.messaging import append_command
+from ogp.metrics import COMMANDS_ACCEPTED
 from ogp.security.current_user import AdminUser
 from ogp.web.openapi import errors
 from schemas.commands import ChangeAccountStatus
@@ -80,6 +81,7 @@ async def change_status(
         await append_command(request.app.state.clients.kafka, command)
     except KafkaUnavailable:
         raise ServiceUnavailable("the command log is unavailable", code="kafka_unavailable") from None
+    COMMANDS_ACCEPTED.labels(command.TYPE).inc()
     return StatusChangeAccepted(
         command_id=command.command_id,
         account_id=account_id,

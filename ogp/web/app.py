@@ -17,6 +17,7 @@ from ogp.tracing import instrument
 from ogp.web.body_limit import BodySizeLimit
 from ogp.web.errors import install_error_handlers
 from ogp.web.input_guard import InputGuard
+from ogp.web.metrics import RequestMetrics, metrics_router
 from ogp.web.openapi import install_openapi
 
 _CORRELATION_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
@@ -66,7 +67,10 @@ def build_app(
         return response
 
     instrument(app, service)
+    # Added last, so it runs first: the duration covers every layer, refusals by the guards included.
+    app.add_middleware(RequestMetrics, service=service)
     app.include_router(health_router(service))
+    app.include_router(metrics_router())
     for router in routers:
         app.include_router(router)
     return app

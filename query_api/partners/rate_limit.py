@@ -14,6 +14,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from ogp.errors import ServiceUnavailable, TooManyRequests
+from ogp.metrics import PARTNER_RATE_LIMITED
 from query_api.partners.keys import UNIT_SECONDS, PartnerKey
 
 _ITEMS = {
@@ -61,6 +62,7 @@ class KeyRateLimiter:
         )
         if not allowed:
             headers["Retry-After"] = str(max(1, math.ceil(stats.reset_time - now)))
+            PARTNER_RATE_LIMITED.labels(key.id).inc()
             raise TooManyRequests(
                 "rate limit exceeded for this API key",
                 details={"limit": key.rate_limit_count, "unit": key.rate_limit_unit},

@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from ogp.errors import ApiError
+from ogp.metrics import PARTNER_REQUESTS
 from ogp.web.client_ip import client_ip
 from ogp.web.errors import dependency_error
 from query_api.partners.access_log import AccessLogPublisher, access_event
@@ -57,8 +58,13 @@ class PartnerRoute(APIRoute):
         return logged
 
 
+UNKNOWN_KEY = "unknown"  # the key_id label of a request with no usable key (missing, malformed or unknown)
+
+
 def _record(request: Request, status: int) -> None:
     key = getattr(request.state, "partner_key", None)
+    # A presented secret never becomes a label: only the id of a key we know (bounded by the keys issued).
+    PARTNER_REQUESTS.labels(UNKNOWN_KEY if key is None else key.id, str(status)).inc()
     if key is None or not request.app.state.settings.access_logs_enabled:
         return
     event = access_event(
