@@ -57,6 +57,26 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   echo "$want" > "$stamp"
 fi
 
+# --- Kubernetes manifest checks ---------------------------------------------------------------------
+# tests/unit/test_deploy_manifests.py renders infra/kubernetes offline and validates it: kubernetes-validate
+# (schemas) and checkov (policies) in a virtualenv of their own (their pins conflict with constraints.txt),
+# and kustomize from the Go module proxy when neither kubectl nor kustomize is on the PATH.
+tools=.venv/k8s-tools
+tools_stamp=$tools/.ogp-installed
+tools_want=$(sha256sum infra/kubernetes/validation-requirements.txt | cut -d' ' -f1)
+if [[ ! -x $tools/bin/checkov || ! -x $tools/bin/kubernetes-validate || ! -f $tools_stamp \
+      || $(cat "$tools_stamp") != "$tools_want" ]]; then
+  say "installing the manifest checks (kubernetes-validate, checkov) into $tools"
+  [[ -x $tools/bin/python ]] || "$PY" -m venv "$tools"
+  "$tools/bin/python" -m pip install -q -r infra/kubernetes/validation-requirements.txt
+  echo "$tools_want" > "$tools_stamp"
+fi
+if ! command -v kubectl >/dev/null && ! command -v kustomize >/dev/null && [[ ! -x $tools/bin/kustomize ]]; then
+  command -v go >/dev/null || die "rendering the manifests needs kubectl, kustomize or Go (to install kustomize)"
+  say "installing kustomize into $tools/bin (Go module proxy)"
+  GOBIN="$ROOT/$tools/bin" go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1
+fi
+
 # --- Kafka jars ------------------------------------------------------------------------------------
 say "checking the Kafka jars (Maven Central, cached in ~/.cache/ogp/kafka)"
 .venv/bin/ogp stack fetch

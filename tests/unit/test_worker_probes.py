@@ -8,7 +8,7 @@ import yaml
 from ogp.settings import REPO_ROOT, Settings
 
 BASE = REPO_ROOT / "infra" / "kubernetes" / "base"
-WORKERS = ["ledger-processor", "projector"]
+WORKERS = ["ledger-processor", "projector-history", "projector-payments", "projector-access-logs"]
 
 
 def container(name: str) -> tuple[dict, dict]:
