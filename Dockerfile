@@ -8,7 +8,8 @@
 #
 # builder: a virtualenv with the wheel of this repository and its dependencies, pinned by constraints.txt
 # (runtime dependencies only: the [test] extra is never installed). runtime: that virtualenv on a clean
-# slim base, run as the non-root user 10001 the manifests expect (runAsUser: 10001).
+# slim base, run as the non-root user 10001 (the manifests require a non-root user and fix no UID,
+# so OpenShift may assign its own).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
