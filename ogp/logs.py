@@ -68,5 +68,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.getLevelName(level):
         root.setLevel(level)
-    for noisy in ("aiokafka", "kafka"):
+    # httpx logs every request at INFO: a supervisor probing /health every 2 s would drown its own lines.
+    for noisy in ("aiokafka", "kafka", "httpx"):
         logging.getLogger(noisy).setLevel("WARNING")
