@@ -203,3 +203,21 @@ def test_a_projector_shows_what_it_applied_and_its_lag_falls_to_0(ledger_env, wo
             + str({k: v for k, v in scrape(port).items() if k[0].startswith("ogp_projector")})
         ),
     )
+
+
+def test_a_partition_that_moves_to_another_processor_is_reported_once(ledger_env, workers):
+    partitions = ledger_env.commands_partitions
+    _, first = start(workers, "ledger_processor", "processor-1", **FAST_GAUGES)
+    wait_until(
+        lambda: len(by_partition(scrape(first), "ogp_ledger_lag")) == partitions,
+        what="the only processor shows every partition",
+    )
+
+    # A second processor joins: the partitions are shared, and each shows only the ones it owns now.
+    _, second = start(workers, "ledger_processor", "processor-2", **FAST_GAUGES)
+
+    def shared_once() -> bool:
+        mine, theirs = (set(by_partition(scrape(port), "ogp_ledger_lag")) for port in (first, second))
+        return bool(mine) and bool(theirs) and not mine & theirs and mine | theirs == set(range(partitions))
+
+    wait_until(shared_once, what="each partition's lag is shown by exactly one processor")
