@@ -14,11 +14,15 @@ from decimal import Decimal
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
 
 from infra.local.process import free_port
 from ogp.metrics import minor_units
 from ogp.settings import Settings
+from schemas.access_logs import AccessLogged
+from schemas.base import encode
 from schemas.commands import RequestPayment, RequestTransfer
+from schemas.topics import ACCESS_LOGS
 from tests.support.ledger import caught_up, create_accounts, funding, now, produce
 from tests.support.processes import Worker, Workers
 from tests.support.waiting import wait_until
@@ -221,3 +225,55 @@ def test_a_partition_that_moves_to_another_processor_is_reported_once(ledger_env
         return bool(mine) and bool(theirs) and not mine & theirs and mine | theirs == set(range(partitions))
 
     wait_until(shared_once, what="each partition's lag is shown by exactly one processor")
+
+
+def test_the_access_log_projector_shows_its_lag_from_its_consumer_position(ledger_env, workers):
+    db, kafka = ledger_env.database_url, ledger_env.kafka_bootstrap
+    # A partner key (the access-log table refers to it), and requests made with it.
+    service, key = str(uuid.uuid4()), str(uuid.uuid4())
+    engine = create_engine(db)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO external_services (id, company, contact_email) VALUES (:s, :c, 'p@x.test')"),
+            {"s": service, "c": f"partner-{service[:8]}"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO api_keys (id, external_service_id, key_name, key_prefix, key_hash) "
+                "VALUES (:k, :s, 'metrics', :p, repeat('0', 64))"
+            ),
+            {"k": key, "s": service, "p": key[:8]},
+        )
+    engine.dispose()
+    events = [
+        AccessLogged(
+            event_id=str(uuid.uuid4()),
+            api_key_id=key,
+            external_service_id=service,
+            endpoint="/partner/transactions",
+            http_method="GET",
+            response_status=200,
+            occurred_at=now(),
+        )
+        for _ in range(5)
+    ]
+    asyncio.run(produce(kafka, [(key, encode(e)) for e in events], topic=ACCESS_LOGS))
+
+    _, port = start(workers, "projections.access_logs", "projector-access-logs")
+
+    def caught_up_and_counted() -> bool:
+        samples = scrape(port)
+        lag = by_partition(samples, "ogp_projector_lag", projector="access-log")
+        return (
+            bool(lag)
+            and not any(lag.values())
+            and value(samples, "ogp_projector_applied_total", projector="access-log") == 5
+        )
+
+    wait_until(
+        caught_up_and_counted,
+        what=lambda: (
+            "the access-log projector shows lag 0 and 5 events applied: "
+            + str({k: v for k, v in scrape(port).items() if k[0].startswith("ogp_projector")})
+        ),
+    )
