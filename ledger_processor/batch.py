@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,16 +20,19 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from ledger_processor import saga
-from ledger_processor.domain import rules
+from ledger_processor.domain import rules, transfers
 from ledger_processor.domain.book import Book, IdConflict, Outgoing, Policy
 from ledger_processor.sql import DeadLetterRow, LedgerSQL, OutboxRow
+from ogp.metrics import minor_units
 from schemas.base import UnknownMessage, decode, encode
 from schemas.commands import Command
-from schemas.events import CommandDeadLettered
+from schemas.events import CommandDeadLettered, OrderPaymentRecorded, TransactionRecorded
 
 log = logging.getLogger(__name__)
 
 _TRACE_HEADERS = ("correlation_id", "traceparent", "tracestate")
+# The destination's own record of a transfer: the same money as its source's record, counted there.
+_INCOMING_SUFFIX = transfers.incoming_id("")
 
 
 class Fenced(Exception):
@@ -60,6 +64,23 @@ class BatchResult:
     dead_lettered: int = 0
     outbox: list[OutboxRow] = field(default_factory=list)
     next_offset: int = 0
+    # What the committed batch did, for the metrics (ledger_processor/monitoring.py):
+    # (command type, outcome) → commands; see _outcome() for the outcomes.
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # transaction type → minor units (sen) of the transactions that became SUCCESS in this batch.
+    amounts_minor: Counter[str] = field(default_factory=Counter)
+    dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: BatchResult) -> None:
+        """Fold in the result of a later batch of the same partition (applied one record at a time)."""
+        self.applied += other.applied
+        self.skipped += other.skipped
+        self.dead_lettered += other.dead_lettered
+        self.outbox += other.outbox
+        self.next_offset = other.next_offset
+        self.outcomes.update(other.outcomes)
+        self.amounts_minor.update(other.amounts_minor)
+        self.dead_letter_reasons.update(other.dead_letter_reasons)
 
 
 @dataclass(frozen=True)
@@ -139,12 +160,7 @@ class BatchService:
     async def _apply_one_by_one(self, partition, epoch, records, partition_of, now) -> BatchResult:
         total = BatchResult()
         for record in records:
-            one = await self.apply_batch(partition, epoch, [record], partition_of, now)
-            total.applied += one.applied
-            total.skipped += one.skipped
-            total.dead_lettered += one.dead_lettered
-            total.outbox += one.outbox
-            total.next_offset = one.next_offset
+            total.add(await self.apply_batch(partition, epoch, [record], partition_of, now))
         return total
 
     async def _apply_once(self, partition, epoch, records, partition_of, now, poisoned) -> BatchResult:
@@ -168,6 +184,7 @@ class BatchService:
             # Load exactly what the batch's commands need; the Book refuses to answer for anything else.
             book.looked_up_accounts, book.looked_up_transactions = needed.accounts, needed.transactions
             await self.sql.load(book, partition, needed.accounts, needed.transactions)
+            loaded = {tx.transaction_id: tx.status for tx in book.transactions.values()}
             outgoing: list[tuple[Outgoing, dict[str, str]]] = []
             dead: list[_DeadLetter] = []
             for record, command, poison in items:
@@ -179,11 +196,16 @@ class BatchService:
                 else:
                     dead.append(_DeadLetter(record, command, poison, self._reject(book, record, command, poison)))
                 trace = {k: v for k, v in record.headers.items() if k in _TRACE_HEADERS}
-                outgoing.extend((o, trace) for o in book.outgoing[mark:])
+                sent = book.outgoing[mark:]
+                outgoing.extend((o, trace) for o in sent)
+                if command is not None and (poison is None or not poison.bare):
+                    result.outcomes[command.TYPE, _outcome(command, sent)] += 1
             await self.sql.save(book, partition)
             result.outbox = await self._write_outbox(partition, outgoing, dead, now)
             if dead:
                 await self.sql.record_dead_letters(partition, [d.row() for d in dead])
+                result.dead_letter_reasons.update(d.poison.reason for d in dead)
+            result.amounts_minor = _money_moved(book, loaded)
             result.applied, result.dead_lettered = len(items) - len(dead), len(dead)
             result.next_offset = fresh[-1].offset + 1
             await self.sql.advance(partition, result.next_offset)
@@ -330,6 +352,39 @@ class BatchService:
             if outbox_retention is not None:
                 await self.sql.prune_outbox(partition, now - outbox_retention)
         return result
+
+
+def _outcome(command: Command, sent: list[Outgoing]) -> str:
+    """What one command did, from the messages it queued: the status its transaction reached (SUCCESS, FAILED,
+    PENDING, CANCELLED), ``SUCCESS`` for a change without a transaction (an account's status, a saga's answer),
+    or ``duplicate`` when it changed nothing (a redelivery, or a Midtrans status that moves nothing)."""
+    statuses = [
+        (m.transaction_id if isinstance(m, TransactionRecorded) else m.event_id.partition("#")[0], m.status)
+        for m in (o.message for o in sent)
+        if isinstance(m, TransactionRecorded | OrderPaymentRecorded)
+    ]
+    if len(statuses) > 1:
+        # Several records changed (a reversal: its own record and the transfer's): the command's subject decides.
+        subject = rules.subject_id(command)
+        return next((status for tid, status in statuses if tid == subject), statuses[0][1])
+    if statuses:
+        return statuses[0][1]
+    return "SUCCESS" if sent else "duplicate"
+
+
+def _money_moved(book: Book, loaded: dict[str, str]) -> Counter[str]:
+    """Minor units per transaction type of the transactions that became SUCCESS in this batch (a transfer once:
+    its destination's record is the same money)."""
+    moved: Counter[str] = Counter()
+    for tx in book.transactions.values():
+        if (
+            tx.status == "SUCCESS"
+            and (tx.is_new or tx.changed)
+            and loaded.get(tx.transaction_id) != "SUCCESS"
+            and not tx.transaction_id.endswith(_INCOMING_SUFFIX)
+        ):
+            moved[tx.transaction_type] += minor_units(tx.amount)
+    return moved
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from ledger_processor import monitoring
 from ledger_processor.batch import BatchService, Fenced, OffsetGap, Record
+from ledger_processor.domain import transfers
 from ledger_processor.domain.book import Policy
 from ledger_processor.sql import LedgerSQL, OutboxRow, pool
 from ogp.messaging import headers_dict
@@ -194,7 +196,17 @@ class LedgerProcessor:
 
     async def run(self) -> None:
         """Consume until stopped. A database or Kafka failure never ends it: it is logged, backed off (with a
-        cap), and followed by a resynchronisation from the stored positions before consuming goes on."""
+        cap), and followed by a resynchronisation from the stored positions before consuming goes on.
+        The partitions' gauges are refreshed beside it (:meth:`watch`)."""
+        watcher = asyncio.create_task(self.watch())
+        try:
+            await self._consume()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _consume(self) -> None:
         backoff = Backoff()
         failing = False
         while not self._stopping.is_set():
@@ -273,6 +285,30 @@ class LedgerProcessor:
                             extra={"partition": partition},
                         )
                         await self._publish(service.sql, partition, result.outbox)
+
+    async def watch(self) -> None:
+        """Refresh the owned partitions' gauges every sweep interval until stopped. A task of its own, not a
+        step of the loop: a loop that is stuck or retrying still shows its lag growing."""
+        while not self._stopping.is_set():
+            await self._pause(self.settings.ledger_sweep_interval_seconds)
+            try:
+                await self.refresh_gauges()
+            except Exception as exc:  # noqa: BLE001 - a missed refresh keeps the last values; the loop reports outages
+                log.debug("refreshing the partition gauges: %s", describe(exc))
+
+    async def refresh_gauges(self) -> None:
+        """Lag (the topic's end minus the position stored in PostgreSQL), outbox backlog and sagas in flight of
+        each owned partition: one statement and one offsets request, without the batch lock."""
+        consumer, owned = self.consumer, sorted(self._owned)
+        if consumer is None or self.pool is None or not owned:
+            return
+        async with self.sql() as sql:
+            backlogs = await sql.backlog(owned, transfers.TRANSFER)
+        # The end is read after the position, so the lag is never below the truth (nor below 0).
+        ends = await asyncio.wait_for(consumer.end_offsets([TopicPartition(COMMANDS, p) for p in owned]), 5)
+        for backlog in backlogs:
+            if backlog.partition in self._owned:  # still ours: a revoked partition's series stay removed
+                monitoring.show_partition(backlog, ends[TopicPartition(COMMANDS, backlog.partition)])
 
     async def _resync(self) -> None:
         """After a failure: publish what each owned partition's outbox still holds, and seek every owned
@@ -358,6 +394,7 @@ class LedgerProcessor:
         async with self._lock:
             for tp in partitions:
                 self._owned.pop(tp.partition, None)
+                monitoring.forget_partition(tp.partition)
 
     # -- the work --------------------------------------------------------------------------------------
     def partition_of(self, account_id: str) -> int:
@@ -375,6 +412,7 @@ class LedgerProcessor:
             self._fault_fired = True
             log.warning("fault injection: stopping before a batch", extra={"partition": tp.partition})
             os.kill(os.getpid(), signal.SIGSTOP)
+        started = time.perf_counter()
         try:
             result = await service.apply_batch(tp.partition, owned.epoch, batch, self.partition_of)
         except OffsetGap as gap:
@@ -391,6 +429,7 @@ class LedgerProcessor:
             # The outbox test: die after the commit, before anything is published.
             log.warning("fault injection: crashing after commit", extra={"partition": tp.partition})
             os._exit(70)
+        monitoring.record_batch(result, len(batch), time.perf_counter() - started)
         owned.next_offset = result.next_offset
         self.stats.applied += result.applied
         self.stats.skipped += result.skipped
@@ -411,6 +450,7 @@ class LedgerProcessor:
         self.stats.fenced += 1
         log.warning("fenced, releasing partition: %s", exc, extra={"partition": tp.partition})
         self._owned.pop(tp.partition, None)
+        monitoring.forget_partition(tp.partition)
         self._started_consumer.pause(tp)
 
     async def _publish(self, sql: LedgerSQL, partition: int, rows: list[OutboxRow]) -> None:

@@ -83,6 +83,18 @@ class OutboxRow:
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """What waits on one partition, as its owner's gauges show it (ages in seconds, 0 when nothing waits)."""
+
+    partition: int
+    next_offset: int  # the position of record: the next command to apply
+    outbox_rows: int  # outbox rows above published_outbox_id
+    outbox_oldest_age: float
+    sagas_in_flight: int  # transfers to another partition, still PENDING
+    saga_oldest_age: float
+
+
+@dataclass(frozen=True)
 class DeadLetterRow:
     """A row of ``ledger_dead_letters``: texts already fit their columns (the batch service cleans them)."""
 
@@ -179,6 +191,24 @@ class LedgerSQL:
             "WHERE topic = %s AND partition = %s",
             (up_to_id, self.topic, partition),
         )
+
+    async def backlog(self, partitions: Sequence[int], saga_type: str) -> list[Backlog]:
+        """Each partition's stored position, unpublished outbox and sagas (PENDING ``saga_type`` transactions)
+        with their oldest ages: one statement, outside any batch (no lock taken), on indexed ranges."""
+        cur = await self.conn.execute(
+            "SELECT p.partition, p.next_offset, o.n, coalesce(extract(epoch FROM now() - o.oldest), 0), "
+            "s.n, coalesce(extract(epoch FROM now() - s.oldest), 0) FROM ledger_partitions p "
+            "CROSS JOIN LATERAL (SELECT count(*) AS n, min(created_at) AS oldest FROM ledger_outbox "
+            "  WHERE partition = p.partition AND id > p.published_outbox_id) o "
+            "CROSS JOIN LATERAL (SELECT count(*) AS n, min(created_at) AS oldest FROM ledger_transactions "
+            "  WHERE partition = p.partition AND status = 'PENDING' AND transaction_type = %s) s "
+            "WHERE p.topic = %s AND p.partition = ANY(%s)",
+            (saga_type, self.topic, list(partitions)),
+        )
+        return [
+            Backlog(int(r[0]), int(r[1]), int(r[2]), max(float(r[3]), 0.0), int(r[4]), max(float(r[5]), 0.0))
+            for r in await cur.fetchall()
+        ]
 
     # -- load ------------------------------------------------------------------------------------------
     async def load(self, book: Book, partition: int, account_ids: set[str], tx_ids: set[str]) -> None:

@@ -1,5 +1,5 @@
-"""What every long-running worker shares: a heartbeat of progress served on /health, retry backoff, and a
-bounded shutdown.
+"""What every long-running worker shares: a heartbeat of progress served on /health, its metrics on /metrics,
+retry backoff, and a bounded shutdown.
 
 A worker's loop beats the heartbeat whenever it turns (it fetched nothing, applied a batch, or retried after
 a failure). /health answers 200 while the last beat is fresher than ``health_stale_seconds`` and 503 once it
@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from ogp.logs import configure_logging
+from ogp.metrics import exposition
 from ogp.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,27 @@ async def bounded(awaitable: Awaitable, timeout: float, what: str) -> bool:
     return True
 
 
-# -- /health ------------------------------------------------------------------------------------------------
+# -- /health and /metrics ------------------------------------------------------------------------------------
 
 _REASONS = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
 
 
+def _route(method: str, path: str, heartbeat: Heartbeat, service: str) -> tuple[int, str, bytes]:
+    """The answer to one request: (HTTP status, content type, body)."""
+    if method in ("GET", "HEAD") and path == "/health":
+        status, body = heartbeat.report(service)
+        return status, "application/json", json.dumps(body).encode()
+    if method in ("GET", "HEAD") and path == "/metrics":
+        # The process's metric families (ogp/metrics.py), in Prometheus text format, for a scraper.
+        payload, content_type = exposition()
+        return 200, content_type, payload
+    error = {"code": "not_found", "message": "only GET /health and GET /metrics are served", "details": {}}
+    return 404, "application/json", json.dumps({"error": error}).encode()
+
+
 async def serve_health(heartbeat: Heartbeat, service: str, host: str, port: int) -> asyncio.AbstractServer:
-    """A tiny HTTP server: ``GET /health`` is 200 while the heartbeat is fresh, 503 once it is stale."""
+    """A tiny HTTP server: ``GET /health`` is 200 while the heartbeat is fresh, 503 once it is stale;
+    ``GET /metrics`` is the process's metrics in Prometheus text format."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -127,16 +142,9 @@ async def serve_health(heartbeat: Heartbeat, service: str, host: str, port: int)
                 pass  # headers: nothing in them matters here
             method, _, rest = request.decode("latin-1").partition(" ")
             path = rest.split(" ", 1)[0].split("?", 1)[0]
-            if method in ("GET", "HEAD") and path == "/health":
-                status, body = heartbeat.report(service)
-            else:
-                status, body = (
-                    404,
-                    {"error": {"code": "not_found", "message": "only GET /health is served", "details": {}}},
-                )
-            payload = json.dumps(body).encode()
+            status, content_type, payload = _route(method, path, heartbeat, service)
             head = (
-                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
+                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
             ).encode("latin-1")
             writer.write(head + (payload if method != "HEAD" else b""))
@@ -200,7 +208,7 @@ async def serve(service: str, settings: Settings, heartbeat: Heartbeat, worker: 
     server = None
     if settings.health_port is not None:
         server = await serve_health(heartbeat, service, settings.health_host, settings.health_port)
-        log.info("%s: /health on %s:%s", service, settings.health_host, settings.health_port)
+        log.info("%s: /health and /metrics on %s:%s", service, settings.health_host, settings.health_port)
     deadline = _Deadline(settings.shutdown_timeout_seconds + 5, service)
 
     def shutdown() -> None:

@@ -6,6 +6,12 @@ A projector says what it consumes (``topic``, ``group_id``), how it subscribes (
 where it resumes) and what it does with a fetch (:meth:`ProjectorLoop._project`). Two ways of resuming exist:
 positions in PostgreSQL (``projections.positions``: the ledger-event projectors) and Kafka's committed offsets
 (``projections.access_logs``).
+
+Metrics (``ogp/metrics.py``, served on the worker's health port): ``ogp_projector_applied{projector}``, counted by
+each projector after its commit, and ``ogp_projector_lag{projector,partition}``, refreshed every
+``lag_interval_seconds`` beside the loop for the partitions this consumer holds: the topic's end offset minus
+where the projector resumes (:meth:`ProjectorLoop._positions`: the position stored in PostgreSQL, or for the
+access logs, which keep none, the consumer's position, which it commits after each write).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.clients import async_engine
+from ogp.metrics import PROJECTOR_APPLIED, PROJECTOR_LAG
 from ogp.settings import Settings
 from ogp.worker import Backoff, Heartbeat, bounded, describe
 
@@ -32,6 +39,7 @@ class ProjectorLoop:
     ``_subscribe()`` and ``_project()``."""
 
     retry_cap_seconds = 10.0
+    lag_interval_seconds = 5.0  # how often the lag gauges are refreshed
     max_batch = 500  # records per fetch
     isolation_level = "read_uncommitted"  # aiokafka's default
     stats: object  # each projector's own counters: logged when it stops, read by tests
@@ -54,6 +62,7 @@ class ProjectorLoop:
         self._stopping = asyncio.Event()
         self._closed_cleanly = True
         self._consumer: AIOKafkaConsumer | None = None
+        self._lag_shown: set[int] = set()  # partitions whose lag series this process shows
 
     @property
     def name(self) -> str:
@@ -125,11 +134,18 @@ class ProjectorLoop:
                 return
             self._subscribe(self._consumer)
             log.info("%s projector consuming %s as %s", self.name, self.topic, self.group_id)
-            while not self._stopping.is_set():
-                self.heartbeat.beat()
-                batches = await self._fetch()
-                if batches:
-                    await self._project(batches)
+            watcher = asyncio.create_task(self._watch_lag())
+            try:
+                while not self._stopping.is_set():
+                    self.heartbeat.beat()
+                    batches = await self._fetch()
+                    if batches:
+                        await self._project(batches)
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+                self._show_lag({})  # this consumer's partitions are no longer ours to report
         finally:
             # Leaving the group waits on the broker: one that does not answer must not hold us.
             self._closed_cleanly &= await bounded(
@@ -152,6 +168,47 @@ class ProjectorLoop:
 
     async def _fetch(self) -> dict[TopicPartition, list[ConsumerRecord]]:
         return await self.consumer.getmany(timeout_ms=500, max_records=self.max_batch)
+
+    # -- metrics -------------------------------------------------------------------------------------------
+    def _count_applied(self, count: int) -> None:
+        """``count`` events (rows) made it into the read model: called after the commit."""
+        if count:
+            PROJECTOR_APPLIED.labels(self.name).inc(count)
+
+    async def _watch_lag(self) -> None:
+        """Refresh the lag gauges until stopped, beside the loop (a stuck loop still shows its lag growing)."""
+        while not self._stopping.is_set():
+            await self._sleep(self.lag_interval_seconds)
+            try:
+                await self.refresh_lag()
+            except Exception as exc:  # noqa: BLE001 - a missed refresh keeps the last values; the loop reports outages
+                log.debug("%s projector: refreshing the lag: %s", self.name, describe(exc))
+
+    async def refresh_lag(self) -> None:
+        """Each held partition's lag: the topic's end offset minus where the projector resumes."""
+        consumer = self.consumer
+        held = sorted((tp for tp in consumer.assignment() if tp.topic == self.topic), key=lambda tp: tp.partition)
+        if not held:
+            self._show_lag({})
+            return
+        positions = await asyncio.wait_for(self._positions(held), 5)
+        # The end is read after the position, so the lag is never below the truth (nor below 0).
+        ends = await asyncio.wait_for(consumer.end_offsets(held), 5)
+        still = consumer.assignment()  # a partition revoked meanwhile is not reported
+        self._show_lag({tp.partition: max(ends[tp] - positions.get(tp.partition, 0), 0) for tp in held if tp in still})
+
+    def _show_lag(self, lags: dict[int, int]) -> None:
+        """Set these partitions' lag; remove the series of partitions held before and not now."""
+        for partition, lag in lags.items():
+            PROJECTOR_LAG.labels(self.name, str(partition)).set(lag)
+        for partition in self._lag_shown - lags.keys():
+            with contextlib.suppress(KeyError):  # removed already
+                PROJECTOR_LAG.remove(self.name, str(partition))
+        self._lag_shown = set(lags)
+
+    async def _positions(self, held: list[TopicPartition]) -> dict[int, int]:
+        """partition → the offset this projector resumes from (the next event it projects)."""
+        raise NotImplementedError
 
     def _subscribe(self, consumer: AIOKafkaConsumer) -> None:
         """Subscribe ``consumer`` to ``self.topic``, with whatever decides where each partition resumes."""

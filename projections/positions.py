@@ -122,6 +122,10 @@ class PositionedProjector(ProjectorLoop):
     def _subscribe(self, consumer: AIOKafkaConsumer) -> None:
         consumer.subscribe([self.topic], listener=_SeekToStoredPositions(self))
 
+    async def _positions(self, held: list[TopicPartition]) -> dict[int, int]:
+        """The positions of record, in PostgreSQL (a partition with none starts at 0)."""
+        return await stored_positions(self.engine, self.topic, self.projector)
+
     async def _fetch(self) -> dict[TopicPartition, list[ConsumerRecord]]:
         self._fetched_in = self._generation
         return await super()._fetch()
@@ -179,7 +183,9 @@ class PositionedProjector(ProjectorLoop):
         pending = sorted(batches.items(), key=lambda item: item[0].partition)
         for i, (tp, records) in enumerate(pending):
             try:
+                applied = self.stats.applied
                 done[tp] = await self.apply_batch(self.engine, tp.topic, tp.partition, records, self.stats)
+                self._count_applied(self.stats.applied - applied)  # counted by apply_batch after its commit
                 self._apply_backoff.reset()
             except Exception as exc:
                 delay = self._apply_backoff.next()

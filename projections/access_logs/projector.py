@@ -5,8 +5,9 @@ At least once: each fetched batch is inserted in one transaction with ``ON CONFL
 row id is the event id), and only then are the Kafka offsets committed. A crash between the two redelivers
 the batch, and the duplicates are no-ops. Unlike the ledger and history stages there is
 no position to keep in PostgreSQL: access logs are independent facts, so Kafka's committed offset is a fine
-resume point. faust-streaming would fit these semantics too, but would add an agent runtime, a web server
-and changelog topics for what is one consumer loop and one multi-row INSERT.
+resume point (and its lag, ``ogp_projector_lag{projector="access-log"}``, is the topic's end minus this consumer's
+position, committed after each write). faust-streaming would fit these semantics too, but would add an agent
+runtime, a web server and changelog topics for what is one consumer loop and one multi-row INSERT.
 """
 
 from __future__ import annotations
@@ -119,10 +120,16 @@ class AccessLogProjector(ProjectorLoop):
     def _subscribe(self, consumer: AIOKafkaConsumer) -> None:
         consumer.subscribe([self.topic])  # resumes from Kafka's committed offsets
 
+    async def _positions(self, held: list[TopicPartition]) -> dict[int, int]:
+        """No position in PostgreSQL: the consumer's own (what it has fetched, committed after each write)."""
+        return {tp.partition: await self.consumer.position(tp) for tp in held}
+
     async def _project(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         rows = [row for records in batches.values() for row in decode_rows(records, self.stats)]
+        inserted = self.stats.inserted
         if not await self._write_until_done(rows):
             return  # stopping with the database down: nothing committed, the batch comes again
+        self._count_applied(self.stats.inserted - inserted)
         # After the database commit: a crash before this line redelivers, and duplicates are no-ops.
         with contextlib.suppress(KafkaError):
             await self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})

@@ -8,6 +8,7 @@ import logging
 import httpx
 
 from infra.local.process import free_port
+from ogp.metrics import DEAD_LETTERS, exposition
 from ogp.worker import Backoff, Heartbeat, bounded, serve_health
 
 
@@ -56,8 +57,37 @@ def test_the_health_port_answers_200_while_fresh_503_when_stale_and_404_elsewher
                 clock.now += 11
                 stale = await client.get("/health")
                 assert stale.status_code == 503 and stale.json()["status"] == "stale"
-                other = await client.get("/metrics")
+                other = await client.get("/elsewhere")
                 assert other.status_code == 404 and set(other.json()["error"]) == {"code", "message", "details"}
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_the_health_port_serves_the_process_metrics_in_prometheus_text_format_and_health_is_unchanged():
+    heartbeat = Heartbeat(stale_after=10)
+    port = free_port()
+    DEAD_LETTERS.labels("unit_test_reason").inc()
+
+    async def scenario() -> None:
+        server = await serve_health(heartbeat, "projector", "127.0.0.1", port)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+                metrics = await client.get("/metrics?anything=ignored")
+                assert metrics.status_code == 200
+                # Prometheus text format, as the client library names its version.
+                assert metrics.headers["content-type"] == exposition()[1]
+                assert metrics.headers["content-type"].startswith("text/plain; version=")
+                assert 'ogp_dead_letters_total{reason="unit_test_reason"} 1.0' in metrics.text
+                assert "# TYPE ogp_ledger_lag gauge" in metrics.text
+                head = await client.head("/metrics")
+                assert head.status_code == 200 and head.content == b""
+                health = await client.get("/health")
+                assert health.status_code == 200 and health.json()["service"] == "projector"
+                refused = await client.post("/metrics")
+                assert refused.status_code == 404
         finally:
             server.close()
             await server.wait_closed()
