@@ -54,7 +54,8 @@ PARTNER_RATE_LIMITED = Counter(
 # -- ledger processor ----------------------------------------------------------------------------------------------
 LEDGER_APPLIED = Counter(
     "ogp_ledger_applied",
-    "Commands the ledger applied, by type and outcome (SUCCESS, FAILED, duplicate).",
+    "Commands the ledger applied, by type and outcome: the status its transaction reached (SUCCESS, FAILED,"
+    " PENDING, CANCELLED), or duplicate when it changed nothing.",
     ["type", "outcome"],
 )
 LEDGER_AMOUNT_MINOR = Counter(

@@ -153,11 +153,17 @@ def down() -> None:
 @app.command()
 @friendly
 def status() -> None:
-    """What runs where, and whether it is healthy (APIs probed on /ready, workers on their /health)."""
+    """What runs where, whether it is healthy (APIs on /ready, workers on /health), and the key figures."""
     stack_rows = _stack().status()
     service_rows = _runner().status()
     console.print(_status_table("infrastructure", stack_rows))
     console.print(_status_table("services", service_rows))
+    figures = Table(title="figures")
+    figures.add_column("figure")
+    figures.add_column("value", justify="right")
+    for name, value in _runner().figures():
+        figures.add_row(name, value)
+    console.print(figures)
     if any(r.state != "healthy" for r in [*stack_rows, *service_rows]):
         raise typer.Exit(1)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import fcntl
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local.process import ManagedProcess, StackError, free_port, wait_until
 from infra.local.stack import ComponentStatus
@@ -124,6 +126,55 @@ class ServiceRunner:
             return httpx.get(url, timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def metrics(self, service: Service) -> dict[str, float]:
+        """The service's metrics, each family's samples summed over their labels ({} when it does not answer)."""
+        health = self.health_url(service)  # workers serve /metrics beside /health, on their own port
+        if health is None:
+            return {}
+        url = health.removesuffix("/health") + "/metrics"
+        try:
+            text = httpx.get(url, timeout=2).text
+        except httpx.HTTPError:
+            return {}
+        sums: dict[str, float] = {}
+        maxima: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+                maxima[sample.name] = max(maxima.get(sample.name, 0.0), sample.value)
+        return {**sums, **{f"max:{name}": value for name, value in maxima.items()}}
+
+    def figures(self, interval: float = 1.0) -> list[tuple[str, str]]:
+        """The key figures an operator asks first, from the workers' /metrics: lag, outbox backlog, dead
+        letters, sagas in flight, applied per second (two scrapes ``interval`` apart)."""
+        processor = self.get("ledger-processor")
+        first = self.metrics(processor)
+        if not first:
+            return [("ledger processor", "no metrics (not running?)")]
+        time.sleep(interval)  # the rate needs two readings; this is a command's pause, not synchronisation
+        second = self.metrics(processor) or first
+        applied = second.get("ogp_ledger_applied_total", 0.0) - first.get("ogp_ledger_applied_total", 0.0)
+        rows = [
+            ("ledger lag (commands)", f"{second.get('ogp_ledger_lag', 0):,.0f}"),
+            ("applied per second", f"{max(applied, 0) / interval:,.0f}"),
+            (
+                "outbox backlog",
+                f"{second.get('ogp_outbox_backlog_rows', 0):,.0f} rows, oldest "
+                f"{second.get('max:ogp_outbox_oldest_age_seconds', 0):,.0f} s",
+            ),
+            ("dead letters (since start)", f"{second.get('ogp_dead_letters_total', 0):,.0f}"),
+            (
+                "transfers in flight",
+                f"{second.get('ogp_sagas_in_flight', 0):,.0f}, oldest "
+                f"{second.get('max:ogp_saga_oldest_age_seconds', 0):,.0f} s",
+            ),
+        ]
+        for service in services(self.settings):
+            if service.name.startswith("projector-"):
+                lag = self.metrics(service).get("ogp_projector_lag")
+                rows.append((f"{service.name} lag (events)", "-" if lag is None else f"{lag:,.0f}"))
+        return rows
 
     # -- start, stop, restart ----------------------------------------------------------------------------
     @contextmanager

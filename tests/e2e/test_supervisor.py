@@ -6,6 +6,7 @@ Runs the real `ogp` against a private stack on free ports (as tests/e2e/test_cli
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -104,6 +105,11 @@ def test_every_service_and_the_supervisor_are_healthy_after_up(stack):
         "supervisor",
     ):
         assert row_state(status.stdout, name) == "healthy", status.stdout
+    # The key figures, read from the workers' /metrics: nothing waits on a quiet system.
+    assert re.search(r"ledger lag \(commands\)\s*│\s*0\s*│", status.stdout), status.stdout
+    for figure in ("applied per second", "outbox backlog", "dead letters", "transfers in flight"):
+        assert figure in status.stdout, status.stdout
+    assert re.search(r"projector-history lag \(events\)\s*│\s*0\s*│", status.stdout), status.stdout
 
 
 def test_a_frozen_worker_shows_unhealthy_within_30s_and_the_supervisor_restarts_it(stack):
