@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,6 +36,20 @@ class Service:
     def is_worker(self) -> bool:
         """A worker serves only /health, on a port of its own."""
         return self.url is None
+
+
+@dataclass
+class Scrape:
+    """One read of a process's /metrics: per sample name, the sum and the largest value over its labels."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    maxima: dict[str, float] = field(default_factory=dict)
+
+    def total(self, name: str) -> float:
+        return self.sums.get(name, 0.0)
+
+    def largest(self, name: str) -> float:
+        return self.maxima.get(name, 0.0)
 
 
 def services(settings: Settings) -> list[Service]:
@@ -127,53 +141,54 @@ class ServiceRunner:
         except httpx.HTTPError:
             return False
 
-    def metrics(self, service: Service) -> dict[str, float]:
-        """The service's metrics, each family's samples summed over their labels ({} when it does not answer)."""
+    def metrics(self, service: Service) -> Scrape | None:
+        """The service's metrics, each family summed and maximised over its labels (None: it does not answer)."""
         health = self.health_url(service)  # workers serve /metrics beside /health, on their own port
         if health is None:
-            return {}
-        url = health.removesuffix("/health") + "/metrics"
+            return None
         try:
-            text = httpx.get(url, timeout=2).text
+            text = httpx.get(health.removesuffix("/health") + "/metrics", timeout=2).text
         except httpx.HTTPError:
-            return {}
-        sums: dict[str, float] = {}
-        maxima: dict[str, float] = {}
+            return None
+        scrape = Scrape()
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
-                maxima[sample.name] = max(maxima.get(sample.name, 0.0), sample.value)
-        return {**sums, **{f"max:{name}": value for name, value in maxima.items()}}
+                scrape.sums[sample.name] = scrape.sums.get(sample.name, 0.0) + sample.value
+                scrape.maxima[sample.name] = max(scrape.maxima.get(sample.name, 0.0), sample.value)
+        return scrape
 
     def figures(self, interval: float = 1.0) -> list[tuple[str, str]]:
         """The key figures an operator asks first, from the workers' /metrics: lag, outbox backlog, dead
         letters, sagas in flight, applied per second (two scrapes ``interval`` apart)."""
         processor = self.get("ledger-processor")
         first = self.metrics(processor)
-        if not first:
+        if first is None:
             return [("ledger processor", "no metrics (not running?)")]
         time.sleep(interval)  # the rate needs two readings; this is a command's pause, not synchronisation
-        second = self.metrics(processor) or first
-        applied = second.get("ogp_ledger_applied_total", 0.0) - first.get("ogp_ledger_applied_total", 0.0)
+        now = self.metrics(processor) or first
+        applied = now.total("ogp_ledger_applied_total") - first.total("ogp_ledger_applied_total")
         rows = [
-            ("ledger lag (commands)", f"{second.get('ogp_ledger_lag', 0):,.0f}"),
+            ("ledger lag (commands)", f"{now.total('ogp_ledger_lag'):,.0f}"),
             ("applied per second", f"{max(applied, 0) / interval:,.0f}"),
             (
                 "outbox backlog",
-                f"{second.get('ogp_outbox_backlog_rows', 0):,.0f} rows, oldest "
-                f"{second.get('max:ogp_outbox_oldest_age_seconds', 0):,.0f} s",
+                f"{now.total('ogp_outbox_backlog_rows'):,.0f} rows, oldest "
+                f"{now.largest('ogp_outbox_oldest_age_seconds'):,.0f} s",
             ),
-            ("dead letters (since start)", f"{second.get('ogp_dead_letters_total', 0):,.0f}"),
+            ("dead letters (since start)", f"{now.total('ogp_dead_letters_total'):,.0f}"),
             (
                 "transfers in flight",
-                f"{second.get('ogp_sagas_in_flight', 0):,.0f}, oldest "
-                f"{second.get('max:ogp_saga_oldest_age_seconds', 0):,.0f} s",
+                f"{now.total('ogp_sagas_in_flight'):,.0f}, oldest {now.largest('ogp_saga_oldest_age_seconds'):,.0f} s",
             ),
         ]
         for service in services(self.settings):
             if service.name.startswith("projector-"):
-                lag = self.metrics(service).get("ogp_projector_lag")
-                rows.append((f"{service.name} lag (events)", "-" if lag is None else f"{lag:,.0f}"))
+                scrape = self.metrics(service)
+                if scrape is None or "ogp_projector_lag" not in scrape.sums:  # not answering, or no partition yet
+                    lag = "-"
+                else:
+                    lag = f"{scrape.total('ogp_projector_lag'):,.0f}"
+                rows.append((f"{service.name} lag (events)", lag))
         return rows
 
     # -- start, stop, restart ----------------------------------------------------------------------------
