@@ -135,7 +135,7 @@ class Load(threading.Thread):
         command = random_command(self.rng, self.accounts, max_cents=9000, reference="recovery")
         await producer.send_and_wait(COMMANDS, key=command.account_id.encode(), value=encode(command))
         self.accepted.append(command.transaction_id)
-        await asyncio.sleep(self.rng.uniform(0, 0.02))
+        await asyncio.sleep(self.rng.uniform(0, 0.02))  # the load's uneven pace, not synchronisation
 
 
 def scalar(db: str, sql: str, **params):
