@@ -78,6 +78,17 @@ def payment(user: int, account: str, amount: str, tx: str | None = None) -> Requ
     )
 
 
+def a_transfer(user: int, source: str, destination: str, amount: str) -> RequestTransfer:
+    return RequestTransfer(
+        account_id=source,
+        requested_at=now(),
+        transaction_id=str(uuid.uuid4()),
+        user_id=user,
+        to_account_id=destination,
+        amount=D(amount),
+    )
+
+
 def on_other_partitions(env, accounts) -> tuple:
     """Two accounts that live on different partitions."""
     first = accounts[0]
@@ -214,14 +225,7 @@ def test_two_commands_with_one_id_on_two_partitions_give_one_booking_and_one_fai
 def test_a_transfer_whose_credit_step_fails_is_reversed_and_in_flight_drains(env, monkeypatch):
     db, kafka = env.database_url, env.kafka_bootstrap
     (us, source), (_, dest) = on_other_partitions(env, funded(env, 12))
-    transfer = RequestTransfer(
-        account_id=source,
-        requested_at=now(),
-        transaction_id=str(uuid.uuid4()),
-        user_id=us,
-        to_account_id=dest,
-        amount=D("100.00"),
-    )
+    transfer = a_transfer(us, source, dest, "100.00")
     break_rule(monkeypatch, CreditTransfer, transfer.transaction_id)
     asyncio.run(produce(kafka, [transfer]))
     with BackgroundProcessor(env):
@@ -242,14 +246,7 @@ def test_a_transfer_whose_credit_step_fails_is_reversed_and_in_flight_drains(env
 def test_a_transfer_whose_credit_step_is_lost_is_settled_by_the_sweep_after_the_timeout(env, monkeypatch):
     db, kafka = env.database_url, env.kafka_bootstrap
     (us, source), (_, dest) = on_other_partitions(env, funded(env, 12))
-    transfer = RequestTransfer(
-        account_id=source,
-        requested_at=now(),
-        transaction_id=str(uuid.uuid4()),
-        user_id=us,
-        to_account_id=dest,
-        amount=D("100.00"),
-    )
+    transfer = a_transfer(us, source, dest, "100.00")
     break_rule(monkeypatch, CreditTransfer, transfer.transaction_id, lose=True)
     asyncio.run(produce(kafka, [transfer]))
     with BackgroundProcessor(env):
@@ -270,14 +267,7 @@ def test_a_transfer_whose_credit_step_is_lost_is_settled_by_the_sweep_after_the_
 def test_a_reversal_to_a_wallet_closed_meanwhile_is_held_in_suspense_and_the_audit_explains_it(env):
     db, kafka = env.database_url, env.kafka_bootstrap
     (us, source), (ud, dest) = on_other_partitions(env, funded(env, 12, amount="100.00"))
-    transfer = RequestTransfer(
-        account_id=source,
-        requested_at=now(),
-        transaction_id=str(uuid.uuid4()),
-        user_id=us,
-        to_account_id=dest,
-        amount=D("100.00"),
-    )
+    transfer = a_transfer(us, source, dest, "100.00")
     # The destination is closed (after emptying it) so the credit is refused; the source, emptied by the
     # transfer, is closed right behind it on its own partition, before the reversal can come back.
     asyncio.run(
