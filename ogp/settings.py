@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     postgres_port: int = 5432
     redis_port: int = 6379
+    prometheus_port: int = 9090  # `ogp up --monitoring` (infra/local/monitoring.py)
 
     # Explicit URLs win over the ports above (e.g. managed services in production).
     kafka_bootstrap_servers: str | None = None

@@ -18,10 +18,11 @@ from sqlalchemy import create_engine
 
 from infra.local.demo import fund_demo_users
 from infra.local.kafka import ensure_jars
-from infra.local.process import StackError
+from infra.local.monitoring import PROMETHEUS, LocalPrometheus
+from infra.local.process import StackError, require
 from infra.local.seed import seed_demo
 from infra.local.services import ServiceRunner, services
-from infra.local.stack import Component, LocalStack
+from infra.local.stack import Component, ComponentStatus, LocalStack
 from infra.local.supervisor import Supervisor
 from infra.midtrans_sim.app import create_app as create_simulator
 from ogp.console import console, friendly
@@ -42,6 +43,17 @@ def _stack() -> LocalStack:
 def _runner() -> ServiceRunner:
 
     return ServiceRunner(get_settings())
+
+
+def _prometheus() -> LocalPrometheus:
+    return LocalPrometheus(get_settings())
+
+
+def _start_monitoring() -> None:
+    prometheus = _prometheus()
+    prometheus.start(s.name for s in services(get_settings()) if s.serves_metrics)
+    url = prometheus.url
+    console.print(f"  {PROMETHEUS:<16} {url}   targets {url}/targets, alerts {url}/alerts")
 
 
 def _status_table(title: str, rows) -> Table:
@@ -99,9 +111,15 @@ def _seed_demo():
 
 @app.command()
 @friendly
-def up() -> None:
+def up(
+    monitoring: Annotated[
+        bool, typer.Option("--monitoring", help="also run Prometheus, scraping every service and evaluating the alerts")
+    ] = False,
+) -> None:
     """Start everything: stack, migrations, topics, services and (in development) demo data."""
     settings = get_settings()
+    if monitoring:
+        require(PROMETHEUS)  # before anything starts: a missing program is one line, not a half-started stack
     console.print("[bold]infrastructure[/bold]")
     _stack().up(report=lambda line: console.print(f"  {line}"))
     console.print("[bold]database and topics[/bold]")
@@ -118,6 +136,9 @@ def up() -> None:
     # Last, so it never races the start-up above: from now on a dead or stuck service is restarted.
     runner.start_supervisor()
     console.print(f"  {'supervisor':<16} restarts a dead or stuck service (log: ogp logs supervisor)")
+    # Not supervised: an observer, not part of the payment path; `ogp status` shows it stopped if it dies.
+    if monitoring:
+        _start_monitoring()
     if creds is not None:
         funded = fund_demo_users(settings)
         _print_demo(creds)
@@ -144,6 +165,8 @@ def down() -> None:
     # First, or it would start again what is being stopped.
     if runner.stop_supervisor():
         console.print("  supervisor stopped")
+    if _prometheus().stop():
+        console.print(f"  {PROMETHEUS} stopped")
     for service in reversed(services(get_settings())):
         if runner.stop(service):
             console.print(f"  {service.name} stopped")
@@ -156,6 +179,10 @@ def status() -> None:
     """What runs where, whether it is healthy (APIs on /ready, workers on /health), and the key figures."""
     stack_rows = _stack().status()
     service_rows = _runner().status()
+    prometheus = _prometheus()
+    if prometheus.started():  # listed once `ogp up --monitoring` started it, until `ogp down`
+        pid = prometheus.process.pid()
+        service_rows.append(ComponentStatus(PROMETHEUS, prometheus.url, pid, pid is not None and prometheus.healthy()))
     console.print(_status_table("infrastructure", stack_rows))
     console.print(_status_table("services", service_rows))
     figures = Table(title="figures")
@@ -170,7 +197,9 @@ def status() -> None:
 
 @app.command()
 @friendly
-def restart(name: Annotated[str, typer.Argument(help="a service, the supervisor, or kafka, postgres, redis")]) -> None:
+def restart(
+    name: Annotated[str, typer.Argument(help="a service, the supervisor, prometheus, or kafka, postgres, redis")],
+) -> None:
     """Restart one component (and only it): a service waits until its /health answers again."""
     stack = _stack()
     runner = _runner()
@@ -183,6 +212,10 @@ def restart(name: Annotated[str, typer.Argument(help="a service, the supervisor,
     elif name == "supervisor":
         runner.stop_supervisor()
         pid = runner.start_supervisor()
+    elif name == PROMETHEUS:
+        _prometheus().stop()
+        _start_monitoring()
+        pid = _prometheus().process.pid()
     else:
         service = runner.get(name)
         runner.restart(service)
@@ -206,7 +239,7 @@ def supervise(
 @app.command()
 @friendly
 def logs(
-    service: Annotated[str, typer.Argument(help="a service or kafka, postgres, redis")],
+    service: Annotated[str, typer.Argument(help="a service, the supervisor, prometheus, or kafka, postgres, redis")],
     lines: Annotated[int, typer.Option("-n", help="lines to show")] = 50,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="keep following")] = False,
 ) -> None:
@@ -218,6 +251,7 @@ def logs(
         "postgres": stack.postgres.process,
         "redis": stack.redis.process,
         "supervisor": runner.supervisor(),
+        PROMETHEUS: _prometheus().process,
     }
     proc = components.get(service) or runner.process(runner.get(service))
     if not proc.log_file.exists():

@@ -31,6 +31,7 @@ INSTALL_HINTS = {
     "pg_ctl": "apt-get install -y postgresql",
     "postgres": "apt-get install -y postgresql",
     "setpriv": "apt-get install -y util-linux",
+    "prometheus": "apt-get install -y prometheus",
 }
 
 

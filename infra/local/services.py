@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from infra.local.monitoring import publish_target
 from infra.local.process import ManagedProcess, StackError, free_port, wait_until
 from infra.local.stack import ComponentStatus
 from ogp.settings import Settings
@@ -31,6 +32,7 @@ class Service:
     argv: tuple[str, ...]
     url: str | None = None  # HTTP services: base URL; /health and the readiness path are probed
     ready_path: str = "/ready"
+    serves_metrics: bool = True  # GET /metrics beside /health (the simulator, a stand-in for Midtrans, has none)
 
     @property
     def is_worker(self) -> bool:
@@ -81,6 +83,7 @@ def services(settings: Settings) -> list[Service]:
             (py, "-m", "infra.midtrans_sim"),
             f"http://{h}:{settings.midtrans_sim_port}",
             ready_path="/health",
+            serves_metrics=False,
         )
     ]
     return [
@@ -141,13 +144,20 @@ class ServiceRunner:
         except httpx.HTTPError:
             return False
 
+    def metrics_address(self, service: Service) -> str | None:
+        """host:port of the service's GET /metrics (None: a worker never started here, or the simulator)."""
+        health = self.health_url(service)  # workers serve /metrics beside /health, on their own port
+        if health is None or not service.serves_metrics:
+            return None
+        return health.removeprefix("http://").removesuffix("/health")
+
     def metrics(self, service: Service) -> Scrape | None:
         """The service's metrics, each family summed and maximised over its labels (None: it does not answer)."""
-        health = self.health_url(service)  # workers serve /metrics beside /health, on their own port
-        if health is None:
+        address = self.metrics_address(service)
+        if address is None:
             return None
         try:
-            text = httpx.get(health.removesuffix("/health") + "/metrics", timeout=2).text
+            text = httpx.get(f"http://{address}/metrics", timeout=2).text
         except httpx.HTTPError:
             return None
         scrape = Scrape()
@@ -217,6 +227,7 @@ class ServiceRunner:
         with self.locked(service):
             proc = self.process(service)
             if proc.running() and self.healthy(service):
+                self._publish_target(service)
                 return
             if service.is_worker and proc.running() and self.health_url(service) is None:
                 proc.stop(timeout=20)  # started without a health port (an older `ogp up`): cannot be probed
@@ -227,8 +238,16 @@ class ServiceRunner:
                 self._port_file(service).write_text(str(port))
                 env = {"OGP_HEALTH_PORT": str(port), "OGP_HEALTH_HOST": self.settings.host}
             proc.start(service.argv, env=env)
+            self._publish_target(service)
             if wait:
                 wait_until(lambda: self.healthy(service), timeout, service.name, log=proc)
+
+    def _publish_target(self, service: Service) -> None:
+        """Tell Prometheus where to scrape ``service`` (infra/local/monitoring.py): a worker's port is new at
+        each start, by `ogp up`, `ogp restart` or the supervisor alike."""
+        address = self.metrics_address(service)
+        if address is not None:
+            publish_target(self.settings, service.name, address)
 
     def stop(self, service: Service, kill: bool = False) -> bool:
         """SIGTERM (then SIGKILL after 20 s), or SIGKILL at once with ``kill`` (a frozen process ignores

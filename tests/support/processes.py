@@ -100,7 +100,8 @@ def ogp_cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
         "OGP_ENVIRONMENT": "development",
         **{
             f"OGP_{name}_PORT": str(free_port())
-            for name in ("KAFKA", "KAFKA_CONTROLLER", "POSTGRES", "REDIS", "COMMAND_API", "QUERY_API", "MIDTRANS_SIM")
+            for name in ("KAFKA", "KAFKA_CONTROLLER", "POSTGRES", "REDIS", "COMMAND_API", "QUERY_API")
+            + ("MIDTRANS_SIM", "PROMETHEUS")
         },
         **extra,
     }
