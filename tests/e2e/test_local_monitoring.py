@@ -131,6 +131,18 @@ def test_a_restarted_worker_is_scraped_on_its_new_port(monitored):
     )
 
 
+def test_prometheus_restarts_by_name_and_has_a_log(monitored):
+    env = monitored
+    pid_file = Path(env["OGP_STATE_DIR"]) / "monitoring" / "prometheus.pid"
+    before = pid_file.read_text()
+    restarted = run(env, "restart", "prometheus")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert pid_file.read_text() != before
+    wait_until(lambda: all_up(env), 60, "every target up again", interval=1, ignoring=(httpx.HTTPError,))
+    log = run(env, "logs", "prometheus", "-n", "200")
+    assert log.returncode == 0 and "Server is ready to receive web requests" in log.stdout
+
+
 def test_down_stops_prometheus_with_everything_else(monitored):
     env = monitored
     state = Path(env["OGP_STATE_DIR"])

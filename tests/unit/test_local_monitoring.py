@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 
 import pytest
 
 from infra.local.monitoring import ALERT_RULES, LocalPrometheus, publish_target, targets_file
-from infra.local.process import PrerequisiteMissing, require
+from infra.local.process import PrerequisiteMissing, StackError, require
 from infra.local.services import services
 from ogp.settings import Settings
 
@@ -71,3 +72,13 @@ def test_a_missing_prometheus_says_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(PrerequisiteMissing, match=r"prometheus not found: apt-get install -y prometheus"):
         require("prometheus")
+
+
+def test_a_port_taken_by_another_program_is_named_not_waited_on(settings):
+    with socket.socket() as other:  # e.g. the system Prometheus the Debian package starts
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = Settings(state_dir=settings.state_dir, prometheus_port=other.getsockname()[1])
+        with pytest.raises(StackError, match=rf"port {other.getsockname()[1]} is taken .*OGP_PROMETHEUS_PORT"):
+            LocalPrometheus(taken).start(["command-api"])
+    assert not LocalPrometheus(taken).process.pid_file.exists(), "nothing was started"
