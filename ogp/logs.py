@@ -247,8 +247,12 @@ def configure_logging(service: str, level: str | None = None) -> None:
     for noisy in ("aiokafka", "kafka", "httpx"):
         logging.getLogger(noisy).setLevel("WARNING")
     # uvicorn gives its loggers plain-text handlers of their own; through ours instead, its lines are JSON too.
+    # An access log that is off (--no-access-log: no handlers, not propagating) stays off: uvicorn writes one
+    # whenever the logger has any handler, its ancestors' included.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
+        logger = logging.getLogger(name)
+        if logger.handlers or logger.propagate:
+            logger.handlers.clear()
+            logger.propagate = True
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught

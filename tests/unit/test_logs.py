@@ -185,12 +185,15 @@ def configured(monkeypatch):
     # As uvicorn's own dictConfig leaves it: a plain-text handler, not propagating.
     uvicorn_error.addHandler(logging.StreamHandler(buffer))
     uvicorn_error.propagate = False
+    access = logging.getLogger("uvicorn.access")
+    access.propagate = False  # as uvicorn leaves it under --no-access-log: no handlers, not propagating
     logging.captureWarnings(False)  # an earlier test may have left it on, and then turning it on does nothing
     configure_logging("command-api", "INFO")
     yield buffer
     logging.captureWarnings(False)
     root.handlers[:], root.level = handlers, level
     uvicorn_error.handlers.clear()
+    access.propagate = True
 
 
 def test_uvicorn_lines_python_warnings_and_crashes_are_json_lines_too(configured):
@@ -209,3 +212,12 @@ def test_uvicorn_lines_python_warnings_and_crashes_are_json_lines_too(configured
     assert entries[0]["msg"] == "Started server process [4242]"
     assert "[email]" in entries[1]["msg"] and "RuntimeError" in entries[2]["exc"]
     assert "dewi@example.com" not in configured.getvalue() and "6281234567890" not in configured.getvalue()
+
+
+def test_an_access_log_turned_off_stays_off(configured):
+    # uvicorn writes access lines whenever its access logger has a handler, its ancestors' included: ours must
+    # not become one.
+    access = logging.getLogger("uvicorn.access")
+    assert not access.propagate
+    access.info('127.0.0.1:5000 - "GET / HTTP/1.1" 200')
+    assert configured.getvalue() == ""
