@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     kafka_cache_dir: Path = Path.home() / ".cache" / "ogp" / "kafka"
     kafka_version: str = "4.3.1"
 
+    # The level every process logs at (ogp/logs.py); DEBUG adds a line per command applied and event projected.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
     host: str = "127.0.0.1"
     command_api_port: int = 8000
     query_api_port: int = 8001

@@ -328,5 +328,8 @@ def create_app(
 def main() -> None:
     """``python -m infra.midtrans_sim``: serve on settings.midtrans_sim_port."""
     settings = get_settings()
-    configure_logging("midtrans-sim")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.midtrans_sim_port, access_log=False)
+    configure_logging("midtrans-sim", settings.log_level)
+    # log_config=None: uvicorn keeps its hands off logging, so its lines go through our JSON handler.
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.midtrans_sim_port, access_log=False, log_config=None
+    )

@@ -32,10 +32,12 @@ def build_app(
 ) -> FastAPI:
     """A FastAPI app for ``service`` whose lifespan opens and closes the shared clients."""
     settings = settings or get_settings()
+    # At build time, not in the lifespan: under `uvicorn --factory` this runs before uvicorn's first line
+    # ("Started server process"), so that line is JSON too.
+    configure_logging(service, settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        configure_logging(service)
         clients = await open_clients(settings, client_id=service)
         app.state.clients = clients
         app.state.settings = settings
