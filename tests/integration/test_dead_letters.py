@@ -1,0 +1,171 @@
+"""Dead letters for people, through the real processor on real Kafka and PostgreSQL: a paid Midtrans status the
+rules could not apply waits for a person; after the fix, a redrive credits the wallet exactly once, however
+often it is asked for; a command whose FAILED outcome is recorded cannot be redriven."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from command_api import dead_letters
+from ledger_processor.domain import rules
+from ogp.clients import KafkaProducerManager, async_engine
+from ogp.errors import Conflict, NotFound
+from schemas.commands import RecordMidtransStatus, RequestPayment
+from tests.support.ledger import (
+    BackgroundProcessor,
+    audit_report,
+    caught_up,
+    create_accounts,
+    funding,
+    ledger_row,
+    now,
+    produce,
+    query,
+)
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+D = Decimal
+
+
+@pytest.fixture(scope="module")
+def env(ledger_env):
+    return ledger_env
+
+
+def dead_letter_at(db: str, subject: str) -> tuple[int, int, bool]:
+    [(partition, offset, outcome_recorded)] = query(
+        db,
+        "SELECT partition, command_offset, outcome_recorded FROM ledger_dead_letters WHERE transaction_id = :t",
+        t=subject,
+    )
+    return partition, offset, outcome_recorded
+
+
+def balance(db: str, account: str) -> Decimal:
+    return query(db, "SELECT balance FROM accounts WHERE id = :a", a=account)[0][0]
+
+
+def redrive(env, partition: int, offset: int) -> tuple[dead_letters.DeadLetter, bool]:
+    """The redrive an operator runs (``ogp dlq redrive``), with the service's own engine and producer."""
+
+    async def run():
+        engine = async_engine(env.sqlalchemy_url)
+        kafka = KafkaProducerManager(env.kafka_bootstrap, "test-dlq")
+        await kafka.start()
+        try:
+            return await dead_letters.redrive(engine, kafka, partition, offset, actor="cli:test", note="fixed")
+        finally:
+            await kafka.close()
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def waiting(env) -> list[tuple[int, int]]:
+    async def run():
+        engine = async_engine(env.sqlalchemy_url)
+        try:
+            return await dead_letters.list_dead_letters(engine, waiting_only=True)
+        finally:
+            await engine.dispose()
+
+    return [(letter.partition, letter.offset) for letter in asyncio.run(run())]
+
+
+def test_a_paid_status_dead_lettered_by_a_bug_credits_the_wallet_once_when_redriven_after_the_fix(env, monkeypatch):
+    db, kafka = env.database_url, env.kafka_bootstrap
+    [(user, account)] = create_accounts(db, 1, prefix="dlq")
+    topup, paid = funding(user, account, D("250.00"))
+    assert isinstance(paid, RecordMidtransStatus)
+    real = rules.HANDLERS[RecordMidtransStatus]
+
+    def broken(book, cmd):
+        if cmd.order_id == paid.order_id:
+            raise ZeroDivisionError("an injected bug in the Midtrans status rule")
+        return real(book, cmd)
+
+    # The bug: the paid status is dead-lettered, with no outcome (the money is at Midtrans: it waits for a person).
+    monkeypatch.setitem(rules.HANDLERS, RecordMidtransStatus, broken)
+    asyncio.run(produce(kafka, [topup, paid]))
+    with BackgroundProcessor(env):
+        caught_up(db, kafka)
+    partition, offset, outcome_recorded = dead_letter_at(db, paid.order_id)
+    assert not outcome_recorded
+    assert ledger_row(db, topup.transaction_id)["status"] == "PENDING"
+    assert balance(db, account) == D("0.00")
+    assert (partition, offset) in waiting(env)
+
+    # The fix is deployed; a person redrives it: the wallet is credited.
+    monkeypatch.undo()
+    with BackgroundProcessor(env):
+        letter, appended = redrive(env, partition, offset)
+        assert appended and letter.redrive is not None and letter.redrive.actor == "cli:test"
+        wait_until(lambda: ledger_row(db, topup.transaction_id)["status"] == "SUCCESS", 60, "the top-up settled")
+        assert balance(db, account) == D("250.00")
+        assert (partition, offset) not in waiting(env)
+
+        # Asking again appends nothing and names the first redrive.
+        again, appended_again = redrive(env, partition, offset)
+        assert not appended_again and again.redrive == letter.redrive
+
+        # A crash between the append and its record appends it twice: the ledger applies it once.
+        asyncio.run(produce(kafka, [paid]))
+        caught_up(db, kafka)
+    assert balance(db, account) == D("250.00")
+    assert audit_report(db).ok
+
+
+def test_a_command_whose_failed_outcome_is_recorded_is_not_redriven(env, monkeypatch):
+    db, kafka = env.database_url, env.kafka_bootstrap
+    [(user, account)] = create_accounts(db, 1, prefix="dlqf")
+    funds = funding(user, account, D("100.00"))
+    pay = RequestPayment(
+        account_id=account,
+        requested_at=now(),
+        transaction_id=str(uuid.uuid4()),
+        user_id=user,
+        amount=D("10.00"),
+        merchant_reference="m",
+    )
+    real = rules.HANDLERS[RequestPayment]
+
+    def broken(book, cmd):
+        if cmd.transaction_id == pay.transaction_id:
+            raise ZeroDivisionError("an injected bug in the payment rule")
+        return real(book, cmd)
+
+    monkeypatch.setitem(rules.HANDLERS, RequestPayment, broken)
+    asyncio.run(produce(kafka, [*funds, pay]))
+    with BackgroundProcessor(env):
+        caught_up(db, kafka)
+    partition, offset, outcome_recorded = dead_letter_at(db, pay.transaction_id)
+    assert outcome_recorded and ledger_row(db, pay.transaction_id)["status"] == "FAILED"
+    assert (partition, offset) not in waiting(env)
+    with pytest.raises(Conflict) as refused:
+        redrive(env, partition, offset)
+    assert refused.value.code == "not_redrivable" and "final state" in refused.value.message
+    with pytest.raises(NotFound):
+        redrive(env, partition, 10**12)
+
+
+def test_an_undecodable_record_is_kept_and_refused_until_it_can_be_decoded(env):
+    db, kafka = env.database_url, env.kafka_bootstrap
+    [(_user, account)] = create_accounts(db, 1, prefix="dlqu")
+    garbage = b'{"type": "NoSuchCommand", "version": 1, "data": {}}'
+    asyncio.run(produce(kafka, [(account, garbage)]))
+    with BackgroundProcessor(env):
+        caught_up(db, kafka)
+    [(partition, offset, payload)] = query(
+        db, "SELECT partition, command_offset, payload FROM ledger_dead_letters WHERE payload = :p", p=garbage
+    )
+    assert bytes(payload) == garbage
+    assert (partition, offset) in waiting(env)
+    with pytest.raises(Conflict) as refused:
+        redrive(env, partition, offset)
+    assert refused.value.code == "still_undecodable"
