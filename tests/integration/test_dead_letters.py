@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
 
 from command_api import dead_letters
+from command_api.app import create_app as command_app
+from infra.local.seed import seed_demo
 from ledger_processor.domain import rules
 from ogp.clients import KafkaProducerManager, async_engine
 from ogp.errors import Conflict, NotFound
@@ -26,6 +30,7 @@ from tests.support.ledger import (
     produce,
     query,
 )
+from tests.support.server import serve_client
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -78,10 +83,12 @@ def waiting(env) -> list[tuple[int, int]]:
     return [(letter.partition, letter.offset) for letter in asyncio.run(run())]
 
 
-def test_a_paid_status_dead_lettered_by_a_bug_credits_the_wallet_once_when_redriven_after_the_fix(env, monkeypatch):
+def a_paid_status_dead_lettered_by_a_bug(env, monkeypatch, amount: str) -> tuple[Any, Any, str, int, int]:
+    """A top-up whose paid Midtrans status a bug in its rule dead-lettered: (top-up, status, account, partition,
+    offset). The bug is still in place: ``monkeypatch.undo()`` is the fix."""
     db, kafka = env.database_url, env.kafka_bootstrap
     [(user, account)] = create_accounts(db, 1, prefix="dlq")
-    topup, paid = funding(user, account, D("250.00"))
+    topup, paid = funding(user, account, D(amount))
     assert isinstance(paid, RecordMidtransStatus)
     real = rules.HANDLERS[RecordMidtransStatus]
 
@@ -90,15 +97,21 @@ def test_a_paid_status_dead_lettered_by_a_bug_credits_the_wallet_once_when_redri
             raise ZeroDivisionError("an injected bug in the Midtrans status rule")
         return real(book, cmd)
 
-    # The bug: the paid status is dead-lettered, with no outcome (the money is at Midtrans: it waits for a person).
     monkeypatch.setitem(rules.HANDLERS, RecordMidtransStatus, broken)
     asyncio.run(produce(kafka, [topup, paid]))
     with BackgroundProcessor(env):
         caught_up(db, kafka)
     partition, offset, outcome_recorded = dead_letter_at(db, paid.order_id)
+    # No outcome: the money is at Midtrans, so the status waits for a person.
     assert not outcome_recorded
     assert ledger_row(db, topup.transaction_id)["status"] == "PENDING"
     assert balance(db, account) == D("0.00")
+    return topup, paid, account, partition, offset
+
+
+def test_a_paid_status_dead_lettered_by_a_bug_credits_the_wallet_once_when_redriven_after_the_fix(env, monkeypatch):
+    db, kafka = env.database_url, env.kafka_bootstrap
+    topup, paid, account, partition, offset = a_paid_status_dead_lettered_by_a_bug(env, monkeypatch, "250.00")
     assert (partition, offset) in waiting(env)
 
     # The fix is deployed; a person redrives it: the wallet is credited.
@@ -169,3 +182,33 @@ def test_an_undecodable_record_is_kept_and_refused_until_it_can_be_decoded(env):
     with pytest.raises(Conflict) as refused:
         redrive(env, partition, offset)
     assert refused.value.code == "still_undecodable"
+
+
+def test_the_admin_api_lists_shows_and_redrives_a_dead_letter_once(env, monkeypatch):
+    seed_demo(create_engine(env.database_url), env)  # admin and alice, with their demo passwords
+    topup, _paid, account, partition, offset = a_paid_status_dead_lettered_by_a_bug(env, monkeypatch, "40.00")
+    monkeypatch.undo()
+    with serve_client(command_app(env)) as api, BackgroundProcessor(env):
+        admin, alice = (
+            {"Authorization": "Bearer " + api.post("/api/auth/login", json=who).json()["access_token"]}
+            for who in (
+                {"username": "admin", "password": "admin-demo-pass"},
+                {"username": "alice", "password": "alice-demo-pass"},
+            )
+        )
+        assert api.get("/api/admin/dead-letters", headers=alice).status_code == 403
+        listed = api.get("/api/admin/dead-letters", params={"waiting": "true"}, headers=admin)
+        assert listed.status_code == 200
+        [item] = [i for i in listed.json()["items"] if (i["partition"], i["offset"]) == (partition, offset)]
+        assert item["redrivable"] and item["command_type"] == "RecordMidtransStatus"
+        shown = api.get(f"/api/admin/dead-letters/{partition}/{offset}", headers=admin).json()
+        assert shown["command"]["order_id"] == topup.transaction_id
+        assert api.get(f"/api/admin/dead-letters/{partition}/{offset + 10**9}", headers=admin).status_code == 404
+
+        url = f"/api/admin/dead-letters/{partition}/{offset}/redrive"
+        first = api.post(url, json={"note": "bug fixed"}, headers=admin)
+        assert first.status_code == 201, first.text
+        assert first.json()["redrive"]["note"] == "bug fixed" and not first.json()["redrivable"]
+        again = api.post(url, headers=admin)
+        assert again.status_code == 200 and again.json()["redrive"] == first.json()["redrive"]
+        wait_until(lambda: balance(env.database_url, account) == D("40.00"), 60, "the redriven top-up credited")
