@@ -5,6 +5,9 @@ often it is asked for; a command whose FAILED outcome is recorded cannot be redr
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -212,3 +215,33 @@ def test_the_admin_api_lists_shows_and_redrives_a_dead_letter_once(env, monkeypa
         again = api.post(url, headers=admin)
         assert again.status_code == 200 and again.json()["redrive"] == first.json()["redrive"]
         wait_until(lambda: balance(env.database_url, account) == D("40.00"), 60, "the redriven top-up credited")
+
+
+def test_the_cli_lists_shows_and_redrives_a_dead_letter(env, monkeypatch):
+    topup, _paid, account, partition, offset = a_paid_status_dead_lettered_by_a_bug(env, monkeypatch, "15.00")
+    monkeypatch.undo()
+    environment = {
+        **os.environ,
+        "OGP_ENVIRONMENT": "test",
+        "OGP_DATABASE_URL": env.database_url,
+        "OGP_KAFKA_BOOTSTRAP_SERVERS": env.kafka_bootstrap,
+        "COLUMNS": "200",
+    }
+
+    def ogp(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "ogp.cli", "dlq", *args], env=environment, capture_output=True, text=True, timeout=60
+        )
+
+    listed = ogp("list", "--waiting")
+    assert listed.returncode == 0, listed.stderr
+    assert f"{partition}/{offset}" in listed.stdout and "waiting for a person" in listed.stdout
+    shown = ogp("show", str(partition), str(offset))
+    assert shown.returncode == 0 and topup.transaction_id in shown.stdout and "redrivable: yes" in shown.stdout
+    with BackgroundProcessor(env):
+        first = ogp("redrive", str(partition), str(offset), "--note", "fixed")
+        assert first.returncode == 0 and "redriven: appended at" in first.stdout, first.stdout + first.stderr
+        assert "already redriven" in ogp("redrive", str(partition), str(offset)).stdout
+        wait_until(lambda: balance(env.database_url, account) == D("15.00"), 60, "the redriven top-up credited")
+    missing = ogp("show", str(partition), str(10**12))
+    assert missing.returncode == 1 and "no dead letter" in missing.stderr
