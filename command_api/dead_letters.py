@@ -2,11 +2,12 @@
 
 The processor dead-letters a command it cannot apply and, where the command can have one, records a FAILED
 outcome for it: that command reached its final state, the client was told, and appending it again would change
-nothing (the ledger would see its id and skip it). A redrive is for the others, the *bare* dead letters with no
-outcome: a Midtrans status the rules could not apply (the money was paid at Midtrans and waits for a person), a
-command whose rejection failed too, a record nobody could decode. Once the bug is fixed and deployed, a redrive
-appends the original command to the commands topic again, keyed by its account, so its partition's owner
-applies it like any other.
+nothing (the ledger would see its id and skip it). A client's request dead-lettered without an outcome is
+answered FAILED from its dead letter, which is just as final. A redrive is for the others: a Midtrans status
+the rules could not apply (the money was paid at Midtrans and waits for a person), a step of a transfer saga
+(each step is idempotent, and one arriving after the saga ended is a no-op), a record nobody could decode.
+Once the bug is fixed and deployed, a redrive appends the original command to the commands topic again, keyed
+by its account, so its partition's owner applies it like any other.
 
 At most one redrive per dead letter: the dead letter's row is locked while the command is appended and the
 redrive recorded. A crash between the append and the record can append it twice; that is safe, because the
@@ -28,13 +29,27 @@ from ogp.db.tables import dead_letter_redrives, ledger_dead_letters
 from ogp.errors import Conflict, NotFound, ServiceUnavailable
 from ogp.messaging import append, trace_headers
 from schemas.base import UnknownMessage, decode
-from schemas.commands import Command
+from schemas.commands import (
+    ChangeAccountStatus,
+    Command,
+    RequestOrderPayment,
+    RequestPayment,
+    RequestRefund,
+    RequestTopup,
+    RequestTransfer,
+)
 from schemas.topics import COMMANDS
 
 # A Kafka header on a redriven record: which dead letter it came from.
 REDRIVE_HEADER = "ogp-redrive-of"
 
 _d, _r = ledger_dead_letters.c, dead_letter_redrives.c
+
+# A client's request dead-lettered with its id is answered FAILED from the dead letter by its status resource
+# (and Prefer: wait): that answer is final, so the request is never applied later. The client sends a new one.
+_ANSWERED_FROM_THE_DEAD_LETTER = frozenset(
+    c.TYPE for c in (RequestPayment, RequestTransfer, RequestRefund, RequestTopup, RequestOrderPayment)
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,10 @@ class DeadLetter:
             return "already redriven"
         if self.outcome_recorded:
             return "its FAILED outcome is recorded: it reached its final state, the client must send a new command"
+        if self.command_type in _ANSWERED_FROM_THE_DEAD_LETTER and self.transaction_id is not None:
+            return "its client was answered FAILED from this dead letter: that is final, a new request is needed"
+        if self.command_type == ChangeAccountStatus.TYPE:
+            return "an account status change may be stale by now: make a new one (POST /api/admin/accounts/.../status)"
         if self.payload is None:
             return "its original record was not kept (dead-lettered before revision 0010); see the dead-letter topic"
         return None
@@ -134,9 +153,18 @@ def _dead_letter(row) -> DeadLetter:
 
 
 async def list_dead_letters(engine: AsyncEngine, *, waiting_only: bool = False, limit: int = 100) -> list[DeadLetter]:
-    """The newest dead letters first; ``waiting_only``: those a person still has to act on (no outcome, no
-    redrive)."""
-    where = [_d.outcome_recorded.is_(False), _r.actor.is_(None)] if waiting_only else []
+    """The newest dead letters first; ``waiting_only``: those a person can still redrive (see
+    ``DeadLetter.why_not_redrivable``, which this filter mirrors in SQL)."""
+    where = []
+    if waiting_only:
+        answered = and_(_d.command_type.in_(_ANSWERED_FROM_THE_DEAD_LETTER), _d.transaction_id.is_not(None))
+        where = [
+            _d.outcome_recorded.is_(False),
+            _r.actor.is_(None),
+            _d.payload.is_not(None),
+            ~answered,
+            _d.command_type.is_distinct_from(ChangeAccountStatus.TYPE),
+        ]
     statement = _query(*where).order_by(_d.created_at.desc(), _d.partition, _d.command_offset.desc()).limit(limit)
     async with engine.connect() as conn:
         return [_dead_letter(row) for row in (await conn.execute(statement)).all()]

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from command_api import dead_letters
 from command_api.app import create_app as command_app
@@ -21,6 +21,7 @@ from infra.local.seed import seed_demo
 from ledger_processor.domain import rules
 from ogp.clients import KafkaProducerManager, async_engine
 from ogp.errors import Conflict, NotFound
+from schemas.base import encode
 from schemas.commands import RecordMidtransStatus, RequestPayment
 from tests.support.ledger import (
     BackgroundProcessor,
@@ -245,3 +246,31 @@ def test_the_cli_lists_shows_and_redrives_a_dead_letter(env, monkeypatch):
         wait_until(lambda: balance(env.database_url, account) == D("15.00"), 60, "the redriven top-up credited")
     missing = ogp("show", str(partition), str(10**12))
     assert missing.returncode == 1 and "no dead letter" in missing.stderr
+
+
+def test_a_clients_request_dead_lettered_without_an_outcome_is_answered_failed_and_never_redriven(env):
+    # A bare dead letter of a client's payment (its rejection failed too), as the processor records one.
+    pay = RequestPayment(
+        account_id="dlq-bare",
+        requested_at=now(),
+        transaction_id=str(uuid.uuid4()),
+        user_id=1,
+        amount=D("10.00"),
+        merchant_reference="m",
+    )
+    engine = create_engine(env.database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO ledger_dead_letters (topic, partition, command_offset, transaction_id, account_id, "
+                "command_type, reason, detail, outcome_recorded, record_key, payload) "
+                "VALUES ('ogp.commands.v1', 0, 10000000, :t, 'dlq-bare', 'RequestPayment', 'processing_error', "
+                "'and rejecting failed', false, 'dlq-bare', :p)"
+            ),
+            {"t": pay.transaction_id, "p": encode(pay)},
+        )
+    engine.dispose()
+    assert (0, 10_000_000) not in waiting(env)
+    with pytest.raises(Conflict) as refused:
+        redrive(env, 0, 10_000_000)
+    assert "answered FAILED" in refused.value.message
