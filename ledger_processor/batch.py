@@ -405,6 +405,8 @@ class _DeadLetter:
             reason=_clean(self.poison.reason, 64),
             detail=_clean(self.poison.detail),
             outcome_recorded=self.outcome_recorded,
+            record_key=_clean(self.record.key.decode(errors="replace"), 255) if self.record.key else None,
+            payload=self.record.value or b"",
         )
 
 

@@ -105,6 +105,8 @@ class DeadLetterRow:
     reason: str
     detail: str
     outcome_recorded: bool
+    record_key: str | None = None  # the original record, so that a person can redrive it after a fix
+    payload: bytes = b""
 
 
 _TX_COLUMNS = (
@@ -390,7 +392,8 @@ class LedgerSQL:
         async with self.conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO ledger_dead_letters (topic, partition, command_offset, transaction_id, account_id, "
-                "command_type, reason, detail, outcome_recorded) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "command_type, reason, detail, outcome_recorded, record_key, payload) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
                 [
                     (
@@ -403,6 +406,8 @@ class LedgerSQL:
                         d.reason,
                         d.detail,
                         d.outcome_recorded,
+                        d.record_key,
+                        d.payload,
                     )
                     for d in rows
                 ],

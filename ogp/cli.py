@@ -9,16 +9,18 @@ come from ``infra.local.cli``. This module is the one place in ``ogp`` allowed t
 from __future__ import annotations
 
 import asyncio
+import getpass
 from datetime import timedelta
 from typing import Annotated
 
 import typer
 from sqlalchemy import create_engine
 
+from command_api import dead_letters
 from command_api.identity.service import create_admin
 from infra.local import cli as local_cli
 from ledger_processor.audit import audit
-from ogp.clients import async_engine
+from ogp.clients import KafkaProducerManager, async_engine
 from ogp.console import console, err, friendly
 from ogp.errors import ApiError
 from ogp.provision import create_topics, migrate_database
@@ -34,6 +36,8 @@ admin_app = typer.Typer(help="Operator commands.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 projections_app = typer.Typer(help="Read models built from the ledger's events.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
+dlq_app = typer.Typer(help="Dead letters: what the ledger could not apply, and their redrive.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 
 
 @app.command()
@@ -84,6 +88,96 @@ def projections_rebuild() -> None:
     """Empty historical_transactions and replay ogp.ledger-events.v1 from the start (stop the projector first)."""
     stats = asyncio.run(rebuild(get_settings()))
     console.print(f"  history rebuilt: {stats}")
+
+
+def _dead_letter_line(letter: dead_letters.DeadLetter) -> str:
+    state = (
+        f"redriven to {letter.redrive.appended_partition}/{letter.redrive.appended_offset}"
+        if letter.redrive
+        else "FAILED outcome recorded"
+        if letter.outcome_recorded
+        else "[yellow]waiting for a person[/yellow]"
+    )
+    return (
+        f"  {letter.partition}/{letter.offset}  {letter.at:%Y-%m-%d %H:%M:%S}  {letter.command_type or '?'}  "
+        f"{letter.transaction_id or '-'}  {letter.reason}  {state}"
+    )
+
+
+@dlq_app.command("list")
+@friendly
+def dlq_list(
+    waiting: Annotated[bool, typer.Option(help="only those a person still has to act on")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+) -> None:
+    """The newest dead letters first: partition/offset, when, type, transaction, reason, state."""
+
+    async def read() -> list[dead_letters.DeadLetter]:
+        engine = async_engine(get_settings().sqlalchemy_url)
+        try:
+            return await dead_letters.list_dead_letters(engine, waiting_only=waiting, limit=limit)
+        finally:
+            await engine.dispose()
+
+    letters = asyncio.run(read())
+    for letter in letters:
+        console.print(_dead_letter_line(letter), highlight=False)
+    console.print(f"  {len(letters)} dead letter(s)")
+
+
+@dlq_app.command("show")
+@friendly
+def dlq_show(partition: int, offset: int) -> None:
+    """One dead letter: why it failed, its original command, whether it can be redriven."""
+
+    async def read() -> dead_letters.DeadLetter:
+        engine = async_engine(get_settings().sqlalchemy_url)
+        try:
+            return await dead_letters.get_dead_letter(engine, partition, offset)
+        finally:
+            await engine.dispose()
+
+    try:
+        letter = asyncio.run(read())
+    except ApiError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    console.print(_dead_letter_line(letter), highlight=False)
+    console.print(f"  reason: {letter.reason}: {letter.detail}", highlight=False)
+    console.print(f"  redrivable: {letter.why_not_redrivable or 'yes'}", highlight=False)
+    console.print_json(data={"command": letter.command()})
+
+
+@dlq_app.command("redrive")
+@friendly
+def dlq_redrive(
+    partition: int,
+    offset: int,
+    note: Annotated[str, typer.Option(help="why it is redriven now (the fix, the ticket)")] = "",
+) -> None:
+    """Append a dead letter's command to the commands topic again, once its fault is fixed (at most once)."""
+    settings = get_settings()
+
+    async def run() -> tuple[dead_letters.DeadLetter, bool]:
+        engine = async_engine(settings.sqlalchemy_url)
+        kafka = KafkaProducerManager(settings.kafka_bootstrap, "ogp-cli-dlq", settings.kafka_append_timeout_seconds)
+        await kafka.start(wait=10.0)
+        try:
+            return await dead_letters.redrive(
+                engine, kafka, partition, offset, actor=f"cli:{getpass.getuser()}", note=note
+            )
+        finally:
+            await kafka.close()
+            await engine.dispose()
+
+    try:
+        letter, appended = asyncio.run(run())
+    except ApiError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    assert letter.redrive is not None, "redrive() returns the dead letter with its redrive"
+    where = f"{letter.redrive.appended_partition}/{letter.redrive.appended_offset}"
+    console.print(f"  {'redriven' if appended else 'already redriven'}: appended at {where}", highlight=False)
 
 
 @admin_app.command("create-user")

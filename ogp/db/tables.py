@@ -23,8 +23,10 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     PrimaryKeyConstraint,
@@ -419,9 +421,31 @@ ledger_dead_letters = Table(
     # True when the command also got a FAILED record of its own (or, for a credit step, a reversal).
     Column("outcome_recorded", Boolean, nullable=False, server_default=text("false")),
     _created_at(),
+    # The original record, so a redrive does not depend on the topic's retention (NULL before revision 0010).
+    Column("record_key", String(255), nullable=True),
+    Column("payload", LargeBinary, nullable=True),
     PrimaryKeyConstraint("topic", "partition", "command_offset"),
 )
 Index("ix_ledger_dead_letters_transaction_id", ledger_dead_letters.c.transaction_id)
+
+# The command API's record of a dead letter appended to the commands topic again: at most one per dead letter.
+dead_letter_redrives = Table(
+    "dead_letter_redrives",
+    metadata,
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("command_offset", BigInteger, nullable=False),
+    Column("actor", String(255), nullable=False),  # "user:<id>" (admin API) or "cli:<login>"
+    Column("note", Text, nullable=False, server_default=text("''")),
+    Column("appended_partition", Integer, nullable=False),
+    Column("appended_offset", BigInteger, nullable=False),
+    _created_at(),
+    PrimaryKeyConstraint("topic", "partition", "command_offset"),
+    ForeignKeyConstraint(
+        ["topic", "partition", "command_offset"],
+        [ledger_dead_letters.c.topic, ledger_dead_letters.c.partition, ledger_dead_letters.c.command_offset],
+    ),
+)
 
 projection_positions = Table(
     "projection_positions",

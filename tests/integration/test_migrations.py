@@ -246,6 +246,19 @@ EXPECTED_COLUMNS = {
         "detail": ("text", True, "''::text"),
         "outcome_recorded": ("boolean", True, "false"),
         "created_at": (TSTZ, True, NOW),
+        "record_key": (varchar(255), False, None),  # 0010: the original record, for a redrive
+        "payload": ("bytea", False, None),
+    },
+    # 0010: dead letters appended to the commands topic again, at most once each.
+    "dead_letter_redrives": {
+        "topic": (varchar(255), True, None),
+        "partition": ("integer", True, None),
+        "command_offset": ("bigint", True, None),
+        "actor": (varchar(255), True, None),
+        "note": ("text", True, "''::text"),
+        "appended_partition": ("integer", True, None),
+        "appended_offset": ("bigint", True, None),
+        "created_at": (TSTZ, True, NOW),
     },
     "projection_positions": {
         "projector": (varchar(64), True, None),
@@ -312,6 +325,7 @@ EXPECTED_PRIMARY_KEYS = {
     "ledger_partitions": ["topic", "partition"],
     "ledger_outbox": ["id"],
     "ledger_dead_letters": ["topic", "partition", "command_offset"],
+    "dead_letter_redrives": ["topic", "partition", "command_offset"],
     "projection_positions": ["projector", "topic", "partition"],
     "idempotency_keys": ["user_id", "idempotency_key"],
 }
@@ -337,6 +351,13 @@ EXPECTED_FOREIGN_KEYS = {
     ("api_access_logs", ("external_service_id",), "external_services", ("id",), None),
     ("api_access_logs", ("api_key_id",), "api_keys", ("id",), None),
     ("partner_feed", ("transaction_id",), "historical_transactions", ("transaction_id",), "CASCADE"),
+    (
+        "dead_letter_redrives",
+        ("topic", "partition", "command_offset"),
+        "ledger_dead_letters",
+        ("topic", "partition", "command_offset"),
+        None,
+    ),
 }
 
 # Indexes that are not the backing index of a primary key or unique constraint, as pg_indexes prints them.
