@@ -52,7 +52,7 @@ class BalanceResponse(BaseModel):
     account_id: str
     balance: str
     currency: str
-    at: datetime | None = None  # the moment asked for (?at=); None: now
+    at: datetime | None = None  # the moment asked for (?at=); absent: now
 
 
 class BalancePoint(BaseModel):
@@ -203,6 +203,7 @@ def _past(moment: datetime, name: str) -> datetime:
 @router.get(
     "/balance",
     response_model=BalanceResponse,
+    response_model_exclude_none=True,  # ``at`` only when asked for
     responses={**_NO_ACCOUNT, **errors({422: "`moment_in_future`: `at` is after now"})},
 )
 async def get_balance(

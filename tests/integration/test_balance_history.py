@@ -144,7 +144,6 @@ def test_users_and_partners_read_balances_in_the_past_over_http(env, ledger):
             "account_id": alice,
             "balance": "75.50",
             "currency": "IDR",
-            "at": None,
         }
         future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         refused = api.get("/api/payment/balance", params={"at": future}, headers=user)
