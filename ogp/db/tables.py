@@ -371,7 +371,13 @@ ledger_entries = Table(
     _created_at(),
     CheckConstraint("amount <> 0", name="amount_non_zero"),
 )
-Index("ix_ledger_entries_account_id_id", ledger_entries.c.account_id, ledger_entries.c.id)
+# Balances at a moment (0011): the last entry of an account at or before it.
+Index(
+    "ix_ledger_entries_account_id_created_at",
+    ledger_entries.c.account_id,
+    ledger_entries.c.created_at,
+    ledger_entries.c.id,
+)
 Index("ix_ledger_entries_transaction_id", ledger_entries.c.transaction_id)
 
 ledger_partitions = Table(

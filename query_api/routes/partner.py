@@ -25,6 +25,7 @@ from query_api.feed_cursor import decode_feed_cursor, encode_feed_cursor
 from query_api.partners.auth import ReadReports, ReadTransactions
 from query_api.partners.keys import mask_email, mask_phone
 from query_api.partners.route import PartnerRoute
+from query_api.routes import balance_views
 from query_api.routes.cursor import CURSOR_SCHEMA, InvalidCursor
 from schemas.money import money_str
 
@@ -91,6 +92,21 @@ class SummaryReport(BaseModel):
     from_: datetime = Field(serialization_alias="from")
     to: datetime
     items: list[SummaryRow]
+
+
+class DailyBalanceRow(BaseModel):
+    day: date
+    currency: str
+    credits: str = Field(description="money into wallets that UTC day")
+    debits: str = Field(description="money out of wallets that UTC day")
+    entries: int
+    total_balance: str = Field(description="all wallet balances at the end of the day: the e-money float")
+
+
+class DailyBalanceReport(BaseModel):
+    from_: date = Field(serialization_alias="from")
+    to: date
+    items: list[DailyBalanceRow]
 
 
 def _item(row: RowMapping) -> PartnerTransaction:
@@ -236,5 +252,44 @@ async def report_summary(
                 total_amount=money_str(r["total_amount"]),
             )
             for r in rows
+        ],
+    )
+
+
+@router.get(
+    "/reports/balances",
+    response_model=DailyBalanceReport,
+    responses=errors(
+        {
+            422: f"`invalid_range`: `from` is after `to`, `to` is in the future, or the range spans more than "
+            f"{MAX_REPORT_DAYS} days",
+        }
+    ),
+)
+async def report_balances(
+    key: ReadReports,
+    engine: Engine,
+    first: Annotated[date, Query(alias="from", description="the first UTC day (YYYY-MM-DD)")],
+    last: Annotated[date, Query(alias="to", description="the last UTC day, included (YYYY-MM-DD)")],
+) -> DailyBalanceReport:
+    """End-of-day wallet balances in aggregate, per UTC day, from the ledger's entries: no account is named."""
+    if first > last or last > datetime.now(UTC).date():
+        raise Unprocessable("'from' must not be after 'to', nor 'to' after today", code="invalid_range")
+    if (last - first).days >= MAX_REPORT_DAYS:
+        raise Unprocessable(f"a report spans at most {MAX_REPORT_DAYS} days", code="invalid_range")
+    days = await balance_views.daily_wallet_totals(engine, first, last)
+    return DailyBalanceReport(
+        from_=first,
+        to=last,
+        items=[
+            DailyBalanceRow(
+                day=d["day"],
+                currency="IDR",
+                credits=money_str(d["credits"]),
+                debits=money_str(d["debits"]),
+                entries=d["entries"],
+                total_balance=money_str(d["total"]),
+            )
+            for d in days
         ],
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
@@ -17,6 +17,7 @@ from ogp.security.current_user import CurrentUser
 from ogp.web.fields import Moment
 from ogp.web.openapi import errors
 from query_api.deps import Engine
+from query_api.routes import balance_views
 from query_api.routes import payment_views as views
 from query_api.routes.cursor import CURSOR_SCHEMA, InvalidCursor, decode_cursor, encode_cursor
 from schemas.money import money_str
@@ -28,6 +29,7 @@ _NO_ACCOUNT = errors({404: "`account_not_found`: the caller has no wallet accoun
 TransactionType = Literal["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]
 TransactionStatus = Literal["PENDING", "SUCCESS", "FAILED", "CANCELLED"]
 AccountStatus = Literal["ACTIVE", "SUSPENDED", "CLOSED"]
+Interval = Literal["hour", "day", "week"]
 RECENT = 5
 
 
@@ -50,6 +52,23 @@ class BalanceResponse(BaseModel):
     account_id: str
     balance: str
     currency: str
+    at: datetime | None = None  # the moment asked for (?at=); absent: now
+
+
+class BalancePoint(BaseModel):
+    at: datetime
+    balance: str
+
+
+class BalanceHistory(BaseModel):
+    account_id: str
+    currency: str
+    interval: Interval
+    items: list[BalancePoint]
+    next_from: datetime | None  # the next page's ``from``; None on the last page
+
+
+_INTERVALS: dict[str, timedelta] = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
 
 
 class TransactionItem(BaseModel):
@@ -173,11 +192,73 @@ async def get_account(user: CurrentUser, engine: Engine) -> AccountResponse:
     )
 
 
-@router.get("/balance", response_model=BalanceResponse, responses=_NO_ACCOUNT)
-async def get_balance(user: CurrentUser, engine: Engine) -> BalanceResponse:
-    """The caller's wallet balance, from the authoritative ledger balance."""
+def _past(moment: datetime, name: str) -> datetime:
+    """``moment`` in UTC (read as UTC without an offset), refused if it is in the future."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment > datetime.now(UTC):
+        raise Unprocessable(f"'{name}' is in the future: no balance is known there yet", code="moment_in_future")
+    return moment
+
+
+@router.get(
+    "/balance",
+    response_model=BalanceResponse,
+    response_model_exclude_none=True,  # ``at`` only when asked for
+    responses={**_NO_ACCOUNT, **errors({422: "`moment_in_future`: `at` is after now"})},
+)
+async def get_balance(
+    user: CurrentUser,
+    engine: Engine,
+    at: Annotated[Moment | None, Query(description="the balance at this moment, from the ledger's entries")] = None,
+) -> BalanceResponse:
+    """The caller's wallet balance, from the authoritative ledger balance (or its entries, at a moment)."""
     a = await _account(engine, user.user_id)
-    return BalanceResponse(account_id=a["account_id"], balance=money_str(a["balance"]), currency=a["currency"])
+    if at is None:
+        return BalanceResponse(account_id=a["account_id"], balance=money_str(a["balance"]), currency=a["currency"])
+    at = _past(at, "at")
+    [balance] = await balance_views.balances_at(engine, a["account_id"], [at])
+    return BalanceResponse(account_id=a["account_id"], balance=money_str(balance), currency=a["currency"], at=at)
+
+
+@router.get(
+    "/balance/history",
+    response_model=BalanceHistory,
+    responses={
+        **_NO_ACCOUNT,
+        **errors({422: "`moment_in_future`: `from` is after now; `invalid_range`: `from` is after `to`"}),
+    },
+)
+async def get_balance_history(
+    user: CurrentUser,
+    engine: Engine,
+    moment_from: Annotated[Moment, Query(alias="from", description="the first moment")],
+    moment_to: Annotated[Moment | None, Query(alias="to", description="the last moment at most (default: now)")] = None,
+    interval: Annotated[Interval, Query(description="the step between moments")] = "day",
+    limit: Annotated[int, Query(ge=1, le=1000, description="moments per page")] = 100,
+) -> BalanceHistory:
+    """The caller's balance at ``from`` and every ``interval`` after it up to ``to`` (and now), from the ledger's
+    entries; paged by time: the next page starts at ``next_from``."""
+    a = await _account(engine, user.user_id)
+    first = _past(moment_from, "from")
+    now = datetime.now(UTC)
+    last = min(_past(moment_to, "to") if moment_to is not None else now, now)
+    if first > last:
+        raise Unprocessable("'from' must not be after 'to'", code="invalid_range")
+    step = _INTERVALS[interval]
+    moments: list[datetime] = []
+    moment = first
+    while moment <= last and len(moments) <= limit:
+        moments.append(moment)
+        moment += step
+    page, following = moments[:limit], moments[limit:]
+    balances = await balance_views.balances_at(engine, a["account_id"], page)
+    return BalanceHistory(
+        account_id=a["account_id"],
+        currency=a["currency"],
+        interval=interval,
+        items=[BalancePoint(at=m, balance=money_str(b)) for m, b in zip(page, balances, strict=True)],
+        next_from=following[0] if following else None,
+    )
 
 
 @router.get("/wallet", response_model=WalletResponse, responses=_NO_ACCOUNT)

@@ -395,8 +395,8 @@ EXPECTED_INDEXES = {
     "USING btree (partition, updated_at) WHERE ((status)::text = 'PENDING'::text)",
     "ix_ledger_dead_letters_transaction_id": "CREATE INDEX ix_ledger_dead_letters_transaction_id ON "
     "public.ledger_dead_letters USING btree (transaction_id)",
-    "ix_ledger_entries_account_id_id": "CREATE INDEX ix_ledger_entries_account_id_id ON public.ledger_entries "
-    "USING btree (account_id, id)",
+    "ix_ledger_entries_account_id_created_at": "CREATE INDEX ix_ledger_entries_account_id_created_at ON "
+    "public.ledger_entries USING btree (account_id, created_at, id)",
     "ix_ledger_entries_transaction_id": "CREATE INDEX ix_ledger_entries_transaction_id ON "
     "public.ledger_entries USING btree (transaction_id)",
     "ix_ledger_outbox_partition_id": "CREATE INDEX ix_ledger_outbox_partition_id ON public.ledger_outbox "
