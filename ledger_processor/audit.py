@@ -26,6 +26,7 @@ class AuditReport:
     balance_mismatches: list[tuple[str, Decimal, Decimal]] = field(default_factory=list)
     negative_wallets: list[tuple[str, Decimal]] = field(default_factory=list)
     entries_without_transaction: list[str] = field(default_factory=list)
+    daily_flow_mismatches: list[tuple] = field(default_factory=list)
     # (transaction id, source account, amount, pending since)
     stranded_sagas: list[tuple] = field(default_factory=list)
     in_flight_balance: Decimal = Decimal("0")
@@ -59,6 +60,7 @@ class AuditReport:
             and not self.balance_mismatches
             and not self.negative_wallets
             and not self.entries_without_transaction
+            and not self.daily_flow_mismatches
             and not self.stranded_sagas
             and self.in_flight_balance == self.in_transit
             and not self.unexplained_suspense
@@ -77,6 +79,7 @@ class AuditReport:
             f"balances not equal to the sum of their entries: {len(self.balance_mismatches)}",
             f"negative wallet balances: {len(self.negative_wallets)}",
             f"entries without their transaction record: {len(self.entries_without_transaction)}",
+            f"days whose wallet flows differ from their entries: {len(self.daily_flow_mismatches)}",
             f"transfers in flight longer than {minutes} min: {len(self.stranded_sagas)}",
             f"in-flight accounts: {self.in_flight_balance:.2f}, transfers in transit: {self.in_transit:.2f}"
             " (must be equal)",
@@ -93,6 +96,7 @@ class AuditReport:
         out += [f"  unbalanced {t}: {s:.2f}" for t, s in self.unbalanced_transactions[:10]]
         out += [f"  mismatch {a}: balance {b:.2f}, entries {e:.2f}" for a, b, e in self.balance_mismatches[:10]]
         out += [f"  negative {a}: {b:.2f}" for a, b in self.negative_wallets[:10]]
+        out += [f"  wallet flows of {d}, partition {p}: not their entries" for d, p in self.daily_flow_mismatches[:10]]
         out += [f"  entry without record: {t}" for t in self.entries_without_transaction[:10]]
         out += [
             f"  stranded transfer {t} from {a}: {m:.2f} pending since {s:%Y-%m-%d %H:%M:%S}"
@@ -156,6 +160,22 @@ def audit(
             )
         ).scalars()
     )
+    # The daily wallet flows the partners' end-of-day report sums are the entries, grouped.
+    r.daily_flow_mismatches = [
+        tuple(x)
+        for x in conn.execute(
+            text(
+                """WITH grouped AS (
+                    SELECT (e.created_at AT TIME ZONE 'UTC')::date AS day, e.partition,
+                           coalesce(sum(e.amount) FILTER (WHERE e.amount > 0), 0) AS credits,
+                           coalesce(-sum(e.amount) FILTER (WHERE e.amount < 0), 0) AS debits, count(*) AS entries
+                    FROM ledger_entries e JOIN accounts a ON a.id = e.account_id GROUP BY 1, 2)
+                SELECT coalesce(g.day, f.day), coalesce(g.partition, f.partition)
+                FROM grouped g FULL JOIN ledger_daily_wallet_flows f ON f.day = g.day AND f.partition = g.partition
+                WHERE (g.credits, g.debits, g.entries) IS DISTINCT FROM (f.credits, f.debits, f.entries) LIMIT 100"""
+            )
+        )
+    ]
     _money_in_transit(conn, r)
     r.suspense = _held(conn, "SUSPENSE", "suspense_reason")
     r.receivables = _held(conn, "RECEIVABLES", "receivable_reason")

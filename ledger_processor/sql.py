@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -323,6 +324,7 @@ class LedgerSQL:
                         for e in book.entries
                     )
                 )
+            await self._add_daily_wallet_flows(book, partition)
         wallets = [a for a in book.accounts.values() if not a.is_system and (a.balance_changed or a.status_changed)]
         if wallets:
             async with self.conn.cursor() as cur:
@@ -338,6 +340,27 @@ class LedgerSQL:
                     "INSERT INTO ledger_system_accounts (id, kind, partition, balance) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT (id) DO UPDATE SET balance = excluded.balance",
                     [(a.account_id, a.account_id.split(":")[1], partition, a.balance) for a in systems],
+                )
+
+    async def _add_daily_wallet_flows(self, book: Book, partition: int) -> None:
+        """Add the batch's wallet credits and debits to its day's row (every entry of a batch has its moment)."""
+        credits = debits = Decimal(0)
+        count = 0
+        for e in book.entries:
+            if not book.accounts[e.account_id].is_system:
+                count += 1
+                if e.amount > 0:
+                    credits += e.amount
+                else:
+                    debits -= e.amount
+        if count:
+            async with self.conn.cursor() as cur:
+                await cur.execute(
+                    "INSERT INTO ledger_daily_wallet_flows AS f (day, partition, credits, debits, entries) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (day, partition) DO UPDATE SET "
+                    "credits = f.credits + excluded.credits, debits = f.debits + excluded.debits, "
+                    "entries = f.entries + excluded.entries",
+                    (book.now.astimezone(UTC).date(), partition, credits, debits, count),
                 )
 
     async def write_outbox(

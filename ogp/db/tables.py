@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Enum,
     ForeignKey,
@@ -379,6 +380,19 @@ Index(
     ledger_entries.c.id,
 )
 Index("ix_ledger_entries_transaction_id", ledger_entries.c.transaction_id)
+
+# Money into and out of wallets per UTC day and partition (0012), added to by each batch with its entries:
+# the partners' end-of-day balances sum this instead of every entry. Always equals the entries grouped.
+ledger_daily_wallet_flows = Table(
+    "ledger_daily_wallet_flows",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("credits", LedgerMoney, nullable=False, server_default=text("0")),
+    Column("debits", LedgerMoney, nullable=False, server_default=text("0")),
+    Column("entries", BigInteger, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("day", "partition"),
+)
 
 ledger_partitions = Table(
     "ledger_partitions",

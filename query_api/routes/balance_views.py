@@ -9,7 +9,7 @@ the last few seconds may still gain entries from a batch being committed; any ol
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import bindparam, text
@@ -31,17 +31,15 @@ _SERIES = text(
     """
 ).bindparams(bindparam("moments", type_=ARRAY(TIMESTAMP(timezone=True))))
 
-# Net change of all wallet accounts (not system or order accounts) per UTC day up to ``until``, one scan.
+# Money into and out of all wallets per UTC day up to ``last``: the ledger processor keeps these sums per
+# partition with its entries (ledger_daily_wallet_flows), so this reads days x partitions rows, not entries.
 _DAILY_WALLET_FLOWS = text(
     """
-    SELECT (e.created_at AT TIME ZONE 'UTC')::date AS day,
-           sum(e.amount) FILTER (WHERE e.amount > 0) AS credits,
-           -sum(e.amount) FILTER (WHERE e.amount < 0) AS debits,
-           count(*) AS entries
-    FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
-    WHERE e.created_at < :until
-    GROUP BY 1
-    ORDER BY 1
+    SELECT day, sum(credits) AS credits, sum(debits) AS debits, sum(entries) AS entries
+    FROM ledger_daily_wallet_flows
+    WHERE day <= :last
+    GROUP BY day
+    ORDER BY day
     """
 )
 
@@ -58,9 +56,8 @@ async def balances_at(engine: AsyncEngine, account_id: str, moments: Sequence[da
 async def daily_wallet_totals(engine: AsyncEngine, first: date, last: date) -> list[dict]:
     """For each UTC day in [first, last]: money credited to and debited from wallets that day, the entries, and
     the total of all wallet balances at its end (the e-money float)."""
-    until = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
     async with engine.connect() as conn:
-        flows = {row.day: row for row in (await conn.execute(_DAILY_WALLET_FLOWS, {"until": until})).all()}
+        flows = {row.day: row for row in (await conn.execute(_DAILY_WALLET_FLOWS, {"last": last})).all()}
     total = sum(((row.credits or 0) - (row.debits or 0) for day, row in flows.items() if day < first), start=Decimal(0))
     days = []
     day = first

@@ -186,3 +186,26 @@ def test_flagged_transactions_are_shown_for_a_person(db):
     report = audit_report(db)
     assert report.ok and report.flagged == [("p-1", ["unconfirmed_reversal"])]
     assert "flagged p-1: unconfirmed_reversal" in ogp_audit(db).stdout
+
+
+def test_daily_wallet_flows_that_are_not_their_entries_fail_the_audit(db):
+    # A wallet's entry of today, and today's wallet flows as the processor would have added them.
+    run(db, "INSERT INTO users (username, email, phone, password) VALUES ('flow', 'f@example.id', '+6281311', 'x')")
+    run(db, "INSERT INTO accounts (id, user_id, balance) SELECT 'w-flow', id, 100 FROM users WHERE username = 'flow'")
+    posting(db, "t-flow", {"SYS:MIDTRANS_CLEARING:p000": "-100.00"})
+    run(
+        db,
+        "INSERT INTO ledger_entries (transaction_id, account_id, amount, balance_after, partition) "
+        "VALUES ('t-flow', 'w-flow', 100, 100, 0)",
+    )
+    run(
+        db,
+        "INSERT INTO ledger_daily_wallet_flows (day, partition, credits, debits, entries) "
+        "VALUES ((now() AT TIME ZONE 'UTC')::date, 0, 100, 0, 1)",
+    )
+    assert audit_report(db).ok, audit_report(db).lines()
+    # Behind the processor's back, the day's credits change: the partners' report would be wrong.
+    run(db, "UPDATE ledger_daily_wallet_flows SET credits = credits + 1")
+    report = audit_report(db)
+    assert not report.ok and len(report.daily_flow_mismatches) == 1
+    assert any("wallet flows of" in line for line in report.lines())

@@ -21,6 +21,7 @@ from query_api.app import create_app as query_app
 from query_api.routes.balance_views import balances_at, daily_wallet_totals
 from tests.support.ledger import (
     BackgroundProcessor,
+    audit_report,
     caught_up,
     create_accounts,
     funding,
@@ -116,6 +117,8 @@ def test_end_of_day_totals_sum_every_wallet_entry_up_to_the_end_of_each_day(env,
     assert [d["day"] for d in days] == [today - timedelta(days=2), today - timedelta(days=1), today]
     assert days[-1]["total"] == wallet_total == query(env.database_url, "SELECT sum(balance) FROM accounts")[0][0]
     assert days[-1]["credits"] - days[-1]["debits"] == wallet_total - days[-2]["total"]
+    # The processor kept the daily flows with its entries: the audit finds them equal.
+    assert not audit_report(env.database_url).daily_flow_mismatches
 
 
 def test_users_and_partners_read_balances_in_the_past_over_http(env, ledger):

@@ -260,6 +260,14 @@ EXPECTED_COLUMNS = {
         "appended_offset": ("bigint", True, None),
         "created_at": (TSTZ, True, NOW),
     },
+    # 0012: money into and out of wallets per UTC day and partition, kept with the entries.
+    "ledger_daily_wallet_flows": {
+        "day": ("date", True, None),
+        "partition": ("integer", True, None),
+        "credits": (LEDGER_MONEY, True, "0"),
+        "debits": (LEDGER_MONEY, True, "0"),
+        "entries": ("bigint", True, "0"),
+    },
     "projection_positions": {
         "projector": (varchar(64), True, None),
         "topic": (varchar(255), True, None),
@@ -326,6 +334,7 @@ EXPECTED_PRIMARY_KEYS = {
     "ledger_outbox": ["id"],
     "ledger_dead_letters": ["topic", "partition", "command_offset"],
     "dead_letter_redrives": ["topic", "partition", "command_offset"],
+    "ledger_daily_wallet_flows": ["day", "partition"],
     "projection_positions": ["projector", "topic", "partition"],
     "idempotency_keys": ["user_id", "idempotency_key"],
 }
