@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from ledger_processor import monitoring
 from ledger_processor.batch import BatchService, Fenced, OffsetGap, Record
 from ledger_processor.domain import transfers
-from ledger_processor.domain.book import Policy
+from ledger_processor.domain.book import EmoneyLimits, Policy
 from ledger_processor.sql import LedgerSQL, OutboxRow, pool
 from ogp.messaging import headers_dict
 from ogp.settings import Settings
@@ -80,8 +80,18 @@ class LedgerProcessor:
         self._to_commit: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         self._next_sweep = 0.0
+        s = self.settings
         self._policy = Policy(
-            deny_reversal_payment_types=frozenset(t.lower() for t in self.settings.midtrans_deny_reversal_payment_types)
+            deny_reversal_payment_types=frozenset(t.lower() for t in s.midtrans_deny_reversal_payment_types),
+            emoney_limits=EmoneyLimits(
+                balance_caps={
+                    "UNVERIFIED": s.emoney_balance_cap_unverified,
+                    "VERIFIED": s.emoney_balance_cap_verified,
+                },
+                monthly_incoming_cap=s.emoney_monthly_incoming_cap,
+            )
+            if s.emoney_limits_enabled
+            else None,
         )
         self._gc_tuned = False
 

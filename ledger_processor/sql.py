@@ -219,11 +219,21 @@ class LedgerSQL:
         wallets = [a for a in account_ids if not a.startswith("SYS:")]
         if wallets:
             cur = await self.conn.execute(
-                "SELECT id, user_id, balance, account_status::text, currency FROM accounts WHERE id = ANY(%s)",
+                "SELECT id, user_id, balance, account_status::text, currency, verification_level, incoming_month, "
+                "incoming_month_total FROM accounts WHERE id = ANY(%s)",
                 (wallets,),
             )
-            for acc_id, user_id, balance, status, currency in await cur.fetchall():
-                book.accounts[acc_id] = Account(acc_id, balance, status, currency, user_id)
+            for acc_id, user_id, balance, status, currency, level, month, month_total in await cur.fetchall():
+                book.accounts[acc_id] = Account(
+                    acc_id,
+                    balance,
+                    status,
+                    currency,
+                    user_id,
+                    verification_level=level,
+                    incoming_month=month,
+                    incoming_month_total=month_total,
+                )
         await self._load_system_accounts(book, partition)
         if tx_ids:
             cur = await self.conn.execute(
@@ -325,13 +335,29 @@ class LedgerSQL:
                     )
                 )
             await self._add_daily_wallet_flows(book, partition)
-        wallets = [a for a in book.accounts.values() if not a.is_system and (a.balance_changed or a.status_changed)]
+        wallets = [
+            a
+            for a in book.accounts.values()
+            if not a.is_system and (a.balance_changed or a.status_changed or a.level_changed)
+        ]
         if wallets:
             async with self.conn.cursor() as cur:
                 await cur.executemany(
-                    "UPDATE accounts SET balance = %s, account_status = %s::account_status_enum, updated_at = %s "
+                    "UPDATE accounts SET balance = %s, account_status = %s::account_status_enum, "
+                    "verification_level = %s, incoming_month = %s, incoming_month_total = %s, updated_at = %s "
                     "WHERE id = %s",
-                    [(a.balance, a.status, book.now, a.account_id) for a in wallets],
+                    [
+                        (
+                            a.balance,
+                            a.status,
+                            a.verification_level,
+                            a.incoming_month,
+                            a.incoming_month_total,
+                            book.now,
+                            a.account_id,
+                        )
+                        for a in wallets
+                    ],
                 )
         systems = [a for a in book.accounts.values() if a.is_system and a.balance_changed]
         if systems:

@@ -105,6 +105,14 @@ class Settings(BaseSettings):
     topup_max_amount: int = Field(default=20_000_000, ge=1)
     topup_expiry_minutes: int = Field(default=60, ge=1)
 
+    # --- Bank Indonesia e-money limits (enforced by the ledger processor; sources in docs/architecture.md) ---
+    emoney_limits_enabled: bool = True
+    # The most an account may hold after any credit: unregistered (unverified) and registered (verified).
+    emoney_balance_cap_unverified: Decimal = Field(default=Decimal("2000000.00"), gt=0, decimal_places=2)
+    emoney_balance_cap_verified: Decimal = Field(default=Decimal("20000000.00"), gt=0, decimal_places=2)
+    # The most an account may receive (top-ups, incoming transfers, refunds) in a calendar month (WIB).
+    emoney_monthly_incoming_cap: Decimal = Field(default=Decimal("40000000.00"), gt=0, decimal_places=2)
+
     # --- Partners (API keys, rate limits, access logs) ---
     partner_page_size_max: int = Field(default=100, ge=1, le=1000)
     # How long a looked-up API key may be cached in a process; a revoked key stops within this.

@@ -29,6 +29,8 @@ __all__ = [
     "RequestTopup",
     "RecordMidtransStatus",
     "ChangeAccountStatus",
+    "ChangeVerificationLevel",
+    "VerificationLevel",
     "TxId",
     "AccountId",
     "RequestOrderPayment",
@@ -168,6 +170,20 @@ class ChangeAccountStatus(Command):
     TYPE = "ChangeAccountStatus"
     command_id: TxId
     status: Literal["ACTIVE", "SUSPENDED", "CLOSED"]
+    actor_user_id: int
+    reason: Text = ""
+
+
+# Bank Indonesia's e-money classes: an unregistered (unverified) account and a registered (verified) one.
+VerificationLevel = Literal["UNVERIFIED", "VERIFIED"]
+
+
+class ChangeVerificationLevel(Command):
+    """Mark an account verified (its holder's identity checked) or unverified again (admin): its balance cap."""
+
+    TYPE = "ChangeVerificationLevel"
+    command_id: TxId
+    level: VerificationLevel
     actor_user_id: int
     reason: Text = ""
 

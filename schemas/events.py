@@ -31,7 +31,13 @@ PAYMENT_METHODS = (
     "ALFAMART",
 )
 
-__all__ = ["TransactionRecorded", "AccountStatusChanged", "CommandDeadLettered", "OrderPaymentRecorded"]
+__all__ = [
+    "TransactionRecorded",
+    "AccountStatusChanged",
+    "AccountVerificationChanged",
+    "CommandDeadLettered",
+    "OrderPaymentRecorded",
+]
 
 TransactionType = Literal["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]
 TransactionStatus = Literal["PENDING", "SUCCESS", "FAILED", "CANCELLED"]
@@ -72,6 +78,16 @@ class AccountStatusChanged(Message):
     account_id: AccountId
     status: Literal["ACTIVE", "SUSPENDED", "CLOSED"]
     previous_status: Literal["ACTIVE", "SUSPENDED", "CLOSED"]
+    reason: str = ""
+    occurred_at: datetime
+
+
+class AccountVerificationChanged(Message):
+    TYPE = "AccountVerificationChanged"
+    event_id: Annotated[str, Field(max_length=80)]
+    account_id: AccountId
+    level: Literal["UNVERIFIED", "VERIFIED"]
+    previous_level: Literal["UNVERIFIED", "VERIFIED"]
     reason: str = ""
     occurred_at: datetime
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Literal
 
 from schemas.base import Message
-from schemas.commands import Command
+from schemas.commands import Command, VerificationLevel
 from schemas.events import TransactionRecorded
 
 ZERO = Decimal("0.00")
@@ -54,12 +54,29 @@ class IdConflict(Exception):
 
 
 @dataclass(frozen=True)
+class EmoneyLimits:
+    """Bank Indonesia's limits on a server-based e-money account (figures from settings; see
+    docs/architecture.md for their sources): the balance after any credit, per verification level, and the
+    sum of a calendar month's incoming transactions (top-ups, incoming transfers, refunds)."""
+
+    balance_caps: dict[str, Decimal]  # verification level -> the most the account may hold
+    monthly_incoming_cap: Decimal
+    # Months are Indonesian calendar months: WIB, UTC+7, no daylight saving.
+    utc_offset: timedelta = timedelta(hours=7)
+
+    def month(self, moment: datetime) -> date:
+        """The first day of ``moment``'s calendar month, in the regulator's time zone."""
+        return moment.astimezone(timezone(self.utc_offset)).date().replace(day=1)
+
+
+@dataclass(frozen=True)
 class Policy:
     """Rules that come from configuration, handed to the pure core as plain data."""
 
     # Payment types whose settled payments Midtrans may still move to ``deny`` (a reversal by the provider,
     # documented for Mandiri bill: "the transaction status can change from SETTLEMENT to DENY").
     deny_reversal_payment_types: frozenset[str] = frozenset({"echannel"})
+    emoney_limits: EmoneyLimits | None = None  # None: no e-money limits (unit tests of other rules)
 
 
 @dataclass
@@ -72,6 +89,11 @@ class Account:
     is_system: bool = False
     status_changed: bool = False
     balance_changed: bool = False
+    verification_level: VerificationLevel = "UNVERIFIED"
+    level_changed: bool = False
+    # The calendar month whose incoming transactions ``incoming_month_total`` sums (None: none yet).
+    incoming_month: date | None = None
+    incoming_month_total: Decimal = Decimal("0.00")
 
 
 @dataclass

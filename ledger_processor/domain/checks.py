@@ -36,6 +36,40 @@ def cannot_receive(account: Account | None, currency: str, *, transfer: bool = F
     return None
 
 
+def over_emoney_limit(book: Book, account: Account, amount: Decimal, *, transfer: bool = False) -> str | None:
+    """Why crediting ``amount`` to ``account`` would break Bank Indonesia's e-money limits, or None: its balance
+    cap (by verification level), or its month's incoming transactions (``transfer``: reasons name the
+    destination). Only the single writer of the account can decide this exactly."""
+    limits = book.policy.emoney_limits
+    if limits is None or account.is_system:
+        return None
+    prefix = "destination_" if transfer else ""
+    cap = limits.balance_caps.get(account.verification_level, limits.balance_caps["UNVERIFIED"])
+    if account.balance + amount > cap:
+        return f"{prefix}balance_cap_exceeded"
+    if incoming_this_month(book, account) + amount > limits.monthly_incoming_cap:
+        return f"{prefix}monthly_incoming_cap_exceeded"
+    return None
+
+
+def incoming_this_month(book: Book, account: Account) -> Decimal:
+    """What ``account`` received so far in the book's calendar month."""
+    limits = book.policy.emoney_limits
+    if limits is None or account.incoming_month != limits.month(book.now):
+        return Decimal("0.00")
+    return account.incoming_month_total
+
+
+def count_incoming(book: Book, account: Account, amount: Decimal) -> None:
+    """Add a credit the account received to its month's incoming transactions (a new month starts at 0)."""
+    limits = book.policy.emoney_limits
+    if limits is None or account.is_system:
+        return
+    account.incoming_month_total = incoming_this_month(book, account) + amount
+    account.incoming_month = limits.month(book.now)
+    account.balance_changed = True
+
+
 def fail(book: Book, tx: Transaction, reason: str) -> None:
     """Settle ``tx`` FAILED with a machine-readable reason, visible in its history and status."""
     tx.details.setdefault("metadata", {})["failure_reason"] = reason

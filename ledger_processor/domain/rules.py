@@ -25,10 +25,18 @@ from ledger_processor.domain.book import (
     Book,
     Transaction,
 )
-from ledger_processor.domain.checks import cannot_receive, cannot_send, fail, flag
+from ledger_processor.domain.checks import (
+    cannot_receive,
+    cannot_send,
+    count_incoming,
+    fail,
+    flag,
+    over_emoney_limit,
+)
 from ledger_processor.domain.transfers import incoming_id, reversal_id
 from schemas.commands import (
     ChangeAccountStatus,
+    ChangeVerificationLevel,
     Command,
     ConfirmTransfer,
     CreditTransfer,
@@ -43,7 +51,7 @@ from schemas.commands import (
     order_account_id,
     order_transaction_id,
 )
-from schemas.events import AccountStatusChanged, OrderPaymentRecorded
+from schemas.events import AccountStatusChanged, AccountVerificationChanged, OrderPaymentRecorded
 
 ORDER_PAYMENT = "ORDER_PAYMENT"  # a Midtrans order payment: no wallet, money into the merchant payable
 ORDER_REFUND = "ORDER_REFUND"  # Midtrans gave (part of) an order payment back: out of the merchant payable
@@ -81,7 +89,7 @@ def subject_id(command: Command) -> str | None:
             return midtrans_transaction_id(command)
         case RequestOrderPayment():
             return order_transaction_id(command.transaction_id)
-        case ChangeAccountStatus():
+        case ChangeAccountStatus() | ChangeVerificationLevel():
             return command.command_id
         case _:
             return getattr(command, "transaction_id", None)
@@ -115,7 +123,7 @@ def needs(command: Command, owns: Callable[[str], bool]) -> Needs:
             n.transactions |= {topup_reversal_id(payment, i) for i in range(1, midtrans.MAX_REVERSALS + 1)}
         case RequestOrderPayment():
             n.transactions.add(order_transaction_id(command.transaction_id))
-        case ChangeAccountStatus():
+        case ChangeAccountStatus() | ChangeVerificationLevel():
             pass
         case RequestPayment() | RequestTopup():
             n.transactions.add(command.transaction_id)
@@ -174,8 +182,11 @@ def refund(book: Book, cmd: RequestRefund) -> None:
     if refunded + cmd.amount > original.amount:
         return fail(book, tx, "refund_exceeds_original")
     assert account is not None, "cannot_receive refuses an unknown account"
+    if reason := over_emoney_limit(book, account, cmd.amount):
+        return fail(book, tx, reason)  # the merchant keeps the money: nothing moved
     before = account.balance
     book.post(tx.transaction_id, [(book.system(MERCHANT_PAYABLE), -cmd.amount), (account, cmd.amount)])
+    count_incoming(book, account, cmd.amount)
     book.settle(tx, "SUCCESS", before=before, after=account.balance)
     original.details["refunded"] = str(refunded + cmd.amount)
     original.changed = True
@@ -237,10 +248,14 @@ def midtrans_status(book: Book, cmd: RecordMidtransStatus) -> None:
         case "credit":
             if account is None or account.status == "CLOSED":
                 return _hold(book, tx, cmd, midtrans.Hold("paid_to_closed_account", tx.amount))
+            if reason := over_emoney_limit(book, account, tx.amount):
+                # Paid at Midtrans, but the wallet may not hold it: kept in suspense for a refund by a person.
+                return _hold(book, tx, cmd, midtrans.Hold(reason, tx.amount))
             _record_payment_type(tx, cmd)
             midtrans.enter_state(tx, decision.state)
             before = account.balance
             book.post(tx.transaction_id, [(book.system(MIDTRANS_CLEARING), -tx.amount), (account, tx.amount)])
+            count_incoming(book, account, tx.amount)
             book.settle(tx, "SUCCESS", before=before, after=account.balance)
         case "fail":
             _record_status(tx, cmd)
@@ -493,6 +508,28 @@ def change_status(book: Book, cmd: ChangeAccountStatus) -> None:
     )
 
 
+def change_verification(book: Book, cmd: ChangeVerificationLevel) -> None:
+    """A verified account may hold more; a balance above the lower cap stays (nothing is taken back), only
+    further credits are refused until it is below again."""
+    account = book.account(cmd.account_id)
+    if account is None or account.is_system or account.verification_level == cmd.level:
+        return
+    previous = account.verification_level
+    account.verification_level = cmd.level
+    account.level_changed = True
+    book.emit(
+        account.account_id,
+        AccountVerificationChanged(
+            event_id=cmd.command_id,
+            account_id=account.account_id,
+            level=cmd.level,
+            previous_level=previous,
+            reason=cmd.reason,
+            occurred_at=book.now,
+        ),
+    )
+
+
 # Each handler takes the command class of its key, which a dict's type cannot say: hence Any for the command.
 HANDLERS: dict[type[Command], Callable[[Book, Any], None]] = {
     RequestPayment: pay,
@@ -506,6 +543,7 @@ HANDLERS: dict[type[Command], Callable[[Book, Any], None]] = {
     RecordMidtransStatus: midtrans_status,
     RequestOrderPayment: order_payment,
     ChangeAccountStatus: change_status,
+    ChangeVerificationLevel: change_verification,
 }
 
 

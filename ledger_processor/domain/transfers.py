@@ -25,7 +25,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from ledger_processor.domain.book import SUSPENSE, TRANSFERS_IN_FLIGHT, Account, Book, Transaction
-from ledger_processor.domain.checks import cannot_receive, cannot_send, fail
+from ledger_processor.domain.checks import cannot_receive, cannot_send, count_incoming, fail, over_emoney_limit
 from schemas.commands import ConfirmTransfer, CreditTransfer, ExpireTransfer, RequestTransfer, ReverseTransfer
 
 TRANSFER = "TRANSFER"
@@ -71,8 +71,11 @@ def transfer(book: Book, cmd: RequestTransfer) -> None:
         if reason := cannot_receive(dest, cmd.currency, transfer=True):
             return fail(book, tx, reason)
         assert dest is not None, "cannot_receive refuses an unknown destination"
+        if reason := over_emoney_limit(book, dest, cmd.amount, transfer=True):
+            return fail(book, tx, reason)
         dest_before = dest.balance
         book.post(tx.transaction_id, [(source, -cmd.amount), (dest, cmd.amount)])
+        count_incoming(book, dest, cmd.amount)
         book.settle(tx, "SUCCESS", before=before, after=source.balance)
         _record_incoming(book, cmd.transaction_id, dest, cmd.account_id, cmd.amount, cmd.description, dest_before)
         return
@@ -142,8 +145,11 @@ def credit_transfer(book: Book, cmd: CreditTransfer) -> None:
     if reason := cannot_receive(dest, cmd.currency, transfer=True):
         return _refuse_credit(book, cmd.transaction_id, cmd.account_id, cmd.from_account_id, cmd.amount, reason)
     assert dest is not None, "cannot_receive refuses an unknown destination"
+    if reason := over_emoney_limit(book, dest, cmd.amount, transfer=True):
+        return _refuse_credit(book, cmd.transaction_id, cmd.account_id, cmd.from_account_id, cmd.amount, reason)
     before = dest.balance
     book.post(incoming_id(cmd.transaction_id), [(book.system(TRANSFERS_IN_FLIGHT), -cmd.amount), (dest, cmd.amount)])
+    count_incoming(book, dest, cmd.amount)
     _record_incoming(book, cmd.transaction_id, dest, cmd.from_account_id, cmd.amount, cmd.description, before)
     book.follow_up(
         ConfirmTransfer(account_id=cmd.from_account_id, requested_at=book.now, transaction_id=cmd.transaction_id)

@@ -165,9 +165,15 @@ accounts = Table(
     Column("account_status", account_status_enum, nullable=False, server_default=text("'ACTIVE'")),
     _created_at(),
     _updated_at(),
+    # Bank Indonesia's e-money limits (0013), kept by the ledger processor: the balance cap depends on the
+    # verification level; incoming_month_total sums the credits of the calendar month starting incoming_month.
+    Column("verification_level", String(16), nullable=False, server_default=text("'UNVERIFIED'")),
+    Column("incoming_month", Date, nullable=True),
+    Column("incoming_month_total", LedgerMoney, nullable=False, server_default=text("0")),
     UniqueConstraint("user_id"),  # one wallet per user
     # Last line of defence: the ledger processor already refuses to overdraw.
     CheckConstraint("balance >= 0", name="balance_non_negative"),
+    CheckConstraint("verification_level IN ('UNVERIFIED', 'VERIFIED')", name="verification_level_known"),
 )
 
 historical_transactions = Table(

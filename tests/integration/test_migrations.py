@@ -57,6 +57,10 @@ EXPECTED_COLUMNS = {
         "account_status": ("account_status_enum", True, "'ACTIVE'::account_status_enum"),
         "created_at": (TSTZ, True, NOW),
         "updated_at": (TSTZ, True, NOW),
+        # 0013: Bank Indonesia's e-money limits, kept by the ledger processor.
+        "verification_level": (varchar(16), True, "'UNVERIFIED'::character varying"),
+        "incoming_month": ("date", False, None),
+        "incoming_month_total": (LEDGER_MONEY, True, "0"),
     },
     "historical_transactions": {
         "id": (varchar(36), True, UUID_TEXT),
@@ -418,6 +422,12 @@ EXPECTED_INDEXES = {
 
 EXPECTED_CHECKS = {
     ("accounts", "ck_accounts_balance_non_negative", "CHECK ((balance >= (0)::numeric))"),
+    (
+        "accounts",
+        "ck_accounts_verification_level_known",
+        "CHECK (((verification_level)::text = ANY ((ARRAY['UNVERIFIED'::character varying, "
+        "'VERIFIED'::character varying])::text[])))",
+    ),
     ("api_keys", "ck_api_keys_rate_limit_count_positive", "CHECK ((rate_limit_count > 0))"),
     ("ledger_transactions", "ck_ledger_transactions_amount_positive", "CHECK ((amount > (0)::numeric))"),
     ("ledger_entries", "ck_ledger_entries_amount_non_zero", "CHECK ((amount <> (0)::numeric))"),
