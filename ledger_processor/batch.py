@@ -25,6 +25,7 @@ from ledger_processor import saga
 from ledger_processor.domain import rules, transfers
 from ledger_processor.domain.book import Book, IdConflict, Outgoing, Policy
 from ledger_processor.sql import DeadLetterRow, LedgerSQL, OutboxRow
+from ogp import tracing
 from ogp.logs import correlation_id
 from ogp.metrics import minor_units
 from schemas.base import UnknownMessage, decode, encode
@@ -213,7 +214,7 @@ class BatchService:
             loaded = {tx.transaction_id: tx.status for tx in book.transactions.values()}
             outgoing: list[tuple[Outgoing, dict[str, str]]] = []
             dead: list[_DeadLetter] = []
-            # Decided once per batch: untraced, a command costs no span (and no context extraction).
+            # Untraced, or in a trace dropped upstream, a command costs no span (nor any context extraction).
             links = [Link(trace.get_current_span().get_span_context())] if self.tracer is not None else []
             for record, command, poison in items:
                 mark = len(book.outgoing)
@@ -221,7 +222,7 @@ class BatchService:
                 # Lines logged while the command is handled carry the id its HTTP request started with.
                 token = correlation_id.set(record.headers.get("correlation_id"))
                 try:
-                    if self.tracer is None:
+                    if self.tracer is None or not tracing.recorded(record.headers):
                         self._handle(book, record, command, poison, dead)
                         # What the command's messages carry on: its trace context, as it arrived.
                         carried = {k: v for k, v in record.headers.items() if k in _TRACE_HEADERS}
@@ -259,16 +260,10 @@ class BatchService:
         request that appended it, or the saga step that sent it), linked to the batch's span. Returns the
         headers the command's messages carry on: its correlation id and this span's trace context, so the
         next hop (a saga follow-up through Kafka, a projector) continues the same trace."""
-        attributes: dict[str, str | int] = {
-            "messaging.system": "kafka",
-            "messaging.destination.name": self.topic,
-            "messaging.destination.partition.id": str(book.partition),
-            "messaging.kafka.offset": record.offset,
-        }
-        if command is not None:
-            attributes["ogp.command"] = command.TYPE
-            if subject := rules.subject_id(command):
-                attributes["ogp.transaction_id"] = subject
+        # Few attributes: each costs the SDK a check per span, and the partition is on the linked batch span.
+        attributes: dict[str, str | int] = {"messaging.kafka.offset": record.offset}
+        if command is not None and (subject := rules.subject_id(command)):
+            attributes["ogp.transaction_id"] = subject
         name = f"apply {command.TYPE}" if command is not None else "apply undecodable"
         with tracer.start_as_current_span(
             name, context=propagate.extract(record.headers), kind=SpanKind.CONSUMER, links=links, attributes=attributes

@@ -12,6 +12,7 @@ New traces are kept at ``OGP_OTEL_TRACES_SAMPLER_RATIO``; every later hop follow
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -72,6 +73,17 @@ def exporting() -> bool:
 def worker_tracer(name: str) -> Tracer | None:
     """A tracer for a worker's hot path, or None when nothing is exported: the worker then makes no span."""
     return trace.get_tracer(name) if _exporting else None
+
+
+def recorded(headers: Mapping[str, str]) -> bool:
+    """Whether a span continuing the trace in these (Kafka record) headers would be recorded.
+
+    Not when the ``traceparent`` says the trace was dropped upstream (flags 00, or 02: random but not sampled):
+    the sampler follows a parent's decision (ParentBased), so that span would go nowhere, and making it costs a
+    worker's hot path about as much as applying a payment does. Without a ``traceparent`` the span starts a
+    trace, and the sampler decides."""
+    parent = headers.get("traceparent")
+    return parent is None or not parent.endswith(("-00", "-02"))
 
 
 def shutdown() -> None:

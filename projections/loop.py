@@ -14,8 +14,8 @@ where the projector resumes (:meth:`ProjectorLoop._positions`: the position stor
 access logs, which keep none, the consumer's position, which it commits after each write).
 
 Traces (only when exported, ``ogp/tracing.py``): a span ``project batch`` per fetch, and one ``project event``
-per record, continuing the trace its headers carry (the request's, through the ledger processor), linked to
-the fetch's span and ended once the fetch is projected.
+per record of a trace not dropped upstream, continuing the trace its headers carry (the request's, through the
+ledger processor), linked to the fetch's span and ended once the fetch is projected.
 """
 
 from __future__ import annotations
@@ -194,17 +194,17 @@ class ProjectorLoop:
             spans = [
                 tracer.start_span(
                     "project event",
-                    context=propagate.extract(headers_dict(record.headers)),
+                    context=propagate.extract(headers),
                     kind=SpanKind.CONSUMER,
                     links=links,
                     attributes={
-                        **attributes,
                         "messaging.destination.partition.id": str(tp.partition),
-                        "messaging.kafka.offset": record.offset,
+                        "messaging.kafka.offset": offset,
                     },
                 )
                 for tp, records in batches.items()
-                for record in records
+                for offset, headers in ((r.offset, headers_dict(r.headers)) for r in records)
+                if tracing.recorded(headers)
             ]
             try:
                 await self._project(batches)

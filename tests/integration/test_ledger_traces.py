@@ -128,6 +128,19 @@ def test_untraced_the_messages_carry_the_records_trace_context_as_it_came_and_no
     assert not exporter.get_finished_spans()
 
 
+def test_a_command_of_a_trace_dropped_upstream_makes_no_span_and_carries_its_context_on_as_it_came(database):
+    partition, commands = a_funded_transfer(database)
+    tracer, exporter = in_memory()
+    # The command API's sampler dropped this trace: the flags say "not sampled", and every later hop follows.
+    headers = {"correlation_id": CORRELATION_ID, "traceparent": f"00-{'ab' * 16}-{'cd' * 8}-00"}
+    records = [Record(offset, None, encode(command), headers) for offset, command in enumerate(commands)]
+
+    result = apply(database, partition, records, tracer)
+
+    assert [s.name for s in exporter.get_finished_spans()] == ["ledger batch"]
+    assert result.outbox and all(row.headers == headers for row in result.outbox)
+
+
 def test_lines_logged_while_a_command_is_handled_carry_its_correlation_id(database):
     partition, commands = a_funded_transfer(database)
     records = [

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from command_api.midtrans.adapter import MidtransError, MidtransGateway
 from infra.local.process import free_port
 from ogp.settings import Settings
-from ogp.tracing import build_provider, traces_url
+from ogp.tracing import build_provider, recorded, traces_url
 
 
 def test_without_an_endpoint_nothing_is_exported():
@@ -58,6 +58,20 @@ def test_the_traces_url_is_the_collectors_base_url_with_the_signal_path(endpoint
 def test_settings_refuse_a_ratio_outside_0_to_1_and_an_exporter_not_installed(wrong):
     with pytest.raises(ValidationError):
         Settings(**wrong)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, True),  # a trace starts here: the sampler decides
+        ({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01"}, True),
+        ({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-03"}, True),  # sampled, with a random trace id
+        ({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-00"}, False),  # dropped upstream: every later hop too
+        ({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-02"}, False),
+    ],
+)
+def test_a_span_is_recorded_unless_the_trace_was_dropped_upstream(headers, expected):
+    assert recorded(headers) is expected
 
 
 def test_a_midtrans_call_is_a_client_span_with_its_outcome():
