@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, SpanKind, Tracer
 
 from ledger_processor import saga
 from ledger_processor.domain import rules, transfers
 from ledger_processor.domain.book import Book, IdConflict, Outgoing, Policy
 from ledger_processor.sql import DeadLetterRow, LedgerSQL, OutboxRow
+from ogp import tracing
+from ogp.logs import correlation_id
 from ogp.metrics import minor_units
 from schemas.base import UnknownMessage, decode, encode
 from schemas.commands import Command
@@ -101,7 +105,14 @@ def _clean(text: str, limit: int | None = None) -> str:
 class BatchService:
     """What a partition's owner does in the database: apply a batch of commands, sweep what waited too long."""
 
-    def __init__(self, sql: LedgerSQL, events_topic: str, dead_letter_topic: str, policy: Policy | None = None):
+    def __init__(
+        self,
+        sql: LedgerSQL,
+        events_topic: str,
+        dead_letter_topic: str,
+        policy: Policy | None = None,
+        tracer: Tracer | None = None,
+    ):
         self.sql = sql
         self.topic = sql.topic
         # Where each stream of the Book's outgoing messages goes: outcome events, and saga follow-ups (commands
@@ -109,6 +120,8 @@ class BatchService:
         self.topics = {"events": events_topic, "commands": sql.topic}
         self.dead_letter_topic = dead_letter_topic
         self.policy = policy or Policy()
+        # None when no span is exported: then a command costs no span object (the processor's hot path).
+        self.tracer = tracer
 
     async def _fence(self, partition: int, epoch: int) -> int:
         """Lock the partition's row for this transaction if ``epoch`` still owns it; returns next_offset."""
@@ -132,7 +145,21 @@ class BatchService:
         database is rejected (a FAILED outcome of its own where it has one) and dead-lettered with the
         reason, and the rest of the batch is applied. Errors of the database itself (connection lost, lock
         timeout) are not a command's fault: they propagate, and the batch is applied again later.
+
+        Traced (``tracer`` set): a span ``ledger batch`` around it, and one per command (``_handle_traced``).
         """
+        if self.tracer is None:
+            return await self._apply_batch(partition, epoch, records, partition_of, now)
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": self.topic,
+            "messaging.destination.partition.id": str(partition),
+            "messaging.batch.message_count": len(records),
+        }
+        with self.tracer.start_as_current_span("ledger batch", attributes=attributes):
+            return await self._apply_batch(partition, epoch, records, partition_of, now)
+
+    async def _apply_batch(self, partition, epoch, records, partition_of, now) -> BatchResult:
         now = now or datetime.now(UTC)
         poisoned: dict[int, Poison] = {}
         while True:
@@ -160,7 +187,7 @@ class BatchService:
     async def _apply_one_by_one(self, partition, epoch, records, partition_of, now) -> BatchResult:
         total = BatchResult()
         for record in records:
-            total.add(await self.apply_batch(partition, epoch, [record], partition_of, now))
+            total.add(await self._apply_batch(partition, epoch, [record], partition_of, now))
         return total
 
     async def _apply_once(self, partition, epoch, records, partition_of, now, poisoned) -> BatchResult:
@@ -187,17 +214,24 @@ class BatchService:
             loaded = {tx.transaction_id: tx.status for tx in book.transactions.values()}
             outgoing: list[tuple[Outgoing, dict[str, str]]] = []
             dead: list[_DeadLetter] = []
+            # Untraced, or in a trace dropped upstream, a command costs no span (nor any context extraction).
+            links = [Link(trace.get_current_span().get_span_context())] if self.tracer is not None else []
             for record, command, poison in items:
                 mark = len(book.outgoing)
                 book.current_offset = record.offset
-                if poison is None:
-                    assert command is not None, "_decode poisons every record it cannot decode"
-                    self._apply_one(book, record, command)
-                else:
-                    dead.append(_DeadLetter(record, command, poison, self._reject(book, record, command, poison)))
-                trace = {k: v for k, v in record.headers.items() if k in _TRACE_HEADERS}
+                # Lines logged while the command is handled carry the id its HTTP request started with.
+                token = correlation_id.set(record.headers.get("correlation_id"))
+                try:
+                    if self.tracer is None or not tracing.recorded(record.headers):
+                        self._handle(book, record, command, poison, dead)
+                        # What the command's messages carry on: its trace context, as it arrived.
+                        carried = {k: v for k, v in record.headers.items() if k in _TRACE_HEADERS}
+                    else:
+                        carried = self._handle_traced(self.tracer, book, record, command, poison, dead, links)
+                finally:
+                    correlation_id.reset(token)
                 sent = book.outgoing[mark:]
-                outgoing.extend((o, trace) for o in sent)
+                outgoing.extend((o, carried) for o in sent)
                 if command is not None and (poison is None or not poison.bare):
                     result.outcomes[command.TYPE, _outcome(command, sent)] += 1
             await self.sql.save(book, partition)
@@ -210,6 +244,36 @@ class BatchService:
             result.next_offset = fresh[-1].offset + 1
             await self.sql.advance(partition, result.next_offset)
         return result
+
+    def _handle(self, book: Book, record: Record, command: Command | None, poison: Poison | None, dead) -> None:
+        """Apply one command, or reject it (its FAILED outcome, if it can have one) and queue its dead letter."""
+        if poison is None:
+            assert command is not None, "_decode poisons every record it cannot decode"
+            self._apply_one(book, record, command)
+        else:
+            dead.append(_DeadLetter(record, command, poison, self._reject(book, record, command, poison)))
+
+    def _handle_traced(
+        self, tracer: Tracer, book: Book, record: Record, command: Command | None, poison: Poison | None, dead, links
+    ) -> dict[str, str]:
+        """``_handle`` in a span of its own: a child of the trace the record's ``traceparent`` carries (the
+        request that appended it, or the saga step that sent it), linked to the batch's span. Returns the
+        headers the command's messages carry on: its correlation id and this span's trace context, so the
+        next hop (a saga follow-up through Kafka, a projector) continues the same trace."""
+        # Few attributes: each costs the SDK a check per span, and the partition is on the linked batch span.
+        attributes: dict[str, str | int] = {"messaging.kafka.offset": record.offset}
+        if command is not None and (subject := rules.subject_id(command)):
+            attributes["ogp.transaction_id"] = subject
+        name = f"apply {command.TYPE}" if command is not None else "apply undecodable"
+        with tracer.start_as_current_span(
+            name, context=propagate.extract(record.headers), kind=SpanKind.CONSUMER, links=links, attributes=attributes
+        ) as span:
+            self._handle(book, record, command, poison, dead)
+            if poison is not None:
+                span.set_status(trace.StatusCode.ERROR, poison.reason)
+            carried = {"correlation_id": cid} if (cid := record.headers.get("correlation_id")) else {}
+            propagate.inject(carried)
+        return carried
 
     @staticmethod
     def _decode(
@@ -257,7 +321,6 @@ class BatchService:
                 extra={
                     "partition": book.partition,
                     "offset": record.offset,
-                    "correlation_id": record.headers.get("correlation_id"),
                     "transaction_id": getattr(command, "transaction_id", None),
                 },
             )
@@ -282,11 +345,11 @@ class BatchService:
     async def _write_outbox(self, partition: int, outgoing, dead, now: datetime) -> list[OutboxRow]:
         """The Book's outgoing messages, then the batch's dead letters, encoded for the outbox."""
         topics, keys, payloads, headers = [], [], [], []
-        for item, trace in outgoing:
+        for item, carried in outgoing:
             topics.append(self.topics[item.stream])
             keys.append(item.key)
             payloads.append(encode(item.message).decode())
-            headers.append(trace)
+            headers.append(carried)
         for letter in dead:
             record = letter.record
             key = _clean(record.key.decode(errors="replace"), 255) if record.key else None

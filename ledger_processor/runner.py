@@ -21,12 +21,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from opentelemetry.trace import Tracer
 
 from ledger_processor import monitoring
 from ledger_processor.batch import BatchService, Fenced, OffsetGap, Record
 from ledger_processor.domain import transfers
 from ledger_processor.domain.book import EmoneyLimits, Policy
 from ledger_processor.sql import LedgerSQL, OutboxRow, pool
+from ogp import tracing
 from ogp.messaging import headers_dict
 from ogp.settings import Settings
 from ogp.worker import Backoff, Heartbeat, bounded, describe
@@ -66,6 +68,8 @@ class LedgerProcessor:
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     stats: Stats = field(default_factory=Stats)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    # Spans per batch and per command, only when they are exported (ogp/tracing.py); None: none at all.
+    tracer: Tracer | None = field(default_factory=lambda: tracing.worker_tracer("ledger_processor"))
 
     def __post_init__(self) -> None:
         self._owned: dict[int, Owned] = {}
@@ -398,7 +402,7 @@ class LedgerProcessor:
     async def service(self) -> AsyncIterator[BatchService]:
         """The batch service on a pooled connection (its SQL adapter as ``.sql``): a batch, a sweep."""
         async with self.sql() as sql:
-            yield BatchService(sql, LEDGER_EVENTS, DEAD_LETTER, policy=self._policy)
+            yield BatchService(sql, LEDGER_EVENTS, DEAD_LETTER, policy=self._policy, tracer=self.tracer)
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:

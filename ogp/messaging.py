@@ -8,7 +8,8 @@ import uuid
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaTimeoutError
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 
 from ogp.clients import KafkaProducerManager
 from ogp.errors import OperatorError
@@ -16,6 +17,9 @@ from ogp.logs import correlation_id
 from schemas.base import Message, encode
 from schemas.commands import Command
 from schemas.topics import COMMANDS, TopicSpec
+
+# A proxy until ogp.tracing installs the process's provider: no wiring happens at import.
+_tracer = trace.get_tracer(__name__)
 
 
 def trace_headers(cid: str | None = None) -> list[tuple[str, bytes]]:
@@ -38,14 +42,17 @@ async def append(
     KafkaTimeoutError when the broker has not acknowledged within the producer's ``append_timeout``: the
     message may still be delivered later, so the caller must treat it as perhaps appended.
     """
-    send = kafka.producer.send_and_wait(
-        topic, key=key.encode(), value=encode(message), headers=headers if headers is not None else trace_headers()
-    )
-    try:
-        return await asyncio.wait_for(send, kafka.append_timeout)
-    except TimeoutError:
-        # aiokafka retries a send for as long as the broker is away: unbounded, a request would hang.
-        raise KafkaTimeoutError(f"no acknowledgement within {kafka.append_timeout} s") from None
+    attributes = {"messaging.system": "kafka", "messaging.destination.name": topic, "messaging.operation.type": "send"}
+    # The record's traceparent names this span: the processor's span for the command is its child.
+    with _tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes):
+        send = kafka.producer.send_and_wait(
+            topic, key=key.encode(), value=encode(message), headers=headers if headers is not None else trace_headers()
+        )
+        try:
+            return await asyncio.wait_for(send, kafka.append_timeout)
+        except TimeoutError:
+            # aiokafka retries a send for as long as the broker is away: unbounded, a request would hang.
+            raise KafkaTimeoutError(f"no acknowledgement within {kafka.append_timeout} s") from None
 
 
 async def append_command(kafka: KafkaProducerManager, command: Command):

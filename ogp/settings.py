@@ -140,6 +140,17 @@ class Settings(BaseSettings):
     # After SIGTERM a worker closes within this; a close that hangs longer is abandoned (exit code 1).
     shutdown_timeout_seconds: float = Field(default=15.0, gt=0)
 
+    # --- Traces (ogp/tracing.py) ---
+    # The collector's OTLP/HTTP base URL (http://otel-collector:4318; /v1/traces is appended). Empty: no span
+    # leaves the process, and the workers make none (their per-command spans would cost the hot path).
+    otel_exporter_otlp_endpoint: str = ""
+    # OTLP over HTTP with protobuf bodies is the one exporter installed (the collector takes it on 4318).
+    otel_exporter_otlp_protocol: Literal["http/protobuf"] = "http/protobuf"
+    # The share of new traces kept; every later hop follows the decision its traceparent carries.
+    otel_traces_sampler_ratio: float = Field(default=1.0, ge=0, le=1)
+    # service.name of this process's spans; unset, the name the process runs under (command-api, ...).
+    otel_service_name: str | None = None
+
     # Fault injection for the crash tests (never in production): see ledger_processor/runner.py.
     fault: Literal["crash_after_commit", "sigstop_before_batch", "hang_before_batch"] | None = None
 

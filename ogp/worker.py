@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
+from ogp import tracing
 from ogp.logs import configure_logging
 from ogp.metrics import exposition
 from ogp.settings import Settings, get_settings
@@ -235,9 +236,10 @@ async def serve(service: str, settings: Settings, heartbeat: Heartbeat, worker: 
 
 
 def run_worker(service: str, build: Callable[[Settings, Heartbeat], Worker]) -> None:
-    """The whole life of a worker process: logging, settings, the worker and its health port, exit code."""
+    """The whole life of a worker process: logging, settings, traces, the worker and its health port, exit code."""
     configure_logging(service)
     settings = get_settings()
+    tracing.configure(settings, service)
     heartbeat = Heartbeat(settings.health_stale_seconds)
 
     async def main() -> int:
@@ -250,5 +252,7 @@ def run_worker(service: str, build: Callable[[Settings, Heartbeat], Worker]) -> 
     except ImportError:
         runner = asyncio.run
     code = runner(main())
+    # Spans still queued go out now: _exit() below skips the SDK's own flush at exit.
+    tracing.shutdown()
     if code:
         _exit(code)

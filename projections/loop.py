@@ -12,6 +12,10 @@ each projector after its commit, and ``ogp_projector_lag{projector,partition}``,
 ``lag_interval_seconds`` beside the loop for the partitions this consumer holds: the topic's end offset minus
 where the projector resumes (:meth:`ProjectorLoop._positions`: the position stored in PostgreSQL, or for the
 access logs, which keep none, the consumer's position, which it commits after each write).
+
+Traces (only when exported, ``ogp/tracing.py``): a span ``project batch`` per fetch, and one ``project event``
+per record of a trace not dropped upstream, continuing the trace its headers carry (the request's, through the
+ledger processor), linked to the fetch's span and ended once the fetch is projected.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from opentelemetry import propagate
+from opentelemetry.trace import Link, SpanKind, StatusCode
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ogp import tracing
 from ogp.clients import async_engine
+from ogp.messaging import headers_dict
 from ogp.metrics import PROJECTOR_APPLIED, PROJECTOR_LAG
 from ogp.settings import Settings
 from ogp.worker import Backoff, Heartbeat, bounded, describe
@@ -63,6 +71,8 @@ class ProjectorLoop:
         self._closed_cleanly = True
         self._consumer: AIOKafkaConsumer | None = None
         self._lag_shown: set[int] = set()  # partitions whose lag series this process shows
+        # Spans only when they are exported; None: none at all (see _project_traced).
+        self.tracer = tracing.worker_tracer("projections")
 
     @property
     def name(self) -> str:
@@ -140,7 +150,7 @@ class ProjectorLoop:
                     self.heartbeat.beat()
                     batches = await self._fetch()
                     if batches:
-                        await self._project(batches)
+                        await self._project_traced(batches)
             finally:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -168,6 +178,44 @@ class ProjectorLoop:
 
     async def _fetch(self) -> dict[TopicPartition, list[ConsumerRecord]]:
         return await self.consumer.getmany(timeout_ms=500, max_records=self.max_batch)
+
+    async def _project_traced(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """``_project``, in a span for the fetch and one per record when traces are exported."""
+        tracer = self.tracer
+        if tracer is None:
+            await self._project(batches)
+            return
+        count = sum(len(records) for records in batches.values())
+        attributes = {"messaging.system": "kafka", "messaging.destination.name": self.topic, "ogp.projector": self.name}
+        with tracer.start_as_current_span(
+            "project batch", attributes={**attributes, "messaging.batch.message_count": count}
+        ) as batch:
+            links = [Link(batch.get_span_context())]
+            spans = [
+                tracer.start_span(
+                    "project event",
+                    context=propagate.extract(headers),
+                    kind=SpanKind.CONSUMER,
+                    links=links,
+                    attributes={
+                        "messaging.destination.partition.id": str(tp.partition),
+                        "messaging.kafka.offset": offset,
+                    },
+                )
+                for tp, records in batches.items()
+                for offset, headers in ((r.offset, headers_dict(r.headers)) for r in records)
+                if tracing.recorded(headers)
+            ]
+            try:
+                await self._project(batches)
+            except Exception as exc:
+                for span in spans:
+                    span.record_exception(exc)
+                    span.set_status(StatusCode.ERROR, describe(exc))
+                raise
+            finally:
+                for span in spans:
+                    span.end()
 
     # -- metrics -------------------------------------------------------------------------------------------
     def _count_applied(self, count: int) -> None:

@@ -2,7 +2,8 @@
 
 midtransclient is synchronous (``requests``, no timeout): each call runs in a worker thread with a
 ``requests`` timeout *and* an asyncio deadline, and its errors become :class:`MidtransError`s that the
-routes map to 502 (Midtrans refused or failed) or 504 (Midtrans did not answer in time).
+routes map to 502 (Midtrans refused or failed) or 504 (Midtrans did not answer in time). Each call is a
+client span ``midtrans <operation>`` in the request's trace.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from functools import partial
 import midtransclient
 import requests
 from midtransclient.error_midtrans import JSONDecodeError, MidtransAPIError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Tracer
 
 from ogp.metrics import MIDTRANS_REQUEST_DURATION
 from ogp.settings import Settings
@@ -58,8 +61,9 @@ class SnapTransaction:
 class MidtransGateway:
     """Snap and Core API calls for one server key; every method is a coroutine with a deadline."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, tracer: Tracer | None = None):
         key = settings.midtrans_server_key.get_secret_value()
+        self._tracer = tracer or trace.get_tracer(__name__)
         self.timeout = settings.midtrans_timeout_seconds
         # A fresh dict each: midtransclient's default custom_headers is a shared mutable default.
         self._snap = midtransclient.Snap(
@@ -89,18 +93,25 @@ class MidtransGateway:
         self._core.http_client.http_client = transport
 
     async def _call(self, operation: str, fn, *args):
-        """``fn(*args)`` in a thread, timed into ``ogp_midtrans_request_duration_seconds`` as ok, error or timeout."""
+        """``fn(*args)`` in a thread, in a client span, timed into ``ogp_midtrans_request_duration_seconds`` as ok,
+        error or timeout."""
         started = time.perf_counter()
         outcome = "error"
-        try:
-            reply = await self._attempt(operation, fn, *args)
-            outcome = "ok"
-            return reply
-        except MidtransError as exc:
-            outcome = "timeout" if exc.timeout else "error"
-            raise
-        finally:
-            MIDTRANS_REQUEST_DURATION.labels(operation, outcome).observe(time.perf_counter() - started)
+        with self._tracer.start_as_current_span(
+            f"midtrans {operation}", kind=SpanKind.CLIENT, attributes={"ogp.midtrans.operation": operation}
+        ) as span:
+            try:
+                reply = await self._attempt(operation, fn, *args)
+                outcome = "ok"
+                return reply
+            except MidtransError as exc:
+                outcome = "timeout" if exc.timeout else "error"
+                if exc.status is not None:
+                    span.set_attribute("http.response.status_code", exc.status)
+                raise
+            finally:
+                span.set_attribute("ogp.midtrans.outcome", outcome)
+                MIDTRANS_REQUEST_DURATION.labels(operation, outcome).observe(time.perf_counter() - started)
 
     async def _attempt(self, what: str, fn, *args):
         try:

@@ -68,7 +68,7 @@ def build_app(
         response.headers["X-Correlation-Id"] = cid
         return response
 
-    instrument(app, service)
+    instrument(app, settings, service)
     # Added last, so it runs first: the duration covers every layer, refusals by the guards included.
     app.add_middleware(RequestMetrics, service=service)
     app.include_router(health_router(service))

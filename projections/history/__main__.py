@@ -16,10 +16,10 @@ from projections.history.projector import HistoryProjector, rebuild
 
 def main(argv: list[str]) -> int:
     if argv == ["rebuild"]:
-        configure_logging("projector")
+        configure_logging("projector-history")
         asyncio.run(rebuild(get_settings()))
     elif not argv:
-        run_worker("projector", lambda settings, heartbeat: HistoryProjector(settings, heartbeat=heartbeat))
+        run_worker("projector-history", lambda settings, heartbeat: HistoryProjector(settings, heartbeat=heartbeat))
     else:
         print("usage: python -m projections.history [rebuild]", file=sys.stderr)
         return 2

@@ -362,6 +362,21 @@ def test_collector_sends_traces_to_tempo_logs_to_loki_metrics_to_prometheus():
     assert all(p["receivers"] == ["otlp"] for p in pipelines.values())
 
 
+def test_every_pod_sends_its_traces_to_the_collectors_otlp_http_receiver_under_its_own_name(monkeypatch):
+    (collector,) = _load(MONITORING / "otel-collector.yaml")
+    http_port = collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].rsplit(":", 1)[1]
+    (configmap,) = _of_kind("ConfigMap")
+    (secret,) = _of_kind("Secret")
+    env = _env_from(configmap, secret)
+    env["OGP_ENVIRONMENT"] = "development"  # the placeholder secrets are not what this test is about
+    settings = _settings_from(env, monkeypatch)
+    assert settings.otel_exporter_otlp_endpoint == f"http://otel-collector.monitoring.svc:{http_port}"
+    assert settings.otel_exporter_otlp_protocol == "http/protobuf"
+    for name, deployment in _by_name("Deployment").items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert {e["name"]: e.get("value") for e in container["env"]}["OGP_OTEL_SERVICE_NAME"] == name
+
+
 # -- migrations before the services -----------------------------------------------------------------
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
