@@ -1,4 +1,5 @@
-"""Admin: suspend, close or reactivate a wallet account (applied by the account's ledger partition owner)."""
+"""Admin: suspend, close or reactivate a wallet account, or change its verification level (its e-money balance
+cap); applied by the account's ledger partition owner."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ogp.messaging import append_command
 from ogp.metrics import COMMANDS_ACCEPTED
 from ogp.security.current_user import AdminUser
 from ogp.web.openapi import errors
-from schemas.commands import ChangeAccountStatus
+from schemas.commands import ChangeAccountStatus, ChangeVerificationLevel, VerificationLevel
 
 router = APIRouter(prefix="/api/admin/accounts", tags=["admin"])
 
@@ -87,4 +88,62 @@ async def change_status(
         account_id=account_id,
         requested_status=body.status,
         current_status=row.account_status,
+    )
+
+
+class VerificationChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    level: VerificationLevel
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+class VerificationChangeAccepted(BaseModel):
+    command_id: str
+    account_id: str
+    requested_level: VerificationLevel
+    current_level: VerificationLevel
+
+
+@router.post(
+    "/{account_id}/verification",
+    status_code=202,
+    response_model=VerificationChangeAccepted,
+    responses=errors(
+        {
+            403: "`forbidden`: the admin role is required",
+            404: "`account_not_found`",
+            503: "`kafka_unavailable`: nothing was recorded",
+        },
+        retry_after=(503,),
+    ),
+)
+async def change_verification(
+    body: VerificationChange,
+    admin: AdminUser,
+    engine: Engine,
+    request: Request,
+    account_id: Annotated[str, Path(max_length=36)],
+) -> VerificationChangeAccepted:
+    """Mark an account VERIFIED (its holder's identity checked: the higher e-money balance cap) or UNVERIFIED."""
+    async with engine.connect() as conn:
+        current = (
+            await conn.execute(select(accounts.c.verification_level).where(accounts.c.id == account_id))
+        ).scalar()
+    if current is None:
+        raise NotFound("account not found", code="account_not_found")
+    command = ChangeVerificationLevel(
+        account_id=account_id,
+        requested_at=datetime.now(UTC),
+        command_id=str(uuid.uuid4()),
+        level=body.level,
+        actor_user_id=admin.user_id,
+        reason=body.reason,
+    )
+    try:
+        await append_command(request.app.state.clients.kafka, command)
+    except KafkaUnavailable:
+        raise ServiceUnavailable("the command log is unavailable", code="kafka_unavailable") from None
+    COMMANDS_ACCEPTED.labels(command.TYPE).inc()
+    return VerificationChangeAccepted(
+        command_id=command.command_id, account_id=account_id, requested_level=body.level, current_level=current
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from pydantic import ValidationError
 
@@ -57,3 +59,14 @@ def test_production_refuses_to_start_with_midtrans_status_confirmation_off():
     Settings(environment="production", **secrets)  # on by default
     with pytest.raises(ValueError, match="midtrans_confirm_status"):
         Settings(environment="production", midtrans_confirm_status=False, **secrets)
+
+
+def test_the_emoney_limits_default_to_bank_indonesias_figures_and_are_settings():
+    defaults = Settings(environment="development")
+    assert defaults.emoney_limits_enabled
+    assert defaults.emoney_balance_cap_unverified == Decimal("2000000.00")  # PBI 20/6/PBI/2018
+    assert defaults.emoney_balance_cap_verified == Decimal("20000000.00")  # from 1 July 2022
+    assert defaults.emoney_monthly_incoming_cap == Decimal("40000000.00")  # from 1 July 2022
+    assert Settings(environment="development", emoney_balance_cap_verified="10000000").emoney_balance_cap_verified == (
+        Decimal("10000000")
+    )
