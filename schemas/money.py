@@ -7,6 +7,7 @@ spell an amount (``command_api.payments.amounts``).
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Final
 
@@ -62,3 +63,12 @@ Amount = Annotated[Decimal, BeforeValidator(positive_amount), PlainSerializer(mo
 
 Balance = Annotated[Decimal, BeforeValidator(_any), PlainSerializer(money_str, return_type=str)]
 """A balance or signed amount, 2 places."""
+
+
+# Bank Indonesia's monthly e-money limits count Indonesian calendar months: Jakarta time (WIB, UTC+7, no DST).
+WIB = timezone(timedelta(hours=7), "WIB")
+
+
+def regulatory_month(moment: datetime) -> date:
+    """The first day of ``moment``'s calendar month in Jakarta."""
+    return moment.astimezone(WIB).date().replace(day=1)

@@ -31,6 +31,7 @@ from command_api.payments.amounts import money_str
 from command_api.payments.idempotency import OutcomeUnknown, request_hash
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
 from ogp.db.tables import (
+    accounts,
     ledger_transactions,
     midtrans_notifications,
     midtrans_orders,
@@ -52,6 +53,7 @@ from schemas.commands import (
     order_account_id,
     order_transaction_id,
 )
+from schemas.money import regulatory_month
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,46 @@ def check_topup_limits(amount: Decimal, settings: Settings) -> None:
             f"a top-up must be between {settings.topup_min_amount} and {settings.topup_max_amount} IDR",
             code="amount_out_of_limits",
             details={"min": settings.topup_min_amount, "max": settings.topup_max_amount, "currency": "IDR"},
+        )
+
+
+async def check_emoney_room(engine: AsyncEngine, account_id: str, amount: Decimal, settings: Settings) -> None:
+    """Refuse, before anyone pays, a top-up the ledger would have to hold: Bank Indonesia's balance cap for the
+    account's verification level, or its month's incoming cap. The ledger decides for good (top-ups still
+    pending are not counted here); this only spares the user a payment that would be parked."""
+    if not settings.emoney_limits_enabled:
+        return
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(
+                    accounts.c.balance,
+                    accounts.c.verification_level,
+                    accounts.c.incoming_month,
+                    accounts.c.incoming_month_total,
+                ).where(accounts.c.id == account_id)
+            )
+        ).first()
+    if row is None:
+        return  # the ledger answers for an unknown account
+    cap = (
+        settings.emoney_balance_cap_verified
+        if row.verification_level == "VERIFIED"
+        else (settings.emoney_balance_cap_unverified)
+    )
+    if row.balance + amount > cap:
+        raise Unprocessable(
+            f"this top-up would take the balance over its {cap} IDR limit ({row.verification_level.lower()} account)",
+            code="balance_cap_exceeded",
+            details={"cap": money_str(cap), "room": money_str(max(cap - row.balance, Decimal(0))), "currency": "IDR"},
+        )
+    received = row.incoming_month_total if row.incoming_month == regulatory_month(datetime.now(UTC)) else Decimal(0)
+    if received + amount > settings.emoney_monthly_incoming_cap:
+        cap = settings.emoney_monthly_incoming_cap
+        raise Unprocessable(
+            f"this top-up would take this month's incoming transactions over the {cap} IDR limit",
+            code="monthly_incoming_cap_exceeded",
+            details={"cap": money_str(cap), "room": money_str(max(cap - received, Decimal(0))), "currency": "IDR"},
         )
 
 
@@ -246,6 +288,8 @@ async def create_topup(
 ) -> Created:
     """A Snap page for a wallet top-up, then the PENDING top-up command (order_id = our transaction id)."""
     check_topup_limits(body.amount, settings)
+    if not resume:  # a retry replays its accepted answer, whatever the balance is by now
+        await check_emoney_room(engine, account_id, body.amount, settings)
     now = datetime.now(UTC)
     expires_at = now + timedelta(minutes=settings.topup_expiry_minutes)
     snap = snap_body(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
 
 from schemas.base import Message
 from schemas.commands import Command, VerificationLevel
 from schemas.events import TransactionRecorded
+from schemas.money import regulatory_month
 
 ZERO = Decimal("0.00")
 AccountStatus = Literal["ACTIVE", "SUSPENDED", "CLOSED"]  # the database's account_status_enum
@@ -61,12 +62,11 @@ class EmoneyLimits:
 
     balance_caps: dict[str, Decimal]  # verification level -> the most the account may hold
     monthly_incoming_cap: Decimal
-    # Months are Indonesian calendar months: WIB, UTC+7, no daylight saving.
-    utc_offset: timedelta = timedelta(hours=7)
 
-    def month(self, moment: datetime) -> date:
-        """The first day of ``moment``'s calendar month, in the regulator's time zone."""
-        return moment.astimezone(timezone(self.utc_offset)).date().replace(day=1)
+    @staticmethod
+    def month(moment: datetime) -> date:
+        """The first day of ``moment``'s calendar month, in the regulator's time zone (Jakarta)."""
+        return regulatory_month(moment)
 
 
 @dataclass(frozen=True)

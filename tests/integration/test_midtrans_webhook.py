@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
@@ -20,6 +21,7 @@ from infra.midtrans_sim.app import create_app as sim_app
 from ogp.db.migrate import upgrade
 from ogp.messaging import ensure_topics
 from ogp.settings import Settings
+from schemas.money import regulatory_month
 from schemas.topics import topic_specs
 from tests.support.infra import create_database
 from tests.support.ledger import BackgroundProcessor, caught_up
@@ -137,7 +139,7 @@ def post(api: httpx.Client, body: dict) -> httpx.Response:
 
 
 def ledger(settings: Settings, order_id: str) -> dict | None:
-    caught_up(settings.sqlalchemy_url, settings.kafka_bootstrap, timeout=60)
+    caught_up(settings.sqlalchemy_url, settings.kafka_bootstrap, timeout=60, at_least=0)  # nothing may be there
     engine = create_engine(settings.sqlalchemy_url)
     with engine.connect() as conn:
         row = (
@@ -314,7 +316,7 @@ def test_midtrans_too_slow_answers_504_within_the_timeout_and_leaves_nothing_pen
 
 
 def _orders_of(settings: Settings, user_id: int) -> int:
-    caught_up(settings.sqlalchemy_url, settings.kafka_bootstrap, timeout=60)
+    caught_up(settings.sqlalchemy_url, settings.kafka_bootstrap, timeout=60, at_least=0)  # nothing may be there
     engine = create_engine(settings.sqlalchemy_url)
     with engine.connect() as conn:
         n = conn.execute(
@@ -701,3 +703,31 @@ def test_the_same_order_again_is_the_same_payment_and_another_under_its_id_a_409
         reply = api.post("/payments/", json=clash, headers=who["auth"])
         assert (reply.status_code, reply.json()["error"]["code"]) == (409, "order_exists")
     assert ledger(settings, f"order:{order['order_id']}")["status"] == "PENDING"
+
+
+def test_a_topup_over_the_emoney_limits_gets_no_payment_page(system):
+    settings, api, _ = system
+    user = signed_up(api)
+    engine = create_engine(settings.sqlalchemy_url)
+    with engine.begin() as conn:  # as the ledger would have left it: close to the cap, this month busy
+        conn.execute(
+            text(
+                "UPDATE accounts SET balance = 1950000, incoming_month = :m, incoming_month_total = 39990000 "
+                "WHERE id = :a"
+            ),
+            {"a": user["account_id"], "m": regulatory_month(datetime.now(UTC))},
+        )
+    engine.dispose()
+
+    def ask(amount: str):
+        return api.post(
+            "/api/payment/wallet/topup", json={"amount": amount, "payment_method": "GOPAY"}, headers=user["auth"]
+        )
+
+    over = ask("50001")
+    assert (over.status_code, over.json()["error"]["code"]) == (422, "balance_cap_exceeded")
+    assert over.json()["error"]["details"]["room"] == "50000.00"
+    monthly = ask("20000")
+    assert (monthly.status_code, monthly.json()["error"]["code"]) == (422, "monthly_incoming_cap_exceeded")
+    assert _orders_of(settings, user["user_id"]) == 0
+    assert ask("10000").status_code == 201  # exactly up to the monthly cap
