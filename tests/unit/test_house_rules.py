@@ -59,3 +59,15 @@ def test_no_module_of_ours_is_imported_inside_a_function():
                 if any(name.split(".")[0] in OURS for name in names):
                     local.append(f"{path.relative_to(ROOT)}:{node.lineno}: {', '.join(names)}")
     assert local == []
+
+
+def test_no_two_test_files_share_a_name():
+    # The tiers are not packages: pytest imports each test file by its base name, and a second file of the same
+    # name in another tier stops the whole run at collection.
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(ROOT)} and {path.relative_to(ROOT)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, clashes
