@@ -87,7 +87,8 @@ Gateway = Annotated[MidtransGateway, Depends(_gateway)]
             409: "`order_exists`: Midtrans already has this order; "
             "`idempotency_key_in_flight`: the same key is being processed",
             422: "`amount_out_of_limits`: outside the top-up limits; `account_closed`; "
-            "`idempotency_key_reused`: the key was used for another request",
+            "`balance_cap_exceeded`, `monthly_incoming_cap_exceeded`: over Bank Indonesia's e-money limits "
+            "(details: the cap and the room left); `idempotency_key_reused`: the key was used for another request",
         },
         retry_after=(409,),
     ),

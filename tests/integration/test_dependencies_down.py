@@ -188,14 +188,20 @@ def calls(ids: dict) -> dict[tuple[str, str], tuple[str, dict, dict | None]]:
         ("DELETE", "/api/admin/external-services/{service_id}/api-keys/{key_id}"): ("command", admin, None),
         ("POST", "/api/admin/external-services/{service_id}/api-keys/{key_id}/rotate"): ("command", admin, {}),
         ("POST", "/api/admin/accounts/{account_id}/status"): ("command", admin, {"status": "SUSPENDED"}),
+        ("POST", "/api/admin/accounts/{account_id}/verification"): ("command", admin, {"level": "VERIFIED"}),
+        ("GET", "/api/admin/dead-letters"): ("command", admin, None),
+        ("GET", "/api/admin/dead-letters/{partition}/{offset}"): ("command", admin, None),
+        ("POST", "/api/admin/dead-letters/{partition}/{offset}/redrive"): ("command", admin, {}),
         ("GET", "/api/payment/account"): ("query", user, None),
         ("GET", "/api/payment/balance"): ("query", user, None),
+        ("GET", "/api/payment/balance/history"): ("query", user, None),
         ("GET", "/api/payment/wallet"): ("query", user, None),
         ("GET", "/api/payment/transactions"): ("query", user, None),
         ("GET", "/api/payment/transactions/{transaction_id}"): ("query", user, None),
         ("GET", "/api/transaction/histories"): ("query", partner, None),
         ("GET", "/api/transaction/histories/{transaction_id}"): ("query", partner, None),
         ("GET", "/api/transaction/reports/summary"): ("query", partner, None),
+        ("GET", "/api/transaction/reports/balances"): ("query", partner, None),
         ("GET", "/api/admin/external-services/{service_id}/access-logs"): ("query", admin, None),
     }
 
@@ -208,8 +214,15 @@ def concrete(template: str, ids: dict) -> str:
         .replace("{payment_id}", ANY_ID)
         .replace("{transaction_id}", "t-1")
         .replace("{account_id}", ANY_ID)
+        .replace("{partition}", "0")
+        .replace("{offset}", "1")
     )
-    return path + ("?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z" if path.endswith("/summary") else "")
+    query = {
+        "/summary": "?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
+        "/balance/history": "?from=2026-01-01T00:00:00Z",
+        "/reports/balances": "?from=2026-01-01&to=2026-01-02",
+    }
+    return path + next((q for suffix, q in query.items() if path.endswith(suffix)), "")
 
 
 def operations(apps: dict) -> set[tuple[str, str]]:

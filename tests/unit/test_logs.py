@@ -182,9 +182,11 @@ def configured(monkeypatch):
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     uvicorn_error = logging.getLogger("uvicorn.error")
-    # As uvicorn's own dictConfig leaves it: a plain-text handler, not propagating.
+    # As uvicorn's own dictConfig leaves it: a plain-text handler, not propagating, at INFO (a test server run
+    # earlier in this process at log_level="warning" leaves it at WARNING).
     uvicorn_error.addHandler(logging.StreamHandler(buffer))
     uvicorn_error.propagate = False
+    monkeypatch.setattr(uvicorn_error, "level", logging.INFO)
     access = logging.getLogger("uvicorn.access")
     access.propagate = False  # as uvicorn leaves it under --no-access-log: no handlers, not propagating
     logging.captureWarnings(False)  # an earlier test may have left it on, and then turning it on does nothing
