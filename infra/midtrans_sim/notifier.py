@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -113,7 +114,7 @@ class Notifier:
             before = self._latest.get((order_id, url))
             task = self._spawn(self._send_all(url, copies, self.knobs.notify_delay_seconds, before))
             self._latest[(order_id, url)] = task
-            task.add_done_callback(lambda t, key=(order_id, url): self._forget(key, t))
+            task.add_done_callback(functools.partial(self._forget, (order_id, url)))
 
     def _forget(self, key: tuple[str, str], task: asyncio.Task) -> None:
         if self._latest.get(key) is task:
