@@ -612,12 +612,15 @@ def create_app(
         if isinstance(order, JSONResponse):
             return order
         body = await _sim_body(request)
+        chosen: list[str] = []
         try:
             if order.status is None and (body.get("channel") or order.channel is None):
                 channel = str(body.get("channel") or order.enabled[0])
-                notify(order, order.choose(channel, clock.now(), base_url(request), _other_va(settings)))
-            notify(order, _act(order, str(body.get("outcome", "pay"))))
+                chosen = order.choose(channel, clock.now(), base_url(request), _other_va(settings))
+            # One batch: picking and paying in one call is one sequence (pending, settlement) to notify.
+            notify(order, chosen + _act(order, str(body.get("outcome", "pay"))))
         except SimError as exc:
+            notify(order, chosen)  # the transaction made before the refusal is still notified
             return _snap_error(exc.code, exc.message)
         return answer(order, FOUND_MESSAGE)
 
