@@ -101,6 +101,14 @@ class Settings(BaseSettings):
     # provider, "within the span of one minute", documented on Midtrans's Mandiri bill (echannel) page. Any
     # other deny after settlement moves nothing and is flagged for a person.
     midtrans_deny_reversal_payment_types: list[str] = Field(default_factory=lambda: ["echannel"])
+    # The Midtrans simulator (infra/midtrans_sim): its clock runs this many times as fast as real time; a card
+    # capture settles this many simulator seconds after payment (default: "the next day", 86,400 s, compressed
+    # like the notification retries outside production: 144 s); notifications can be switched off (an outage);
+    # "Other banks" VA payments are processed by this bank, as the merchant's Snap preference sets it.
+    midtrans_sim_clock_speed: float = Field(default=1.0, gt=0)
+    midtrans_sim_card_settlement_seconds: float | None = Field(default=None, ge=0)
+    midtrans_sim_notifications: bool = True
+    midtrans_sim_other_va_bank: Literal["bni", "permata"] = "bni"
     topup_min_amount: int = Field(default=10_000, ge=1)
     topup_max_amount: int = Field(default=20_000_000, ge=1)
     topup_expiry_minutes: int = Field(default=60, ge=1)

@@ -101,7 +101,7 @@ def test_a_topup_paid_on_the_payment_page_in_a_browser_raises_the_balance(system
     topup = created.json()
     assert topup["status"] == "PENDING" and topup["order_id"] == topup["transaction_id"]
 
-    # In the browser she picks GoPay and clicks Pay.
+    # In the browser she picks GoPay and continues; the payment is pending until she pays in the app (Pay).
     browser = chromium()
     try:
         from selenium.webdriver.common.by import By
@@ -113,10 +113,14 @@ def test_a_topup_paid_on_the_payment_page_in_a_browser_raises_the_balance(system
         browser.get(topup["payment_url"])
         assert "Rp 150.000" in page.until(shown.visibility_of_element_located((By.ID, "amount"))).text
         page.until(shown.element_to_be_clickable((By.ID, "m-gopay"))).click()
+        proceed = page.until(shown.element_to_be_clickable((By.ID, "continue")))
+        proceed.click()
+        page.until(shown.staleness_of(proceed))  # the method list has gone; the instructions are loading
+        assert page.until(shown.visibility_of_element_located((By.ID, "status"))).text == "pending"
         pay = page.until(shown.element_to_be_clickable((By.ID, "pay")))
         pay.click()
-        page.until(shown.staleness_of(pay))  # the payment page has gone; the result page is loading
-        assert page.until(shown.visibility_of_element_located((By.ID, "status"))).text in ("settlement", "pending")
+        page.until(shown.staleness_of(pay))  # the instructions have gone; the result page is loading
+        assert page.until(shown.visibility_of_element_located((By.ID, "status"))).text == "settlement"
     finally:
         browser.quit()
 
