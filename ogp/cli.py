@@ -142,7 +142,7 @@ def projections_rebuild(
 @events_app.command("export")
 @friendly
 def events_export(
-    out: Annotated[Path, typer.Option(help="folder for the Parquet part files and manifest.json; a rerun resumes")],
+    out: Annotated[Path, typer.Option(help="folder for the Parquet part files and _manifest.json; a rerun resumes")],
     topic: Annotated[str, typer.Option(help="ledger-events or commands")] = "ledger-events",
     since: Annotated[
         str | None, typer.Option("--from", help="RFC 3339 time: records whose Kafka timestamp is at or after it")

@@ -1,13 +1,13 @@
 """The export's files: a manifest fixing the range, and part files named by the offsets they cover.
 
-``DIR/manifest.json`` is written once, by the first run: the topic, what was asked (times or offsets), and the
+``DIR/_manifest.json`` is written once, by the first run: the topic, what was asked (times or offsets), and the
 range that resolved to (partition → [first, end) offsets). A rerun with the same request reads it back and
 finishes that range, whatever the topic holds by then; another request into the same folder is refused.
 
 A part file holds one partition's records from ``first`` to ``upto`` (exclusive), and its name says so:
 ``TOPIC-pPPPP-FFFFFFFFFFFFFFFFFFFF-UUUUUUUUUUUUUUUUUUUU.parquet``. It is written under a temporary name, flushed
 to disk and renamed: a file with a part's name is complete, and a run killed mid-write leaves only a ``.tmp``
-file, which the next run deletes. Each partition resumes at the highest ``upto`` of its parts, so a rerun
+file (hidden: a reader of the folder skips it), which the next run deletes. Each partition resumes at the highest ``upto`` of its parts, so a rerun
 writes no record twice and skips none.
 """
 
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from ogp.errors import OperatorError
 from projections.replay import Ranges
 
-MANIFEST = "manifest.json"
+MANIFEST = "_manifest.json"  # "_" and "." prefixes: files pyarrow and DuckDB readers of the folder skip
 _PART = re.compile(r"^(?P<topic>.+)-p(?P<partition>\d{4})-(?P<first>\d{20})-(?P<upto>\d{20})\.parquet$")
 
 
@@ -73,7 +73,7 @@ def part_name(topic: str, partition: int, first: int, upto: int) -> str:
 
 
 def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
@@ -107,7 +107,7 @@ def write_part(out: Path, topic: str, partition: int, first: int, upto: int, tab
 
 def clean_partial(out: Path) -> int:
     """Delete what a killed run left half-written; returns how many files."""
-    stale = list(out.glob("*.tmp"))
+    stale = list(out.glob(".*.tmp"))
     for path in stale:
         path.unlink()
     return len(stale)
