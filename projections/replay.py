@@ -62,6 +62,9 @@ def range_consumer(settings: Settings, client_id: str) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        # Larger fetches than a live consumer's 1 MB a partition: a range is read in bulk, so a rebuild's
+        # transactions hold thousands of records each rather than the one fetch's worth.
+        max_partition_fetch_bytes=8 * 1024 * 1024,
     )
 
 
