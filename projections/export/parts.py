@@ -6,9 +6,9 @@ finishes that range, whatever the topic holds by then; another request into the 
 
 A part file holds one partition's records from ``first`` to ``upto`` (exclusive), and its name says so:
 ``TOPIC-pPPPP-FFFFFFFFFFFFFFFFFFFF-UUUUUUUUUUUUUUUUUUUU.parquet``. It is written under a temporary name, flushed
-to disk and renamed: a file with a part's name is complete, and a run killed mid-write leaves only a ``.tmp``
-file (hidden: a reader of the folder skips it), which the next run deletes. Each partition resumes at the highest ``upto`` of its parts, so a rerun
-writes no record twice and skips none.
+to disk and renamed: a file with a part's name is complete, and a run killed mid-write leaves only a hidden
+``.tmp`` file (readers of the folder skip it), which the next run deletes. Each partition resumes at the highest
+``upto`` of its parts, so a rerun writes no record twice and skips none.
 """
 
 from __future__ import annotations
