@@ -44,13 +44,14 @@ from ogp.settings import Settings, get_settings
 from projections.history.projector import rebuild
 from projections.replay import range_consumer, read_ranges, topic_partitions, whole_topic
 from schemas.base import decode, encode
-from schemas.events import TransactionRecorded
+from schemas.events import TransactionRecorded, TransactionStatus, TransactionType
 from schemas.topics import LEDGER_EVENTS, topic_specs
 from tests.support.infra import create_database
 
 D = Decimal
 TARGET_RATE = 50_000  # events/s (issue 13)
 TARGET_SHARE = 0.5  # of the raw consume rate
+KINDS: tuple[TransactionType, ...] = ("TOPUP", "PAYMENT", "TRANSFER", "REFUND")
 
 
 def seed(db: str, n: int) -> list[tuple[int, str]]:
@@ -77,11 +78,12 @@ def events(accounts: list[tuple[int, str]], n: int, rng: random.Random) -> list[
     out = []
     for i in range(n // 2):
         user, account = accounts[rng.randrange(len(accounts))]
-        kind = rng.choice(("TOPUP", "PAYMENT", "TRANSFER", "REFUND"))
+        kind: TransactionType = rng.choice(KINDS)
         amount = D(rng.randint(100, 5_000_000)) / 100
         created = t0 + timedelta(milliseconds=i * 10)
-        final = "SUCCESS" if rng.random() < 0.9 else "FAILED"
-        for revision, status in ((1, "PENDING"), (2, final)):
+        final: TransactionStatus = "SUCCESS" if rng.random() < 0.9 else "FAILED"
+        states: tuple[tuple[int, TransactionStatus], ...] = ((1, "PENDING"), (2, final))
+        for revision, status in states:
             event = TransactionRecorded(
                 event_id=f"b{i}#{revision}",
                 transaction_id=f"bench-{i}",
