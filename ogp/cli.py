@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from sqlalchemy import create_engine
 
 from command_api import dead_letters
@@ -25,7 +30,10 @@ from ogp.console import console, err, friendly
 from ogp.errors import ApiError
 from ogp.provision import create_topics, migrate_database
 from ogp.settings import get_settings
-from projections.history.projector import rebuild
+from projections.access_logs.projector import rebuild as rebuild_access_logs
+from projections.export.exporter import DEFAULT_CHUNK, ExportRequest, export, parse_offsets, parse_time, topic_name
+from projections.history.projector import rebuild as rebuild_history
+from projections.payments.projector import rebuild as rebuild_payments
 
 app = typer.Typer(
     help="One Gate Payment: local stack, services and operations.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -36,6 +44,8 @@ admin_app = typer.Typer(help="Operator commands.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 projections_app = typer.Typer(help="Read models built from the ledger's events.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
+events_app = typer.Typer(help="The topics' records, for analysts.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
 dlq_app = typer.Typer(help="Dead letters: what the ledger could not apply, and their redrive.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 
@@ -82,12 +92,88 @@ def audit_ledger(
         raise typer.Exit(1)
 
 
+class _Bar:
+    """A rich progress task as the ``Progress`` a rebuild or an export reports to (``projections.replay``)."""
+
+    def __init__(self, progress: Progress, what: str):
+        self.progress = progress
+        self.what = what
+        self.task = progress.add_task(what, total=None)
+
+    def start(self, total: int, done: int = 0) -> None:
+        self.progress.update(self.task, total=total, completed=done)
+
+    def advance(self, count: int) -> None:
+        self.progress.advance(self.task, count)
+
+
+@contextmanager
+def _progress_bar(what: str) -> Iterator[_Bar]:
+    """A progress bar on stderr (records done of the range, elapsed, remaining); results go to stdout."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, TimeRemainingColumn(), console=err) as progress:
+        yield _Bar(progress, what)
+
+
+class ReadModel(StrEnum):
+    history = "history"
+    payments = "payments"
+    access_logs = "access-logs"
+
+
 @projections_app.command("rebuild")
 @friendly
-def projections_rebuild() -> None:
-    """Empty historical_transactions and replay ogp.ledger-events.v1 from the start (stop the projector first)."""
-    stats = asyncio.run(rebuild(get_settings()))
-    console.print(f"  history rebuilt: {stats}")
+def projections_rebuild(
+    name: Annotated[ReadModel, typer.Argument(help="the read model to rebuild", case_sensitive=False)],
+) -> None:
+    """Rebuild a read model from its topic: history and payments are emptied and replayed from offset 0;
+    access-logs replays the 30 days its topic keeps over the table. Safe while the projector runs."""
+    settings = get_settings()
+    with _progress_bar(f"rebuilding {name.value}") as bar:
+        if name is ReadModel.history:
+            stats: object = asyncio.run(rebuild_history(settings, progress=bar))
+        elif name is ReadModel.payments:
+            stats = asyncio.run(rebuild_payments(settings, progress=bar))
+        else:
+            stats = asyncio.run(rebuild_access_logs(settings, progress=bar))
+    console.print(f"  {name.value} rebuilt: {stats}", highlight=False)
+
+
+@events_app.command("export")
+@friendly
+def events_export(
+    out: Annotated[Path, typer.Option(help="folder for the Parquet part files and _manifest.json; a rerun resumes")],
+    topic: Annotated[str, typer.Option(help="ledger-events or commands")] = "ledger-events",
+    since: Annotated[
+        str | None, typer.Option("--from", help="RFC 3339 time: records whose Kafka timestamp is at or after it")
+    ] = None,
+    until: Annotated[str | None, typer.Option("--to", help="RFC 3339 time: records before it (exclusive)")] = None,
+    from_offset: Annotated[
+        list[str] | None, typer.Option(help="first offset: OFFSET for every partition, or PARTITION:OFFSET (repeat)")
+    ] = None,
+    to_offset: Annotated[
+        list[str] | None, typer.Option(help="end offset, exclusive: OFFSET, or PARTITION:OFFSET (repeat)")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="records per part file")] = DEFAULT_CHUNK,
+) -> None:
+    """Write a range of a topic's records to Parquet, one row per record (docs/architecture.md, "Export for
+    analysts"); without bounds, everything up to the end now. Killed, the same command resumes."""
+    request = ExportRequest(
+        topic_name(topic),
+        parse_time(since) if since else None,
+        parse_time(until) if until else None,
+        parse_offsets(from_offset or []),
+        parse_offsets(to_offset or []),
+    )
+    with _progress_bar(f"exporting {request.topic}") as bar:
+        result = asyncio.run(export(get_settings(), request, out, chunk_size=chunk_size, progress=bar))
+    console.print(
+        f"  exported {result.records} records ({result.offsets} offsets in range) of {result.topic} into "
+        f"{result.parts} part file(s) in {result.out}, {result.parts_written} written by this run",
+        highlight=False,
+    )
+    if result.records != result.offsets:
+        console.print("  [yellow]fewer records than offsets[/yellow]: transaction markers or deleted records")
 
 
 def _dead_letter_line(letter: dead_letters.DeadLetter) -> str:

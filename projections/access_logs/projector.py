@@ -28,6 +28,8 @@ from ogp.settings import Settings
 from ogp.worker import Heartbeat, describe
 from projections.access_logs.rows import row_from_event
 from projections.loop import ProjectorLoop
+from projections.rebuild import replay_topic
+from projections.replay import Chunk, Progress
 from schemas.access_logs import AccessLogged
 from schemas.base import UnknownMessage, decode
 from schemas.topics import ACCESS_LOGS
@@ -69,13 +71,22 @@ def _insert():
     return insert(api_access_logs).on_conflict_do_nothing(index_elements=[api_access_logs.c.id])
 
 
-async def write_rows(engine: AsyncEngine, rows: list[dict], stats: AccessLogStats) -> None:
+def _restore():
+    """For a rebuild: the event's row replaces whatever the table holds under its id."""
+    stmt = insert(api_access_logs)
+    columns = [c.name for c in api_access_logs.columns if c.name != "id"]
+    return stmt.on_conflict_do_update(
+        index_elements=[api_access_logs.c.id], set_={name: stmt.excluded[name] for name in columns}
+    )
+
+
+async def write_rows(engine: AsyncEngine, rows: list[dict], stats: AccessLogStats, statement=_insert) -> None:
     """Insert ``rows`` (duplicates ignored) in one transaction; a row the database refuses is skipped alone."""
     if not rows:
         return
     try:
         async with engine.begin() as conn:
-            result = await conn.execute(_insert().returning(api_access_logs.c.id), rows)
+            result = await conn.execute(statement().returning(api_access_logs.c.id), rows)
             inserted = len(result.all())
         stats.inserted += inserted
         stats.duplicates += len(rows) - inserted
@@ -86,7 +97,7 @@ async def write_rows(engine: AsyncEngine, rows: list[dict], stats: AccessLogStat
         for row in rows:
             try:
                 async with conn.begin_nested():
-                    returned = (await conn.execute(_insert().returning(api_access_logs.c.id), [row])).all()
+                    returned = (await conn.execute(statement().returning(api_access_logs.c.id), [row])).all()
                 stats.inserted += len(returned)
                 stats.duplicates += 1 - len(returned)
             except (IntegrityError, DataError) as exc:
@@ -148,3 +159,21 @@ class AccessLogProjector(ProjectorLoop):
                 if self._stopping.is_set():
                     return False
                 delay = min(delay * 2, 10.0)
+
+
+async def rebuild(settings: Settings, *, topic: str = ACCESS_LOGS, progress: Progress | None = None) -> AccessLogStats:
+    """Replay every retained event of ``topic`` into ``api_access_logs``, each row restored to its event's values.
+
+    Nothing is deleted first, unlike the ledger projections' rebuilds: the topic keeps 30 days, and older rows
+    exist only in the table. A running projector may stay up (its inserts and these upserts agree).
+    """
+    stats = AccessLogStats()
+
+    async def apply(engine: AsyncEngine, chunk: Chunk) -> None:
+        # One row per id: an upsert may not touch the same row twice in one statement (redelivered events).
+        rows = list({row["id"]: row for row in decode_rows(chunk.records, stats)}.values())
+        await write_rows(engine, rows, stats, statement=_restore)
+
+    await replay_topic(settings, projection="access-logs", topic=topic, apply=apply, progress=progress)
+    log.info("access-log projection rebuilt from %s: %s", topic, stats)
+    return stats

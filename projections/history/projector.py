@@ -8,25 +8,22 @@ account's transaction wins), with the position under projector name ``history``,
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from sqlalchemy import and_, delete, select
+from aiokafka import ConsumerRecord
+from sqlalchemy import and_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ogp.clients import async_engine
 from ogp.db.tables import historical_transactions as ht
-from ogp.db.tables import projection_positions as pp
-from ogp.messaging import describe_partitions
 from ogp.settings import Settings
 from ogp.worker import Heartbeat
 from projections.history.rows import project
 from projections.positions import PositionedProjector, ProjectionStats, upsert_position
+from projections.rebuild import rebuild_positioned
+from projections.replay import Progress
 from schemas.base import UnknownMessage, decode
 from schemas.events import TransactionRecorded
 from schemas.topics import LEDGER_EVENTS
@@ -193,45 +190,13 @@ class HistoryProjector(PositionedProjector):
 # -- rebuild ----------------------------------------------------------------------------------------------
 
 
-async def rebuild(settings: Settings, *, topic: str = LEDGER_EVENTS) -> ProjectionStats:
-    """Delete the projection (rows and positions) and replay ``topic`` from offset 0 up to its current end.
+async def rebuild(
+    settings: Settings, *, topic: str = LEDGER_EVENTS, progress: Progress | None = None
+) -> ProjectionStats:
+    """Delete the projection (rows and positions) and replay ``topic`` from offset 0 up to its end at the start.
 
-    Readers see a partial history until it finishes. A running projector may stay up: both write
-    idempotently, and positions never move backwards once re-created.
+    Readers see a partial history until it finishes. A running projector may stay up (``projections.rebuild``).
     """
-    stats = ProjectionStats()
-    engine = async_engine(settings.sqlalchemy_url, pool_size=2, max_overflow=2)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        client_id="ogp-projector-history-rebuild",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
+    return await rebuild_positioned(
+        settings, projector=PROJECTOR, topic=topic, tables=[ht], apply_batch=apply_batch, progress=progress
     )
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(delete(ht))
-            await conn.execute(delete(pp).where(pp.c.projector == PROJECTOR, pp.c.topic == topic))
-        tps = [TopicPartition(topic, p) for p in range(await describe_partitions(settings.kafka_bootstrap, topic))]
-        await consumer.start()
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if end[tp] > 0}
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=MAX_BATCH)
-            for tp, records in batches.items():
-                records = [r for r in records if r.offset < end[tp]]
-                if records:
-                    await apply_batch(engine, topic, tp.partition, records, stats)
-            for tp in list(remaining):
-                # Compared by position, not by the last record: a transaction marker may end the log.
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-        log.info("history projection rebuilt from %s: %s", topic, asdict(stats))
-        return stats
-    finally:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-        await engine.dispose()

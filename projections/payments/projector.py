@@ -20,6 +20,8 @@ from ogp.settings import Settings
 from ogp.worker import Heartbeat
 from projections.payments.rows import project, row_from_event
 from projections.positions import PositionedProjector, ProjectionStats, upsert_position
+from projections.rebuild import rebuild_positioned
+from projections.replay import Progress
 from schemas.base import UnknownMessage, decode
 from schemas.topics import LEDGER_EVENTS
 
@@ -103,3 +105,13 @@ class PaymentsProjector(PositionedProjector):
         heartbeat: Heartbeat | None = None,
     ):
         super().__init__(settings, group_id, topic=topic, engine=engine, heartbeat=heartbeat)
+
+
+async def rebuild(
+    settings: Settings, *, topic: str = LEDGER_EVENTS, progress: Progress | None = None
+) -> ProjectionStats:
+    """Delete ``payments`` and this projector's positions, and replay ``topic`` from offset 0 up to its end at the
+    start (a running projector may stay up: ``projections.rebuild``)."""
+    return await rebuild_positioned(
+        settings, projector=PROJECTOR, topic=topic, tables=[payments], apply_batch=apply_batch, progress=progress
+    )

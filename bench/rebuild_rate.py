@@ -1,0 +1,209 @@
+"""Rebuild rate: how fast `ogp projections rebuild history` replays the ledger's events, against how fast the
+same topic can merely be consumed.
+
+Usage: .venv/bin/python bench/rebuild_rate.py [--events 200000] [--accounts 2000] [--runs 2]
+
+Starts its own PostgreSQL and Kafka on free ports, then:
+1. fills ogp.ledger-events.v1 with --events TransactionRecorded events (half the transactions' PENDING state,
+   half their final state, over --accounts wallets; not timed);
+2. times the raw consume of the whole topic with aiokafka (the projector's client, through the same range
+   reader as the rebuild: ``projections.replay.read_ranges``), once without and once with decoding each record;
+3. times the history rebuild (``projections.history.projector.rebuild``) of the same topic into an empty table;
+and prints events/s beside issue 13's targets: a rebuild at 50,000 events/s or more, and at least half the
+raw consume rate. Each measurement is run --runs times and the best kept (the machine is shared: noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import create_engine, func, select
+
+from infra.local.kafka import KafkaBroker
+from infra.local.postgres import PostgresServer
+from infra.local.process import free_port
+from ledger_processor.sql import conninfo_from_url
+from ogp.db.migrate import upgrade
+from ogp.db.tables import historical_transactions
+from ogp.messaging import ensure_topics
+from ogp.settings import Settings, get_settings
+from projections.history.projector import rebuild
+from projections.replay import range_consumer, read_ranges, topic_partitions, whole_topic
+from schemas.base import decode, encode
+from schemas.events import TransactionRecorded, TransactionStatus, TransactionType
+from schemas.topics import LEDGER_EVENTS, topic_specs
+from tests.support.infra import create_database
+
+D = Decimal
+TARGET_RATE = 50_000  # events/s (issue 13)
+TARGET_SHARE = 0.5  # of the raw consume rate
+KINDS: tuple[TransactionType, ...] = ("TOPUP", "PAYMENT", "TRANSFER", "REFUND")
+
+
+def seed(db: str, n: int) -> list[tuple[int, str]]:
+    """``n`` users with a wallet each: [(user_id, account_id)]."""
+    tag = uuid.uuid4().hex[:6]
+    with psycopg.connect(conninfo_from_url(db)) as conn:
+        conn.execute(
+            "INSERT INTO users (username, email, phone, password) "
+            "SELECT 'r' || %s || i, 'r' || %s || i || '@bench', '+6282' || lpad(i::text, 8, '0'), 'x' "
+            "FROM generate_series(1, %s) i",
+            (tag, tag, n),
+        )
+        conn.execute("INSERT INTO accounts (user_id) SELECT id FROM users WHERE username LIKE %s", (f"r{tag}%",))
+        rows = conn.execute(
+            "SELECT u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.username LIKE %s",
+            (f"r{tag}%",),
+        ).fetchall()
+    return [(int(u), a) for u, a in rows]
+
+
+def events(accounts: list[tuple[int, str]], n: int, rng: random.Random) -> list[tuple[str, bytes]]:
+    """``n`` events: n/2 transactions, each PENDING then final, as the ledger publishes them."""
+    t0 = datetime.now(UTC) - timedelta(days=30)
+    out = []
+    for i in range(n // 2):
+        user, account = accounts[rng.randrange(len(accounts))]
+        kind: TransactionType = rng.choice(KINDS)
+        amount = D(rng.randint(100, 5_000_000)) / 100
+        created = t0 + timedelta(milliseconds=i * 10)
+        final: TransactionStatus = "SUCCESS" if rng.random() < 0.9 else "FAILED"
+        states: tuple[tuple[int, TransactionStatus], ...] = ((1, "PENDING"), (2, final))
+        for revision, status in states:
+            event = TransactionRecorded(
+                event_id=f"b{i}#{revision}",
+                transaction_id=f"bench-{i}",
+                revision=revision,
+                account_id=account,
+                user_id=user,
+                transaction_type=kind,
+                status=status,
+                amount=amount,
+                balance_before=D("1000000.00"),
+                balance_after=D("1000000.00") - (amount if status == "SUCCESS" else 0),
+                description=f"{kind.lower()} {i}",
+                payment_method="GOPAY" if kind == "TOPUP" else None,
+                failure_reason="insufficient_funds" if status == "FAILED" else None,
+                metadata={"merchant_reference": f"m-{i}"} if kind == "PAYMENT" else {},
+                created_at=created,
+                updated_at=created + timedelta(seconds=revision),
+            )
+            out.append((account, encode(event)))
+    return out
+
+
+async def fill(bootstrap: str, items: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1024 * 1024, compression_type=None
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(LEDGER_EVENTS, key=k.encode(), value=v) for k, v in items]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def consume(settings: Settings, *, decoding: bool) -> tuple[int, float]:
+    """Read the whole topic once (decoding each record or not): (records, seconds)."""
+    consumer = range_consumer(settings, "ogp-bench-consume")
+    tps = await topic_partitions(settings, LEDGER_EVENTS)
+    await consumer.start()
+    try:
+        ranges = await whole_topic(consumer, tps)
+        count = 0
+        t0 = time.perf_counter()
+        async for chunk in read_ranges(consumer, LEDGER_EVENTS, ranges):
+            if decoding:
+                for record in chunk.records:
+                    decode(record.value)
+            count += len(chunk.records)
+        return count, time.perf_counter() - t0
+    finally:
+        await consumer.stop()
+
+
+def table_rows(db: str) -> int:
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(historical_transactions)).scalar_one()
+    engine.dispose()
+    return count
+
+
+def best(runs: int, measure) -> tuple[int, float]:
+    results = [measure() for _ in range(runs)]
+    return min(results, key=lambda r: r[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--accounts", type=int, default=2_000)
+    parser.add_argument("--runs", type=int, default=2, help="repeats of each measurement; the best is kept")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="ogp-bench-rebuild-"))
+    os.chmod(base, 0o755)
+    s = get_settings()
+    pg = PostgresServer(base / "pg", free_port(), "ogp", "bench", "bench")
+    kafka = KafkaBroker(
+        base / "kafka", free_port(), free_port(), s.kafka_version, s.kafka_cache_dir, heap="1g", quick_start=False
+    )
+    pg.start()
+    kafka.start()
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; Kafka {s.kafka_version}")
+    try:
+        db = create_database(pg.url, "bench_rebuild")
+        upgrade(db)
+        settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=kafka.bootstrap)
+        asyncio.run(ensure_topics(kafka.bootstrap, topic_specs(settings)))
+        accounts = seed(db, args.accounts)
+        items = events(accounts, args.events, random.Random(13))
+        t0 = time.perf_counter()
+        asyncio.run(fill(kafka.bootstrap, items))
+        print(
+            f"filled {LEDGER_EVENTS} ({settings.events_partitions} partitions) with {len(items):,} events "
+            f"in {time.perf_counter() - t0:.1f}s"
+        )
+
+        raw_n, raw_s = best(args.runs, lambda: asyncio.run(consume(settings, decoding=False)))
+        dec_n, dec_s = best(args.runs, lambda: asyncio.run(consume(settings, decoding=True)))
+
+        def rebuilt() -> tuple[int, float]:
+            t = time.perf_counter()
+            stats = asyncio.run(rebuild(settings))
+            elapsed = time.perf_counter() - t
+            assert table_rows(db) == len(items) // 2, (stats, table_rows(db))
+            return len(items), elapsed
+
+        reb_n, reb_s = best(args.runs, rebuilt)
+    finally:
+        kafka.stop()
+        pg.stop()
+    raw, decoded, rate = raw_n / raw_s, dec_n / dec_s, reb_n / reb_s
+    print(f"  raw consume           {raw_n:>9,} records in {raw_s:6.2f}s  {raw:>10,.0f} events/s")
+    print(f"  consume + decode      {dec_n:>9,} records in {dec_s:6.2f}s  {decoded:>10,.0f} events/s")
+    print(f"  rebuild (history)     {reb_n:>9,} records in {reb_s:6.2f}s  {rate:>10,.0f} events/s")
+    print(
+        f"  rebuild / raw consume {rate / raw:.0%} (target >= {TARGET_SHARE:.0%}); "
+        f"rebuild / consume + decode {rate / decoded:.0%}; "
+        f"rebuild rate target >= {TARGET_RATE:,}/s: {'met' if rate >= TARGET_RATE else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
