@@ -40,7 +40,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from ogp.messaging import headers_dict
+from ogp.messaging import ensure_topics, headers_dict
 from ogp.metrics import VELOCITY_ALERTS_SENT, VELOCITY_EVENTS
 from ogp.settings import Settings
 from ogp.worker import Backoff, Heartbeat, bounded, describe
@@ -59,7 +59,7 @@ from projections.velocity.rules import (
 )
 from schemas.base import UnknownMessage, decode, encode
 from schemas.events import TransactionRecorded, VelocityAlert
-from schemas.topics import ALERTS, LEDGER_EVENTS
+from schemas.topics import ALERTS, LEDGER_EVENTS, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,17 @@ class VelocityMonitor:
         }
         self.ledger_events = self.app.topic(LEDGER_EVENTS, **raw)
         self.alerts = self.app.topic(ALERTS, **raw)
-        # Partitioned as the ledger events, so each merchant's records come in order from one partition; the app
-        # creates it (internal), like its changelogs.
-        self.merchant_payments = self.app.topic(
-            f"{settings.velocity_app_id}-merchant-payments", partitions=partitions, internal=True, **raw
+        # Partitioned as the ledger events (each merchant's records come in order from one partition), and made
+        # before the app starts (``run``): a topic faust creates itself is missing from its consumer's first
+        # assignment, which then leaves it unread until the next metadata refresh (minutes).
+        self.merchant_topic = TopicSpec(
+            f"{settings.velocity_app_id}-merchant-payments",
+            partitions,
+            {"retention.ms": str(int(HOUR_WINDOWS_KEPT.total_seconds() * 1000)), "cleanup.policy": "delete"},
+            key="merchant (the leading segment of a payment's merchant reference)",
+            replication_factor=settings.velocity_topic_replication_factor,
         )
+        self.merchant_payments = self.app.topic(self.merchant_topic.name, partitions=partitions, **raw)
         self.windows = {
             (ACCOUNT, MINUTE): self._table("account-minute", MINUTE, MINUTE_WINDOWS_KEPT),
             (ACCOUNT, HOUR): self._table("account-hour", HOUR, HOUR_WINDOWS_KEPT),
@@ -129,18 +135,25 @@ class VelocityMonitor:
         self.app.agent(self.merchant_payments, name="merchants")(self._merchants)
 
     def _table(self, name: str, size: int, kept: timedelta):
-        table = self.app.Table(
-            name,
-            default=dict,
-            partitions=self.settings.events_partitions,
-            key_serializer="json",
-            value_serializer="json",
-        )
+        # No key or value type: JSON both ways (a windowed key is (key, (start, end)); a value, Tally.to_json()).
+        table = self.app.Table(name, default=dict, partitions=self.settings.events_partitions)
         return table.tumbling(size, expires=kept)
 
     # -- the worker protocol (ogp.worker.serve) ----------------------------------------------------------------
     async def run(self) -> None:
         """Run the faust app until ``request_stop()``; raises if the app crashed (the process exits 1)."""
+        backoff = Backoff(cap=10.0)
+        while not self._stopping.is_set():
+            try:
+                await ensure_topics(self.settings.kafka_bootstrap, [self.merchant_topic])
+                break
+            except Exception as exc:  # noqa: BLE001 - Kafka not reachable yet: retried, like every worker's start
+                self.heartbeat.failed(exc)
+                log.warning("velocity monitor: creating %s: %s", self.merchant_topic.name, describe(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff.next())
+        if self._stopping.is_set():
+            return
         await self.app.start()
         log.info("velocity monitor consuming %s as %s", LEDGER_EVENTS, self.settings.velocity_app_id)
         while not self._stopping.is_set():
