@@ -172,8 +172,10 @@ def test_one_alert_per_breach_across_a_kill_9_and_none_within_limits(settings, d
         wait_until(
             lambda: _read(port, "account") >= len(first) and _read(port, "merchant") >= 6,
             120,
-            lambda: f"the monitor to read the first records: {_metric(port, 'account')} {_metric(port, 'merchant')}"
-            f"\n{monitor.log()[-3000:]}",
+            lambda: (
+                f"the monitor to read the first records: {_metric(port, 'account')} {_metric(port, 'merchant')}"
+                f"\n{monitor.log()[-3000:]}"
+            ),
         )
         wait_until(lambda: len(_alert_rows(db_url)) >= 2, 60, "the first two alerts in the read model")
 
