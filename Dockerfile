@@ -75,6 +75,8 @@ case "$service" in
   projector-history)     exec python -m projections.history "$@" ;;
   projector-payments)    exec python -m projections.payments "$@" ;;
   projector-access-logs) exec python -m projections.access_logs "$@" ;;
+  velocity-monitor)      exec python -m projections.velocity "$@" ;;
+  projector-velocity-alerts) exec python -m projections.velocity.alerts "$@" ;;
   migrate)               exec ogp migrate "$@" ;;
   *)                     exec "$service" "$@" ;;
 esac

@@ -96,6 +96,19 @@ PROJECTOR_LAG = Gauge(
 )
 PROJECTOR_APPLIED = Counter("ogp_projector_applied", "Events applied to a read model, by projector.", ["projector"])
 
+# -- live monitoring (projections/velocity) --------------------------------------------------------------------
+VELOCITY_EVENTS = Counter(
+    "ogp_velocity_events",
+    "Records the velocity monitor read, by stage (account: the ledger events; merchant: payments re-keyed by "
+    "merchant) and outcome: counted, duplicate (in its window already: read again after a restart), ignored.",
+    ["stage", "outcome"],
+)
+VELOCITY_ALERTS_SENT = Counter(
+    "ogp_velocity_alerts_sent",
+    "Velocity alerts sent to ogp.alerts.v1, by rule (one sent again after a crash counts again; same alert id).",
+    ["rule"],
+)
+
 
 def minor_units(amount: Decimal) -> int:
     """Rupiah with 2 places as an integer number of sen (exact: the ledger's amounts are quantised)."""

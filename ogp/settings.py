@@ -139,6 +139,22 @@ class Settings(BaseSettings):
     # Published outbox rows are kept this long (for operators), then pruned.
     outbox_retention_hours: float = Field(default=72.0, ge=0)
 
+    # --- Live monitoring (projections/velocity): velocity rules over the ledger events; alerts only ---
+    # An account's outgoing transfers in one minute above this raise one alert for that minute.
+    velocity_transfers_per_minute: int = Field(default=10, ge=1)
+    # An account's failed payments in one hour above this raise one alert for that hour.
+    velocity_failed_payments_per_hour: int = Field(default=5, ge=1)
+    # Payments to one merchant in one minute above this raise one alert for that minute.
+    velocity_merchant_payments_per_minute: int = Field(default=100, ge=1)
+    # A balance that rises from below this to at least this (IDR) raises one alert for that transaction.
+    velocity_balance_threshold: Decimal = Field(default=Decimal("10000000.00"), gt=0, decimal_places=2)
+    # The faust app's id: its consumer group and the prefix of its changelog and re-keying topics.
+    velocity_app_id: str = "ogp-velocity"
+    # How often the monitor commits its offsets; a crash re-reads at most this much (counted once all the same).
+    velocity_commit_interval_seconds: float = Field(default=2.8, gt=0)
+    # Replication of the topics the faust app creates for itself (3 in production, as ours).
+    velocity_topic_replication_factor: int = Field(default=1, ge=1)
+
     # --- Workers (ledger processor, projectors): liveness and shutdown (ogp/worker.py) ---
     # The port a worker serves GET /health on; unset, none. `ogp up` gives each worker a free one.
     health_port: int | None = Field(default=None, ge=0, le=65535)

@@ -6,13 +6,13 @@ from fastapi import FastAPI
 
 from ogp.settings import Settings
 from ogp.web.app import build_app
-from query_api.routes import admin_logs, partner, payment
+from query_api.routes import admin_alerts, admin_logs, partner, payment
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     return build_app(
         "query-api",
         "One Gate Payment: query API",
-        routers=[payment.router, partner.router, admin_logs.router],
+        routers=[payment.router, partner.router, admin_logs.router, admin_alerts.router],
         settings=settings,
     )

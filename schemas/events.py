@@ -37,6 +37,7 @@ __all__ = [
     "AccountVerificationChanged",
     "CommandDeadLettered",
     "OrderPaymentRecorded",
+    "VelocityAlert",
 ]
 
 TransactionType = Literal["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]
@@ -128,3 +129,31 @@ class OrderPaymentRecorded(Message):
     failure_reason: Annotated[str, Field(max_length=64)] | None = None
     created_at: datetime
     updated_at: datetime
+
+
+VelocityRule = Literal[
+    "transfers_per_minute", "failed_payments_per_hour", "merchant_payments_per_minute", "balance_crossing"
+]
+
+
+class VelocityAlert(Message):
+    """A velocity rule was breached (``projections.velocity``): on ``ogp.alerts.v1``, keyed by ``key``.
+
+    Observed, never acted on: nothing moves money because of it. ``alert_id`` is derived from the breach (rule,
+    key, window start or transaction id), so a repeat after a crash carries the same id and the read model keeps
+    one row. ``observed`` and ``threshold`` are a count or a balance (IDR), written with 2 places either way.
+    """
+
+    TYPE = "VelocityAlert"
+    alert_id: Annotated[str, Field(max_length=36)]
+    rule: VelocityRule
+    key_kind: Literal["account", "merchant"]
+    key: Annotated[str, Field(min_length=1, max_length=255)]
+    window_start: datetime | None = None  # None for a balance crossing, which is no window's
+    window_end: datetime | None = None
+    observed: Balance
+    threshold: Balance
+    account_id: AccountId  # the account whose event fired it (also for a merchant's window)
+    transaction_id: TxId
+    event_id: Annotated[str, Field(max_length=80)]
+    occurred_at: datetime  # the firing event's time (its transaction's updated_at)

@@ -10,6 +10,7 @@ auto-create), from the specs below. Which message travels on which topic:
 | ``ogp.ledger-events.v1`` | wallet account id | ``schemas.events`` (outcomes, through the outbox) |
 | ``ogp.dead-letter.v1`` | the original key | the original record, reason in the headers |
 | ``ogp.access-logs.v1`` | partner API key id | ``schemas.access_logs.PartnerAccessLogged`` |
+| ``ogp.alerts.v1`` | the account id or merchant an alert names | ``schemas.events.VelocityAlert`` (live monitoring) |
 
 Every stage that must find an account's partition uses :func:`partition_for`, the partitioner the
 producers use, so the ledger processor that owns a partition owns exactly its accounts.
@@ -27,6 +28,7 @@ COMMANDS = "ogp.commands.v1"
 LEDGER_EVENTS = "ogp.ledger-events.v1"
 ACCESS_LOGS = "ogp.access-logs.v1"
 DEAD_LETTER = "ogp.dead-letter.v1"
+ALERTS = "ogp.alerts.v1"
 
 FOREVER = "-1"
 THIRTY_DAYS_MS = str(30 * 24 * 60 * 60 * 1000)
@@ -98,5 +100,12 @@ def topic_specs(settings: Sizing) -> list[TopicSpec]:
             partitions=3,
             configs={"retention.ms": FOREVER, "cleanup.policy": "delete"},
             key="the original record's key (unchanged), with the reason for rejection in the value/headers",
+        ),
+        TopicSpec(
+            name=ALERTS,
+            partitions=3,
+            # Few and small; the read model (velocity_alerts) can be rebuilt from them.
+            configs={"retention.ms": FOREVER, "cleanup.policy": "delete"},
+            key="the account id or merchant the velocity alert names",
         ),
     ]

@@ -102,6 +102,9 @@ def services(settings: Settings) -> list[Service]:
         Service("projector-history", (py, "-m", "projections.history")),
         Service("projector-access-logs", (py, "-m", "projections.access_logs")),
         Service("projector-payments", (py, "-m", "projections.payments")),
+        # Live monitoring: the faust app raising velocity alerts, and their read model.
+        Service("velocity-monitor", (py, "-m", "projections.velocity")),
+        Service("projector-velocity-alerts", (py, "-m", "projections.velocity.alerts")),
     ]
 
 

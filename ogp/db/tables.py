@@ -578,3 +578,31 @@ payments = Table(
     UniqueConstraint("order_id"),
 )
 Index("ix_payments_user_id_created_at", payments.c.user_id, payments.c.created_at)
+
+# 0015: live monitoring's read model (projections/velocity/alerts): one row per velocity alert, whatever number of
+# times the monitor sent it (the alert id is derived from the breach). Observed facts, tied to no other table.
+velocity_alerts = Table(
+    "velocity_alerts",
+    metadata,
+    Column("alert_id", String(36), primary_key=True),
+    Column("rule", String(40), nullable=False),
+    Column("key_kind", String(16), nullable=False),  # account | merchant
+    Column("key", String(255), nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=True),  # none for a balance crossing
+    Column("window_end", DateTime(timezone=True), nullable=True),
+    Column("observed", LedgerMoney, nullable=False),  # a count, or a balance (IDR)
+    Column("threshold", LedgerMoney, nullable=False),
+    Column("account_id", String(64), nullable=False),  # the account whose record fired it
+    Column("transaction_id", String(50), nullable=False),
+    Column("event_id", String(80), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),  # the firing record's time
+    _created_at(),  # when the read model took it in
+)
+# The admin listing: newest first, all or one account's.
+Index("ix_velocity_alerts_recent", velocity_alerts.c.created_at.desc(), velocity_alerts.c.alert_id.desc())
+Index(
+    "ix_velocity_alerts_account_recent",
+    velocity_alerts.c.account_id,
+    velocity_alerts.c.created_at.desc(),
+    velocity_alerts.c.alert_id.desc(),
+)

@@ -318,6 +318,23 @@ EXPECTED_ENUMS = {
     "http_method_enum": ["GET", "POST", "PUT", "DELETE", "PATCH"],
 }
 
+# 0015: live monitoring's read model (one row per velocity alert).
+EXPECTED_COLUMNS["velocity_alerts"] = {
+    "alert_id": (varchar(36), True, None),
+    "rule": (varchar(40), True, None),
+    "key_kind": (varchar(16), True, None),
+    "key": (varchar(255), True, None),
+    "window_start": (TSTZ, False, None),
+    "window_end": (TSTZ, False, None),
+    "observed": (LEDGER_MONEY, True, None),
+    "threshold": (LEDGER_MONEY, True, None),
+    "account_id": (varchar(64), True, None),
+    "transaction_id": (varchar(50), True, None),
+    "event_id": (varchar(80), True, None),
+    "occurred_at": (TSTZ, True, None),
+    "created_at": (TSTZ, True, NOW),
+}
+
 EXPECTED_PRIMARY_KEYS = {
     "users": ["id"],
     "authentications": ["token_hash"],
@@ -341,6 +358,7 @@ EXPECTED_PRIMARY_KEYS = {
     "ledger_daily_wallet_flows": ["day", "partition"],
     "projection_positions": ["projector", "topic", "partition"],
     "idempotency_keys": ["user_id", "idempotency_key"],
+    "velocity_alerts": ["alert_id"],
 }
 
 EXPECTED_UNIQUE_CONSTRAINTS = {
@@ -418,6 +436,10 @@ EXPECTED_INDEXES = {
     "USING btree (expires_at)",
     "ix_midtrans_refunds_order_id": "CREATE INDEX ix_midtrans_refunds_order_id ON public.midtrans_refunds "
     "USING btree (order_id)",
+    "ix_velocity_alerts_recent": "CREATE INDEX ix_velocity_alerts_recent ON public.velocity_alerts "
+    "USING btree (created_at DESC, alert_id DESC)",
+    "ix_velocity_alerts_account_recent": "CREATE INDEX ix_velocity_alerts_account_recent ON public.velocity_alerts "
+    "USING btree (account_id, created_at DESC, alert_id DESC)",
 }
 
 EXPECTED_CHECKS = {

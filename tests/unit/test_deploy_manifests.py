@@ -35,7 +35,14 @@ YAML_FILES = sorted(p for root in (KUBERNETES, MONITORING) for p in root.rglob("
 
 PLACEHOLDER = "changethis"  # refused by ogp/settings.py in production
 APIS = {"command-api": 8000, "query-api": 8001}
-WORKERS = {"ledger-processor", "projector-history", "projector-payments", "projector-access-logs"}
+WORKERS = {
+    "ledger-processor",
+    "projector-history",
+    "projector-payments",
+    "projector-access-logs",
+    "velocity-monitor",
+    "projector-velocity-alerts",
+}
 # Production replicates three ways; the local single broker (topic_specs' defaults) cannot.
 REPLICAS, MIN_INSYNC = 3, 2
 

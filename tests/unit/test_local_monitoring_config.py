@@ -48,6 +48,8 @@ def test_every_service_serving_metrics_is_a_job_and_the_simulator_is_not(setting
         "projector-history",
         "projector-access-logs",
         "projector-payments",
+        "velocity-monitor",
+        "projector-velocity-alerts",
         "prometheus",
     }
     assert jobs["ledger-processor"]["file_sd_configs"] == [{"files": [str(targets_file(settings, "ledger-processor"))]}]

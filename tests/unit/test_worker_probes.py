@@ -8,7 +8,14 @@ import yaml
 from ogp.settings import REPO_ROOT, Settings
 
 BASE = REPO_ROOT / "infra" / "kubernetes" / "base"
-WORKERS = ["ledger-processor", "projector-history", "projector-payments", "projector-access-logs"]
+WORKERS = [
+    "ledger-processor",
+    "projector-history",
+    "projector-payments",
+    "projector-access-logs",
+    "velocity-monitor",
+    "projector-velocity-alerts",
+]
 
 
 def container(name: str) -> tuple[dict, dict]:
