@@ -203,6 +203,7 @@ def calls(ids: dict) -> dict[tuple[str, str], tuple[str, dict, dict | None]]:
         ("GET", "/api/transaction/reports/summary"): ("query", partner, None),
         ("GET", "/api/transaction/reports/balances"): ("query", partner, None),
         ("GET", "/api/admin/external-services/{service_id}/access-logs"): ("query", admin, None),
+        ("GET", "/api/admin/velocity-alerts"): ("query", admin, None),
     }
 
 
