@@ -148,6 +148,18 @@ class MidtransGateway:
                 return None
             raise
 
+    async def charge(self, body: dict) -> dict:
+        """POST /v2/charge: a transaction without a payment page; the answer says how to pay it."""
+        return await self._call("charge", self._core.charge, body)
+
+    async def approve(self, order_id: str) -> dict:
+        """POST /v2/{id}/approve: accept a card capture the fraud detection challenged."""
+        return await self._call("approve", self._core.transactions.approve, order_id)
+
+    async def deny(self, order_id: str) -> dict:
+        """POST /v2/{id}/deny: refuse a card capture the fraud detection challenged."""
+        return await self._call("deny", self._core.transactions.deny, order_id)
+
     async def expire(self, order_id: str) -> dict:
         return await self._call("expire", self._core.transactions.expire, order_id)
 

@@ -77,3 +77,47 @@ def method_of_notification(payload: dict) -> PaymentMethod | None:
         store = str(payload.get("store") or "").lower()
         return {"indomaret": PaymentMethod.INDOMARET, "alfamart": PaymentMethod.ALFAMART}.get(store)
     return None
+
+
+# What a Core API charge (``POST /v2/charge``, no payment page) sends for the methods it can make: the
+# customer gets a VA number, a Mandiri bill key, or a QR/deeplink straight from the answer.
+CORE_CHARGES: dict[PaymentMethod, dict] = {
+    PaymentMethod.BCA_VA: {"payment_type": "bank_transfer", "bank_transfer": {"bank": "bca"}},
+    PaymentMethod.BNI_VA: {"payment_type": "bank_transfer", "bank_transfer": {"bank": "bni"}},
+    PaymentMethod.BRI_VA: {"payment_type": "bank_transfer", "bank_transfer": {"bank": "bri"}},
+    PaymentMethod.PERMATA_VA: {"payment_type": "bank_transfer", "bank_transfer": {"bank": "permata"}},
+    PaymentMethod.MANDIRI_BILL: {
+        "payment_type": "echannel",
+        "echannel": {"bill_info1": "Payment:", "bill_info2": "Wallet top-up"},
+    },
+    PaymentMethod.GOPAY: {"payment_type": "gopay"},
+    PaymentMethod.QRIS: {"payment_type": "qris"},
+}
+
+# The fields of a pending transaction that tell the customer how to pay, kept as Midtrans writes them.
+_INSTRUCTION_FIELDS = ("payment_type", "permata_va_number", "bill_key", "biller_code", "store", "payment_code")
+_ACTIONS = {"generate-qr-code": "qr_code_url", "deeplink-redirect": "deeplink_url"}
+
+
+def instructions_of(payload: dict) -> dict | None:
+    """How to pay a pending transaction, from a charge answer, a notification or a status answer (None when
+    it says nothing a customer acts on, such as a card). ``actions`` keep only the customer's two (the
+    status and cancel URLs are the merchant's)."""
+    found: dict = {k: str(payload[k]) for k in _INSTRUCTION_FIELDS if payload.get(k) not in (None, "")}
+    vas = [
+        {"bank": str(va.get("bank", "")), "va_number": str(va.get("va_number", ""))}
+        for va in payload.get("va_numbers") or []
+        if isinstance(va, dict) and va.get("va_number")
+    ]
+    if vas:
+        found["va_numbers"] = vas
+    for action in payload.get("actions") or []:
+        if isinstance(action, dict) and action.get("name") in _ACTIONS and action.get("url"):
+            found[_ACTIONS[action["name"]]] = str(action["url"])
+    if payload.get("qr_string"):
+        found["qr_string"] = str(payload["qr_string"])
+    if set(found) <= {"payment_type"}:
+        return None
+    if payload.get("expiry_time"):
+        found["expiry_time"] = str(payload["expiry_time"])
+    return found

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-from command_api.midtrans.methods import PaymentMethod
+from command_api.midtrans.methods import CORE_CHARGES, PaymentMethod
 from command_api.payments.requests import RequestAmount, StrictRequest
 from ogp.web.fields import JSON_INTEGER
 from schemas.money import MAX_AMOUNT
@@ -41,6 +42,37 @@ OrderId = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-
 class TopupRequest(StrictRequest):
     amount: Rupiah
     payment_method: PaymentMethod
+    # "snap": a Midtrans payment page; "core": a Core API charge, whose answer is the VA number (bill key, QR)
+    # to pay, with no page (bank transfer VAs, Mandiri bill, GoPay, QRIS).
+    channel: Literal["snap", "core"] = "snap"
+
+    @model_validator(mode="after")
+    def _core_method(self) -> TopupRequest:
+        if self.channel == "core" and self.payment_method not in CORE_CHARGES:
+            methods = ", ".join(m.value for m in CORE_CHARGES)
+            raise ValueError(f"channel core takes payment_method {methods}")
+        return self
+
+    def canonical(self) -> str:
+        """As before ``channel`` existed when it is the default, so keys taken then keep their request hash."""
+        body = self.model_dump(mode="json", exclude={"channel"} if self.channel == "snap" else None)
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+class PaymentInstructions(BaseModel):
+    """How to pay a pending payment, as Midtrans gave it (only the fields of its method are present)."""
+
+    payment_type: str | None = None
+    va_numbers: list[dict[str, str]] | None = None  # [{"bank": "bca", "va_number": "..."}]
+    permata_va_number: str | None = None
+    bill_key: str | None = None  # Mandiri bill: with biller_code
+    biller_code: str | None = None
+    store: str | None = None
+    payment_code: str | None = None  # convenience stores
+    qr_code_url: str | None = None  # GoPay, QRIS
+    deeplink_url: str | None = None  # GoPay and e-wallets: opens the app
+    qr_string: str | None = None
+    expiry_time: str | None = None  # Midtrans's own words (Jakarta time)
 
 
 class TopupView(BaseModel):
@@ -49,9 +81,11 @@ class TopupView(BaseModel):
     status: str
     amount: str
     payment_method: PaymentMethod
-    payment_url: str
-    token: str
+    channel: Literal["snap", "core"] = "snap"
+    payment_url: str | None  # none for a Core API charge: pay by the instructions
+    token: str | None
     expires_at: datetime
+    instructions: PaymentInstructions | None = None
 
 
 class CustomerDetails(BaseModel):
@@ -98,6 +132,7 @@ class PaymentView(BaseModel):
     payment_url: str | None
     midtrans_status: str | None = None
     failure_reason: str | None = None
+    instructions: PaymentInstructions | None = None  # while PENDING: how to pay (VA number, bill key, QR)
     created_at: datetime
     updated_at: datetime
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from command_api.midtrans import signature
 from command_api.midtrans.adapter import MidtransError, MidtransGateway
-from command_api.midtrans.methods import ENABLED_PAYMENTS, PaymentMethod
+from command_api.midtrans.methods import CORE_CHARGES, ENABLED_PAYMENTS, PaymentMethod, instructions_of
 from command_api.midtrans.requests import OrderPaymentRequest, TopupRequest
 from command_api.payments.amounts import money_str
 from command_api.payments.idempotency import OutcomeUnknown, request_hash
@@ -159,13 +159,28 @@ def snap_body(
     return body
 
 
+def charge_body(order_id: str, amount: Decimal, method: PaymentMethod, expiry_minutes: int, customer: dict) -> dict:
+    """The Core API charge body (``POST /v2/charge``) for a top-up by ``method``, expiring with our record."""
+    gross = int(amount)
+    body = {
+        **CORE_CHARGES[method],
+        "transaction_details": {"order_id": order_id, "gross_amount": gross},
+        "item_details": [{"id": "TOPUP", "price": gross, "quantity": 1, "name": "Wallet top-up"}],
+        "custom_expiry": {"expiry_duration": expiry_minutes, "unit": "minute"},
+    }
+    if customer:
+        body["customer_details"] = customer
+    return body
+
+
 @dataclass(frozen=True)
 class Created:
     order_id: str
     payment_id: str
-    payment_url: str
-    token: str
+    payment_url: str | None  # None: a Core API charge, paid by its instructions
+    token: str | None
     expires_at: datetime
+    instructions: dict | None = None
 
 
 async def _customer(engine: AsyncEngine, user_id: int) -> dict:
@@ -193,16 +208,26 @@ async def _create(
     command: Command,
     resume: bool = False,
     details: dict | None = None,
+    charge: bool = False,
 ) -> Created:
-    """Snap first, then the routing row, then the command. ``resume``: a retry of a request that may have
-    got part of the way (the same Idempotency-Key taken over): a routing row it left is reused as it is."""
+    """Snap (or, ``charge``, a Core API charge) first, then the routing row, then the command. ``resume``: a
+    retry of a request that may have got part of the way (the same Idempotency-Key taken over): a routing row
+    it left is reused as it is."""
     if resume and (created := await _routed(engine, order_id, account_id)) is not None:
         await _append_created(engine, kafka, gateway, command, kind, order_id, keep_row=True)
         return created
+    url: str | None = None
+    token: str | None = None
+    instructions: dict | None = None
     try:
-        snap = await gateway.create_snap(body)
+        if charge:
+            instructions = instructions_of(await gateway.charge(body))
+        else:
+            snap = await gateway.create_snap(body)
+            url, token = snap.redirect_url, snap.token
     except MidtransError as exc:
-        if exc.status == 400 and any("already been taken" in m for m in exc.messages):
+        taken = exc.status == 400 and any("already been taken" in m for m in exc.messages)
+        if taken or (charge and exc.status == 406):  # 406: the charge's "order_id has been paid and utilized"
             raise Conflict("Midtrans already has a paid transaction with this order_id", code="order_exists") from None
         raise gateway_error(exc) from None
     row = dict(
@@ -213,10 +238,11 @@ async def _create(
         user_id=user_id,
         amount=amount,
         payment_method=method.value,
-        payment_url=snap.redirect_url,
-        token=snap.token,
+        payment_url=url,
+        token=token,
         expires_at=expires_at,
         details=details or {},
+        instructions=instructions,
     )
     async with engine.begin() as conn:
         inserted = await conn.execute(
@@ -226,7 +252,7 @@ async def _create(
             raise Conflict("a payment with this order_id exists", code="order_exists")
     await _append_created(engine, kafka, gateway, command, kind, order_id, keep_row=False)
     log.info("midtrans %s created", kind.lower(), extra={"order_id": order_id, "account_id": account_id})
-    return Created(order_id, payment_id, snap.redirect_url, snap.token, expires_at)
+    return Created(order_id, payment_id, url, token, expires_at, instructions)
 
 
 async def _routed(engine: AsyncEngine, order_id: str, account_id: str) -> Created | None:
@@ -235,12 +261,14 @@ async def _routed(engine: AsyncEngine, order_id: str, account_id: str) -> Create
     async with engine.connect() as conn:
         row = (
             await conn.execute(
-                select(o.order_id, o.payment_id, o.payment_url, o.token, o.expires_at).where(
+                select(o.order_id, o.payment_id, o.payment_url, o.token, o.expires_at, o.instructions).where(
                     o.order_id == order_id, o.account_id == account_id
                 )
             )
         ).first()
-    return Created(row.order_id, row.payment_id, row.payment_url, row.token, row.expires_at) if row else None
+    if row is None:
+        return None
+    return Created(row.order_id, row.payment_id, row.payment_url, row.token, row.expires_at, row.instructions)
 
 
 async def _append_created(
@@ -286,18 +314,19 @@ async def create_topup(
     order_id: str,
     resume: bool = False,
 ) -> Created:
-    """A Snap page for a wallet top-up, then the PENDING top-up command (order_id = our transaction id)."""
+    """A Snap page (or a Core API charge) for a wallet top-up, then the PENDING top-up command (order_id = our
+    transaction id)."""
     check_topup_limits(body.amount, settings)
     if not resume:  # a retry replays its accepted answer, whatever the balance is by now
         await check_emoney_room(engine, account_id, body.amount, settings)
     now = datetime.now(UTC)
     expires_at = now + timedelta(minutes=settings.topup_expiry_minutes)
-    snap = snap_body(
-        order_id,
-        body.amount,
-        body.payment_method,
-        settings.topup_expiry_minutes,
-        customer=await _customer(engine, user_id),
+    customer = await _customer(engine, user_id)
+    charge = body.channel == "core"
+    midtrans_body = (
+        charge_body(order_id, body.amount, body.payment_method, settings.topup_expiry_minutes, customer)
+        if charge
+        else snap_body(order_id, body.amount, body.payment_method, settings.topup_expiry_minutes, customer=customer)
     )
     command = RequestTopup(
         account_id=account_id,
@@ -320,10 +349,11 @@ async def create_topup(
         user_id=user_id,
         amount=body.amount,
         method=body.payment_method,
-        body=snap,
+        body=midtrans_body,
         expires_at=expires_at,
         command=command,
         resume=resume,
+        charge=charge,
     )
 
 
@@ -514,7 +544,7 @@ async def _receive(
         await _insert_notification(engine, notification_id, payload, known=False)
         log.info("notification for an unknown order recorded", extra={"order_id": order_id[:64]})
         return "unknown_order"
-    status = payload
+    status = source = payload
     confirm = settings.midtrans_should_confirm or (
         str(payload["transaction_status"]).lower() in REVERSING_STATUSES
         and await _is_paid(engine, order_id, account_id)
@@ -535,6 +565,7 @@ async def _receive(
             )
         # Midtrans's own answer, now, decides; the notification only told us to look. Nothing of the
         # notification's unsigned fields is taken (a missing refund_amount stays missing).
+        source = confirmed
         status = {
             k: str(v)
             for k, v in confirmed.items()
@@ -546,6 +577,10 @@ async def _receive(
     except (TimeoutError, KafkaUnavailable, KafkaError) as exc:
         log.warning("appending a midtrans status failed: %s", exc.__class__.__name__, extra={"order_id": order_id})
         raise ServiceUnavailable("the notification could not be recorded; retry", code="kafka_unavailable") from None
+    if command.transaction_status == "pending":
+        # The customer picked a method on the Snap page: how to pay it is shown to them from now on. Unconfirmed,
+        # these fields are the signed notification's, unsigned themselves (as the payment_type the ledger keeps).
+        await keep_instructions(engine, order_id, source)
     # The Kafka record (raw payload included) is the durable one; this audit row stays off the reply's path.
     task = asyncio.get_running_loop().create_task(_audit(engine, notification_id, payload, command.TYPE))
     _BACKGROUND.add(task)
@@ -609,6 +644,22 @@ async def _insert_notification(engine: AsyncEngine, notification_id: str, payloa
         return inserted.first() is not None
 
 
+async def keep_instructions(engine: AsyncEngine, order_id: str, status: dict) -> None:
+    """Keep how to pay a pending transaction (VA number, bill key, QR) on its routing row, for its owner to see.
+    Best effort: the status itself is recorded already, and a status refresh keeps them again."""
+    instructions = instructions_of(status)
+    if instructions is None:
+        return
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(midtrans_orders).where(midtrans_orders.c.order_id == order_id).values(instructions=instructions)
+            )
+    except Exception as exc:  # noqa: BLE001 - the status is appended; only showing how to pay waits for a refresh
+        # The class name only: a database error's text carries its parameters, the VA number among them.
+        log.warning("payment instructions not kept (%s)", exc.__class__.__name__, extra={"order_id": order_id[:64]})
+
+
 # -- reading and refreshing order payments ----------------------------------------------------------------------
 
 
@@ -631,6 +682,7 @@ async def find_payment(engine: AsyncEngine, payment_id: str, user_id: int) -> di
         "refunded_amount": "0.00",
         "midtrans_status": None,
         "failure_reason": None,
+        "instructions": order.instructions,
         "created_at": order.created_at,
         "updated_at": order.created_at,
     }
@@ -642,6 +694,8 @@ async def find_payment(engine: AsyncEngine, payment_id: str, user_id: int) -> di
             failure_reason=row.failure_reason,
             updated_at=row.updated_at,
         )
+    if base["status"] != "PENDING":
+        base["instructions"] = None  # paid, failed or closed: nothing more to pay
     return base
 
 
@@ -655,6 +709,8 @@ async def refresh_status(
         raise gateway_error(exc) from None
     if status is None:
         return None
+    if str(status.get("transaction_status", "")).lower() == "pending":
+        await keep_instructions(engine, payment["order_id"], status)
     if str(status.get("transaction_status", "")).lower() != (payment["midtrans_status"] or ""):
         raw = json.dumps(status, sort_keys=True).encode()
         command = record_command(
@@ -698,6 +754,13 @@ async def refund_payment(
     except MidtransError as exc:
         if exc.status is not None and 400 <= exc.status < 500:
             await _settle_refund(engine, refund_key, "FAILED")  # refused: nothing was refunded
+            if exc.status == 412 and await _paid_state(engine, payment["order_id"]) in _UNSETTLED:
+                # Midtrans refunds only settled money; a card capture settles the next day (or is cancelled).
+                raise Conflict(
+                    "the payment is not settled yet; Midtrans refunds it once settled",
+                    code="not_settled",
+                    details={"midtrans_status": exc.status, "messages": exc.messages},
+                ) from None
             raise Unprocessable(
                 "Midtrans refused the refund",
                 code="not_refundable",
@@ -802,6 +865,21 @@ async def _reserve_refund(
     return amount
 
 
+# Midtrans states of a paid (credited) payment that are not settled yet: refunds wait, a cancel would do.
+_UNSETTLED = frozenset({"capture", "authorize"})
+
+
+async def _paid_state(engine: AsyncEngine, order_id: str) -> str | None:
+    """The Midtrans state the ledger last recorded for a paid order payment."""
+    lt = ledger_transactions.c
+    async with engine.connect() as conn:
+        details = (
+            await conn.execute(select(lt.details).where(lt.transaction_id == order_transaction_id(order_id)))
+        ).scalar()
+    details = details or {}
+    return details.get("midtrans_state") or (details.get("metadata") or {}).get("midtrans_status")
+
+
 async def _settle_refund(engine: AsyncEngine, refund_key: str, state: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(
@@ -809,3 +887,50 @@ async def _settle_refund(engine: AsyncEngine, refund_key: str, state: str) -> No
             .where(midtrans_refunds.c.refund_key == refund_key)
             .values(state=state, updated_at=func.now())
         )
+
+
+# -- fraud challenges -------------------------------------------------------------------------------------------
+
+
+async def decide_challenge(
+    engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, payment_id: str, decision: str
+) -> dict:
+    """An operator's decision on a card capture Midtrans's fraud detection challenged: ``approve`` or ``deny``
+    at Midtrans, then Midtrans's resulting status recorded (its notification brings the same)."""
+    async with engine.connect() as conn:
+        order = (
+            await conn.execute(
+                select(midtrans_orders.c.order_id, midtrans_orders.c.account_id).where(
+                    midtrans_orders.c.payment_id == payment_id
+                )
+            )
+        ).first()
+    if order is None:
+        raise NotFound("no such payment", code="payment_not_found")
+    call = gateway.approve if decision == "approve" else gateway.deny
+    try:
+        await call(order.order_id)
+    except MidtransError as exc:
+        if exc.status in (404, 412):
+            # 404: no transaction yet (the customer has not paid); 412: not a challenged capture (any more).
+            raise Conflict(
+                "the payment is not a card payment waiting for a fraud decision",
+                code="not_challenged",
+                details={"midtrans_status": exc.status, "messages": exc.messages},
+            ) from None
+        raise gateway_error(exc) from None
+    log.info("fraud challenge decided: %s", decision, extra={"order_id": order.order_id})
+    payment = {"order_id": order.order_id, "account_id": order.account_id, "midtrans_status": None}
+    try:
+        # The status API's answer, not the action's, is what the ledger takes (as after a refund).
+        status = await refresh_status(engine, kafka, gateway, payment) or {}
+    except ApiError as exc:
+        log.warning("status after a fraud decision not recorded (%s); the notification will bring it", exc.code)
+        status = {}
+    return {
+        "payment_id": payment_id,
+        "order_id": order.order_id,
+        "decision": decision,
+        "midtrans_status": status.get("transaction_status"),
+        "fraud_status": status.get("fraud_status"),
+    }

@@ -11,9 +11,11 @@ from fastapi.responses import JSONResponse
 from command_api.deps import Engine, Settings_
 from command_api.midtrans import service
 from command_api.midtrans.adapter import MidtransGateway
+from command_api.midtrans.methods import instructions_of
 from command_api.midtrans.requests import (
     OrderPaymentRequest,
     OrderPaymentView,
+    PaymentInstructions,
     PaymentView,
     RefundPaymentRequest,
     RefundView,
@@ -65,7 +67,7 @@ _NOTIFICATION = {
 }
 
 
-def _gateway(request: Request) -> MidtransGateway:
+def gateway_of(request: Request) -> MidtransGateway:
     # Built on first use (not at import), one per app: midtransclient keeps no connections of its own.
     gateway = getattr(request.app.state, "midtrans", None)
     if gateway is None:
@@ -73,7 +75,7 @@ def _gateway(request: Request) -> MidtransGateway:
     return gateway
 
 
-Gateway = Annotated[MidtransGateway, Depends(_gateway)]
+Gateway = Annotated[MidtransGateway, Depends(gateway_of)]
 
 
 @router.post(
@@ -104,7 +106,8 @@ async def topup(
     gateway: Gateway,
     settings: Settings_,
 ) -> JSONResponse:
-    """Start a wallet top-up: a Midtrans payment page, and a PENDING top-up until Midtrans says paid."""
+    """Start a wallet top-up: a Midtrans payment page (or, ``channel: core``, the VA number, bill key or QR to
+    pay), and a PENDING top-up until Midtrans says paid."""
 
     async def create(order_id: str, resume: bool = False) -> tuple[int, dict]:
         service.check_topup_limits(body.amount, settings)
@@ -126,9 +129,11 @@ async def topup(
             status="PENDING",
             amount=money_str(body.amount),
             payment_method=body.payment_method,
+            channel=body.channel,
             payment_url=created.payment_url,
             token=created.token,
             expires_at=created.expires_at,
+            instructions=PaymentInstructions.model_validate(created.instructions) if created.instructions else None,
         )
         return 201, view.model_dump(mode="json")
 
@@ -163,7 +168,7 @@ async def topup(
 )
 async def webhook(request: Request, engine: Engine, kafka: Kafka, settings: Settings_) -> dict:
     """Midtrans's HTTP notification: verify the signature, append the status to Kafka, answer 200."""
-    outcome = await service.receive_notification(engine, kafka, _gateway(request), settings, await request.body())
+    outcome = await service.receive_notification(engine, kafka, gateway_of(request), settings, await request.body())
     return {"status": "ok", "outcome": outcome}
 
 
@@ -218,16 +223,20 @@ async def payment_status(
     gateway: Gateway,
     refresh: Annotated[bool, Query(description="ask Midtrans's status API now")] = False,
 ) -> dict:
-    """The payment's status; ``?refresh=true`` asks Midtrans and records what changed."""
+    """The payment's status (while PENDING, how to pay it); ``?refresh=true`` asks Midtrans and records what
+    changed."""
     payment = await service.find_payment(engine, payment_id, user.user_id)
     body = {
         "payment_id": payment["payment_id"],
         "order_id": payment["order_id"],
         "status": payment["status"],
         "midtrans_status": payment["midtrans_status"],
+        "instructions": payment["instructions"],
     }
     if refresh:
         found = await service.refresh_status(engine, kafka, gateway, payment)
+        if body["status"] == "PENDING" and str((found or {}).get("transaction_status")) == "pending":
+            body["instructions"] = instructions_of(found or {}) or body["instructions"]
         body["midtrans"] = (
             None
             if found is None
@@ -255,7 +264,8 @@ async def payment_status(
         {
             **_GATEWAY,
             **_NO_PAYMENT,
-            409: "`idempotency_key_in_flight`: the same key is being processed",
+            409: "`idempotency_key_in_flight`: the same key is being processed; `not_settled`: Midtrans refunds "
+            "only settled payments (a card capture settles the next day); nothing was refunded",
             422: "`not_refundable` (not paid, or Midtrans refused), `refund_exceeds_original`, "
             "`too_many_refunds`, `idempotency_key_reused`",
             503: "`midtrans_unavailable`: Midtrans did not confirm the refund; retry with the "

@@ -522,6 +522,8 @@ midtrans_orders = Table(
     Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("expires_at", DateTime(timezone=True), nullable=True),
     _created_at(),
+    # 0016: how to pay it while pending (VA number, bill key, payment code, QR/deeplink URLs); see methods.py.
+    Column("instructions", JSONB, nullable=True),
     UniqueConstraint("payment_id"),
     CheckConstraint("kind IN ('TOPUP', 'ORDER')", name="kind_known"),
 )

@@ -335,6 +335,9 @@ EXPECTED_COLUMNS["velocity_alerts"] = {
     "created_at": (TSTZ, True, NOW),
 }
 
+# 0016: how to pay a pending Midtrans payment.
+EXPECTED_COLUMNS["midtrans_orders"]["instructions"] = ("jsonb", False, None)
+
 EXPECTED_PRIMARY_KEYS = {
     "users": ["id"],
     "authentications": ["token_hash"],
