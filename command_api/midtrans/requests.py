@@ -7,9 +7,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-from command_api.midtrans.methods import CORE_CHARGES, PaymentMethod
+from command_api.midtrans.methods import PaymentMethod
 from command_api.payments.requests import RequestAmount, StrictRequest
 from ogp.web.fields import JSON_INTEGER
 from schemas.money import MAX_AMOUNT
@@ -45,13 +45,6 @@ class TopupRequest(StrictRequest):
     # "snap": a Midtrans payment page; "core": a Core API charge, whose answer is the VA number (bill key, QR)
     # to pay, with no page (bank transfer VAs, Mandiri bill, GoPay, QRIS).
     channel: Literal["snap", "core"] = "snap"
-
-    @model_validator(mode="after")
-    def _core_method(self) -> TopupRequest:
-        if self.channel == "core" and self.payment_method not in CORE_CHARGES:
-            methods = ", ".join(m.value for m in CORE_CHARGES)
-            raise ValueError(f"channel core takes payment_method {methods}")
-        return self
 
     def canonical(self) -> str:
         """As before ``channel`` existed when it is the default, so keys taken then keep their request hash."""

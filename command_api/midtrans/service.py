@@ -97,6 +97,17 @@ def check_topup_limits(amount: Decimal, settings: Settings) -> None:
         )
 
 
+def check_channel(method: PaymentMethod, channel: str) -> None:
+    """A Core API charge exists only for bank transfer VAs, Mandiri bill, GoPay and QRIS; cards and the other
+    e-wallets pay on a Snap page."""
+    if channel == "core" and method not in CORE_CHARGES:
+        raise Unprocessable(
+            f"{method.value} cannot be paid without a payment page; use channel snap",
+            code="channel_not_available",
+            details={"core_methods": [m.value for m in CORE_CHARGES]},
+        )
+
+
 async def check_emoney_room(engine: AsyncEngine, account_id: str, amount: Decimal, settings: Settings) -> None:
     """Refuse, before anyone pays, a top-up the ledger would have to hold: Bank Indonesia's balance cap for the
     account's verification level, or its month's incoming cap. The ledger decides for good (top-ups still
@@ -316,6 +327,7 @@ async def create_topup(
 ) -> Created:
     """A Snap page (or a Core API charge) for a wallet top-up, then the PENDING top-up command (order_id = our
     transaction id)."""
+    check_channel(body.payment_method, body.channel)
     check_topup_limits(body.amount, settings)
     if not resume:  # a retry replays its accepted answer, whatever the balance is by now
         await check_emoney_room(engine, account_id, body.amount, settings)

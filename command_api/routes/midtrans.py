@@ -89,6 +89,7 @@ Gateway = Annotated[MidtransGateway, Depends(gateway_of)]
             409: "`order_exists`: Midtrans already has this order; "
             "`idempotency_key_in_flight`: the same key is being processed",
             422: "`amount_out_of_limits`: outside the top-up limits; `account_closed`; "
+            "`channel_not_available`: channel core with a method that needs a payment page (cards, OVO, ...); "
             "`balance_cap_exceeded`, `monthly_incoming_cap_exceeded`: over Bank Indonesia's e-money limits "
             "(details: the cap and the room left); `idempotency_key_reused`: the key was used for another request",
         },
@@ -110,6 +111,7 @@ async def topup(
     pay), and a PENDING top-up until Midtrans says paid."""
 
     async def create(order_id: str, resume: bool = False) -> tuple[int, dict]:
+        service.check_channel(body.payment_method, body.channel)
         service.check_topup_limits(body.amount, settings)
         account_id = await wallet.open_wallet(engine, user.user_id)
         created = await service.create_topup(

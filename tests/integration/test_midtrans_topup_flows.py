@@ -162,8 +162,7 @@ def test_a_core_api_topup_by_card_is_refused_before_midtrans_is_asked(world):
     _, api, _, _ = world
     user = signed_up(api, "corecard")
     reply = topup(api, user, "CREDIT_CARD", channel="core")
-    assert reply.status_code == 422
-    assert "channel core" in reply.text
+    assert (reply.status_code, reply.json()["error"]["code"]) == (422, "channel_not_available")
 
 
 def test_a_challenged_card_topup_approved_by_an_operator_is_credited_once(world):

@@ -5,12 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from pydantic import ValidationError
 
 from command_api.midtrans.methods import CORE_CHARGES, PaymentMethod, instructions_of
 from command_api.midtrans.requests import TopupRequest
-from command_api.midtrans.service import charge_body
+from command_api.midtrans.service import charge_body, check_channel
 from infra.midtrans_sim.methods import pending_fields
+from ogp.errors import Unprocessable
 
 BASE = "http://sim.test"
 
@@ -57,8 +57,11 @@ def test_a_core_charge_names_its_method_amount_in_whole_rupiah_and_our_expiry(me
 
 
 def test_a_core_topup_is_refused_for_a_method_with_no_charge():
-    with pytest.raises(ValidationError, match="channel core"):
-        TopupRequest(amount=Decimal("10000"), payment_method=PaymentMethod.CREDIT_CARD, channel="core")
+    with pytest.raises(Unprocessable) as refused:
+        check_channel(PaymentMethod.CREDIT_CARD, "core")
+    assert refused.value.code == "channel_not_available"
+    check_channel(PaymentMethod.CREDIT_CARD, "snap")
+    check_channel(PaymentMethod.MANDIRI_BILL, "core")
 
 
 def test_a_snap_topup_hashes_as_before_the_channel_existed():
