@@ -17,15 +17,17 @@ from sqlalchemy import create_engine, text
 
 from command_api.app import create_app as command_app
 from infra.local.process import free_port
+from infra.local.seed import seed_demo
 from infra.midtrans_sim.app import create_app as sim_app
 from ogp.db.migrate import upgrade
 from ogp.settings import Settings
 from query_api.app import create_app as query_app
 from tests.support.infra import create_database
 from tests.support.ledger import recreate_topics
+from tests.support.midtrans_sim import SimulatorControl
 from tests.support.processes import Worker
 from tests.support.server import serve
-from tests.support.waiting import LATENCY_MARGIN, eventually
+from tests.support.waiting import LATENCY_MARGIN, eventually, wait_until
 from tests.support.wallet import has_balance, signed_up
 
 pytestmark = pytest.mark.e2e
@@ -213,6 +215,57 @@ def test_an_order_payment_is_paid_checked_and_partly_refunded(system):
         assert view["refunded_amount"] == "150000.00" and view["midtrans_status"] == "partial_refund"
 
     eventually(refunded)
+
+
+def test_a_bca_va_by_the_core_api_shows_its_number_until_paid(system):
+    _, commands, queries, sim = system
+    fitri = signed_up(commands, "fitri")
+
+    # Fitri asks for a BCA VA with no payment page: the answer is the number to pay.
+    created = commands.post(
+        "/api/payment/wallet/topup",
+        json={"amount": 150000, "payment_method": "BCA_VA", "channel": "core"},
+        headers=fitri["auth"] | {"Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert created.status_code == 201, created.text
+    topup = created.json()
+    assert topup["payment_url"] is None
+    (va,) = topup["instructions"]["va_numbers"]
+    assert va["bank"] == "bca" and va["va_number"].isdigit()
+
+    # While it waits, her payment shows the same number.
+    view = commands.get(f"/payments/{topup['order_id']}", headers=fitri["auth"]).json()
+    assert view["status"] == "PENDING" and view["instructions"]["va_numbers"] == [va]
+
+    # She pays at a BCA ATM: settled, credited, and the number is no longer shown.
+    sim.post(f"/_sim/orders/{topup['order_id']}/pay", json={}).raise_for_status()
+    eventually(lambda: has_balance(queries, fitri, "150000.00"))
+    assert eventually(lambda: _paid(commands, fitri, topup["order_id"]))["instructions"] is None
+
+
+def test_a_challenged_card_is_credited_only_once_an_operator_approves_it(system):
+    settings, commands, queries, sim = system
+    seed_demo(create_engine(settings.sqlalchemy_url), settings)  # the demo admin
+    login = commands.post("/api/auth/login", json={"username": "admin", "password": "admin-demo-pass"})
+    admin = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    gita = signed_up(commands, "gita")
+    created = commands.post(
+        "/api/payment/wallet/topup", json={"amount": 150000, "payment_method": "CREDIT_CARD"}, headers=gita["auth"]
+    )
+    assert created.status_code == 201, created.text
+    order_id = created.json()["order_id"]
+
+    # Her card is captured but Midtrans's fraud detection challenges it: nothing is credited yet.
+    sim.post(f"/_sim/orders/{order_id}/pay", json={"channel": "credit_card", "outcome": "challenge"}).raise_for_status()
+    control = SimulatorControl(sim)
+    wait_until(lambda: "capture" in control.statuses_delivered(order_id), what="the challenge notified")
+    control.wait_idle()
+    has_balance(queries, gita, "0.00")
+
+    # An operator approves it at Midtrans: credited.
+    decided = commands.post(f"/api/admin/payments/{order_id}/approve", headers=admin)
+    assert decided.status_code == 202, decided.text
+    eventually(lambda: has_balance(queries, gita, "150000.00"))
 
 
 def test_midtrans_unreachable_answers_502_fast_and_leaves_nothing_pending(system, postgres_admin_url):
