@@ -232,7 +232,7 @@ async def _create(
     instructions: dict | None = None
     try:
         if charge:
-            instructions = instructions_of(await gateway.charge(body))
+            instructions = instructions_of(await _charge(gateway, body, resume))
         else:
             snap = await gateway.create_snap(body)
             url, token = snap.redirect_url, snap.token
@@ -264,6 +264,20 @@ async def _create(
     await _append_created(engine, kafka, gateway, command, kind, order_id, keep_row=False)
     log.info("midtrans %s created", kind.lower(), extra={"order_id": order_id, "account_id": account_id})
     return Created(order_id, payment_id, url, token, expires_at, instructions)
+
+
+async def _charge(gateway: MidtransGateway, body: dict, resume: bool) -> dict:
+    """The Core API charge. A retry whose first attempt charged and then stopped before the routing row (Midtrans
+    answers 406: the order id is taken) takes that transaction while it is pending: the key's order id is ours."""
+    try:
+        return await gateway.charge(body)
+    except MidtransError as exc:
+        if not (resume and exc.status == 406):
+            raise
+        earlier = await gateway.status(body["transaction_details"]["order_id"])
+        if earlier is None or str(earlier.get("transaction_status")) != "pending":
+            raise exc from None
+        return earlier
 
 
 async def _routed(engine: AsyncEngine, order_id: str, account_id: str) -> Created | None:

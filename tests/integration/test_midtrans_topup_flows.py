@@ -16,9 +16,14 @@ import pytest
 from sqlalchemy import create_engine
 
 from command_api.app import create_app as command_app
+from command_api.midtrans import service
+from command_api.midtrans.adapter import MidtransGateway
+from command_api.midtrans.methods import PaymentMethod
+from command_api.midtrans.requests import TopupRequest
 from infra.local.process import free_port
 from infra.local.seed import seed_demo
 from infra.midtrans_sim.app import create_app as sim_app
+from ogp.clients import KafkaProducerManager, async_engine
 from ogp.db.migrate import upgrade
 from ogp.messaging import ensure_topics
 from ogp.settings import Settings
@@ -283,3 +288,41 @@ def test_a_card_refund_before_settlement_is_refused_and_partial_refunds_after_it
     )
     over = refund(api, user, payment["payment_id"], "30001")
     assert (over.status_code, over.json()["error"]["code"]) == (422, "refund_exceeds_original")
+
+
+def test_a_core_topup_retried_after_charging_and_stopping_takes_the_charge_it_made(world):
+    settings, api, sim, _ = world
+    user = signed_up(api, "crashed")
+    order = str(uuid.uuid4())  # the Idempotency-Key's pre-assigned order id
+    body = TopupRequest(amount=D("150000"), payment_method=PaymentMethod.BNI_VA, channel="core")
+
+    async def first_attempt_then_retry() -> service.Created:
+        engine = async_engine(settings.sqlalchemy_url)
+        kafka = KafkaProducerManager(settings.kafka_bootstrap, "flows-test")
+        await kafka.start()
+        gateway = MidtransGateway(settings)
+        try:
+            # The first attempt charged at Midtrans, then stopped before recording anything.
+            await gateway.charge(service.charge_body(order, body.amount, body.payment_method, 60, {}))
+            # Its retry (the same key taken over) finds the order id taken at Midtrans: it is that charge.
+            return await service.create_topup(
+                engine,
+                kafka,
+                gateway,
+                settings,
+                user_id=user["user_id"],
+                account_id=user["account_id"],
+                body=body,
+                order_id=order,
+                resume=True,
+            )
+        finally:
+            await kafka.close()
+            await engine.dispose()
+
+    created = asyncio.run(first_attempt_then_retry())
+    assert created.instructions["va_numbers"][0]["bank"] == "bni"
+    assert sim.statuses_delivered(order).count("pending") == 1
+    sim.pay(order)
+    wait_until(lambda: ledger_status(settings, order) == "SUCCESS", what="paid")
+    assert balance(settings, user["account_id"]) == D("150000.00")
