@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from command_api.routes import account_admin, admin, auth, dead_letters, midtrans, payments
+from command_api.routes import account_admin, admin, auth, dead_letters, midtrans, payments, reconcile
 from ogp.settings import Settings
 from ogp.web.app import build_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    routers = [auth.router, payments.router, midtrans.router, admin.router, account_admin.router, dead_letters.router]
+    routers = [
+        auth.router,
+        payments.router,
+        midtrans.router,
+        admin.router,
+        reconcile.router,
+        account_admin.router,
+        dead_letters.router,
+    ]
     return build_app("command-api", "One Gate Payment: command API", routers=routers, settings=settings)
