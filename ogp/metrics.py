@@ -43,7 +43,7 @@ MIDTRANS_REQUEST_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
-# -- Midtrans status sync (command_api/midtrans/status_sync.py) -----------------------------------------------------
+# -- Midtrans status sync (command_api/midtrans/status_sync) ------------------------------------------------------
 STATUS_SYNC_CHECKS = Counter(
     "ogp_status_sync_checks",
     "Late payments checked with Midtrans's status API, by outcome: unchanged (still pending), unknown (404: no "

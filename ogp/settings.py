@@ -155,7 +155,7 @@ class Settings(BaseSettings):
     # Replication of the topics the faust app creates for itself (3 in production, as ours).
     velocity_topic_replication_factor: int = Field(default=1, ge=1)
 
-    # --- Midtrans status sync (command_api/midtrans/status_sync.py): asks the status API for late notifications ---
+    # --- Midtrans status sync (command_api/midtrans/status_sync): asks the status API about late notifications ---
     # A PENDING payment with no ledger update for this long is checked (and again at and after its expiry).
     status_sync_after_seconds: float = Field(default=120.0, gt=0)
     # How often the worker looks for payments due a check, and how many it checks per round (oldest first).

@@ -189,6 +189,7 @@ def calls(ids: dict) -> dict[tuple[str, str], tuple[str, dict, dict | None]]:
         ("POST", "/api/admin/external-services/{service_id}/api-keys/{key_id}/rotate"): ("command", admin, {}),
         ("POST", "/api/admin/accounts/{account_id}/status"): ("command", admin, {"status": "SUSPENDED"}),
         ("POST", "/api/admin/accounts/{account_id}/verification"): ("command", admin, {"level": "VERIFIED"}),
+        ("GET", "/api/admin/reconcile"): ("command", admin, None),
         ("GET", "/api/admin/dead-letters"): ("command", admin, None),
         ("GET", "/api/admin/dead-letters/{partition}/{offset}"): ("command", admin, None),
         ("POST", "/api/admin/dead-letters/{partition}/{offset}/redrive"): ("command", admin, {}),

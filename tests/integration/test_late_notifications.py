@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from command_api.app import create_app as command_app
 from command_api.midtrans.adapter import MidtransGateway
 from command_api.midtrans.reconcile import Report, reconcile
-from command_api.midtrans.status_sync import StatusSync
+from command_api.midtrans.status_sync.worker import StatusSync
 from infra.local.process import free_port
 from infra.local.seed import seed_demo
 from infra.midtrans_sim.app import create_app as sim_app

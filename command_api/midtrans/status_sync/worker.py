@@ -1,4 +1,4 @@
-"""The status sync: ask Midtrans about payments whose notification is late, and record what it says.
+"""The status sync, worker and rules: ask Midtrans about payments whose notification is late, record its answer.
 
 ``python -m command_api.midtrans.status_sync`` (started by ``ogp up``; a Deployment in Kubernetes). Every
 ``status_sync_interval_seconds`` it picks, oldest first and at most ``status_sync_batch_size``, the top-ups and
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from ogp.clients import KafkaProducerManager, KafkaUnavailable, async_engine
 from ogp.db.tables import ledger_transactions, midtrans_orders
 from ogp.metrics import STATUS_SYNC_APPENDED, STATUS_SYNC_CHECKS, STATUS_SYNC_ERRORS
 from ogp.settings import Settings
-from ogp.worker import Backoff, Heartbeat, bounded, describe, run_worker
+from ogp.worker import Backoff, Heartbeat, bounded, describe
 from schemas.commands import order_transaction_id
 
 log = logging.getLogger(__name__)
@@ -312,16 +311,3 @@ class StatusSync:
         if self.engine is not None:
             ok = await bounded(self.engine.dispose(), timeout / 2, "closing the status sync's engine") and ok
         return ok
-
-
-def main(argv: list[str]) -> int:
-    """``python -m command_api.midtrans.status_sync``: run the status sync until SIGTERM or SIGINT."""
-    if argv:
-        print("usage: python -m command_api.midtrans.status_sync", file=sys.stderr)
-        return 2
-    run_worker("status-sync", lambda settings, heartbeat: StatusSync(settings, heartbeat))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
