@@ -12,6 +12,7 @@ from command_api.midtrans.reconcile import Kind, reconcile
 from command_api.routes.midtrans import Gateway
 from ogp.errors import Unprocessable
 from ogp.security.current_user import AdminUser
+from ogp.web.fields import AwareMoment
 from ogp.web.openapi import errors
 
 router = APIRouter(
@@ -49,8 +50,8 @@ async def reconcile_range(
     _: AdminUser,
     engine: Engine,
     gateway: Gateway,
-    since: Annotated[AwareDatetime | None, Query(alias="from", description="orders created at or after it")] = None,
-    until: Annotated[AwareDatetime | None, Query(alias="to", description="orders created before it")] = None,
+    since: Annotated[AwareMoment | None, Query(alias="from", description="orders created at or after it")] = None,
+    until: Annotated[AwareMoment | None, Query(alias="to", description="orders created before it")] = None,
 ) -> dict:
     """Compare every order of [from, to) with Midtrans and the read models; read-only (`ogp reconcile` heals)."""
     if since is not None and until is not None and since >= until:
