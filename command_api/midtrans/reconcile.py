@@ -26,12 +26,13 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Literal, Protocol
 
+from aiokafka.errors import KafkaError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from command_api.midtrans.adapter import MidtransError, MidtransGateway
 from command_api.midtrans.service import append_status
-from ogp.clients import KafkaProducerManager
+from ogp.clients import KafkaProducerManager, KafkaUnavailable
 from ogp.db.tables import historical_transactions, ledger_transactions, midtrans_orders, payments
 from schemas.commands import order_transaction_id
 
@@ -429,7 +430,11 @@ async def _heal(
         if d.healable and d.kind == "read_model_wrong":
             out.append(replace(d, healed=await _heal_read_model(engine, f, d)))
         elif d.healable and d.kind == "status_mismatch" and kafka is not None and f.midtrans is not None:
-            await append_status(kafka, f.account_id, f.midtrans)
+            try:
+                await append_status(kafka, f.account_id, f.midtrans)
+            except (TimeoutError, KafkaUnavailable, KafkaError):
+                out.append(replace(d, detail=f"{d.detail}; not appended (Kafka unavailable): run again"))
+                continue
             appended.add(d.order_id)
             out.append(d)
         else:

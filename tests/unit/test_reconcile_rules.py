@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from decimal import Decimal
 
-from command_api.midtrans.reconcile import Difference, LedgerRow, OrderFacts, ReadRow, Report, compare
+from command_api.midtrans.reconcile import Difference, LedgerRow, OrderFacts, ReadRow, Report, _heal, compare
+from ogp.clients import KafkaProducerManager
 
 D = Decimal
 
@@ -80,3 +83,13 @@ def test_the_report_is_clean_only_without_unresolved_money_and_with_every_order_
     assert not Report(None, None, differences=[money]).clean
     assert Report(None, None, differences=[Difference("o-1", "status_mismatch", "z", True, healed=True)]).clean
     assert not Report(None, None, unverified=["o-3"]).clean
+
+
+def test_a_heal_kafka_refuses_stays_flagged_and_says_so():
+    lost = facts(ledger="PENDING", midtrans="settlement", state=None)
+    (difference,) = compare(lost)
+    not_connected = KafkaProducerManager("127.0.0.1:1", "test")  # never started: every append is refused
+    (after,) = asyncio.run(
+        _heal(None, not_connected, [], {"o-1": lost.midtrans}, {"o-1": lost}, [difference], 1.0, time.monotonic)  # type: ignore[arg-type]  # no database is reached
+    )
+    assert not after.healed and "not appended" in after.detail
