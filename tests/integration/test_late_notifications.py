@@ -138,6 +138,11 @@ def query(settings: Settings, sql: str, **params) -> list[dict]:
     return rows
 
 
+def errors(stage: str) -> float:
+    """The status sync's failures at ``stage`` so far (its metric)."""
+    return REGISTRY.get_sample_value("ogp_status_sync_errors_total", {"stage": stage}) or 0.0
+
+
 def checks(outcome: str) -> float:
     """How many checks the status sync made with this outcome so far (its metric)."""
     return REGISTRY.get_sample_value("ogp_status_sync_checks_total", {"outcome": outcome}) or 0.0
@@ -235,6 +240,23 @@ def test_an_unpaid_topup_is_expired_after_its_expiry_and_stays_unpaid(system):
     caught_up(settings.sqlalchemy_url, settings.kafka_bootstrap, timeout=60)
     assert ledger_status(settings, order_id) == "CANCELLED"
     assert balance(settings, user["account_id"]) == D("0.00")
+
+
+def test_while_midtrans_fails_nothing_changes_and_the_sync_backs_off_then_settles(system):
+    settings, api, sim = system
+    user = signed_up(api, "flaky")
+    order_id = topup(api, user)
+    wait_until(lambda: ledger_status(settings, order_id) == "PENDING", 30, "the top-up was recorded")
+    with sim.notifications_suppressed(), syncing(settings):
+        # Paid, but Midtrans's status API answers 500 for a while: no answer is no change.
+        with sim.knobs_set(status_fail_500=True):
+            sim.pay(order_id, "bca_va")
+            before = errors("midtrans")
+            wait_until(lambda: errors("midtrans") >= before + 2, 60, "the sync failed twice and tried again")
+            assert ledger_status(settings, order_id) == "PENDING"
+        # Midtrans answers again: the next try (backed off, not abandoned) settles it.
+        wait_until(lambda: ledger_status(settings, order_id) == "SUCCESS", 60, "the sync settled after the errors")
+    assert balance(settings, user["account_id"]) == D("150000.00")
 
 
 # -- reconcile ------------------------------------------------------------------------------------------------------

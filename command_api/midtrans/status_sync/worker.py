@@ -260,9 +260,12 @@ class StatusSync:
         extra = {"order_id": payment.order_id}
         try:
             status = await self.gateway.status(payment.order_id)
+            # A beat per call: a slow Midtrans (each call bounded by its timeout) is not a stuck loop.
+            self.heartbeat.beat()
             step = next_step(status, expired, payment.recorded_status)
             if step == "expire":
                 await self.gateway.expire(payment.order_id)
+                self.heartbeat.beat()
                 STATUS_SYNC_CHECKS.labels("expired").inc()
                 log.info("status sync: asked Midtrans to expire a payment pending past its expiry", extra=extra)
                 status = await self.gateway.status(payment.order_id)
