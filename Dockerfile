@@ -77,6 +77,7 @@ case "$service" in
   projector-access-logs) exec python -m projections.access_logs "$@" ;;
   velocity-monitor)      exec python -m projections.velocity "$@" ;;
   projector-velocity-alerts) exec python -m projections.velocity.alerts "$@" ;;
+  status-sync)           exec python -m command_api.midtrans.status_sync "$@" ;;
   migrate)               exec ogp migrate "$@" ;;
   *)                     exec "$service" "$@" ;;
 esac

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from command_api.routes import account_admin, admin, auth, dead_letters, midtrans, payment_admin, payments
+from command_api.routes import account_admin, admin, auth, dead_letters, midtrans, payment_admin, payments, reconcile
 from ogp.settings import Settings
 from ogp.web.app import build_app
 
@@ -17,6 +17,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin.router,
         account_admin.router,
         payment_admin.router,
+        reconcile.router,
         dead_letters.router,
     ]
     return build_app("command-api", "One Gate Payment: command API", routers=routers, settings=settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -19,10 +20,13 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 from sqlalchemy import create_engine
 
 from command_api import dead_letters
 from command_api.identity.service import create_admin
+from command_api.midtrans.adapter import MidtransGateway
+from command_api.midtrans.reconcile import Report, reconcile
 from infra.local import cli as local_cli
 from ledger_processor.audit import audit
 from ogp.clients import KafkaProducerManager, async_engine
@@ -174,6 +178,69 @@ def events_export(
     )
     if result.records != result.offsets:
         console.print("  [yellow]fewer records than offsets[/yellow]: transaction markers or deleted records")
+
+
+@app.command("reconcile")
+@friendly
+def reconcile_orders(
+    since: Annotated[
+        str | None, typer.Option("--from", help="RFC 3339 time: orders created at or after it (default: all)")
+    ] = None,
+    until: Annotated[str | None, typer.Option("--to", help="RFC 3339 time: orders created before it")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the report as JSON on stdout, for machines")] = False,
+    heal: Annotated[
+        bool, typer.Option(help="append statuses Midtrans has that the ledger lacks; fix read-model rows")
+    ] = True,
+) -> None:
+    """Compare the ledger with Midtrans's status API and the read models for every order of a range; heal what is
+    safe, list the rest. Exit status 1 while money differences remain (or Midtrans could not be asked)."""
+    settings = get_settings()
+    start, end = (parse_time(since) if since else None), (parse_time(until) if until else None)
+
+    async def run(bar: _Bar) -> Report:
+        engine = async_engine(settings.sqlalchemy_url, pool_size=2, max_overflow=2)
+        kafka = KafkaProducerManager(settings.kafka_bootstrap, "ogp-reconcile", settings.kafka_append_timeout_seconds)
+        if heal:
+            await kafka.start(wait=10.0)
+        try:
+            return await reconcile(
+                engine, MidtransGateway(settings), kafka if heal else None, start, end, heal=heal, progress=bar
+            )
+        finally:
+            await kafka.close()
+            await engine.dispose()
+
+    with _progress_bar("reconciling orders") as bar:
+        report = asyncio.run(run(bar))
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_reconcile(report)
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+def _print_reconcile(report: Report) -> None:
+    table = Table(title=f"{report.orders} orders reconciled", title_justify="left")
+    for column in ("order", "difference", "detail", "outcome"):
+        table.add_column(column, overflow="fold")
+    for d in report.differences:
+        outcome = (
+            "[green]healed[/green]" if d.healed else ("[red]flagged[/red]" if d.money else "[yellow]flagged[/yellow]")
+        )
+        table.add_row(d.order_id, d.kind, d.detail, outcome)
+    for order_id in report.unverified:
+        table.add_row(order_id, "unverified", "Midtrans's status API did not answer", "[red]retry[/red]")
+    if table.rows:
+        console.print(table)
+    money = len(report.unresolved_money)
+    if report.clean:
+        console.print(f"[green]reconciled[/green]: {len(report.differences)} difference(s), no money difference left")
+    else:
+        console.print(
+            f"[red]{money} money difference(s) left, {len(report.unverified)} order(s) unverified[/red]: "
+            'see docs/operations.md, "Reconcile found differences"'
+        )
 
 
 def _dead_letter_line(letter: dead_letters.DeadLetter) -> str:

@@ -43,6 +43,24 @@ MIDTRANS_REQUEST_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+# -- Midtrans status sync (command_api/midtrans/status_sync) ------------------------------------------------------
+STATUS_SYNC_CHECKS = Counter(
+    "ogp_status_sync_checks",
+    "Late payments checked with Midtrans's status API, by outcome: unchanged (still pending), unknown (404: no "
+    "method chosen), changed (a status appended), expired (expire() asked after the expiry), error.",
+    ["outcome"],
+)
+STATUS_SYNC_APPENDED = Counter(
+    "ogp_status_sync_appended",
+    "Midtrans statuses the status sync appended to ogp.commands.v1, by Midtrans transaction status.",
+    ["status"],
+)
+STATUS_SYNC_ERRORS = Counter(
+    "ogp_status_sync_errors",
+    "Status sync failures, by stage: midtrans (no answer or an error), kafka (not appended), database.",
+    ["stage"],
+)
+
 # -- query API: partners -----------------------------------------------------------------------------------------
 PARTNER_REQUESTS = Counter(
     "ogp_partner_requests", "Partner API requests, by API key id and status.", ["key_id", "status"]

@@ -155,6 +155,19 @@ class Settings(BaseSettings):
     # Replication of the topics the faust app creates for itself (3 in production, as ours).
     velocity_topic_replication_factor: int = Field(default=1, ge=1)
 
+    # --- Midtrans status sync (command_api/midtrans/status_sync): asks the status API about late notifications ---
+    # A PENDING payment with no ledger update for this long is checked (and again at and after its expiry).
+    status_sync_after_seconds: float = Field(default=120.0, gt=0)
+    # How often the worker looks for payments due a check, and how many it checks per round (oldest first).
+    status_sync_interval_seconds: float = Field(default=10.0, gt=0)
+    status_sync_batch_size: int = Field(default=50, ge=1, le=1000)
+    # A payment Midtrans still calls pending is checked again after a delay that doubles up to this.
+    status_sync_max_delay_seconds: float = Field(default=900.0, gt=0)
+    # Errors back off per payment, doubling from status_sync_interval_seconds up to this.
+    status_sync_error_cap_seconds: float = Field(default=300.0, gt=0)
+    # Midtrans's clock and ours differ a little: expire() is asked only this long after our expires_at.
+    status_sync_expiry_margin_seconds: float = Field(default=60.0, ge=0)
+
     # --- Workers (ledger processor, projectors): liveness and shutdown (ogp/worker.py) ---
     # The port a worker serves GET /health on; unset, none. `ogp up` gives each worker a free one.
     health_port: int | None = Field(default=None, ge=0, le=65535)

@@ -738,19 +738,27 @@ async def refresh_status(
     if str(status.get("transaction_status", "")).lower() == "pending":
         await keep_instructions(engine, payment["order_id"], status)
     if str(status.get("transaction_status", "")).lower() != (payment["midtrans_status"] or ""):
-        raw = json.dumps(status, sort_keys=True).encode()
-        command = record_command(
-            payment["account_id"],
-            {k: v if isinstance(v, (dict, list)) else str(v) for k, v in status.items()},
-            "status-" + hashlib.sha256(raw).hexdigest(),
-            confirmed=True,
-        )
         try:
-            await append_command(kafka, command)
+            await append_status(kafka, payment["account_id"], status)
         except (TimeoutError, KafkaUnavailable, KafkaError):
             raise _kafka_unavailable() from None
-        COMMANDS_ACCEPTED.labels(command.TYPE).inc()
     return status
+
+
+async def append_status(kafka: KafkaProducerManager, account_id: str, status: dict) -> RecordMidtransStatus:
+    """Append Midtrans's status API answer as a confirmed status keyed by ``account_id`` (what a verified
+    notification becomes); the same answer twice is the same notification id, which the ledger deduplicates.
+    Raises what ``append_command`` raises (the status sync and reconcile retry; the route answers 503)."""
+    raw = json.dumps(status, sort_keys=True).encode()
+    command = record_command(
+        account_id,
+        {k: v if isinstance(v, (dict, list)) else str(v) for k, v in status.items()},
+        "status-" + hashlib.sha256(raw).hexdigest(),
+        confirmed=True,
+    )
+    await append_command(kafka, command)
+    COMMANDS_ACCEPTED.labels(command.TYPE).inc()
+    return command
 
 
 async def refund_payment(

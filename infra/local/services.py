@@ -105,6 +105,8 @@ def services(settings: Settings) -> list[Service]:
         # Live monitoring: the faust app raising velocity alerts, and their read model.
         Service("velocity-monitor", (py, "-m", "projections.velocity")),
         Service("projector-velocity-alerts", (py, "-m", "projections.velocity.alerts")),
+        # Asks Midtrans about payments whose notification is late (command_api/midtrans/status_sync/worker.py).
+        Service("status-sync", (py, "-m", "command_api.midtrans.status_sync")),
     ]
 
 

@@ -191,6 +191,7 @@ def calls(ids: dict) -> dict[tuple[str, str], tuple[str, dict, dict | None]]:
         ("POST", "/api/admin/accounts/{account_id}/verification"): ("command", admin, {"level": "VERIFIED"}),
         ("POST", "/api/admin/payments/{payment_id}/approve"): ("command", admin, None),
         ("POST", "/api/admin/payments/{payment_id}/deny"): ("command", admin, None),
+        ("GET", "/api/admin/reconcile"): ("command", admin, None),
         ("GET", "/api/admin/dead-letters"): ("command", admin, None),
         ("GET", "/api/admin/dead-letters/{partition}/{offset}"): ("command", admin, None),
         ("POST", "/api/admin/dead-letters/{partition}/{offset}/redrive"): ("command", admin, {}),

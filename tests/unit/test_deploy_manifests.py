@@ -42,6 +42,7 @@ WORKERS = {
     "projector-access-logs",
     "velocity-monitor",
     "projector-velocity-alerts",
+    "status-sync",
 }
 # Production replicates three ways; the local single broker (topic_specs' defaults) cannot.
 REPLICAS, MIN_INSYNC = 3, 2

@@ -50,6 +50,7 @@ def test_every_service_serving_metrics_is_a_job_and_the_simulator_is_not(setting
         "projector-payments",
         "velocity-monitor",
         "projector-velocity-alerts",
+        "status-sync",
         "prometheus",
     }
     assert jobs["ledger-processor"]["file_sd_configs"] == [{"files": [str(targets_file(settings, "ledger-processor"))]}]

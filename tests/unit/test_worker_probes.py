@@ -15,6 +15,7 @@ WORKERS = [
     "projector-access-logs",
     "velocity-monitor",
     "projector-velocity-alerts",
+    "status-sync",
 ]
 
 
