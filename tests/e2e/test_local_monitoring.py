@@ -17,6 +17,8 @@ import httpx
 import pytest
 
 from infra.local.process import pid_alive, port_open
+from infra.local.services import services
+from ogp.settings import Settings
 from tests.support.processes import ogp_cli_env
 from tests.support.waiting import wait_until
 
@@ -32,8 +34,17 @@ OWN_METRIC = {
     "projector-history": "ogp_projector_lag",
     "projector-access-logs": "ogp_projector_lag",
     "projector-payments": "ogp_projector_lag",
+    # Workers whose own families appear only once they have work: the process's own python_info instead.
+    "velocity-monitor": "python_info",
+    "projector-velocity-alerts": "python_info",
+    "status-sync": "python_info",
     "prometheus": "prometheus_build_info",
 }
+
+
+def test_every_service_that_serves_metrics_is_expected_here():
+    served = {s.name for s in services(Settings()) if s.serves_metrics}
+    assert served | {"prometheus"} == set(OWN_METRIC), "add the new service's metric to OWN_METRIC"
 
 
 def run(env, *args, timeout=300) -> subprocess.CompletedProcess:
