@@ -272,6 +272,25 @@ EXPECTED_COLUMNS = {
         "debits": (LEDGER_MONEY, True, "0"),
         "entries": ("bigint", True, "0"),
     },
+    # 0014: the tamper-evident chain and its checkpoints (append-only; the PKs are what the writer reads).
+    "ledger_chain": {
+        "partition": ("integer", True, None),
+        "seq": ("bigint", True, None),
+        "transaction_id": (varchar(50), True, None),
+        "revision": ("integer", True, None),
+        "row_digest": ("bytea", True, None),
+        "entries_digest": ("bytea", True, None),
+        "entries": ("integer", True, None),
+        "prev_hash": ("bytea", True, None),
+        "hash": ("bytea", True, None),
+        "created_at": (TSTZ, True, NOW),
+    },
+    "ledger_chain_checkpoints": {
+        "partition": ("integer", True, None),
+        "seq": ("bigint", True, None),
+        "hash": ("bytea", True, None),
+        "created_at": (TSTZ, True, NOW),
+    },
     "projection_positions": {
         "projector": (varchar(64), True, None),
         "topic": (varchar(255), True, None),
@@ -339,6 +358,8 @@ EXPECTED_PRIMARY_KEYS = {
     "ledger_dead_letters": ["topic", "partition", "command_offset"],
     "dead_letter_redrives": ["topic", "partition", "command_offset"],
     "ledger_daily_wallet_flows": ["day", "partition"],
+    "ledger_chain": ["partition", "seq"],
+    "ledger_chain_checkpoints": ["partition", "seq"],
     "projection_positions": ["projector", "topic", "partition"],
     "idempotency_keys": ["user_id", "idempotency_key"],
 }
