@@ -5,12 +5,14 @@ chain rewritten consistently after a checkpoint) fails it, naming the row, link 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import re
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -22,6 +24,7 @@ from sqlalchemy.engine import make_url
 from ledger_processor.domain import chain
 from ledger_processor.domain.book import Transaction
 from ledger_processor.sql import conninfo_from_url
+from schemas.commands import RequestTopup
 from tests.support.infra import with_database
 from tests.support.ledger import (
     BackgroundProcessor,
@@ -32,19 +35,31 @@ from tests.support.ledger import (
     query,
     random_command,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 D = Decimal
 
-# A checkpoint with every batch that links: every link of this small ledger is anchored in Kafka.
-LEDGER_SETTINGS = {"ledger_chain_checkpoint_seconds": 0}
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# Checkpoints at most every 3 s: the later batches of a burst are anchored by the sweep once the partition idles.
+# A quick sweep with no payment grace, so that expired top-ups are closed (and linked) by the sweep.
+LEDGER_SETTINGS = {
+    "ledger_chain_checkpoint_seconds": 3,
+    "ledger_sweep_interval_seconds": 0.3,
+    "payment_expiry_grace_seconds": 0,
+}
 
 
 @pytest.fixture(scope="module")
 def ledger(ledger_env) -> str:
-    """A ledger the processor wrote (top-ups, payments, transfers within and across partitions), by two owners
-    one after the other: the second continues each chain where the first left it. Nothing connected after."""
+    """A ledger the processor wrote (top-ups, payments, transfers within and across partitions, top-ups the sweep
+    closed unpaid), by two owners one after the other: the second continues each chain where the first left it.
+    Every link is anchored by a checkpoint in Kafka. Nothing is connected to it after."""
     env, db = ledger_env, ledger_env.database_url
     accounts = create_accounts(db, 8, prefix="chain")
     with BackgroundProcessor(env):
@@ -53,10 +68,42 @@ def ledger(ledger_env) -> str:
         )
         caught_up(db, env.kafka_bootstrap, at_least=2 * len(accounts))
     rng = random.Random(14)
+    unpaid = [
+        RequestTopup(
+            account_id=acc,
+            requested_at=now(),
+            transaction_id=str(uuid.uuid4()),
+            user_id=user,
+            amount=D("50.00"),
+            expires_at=now() - timedelta(hours=1),
+        )
+        for user, acc in accounts[:3]
+    ]
     with BackgroundProcessor(env):  # a new owner of every partition (its epoch is newer)
-        asyncio.run(produce(env.kafka_bootstrap, [random_command(rng, accounts, 5_000) for _ in range(60)]))
-        caught_up(db, env.kafka_bootstrap, at_least=2 * len(accounts) + 60)
+        commands = [random_command(rng, accounts, 5_000) for _ in range(60)] + unpaid
+        asyncio.run(produce(env.kafka_bootstrap, commands))
+        caught_up(db, env.kafka_bootstrap, at_least=2 * len(accounts) + len(commands))
+        wait_until(lambda: closed(db, unpaid), 30, "the sweep closed the unpaid top-ups")
+        wait_until(lambda: anchored(db), 30, "every chain's head was checkpointed")
+        caught_up(db, env.kafka_bootstrap, at_least=2 * len(accounts) + len(commands))  # and published
     return db
+
+
+def closed(db: str, topups: list[RequestTopup]) -> bool:
+    ids = [t.transaction_id for t in topups]
+    found = query(
+        db, "SELECT count(*) FROM ledger_transactions WHERE transaction_id = ANY(:t) AND status = 'CANCELLED'", t=ids
+    )
+    return found[0][0] == len(ids)
+
+
+def anchored(db: str) -> bool:
+    """Every partition's last link is its last checkpoint."""
+    return not query(
+        db,
+        "SELECT partition FROM ledger_chain GROUP BY partition HAVING max(seq) <> "
+        "(SELECT coalesce(max(seq), 0) FROM ledger_chain_checkpoints k WHERE k.partition = ledger_chain.partition)",
+    )
 
 
 @pytest.fixture
@@ -120,7 +167,11 @@ def test_a_clean_ledger_passes_the_chain_audit(ledger_env, db):
     assert "ledger OK" in done.stdout and "chain OK" in done.stdout
     links = int(re.search(r"chain links: (\d+)", done.stdout)[1])
     from_kafka = int(re.search(r"checkpoints compared: (\d+) from Kafka", done.stdout)[1])
-    assert links >= 2 * 8 + 60 and from_kafka > 0
+    assert links >= 2 * 8 + 60
+    # Every head is in Kafka, the later ones published by the sweep of an idle partition.
+    assert from_kafka == query(db, "SELECT count(*) FROM ledger_chain_checkpoints")[0][0] > 0
+    # The sweep's own writes are linked: the top-ups it closed unpaid passed the row checks above.
+    assert query(db, "SELECT count(*) FROM ledger_transactions WHERE status = 'CANCELLED'")[0][0] == 3
     # Two owners wrote each chain: the second went on from the first's last link (no gap, one chain).
     assert query(db, "SELECT min(epoch) FROM ledger_partitions")[0][0] >= 2
     # Without --chain, the audit is what it was: no chain read, no Kafka needed.
@@ -220,6 +271,18 @@ def test_a_chain_rewritten_consistently_after_a_checkpoint_disagrees_with_kafka(
     assert re.search(
         rf"checkpoint {partition}/{checkpoint} in ogp\.ledger-events\.v1 \d+/\d+ .*the chain was rewritten", out
     ), out
+
+
+def test_details_read_back_from_jsonb_encode_as_written(db):
+    # What the processor hashes (the dict it writes) and what the audit hashes (jsonb's answer) must agree,
+    # however jsonb respells a number (1e16 comes back as an integer, -0.0 as 0.0) or reorders keys.
+    written = {
+        "metadata": {"z": 1, "a": [1e16, 1e300, 1.5e-07, 100.0, -0.0, 10**20, True, None]},
+        "text": 'é \u2028 "quoted" 🙂',
+        "b": {"nested": {"k": 0.1}},
+    }
+    back = query(db, "SELECT CAST(:j AS jsonb)", j=json.dumps(written))[0][0]
+    assert chain.canonical_json(back) == chain.canonical_json(written)
 
 
 # -- helpers ------------------------------------------------------------------------------------------------

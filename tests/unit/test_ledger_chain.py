@@ -130,11 +130,19 @@ def test_every_column_written_changes_the_row_digest():
 def test_the_encoding_is_pinned():
     # A change of what is hashed must come with a new FORMAT (old links stay verifiable by the old rules).
     assert chain.row_bytes(tx(), 3) == (
-        b'["ogp-chain/1","transaction","t-1",3,"PAYMENT","a",7,"SUCCESS","10.00","IDR",null,"100.00","90.00",'
-        b'"coffee",null,null,1,"{\\"metadata\\":{\\"n\\":3,\\"order\\":\\"x\\"}}",'
-        b'"2026-12-01T03:04:05.678901+00:00","2026-12-01T03:04:05.678901+00:00"]'
+        b"11:ogp-chain/1,11:transaction,3:t-1,1:3,7:PAYMENT,1:a,1:7,7:SUCCESS,5:10.00,3:IDR,~6:100.00,5:90.00,"
+        b'6:coffee,~~1:1,32:{"metadata":{"n":3,"order":"x"}},'
+        b"32:2026-12-01T03:04:05.678901+00:00,32:2026-12-01T03:04:05.678901+00:00,"
     )
-    assert chain.row_digest(tx(), 3).hex() == "8cd40254633a349f0b4279269eaaab28089825d0d1df95a1a446a37aea6e1acf"
+    assert chain.row_digest(tx(), 3).hex() == "a14c66a6684becb5cdf2823e001ffa9c5488dd5df4e1ac5208df83cd26c3fa3d"
+
+
+def test_no_value_can_pass_for_another():
+    # Fields carry their length: a separator inside a value, or a NULL beside an empty or "~" text, stays apart.
+    assert chain.row_digest(tx(description="a,1:b", failure_reason=None), 3) != chain.row_digest(
+        tx(description="a", failure_reason="b"), 3
+    )
+    assert len({chain.row_digest(tx(failure_reason=v), 3) for v in (None, "", "~")}) == 3
 
 
 # -- the writer's side ------------------------------------------------------------------------------------
