@@ -420,7 +420,8 @@ class BatchService:
         request) are timed out (``saga.time_out``: an ExpireTransfer to their destination's partition);
         top-ups and order payments still PENDING ``payment_grace`` after their Midtrans expiry are closed
         (unless a Midtrans status of theirs was dead-lettered: that one is for a person, and the audit shows
-        it); with ``outbox_retention``, outbox rows published longer ago than that are deleted.
+        it); with ``outbox_retention``, outbox rows published longer ago than that are deleted. What it writes is
+        chained like a batch's writes, and a checkpoint of the chain published when one is due.
         """
         now = now or datetime.now(UTC)
         result = BatchResult()

@@ -165,11 +165,11 @@ def _verify_links(conn: Connection, report: ChainReport, kafka: dict, database: 
     """Walk every partition's chain in order; compare each checkpointed link (and remove it from the dicts)."""
     broken: set[int] = set()
     partition, expected, prev = None, 1, chain.GENESIS
-    rows = conn.execution_options(stream_results=True, yield_per=5000).execute(
+    rows = conn.execute(
         text(
             "SELECT partition, seq, transaction_id, revision, row_digest, entries_digest, entries, created_at, "
             "prev_hash, hash FROM ledger_chain ORDER BY partition, seq"
-        )
+        ).execution_options(stream_results=True, yield_per=5000)
     )
     for p, seq, tid, revision, row, posted, count, at, prev_hash, hash_ in rows:
         link = chain.Link(p, seq, tid, revision, bytes(row), bytes(posted), count, at, bytes(prev_hash), bytes(hash_))
@@ -228,7 +228,7 @@ FULL JOIN e ON e.transaction_id = coalesce(t.transaction_id, l.transaction_id)
 
 def _verify_rows(conn: Connection, report: ChainReport) -> None:
     """Each transaction's row and entries against its links."""
-    for r in conn.execution_options(stream_results=True, yield_per=2000).execute(text(_ROWS)).mappings():
+    for r in conn.execute(text(_ROWS).execution_options(stream_results=True, yield_per=2000)).mappings():
         tid = r["id"]
         links = _columns(r, "l_partitions", "seqs", "revisions", "row_digests", "entries_digests", "counts")
         entries = _columns(r, "ids", "e_partitions", "accounts", "amounts", "balances", "moments")
