@@ -178,11 +178,11 @@ def test_a_changed_field_of_a_link_breaks_its_hash():
     link = chain.links(paid_book("10.00"), 3, chain.Head())[0]
     assert chain.verify(link)
     for changed in (
-        replace(link, revision=link.revision + 1),
-        replace(link, entries=link.entries - 1),
-        replace(link, row_digest=bytes(32)),
-        replace(link, prev_hash=b"\x02" * 32),
-        replace(link, at=link.at + timedelta(seconds=1)),
+        link._replace(revision=link.revision + 1),
+        link._replace(entries=link.entries - 1),
+        link._replace(row_digest=bytes(32)),
+        link._replace(prev_hash=b"\x02" * 32),
+        link._replace(at=link.at + timedelta(seconds=1)),
     ):
         assert not chain.verify(changed)
 
