@@ -131,7 +131,9 @@ class BatchService:
         self.policy = policy or Policy()
         # None when no span is exported: then a command costs no span object (the processor's hot path).
         self.tracer = tracer
-        self.checkpoints = checkpoints or Checkpoints()
+        # None: the writes are chained, but no checkpoint is published (a service driven alone, in a test of
+        # something else); the processor always passes its settings' (runner.py).
+        self.checkpoints = checkpoints
 
     async def _fence(self, partition: int, epoch: int) -> int:
         """Lock the partition's row for this transaction if ``epoch`` still owns it; returns next_offset."""
@@ -389,7 +391,9 @@ class BatchService:
             if links:
                 await self.sql.append_chain(links)
                 head = replace(head, seq=links[-1].seq, hash=links[-1].hash)
-        if not chain.checkpoint_due(head, now, self.checkpoints.every, self.checkpoints.links):
+        if self.checkpoints is None or not chain.checkpoint_due(
+            head, now, self.checkpoints.every, self.checkpoints.links
+        ):
             return []
         await self.sql.record_checkpoint(partition, head.seq, head.hash, now)
         checkpoint = ChainCheckpoint(

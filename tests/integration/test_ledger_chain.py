@@ -267,7 +267,7 @@ def test_a_chain_rewritten_consistently_after_a_checkpoint_disagrees_with_kafka(
     rewrite_chain(db, partition, seq, chain.row_digest(row(db, tid), partition))
     # The database is consistent again: only the copy outside it tells.
     out = failed(ogp_audit(ledger_env, db, "--chain"))
-    assert "broken chains: 0" in out and "rows that differ from the chain or have no link: 0" in out
+    assert "broken chains: 0" in out and "rows that differ from the chain or have no link: 0" in out, out
     assert re.search(
         rf"checkpoint {partition}/{checkpoint} in ogp\.ledger-events\.v1 \d+/\d+ .*the chain was rewritten", out
     ), out
