@@ -14,7 +14,7 @@ import base64
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -22,7 +22,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Tracer
 
 from ledger_processor import saga
-from ledger_processor.domain import rules, transfers
+from ledger_processor.domain import chain, rules, transfers
 from ledger_processor.domain.book import Book, IdConflict, Outgoing, Policy
 from ledger_processor.sql import DeadLetterRow, LedgerSQL, OutboxRow
 from ogp import tracing
@@ -30,7 +30,7 @@ from ogp.logs import correlation_id
 from ogp.metrics import minor_units
 from schemas.base import UnknownMessage, decode, encode
 from schemas.commands import Command
-from schemas.events import CommandDeadLettered, OrderPaymentRecorded, TransactionRecorded
+from schemas.events import ChainCheckpoint, CommandDeadLettered, OrderPaymentRecorded, TransactionRecorded
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,14 @@ class BatchResult:
 
 
 @dataclass(frozen=True)
+class Checkpoints:
+    """When a partition's chain head is published: after ``links`` links or ``every`` since the last one."""
+
+    every: timedelta = timedelta(seconds=60)
+    links: int = 10_000
+
+
+@dataclass(frozen=True)
 class Poison:
     """Why one command of a batch cannot be applied; ``bare``: rejecting it failed too, dead-letter only."""
 
@@ -112,6 +120,7 @@ class BatchService:
         dead_letter_topic: str,
         policy: Policy | None = None,
         tracer: Tracer | None = None,
+        checkpoints: Checkpoints | None = None,
     ):
         self.sql = sql
         self.topic = sql.topic
@@ -122,6 +131,9 @@ class BatchService:
         self.policy = policy or Policy()
         # None when no span is exported: then a command costs no span object (the processor's hot path).
         self.tracer = tracer
+        # None: the writes are chained, but no checkpoint is published (a service driven alone, in a test of
+        # something else); the processor always passes its settings' (runner.py).
+        self.checkpoints = checkpoints
 
     async def _fence(self, partition: int, epoch: int) -> int:
         """Lock the partition's row for this transaction if ``epoch`` still owns it; returns next_offset."""
@@ -235,6 +247,7 @@ class BatchService:
                 if command is not None and (poison is None or not poison.bare):
                     result.outcomes[command.TYPE, _outcome(command, sent)] += 1
             await self.sql.save(book, partition)
+            outgoing.extend((o, {}) for o in await self._chain(book, partition, now))
             result.outbox = await self._write_outbox(partition, outgoing, dead, now)
             if dead:
                 await self.sql.record_dead_letters(partition, [d.row() for d in dead])
@@ -368,6 +381,30 @@ class BatchService:
             headers.append(record.headers)
         return await self.sql.write_outbox(partition, topics, keys, payloads, headers, now)
 
+    # -- the chain ----------------------------------------------------------------------------------------
+    async def _chain(self, book: Book | None, partition: int, now: datetime) -> list[Outgoing]:
+        """Link what ``book`` wrote onto the partition's chain (in the fenced transaction, so a new owner goes on
+        from the last link); returns the checkpoint of its head to publish, when one is due."""
+        head = await self.sql.chain_head(partition)
+        if book is not None:
+            links = chain.links(book, partition, head)
+            if links:
+                await self.sql.append_chain(links)
+                head = replace(head, seq=links[-1].seq, hash=links[-1].hash)
+        if self.checkpoints is None or not chain.checkpoint_due(
+            head, now, self.checkpoints.every, self.checkpoints.links
+        ):
+            return []
+        await self.sql.record_checkpoint(partition, head.seq, head.hash, now)
+        checkpoint = ChainCheckpoint(
+            event_id=f"chain:{partition}:{head.seq}",
+            partition=partition,
+            seq=head.seq,
+            hash=head.hash.hex(),
+            occurred_at=now,
+        )
+        return [Outgoing("events", chain.checkpoint_key(partition), checkpoint)]
+
     # -- the sweep -------------------------------------------------------------------------------------
     async def sweep(
         self,
@@ -387,7 +424,8 @@ class BatchService:
         request) are timed out (``saga.time_out``: an ExpireTransfer to their destination's partition);
         top-ups and order payments still PENDING ``payment_grace`` after their Midtrans expiry are closed
         (unless a Midtrans status of theirs was dead-lettered: that one is for a person, and the audit shows
-        it); with ``outbox_retention``, outbox rows published longer ago than that are deleted.
+        it); with ``outbox_retention``, outbox rows published longer ago than that are deleted. What it writes is
+        chained like a batch's writes, and a checkpoint of the chain published when one is due.
         """
         now = now or datetime.now(UTC)
         result = BatchResult()
@@ -396,6 +434,8 @@ class BatchService:
             due = await self.sql.due_for_sweep(
                 partition, saga_cutoff=now - saga_timeout, payment_cutoff=now - payment_grace, limit=limit
             )
+            book = None
+            outgoing: list[tuple[Outgoing, dict[str, str]]] = []
             if due:
                 book = Book(
                     partition=partition,
@@ -410,8 +450,12 @@ class BatchService:
                     else:
                         rules.expire_payment(book, tx)
                 await self.sql.save(book, partition)
-                result.outbox = await self._write_outbox(partition, [(o, {}) for o in book.outgoing], [], now)
+                outgoing = [(o, {}) for o in book.outgoing]
                 result.applied = len(due)
+            # An idle partition's last links get their checkpoint here, at most a sweep interval late.
+            outgoing.extend((o, {}) for o in await self._chain(book, partition, now))
+            if outgoing:
+                result.outbox = await self._write_outbox(partition, outgoing, [], now)
             if outbox_retention is not None:
                 await self.sql.prune_outbox(partition, now - outbox_retention)
         return result

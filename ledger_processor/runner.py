@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from opentelemetry.trace import Tracer
 
 from ledger_processor import monitoring
-from ledger_processor.batch import BatchService, Fenced, OffsetGap, Record
+from ledger_processor.batch import BatchService, Checkpoints, Fenced, OffsetGap, Record
 from ledger_processor.domain import transfers
 from ledger_processor.domain.book import EmoneyLimits, Policy
 from ledger_processor.sql import LedgerSQL, OutboxRow, pool
@@ -96,6 +96,9 @@ class LedgerProcessor:
             )
             if s.emoney_limits_enabled
             else None,
+        )
+        self._checkpoints = Checkpoints(
+            every=timedelta(seconds=s.ledger_chain_checkpoint_seconds), links=s.ledger_chain_checkpoint_links
         )
         self._gc_tuned = False
 
@@ -292,12 +295,13 @@ class LedgerProcessor:
                     except Fenced as exc:
                         self._release(TopicPartition(COMMANDS, partition), exc)
                         continue
-                    if result.outbox:
+                    if result.applied:
                         log.info(
                             "sweep: %s transfers asked to settle or payments closed after expiry",
                             result.applied,
                             extra={"partition": partition},
                         )
+                    if result.outbox:
                         await self._publish(service.sql, partition, result.outbox)
 
     async def watch(self) -> None:
@@ -402,7 +406,9 @@ class LedgerProcessor:
     async def service(self) -> AsyncIterator[BatchService]:
         """The batch service on a pooled connection (its SQL adapter as ``.sql``): a batch, a sweep."""
         async with self.sql() as sql:
-            yield BatchService(sql, LEDGER_EVENTS, DEAD_LETTER, policy=self._policy, tracer=self.tracer)
+            yield BatchService(
+                sql, LEDGER_EVENTS, DEAD_LETTER, policy=self._policy, tracer=self.tracer, checkpoints=self._checkpoints
+            )
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:

@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
 from ledger_processor.domain.book import Account, Book, Transaction
+from ledger_processor.domain.chain import GENESIS, Head, Link
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -37,6 +38,8 @@ def _copy_value(value) -> str:
         return value.isoformat()
     if isinstance(value, dict):
         return json.dumps(value, separators=(",", ":")).translate(_ESCAPES)
+    if isinstance(value, bytes):
+        return "\\\\x" + value.hex()  # bytea's hex input, its backslash escaped for COPY
     return str(value)  # int, Decimal
 
 
@@ -388,6 +391,54 @@ class LedgerSQL:
                     "entries = f.entries + excluded.entries",
                     (book.now.astimezone(UTC).date(), partition, credits, debits, count),
                 )
+
+    # -- the chain (ledger_processor/domain/chain.py) ------------------------------------------------------
+    async def chain_head(self, partition: int) -> Head:
+        """The partition's last link and last checkpoint: one statement on the two primary keys. Read under the
+        partition's lock, so a new owner continues the chain exactly where the last one left it."""
+        cur = await self.conn.execute(
+            "SELECT c.seq, c.hash, k.seq, k.created_at FROM (SELECT 1) one "
+            "LEFT JOIN LATERAL (SELECT seq, hash FROM ledger_chain WHERE partition = %(p)s "
+            "  ORDER BY seq DESC LIMIT 1) c ON true "
+            "LEFT JOIN LATERAL (SELECT seq, created_at FROM ledger_chain_checkpoints WHERE partition = %(p)s "
+            "  ORDER BY seq DESC LIMIT 1) k ON true",
+            {"p": partition},
+        )
+        row = await cur.fetchone()
+        assert row is not None, "a SELECT without FROM filter returns its one row"
+        seq, hash_, checkpoint_seq, checkpoint_at = row
+        return Head(seq or 0, bytes(hash_) if hash_ is not None else GENESIS, checkpoint_seq or 0, checkpoint_at)
+
+    async def append_chain(self, links: Sequence[Link]) -> None:
+        """Append links (COPY: one round trip whatever their number)."""
+        async with self.conn.cursor().copy(
+            "COPY ledger_chain (partition, seq, transaction_id, revision, row_digest, entries_digest, entries, "
+            "prev_hash, hash, created_at) FROM STDIN"
+        ) as copy:
+            await copy.write(
+                copy_text(
+                    (
+                        k.partition,
+                        k.seq,
+                        k.transaction_id,
+                        k.revision,
+                        k.row_digest,
+                        k.entries_digest,
+                        k.entries,
+                        k.prev_hash,
+                        k.hash,
+                        k.at,
+                    )
+                    for k in links
+                )
+            )
+
+    async def record_checkpoint(self, partition: int, seq: int, hash_: bytes, at: datetime) -> None:
+        """Remember a checkpoint published (through the outbox, in this transaction)."""
+        await self.conn.execute(
+            "INSERT INTO ledger_chain_checkpoints (partition, seq, hash, created_at) VALUES (%s, %s, %s, %s)",
+            (partition, seq, hash_, at),
+        )
 
     async def write_outbox(
         self,

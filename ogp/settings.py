@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     ledger_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     # Published outbox rows are kept this long (for operators), then pruned.
     outbox_retention_hours: float = Field(default=72.0, ge=0)
+    # Each partition owner publishes its chain's head (a ChainCheckpoint on the events topic) once this many
+    # links or seconds have passed since its last one (the sweep sees to an idle partition's): what a rewrite
+    # of the chain in PostgreSQL could go unnoticed for. 0 seconds: a checkpoint with every batch that links.
+    ledger_chain_checkpoint_seconds: float = Field(default=60.0, ge=0)
+    ledger_chain_checkpoint_links: int = Field(default=10_000, ge=1)
 
     # --- Live monitoring (projections/velocity): velocity rules over the ledger events; alerts only ---
     # An account's outgoing transfers in one minute above this raise one alert for that minute.

@@ -38,6 +38,7 @@ __all__ = [
     "CommandDeadLettered",
     "OrderPaymentRecorded",
     "VelocityAlert",
+    "ChainCheckpoint",
 ]
 
 TransactionType = Literal["TOPUP", "PAYMENT", "REFUND", "TRANSFER"]
@@ -157,3 +158,19 @@ class VelocityAlert(Message):
     transaction_id: TxId
     event_id: Annotated[str, Field(max_length=80)]
     occurred_at: datetime  # the firing event's time (its transaction's updated_at)
+
+
+class ChainCheckpoint(Message):
+    """The head of one ledger partition's tamper-evident chain (``ledger_chain``) at a moment.
+
+    Published by the partition's owner every so many links or seconds, keyed ``ledger-chain:<partition>``:
+    the copy outside the database that ``ogp audit --chain`` compares the chain with. A rewrite of the chain in
+    PostgreSQL, however consistent, cannot change what is already here. Projections ignore it.
+    """
+
+    TYPE = "ChainCheckpoint"
+    event_id: Annotated[str, Field(max_length=80)]
+    partition: Annotated[int, Field(ge=0)]  # of the commands topic: the ledger partition whose chain this is
+    seq: Annotated[int, Field(ge=1)]  # the link's sequence number in that chain
+    hash: Annotated[str, Field(pattern="^[0-9a-f]{64}$")]  # the link's SHA-256, hex
+    occurred_at: datetime

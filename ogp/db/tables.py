@@ -400,6 +400,36 @@ ledger_daily_wallet_flows = Table(
     PrimaryKeyConstraint("day", "partition"),
 )
 
+# 0014: the tamper-evident chain (ledger_processor/domain/chain.py): one link per write of a transaction
+# version, appended by the partition's owner in the batch's transaction; never updated nor deleted.
+ledger_chain = Table(
+    "ledger_chain",
+    metadata,
+    Column("partition", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),  # 1, 2, 3 ... per partition, without gaps
+    Column("transaction_id", String(50), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("row_digest", LargeBinary, nullable=False),  # SHA-256 of the row as written
+    Column("entries_digest", LargeBinary, nullable=False),  # SHA-256 of the entries this write added
+    Column("entries", Integer, nullable=False),  # how many
+    Column("prev_hash", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    _created_at(),
+    PrimaryKeyConstraint("partition", "seq"),
+)
+
+# 0014: the chain heads published to the events topic (ChainCheckpoint): when the next one is due, and what
+# the copy outside the database should hold.
+ledger_chain_checkpoints = Table(
+    "ledger_chain_checkpoints",
+    metadata,
+    Column("partition", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    _created_at(),
+    PrimaryKeyConstraint("partition", "seq"),
+)
+
 ledger_partitions = Table(
     "ledger_partitions",
     metadata,

@@ -1,7 +1,7 @@
 """Live monitoring: the velocity alerts' read model.
 
 Revision ID: 0015
-Revises: 0014 (temporarily 0013, see down_revision)
+Revises: 0014
 Create Date: 2026-12-01
 
 One row per alert the velocity monitor (projections/velocity) raised, written by its alerts projector with
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"  # TEMPORARY: "0014" once that migration is merged (it is being added beside this one)
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
