@@ -87,6 +87,11 @@ class TransactionItem(BaseModel):
     updated_at: datetime
 
 
+class TransactionDetail(TransactionItem):
+    # A PENDING top-up: how to pay it (VA number, bill key, payment code, QR or deeplink URL), as Midtrans gave it.
+    payment_instructions: dict | None = None
+
+
 class WalletResponse(BaseModel):
     account_id: str
     balance: str
@@ -324,18 +329,23 @@ async def list_transactions(
 
 @router.get(
     "/transactions/{transaction_id}",
-    response_model=TransactionItem,
+    response_model=TransactionDetail,
     responses=errors({404: "`transaction_not_found`: none of the caller's transactions has this id"}),
 )
 async def get_transaction(
     user: CurrentUser, engine: Engine, transaction_id: Annotated[str, Path(min_length=1, max_length=50)]
-) -> TransactionItem:
-    """One of the caller's transactions; PENDING if accepted but not yet in the history."""
+) -> TransactionDetail:
+    """One of the caller's transactions; PENDING if accepted but not yet in the history; a PENDING top-up with
+    how to pay it."""
     row = await views.history_item(engine, user.user_id, transaction_id)
     if row is not None:
-        return _item(row)
-    record = await views.accepted_request(engine, user.user_id, transaction_id)
-    if record is not None:
-        return _pending_item(transaction_id, record, await views.rejection_reason(engine, user.user_id, transaction_id))
-    # The same answer for another user's transaction as for none: ids are not enumerable.
-    raise NotFound("transaction not found", code="transaction_not_found")
+        item = _item(row)
+    elif (record := await views.accepted_request(engine, user.user_id, transaction_id)) is not None:
+        item = _pending_item(transaction_id, record, await views.rejection_reason(engine, user.user_id, transaction_id))
+    else:
+        # The same answer for another user's transaction as for none: ids are not enumerable.
+        raise NotFound("transaction not found", code="transaction_not_found")
+    instructions = None
+    if item.status == "PENDING" and item.type in ("TOPUP", None):
+        instructions = await views.payment_instructions(engine, user.user_id, transaction_id)
+    return TransactionDetail(**item.model_dump(), payment_instructions=instructions)

@@ -8,7 +8,7 @@ from sqlalchemy import or_, select, tuple_
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ogp.db.tables import accounts, idempotency_keys, ledger_dead_letters, users
+from ogp.db.tables import accounts, idempotency_keys, ledger_dead_letters, midtrans_orders, users
 from ogp.db.tables import historical_transactions as ht
 from query_api.history_filters import filter_history
 
@@ -112,5 +112,13 @@ async def rejection_reason(engine: AsyncEngine, user_id: int, transaction_id: st
         .where(d.transaction_id == transaction_id, accounts.c.user_id == user_id)
         .limit(1)
     )
+    async with engine.connect() as conn:
+        return (await conn.execute(query)).scalar()
+
+
+async def payment_instructions(engine: AsyncEngine, user_id: int, transaction_id: str) -> dict | None:
+    """How to pay the user's pending top-up ``transaction_id`` (its Midtrans order), as the command API kept it."""
+    o = midtrans_orders.c
+    query = select(o.instructions).where(o.order_id == transaction_id, o.user_id == user_id, o.kind == "TOPUP")
     async with engine.connect() as conn:
         return (await conn.execute(query)).scalar()

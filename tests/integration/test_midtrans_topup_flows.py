@@ -27,12 +27,13 @@ from ogp.clients import KafkaProducerManager, async_engine
 from ogp.db.migrate import upgrade
 from ogp.messaging import ensure_topics
 from ogp.settings import Settings
+from query_api.app import create_app as query_app
 from schemas.topics import topic_specs
 from tests.support.infra import create_database
 from tests.support.ledger import BackgroundProcessor, ledger_row, query
 from tests.support.midtrans_sim import SimulatorControl
 from tests.support.processes import Worker
-from tests.support.server import serve
+from tests.support.server import serve, serve_client
 from tests.support.waiting import wait_until
 from tests.support.wallet import signed_up
 
@@ -122,6 +123,18 @@ def test_a_bca_va_topup_shows_its_va_number_while_pending_and_settles_when_paid(
     # Only its owner sees it.
     stranger = signed_up(api, "nosy")
     assert api.get(f"/payments/{order}", headers=stranger["auth"]).status_code == 404
+    # The wallet's own status resource (query API, from the history read model) shows it too.
+    history = Worker("projections.history", "projector-history", Path(tempfile.mkdtemp(prefix="ogp-mtflow-")), settings)
+    history.start()
+    try:
+        with serve_client(query_app(settings)) as queries:
+            url = f"/api/payment/transactions/{order}"
+            wait_until(lambda: queries.get(url, headers=user["auth"]).status_code == 200, what="the top-up projected")
+            item = queries.get(url, headers=user["auth"]).json()
+            assert (item["status"], item["payment_instructions"]["va_numbers"]) == ("PENDING", wanted)
+            assert queries.get(url, headers=stranger["auth"]).status_code == 404
+    finally:
+        history.stop()
 
     # The customer pays at the ATM: credited once, and the instructions are gone.
     sim.pay(order)
