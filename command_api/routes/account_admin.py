@@ -24,6 +24,15 @@ from schemas.commands import ChangeAccountStatus, ChangeVerificationLevel, Verif
 router = APIRouter(prefix="/api/admin/accounts", tags=["admin"])
 
 
+async def _append(request: Request, command: ChangeAccountStatus | ChangeVerificationLevel) -> None:
+    """Append an admin command for the account's partition owner; 503 (nothing recorded) without Kafka."""
+    try:
+        await append_command(request.app.state.clients.kafka, command)
+    except KafkaUnavailable:
+        raise ServiceUnavailable("the command log is unavailable", code="kafka_unavailable") from None
+    COMMANDS_ACCEPTED.labels(command.TYPE).inc()
+
+
 class StatusChange(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     status: Literal["ACTIVE", "SUSPENDED", "CLOSED"]
@@ -78,11 +87,7 @@ async def change_status(
         actor_user_id=admin.user_id,
         reason=body.reason,
     )
-    try:
-        await append_command(request.app.state.clients.kafka, command)
-    except KafkaUnavailable:
-        raise ServiceUnavailable("the command log is unavailable", code="kafka_unavailable") from None
-    COMMANDS_ACCEPTED.labels(command.TYPE).inc()
+    await _append(request, command)
     return StatusChangeAccepted(
         command_id=command.command_id,
         account_id=account_id,
@@ -139,11 +144,7 @@ async def change_verification(
         actor_user_id=admin.user_id,
         reason=body.reason,
     )
-    try:
-        await append_command(request.app.state.clients.kafka, command)
-    except KafkaUnavailable:
-        raise ServiceUnavailable("the command log is unavailable", code="kafka_unavailable") from None
-    COMMANDS_ACCEPTED.labels(command.TYPE).inc()
+    await _append(request, command)
     return VerificationChangeAccepted(
         command_id=command.command_id, account_id=account_id, requested_level=body.level, current_level=current
     )
