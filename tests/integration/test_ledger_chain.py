@@ -21,6 +21,7 @@ from psycopg import sql
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from ledger_processor.chain_audit import read_checkpoints
 from ledger_processor.domain import chain
 from ledger_processor.domain.book import Transaction
 from ledger_processor.sql import conninfo_from_url
@@ -86,7 +87,21 @@ def ledger(ledger_env) -> str:
         wait_until(lambda: closed(db, unpaid), 30, "the sweep closed the unpaid top-ups")
         wait_until(lambda: anchored(db), 30, "every chain's head was checkpointed")
         caught_up(db, env.kafka_bootstrap, at_least=2 * len(accounts) + len(commands))  # and published
+    in_kafka(env, db)
     return db
+
+
+def in_kafka(env, db: str) -> None:
+    """Wait until the copy outside the database (the checkpoints read from Kafka, as the audit reads them) holds
+    every checkpoint the database holds: the tests compare the two."""
+    stored = query(db, "SELECT count(*) FROM ledger_chain_checkpoints")[0][0]
+    seen: list[int] = []
+
+    def complete() -> bool:
+        seen.append(len({(c.partition, c.seq) for c in asyncio.run(read_checkpoints(env.kafka_bootstrap, timeout=60))}))
+        return seen[-1] == stored
+
+    wait_until(complete, 60, lambda: f"Kafka holds the {stored} checkpoints of the database (read: {seen[-5:]})")
 
 
 def closed(db: str, topups: list[RequestTopup]) -> bool:
@@ -255,6 +270,7 @@ def test_a_link_changed_to_fit_a_changed_row_is_named(ledger_env, db):
 
 
 def test_a_chain_rewritten_consistently_after_a_checkpoint_disagrees_with_kafka(ledger_env, db):
+    in_kafka(ledger_env, db)  # the copy outside is complete before the database is rewritten
     tid, partition, seq, _ = a_payment(db)
     # The first checkpoint published after the payment was linked.
     checkpoint = query(
