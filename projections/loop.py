@@ -5,7 +5,7 @@ life (start with retry, fetch, bounded close), and a retry that never lets a fai
 A projector says what it consumes (``topic``, ``group_id``), how it subscribes (:meth:`ProjectorLoop._subscribe`:
 where it resumes) and what it does with a fetch (:meth:`ProjectorLoop._project`). Two ways of resuming exist:
 positions in PostgreSQL (``projections.positions``: the ledger-event projectors) and Kafka's committed offsets
-(``projections.access_logs``).
+(``projections.facts``: the access logs and the velocity alerts).
 
 Metrics (``ogp/metrics.py``, served on the worker's health port): ``ogp_projector_applied{projector}``, counted by
 each projector after its commit, and ``ogp_projector_lag{projector,partition}``, refreshed every
