@@ -303,11 +303,16 @@ def test_poison_and_unknown_account_events_are_skipped_and_the_partition_moves_o
         stranger = good[0].model_copy(
             update={"transaction_id": "tx-stranger", "account_id": "no-such-account", "event_id": "tx-stranger#1"}
         )
+        # PostgreSQL's text cannot hold NUL: a valid event that no database row can take.
+        unstorable = good[0].model_copy(
+            update={"transaction_id": "tx-nul", "description": "nul \x00 inside", "event_id": "tx-nul#1"}
+        )
         # A non-JSON record and an event for an account this database does not know, amid good ones.
         items = [
             (key_of(good[0]), encode(good[0])),
             (account, b"\x00not json"),
             (account, encode(stranger)),
+            (account, encode(unstorable)),
             (account, b'{"type":"NoSuchEvent","version":1,"data":{}}'),
             *((key_of(e), encode(e)) for e in good[1:]),
         ]
@@ -317,7 +322,7 @@ def test_poison_and_unknown_account_events_are_skipped_and_the_partition_moves_o
         await stop(projector, task)
         assert table(world) == replay(good)
         assert projector.stats.undecodable == 2
-        assert projector.stats.rejected == 1
+        assert projector.stats.rejected == 2
 
     asyncio.run(scenario())
 
