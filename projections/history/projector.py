@@ -114,6 +114,7 @@ async def _upsert_batch(conn: AsyncConnection, rows: list[dict]) -> None:
     """Upsert ``rows`` (one per transaction id) as ``_upsert_rows()`` would, through the session's batch table
     (emptied when the transaction ends)."""
     raw = (await conn.get_raw_connection()).driver_connection
+    assert raw is not None, "a pooled connection has its driver's connection"
     async with raw.cursor() as cur:
         await cur.execute(_BATCH_TABLE)
         async with cur.copy(_COPY) as copy:
