@@ -12,7 +12,11 @@ checkpoint read names a link already committed):
    deleted. Each is named with its transaction, entry ids and link.
 3. **The checkpoints.** Each head published to the events topic (the copy outside the database) must be the
    hash of that link now: a chain rewritten consistently in PostgreSQL, links and rows and checkpoint table
-   alike, still disagrees with what Kafka holds. The database's own checkpoint table is compared too.
+   alike, still disagrees with what Kafka holds. The database's own checkpoint table is compared too. And the
+   copy outside must be there: a checkpoint the database recorded and published (no longer waiting in the
+   outbox) that Kafka does not hold fails the audit, when a later checkpoint of its partition is in Kafka (the
+   outbox publishes a partition's records in order) or when it was made more than ``PUBLISH_GRACE`` before the
+   Kafka read began. Deleting Kafka's copy does not make a rewritten chain pass.
 
 Read-only, streaming (the rows are never all in memory), in the ``audit``'s REPEATABLE READ transaction.
 """
@@ -23,7 +27,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
@@ -35,9 +39,12 @@ from ogp.errors import OperatorError
 from ogp.messaging import describe_partitions
 from schemas.base import UnknownMessage, decode
 from schemas.events import ChainCheckpoint
-from schemas.topics import LEDGER_EVENTS
+from schemas.topics import COMMANDS, LEDGER_EVENTS
 
 _SHOWN = 20  # problems listed per kind (all are counted)
+# A checkpoint made this long before the audit read Kafka has been published by then (the outbox's lag is
+# seconds; one still waiting in the outbox is never expected in Kafka).
+PUBLISH_GRACE = timedelta(minutes=5)
 
 
 @dataclass
@@ -123,8 +130,9 @@ def _checkpoint(value: bytes, where: str) -> Checkpoint:
     return Checkpoint(message.partition, message.seq, message.hash, message.occurred_at, where)
 
 
-def audit_chain(conn: Connection, published: Iterable[Checkpoint]) -> ChainReport:
-    """Verify the chains, the rows against them, and ``published`` (the checkpoints read from Kafka)."""
+def audit_chain(conn: Connection, published: Iterable[Checkpoint], read_at: datetime | None = None) -> ChainReport:
+    """Verify the chains, the rows against them, and ``published`` (the checkpoints read from Kafka, a read that
+    began at ``read_at``)."""
     if not conn.in_transaction():
         conn.execution_options(isolation_level="REPEATABLE READ")
     report = ChainReport()
@@ -138,6 +146,7 @@ def audit_chain(conn: Connection, published: Iterable[Checkpoint]) -> ChainRepor
     ]
     database = _by_link(stored, report, "the database")
     report.database_checkpoints = len(database)
+    report.checkpoints += _missing_from_kafka(conn, database, kafka, read_at)
     _verify_links(conn, report, kafka, database)
     for source in (kafka, database):
         for (partition, seq), cp in sorted(source.items()):
@@ -147,6 +156,39 @@ def audit_chain(conn: Connection, published: Iterable[Checkpoint]) -> ChainRepor
             )
     _verify_rows(conn, report)
     return report
+
+
+def _missing_from_kafka(
+    conn: Connection, database: dict[tuple[int, int], Checkpoint], kafka: dict, read_at: datetime | None
+) -> list[str]:
+    """The database's checkpoints that were published but that Kafka does not hold (see the module's 3.)."""
+    waiting: set[tuple[int, int]] = set()
+    for (payload,) in conn.execute(
+        text(
+            "SELECT o.payload FROM ledger_outbox o JOIN ledger_partitions p ON p.topic = :topic "
+            "AND p.partition = o.partition WHERE o.key LIKE :key AND o.id > p.published_outbox_id"
+        ),
+        {"topic": COMMANDS, "key": f"{chain.CHECKPOINT_KEY_PREFIX}%"},
+    ):
+        try:
+            message = decode(payload.encode())
+        except UnknownMessage:
+            continue
+        if isinstance(message, ChainCheckpoint):
+            waiting.add((message.partition, message.seq))
+    newest: dict[int, int] = {}
+    for partition, seq in kafka:
+        newest[partition] = max(newest.get(partition, 0), seq)
+    problems = []
+    for (partition, seq), cp in sorted(database.items()):
+        if (partition, seq) in kafka or (partition, seq) in waiting:
+            continue
+        if seq < newest.get(partition, 0) or (read_at is not None and cp.at < read_at - PUBLISH_GRACE):
+            problems.append(
+                f"checkpoint {partition}/{seq} in the database (at {cp.at:%Y-%m-%d %H:%M:%S}) was published but "
+                f"is not in {LEDGER_EVENTS} (Kafka's copy deleted, or not the ledger's broker?)"
+            )
+    return problems
 
 
 def _by_link(checkpoints: Iterable[Checkpoint], report: ChainReport, source: str) -> dict[tuple[int, int], Checkpoint]:

@@ -13,7 +13,7 @@ import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -91,6 +91,7 @@ def audit_ledger(
     """Check the ledger: double entry, balances equal their entries, none negative, nothing stranded."""
     settings = get_settings()
     # The checkpoints first: then every one read names a link already committed when the snapshot is taken.
+    read_at = datetime.now(UTC)
     checkpoints = asyncio.run(read_checkpoints(settings.kafka_bootstrap)) if chain else []
     engine = create_engine(settings.sqlalchemy_url)
     try:
@@ -98,7 +99,7 @@ def audit_ledger(
             report = audit(
                 conn, timedelta(seconds=older_than), timedelta(seconds=settings.payment_expiry_grace_seconds)
             )
-            chain_report = audit_chain(conn, checkpoints) if chain else None
+            chain_report = audit_chain(conn, checkpoints, read_at) if chain else None
     finally:
         engine.dispose()
     for line in report.lines():

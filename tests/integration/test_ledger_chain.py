@@ -21,7 +21,7 @@ from psycopg import sql
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from ledger_processor.chain_audit import read_checkpoints
+from ledger_processor.chain_audit import PUBLISH_GRACE, audit_chain, read_checkpoints
 from ledger_processor.domain import chain
 from ledger_processor.domain.book import Transaction
 from ledger_processor.sql import conninfo_from_url
@@ -287,6 +287,36 @@ def test_a_chain_rewritten_consistently_after_a_checkpoint_disagrees_with_kafka(
     assert re.search(
         rf"checkpoint {partition}/{checkpoint} in ogp\.ledger-events\.v1 \d+/\d+ .*the chain was rewritten", out
     ), out
+
+
+def test_checkpoints_published_but_missing_from_kafka_fail_the_audit(ledger_env, db):
+    """Kafka's copy must be there: an earlier checkpoint missing while a later one of its partition is in Kafka,
+    or any checkpoint older than the grace when Kafka holds none, fails the audit, named."""
+    published = asyncio.run(read_checkpoints(ledger_env.kafka_bootstrap, timeout=60))
+    engine = create_engine(db)
+    try:
+        with engine.connect() as conn:
+            assert audit_chain(conn, published, datetime.now(UTC)).ok  # all there, just read
+        by_partition: dict[int, list] = {}
+        for cp in published:
+            by_partition.setdefault(cp.partition, []).append(cp)
+        partition, kept = next((p, sorted(c, key=lambda c: c.seq)) for p, c in by_partition.items() if len(c) > 1)
+        lost = kept[0]
+        with engine.connect() as conn:
+            report = audit_chain(conn, [cp for cp in published if cp is not lost], datetime.now(UTC))
+        assert not report.ok
+        assert report.checkpoints == [
+            f"checkpoint {partition}/{lost.seq} in the database (at {lost.at:%Y-%m-%d %H:%M:%S}) was published but "
+            "is not in ogp.ledger-events.v1 (Kafka's copy deleted, or not the ledger's broker?)"
+        ], report.checkpoints
+        # Kafka emptied: nothing to compare is not "OK" once the checkpoints are older than the grace.
+        with engine.connect() as conn:
+            assert audit_chain(conn, [], datetime.now(UTC)).ok  # just made: maybe still on their way
+        with engine.connect() as conn:
+            late = audit_chain(conn, [], datetime.now(UTC) + PUBLISH_GRACE + timedelta(seconds=1))
+        assert len(late.checkpoints) == query(db, "SELECT count(*) FROM ledger_chain_checkpoints")[0][0] > 0
+    finally:
+        engine.dispose()
 
 
 def test_details_read_back_from_jsonb_encode_as_written(db):
