@@ -357,6 +357,22 @@ EXPECTED_COLUMNS["velocity_alerts"] = {
 # 0016: how to pay a pending Midtrans payment.
 EXPECTED_COLUMNS["midtrans_orders"]["instructions"] = ("jsonb", False, None)
 
+# 0017: where the returner's refund of each held record stands.
+EXPECTED_COLUMNS["held_returns"] = {
+    "held_id": (varchar(50), True, None),
+    "order_id": (varchar(50), True, None),
+    "account_id": (varchar(64), True, None),
+    "amount": (MONEY, True, None),
+    "refund_key": (varchar(64), True, None),
+    "state": (varchar(16), True, None),
+    "attempts": ("integer", True, "0"),
+    "next_attempt_at": (TSTZ, False, None),
+    "last_error": ("text", False, None),
+    "parked_reason": ("text", False, None),
+    "created_at": (TSTZ, True, NOW),
+    "updated_at": (TSTZ, True, NOW),
+}
+
 EXPECTED_PRIMARY_KEYS = {
     "users": ["id"],
     "authentications": ["token_hash"],
@@ -367,6 +383,7 @@ EXPECTED_PRIMARY_KEYS = {
     "api_access_logs": ["id"],
     "midtrans_orders": ["order_id"],
     "midtrans_refunds": ["refund_key"],
+    "held_returns": ["held_id"],
     "midtrans_notifications": ["notification_id"],
     "payments": ["payment_id"],
     "partner_feed": ["transaction_id"],
@@ -483,6 +500,12 @@ EXPECTED_CHECKS = {
         "CHECK (((kind)::text = ANY ((ARRAY['TOPUP'::character varying, 'ORDER'::character varying])::text[])))",
     ),
     ("midtrans_refunds", "ck_midtrans_refunds_amount_positive", "CHECK ((amount > (0)::numeric))"),
+    (
+        "held_returns",
+        "ck_held_returns_state_known",
+        "CHECK (((state)::text = ANY ((ARRAY['RETURNING'::character varying, 'REFUNDED'::character varying, "
+        "'PARKED'::character varying])::text[])))",
+    ),
     (
         "midtrans_refunds",
         "ck_midtrans_refunds_state_known",
