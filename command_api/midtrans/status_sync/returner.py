@@ -234,3 +234,64 @@ class Returner:
         )
         async with self.engine.begin() as conn:
             await conn.execute(statement)
+
+
+# -- the listing (GET /api/admin/held-payments) --------------------------------------------------------------------
+
+
+def return_state(amount: Decimal, returned: Decimal, reason: str | None, returner_state: str | None) -> str:
+    """Where money held for a payment stands: returned (all of it), parked (Midtrans refused: a person returns
+    it), returning (the returner is on it), held (a reason the returner does not handle: a person decides)."""
+    if returned >= amount:
+        return "returned"
+    if returner_state == "PARKED":
+        return "parked"
+    return "returning" if reason in RETURNABLE_HOLDS else "held"
+
+
+async def held_payments(engine: AsyncEngine, state: str | None, limit: int) -> list[dict]:
+    """Money held in suspense, newest first, with where its return stands (``state``: only those)."""
+    lt, h = ledger_transactions.c, held_returns.c
+    query = (
+        select(
+            lt.transaction_id,
+            lt.external_reference,
+            lt.account_id,
+            lt.amount,
+            lt.details,
+            lt.created_at,
+            h.state,
+            h.attempts,
+            h.next_attempt_at,
+            h.last_error,
+            h.parked_reason,
+        )
+        .select_from(ledger_transactions.outerjoin(held_returns, h.held_id == lt.transaction_id))
+        .where(lt.transaction_type == "HELD")
+        .order_by(lt.created_at.desc(), lt.transaction_id)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    out = []
+    for r in rows:
+        returned = Decimal(r.details.get("returned", "0"))
+        reason = r.details.get("suspense_reason")
+        view = {
+            "held_id": r.transaction_id,
+            "order_id": r.external_reference,
+            "account_id": r.account_id,
+            "amount": r.amount,
+            "reason": reason,
+            "state": return_state(r.amount, returned, reason, r.state),
+            "returned_amount": returned,
+            "returned_at": r.details.get("returned_at"),
+            "refund_key": return_refund_key(r.transaction_id),
+            "attempts": r.attempts or 0,
+            "next_attempt_at": r.next_attempt_at,
+            "last_error": r.last_error,
+            "parked_reason": r.parked_reason,
+            "held_at": r.created_at,
+        }
+        if state is None or view["state"] == state:
+            out.append(view)
+    return out[:limit]
