@@ -350,6 +350,12 @@ Index(
     ledger_transactions.c.updated_at,
     postgresql_where=text("status = 'PENDING'"),
 )
+# 0017: money held in suspense (the returner's round, the admin listing, the audit), few among many rows.
+Index(
+    "ix_ledger_transactions_held",
+    ledger_transactions.c.created_at,
+    postgresql_where=text("transaction_type = 'HELD'"),
+)
 
 ledger_system_accounts = Table(
     "ledger_system_accounts",

@@ -465,6 +465,9 @@ EXPECTED_INDEXES = {
     # 0008: the saga sweep and the audit find what is still PENDING.
     "ix_ledger_transactions_pending": "CREATE INDEX ix_ledger_transactions_pending ON public.ledger_transactions "
     "USING btree (partition, updated_at) WHERE ((status)::text = 'PENDING'::text)",
+    # 0017: the returner's round and the held-payments listing find the few HELD records.
+    "ix_ledger_transactions_held": "CREATE INDEX ix_ledger_transactions_held ON public.ledger_transactions "
+    "USING btree (created_at) WHERE ((transaction_type)::text = 'HELD'::text)",
     "ix_ledger_dead_letters_transaction_id": "CREATE INDEX ix_ledger_dead_letters_transaction_id ON "
     "public.ledger_dead_letters USING btree (transaction_id)",
     "ix_ledger_entries_account_id_created_at": "CREATE INDEX ix_ledger_entries_account_id_created_at ON "

@@ -42,7 +42,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("held_id", name="pk_held_returns"),
         sa.CheckConstraint("state IN ('RETURNING', 'REFUNDED', 'PARKED')", name="state_known"),
     )
+    # The returner's round (every few seconds), the admin listing and the audit find the few HELD records.
+    op.create_index(
+        "ix_ledger_transactions_held",
+        "ledger_transactions",
+        ["created_at"],
+        postgresql_where=sa.text("transaction_type = 'HELD'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_ledger_transactions_held", table_name="ledger_transactions")
     op.drop_table("held_returns")
