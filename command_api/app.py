@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from command_api.routes import account_admin, admin, auth, dead_letters, midtrans, payment_admin, payments, reconcile
+from command_api.routes import (
+    account_admin,
+    admin,
+    auth,
+    dead_letters,
+    held_payments,
+    midtrans,
+    payment_admin,
+    payments,
+    reconcile,
+)
 from ogp.settings import Settings
 from ogp.web.app import build_app
 
@@ -19,5 +29,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         payment_admin.router,
         reconcile.router,
         dead_letters.router,
+        held_payments.router,
     ]
     return build_app("command-api", "One Gate Payment: command API", routers=routers, settings=settings)

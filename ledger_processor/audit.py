@@ -2,7 +2,9 @@
 
 Beyond double entry, the audit checks that money is never stranded: no transfer stays in flight past a
 threshold, the in-flight accounts hold exactly what is in transit, every rupiah in suspense or owed to us
-is tied to a record that says why, and every accepted command reached a final state.
+is tied to a record that says why, and every accepted command reached a final state. Money held for a payment
+is listed with where its return through Midtrans stands (the status sync's returner): returned, returning,
+parked (Midtrans refused: a person returns it) or held (a reason the returner leaves to a person).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+
+from schemas.commands import RETURNABLE_HOLDS
 
 DEFAULT_THRESHOLD = timedelta(minutes=10)
 
@@ -42,6 +46,8 @@ class AuditReport:
     lost_statuses: list[tuple] = field(default_factory=list)
     # (transaction id, flags): left as they are and flagged for a person (shown, not failing)
     flagged: list[tuple] = field(default_factory=list)
+    # (held id, amount, reason, state, why): money held for a payment and where its return stands
+    held_payments: list[tuple] = field(default_factory=list)
     threshold: timedelta = DEFAULT_THRESHOLD
 
     @property
@@ -92,6 +98,11 @@ class AuditReport:
             " FAILED record of their own)",
             f"Midtrans statuses dead-lettered and not overtaken since: {len(self.lost_statuses)}",
             f"transactions flagged for a person: {len(self.flagged)}",
+            "held payments: "
+            + ", ".join(
+                f"{sum(1 for h in self.held_payments if h[3] == state)} {state}"
+                for state in ("returning", "returned", "parked", "held")
+            ),
         ]
         out += [f"  unbalanced {t}: {s:.2f}" for t, s in self.unbalanced_transactions[:10]]
         out += [f"  mismatch {a}: balance {b:.2f}, entries {e:.2f}" for a, b, e in self.balance_mismatches[:10]]
@@ -112,6 +123,10 @@ class AuditReport:
         ]
         out += [f"  lost Midtrans status of {p}: {r} at {s:%Y-%m-%d %H:%M:%S}" for p, r, s in self.lost_statuses[:10]]
         out += [f"  flagged {t}: {', '.join(f)}" for t, f in self.flagged[:20]]
+        out += [
+            f"  held {t}: {m:.2f} ({r or 'UNEXPLAINED'}) {state}{': ' + why if why else ''}"
+            for t, m, r, state, why in self.held_payments[:20]
+        ]
         return out
 
 
@@ -207,7 +222,32 @@ def audit(
             )
         )
     ]
+    r.held_payments = _held_payments(conn)
     return r
+
+
+def _held_payments(conn: Connection) -> list[tuple]:
+    """Each HELD record, newest first, with where its return stands (the returner keeps ``held_returns``)."""
+    out: list[tuple] = []
+    for held_id, amount, reason, returned, state, parked, error, returned_at in conn.execute(
+        text(
+            "SELECT t.transaction_id, t.amount, t.details->>'suspense_reason', "
+            "coalesce((t.details->>'returned')::numeric, 0), h.state, h.parked_reason, h.last_error, "
+            "t.details->>'returned_at' FROM ledger_transactions t "
+            "LEFT JOIN held_returns h ON h.held_id = t.transaction_id WHERE t.transaction_type = 'HELD' "
+            "ORDER BY t.created_at DESC LIMIT 100"
+        )
+    ):
+        if returned >= amount:
+            out.append((held_id, amount, reason, "returned", f"refunded through Midtrans at {returned_at}"))
+        elif state == "PARKED":
+            out.append((held_id, amount, reason, "parked", parked))
+        elif reason in RETURNABLE_HOLDS:
+            why = f"{returned:.2f} returned so far" if returned else (f"last try: {error}" if error else None)
+            out.append((held_id, amount, reason, "returning", why))
+        else:
+            out.append((held_id, amount, reason, "held", "for a person to return"))
+    return out
 
 
 def _money_in_transit(conn: Connection, r: AuditReport) -> None:

@@ -61,6 +61,14 @@ STATUS_SYNC_ERRORS = Counter(
     ["stage"],
 )
 
+HELD_RETURNS = Counter(
+    "ogp_held_returns",
+    "Money held in suspense that the returner asked Midtrans to refund, by outcome: refunded (status appended "
+    "for the ledger), not_settled (412 before settlement: later), retry (no answer, 5xx, not appended), parked "
+    "(refused for good: a person returns it).",
+    ["outcome"],
+)
+
 # -- query API: partners -----------------------------------------------------------------------------------------
 PARTNER_REQUESTS = Counter(
     "ogp_partner_requests", "Partner API requests, by API key id and status.", ["key_id", "status"]

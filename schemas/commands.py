@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -38,6 +39,8 @@ __all__ = [
     "order_transaction_id",
     "ExpireTransfer",
     "MAX_PAYMENT_REVERSALS",
+    "RETURNABLE_HOLDS",
+    "return_refund_key",
 ]
 
 
@@ -191,6 +194,17 @@ class ChangeVerificationLevel(Command):
 # How many refunds or chargebacks of one payment the ledger follows (each has its own record, ``<id>:rb<n>``,
 # which must fit a transaction id); the command API refuses to ask Midtrans for more.
 MAX_PAYMENT_REVERSALS = 9
+
+
+# Why money can be held in suspense (the HELD record's ``suspense_reason``) such that the command API's returner
+# gives it back through Midtrans's refund API on its own: a paid top-up the wallet could not take.
+RETURNABLE_HOLDS = frozenset({"balance_cap_exceeded", "monthly_incoming_cap_exceeded", "paid_to_closed_account"})
+
+
+def return_refund_key(held_id: str) -> str:
+    """The Midtrans refund_key that returns the money held under ``held_id``: the same on every try (Midtrans
+    takes the same refund_key for the same refund), within its alphabet (letters, digits, ``_-``)."""
+    return "hold-return-" + hashlib.sha256(held_id.encode()).hexdigest()[:40]
 
 
 def order_account_id(order_id: str) -> str:

@@ -19,7 +19,12 @@ Money goes back only on a status confirmed by Midtrans's status API (``RecordMid
 Anything else after payment (a ``cancel``, ``expire`` or ``pending`` after settlement, a ``deny`` for another
 payment type) moves nothing and is flagged for a person. A status the payment already passed through is a
 late duplicate and changes nothing. Money Midtrans took that cannot be credited (a wrong amount, paid after
-a final FAILED/CANCELLED, paid to a closed wallet) is held in suspense for a person, never credited.
+a final FAILED/CANCELLED, paid to a closed wallet, paid over an e-money cap) is held in suspense, never credited.
+
+Held money leaves suspense only when Midtrans gives it back: a confirmed ``refund``/``partial_refund`` (or
+chargeback) of a FAILED or CANCELLED payment with a held record returns that much (cumulative, never beyond
+what was held) from suspense to Midtrans clearing, once; the payment keeps its final state and reason. Another
+paid status for a payment already held (a card capture that settles the next day) is the same money: nothing.
 """
 
 from __future__ import annotations
@@ -87,7 +92,17 @@ class Reverse:
     action: Literal["reverse"] = "reverse"
 
 
-Decision = Ignore | EnterState | Refuse | Hold | Reverse
+@dataclass(frozen=True)
+class Return:
+    amount: Decimal  # how much more of the held money Midtrans gave back now
+    state: str  # Midtrans's status that says so
+    action: Literal["return"] = "return"
+
+
+Decision = Ignore | EnterState | Refuse | Hold | Reverse | Return
+
+# Statuses by which Midtrans gives (part of) a payment back: "full" or "partial" (its cumulative refund_amount).
+_GIVEN_BACK = {"refund": "full", "chargeback": "full", "partial_refund": "partial", "partial_chargeback": "partial"}
 
 IGNORE = Ignore()
 
@@ -118,8 +133,14 @@ def reversed_so_far(tx: Transaction) -> Decimal:
     return Decimal(tx.details.get("reversed", "0.00"))
 
 
-def decide(tx: Transaction, cmd: RecordMidtransStatus, policy: Policy) -> Decision:
-    """The action for status ``cmd`` on payment ``tx`` (a top-up or an order payment)."""
+def returned_so_far(held: Transaction) -> Decimal:
+    """How much of the money held for a payment Midtrans has given back so far."""
+    return Decimal(held.details.get("returned", "0.00"))
+
+
+def decide(tx: Transaction, cmd: RecordMidtransStatus, policy: Policy, held: Transaction | None = None) -> Decision:
+    """The action for status ``cmd`` on payment ``tx`` (a top-up or an order payment); ``held``: the record of
+    money held in suspense for it, if any."""
     status = cmd.transaction_status.lower()
     if tx.status == "PENDING":
         if is_paid(status, cmd.fraud_status):
@@ -134,10 +155,31 @@ def decide(tx: Transaction, cmd: RecordMidtransStatus, policy: Policy) -> Decisi
         return IGNORE  # pending, authorize, capture under challenge: still waiting
     if tx.status == "SUCCESS":
         return _after_paid(tx, cmd, status, policy)
-    # FAILED or CANCELLED are final; money arriving afterwards is held for a person.
+    # FAILED or CANCELLED are final; money arriving afterwards is held in suspense.
     if is_paid(status, cmd.fraud_status):
+        if held is not None:
+            return IGNORE  # the money Midtrans took for this order is held already (capture, then settlement)
         return _hold("paid_after_final_status", _amount(cmd.gross_amount))
+    if held is not None and status in _GIVEN_BACK:
+        return _give_back(held, cmd, status)
     return IGNORE
+
+
+def _give_back(held: Transaction, cmd: RecordMidtransStatus, status: str) -> Decision:
+    """Midtrans gave (part of) a held payment back: the part not returned yet leaves suspense."""
+    if _GIVEN_BACK[status] == "full":
+        target = held.amount
+    else:
+        refunded = _amount(cmd.refund_amount)
+        if refunded is None:
+            return Refuse("flag", "partial_return_without_amount")
+        target = min(refunded, held.amount)  # cumulative at Midtrans; never beyond what was held
+    delta = target - returned_so_far(held)
+    if delta <= 0:
+        return IGNORE  # a duplicate, or a late partial after the whole
+    if not cmd.confirmed:
+        return Refuse("flag", "unconfirmed_return")  # as for reversals: only what the status API said
+    return Return(delta, status)
 
 
 def _hold(reason: str, paid: Decimal | None) -> Decision:

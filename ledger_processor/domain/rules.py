@@ -50,6 +50,7 @@ from schemas.commands import (
     ReverseTransfer,
     order_account_id,
     order_transaction_id,
+    return_refund_key,
 )
 from schemas.events import AccountStatusChanged, AccountVerificationChanged, OrderPaymentRecorded
 
@@ -120,6 +121,7 @@ def needs(command: Command, owns: Callable[[str], bool]) -> Needs:
         case RecordMidtransStatus():
             payment = midtrans_transaction_id(command)
             n.transactions |= {payment, held_id(payment)}
+            n.transactions |= {returned_id(payment, i) for i in range(1, midtrans.MAX_REVERSALS + 1)}
             n.transactions |= {topup_reversal_id(payment, i) for i in range(1, midtrans.MAX_REVERSALS + 1)}
         case RequestOrderPayment():
             n.transactions.add(order_transaction_id(command.transaction_id))
@@ -241,7 +243,7 @@ def midtrans_status(book: Book, cmd: RecordMidtransStatus) -> None:
     if tx.transaction_type != "TOPUP":
         return
     account = book.account(tx.account_id)
-    decision = midtrans.decide(tx, cmd, book.policy)
+    decision = midtrans.decide(tx, cmd, book.policy, book.tx(held_id(tx.transaction_id)))
     match decision.action:
         case "ignore":
             return
@@ -273,6 +275,8 @@ def midtrans_status(book: Book, cmd: RecordMidtransStatus) -> None:
             book.settle(tx, tx.status, failure_reason=tx.failure_reason)
         case "reverse":
             _reverse_topup(book, tx, account, decision)
+        case "return":
+            _return_held(book, tx, decision)
 
 
 def held_id(payment_id: str) -> str:
@@ -311,6 +315,54 @@ def _hold(book: Book, tx: Transaction, cmd: RecordMidtransStatus, decision: midt
         fail(book, tx, decision.reason)
     else:
         flag(book, tx, decision.reason)
+
+
+def returned_id(payment_id: str, n: int) -> str:
+    """The n-th return of money held for a payment (Midtrans refunded it): out of suspense."""
+    return f"{payment_id}:rt{n}"
+
+
+def _return_held(book: Book, tx: Transaction, decision: midtrans.Return) -> None:
+    """Midtrans gave ``decision.amount`` of the money held for ``tx`` back to the payer: it leaves suspense for
+    Midtrans clearing (money leaves us) under its own record. The held record and the payment say so; the
+    payment keeps its final state and reason (it was never credited)."""
+    held = book.tx(held_id(tx.transaction_id))
+    assert held is not None, "decide() returns only held money"
+    n = int(held.details.get("returns", 0)) + 1
+    if n > midtrans.MAX_REVERSALS:
+        return flag(book, tx, "too_many_returns")
+    reason = held.details.get("suspense_reason")
+    ret = book.new_tx(
+        returned_id(tx.transaction_id, n),
+        "RETURNED",
+        tx.account_id,
+        None,
+        decision.amount,
+        description=f"Midtrans {decision.state} of money held for {tx.transaction_id}",
+        external_reference=tx.external_reference,
+        payment_method=tx.payment_method,
+        details={
+            "suspense_reason": f"returned:{reason}",
+            "metadata": {"held_id": held.transaction_id, "midtrans_status": decision.state},
+        },
+    )
+    book.post(
+        ret.transaction_id,
+        [(book.system(SUSPENSE), -decision.amount), (book.system(MIDTRANS_CLEARING), decision.amount)],
+    )
+    book.settle(ret, "SUCCESS", publish=False)
+    returned = midtrans.returned_so_far(held) + decision.amount
+    held.details.update(
+        returned=str(returned),
+        returns=n,
+        refund_key=return_refund_key(held.transaction_id),
+        returned_at=book.now.isoformat(),
+    )
+    held.details.setdefault("metadata", {})["midtrans_status"] = decision.state
+    book.settle(held, held.status, publish=False)
+    metadata = tx.details.setdefault("metadata", {})
+    metadata.update(returned=str(returned), returned_at=book.now.isoformat(), midtrans_status=decision.state)
+    book.settle(tx, tx.status, failure_reason=tx.failure_reason)
 
 
 def _record_status(tx: Transaction, cmd: RecordMidtransStatus) -> None:
@@ -402,7 +454,7 @@ def _new_order(book: Book, cmd: RequestOrderPayment) -> Transaction:
 
 def _order_status(book: Book, tx: Transaction, cmd: RecordMidtransStatus) -> None:
     """The same status cycle for an order payment: clearing → merchant payable, and back (never beyond paid)."""
-    decision = midtrans.decide(tx, cmd, book.policy)
+    decision = midtrans.decide(tx, cmd, book.policy, book.tx(held_id(tx.transaction_id)))
     match decision.action:
         case "ignore":
             return
@@ -427,6 +479,8 @@ def _order_status(book: Book, tx: Transaction, cmd: RecordMidtransStatus) -> Non
         case "advance":
             midtrans.enter_state(tx, decision.state)
             book.settle(tx, tx.status, failure_reason=tx.failure_reason)
+        case "return":
+            _return_held(book, tx, decision)
         case "reverse":
             n = int(tx.details.get("reversals", 0)) + 1
             if n > midtrans.MAX_REVERSALS:

@@ -350,6 +350,12 @@ Index(
     ledger_transactions.c.updated_at,
     postgresql_where=text("status = 'PENDING'"),
 )
+# 0017: money held in suspense (the returner's round, the admin listing, the audit), few among many rows.
+Index(
+    "ix_ledger_transactions_held",
+    ledger_transactions.c.created_at,
+    postgresql_where=text("transaction_type = 'HELD'"),
+)
 
 ledger_system_accounts = Table(
     "ledger_system_accounts",
@@ -574,6 +580,25 @@ midtrans_refunds = Table(
     CheckConstraint("amount > 0", name="amount_positive"),
 )
 Index("ix_midtrans_refunds_order_id", midtrans_refunds.c.order_id)
+
+# Where the returner's refund of each held record stands (0017; command_api/midtrans/status_sync/returner.py).
+held_returns = Table(
+    "held_returns",
+    metadata,
+    Column("held_id", String(50), primary_key=True),  # the ledger's HELD record, <payment id>:hld
+    Column("order_id", String(50), nullable=False),
+    Column("account_id", String(64), nullable=False),
+    Column("amount", Money, nullable=False),  # what was asked of Midtrans
+    Column("refund_key", String(64), nullable=False),  # schemas.commands.return_refund_key(held_id)
+    Column("state", String(16), nullable=False),  # RETURNING | REFUNDED | PARKED
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("parked_reason", Text, nullable=True),
+    _created_at(),
+    _updated_at(),
+    CheckConstraint("state IN ('RETURNING', 'REFUNDED', 'PARKED')", name="state_known"),
+)
 
 # Every verified notification received (raw payload kept), including Midtrans's test notifications.
 midtrans_notifications = Table(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from ogp.settings import Settings
 from projections.history.projector import HistoryProjector
 from projections.payments.projector import PaymentsProjector
 from schemas.topics import topic_specs
+from tests.support.background import InBackground
 from tests.support.infra import create_database
 from tests.support.ledger import BackgroundProcessor, caught_up
 from tests.support.midtrans_sim import SimulatorControl
@@ -47,35 +47,6 @@ KEY = "late-notification-test-signing-key-0123456789"
 SERVER_KEY = "SB-Mid-server-late-notifications"
 AFTER = 2.0  # OGP_STATUS_SYNC_AFTER_SECONDS of these tests
 INTERVAL = 0.5
-
-
-class InBackground:
-    """A worker (run / request_stop / close) on its own event loop in a thread, for the ``with`` block."""
-
-    def __init__(self, worker):
-        self.worker = worker
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=type(worker).__name__, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def main():
-            try:
-                await self.worker.run()
-            finally:
-                await self.worker.close(10)
-
-        self._loop.run_until_complete(main())
-
-    def __enter__(self):
-        self._thread.start()
-        return self.worker
-
-    def __exit__(self, *exc):
-        self._loop.call_soon_threadsafe(self.worker.request_stop)
-        self._thread.join(30)
-        self._loop.close()
 
 
 @pytest.fixture(scope="module")

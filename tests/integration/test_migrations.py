@@ -357,6 +357,22 @@ EXPECTED_COLUMNS["velocity_alerts"] = {
 # 0016: how to pay a pending Midtrans payment.
 EXPECTED_COLUMNS["midtrans_orders"]["instructions"] = ("jsonb", False, None)
 
+# 0017: where the returner's refund of each held record stands.
+EXPECTED_COLUMNS["held_returns"] = {
+    "held_id": (varchar(50), True, None),
+    "order_id": (varchar(50), True, None),
+    "account_id": (varchar(64), True, None),
+    "amount": (MONEY, True, None),
+    "refund_key": (varchar(64), True, None),
+    "state": (varchar(16), True, None),
+    "attempts": ("integer", True, "0"),
+    "next_attempt_at": (TSTZ, False, None),
+    "last_error": ("text", False, None),
+    "parked_reason": ("text", False, None),
+    "created_at": (TSTZ, True, NOW),
+    "updated_at": (TSTZ, True, NOW),
+}
+
 EXPECTED_PRIMARY_KEYS = {
     "users": ["id"],
     "authentications": ["token_hash"],
@@ -367,6 +383,7 @@ EXPECTED_PRIMARY_KEYS = {
     "api_access_logs": ["id"],
     "midtrans_orders": ["order_id"],
     "midtrans_refunds": ["refund_key"],
+    "held_returns": ["held_id"],
     "midtrans_notifications": ["notification_id"],
     "payments": ["payment_id"],
     "partner_feed": ["transaction_id"],
@@ -448,6 +465,9 @@ EXPECTED_INDEXES = {
     # 0008: the saga sweep and the audit find what is still PENDING.
     "ix_ledger_transactions_pending": "CREATE INDEX ix_ledger_transactions_pending ON public.ledger_transactions "
     "USING btree (partition, updated_at) WHERE ((status)::text = 'PENDING'::text)",
+    # 0017: the returner's round and the held-payments listing find the few HELD records.
+    "ix_ledger_transactions_held": "CREATE INDEX ix_ledger_transactions_held ON public.ledger_transactions "
+    "USING btree (created_at) WHERE ((transaction_type)::text = 'HELD'::text)",
     "ix_ledger_dead_letters_transaction_id": "CREATE INDEX ix_ledger_dead_letters_transaction_id ON "
     "public.ledger_dead_letters USING btree (transaction_id)",
     "ix_ledger_entries_account_id_created_at": "CREATE INDEX ix_ledger_entries_account_id_created_at ON "
@@ -483,6 +503,12 @@ EXPECTED_CHECKS = {
         "CHECK (((kind)::text = ANY ((ARRAY['TOPUP'::character varying, 'ORDER'::character varying])::text[])))",
     ),
     ("midtrans_refunds", "ck_midtrans_refunds_amount_positive", "CHECK ((amount > (0)::numeric))"),
+    (
+        "held_returns",
+        "ck_held_returns_state_known",
+        "CHECK (((state)::text = ANY ((ARRAY['RETURNING'::character varying, 'REFUNDED'::character varying, "
+        "'PARKED'::character varying])::text[])))",
+    ),
     (
         "midtrans_refunds",
         "ck_midtrans_refunds_state_known",

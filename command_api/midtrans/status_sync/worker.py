@@ -16,6 +16,9 @@ expiry, and asks Midtrans's status API about each:
 
 It never decides anything by itself: money moves only on what Midtrans answered. Its schedule lives in memory:
 a restart checks each late payment once more, which costs a status call and changes nothing.
+
+Its second duty, each round after the first: the returner (:mod:`.returner`) asks Midtrans to refund money the
+ledger holds in suspense for a paid top-up it could not credit (an e-money cap, a closed wallet).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from command_api.midtrans.adapter import MidtransError, MidtransGateway
 from command_api.midtrans.service import append_status
+from command_api.midtrans.status_sync.returner import Returner
 from ogp.clients import KafkaProducerManager, KafkaUnavailable, async_engine
 from ogp.db.tables import ledger_transactions, midtrans_orders
 from ogp.metrics import STATUS_SYNC_APPENDED, STATUS_SYNC_CHECKS, STATUS_SYNC_ERRORS
@@ -204,6 +208,7 @@ class StatusSync:
         self.engine: AsyncEngine | None = None
         self.kafka: KafkaProducerManager | None = None
         self.gateway: MidtransGateway | None = None
+        self.returner: Returner | None = None
 
     async def run(self) -> None:
         """Check late payments every interval until ``request_stop()``; failures are retried, never raised."""
@@ -212,6 +217,7 @@ class StatusSync:
         self.kafka = KafkaProducerManager(s.kafka_bootstrap, "ogp-status-sync", s.kafka_append_timeout_seconds)
         await self.kafka.start(wait=5.0)
         self.gateway = MidtransGateway(s)
+        self.returner = Returner(s, self.engine, self.kafka, self.gateway, self.heartbeat.beat)
         backoff = Backoff(first=1.0, cap=30.0)
         log.info("status sync: checking payments pending for %gs or past expiry", s.status_sync_after_seconds)
         while not self._stopping.is_set():
@@ -249,6 +255,8 @@ class StatusSync:
         if len(late) < s.status_sync_batch_size:
             # Every candidate was seen this round: the schedule forgets what left PENDING meanwhile.
             self.schedule.forget_except({p.order_id for p in late} | set(self.schedule.not_due(now)))
+        if self.returner is not None and not self._stopping.is_set():
+            appended += await self.returner.round(wall)
         return appended
 
     async def check(self, payment: LatePayment, now: float, wall: datetime) -> int:
