@@ -7,33 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import httpx
 import pytest
-from sqlalchemy import create_engine
 
-from command_api.app import create_app as command_app
 from command_api.midtrans.adapter import MidtransGateway
 from command_api.midtrans.status_sync.returner import Returner, due_returns
 from command_api.midtrans.status_sync.worker import StatusSync
-from infra.local.process import free_port
-from infra.local.seed import seed_demo
-from infra.midtrans_sim.app import create_app as sim_app
 from ogp.clients import KafkaProducerManager, async_engine
-from ogp.db.migrate import upgrade
-from ogp.messaging import ensure_topics
 from ogp.settings import Settings
 from schemas.commands import return_refund_key
-from schemas.topics import topic_specs
 from tests.support.background import InBackground
-from tests.support.infra import create_database
-from tests.support.ledger import BackgroundProcessor, audit_report, ledger_row, query
-from tests.support.midtrans_sim import SimulatorControl
-from tests.support.server import serve
+from tests.support.ledger import audit_report, ledger_row, query
+from tests.support.midtrans_world import midtrans_settings, midtrans_world
 from tests.support.waiting import wait_until
 from tests.support.wallet import signed_up
 
@@ -47,17 +35,13 @@ SETTLE_SECONDS = 600  # a card capture settles this long after it (simulator clo
 
 @pytest.fixture(scope="module")
 def world(postgres_admin_url, private_kafka, redis_url):
-    db = create_database(postgres_admin_url, f"held_{uuid.uuid4().hex[:8]}")
-    upgrade(db)
-    settings = Settings(
-        environment="test",
-        database_url=db,
-        kafka_bootstrap_servers=private_kafka,
-        redis_url=redis_url,
+    settings = midtrans_settings(
+        postgres_admin_url,
+        private_kafka,
+        redis_url,
+        "held",
         jwt_signing_key=KEY,
         MIDTRANS_SERVER_KEY="SB-Mid-server-held-returns",
-        midtrans_sim_port=free_port(),
-        command_api_port=free_port(),
         midtrans_confirm_status=True,
         midtrans_timeout_seconds=3,
         midtrans_sim_card_settlement_seconds=SETTLE_SECONDS,
@@ -66,19 +50,8 @@ def world(postgres_admin_url, private_kafka, redis_url):
         status_sync_interval_seconds=0.3,
         status_sync_max_delay_seconds=1.5,
     )
-    asyncio.run(ensure_topics(private_kafka, topic_specs(settings)))
-    seed_engine = create_engine(settings.sqlalchemy_url)
-    seed_demo(seed_engine, settings)  # the demo admin
-    seed_engine.dispose()
-    with (
-        BackgroundProcessor(settings),
-        serve(sim_app(settings, retry_delays=(0.1, 0.2, 0.4, 0.8, 1.6)), port=settings.midtrans_sim_port) as sim,
-        serve(command_app(settings), port=settings.command_api_port) as api,
-    ):
-        commands = httpx.Client(base_url=api, timeout=30)
-        token = commands.post("/api/auth/login", json={"username": "admin", "password": "admin-demo-pass"})
-        admin = {"Authorization": f"Bearer {token.json()['access_token']}"}
-        yield settings, commands, SimulatorControl(httpx.Client(base_url=sim, timeout=30)), admin
+    with midtrans_world(settings) as world:
+        yield world
 
 
 @contextlib.contextmanager

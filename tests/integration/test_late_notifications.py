@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,21 +20,16 @@ from command_api.app import create_app as command_app
 from command_api.midtrans.adapter import MidtransGateway
 from command_api.midtrans.reconcile import Report, reconcile
 from command_api.midtrans.status_sync.worker import StatusSync
-from infra.local.process import free_port
-from infra.local.seed import seed_demo
 from infra.midtrans_sim.app import create_app as sim_app
 from ogp import cli
 from ogp.clients import KafkaProducerManager, async_engine
-from ogp.db.migrate import upgrade
-from ogp.messaging import ensure_topics
 from ogp.settings import Settings
 from projections.history.projector import HistoryProjector
 from projections.payments.projector import PaymentsProjector
-from schemas.topics import topic_specs
 from tests.support.background import InBackground
-from tests.support.infra import create_database
 from tests.support.ledger import BackgroundProcessor, caught_up
 from tests.support.midtrans_sim import SimulatorControl
+from tests.support.midtrans_world import QUICK_RETRIES, midtrans_settings
 from tests.support.server import serve
 from tests.support.waiting import LATENCY_MARGIN, wait_until
 from tests.support.wallet import signed_up
@@ -51,33 +45,25 @@ INTERVAL = 0.5
 
 @pytest.fixture(scope="module")
 def system(postgres_admin_url, private_kafka, redis_url):
-    db = create_database(postgres_admin_url, f"late_{uuid.uuid4().hex[:8]}")
-    upgrade(db)
-    api_port, sim_port = free_port(), free_port()
-    settings = Settings(
-        environment="test",
-        database_url=db,
-        kafka_bootstrap_servers=private_kafka,
-        redis_url=redis_url,
+    settings = midtrans_settings(
+        postgres_admin_url,
+        private_kafka,
+        redis_url,
+        "late",
         jwt_signing_key=KEY,
         MIDTRANS_SERVER_KEY=SERVER_KEY,
-        midtrans_sim_port=sim_port,
-        command_api_port=api_port,
         midtrans_confirm_status=False,
         midtrans_timeout_seconds=2,
         status_sync_after_seconds=AFTER,
         status_sync_interval_seconds=INTERVAL,
         status_sync_expiry_margin_seconds=0,
     )
-    seed_engine = create_engine(db)
-    seed_demo(seed_engine, settings)
-    seed_engine.dispose()
-    asyncio.run(ensure_topics(private_kafka, topic_specs(settings)))
+    api_port, sim_port = settings.command_api_port, settings.midtrans_sim_port
     with (
         BackgroundProcessor(settings),
         InBackground(PaymentsProjector(settings)),
         InBackground(HistoryProjector(settings)),
-        serve(sim_app(settings, retry_delays=(0.1, 0.2, 0.4, 0.8, 1.6)), port=sim_port) as sim,
+        serve(sim_app(settings, retry_delays=QUICK_RETRIES), port=sim_port) as sim,
         serve(command_app(settings), port=api_port) as api,
     ):
         yield settings, httpx.Client(base_url=api, timeout=30), SimulatorControl(httpx.Client(base_url=sim, timeout=30))

@@ -13,27 +13,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine
 
-from command_api.app import create_app as command_app
 from command_api.midtrans import service
 from command_api.midtrans.adapter import MidtransGateway
 from command_api.midtrans.methods import PaymentMethod
 from command_api.midtrans.requests import TopupRequest
-from infra.local.process import free_port
-from infra.local.seed import seed_demo
-from infra.midtrans_sim.app import create_app as sim_app
 from ogp.clients import KafkaProducerManager, async_engine
-from ogp.db.migrate import upgrade
-from ogp.messaging import ensure_topics
 from ogp.settings import Settings
 from query_api.app import create_app as query_app
-from schemas.topics import topic_specs
-from tests.support.infra import create_database
-from tests.support.ledger import BackgroundProcessor, ledger_row, query
-from tests.support.midtrans_sim import SimulatorControl
+from tests.support.ledger import ledger_row, query
+from tests.support.midtrans_world import midtrans_settings, midtrans_world
 from tests.support.processes import Worker
-from tests.support.server import serve, serve_client
+from tests.support.server import serve_client
 from tests.support.waiting import wait_until
 from tests.support.wallet import signed_up
 
@@ -46,37 +37,24 @@ SETTLE_SECONDS = 600  # a card capture settles (or, still challenged, is cancell
 
 @pytest.fixture(scope="module")
 def world(postgres_admin_url, private_kafka, redis_url):
-    db = create_database(postgres_admin_url, f"mtflow_{uuid.uuid4().hex[:8]}")
-    upgrade(db)
-    settings = Settings(
-        environment="test",
-        database_url=db,
-        kafka_bootstrap_servers=private_kafka,
-        redis_url=redis_url,
+    settings = midtrans_settings(
+        postgres_admin_url,
+        private_kafka,
+        redis_url,
+        "mtflow",
         jwt_signing_key=KEY,
         MIDTRANS_SERVER_KEY="SB-Mid-server-flows-test",
-        midtrans_sim_port=free_port(),
-        command_api_port=free_port(),
         midtrans_confirm_status=True,
         midtrans_timeout_seconds=3,
         midtrans_sim_card_settlement_seconds=SETTLE_SECONDS,
     )
-    asyncio.run(ensure_topics(private_kafka, topic_specs(settings)))
-    seed_demo(create_engine(settings.sqlalchemy_url), settings)  # the demo admin
     projector = Worker(
         "projections.payments", "projector-payments", Path(tempfile.mkdtemp(prefix="ogp-mtflow-")), settings
     )
     projector.start()
     try:
-        with (
-            BackgroundProcessor(settings),
-            serve(sim_app(settings, retry_delays=(0.1, 0.2, 0.4, 0.8, 1.6)), port=settings.midtrans_sim_port) as sim,
-            serve(command_app(settings), port=settings.command_api_port) as api,
-        ):
-            commands = httpx.Client(base_url=api, timeout=30)
-            token = commands.post("/api/auth/login", json={"username": "admin", "password": "admin-demo-pass"})
-            admin = {"Authorization": f"Bearer {token.json()['access_token']}"}
-            yield settings, commands, SimulatorControl(httpx.Client(base_url=sim, timeout=30)), admin
+        with midtrans_world(settings) as world:
+            yield world
     finally:
         projector.stop()
 

@@ -3,7 +3,6 @@ samples through the webhook, real Kafka, the ledger processor and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -18,13 +17,10 @@ from command_api.app import create_app as command_app
 from command_api.midtrans.signature import signature
 from infra.local.process import free_port
 from infra.midtrans_sim.app import create_app as sim_app
-from ogp.db.migrate import upgrade
-from ogp.messaging import ensure_topics
 from ogp.settings import Settings
 from schemas.money import regulatory_month
-from schemas.topics import topic_specs
-from tests.support.infra import create_database
 from tests.support.ledger import BackgroundProcessor, caught_up
+from tests.support.midtrans_world import QUICK_RETRIES, midtrans_settings
 from tests.support.server import serve
 from tests.support.waiting import LATENCY_MARGIN, wait_until
 
@@ -38,25 +34,21 @@ MIDTRANS_DELAY = 10  # seconds the simulator takes to answer when a test wants M
 
 @pytest.fixture(scope="module")
 def system(postgres_admin_url, private_kafka, redis_url):
-    db = create_database(postgres_admin_url, f"mt_{uuid.uuid4().hex[:8]}")
-    upgrade(db)
-    api_port, sim_port = free_port(), free_port()
-    settings = Settings(
-        environment="test",
-        database_url=db,
-        kafka_bootstrap_servers=private_kafka,
-        redis_url=redis_url,
+    settings = midtrans_settings(
+        postgres_admin_url,
+        private_kafka,
+        redis_url,
+        "mt",
+        seed=False,
         jwt_signing_key=KEY,
         MIDTRANS_SERVER_KEY=SERVER_KEY,
-        midtrans_sim_port=sim_port,
-        command_api_port=api_port,
         midtrans_confirm_status=False,
         midtrans_timeout_seconds=2,
     )
-    asyncio.run(ensure_topics(private_kafka, topic_specs(settings)))
+    api_port, sim_port = settings.command_api_port, settings.midtrans_sim_port
     with (
         BackgroundProcessor(settings),
-        serve(sim_app(settings, retry_delays=(0.1, 0.2, 0.4, 0.8, 1.6)), port=sim_port) as sim,
+        serve(sim_app(settings, retry_delays=QUICK_RETRIES), port=sim_port) as sim,
         serve(command_app(settings), port=api_port) as api,
     ):
         yield settings, httpx.Client(base_url=api, timeout=30), httpx.Client(base_url=sim, timeout=30)
