@@ -258,7 +258,6 @@ def _rows(table: str, n: int, payloads: Sequence[bytes]) -> list[tuple]:
             for i in range(n)
         ]
     if table == "ledger_transactions":
-        details = {"merchant_reference": "bench-123", "source": "api"}
         return [
             (
                 f"{run}-{i}",
@@ -276,16 +275,24 @@ def _rows(table: str, n: int, payloads: Sequence[bytes]) -> list[tuple]:
                 None,
                 None,
                 1,
-                details,
+                {"merchant_reference": f"bench-{i}", "source": "api"},  # a dict per row, as the processor's
                 i,
                 now,
                 now,
             )
             for i in range(n)
         ]
-    headers = {"correlation_id": uuid.uuid4().hex, "traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"}
+    trace = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
     return [
-        (i + 1, 3, "ogp.ledger-events.v1", account, payloads[i % len(payloads)].decode(), headers, now)
+        (
+            i + 1,
+            3,
+            "ogp.ledger-events.v1",
+            account,
+            payloads[i % len(payloads)].decode(),
+            {"correlation_id": f"{run}{i:024d}", "traceparent": trace},  # a dict per row: the processor's share one
+            now,
+        )
         for i in range(n)
     ]
 
