@@ -187,7 +187,7 @@ def run_processor(settings: Settings, bootstrap: str, n: int, processes: int, py
     with psycopg.connect(conninfo_from_url(db)) as conn:
         summed = conn.execute("SELECT sum(next_offset) FROM ledger_partitions").fetchone()
     assert summed is not None, "an aggregate returns one row"
-    records = summed[0]
+    records = int(summed[0])
     print(
         f"    {processes} processor process(es): {records} records applied (commands + saga steps) "
         f"in {elapsed:.1f}s, start-up and group join included; CPU {cpu:.1f}s = "
