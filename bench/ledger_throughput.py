@@ -1,6 +1,7 @@
 """Ledger throughput: the batching, fenced processor vs one-transaction-per-command with row locks.
 
 Usage: .venv/bin/python bench/ledger_throughput.py [--commands 200000] [--accounts 10000] [--baseline 20000]
+       [--limits N] [--mixes spread,hot] [--py-spy FILE]
 
 Starts its own PostgreSQL and Kafka (full JIT) on free ports, then for two mixes, (a) spread over all
 accounts and (b) half of the commands on one hot account:
@@ -11,6 +12,12 @@ accounts and (b) half of the commands on one hot account:
    `SELECT ... FOR UPDATE` on the account rows, update balances, insert entries and the transaction,
    commit; run by 16 concurrent workers (as an API tier would) over the first --baseline commands.
 Prints both rates and their ratio, and checks the ledger invariants afterwards.
+
+In the same run (so under the same load of the machine), before the processor starts, it measures the
+ledger's limits (``bench/ledger_limits.py``: raw consume, raw produce, COPY of rows shaped like the ledger's)
+and prints the processor's rate as a share of each, turned into commands/s by the records and rows one command
+cost (counted in the database after the run). ``--commands 50000 --limits 50000`` finishes in a few minutes on
+2 cores; ``--py-spy FILE`` records the processor (``.json``: speedscope, else collapsed stacks).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import argparse
 import asyncio
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,16 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 from sqlalchemy import create_engine
 
-from infra.local.kafka import KafkaBroker
-from infra.local.postgres import PostgresServer
-from infra.local.process import free_port
+from bench import ledger_limits
+from bench._servers import servers
 from ledger_processor.audit import audit
 from ledger_processor.sql import conninfo_from_url
-from ogp.db.migrate import upgrade
-from ogp.settings import Settings, get_settings
+from ogp.settings import Settings
+from schemas.base import encode
 from schemas.commands import RequestPayment, RequestTransfer
-from tests.support.infra import create_database
-from tests.support.ledger import caught_up, produce, recreate_topics
+from schemas.topics import COMMANDS
+from tests.support.ledger import caught_up, produce
 from tests.support.processes import Worker
 
 D = Decimal
@@ -95,6 +102,17 @@ def seed(db: str, n: int, hot_funds: D) -> list[tuple[int, str]]:
             "SELECT 'opening-' || id, 'SYS:OPENING:bench', -balance, 0, -1 FROM accounts WHERE id = ANY(%s)",
             ([r[1] for r in rows],),
         )
+        # The wallets' side of the opening entries in their day's flows (ogp audit checks them against the entries).
+        conn.execute(
+            "INSERT INTO ledger_daily_wallet_flows AS f (day, partition, credits, debits, entries) "
+            "SELECT (e.created_at AT TIME ZONE 'UTC')::date, e.partition, "
+            "coalesce(sum(e.amount) FILTER (WHERE e.amount > 0), 0), "
+            "coalesce(-sum(e.amount) FILTER (WHERE e.amount < 0), 0), count(*) "
+            "FROM ledger_entries e JOIN accounts a ON a.id = e.account_id WHERE e.account_id = ANY(%s) GROUP BY 1, 2 "
+            "ON CONFLICT (day, partition) DO UPDATE SET credits = f.credits + excluded.credits, "
+            "debits = f.debits + excluded.debits, entries = f.entries + excluded.entries",
+            ([r[1] for r in rows],),
+        )
         conn.commit()
     return [(int(u), a) for u, a in rows]
 
@@ -134,7 +152,7 @@ def make_commands(accounts, n: int, hot: bool, rng: random.Random) -> list:
     return out
 
 
-def run_processor(settings: Settings, bootstrap: str, n: int, processes: int) -> float:
+def run_processor(settings: Settings, bootstrap: str, n: int, processes: int, py_spy: Path | None = None) -> float:
     """Start ``processes`` ledger processors (real OS processes, as deployed) and time them to the end."""
     db = settings.database_url
     assert db is not None, "main() gives the processors the benchmark's own database"
@@ -148,21 +166,42 @@ def run_processor(settings: Settings, bootstrap: str, n: int, processes: int) ->
     started = time.perf_counter()
     for w in workers:
         w.start()
+    recorder = None
+    if py_spy is not None:
+        # The first processor, sampled until it is stopped (py-spy writes its file then).
+        pid = workers[0].process.pid()
+        recorder = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate", "100", "--nonblocking"]
+            + ["--format", "speedscope" if py_spy.suffix == ".json" else "raw", "--output", str(py_spy)],
+            stdout=subprocess.DEVNULL,
+        )
     try:
         caught_up(db, bootstrap, timeout=1800, at_least=n)
         elapsed = time.perf_counter() - started
+        cpu = sum(_cpu_seconds(w.process.pid()) for w in workers)
     finally:
         for w in workers:
             w.stop()
+        if recorder is not None:
+            recorder.wait(60)
     with psycopg.connect(conninfo_from_url(db)) as conn:
         summed = conn.execute("SELECT sum(next_offset) FROM ledger_partitions").fetchone()
     assert summed is not None, "an aggregate returns one row"
-    records = summed[0]
+    records = int(summed[0])
     print(
         f"    {processes} processor process(es): {records} records applied (commands + saga steps) "
-        f"in {elapsed:.1f}s, start-up and group join included"
+        f"in {elapsed:.1f}s, start-up and group join included; CPU {cpu:.1f}s = "
+        f"{cpu / records * 1e6:.0f} µs per record (start-up included; the machine's load does not change it much)"
     )
     return elapsed
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User and system CPU time a running process has used so far."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def baseline(db: str, commands: list, workers: int = 16) -> float:
@@ -219,46 +258,112 @@ def baseline(db: str, commands: list, workers: int = 16) -> float:
     return time.perf_counter() - started
 
 
+def per_command(db: str, commands: int) -> dict[str, float]:
+    """What one command cost the processor in records and rows, counted in its database after the run."""
+    with psycopg.connect(conninfo_from_url(db)) as conn:
+        row = conn.execute(
+            "SELECT (SELECT sum(next_offset) FROM ledger_partitions), "
+            "(SELECT count(*) FROM ledger_outbox), "
+            "(SELECT count(*) FROM ledger_entries WHERE partition >= 0), "
+            "(SELECT count(*) FROM ledger_transactions WHERE partition >= 0)"
+        ).fetchone()
+    assert row is not None, "a SELECT without FROM returns one row"
+    consumed, published, entries, transactions = (int(v or 0) for v in row)
+    return {
+        "consume": consumed / commands,
+        "produce": published / commands,
+        "ledger_entries": entries / commands,
+        "ledger_transactions": transactions / commands,
+        "ledger_outbox": published / commands,
+    }
+
+
+# The limit each of the processor's steps meets, by the client and method it uses today.
+PROCESSOR_METHODS = {
+    "consume": "consume aiokafka",
+    "produce": "produce aiokafka batched",
+    "ledger_entries": "COPY ledger_entries preformatted",
+    "ledger_transactions": "COPY ledger_transactions preformatted",
+    "ledger_outbox": "COPY ledger_outbox preformatted",
+}
+
+
+def print_shares(mix: str, rate: float, costs: dict[str, float], limits: list[ledger_limits.Limit]) -> None:
+    """The processor's rate beside each limit turned into commands/s (its rate over the records or rows one
+    command costs), with the processor's method and with the fastest one measured."""
+    by_name = {limit.name: limit.rate for limit in limits}
+    print(f"[{mix}] per command: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
+    print(f"    {'step':<22}{'processor method':<40}{'cap/s':>10}{'share':>7}   {'fastest measured':<40}{'cap/s':>10}")
+    caps, best_caps = {}, {}
+    for step, method in PROCESSOR_METHODS.items():
+        if costs[step] == 0:
+            continue
+        prefix = method.rsplit(" ", 1)[0] if step.startswith("ledger_") else step
+        best_name, best_rate = max(
+            ((n, r) for n, r in by_name.items() if n.startswith(prefix)), key=lambda item: item[1]
+        )
+        caps[step] = by_name[method] / costs[step]
+        best_caps[step] = best_rate / costs[step]
+        print(
+            f"    {step:<22}{method:<40}{caps[step]:>10,.0f}{rate / caps[step]:>7.0%}   "
+            f"{best_name:<40}{best_caps[step]:>10,.0f}"
+        )
+    for label, chosen in (("processor's methods", caps), ("fastest measured", best_caps)):
+        binding = min(chosen, key=lambda k: chosen[k])
+        series = 1 / sum(1 / c for c in chosen.values())
+        print(
+            f"    binding limit ({label}): {binding} {chosen[binding]:,.0f} commands/s -> processor at "
+            f"{rate / chosen[binding]:.0%}; all steps one after another in one process: {series:,.0f}/s -> "
+            f"{rate / series:.0%}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--commands", type=int, default=200_000)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--baseline", type=int, default=20_000, help="commands the baseline applies")
     parser.add_argument("--processors", type=int, default=1, help="ledger processor processes")
-    args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="ogp-bench-"))
-    os.chmod(base, 0o755)
-    s = get_settings()
-    pg = PostgresServer(base / "pg", free_port(), "ogp", "bench", "bench")
-    kafka = KafkaBroker(
-        base / "kafka", free_port(), free_port(), s.kafka_version, s.kafka_cache_dir, heap="1g", quick_start=False
+    parser.add_argument(
+        "--limits", type=int, default=None, help="records and rows per limit (default: --commands; 0: skip them)"
     )
-    pg.start()
-    kafka.start()
-    print(f"machine: {os.cpu_count()} cores; Kafka {s.kafka_version}; PostgreSQL at {pg.port}")
+    parser.add_argument("--mixes", default="spread,hot", help="which mixes to run: spread, hot or both")
+    parser.add_argument("--py-spy", type=Path, default=None, help="record the processor with py-spy into this file")
+    args = parser.parse_args()
     results = []
-    try:
+    limits: list[ledger_limits.Limit] = []
+    with servers() as s:
         for mix, hot in (("spread over accounts", False), ("half on one hot account", True)):
-            db = create_database(pg.url, f"bench_{'hot' if hot else 'spread'}")
-            upgrade(db)
-            kafka_topics_prefix_settings = Settings(
-                environment="test", database_url=db, kafka_bootstrap_servers=kafka.bootstrap
-            )
-            # Each mix gets fresh topics: delete by recreating the broker's view under a new group is not
-            # enough, so we run the mixes on separate databases and measure from a clean topic each time.
-            asyncio.run(recreate_topics(kafka.bootstrap, kafka_topics_prefix_settings))
+            if ("hot" if hot else "spread") not in args.mixes.split(","):
+                continue
+            settings = s.ledger(f"bench_{'hot' if hot else 'spread'}")
+            db = settings.database_url
+            assert db is not None, "Servers.ledger() names its database"
             rng = random.Random(7)
             accounts = seed(db, args.accounts, FUNDS * 100 if hot else FUNDS)
             commands = make_commands(accounts, args.commands, hot, rng)
             t0 = time.perf_counter()
-            asyncio.run(produce(kafka.bootstrap, commands))
+            asyncio.run(produce(s.bootstrap, commands))
             print(f"[{mix}] preloaded {len(commands)} commands in {time.perf_counter() - t0:.1f}s")
-            elapsed = run_processor(kafka_topics_prefix_settings, kafka.bootstrap, len(commands), args.processors)
+            if not limits and args.limits != 0:
+                n = args.limits or len(commands)
+                records = [(c.account_id.encode(), encode(c)) for c in commands[:n]]
+                limits = ledger_limits.measure(
+                    s.bootstrap,
+                    s.database("bench_limits"),
+                    COMMANDS,
+                    len(commands),
+                    settings.commands_partitions,
+                    records,
+                )
+                ledger_limits.print_limits(limits)
+            elapsed = run_processor(settings, s.bootstrap, len(commands), args.processors, args.py_spy)
             rate = len(commands) / elapsed
             engine = create_engine(db)
             with engine.connect() as conn:
                 report = audit(conn)  # before the baseline, whose rows are not a balanced ledger
             engine.dispose()
+            costs = per_command(db, len(commands))
             sample = commands[: args.baseline]
             b_elapsed = baseline(db, sample)
             b_rate = len(sample) / b_elapsed
@@ -267,10 +372,11 @@ def main() -> None:
                 f"[{mix}] processor {rate:,.0f} commands/s | baseline {b_rate:,.0f} commands/s | "
                 f"ratio {rate / b_rate:.1f}x | ledger invariants {'OK' if report.ok else 'VIOLATED'}"
             )
+            if not report.ok:
+                print("\n".join(f"    audit: {line}" for line in report.lines()))
+            if limits:
+                print_shares(mix, rate, costs, limits)
             results.append((mix, rate, b_rate))
-    finally:
-        kafka.stop()
-        pg.stop()
     print("\nsummary")
     for mix, rate, b_rate in results:
         print(f"  {mix:<26} processor {rate:>9,.0f}/s  baseline {b_rate:>7,.0f}/s  ratio {rate / b_rate:5.1f}x")

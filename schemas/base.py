@@ -59,11 +59,15 @@ def to_wire(message: Message) -> dict:
 
 def encode(message: Message) -> bytes:
     """Wire bytes: the envelope around pydantic's own (Rust) JSON of the message."""
-    return b'{"type":%s,"version":%d,"data":%s}' % (
-        json.dumps(message.TYPE).encode(),
-        message.VERSION,
-        message.model_dump_json().encode(),
-    )
+    cls = message.__class__
+    head = _HEADS.get(cls)
+    if head is None:
+        head = _HEADS[cls] = b'{"type":%s,"version":%d,"data":' % (json.dumps(cls.TYPE).encode(), cls.VERSION)
+    return head + message.model_dump_json().encode() + b"}"
+
+
+# Each class's envelope up to its data: the same bytes for every message of the class.
+_HEADS: dict[type[Message], bytes] = {}
 
 
 def from_wire(envelope: dict) -> Message:
