@@ -19,9 +19,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from infra.local.kafka import KafkaBroker
 from infra.local.postgres import PostgresServer
@@ -29,6 +29,7 @@ from infra.local.process import free_port
 from infra.local.redis import RedisServer
 from ogp.db.migrate import upgrade
 from ogp.messaging import ensure_topics
+from ogp.metrics import MULTIPROCESS_DIR
 from ogp.settings import Settings, get_settings
 from schemas.topics import topic_specs
 from tests.support.infra import create_database
@@ -36,7 +37,7 @@ from tests.support.processes import Worker, worker_env
 
 
 @contextlib.contextmanager
-def infrastructure(name: str, *, redis: bool = True, **settings: object) -> Iterator[Settings]:
+def infrastructure(name: str, *, redis: bool = True, **settings: Any) -> Iterator[Settings]:
     """Settings for a fresh, migrated database on private PostgreSQL, Kafka (topics created) and Redis."""
     base_dir = Path(tempfile.mkdtemp(prefix=f"ogp-bench-{name}-"))
     os.chmod(base_dir, 0o755)  # PostgreSQL runs as 'postgres' when we are root: it must reach its folder
@@ -65,7 +66,7 @@ def infrastructure(name: str, *, redis: bool = True, **settings: object) -> Iter
             database_url=db,
             kafka_bootstrap_servers=kafka.bootstrap,
             redis_url=cache.url if cache else "redis://127.0.0.1:1/0",
-            **settings,  # type: ignore[arg-type]
+            **settings,
         )
         asyncio.run(ensure_topics(result.kafka_bootstrap, topic_specs(result)))
         yield result
@@ -76,12 +77,10 @@ def infrastructure(name: str, *, redis: bool = True, **settings: object) -> Iter
         shutil.rmtree(base_dir, ignore_errors=True)
 
 
-def secret(value: str) -> SecretStr:
-    return SecretStr(value)
-
-
 @contextlib.contextmanager
-def api_process(app: str, settings: Settings, *, workers: int = 1, log: Path | None = None, **env: str) -> Iterator[str]:
+def api_process(
+    app: str, settings: Settings, *, workers: int = 1, log: Path | None = None, **env: str
+) -> Iterator[str]:
     """``app`` (``command_api.app:create_app``) under uvicorn as ``ogp up`` runs it; yields its base URL."""
     port = free_port()
     argv = [
@@ -98,11 +97,13 @@ def api_process(app: str, settings: Settings, *, workers: int = 1, log: Path | N
         "--log-level",
         "warning",
     ]
-    if workers > 1:
-        argv += ["--workers", str(workers)]
     full_env = {**os.environ, **worker_env(settings), "OGP_LOG_LEVEL": "WARNING", **env}
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(argv, env=full_env, stdout=out, stderr=out)
+    if workers > 1:  # as `ogp up` runs them (infra/local/services.py): metrics summed over the workers
+        argv += ["--workers", str(workers)]
+        full_env[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="ogp-bench-metrics-")
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(open(log, "ab")) if log else subprocess.DEVNULL
+        proc = subprocess.Popen(argv, env=full_env, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -121,8 +122,6 @@ def api_process(app: str, settings: Settings, *, workers: int = 1, log: Path | N
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-        if log:
-            out.close()  # type: ignore[union-attr]
 
 
 @contextlib.contextmanager

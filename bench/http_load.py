@@ -191,7 +191,15 @@ async def open_loop(base: str, users: list[tuple[str, str, str]], rate: int, dur
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
 
     return Figure(
-        f"pay @ {rate}/s open loop", total, ok, elapsed, total - ok - errors, errors, pct(0.5), pct(0.95), pct(0.99),
+        f"pay @ {rate}/s open loop",
+        total,
+        ok,
+        elapsed,
+        total - ok - errors,
+        errors,
+        pct(0.5),
+        pct(0.95),
+        pct(0.99),
         loadavg(),
     )
 
@@ -262,6 +270,7 @@ def main() -> int:
     parser.add_argument("--open-duration", type=int, default=15)
     parser.add_argument("--only", default="health,pay,transfer,balance,history,webhook,open")
     parser.add_argument("--profile-pay", type=int, default=0, help="py-spy the command API for N s during pay")
+    parser.add_argument("--profile-out", default="/tmp/ogp-http-load-pay.txt", help="py-spy's raw (collapsed) output")
     parser.add_argument("--no-processor", action="store_true", help="accept only (the ledger is not run)")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -287,22 +296,47 @@ def main() -> int:
             cmd_pid = int(
                 subprocess.run(
                     ["sh", "-c", f"ss -ltnpH 'sport = :{commands.rsplit(':', 1)[1]}'"], capture_output=True, text=True
-                ).stdout.split("pid=")[1].split(",")[0]
+                )
+                .stdout.split("pid=")[1]
+                .split(",")[0]
             )
             # uvicorn --workers: the listener is the supervisor; its children do the work (tree_cpu sums them).
             w = dict(duration=args.duration, connections=args.connections, threads=args.threads)
             # Warm-up: connection pools, the producer's metadata, the first request of every route.
             warm = wrk("warm-up", commands, "pay.lua", 3, 8, 2, OGP_WRK_DATA=str(users_file))
-            wrk("warm-up", queries, "read.lua", 2, 8, 2, OGP_WRK_DATA=str(users_file), OGP_WRK_PATH="/api/payment/balance")
+            wrk(
+                "warm-up",
+                queries,
+                "read.lua",
+                2,
+                8,
+                2,
+                OGP_WRK_DATA=str(users_file),
+                OGP_WRK_PATH="/api/payment/balance",
+            )
             if "health" in only:
                 figures.append((wrk("GET /health (command)", commands, "health.lua", cpu_pid=cmd_pid, **w), "baseline"))
             if "pay" in only:
                 profiler = None
                 if args.profile_pay:
                     profiler = subprocess.Popen(
-                        ["py-spy", "record", "-d", str(args.profile_pay), "-r", "200", "-s", "-f", "raw",
-                         "-o", "/tmp/ogp-pay-profile.txt", "-p", str(cmd_pid)],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        [
+                            "py-spy",
+                            "record",
+                            "-d",
+                            str(args.profile_pay),
+                            "-r",
+                            "200",
+                            "-s",
+                            "-f",
+                            "raw",
+                            "-o",
+                            args.profile_out,
+                            "-p",
+                            str(cmd_pid),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
                     )
                 f = wrk("POST pay", commands, "pay.lua", cpu_pid=cmd_pid, OGP_WRK_DATA=str(users_file), **w)
                 if profiler:
@@ -313,25 +347,46 @@ def main() -> int:
                 figures.append((f, "(as pay)"))
             if "open" in only:
                 f = asyncio.run(open_loop(commands, users, args.rate, args.open_duration))
-                figures.append((f, f"P3 p99 < 20 ms at 1,000/s, no errors"))
+                figures.append((f, "P3 p99 < 20 ms at 1,000/s, no errors"))
             if "balance" in only:
-                f = wrk("GET balance", queries, "read.lua", OGP_WRK_DATA=str(users_file),
-                        OGP_WRK_PATH="/api/payment/balance", **w)
+                f = wrk(
+                    "GET balance",
+                    queries,
+                    "read.lua",
+                    OGP_WRK_DATA=str(users_file),
+                    OGP_WRK_PATH="/api/payment/balance",
+                    **w,
+                )
                 figures.append((f, "P6 >= 3,000/s"))
             if "history" in only:
-                f = wrk("GET history (20)", queries, "read.lua", OGP_WRK_DATA=str(users_file),
-                        OGP_WRK_PATH="/api/payment/transactions?limit=20", **w)
+                f = wrk(
+                    "GET history (20)",
+                    queries,
+                    "read.lua",
+                    OGP_WRK_DATA=str(users_file),
+                    OGP_WRK_PATH="/api/payment/transactions?limit=20",
+                    **w,
+                )
                 figures.append((f, "(P6: no figure of its own)"))
             if "webhook" in only:
-                f = wrk("POST webhook (c=8)", commands, "webhook.lua", duration=args.duration, connections=8,
-                        threads=2, OGP_WRK_DATA=str(hooks_file))
+                f = wrk(
+                    "POST webhook (c=8)",
+                    commands,
+                    "webhook.lua",
+                    duration=args.duration,
+                    connections=8,
+                    threads=2,
+                    OGP_WRK_DATA=str(hooks_file),
+                )
                 figures.append((f, "P7 p99 < 50 ms at concurrency 8"))
             # The warm-up's payments reach the ledger too.
             commands_sent = warm.ok + sum(
                 f.ok for f, _ in figures if f.name.startswith(("POST pay", "POST transfer", "pay @"))
             )
-            print(f"\nfront door, {args.workers} uvicorn worker(s) per API, wrk -t{args.threads} -c{args.connections},"
-                  f" {args.duration}s per run (latencies in ms; cpu ms = command API CPU per 2xx):")
+            print(
+                f"\nfront door, {args.workers} uvicorn worker(s) per API, wrk -t{args.threads} -c{args.connections},"
+                f" {args.duration}s per run (latencies in ms; cpu ms = command API CPU per 2xx):"
+            )
             print(HEADER)
             for f, target in figures:
                 print(f.line(target))

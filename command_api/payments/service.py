@@ -12,9 +12,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal, TypeVar
+from weakref import WeakKeyDictionary
 
 from aiokafka.errors import KafkaError
 from sqlalchemy import func, literal, null, or_, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from command_api.identity.policy import PolicyViolation, normalise_phone
@@ -58,12 +60,24 @@ def check_amount(amount: Decimal, settings: Settings) -> None:
         ) from None
 
 
+# A user's wallet account, once it exists, is never deleted nor given to another user: remembered per
+# database (engine), it spares every command a query. Only found accounts are remembered.
+_ACCOUNT_CACHE_SIZE = 100_000
+_accounts: WeakKeyDictionary[Engine, dict[int, str]] = WeakKeyDictionary()
+
+
 async def caller_account(engine: AsyncEngine, user_id: int) -> str:
     """The wallet account of the authenticated user."""
+    known = _accounts.setdefault(engine.sync_engine, {})
+    if (account_id := known.get(user_id)) is not None:
+        return account_id
     async with engine.connect() as conn:
         account_id = (await conn.execute(select(accounts.c.id).where(accounts.c.user_id == user_id))).scalar()
     if account_id is None:
         raise NotFound("you have no wallet account", code="account_not_found")
+    if len(known) >= _ACCOUNT_CACHE_SIZE:
+        known.clear()
+    known[user_id] = account_id
     return account_id
 
 
