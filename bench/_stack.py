@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,14 @@ from tests.support.infra import create_database
 from tests.support.processes import Worker, worker_env
 
 
+@dataclass
+class Infrastructure:
+    settings: Settings
+    pids: dict[str, int]  # each server's main process (its CPU, with its children's, is the stack's)
+
+
 @contextlib.contextmanager
-def infrastructure(name: str, *, redis: bool = True, **settings: Any) -> Iterator[Settings]:
+def infrastructure(name: str, *, redis: bool = True, **settings: Any) -> Iterator[Infrastructure]:
     """Settings for a fresh, migrated database on private PostgreSQL, Kafka (topics created) and Redis."""
     base_dir = Path(tempfile.mkdtemp(prefix=f"ogp-bench-{name}-"))
     os.chmod(base_dir, 0o755)  # PostgreSQL runs as 'postgres' when we are root: it must reach its folder
@@ -69,7 +76,10 @@ def infrastructure(name: str, *, redis: bool = True, **settings: Any) -> Iterato
             **settings,
         )
         asyncio.run(ensure_topics(result.kafka_bootstrap, topic_specs(result)))
-        yield result
+        pids = {"postgres": pg.process.pid(), "kafka": kafka.process.pid()}
+        if cache is not None:
+            pids["redis"] = cache.process.pid()
+        yield Infrastructure(result, {k: v for k, v in pids.items() if v})
     finally:
         for server in reversed(started):
             with contextlib.suppress(Exception):
@@ -77,11 +87,17 @@ def infrastructure(name: str, *, redis: bool = True, **settings: Any) -> Iterato
         shutil.rmtree(base_dir, ignore_errors=True)
 
 
+@dataclass
+class ApiProcess:
+    url: str
+    pid: int  # uvicorn's: with --workers, their supervisor (the workers are its children)
+
+
 @contextlib.contextmanager
 def api_process(
     app: str, settings: Settings, *, workers: int = 1, log: Path | None = None, **env: str
-) -> Iterator[str]:
-    """``app`` (``command_api.app:create_app``) under uvicorn as ``ogp up`` runs it; yields its base URL."""
+) -> Iterator[ApiProcess]:
+    """``app`` (``command_api.app:create_app``) under uvicorn as ``ogp up`` runs it."""
     port = free_port()
     argv = [
         sys.executable,
@@ -114,7 +130,7 @@ def api_process(
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"{app} did not start")
             time.sleep(0.1)
-        yield base
+        yield ApiProcess(base, proc.pid)
     finally:
         proc.terminate()
         try:

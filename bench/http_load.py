@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,23 +63,33 @@ class Figure:
     p95_ms: float
     p99_ms: float
     load: str
-    cpu_ms_per_ok: float | None = None
+    cpu_ms_per_ok: float | None = None  # the API's own CPU per 2xx answer
+    stack_cpu_ms_per_ok: float | None = None  # the API, PostgreSQL, Kafka, Redis and the processor together
 
     @property
     def ok_rate(self) -> float:
         return self.ok / self.seconds if self.seconds else 0.0
 
     def line(self, target: str) -> str:
-        cpu = f"{self.cpu_ms_per_ok:6.2f}" if self.cpu_ms_per_ok is not None else "     -"
+        def ms(v: float | None) -> str:
+            return f"{v:6.2f}" if v is not None else "     -"
+
+        capacity = f"{CORES * 1000 / self.stack_cpu_ms_per_ok:7.0f}/s" if self.stack_cpu_ms_per_ok else "        -"
         return (
             f"  {self.name:<22} {self.ok_rate:8.0f}/s {self.p50_ms:7.1f} {self.p95_ms:7.1f} {self.p99_ms:7.1f}"
-            f"   {self.non2xx + self.socket_errors:6d}  {cpu}   {self.load:<15} {target}"
+            f"   {self.non2xx + self.socket_errors:6d}  {ms(self.cpu_ms_per_ok)} {ms(self.stack_cpu_ms_per_ok)}"
+            f" {capacity}   {self.load:<15} {target}"
         )
 
 
+CORES = os.cpu_count() or 1
 HEADER = (
-    f"  {'endpoint':<22} {'2xx rate':>10} {'p50':>7} {'p95':>7} {'p99':>7}   {'errors':>6}  {'cpu ms':>6}"
-    f"   {'loadavg 1m':<15} target"
+    f"  {'endpoint':<22} {'2xx rate':>10} {'p50':>7} {'p95':>7} {'p99':>7}   {'errors':>6}  {'api ms':>6}"
+    f" {'all ms':>6} {'capacity':>9}   {'loadavg 1m':<15} target"
+)
+LEGEND = (
+    "  api ms / all ms: CPU per 2xx of the API / of the API, PostgreSQL, Kafka, Redis and the ledger processor\n"
+    "  together; capacity: what this machine's cores would serve at that CPU if nothing else ran on them"
 )
 
 
@@ -103,17 +114,24 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def wrk(
-    name: str,
-    base: str,
-    script: str,
-    duration: int,
-    connections: int,
-    threads: int,
-    cpu_pid: int | None = None,
-    **env: str,
-) -> Figure:
+@dataclass(frozen=True)
+class Load:
+    duration: int  # seconds
+    connections: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class Watched:
+    """Processes whose CPU a run reads: the API's, and the whole stack's (the API's included)."""
+
+    api: int
+    stack: tuple[int, ...]
+
+
+def wrk(name: str, base: str, script: str, load: Load, watched: Watched | None = None, **env: str) -> Figure:
     """One closed-loop wrk run; its JSON summary line (bench/wrk/lib.lua) made a Figure."""
+    duration, connections, threads = load.duration, load.connections, load.threads
     argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s"]
     argv += ["-s", str(WRK_DIR / script), base]
     full_env = {
@@ -123,9 +141,11 @@ def wrk(
         "OGP_WRK_THREADS": str(threads),
         **env,
     }
-    cpu_before = tree_cpu_seconds(cpu_pid) if cpu_pid else 0.0
+    api_before = tree_cpu_seconds(watched.api) if watched else 0.0
+    stack_before = sum(tree_cpu_seconds(p) for p in watched.stack) if watched else 0.0
     out = subprocess.run(argv, env=full_env, capture_output=True, text=True, check=True).stdout
-    cpu = tree_cpu_seconds(cpu_pid) - cpu_before if cpu_pid else None
+    api_cpu = tree_cpu_seconds(watched.api) - api_before if watched else None
+    stack_cpu = sum(tree_cpu_seconds(p) for p in watched.stack) - stack_before if watched else None
     line = next(x for x in out.splitlines() if x.startswith("OGP_WRK "))
     s = json.loads(line.removeprefix("OGP_WRK "))
     return Figure(
@@ -139,22 +159,30 @@ def wrk(
         s["p95_us"] / 1000,
         s["p99_us"] / 1000,
         loadavg(),
-        cpu * 1000 / s["ok"] if cpu is not None and s["ok"] else None,
+        api_cpu * 1000 / s["ok"] if api_cpu is not None and s["ok"] else None,
+        stack_cpu * 1000 / s["ok"] if stack_cpu is not None and s["ok"] else None,
     )
 
 
-async def open_loop(base: str, users: list[tuple[str, str, str]], rate: int, duration: int) -> Figure:
-    """``POST /api/payment/pay`` at ``rate``/s on schedule; each latency counted from when it was due."""
+async def open_loop(
+    base: str, users: list[tuple[str, str, str]], rate: int, duration: int, max_in_flight: int = 1000
+) -> Figure:
+    """``POST /api/payment/pay`` at ``rate``/s on schedule; each latency counted from when it was due.
+
+    A request due while ``max_in_flight`` are unanswered is not sent and counts as an error: a server that
+    cannot keep up fails the run without a queue of timed-out requests burying the runs after it."""
     run = uuid.uuid4().hex[:8]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     errors = 0
+    in_flight = 0
     total = rate * duration
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as http:
 
         async def one(i: int, due: float) -> None:
-            nonlocal errors
+            nonlocal errors, in_flight
+            in_flight += 1
             token = users[i % len(users)][0]
             try:
                 async with http.post(
@@ -171,6 +199,8 @@ async def open_loop(base: str, users: list[tuple[str, str, str]], rate: int, dur
             except (aiohttp.ClientError, TimeoutError):
                 errors += 1
                 return
+            finally:
+                in_flight -= 1
             latencies.append(time.perf_counter() - due)
 
         loop = asyncio.get_running_loop()
@@ -181,6 +211,9 @@ async def open_loop(base: str, users: list[tuple[str, str, str]], rate: int, dur
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if in_flight >= max_in_flight:
+                errors += 1
+                continue
             tasks.append(loop.create_task(one(i, due)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
@@ -231,32 +264,45 @@ def route_orders(settings: Settings, users: list[tuple[str, str, str]], n: int, 
     data.write_text("".join(notification(o).decode() + "\n" for o in orders))
 
 
-def ledger_count(settings: Settings) -> int:
-    """Wallet commands the ledger has posted (payments and transfers), SUCCESS."""
+def accepted_and_posted(settings: Settings) -> tuple[int, int]:
+    """Commands the command API accepted (their Idempotency-Key answered 202), and how many the ledger posted."""
     assert settings.database_url is not None
     with psycopg.connect(conninfo_from_url(settings.database_url)) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM ledger_transactions WHERE status = 'SUCCESS' "
-            "AND transaction_type IN ('PAYMENT', 'TRANSFER')"
+            "SELECT count(*), count(t.transaction_id) FROM idempotency_keys k LEFT JOIN ledger_transactions t "
+            "ON t.transaction_id = k.transaction_id AND t.status = 'SUCCESS' "
+            "WHERE k.state = 'DONE' AND k.response_status = 202"
         ).fetchone()
-    assert row is not None
-    return int(row[0])
+    assert row is not None, "an aggregate returns one row"
+    return int(row[0]), int(row[1])
 
 
-def settle(settings: Settings, expected: int, timeout: float = 600) -> int:
-    """Wait until the ledger has posted ``expected`` commands or stops moving; what it posted."""
+def settle(settings: Settings, timeout: float = 600) -> tuple[int, int]:
+    """Wait until the ledger has posted every accepted command, or stops moving for 30 s; (accepted, posted)."""
     deadline = time.monotonic() + timeout
     last, still = -1, 0
-    while time.monotonic() < deadline:
-        now = ledger_count(settings)
-        if now >= expected:
-            return now
-        still = still + 1 if now == last else 0
-        if still >= 30:  # 30 s without progress: it is not coming
-            return now
-        last = now
+    while True:
+        accepted, posted = accepted_and_posted(settings)
+        if posted >= accepted or time.monotonic() > deadline or still >= 30:
+            return accepted, posted
+        still = still + 1 if posted == last else 0
+        last = posted
         time.sleep(1)
-    return ledger_count(settings)
+
+
+@contextlib.contextmanager
+def profiled(pid: int, seconds: int, out: str) -> Iterator[None]:
+    """py-spy (raw, collapsed stacks, subprocesses too) on ``pid`` for ``seconds`` of what runs inside."""
+    if not seconds:
+        yield
+        return
+    argv = ["py-spy", "record", "-d", str(seconds), "-r", "200", "-s", "-f", "raw", "-o", out, "-p", str(pid)]
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.wait(120)
+    print(f"py-spy profile of the command API: {out}", flush=True)
 
 
 def main() -> int:
@@ -277,123 +323,80 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ogp-bench-http-"))
     users_file, hooks_file = tmp / "users.tsv", tmp / "webhooks.tsv"
     figures: list[tuple[Figure, str]] = []
-    with infrastructure("http", midtrans_confirm_status=False) as settings:
+    with infrastructure("http", midtrans_confirm_status=False) as infra:
+        settings = infra.settings
         env = {"MIDTRANS_SERVER_KEY": SERVER_KEY, "OGP_MIDTRANS_CONFIRM_STATUS": "false"}
         users = seed_users(settings, args.users, users_file)
         route_orders(settings, users, 60_000 if "webhook" in only else 0, hooks_file)
-        print(f"seeded {len(users)} wallets; load average {loadavg()}; {os.cpu_count()} cores", flush=True)
+        print(f"seeded {len(users)} wallets; load average {loadavg()}; {CORES} cores", flush=True)
         with contextlib.ExitStack() as stack:
+            pids = list(infra.pids.values())
             if not args.no_processor:
-                stack.enter_context(
+                processor = stack.enter_context(
                     worker("ledger_processor", settings, tmp / "run", OGP_EMONEY_LIMITS_ENABLED="false")
                 )
+                pids.append(processor.process.pid() or 0)
             commands = stack.enter_context(
                 api_process("command_api.app:create_app", settings, workers=args.workers, log=tmp / "cmd.log", **env)
             )
             queries = stack.enter_context(
                 api_process("query_api.app:create_app", settings, workers=args.workers, log=tmp / "query.log")
             )
-            cmd_pid = int(
-                subprocess.run(
-                    ["sh", "-c", f"ss -ltnpH 'sport = :{commands.rsplit(':', 1)[1]}'"], capture_output=True, text=True
-                )
-                .stdout.split("pid=")[1]
-                .split(",")[0]
-            )
-            # uvicorn --workers: the listener is the supervisor; its children do the work (tree_cpu sums them).
-            w = dict(duration=args.duration, connections=args.connections, threads=args.threads)
+            data = str(users_file)
+            w = Load(args.duration, args.connections, args.threads)
+            on_commands = Watched(commands.pid, (*pids, commands.pid))
+            on_queries = Watched(queries.pid, (*pids, queries.pid))
             # Warm-up: connection pools, the producer's metadata, the first request of every route.
-            warm = wrk("warm-up", commands, "pay.lua", 3, 8, 2, OGP_WRK_DATA=str(users_file))
+            wrk("warm-up", commands.url, "pay.lua", Load(3, 8, 2), OGP_WRK_DATA=data)
             wrk(
                 "warm-up",
-                queries,
+                queries.url,
                 "read.lua",
-                2,
-                8,
-                2,
-                OGP_WRK_DATA=str(users_file),
+                Load(2, 8, 2),
+                OGP_WRK_DATA=data,
                 OGP_WRK_PATH="/api/payment/balance",
             )
             if "health" in only:
-                figures.append((wrk("GET /health (command)", commands, "health.lua", cpu_pid=cmd_pid, **w), "baseline"))
+                f = wrk("GET /health (command)", commands.url, "health.lua", w, on_commands)
+                figures.append((f, "baseline: uvicorn with no work"))
             if "pay" in only:
-                profiler = None
-                if args.profile_pay:
-                    profiler = subprocess.Popen(
-                        [
-                            "py-spy",
-                            "record",
-                            "-d",
-                            str(args.profile_pay),
-                            "-r",
-                            "200",
-                            "-s",
-                            "-f",
-                            "raw",
-                            "-o",
-                            args.profile_out,
-                            "-p",
-                            str(cmd_pid),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                f = wrk("POST pay", commands, "pay.lua", cpu_pid=cmd_pid, OGP_WRK_DATA=str(users_file), **w)
-                if profiler:
-                    profiler.wait(60)
+                with profiled(commands.pid, args.profile_pay, args.profile_out):
+                    f = wrk("POST pay", commands.url, "pay.lua", w, on_commands, OGP_WRK_DATA=data)
                 figures.append((f, "P3 >= 2,000/s accepted"))
             if "transfer" in only:
-                f = wrk("POST transfer", commands, "transfer.lua", cpu_pid=cmd_pid, OGP_WRK_DATA=str(users_file), **w)
+                f = wrk("POST transfer", commands.url, "transfer.lua", w, on_commands, OGP_WRK_DATA=data)
                 figures.append((f, "(as pay)"))
-            if "open" in only:
-                f = asyncio.run(open_loop(commands, users, args.rate, args.open_duration))
-                figures.append((f, "P3 p99 < 20 ms at 1,000/s, no errors"))
             if "balance" in only:
-                f = wrk(
-                    "GET balance",
-                    queries,
-                    "read.lua",
-                    OGP_WRK_DATA=str(users_file),
-                    OGP_WRK_PATH="/api/payment/balance",
-                    **w,
-                )
+                path = "/api/payment/balance"
+                f = wrk("GET balance", queries.url, "read.lua", w, on_queries, OGP_WRK_DATA=data, OGP_WRK_PATH=path)
                 figures.append((f, "P6 >= 3,000/s"))
             if "history" in only:
+                path = "/api/payment/transactions?limit=20"
                 f = wrk(
-                    "GET history (20)",
-                    queries,
-                    "read.lua",
-                    OGP_WRK_DATA=str(users_file),
-                    OGP_WRK_PATH="/api/payment/transactions?limit=20",
-                    **w,
+                    "GET history (20)", queries.url, "read.lua", w, on_queries, OGP_WRK_DATA=data, OGP_WRK_PATH=path
                 )
-                figures.append((f, "(P6: no figure of its own)"))
+                figures.append((f, "(P6 names no figure)"))
             if "webhook" in only:
+                c8 = Load(args.duration, 8, 2)
                 f = wrk(
-                    "POST webhook (c=8)",
-                    commands,
-                    "webhook.lua",
-                    duration=args.duration,
-                    connections=8,
-                    threads=2,
-                    OGP_WRK_DATA=str(hooks_file),
+                    "POST webhook (c=8)", commands.url, "webhook.lua", c8, on_commands, OGP_WRK_DATA=str(hooks_file)
                 )
                 figures.append((f, "P7 p99 < 50 ms at concurrency 8"))
-            # The warm-up's payments reach the ledger too.
-            commands_sent = warm.ok + sum(
-                f.ok for f, _ in figures if f.name.startswith(("POST pay", "POST transfer", "pay @"))
-            )
+            if "open" in only:  # last: a server that cannot keep up leaves a queue behind
+                f = asyncio.run(open_loop(commands.url, users, args.rate, args.open_duration))
+                figures.append((f, f"P3 p99 < 20 ms at {args.rate:,}/s, no errors"))
             print(
-                f"\nfront door, {args.workers} uvicorn worker(s) per API, wrk -t{args.threads} -c{args.connections},"
-                f" {args.duration}s per run (latencies in ms; cpu ms = command API CPU per 2xx):"
+                f"\nfront door: {args.workers} uvicorn worker(s) per API; closed loop wrk -t{args.threads}"
+                f" -c{args.connections}, {args.duration} s a run; latencies in ms"
             )
             print(HEADER)
             for f, target in figures:
                 print(f.line(target))
-            if not args.no_processor and commands_sent:
-                posted = settle(settings, commands_sent)
-                verdict = "all reached the ledger" if posted >= commands_sent else "SOME MISSING"
-                print(f"\nledger: {posted} payments/transfers posted SUCCESS of {commands_sent} accepted: {verdict}")
+            print(LEGEND)
+            if not args.no_processor:
+                accepted, posted = settle(settings)
+                verdict = "every one" if posted == accepted else f"{accepted - posted} NOT POSTED"
+                print(f"\nledger: of {accepted} commands the API accepted, {posted} are posted SUCCESS: {verdict}")
     return 0
 
 
