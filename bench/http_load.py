@@ -1,7 +1,7 @@
 """The front door under real HTTP load: accepted commands/s and latency of pay, transfer, balance, history, webhook.
 
 Usage: .venv/bin/python bench/http_load.py [--users 1000] [--duration 15] [--connections 64] [--workers 2]
-       [--rate 1000] [--only pay,balance] [--profile-pay SECONDS]
+       [--rate 1000] [--only pay,balance] [--profile SECONDS]
 
 Starts PostgreSQL, Kafka (full JIT) and Redis (bench/_stack.py), migrates a fresh database, seeds --users
 funded wallets and mints an access token for each, routes top-up orders for the webhook, then runs the
@@ -302,7 +302,7 @@ def profiled(pid: int, seconds: int, out: str) -> Iterator[None]:
         yield
     finally:
         spy.wait(120)
-    print(f"py-spy profile of the command API: {out}", flush=True)
+    print(f"py-spy profile: {out}", flush=True)
 
 
 def main() -> int:
@@ -315,8 +315,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000, help="open-loop requests/s for P3's latency")
     parser.add_argument("--open-duration", type=int, default=15)
     parser.add_argument("--only", default="health,pay,transfer,balance,history,webhook,open")
-    parser.add_argument("--profile-pay", type=int, default=0, help="py-spy the command API for N s during pay")
-    parser.add_argument("--profile-out", default="/tmp/ogp-http-load-pay.txt", help="py-spy's raw (collapsed) output")
+    parser.add_argument("--profile", type=int, default=0, help="py-spy the API for N s of pay and of balance")
+    parser.add_argument("--profile-out", default="/tmp/ogp-http-load", help="py-spy's raw output: PREFIX-pay.txt...")
     parser.add_argument("--no-processor", action="store_true", help="accept only (the ledger is not run)")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -346,21 +346,15 @@ def main() -> int:
             w = Load(args.duration, args.connections, args.threads)
             on_commands = Watched(commands.pid, (*pids, commands.pid))
             on_queries = Watched(queries.pid, (*pids, queries.pid))
-            # Warm-up: connection pools, the producer's metadata, the first request of every route.
-            wrk("warm-up", commands.url, "pay.lua", Load(3, 8, 2), OGP_WRK_DATA=data)
-            wrk(
-                "warm-up",
-                queries.url,
-                "read.lua",
-                Load(2, 8, 2),
-                OGP_WRK_DATA=data,
-                OGP_WRK_PATH="/api/payment/balance",
-            )
+            # Warm-up: connection pools filled, the producer's metadata, the first request of every route.
+            warm = Load(3, args.connections, args.threads)
+            wrk("warm-up", commands.url, "pay.lua", warm, OGP_WRK_DATA=data)
+            wrk("warm-up", queries.url, "read.lua", warm, OGP_WRK_DATA=data, OGP_WRK_PATH="/api/payment/balance")
             if "health" in only:
                 f = wrk("GET /health (command)", commands.url, "health.lua", w, on_commands)
                 figures.append((f, "baseline: uvicorn with no work"))
             if "pay" in only:
-                with profiled(commands.pid, args.profile_pay, args.profile_out):
+                with profiled(commands.pid, args.profile, f"{args.profile_out}-pay.txt"):
                     f = wrk("POST pay", commands.url, "pay.lua", w, on_commands, OGP_WRK_DATA=data)
                 figures.append((f, "P3 >= 2,000/s accepted"))
             if "transfer" in only:
@@ -368,7 +362,8 @@ def main() -> int:
                 figures.append((f, "(as pay)"))
             if "balance" in only:
                 path = "/api/payment/balance"
-                f = wrk("GET balance", queries.url, "read.lua", w, on_queries, OGP_WRK_DATA=data, OGP_WRK_PATH=path)
+                with profiled(queries.pid, args.profile, f"{args.profile_out}-balance.txt"):
+                    f = wrk("GET balance", queries.url, "read.lua", w, on_queries, OGP_WRK_DATA=data, OGP_WRK_PATH=path)
                 figures.append((f, "P6 >= 3,000/s"))
             if "history" in only:
                 path = "/api/payment/transactions?limit=20"
