@@ -24,6 +24,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ogp.db.statements import fetch_one
 from ogp.db.tables import idempotency_keys as keys
 from ogp.errors import Conflict, ServiceUnavailable, Unprocessable
 
@@ -93,8 +94,7 @@ def _in_flight() -> Conflict:
     )
 
 
-# The two statements every accepted command runs, as SQL for psycopg itself (prepared by it after a few uses):
-# SQLAlchemy's statement building and result handling cost more CPU than PostgreSQL spends on them.
+# The two statements every accepted command runs, each alone (ogp/db/statements.py).
 _FAST_CLAIM = """
 INSERT INTO idempotency_keys AS k
     (user_id, idempotency_key, request_hash, state, transaction_id, created_at, expires_at)
@@ -110,16 +110,6 @@ _COMPLETE = """
 UPDATE idempotency_keys SET state = 'DONE', response_status = %s, response_body = %s
 WHERE user_id = %s AND idempotency_key = %s AND state = 'IN_FLIGHT' AND transaction_id = %s
 """
-
-
-async def _autocommit(engine: AsyncEngine, sql: str, params: tuple) -> tuple | None:
-    """Run one statement on its own (autocommit: one round trip) on a pooled connection; its first row."""
-    async with engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None, "a checked-out connection has its psycopg connection"
-        cursor = await driver.execute(sql, params)
-        return await cursor.fetchone() if cursor.description else None
 
 
 def _claim_statement(user_id: int, key: str, fingerprint: str, ttl_seconds: int):
@@ -161,7 +151,7 @@ async def claim(
     """Claim ``key`` for this request, or say what to answer instead (raises 409 / 422)."""
     # The common case, a new key, is one statement in one round trip (autocommit: no BEGIN, no COMMIT). Only
     # a key already taken needs the transaction below, which decides on the locked record.
-    mine = await _autocommit(engine, _FAST_CLAIM, (user_id, key, fingerprint, str(uuid.uuid4()), ttl_seconds))
+    mine = await fetch_one(engine, _FAST_CLAIM, (user_id, key, fingerprint, str(uuid.uuid4()), ttl_seconds))
     if mine is not None:
         return Claimed(*mine)
     timeout = timedelta(seconds=in_flight_timeout_seconds)
@@ -215,7 +205,7 @@ async def claim(
 
 async def complete(engine: AsyncEngine, user_id: int, key: str, claimed: Claimed, status_code: int, body: dict) -> None:
     """Store the answer; from now on the key replays it."""
-    await _autocommit(engine, _COMPLETE, (status_code, Jsonb(body), user_id, key, claimed.transaction_id))
+    await fetch_one(engine, _COMPLETE, (status_code, Jsonb(body), user_id, key, claimed.transaction_id))
 
 
 async def release(engine: AsyncEngine, user_id: int, key: str, claimed: Claimed) -> None:

@@ -24,6 +24,7 @@ from command_api.payments import idempotency
 from command_api.payments.amounts import AmountOutOfLimits, check_limits, money_str
 from command_api.payments.requests import TransactionView
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
+from ogp.db.statements import fetch_one
 from ogp.db.tables import accounts, ledger_dead_letters, ledger_transactions, users
 from ogp.errors import NotFound, ServiceUnavailable, Unprocessable
 from ogp.messaging import append_command
@@ -71,10 +72,10 @@ async def caller_account(engine: AsyncEngine, user_id: int) -> str:
     known = _accounts.setdefault(engine.sync_engine, {})
     if (account_id := known.get(user_id)) is not None:
         return account_id
-    async with engine.connect() as conn:
-        account_id = (await conn.execute(select(accounts.c.id).where(accounts.c.user_id == user_id))).scalar()
-    if account_id is None:
+    row = await fetch_one(engine, "SELECT id FROM accounts WHERE user_id = %s", (user_id,))
+    if row is None:
         raise NotFound("you have no wallet account", code="account_not_found")
+    account_id = row[0]
     if len(known) >= _ACCOUNT_CACHE_SIZE:
         known.clear()
     known[user_id] = account_id
