@@ -122,7 +122,7 @@ def api_process(
         proc = subprocess.Popen(argv, env=full_env, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded machine starts uvicorn's workers slowly
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
