@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -321,6 +322,13 @@ def main() -> int:
     args = parser.parse_args()
     only = set(args.only.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="ogp-bench-http-"))
+    try:
+        return run(args, only, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
     users_file, hooks_file = tmp / "users.tsv", tmp / "webhooks.tsv"
     figures: list[tuple[Figure, str]] = []
     with infrastructure("http", midtrans_confirm_status=False) as infra:
