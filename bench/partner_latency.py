@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -30,7 +27,7 @@ import httpx
 from pydantic import SecretStr
 from sqlalchemy import create_engine, insert, text
 
-from infra.local.process import free_port
+from bench._stack import api_process
 from ogp.db.migrate import upgrade
 from ogp.db.tables import api_keys, external_services, historical_transactions
 from ogp.messaging import ensure_topics
@@ -38,7 +35,6 @@ from ogp.security.api_keys import generate_api_key
 from ogp.settings import Settings
 from schemas.topics import topic_specs
 from tests.support.infra import InfraProvider, create_database
-from tests.support.processes import worker_env
 
 
 def seed(url: str, pepper: str) -> str:
@@ -109,49 +105,14 @@ async def load(url: str, key: str, requests: int, concurrency: int) -> list[floa
     return latencies
 
 
-@contextlib.contextmanager
 def query_api(settings: Settings, logging_on: bool):
     """A query API in its own process (so the load generator does not share its interpreter)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        **worker_env(
-            settings, OGP_API_KEY_PEPPER="bench-pepper", OGP_ACCESS_LOGS_ENABLED="true" if logging_on else "false"
-        ),
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "query_api.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return api_process(
+        "query_api.app:create_app",
+        settings,
+        OGP_API_KEY_PEPPER="bench-pepper",
+        OGP_ACCESS_LOGS_ENABLED="true" if logging_on else "false",
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("query API did not start")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -178,7 +139,8 @@ def main() -> None:
         asyncio.run(ensure_topics(base.kafka_bootstrap, topic_specs(base)))
         key = seed(url, "bench-pepper")
         results: dict[bool, list[float]] = {True: [], False: []}
-        with query_api(base, True) as on_url, query_api(base, False) as off_url:
+        with query_api(base, True) as on, query_api(base, False) as off:
+            on_url, off_url = on.url, off.url
             for target in (on_url, off_url):  # warm-up: connections, caches, JIT-less Python paths
                 asyncio.run(load(target, key, 300, args.concurrency))
             for _ in range(args.rounds):

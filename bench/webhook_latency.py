@@ -16,12 +16,8 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,16 +28,10 @@ import httpx
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
+from bench._stack import api_process, infrastructure
 from command_api.midtrans.signature import signature
-from infra.local.kafka import KafkaBroker
-from infra.local.postgres import PostgresServer
 from infra.local.process import free_port
 from infra.midtrans_sim.app import create_app as sim_app
-from ogp.db.migrate import upgrade
-from ogp.messaging import ensure_topics
-from ogp.settings import Settings, get_settings
-from schemas.topics import topic_specs
-from tests.support.infra import create_database
 from tests.support.server import serve
 
 SERVER_KEY = "SB-Mid-server-bench"
@@ -106,56 +96,6 @@ async def fire(base: str, orders: list[str], concurrency: int) -> list[float]:
     return latencies
 
 
-@contextlib.contextmanager
-def command_api_process(settings: Settings, confirm: bool):
-    """The command API under uvicorn in its own process, as deployed (the client must not share its GIL)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "OGP_ENVIRONMENT": "development",
-        "OGP_DATABASE_URL": settings.sqlalchemy_url,
-        "OGP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
-        "OGP_REDIS_URL": settings.redis_dsn,
-        "MIDTRANS_SERVER_KEY": SERVER_KEY,
-        "OGP_MIDTRANS_SIM_PORT": str(settings.midtrans_sim_port),
-        "OGP_MIDTRANS_CONFIRM_STATUS": "true" if confirm else "false",
-        "OGP_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "command_api.app:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the command API did not start")
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(20)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--notifications", type=int, default=2000)
@@ -164,38 +104,17 @@ def main() -> int:
     parser.add_argument("--confirm", action="store_true", help="confirm each through the simulator's status API")
     args = parser.parse_args()
 
-    base_dir = Path(tempfile.mkdtemp(prefix="ogp-bench-webhook-"))
-    os.chmod(base_dir, 0o755)
-    defaults = get_settings()
-    pg = PostgresServer(base_dir / "pg", free_port(), "ogp", "bench", "bench")
-    # Full JIT, as in production (the tests' quick-start broker trades steady-state speed for start-up).
-    kafka = KafkaBroker(
-        base_dir / "kafka",
-        free_port(),
-        free_port(),
-        defaults.kafka_version,
-        defaults.kafka_cache_dir,
-        heap="1g",
-        quick_start=False,
-    )
-    pg.start()
-    kafka.start()
-    try:
-        db = create_database(pg.url, f"bench_webhook_{uuid.uuid4().hex[:6]}")
-        upgrade(db)
-        # Redis is not on the webhook's path; the command API only needs a URL for it.
-        settings = Settings(
-            environment="development",
-            database_url=db,
-            kafka_bootstrap_servers=kafka.bootstrap,
-            redis_url="redis://127.0.0.1:1/0",
-            # By field name: pydantic-settings also takes it so (the alias is for the environment variable).
-            midtrans_server_key=SecretStr(SERVER_KEY),
-            midtrans_sim_port=free_port(),
-            midtrans_confirm_status=args.confirm,
-        )
-        asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings)))
-        orders = route_orders(db, args.warmup + args.notifications)
+    with infrastructure(
+        "webhook",
+        redis=False,  # not on the webhook's path; the command API only needs a URL for it
+        # By field name: pydantic-settings also takes it so (the alias is for the environment variable).
+        midtrans_server_key=SecretStr(SERVER_KEY),
+        midtrans_sim_port=free_port(),
+        midtrans_confirm_status=args.confirm,
+    ) as infra:
+        settings = infra.settings
+        assert settings.database_url is not None
+        orders = route_orders(settings.database_url, args.warmup + args.notifications)
         with contextlib.ExitStack() as stack:
             if args.confirm:
                 # Its own notifications go nowhere (no retries): the bench posts its own, timed.
@@ -214,15 +133,19 @@ def main() -> int:
                             json={"transaction_details": {"order_id": o, "gross_amount": 150000}},
                         )
                         c.post(f"/_sim/orders/{o}/pay", json={"channel": "bca_va"})
-            base = stack.enter_context(command_api_process(settings, args.confirm))
-            asyncio.run(fire(base, orders[: args.warmup], args.concurrency))
+            api = stack.enter_context(
+                api_process(
+                    "command_api.app:create_app",
+                    settings,
+                    MIDTRANS_SERVER_KEY=SERVER_KEY,
+                    OGP_MIDTRANS_SIM_PORT=str(settings.midtrans_sim_port),
+                    OGP_MIDTRANS_CONFIRM_STATUS="true" if args.confirm else "false",
+                )
+            )
+            asyncio.run(fire(api.url, orders[: args.warmup], args.concurrency))
             started = time.perf_counter()
-            latencies = asyncio.run(fire(base, orders[args.warmup :], args.concurrency))
+            latencies = asyncio.run(fire(api.url, orders[args.warmup :], args.concurrency))
             elapsed = time.perf_counter() - started
-    finally:
-        kafka.stop()
-        pg.stop()
-        shutil.rmtree(base_dir, ignore_errors=True)
     latencies.sort()
     q = statistics.quantiles(latencies, n=100)
     print(

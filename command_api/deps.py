@@ -14,20 +14,30 @@ from ogp.settings import Settings
 from ogp.web.client_ip import client_ip
 
 
-def _engine(request: Request) -> AsyncEngine:
+async def _engine(request: Request) -> AsyncEngine:
     return request.app.state.clients.engine
 
 
-def _redis(request: Request) -> aioredis.Redis:
+async def _redis(request: Request) -> aioredis.Redis:
     return request.app.state.clients.redis
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+# Coroutines, like every dependency on the hot paths: FastAPI runs a plain ``def`` in a worker thread, a hop
+# that cost more than the work itself.
+async def _tokens(request: Request) -> TokenService:
+    return token_service(request)
+
+
+async def _client_ip(request: Request) -> str:
+    return client_ip(request)
 
 
 Engine = Annotated[AsyncEngine, Depends(_engine)]
 Redis = Annotated[aioredis.Redis, Depends(_redis)]
 Settings_ = Annotated[Settings, Depends(_settings)]
-Tokens = Annotated[TokenService, Depends(token_service)]
-ClientIp = Annotated[str, Depends(client_ip)]
+Tokens = Annotated[TokenService, Depends(_tokens)]
+ClientIp = Annotated[str, Depends(_client_ip)]

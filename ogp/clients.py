@@ -110,14 +110,17 @@ class Clients:
 def async_engine(url: str, **kwargs) -> AsyncEngine:
     """An async SQLAlchemy engine on psycopg 3 (URLs with any postgres driver are accepted)."""
     u = make_url(url).set(drivername="postgresql+psycopg")
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    # All kept once opened (opened on demand): an overflow connection is opened and closed per use, and
+    # PostgreSQL forks a backend for each, which cost a loaded API more than its queries (at most 30, as before).
+    kwargs.setdefault("pool_size", 30)
+    kwargs.setdefault("max_overflow", 0)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(u, **kwargs)
 
 
-async def open_clients(settings: Settings, client_id: str) -> Clients:
-    engine = async_engine(settings.sqlalchemy_url)
+async def open_clients(settings: Settings, client_id: str, *, read_only: bool = False) -> Clients:
+    """``read_only``: the service never writes to PostgreSQL, so its statements run without transactions."""
+    engine = async_engine(settings.sqlalchemy_url, **({"isolation_level": "AUTOCOMMIT"} if read_only else {}))
     redis = aioredis.Redis.from_url(settings.redis_dsn, socket_timeout=3, socket_connect_timeout=3)
     kafka = KafkaProducerManager(settings.kafka_bootstrap, client_id, settings.kafka_append_timeout_seconds)
     await kafka.start(wait=5.0)

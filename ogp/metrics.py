@@ -3,8 +3,11 @@ the alerts in ``infra/monitoring/rules`` and the dashboards).
 
 Prometheus text format through prometheus-client, on the default registry (which also carries the process
 collector: CPU, memory, open files). Each process serves its own: the APIs on ``GET /metrics``, each worker on
-its health port. One uvicorn worker per API process (locally and per pod), so no multi-process mode is needed;
-running several workers in one process group would need ``PROMETHEUS_MULTIPROC_DIR``.
+its health port. An API run as several uvicorn workers behind one port (``OGP_API_WORKERS``) is one target whose
+answer must not depend on which worker serves the scrape: ``ogp up`` then gives it a folder in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's own variable, read by it at import), where each worker keeps
+its counters and histograms, and ``/metrics`` sums them over the workers. The process collector has no
+multi-process form, so such an API serves no ``process_*`` families (the workers' own are unchanged).
 
 Money is counted in minor units (sen) as integers, never as floats of rupiah. Labels are bounded: a command
 or event type, an outcome, a partition, a route template (never a raw path), a partner key id.
@@ -12,9 +15,22 @@ or event type, an outcome, a partition, a route template (never a raw path), a p
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+# Where several workers of one API keep their metrics (prometheus-client's variable; see the docstring).
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 # Seconds: from 1 ms (a cached read) to 10 s (a Midtrans timeout).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -142,5 +158,9 @@ def minor_units(amount: Decimal) -> int:
 
 
 def exposition() -> tuple[bytes, str]:
-    """The body and content type of a ``GET /metrics`` answer."""
+    """The body and content type of a ``GET /metrics`` answer: this process's, or all its sibling workers'."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

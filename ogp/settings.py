@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     host: str = "127.0.0.1"
+    # uvicorn workers per API under `ogp up` (0: one per core); with more than one, /metrics sums them.
+    api_workers: int = Field(default=0, ge=0)
     command_api_port: int = 8000
     query_api_port: int = 8001
     midtrans_sim_port: int = 8002
@@ -215,6 +218,11 @@ class Settings(BaseSettings):
                     "signature does not cover transaction_status"
                 )
         return self
+
+    @property
+    def api_worker_count(self) -> int:
+        """uvicorn workers per API: ``api_workers``, or one per core."""
+        return self.api_workers or os.cpu_count() or 1
 
     @property
     def kafka_bootstrap(self) -> str:

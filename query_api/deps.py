@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ogp.settings import Settings
 
 
-def _engine(request: Request) -> AsyncEngine:
+async def _engine(request: Request) -> AsyncEngine:
     return request.app.state.clients.engine
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 

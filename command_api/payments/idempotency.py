@@ -19,10 +19,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ogp.db.statements import fetch_one
 from ogp.db.tables import idempotency_keys as keys
 from ogp.errors import Conflict, ServiceUnavailable, Unprocessable
 
@@ -92,42 +94,70 @@ def _in_flight() -> Conflict:
     )
 
 
+# The two statements every accepted command runs, each alone (ogp/db/statements.py).
+_FAST_CLAIM = """
+INSERT INTO idempotency_keys AS k
+    (user_id, idempotency_key, request_hash, state, transaction_id, created_at, expires_at)
+VALUES (%s, %s, %s, 'IN_FLIGHT', %s, now(), now() + make_interval(secs => %s))
+ON CONFLICT (user_id, idempotency_key) DO UPDATE SET
+    request_hash = excluded.request_hash, state = excluded.state, transaction_id = excluded.transaction_id,
+    response_status = excluded.response_status, response_body = excluded.response_body,
+    created_at = excluded.created_at, expires_at = excluded.expires_at
+WHERE k.expires_at <= now()
+RETURNING transaction_id, created_at
+"""
+_COMPLETE = """
+UPDATE idempotency_keys SET state = 'DONE', response_status = %s, response_body = %s
+WHERE user_id = %s AND idempotency_key = %s AND state = 'IN_FLIGHT' AND transaction_id = %s
+"""
+
+
+def _claim_statement(user_id: int, key: str, fingerprint: str, ttl_seconds: int):
+    """Insert an IN_FLIGHT record (or take over an expired one), returning it: nothing if the key is taken."""
+    insert = pg_insert(keys).values(
+        user_id=user_id,
+        idempotency_key=key,
+        request_hash=fingerprint,
+        state=IN_FLIGHT,
+        transaction_id=str(uuid.uuid4()),
+        created_at=func.now(),
+        expires_at=func.now() + timedelta(seconds=ttl_seconds),
+    )
+    # A conflicting record is locked by this statement even when it is not updated, so a decision made in
+    # the same transaction is made on a row no one else can change meanwhile. An expired record is simply
+    # forgotten: its key is free again.
+    insert = insert.on_conflict_do_update(
+        index_elements=[keys.c.user_id, keys.c.idempotency_key],
+        set_={
+            c: insert.excluded[c]
+            for c in (
+                "request_hash",
+                "state",
+                "transaction_id",
+                "response_status",
+                "response_body",
+                "created_at",
+                "expires_at",
+            )
+        },
+        where=keys.c.expires_at <= func.now(),
+    )
+    return insert.returning(keys.c.transaction_id, keys.c.created_at)
+
+
 async def claim(
     engine: AsyncEngine, user_id: int, key: str, fingerprint: str, *, ttl_seconds: int, in_flight_timeout_seconds: int
 ) -> Claimed | Replay:
     """Claim ``key`` for this request, or say what to answer instead (raises 409 / 422)."""
+    # The common case, a new key, is one statement in one round trip (autocommit: no BEGIN, no COMMIT). Only
+    # a key already taken needs the transaction below, which decides on the locked record.
+    mine = await fetch_one(engine, _FAST_CLAIM, (user_id, key, fingerprint, str(uuid.uuid4()), ttl_seconds))
+    if mine is not None:
+        return Claimed(*mine)
     timeout = timedelta(seconds=in_flight_timeout_seconds)
     for _ in range(_ATTEMPTS):
         async with engine.begin() as conn:
-            insert = pg_insert(keys).values(
-                user_id=user_id,
-                idempotency_key=key,
-                request_hash=fingerprint,
-                state=IN_FLIGHT,
-                transaction_id=str(uuid.uuid4()),
-                created_at=func.now(),
-                expires_at=func.now() + timedelta(seconds=ttl_seconds),
-            )
-            # A conflicting record is locked by this statement even when it is not updated, so the
-            # decision below is made on a row no one else can change meanwhile. An expired record is
-            # simply forgotten: its key is free again.
-            insert = insert.on_conflict_do_update(
-                index_elements=[keys.c.user_id, keys.c.idempotency_key],
-                set_={
-                    c: insert.excluded[c]
-                    for c in (
-                        "request_hash",
-                        "state",
-                        "transaction_id",
-                        "response_status",
-                        "response_body",
-                        "created_at",
-                        "expires_at",
-                    )
-                },
-                where=keys.c.expires_at <= func.now(),
-            )
-            mine = (await conn.execute(insert.returning(keys.c.transaction_id, keys.c.created_at))).first()
+            mine = (await conn.execute(_claim_statement(user_id, key, fingerprint, ttl_seconds))).first()
             if mine is not None:
                 return Claimed(mine.transaction_id, mine.created_at)
             record = (
@@ -175,12 +205,7 @@ async def claim(
 
 async def complete(engine: AsyncEngine, user_id: int, key: str, claimed: Claimed, status_code: int, body: dict) -> None:
     """Store the answer; from now on the key replays it."""
-    async with engine.begin() as conn:
-        await conn.execute(
-            update(keys)
-            .where(_this(user_id, key), keys.c.state == IN_FLIGHT, keys.c.transaction_id == claimed.transaction_id)
-            .values(state=DONE, response_status=status_code, response_body=body)
-        )
+    await fetch_one(engine, _COMPLETE, (status_code, Jsonb(body), user_id, key, claimed.transaction_id))
 
 
 async def release(engine: AsyncEngine, user_id: int, key: str, claimed: Claimed) -> None:

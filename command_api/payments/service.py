@@ -12,9 +12,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal, TypeVar
+from weakref import WeakKeyDictionary
 
 from aiokafka.errors import KafkaError
 from sqlalchemy import func, literal, null, or_, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from command_api.identity.policy import PolicyViolation, normalise_phone
@@ -22,6 +24,7 @@ from command_api.payments import idempotency
 from command_api.payments.amounts import AmountOutOfLimits, check_limits, money_str
 from command_api.payments.requests import TransactionView
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
+from ogp.db.statements import fetch_one
 from ogp.db.tables import accounts, ledger_dead_letters, ledger_transactions, users
 from ogp.errors import NotFound, ServiceUnavailable, Unprocessable
 from ogp.messaging import append_command
@@ -58,12 +61,24 @@ def check_amount(amount: Decimal, settings: Settings) -> None:
         ) from None
 
 
+# A user's wallet account, once it exists, is never deleted nor given to another user: remembered per
+# database (engine), it spares every command a query. Only found accounts are remembered.
+_ACCOUNT_CACHE_SIZE = 100_000
+_accounts: WeakKeyDictionary[Engine, dict[int, str]] = WeakKeyDictionary()
+
+
 async def caller_account(engine: AsyncEngine, user_id: int) -> str:
     """The wallet account of the authenticated user."""
-    async with engine.connect() as conn:
-        account_id = (await conn.execute(select(accounts.c.id).where(accounts.c.user_id == user_id))).scalar()
-    if account_id is None:
+    known = _accounts.setdefault(engine.sync_engine, {})
+    if (account_id := known.get(user_id)) is not None:
+        return account_id
+    row = await fetch_one(engine, "SELECT id FROM accounts WHERE user_id = %s", (user_id,))
+    if row is None:
         raise NotFound("you have no wallet account", code="account_not_found")
+    account_id = row[0]
+    if len(known) >= _ACCOUNT_CACHE_SIZE:
+        known.clear()
+    known[user_id] = account_id
     return account_id
 
 

@@ -92,7 +92,7 @@ def openapi_command(model: type[BaseModel], *, key_required: bool = True) -> dic
     return openapi_body(model) | {"parameters": [IDEMPOTENCY_KEY_PARAMETER | {"required": key_required}]}
 
 
-def _idempotency_key(
+async def _idempotency_key(
     # Read here, documented by IDEMPOTENCY_KEY_PARAMETER: required there, but answered with our own 400 codes.
     key: Annotated[str | None, Header(alias="Idempotency-Key", include_in_schema=False)] = None,
 ) -> str:
@@ -101,7 +101,7 @@ def _idempotency_key(
     return _checked_key(key)
 
 
-def _optional_idempotency_key(
+async def _optional_idempotency_key(
     # Documented by openapi_command(..., key_required=False).
     key: Annotated[str | None, Header(alias="Idempotency-Key", include_in_schema=False)] = None,
 ) -> str | None:
@@ -126,7 +126,7 @@ def parse_wait(prefer: str | None) -> int | None:
     return None
 
 
-def _prefer_wait(prefer: Annotated[str | None, Header(alias="Prefer")] = None) -> int | None:
+async def _prefer_wait(prefer: Annotated[str | None, Header(alias="Prefer")] = None) -> int | None:
     return parse_wait(prefer)
 
 
@@ -143,7 +143,7 @@ def answer_response(answer: idempotency.Answer, location: str | None = None) -> 
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
-def _kafka(request: Request) -> KafkaProducerManager:
+async def _kafka(request: Request) -> KafkaProducerManager:
     return request.app.state.clients.kafka
 
 

@@ -75,7 +75,11 @@ def gateway_of(request: Request) -> MidtransGateway:
     return gateway
 
 
-Gateway = Annotated[MidtransGateway, Depends(gateway_of)]
+async def _gateway(request: Request) -> MidtransGateway:
+    return gateway_of(request)  # a coroutine: FastAPI would run a plain function in a worker thread
+
+
+Gateway = Annotated[MidtransGateway, Depends(_gateway)]
 
 
 @router.post(

@@ -20,6 +20,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v setpriv >/dev/null || missing+=(util-linux)
 # promtool tests the alert rules; the package also brings the Prometheus server for local monitoring.
 command -v promtool >/dev/null || missing+=(prometheus)
+# wrk drives the HTTP load benchmark (bench/http_load.py).
+command -v wrk >/dev/null || missing+=(wrk)
 if [[ $WITH_BROWSER == 1 ]]; then
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)

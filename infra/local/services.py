@@ -8,6 +8,7 @@ service hold its lock file, so ``ogp restart`` and the supervisor (``ogp supervi
 from __future__ import annotations
 
 import fcntl
+import shutil
 import signal
 import sys
 import time
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from infra.local.monitoring import publish_target
 from infra.local.process import ManagedProcess, StackError, free_port, wait_until
 from infra.local.stack import ComponentStatus
+from ogp.metrics import MULTIPROCESS_DIR
 from ogp.settings import Settings
 
 SUPERVISOR = "supervisor"
@@ -33,6 +35,7 @@ class Service:
     url: str | None = None  # HTTP services: base URL; /health and the readiness path are probed
     ready_path: str = "/ready"
     serves_metrics: bool = True  # GET /metrics beside /health (the simulator, a stand-in for Midtrans, has none)
+    workers: int = 1  # uvicorn workers behind the one port (more than one: their metrics summed, ogp/metrics.py)
 
     @property
     def is_worker(self) -> bool:
@@ -59,6 +62,8 @@ def services(settings: Settings) -> list[Service]:
     py = sys.executable
     h = settings.host
 
+    workers = settings.api_worker_count
+
     def uvicorn(app: str, port: int) -> tuple[str, ...]:
         # Client IPs: only our OGP_TRUSTED_PROXIES decides whom X-Forwarded-For is believed from.
         return (
@@ -74,6 +79,7 @@ def services(settings: Settings) -> list[Service]:
             "--no-access-log",
             "--forwarded-allow-ips",
             "",
+            *(("--workers", str(workers)) if workers > 1 else ()),
         )
 
     # The simulator stands in for Midtrans everywhere but production; it starts first so top-ups work at once.
@@ -92,11 +98,13 @@ def services(settings: Settings) -> list[Service]:
             "command-api",
             uvicorn("command_api.app:create_app", settings.command_api_port),
             f"http://{h}:{settings.command_api_port}",
+            workers=workers,
         ),
         Service(
             "query-api",
             uvicorn("query_api.app:create_app", settings.query_api_port),
             f"http://{h}:{settings.query_api_port}",
+            workers=workers,
         ),
         Service("ledger-processor", (py, "-m", "ledger_processor")),
         Service("projector-history", (py, "-m", "projections.history")),
@@ -242,6 +250,12 @@ class ServiceRunner:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 self._port_file(service).write_text(str(port))
                 env = {"OGP_HEALTH_PORT": str(port), "OGP_HEALTH_HOST": self.settings.host}
+            if service.workers > 1:
+                # A fresh folder per start: files of the workers of an earlier run would be summed in.
+                metrics_dir = self.run_dir / "metrics" / service.name
+                shutil.rmtree(metrics_dir, ignore_errors=True)
+                metrics_dir.mkdir(parents=True)
+                env[MULTIPROCESS_DIR] = str(metrics_dir)
             proc.start(service.argv, env=env)
             self._publish_target(service)
             if wait:

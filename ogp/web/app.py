@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import re
-import uuid
 from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 
 from ogp.clients import open_clients
 from ogp.health import health_router
-from ogp.logs import configure_logging, correlation_id
+from ogp.logs import configure_logging
 from ogp.settings import Settings, get_settings
 from ogp.tracing import instrument
 from ogp.web.body_limit import BodySizeLimit
+from ogp.web.correlation import CorrelationId
 from ogp.web.errors import install_error_handlers
 from ogp.web.input_guard import InputGuard
 from ogp.web.metrics import RequestMetrics, metrics_router
 from ogp.web.openapi import install_openapi
-
-_CORRELATION_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
 def build_app(
@@ -29,6 +26,7 @@ def build_app(
     routers: Iterable[APIRouter],
     settings: Settings | None = None,
     on_startup: Callable | None = None,
+    read_only: bool = False,
 ) -> FastAPI:
     """A FastAPI app for ``service`` whose lifespan opens and closes the shared clients."""
     settings = settings or get_settings()
@@ -38,7 +36,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        clients = await open_clients(settings, client_id=service)
+        clients = await open_clients(settings, client_id=service, read_only=read_only)
         app.state.clients = clients
         app.state.settings = settings
         if on_startup is not None:
@@ -55,18 +53,8 @@ def build_app(
     app.add_middleware(InputGuard)
     app.add_middleware(BodySizeLimit, max_bytes=64 * 1024)
 
-    @app.middleware("http")
-    async def correlate(request: Request, call_next):
-        # One id per request, from the caller (or Kong) when sane, carried into Kafka headers and logs.
-        given = request.headers.get("x-correlation-id", "")
-        cid = given if _CORRELATION_ID.fullmatch(given) else uuid.uuid4().hex
-        token = correlation_id.set(cid)
-        try:
-            response = await call_next(request)
-        finally:
-            correlation_id.reset(token)
-        response.headers["X-Correlation-Id"] = cid
-        return response
+    # One id per request, from the caller (or Kong) when sane, carried into Kafka headers and logs.
+    app.add_middleware(CorrelationId)
 
     instrument(app, settings, service)
     # Added last, so it runs first: the duration covers every layer, refusals by the guards included.

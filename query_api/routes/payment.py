@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
@@ -170,7 +171,7 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
-async def _account(engine, user_id: int) -> RowMapping:
+async def _account(engine, user_id: int) -> Mapping[str, Any]:
     account = await views.account_of(engine, user_id)
     if account is None:
         raise NotFound("no wallet account for this user", code="account_not_found")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
+from psycopg.rows import dict_row
 from sqlalchemy import or_, select, tuple_
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ogp.db.tables import accounts, idempotency_keys, ledger_dead_letters, midtrans_orders, users
+from ogp.db.statements import fetch_one
+from ogp.db.tables import accounts, idempotency_keys, ledger_dead_letters, midtrans_orders
 from ogp.db.tables import historical_transactions as ht
 from query_api.history_filters import filter_history
 
@@ -30,25 +34,18 @@ _ITEM_COLUMNS = (
 )
 
 
-async def account_of(engine: AsyncEngine, user_id: int) -> RowMapping | None:
+# Every wallet read starts here (the balance is nothing else): one statement alone (ogp/db/statements.py).
+_ACCOUNT_OF = """
+SELECT a.id AS account_id, u.id AS user_id, u.username, u.email, u.phone, a.balance, a.currency,
+       a.account_status, a.created_at
+FROM users u JOIN accounts a ON a.user_id = u.id
+WHERE u.id = %s
+"""
+
+
+async def account_of(engine: AsyncEngine, user_id: int) -> Mapping[str, Any] | None:
     """The user's identity and wallet (balance from the authoritative ``accounts`` row)."""
-    query = (
-        select(
-            accounts.c.id.label("account_id"),
-            users.c.id.label("user_id"),
-            users.c.username,
-            users.c.email,
-            users.c.phone,
-            accounts.c.balance,
-            accounts.c.currency,
-            accounts.c.account_status,
-            accounts.c.created_at,
-        )
-        .select_from(users.join(accounts, accounts.c.user_id == users.c.id))
-        .where(users.c.id == user_id)
-    )
-    async with engine.connect() as conn:
-        return (await conn.execute(query)).mappings().first()
+    return await fetch_one(engine, _ACCOUNT_OF, (user_id,), row_factory=dict_row)
 
 
 async def history_page(

@@ -1,0 +1,25 @@
+"""One statement on its own, on a pooled connection: the hot paths' way to PostgreSQL.
+
+Without a transaction around it (autocommit) a statement is one round trip, not three (BEGIN, it, COMMIT or
+ROLLBACK); and given to psycopg as SQL (which prepares it after a few uses) it skips SQLAlchemy's statement
+building and result handling, which cost a busy API more CPU than PostgreSQL spends running the statement.
+For what needs more than one statement, or a transaction, the engine itself remains the way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.rows import RowFactory, tuple_row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+async def fetch_one(engine: AsyncEngine, sql: str, params: tuple, row_factory: RowFactory[Any] = tuple_row) -> Any:
+    """Run ``sql`` alone (committed when it returns) and return its first row, or None."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None, "a checked-out connection has its psycopg connection"
+        async with driver.cursor(row_factory=row_factory) as cursor:
+            await cursor.execute(sql, params)
+            return await cursor.fetchone() if cursor.description else None
