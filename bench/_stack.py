@@ -34,18 +34,48 @@ from ogp.metrics import MULTIPROCESS_DIR
 from ogp.settings import Settings, get_settings
 from schemas.topics import topic_specs
 from tests.support.infra import create_database
+from tests.support.ledger import recreate_topics
 from tests.support.processes import Worker, worker_env
 
 
-@dataclass
-class Infrastructure:
-    settings: Settings
-    pids: dict[str, int]  # each server's main process (its CPU, with its children's, is the stack's)
+@dataclass(frozen=True)
+class Servers:
+    """PostgreSQL, Kafka and (when asked for) Redis of a benchmark's own."""
+
+    pg: PostgresServer
+    kafka: KafkaBroker
+    redis: RedisServer | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka.bootstrap
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Each server's main process (its CPU, with its children's, is the stack's)."""
+        pids = {"postgres": self.pg.process.pid(), "kafka": self.kafka.process.pid()}
+        if self.redis is not None:
+            pids["redis"] = self.redis.process.pid()
+        return {k: v for k, v in pids.items() if v}
+
+    def database(self, name: str) -> str:
+        """A freshly created and migrated database ``name``; its URL."""
+        db = create_database(self.pg.url, name)
+        upgrade(db)
+        return db
+
+    def ledger(self, name: str) -> Settings:
+        """A freshly migrated database ``name`` and freshly created topics: the settings a processor runs with."""
+        db = self.database(name)
+        settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=self.bootstrap)
+        asyncio.run(recreate_topics(self.bootstrap, settings))
+        return settings
 
 
 @contextlib.contextmanager
-def infrastructure(name: str, *, redis: bool = True, **settings: Any) -> Iterator[Infrastructure]:
-    """Settings for a fresh, migrated database on private PostgreSQL, Kafka (topics created) and Redis."""
+def servers(name: str = "bench", *, redis: bool = False) -> Iterator[Servers]:
+    """PostgreSQL, Kafka (full JIT, 1 GB heap: the tests' quick-start broker trades steady-state speed for
+    start-up) and, with ``redis``, Redis, on free ports in a temporary folder; stopped and removed on the way out."""
     base_dir = Path(tempfile.mkdtemp(prefix=f"ogp-bench-{name}-"))
     os.chmod(base_dir, 0o755)  # PostgreSQL runs as 'postgres' when we are root: it must reach its folder
     defaults = get_settings()
@@ -66,25 +96,35 @@ def infrastructure(name: str, *, redis: bool = True, **settings: Any) -> Iterato
             if server is not None:
                 server.start()
                 started.append(server)
-        db = create_database(pg.url, f"bench_{name}_{uuid.uuid4().hex[:6]}")
-        upgrade(db)
-        settings.setdefault("environment", "development")
-        result = Settings(
-            database_url=db,
-            kafka_bootstrap_servers=kafka.bootstrap,
-            redis_url=cache.url if cache else "redis://127.0.0.1:1/0",
-            **settings,
-        )
-        asyncio.run(ensure_topics(result.kafka_bootstrap, topic_specs(result)))
-        pids = {"postgres": pg.process.pid(), "kafka": kafka.process.pid()}
-        if cache is not None:
-            pids["redis"] = cache.process.pid()
-        yield Infrastructure(result, {k: v for k, v in pids.items() if v})
+        print(f"machine: {os.cpu_count()} cores; Kafka {defaults.kafka_version}; PostgreSQL at {pg.port}")
+        yield Servers(pg, kafka, cache)
     finally:
         for server in reversed(started):
             with contextlib.suppress(Exception):
                 server.stop()
         shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@dataclass
+class Infrastructure:
+    settings: Settings
+    pids: dict[str, int]  # each server's main process (its CPU, with its children's, is the stack's)
+
+
+@contextlib.contextmanager
+def infrastructure(name: str, *, redis: bool = True, **settings: Any) -> Iterator[Infrastructure]:
+    """Settings for a fresh, migrated database on private PostgreSQL, Kafka (topics created) and Redis."""
+    with servers(name, redis=redis) as found:
+        db = found.database(f"bench_{name}_{uuid.uuid4().hex[:6]}")
+        settings.setdefault("environment", "development")
+        result = Settings(
+            database_url=db,
+            kafka_bootstrap_servers=found.bootstrap,
+            redis_url=found.redis.url if found.redis else "redis://127.0.0.1:1/0",
+            **settings,
+        )
+        asyncio.run(ensure_topics(result.kafka_bootstrap, topic_specs(result)))
+        yield Infrastructure(result, found.pids)
 
 
 @dataclass

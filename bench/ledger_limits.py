@@ -39,7 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg.types.json import Jsonb
 
-from bench._servers import servers
+from bench._stack import servers
 from ledger_processor.sql import conninfo_from_url, copy_text
 from schemas.base import encode
 from schemas.commands import RequestPayment

@@ -42,7 +42,7 @@ import psycopg
 from sqlalchemy import create_engine
 
 from bench import ledger_limits
-from bench._servers import servers
+from bench._stack import servers
 from ledger_processor.audit import audit
 from ledger_processor.sql import conninfo_from_url
 from ogp.settings import Settings

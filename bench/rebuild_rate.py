@@ -20,7 +20,6 @@ import asyncio
 import os
 import random
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -33,20 +32,16 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine, func, select
 
-from infra.local.kafka import KafkaBroker
-from infra.local.postgres import PostgresServer
-from infra.local.process import free_port
+from bench._stack import servers
 from ledger_processor.sql import conninfo_from_url
-from ogp.db.migrate import upgrade
 from ogp.db.tables import historical_transactions
 from ogp.messaging import ensure_topics
-from ogp.settings import Settings, get_settings
+from ogp.settings import Settings
 from projections.history.projector import rebuild
 from projections.replay import range_consumer, read_ranges, topic_partitions, whole_topic
 from schemas.base import decode, encode
 from schemas.events import TransactionRecorded, TransactionStatus, TransactionType
 from schemas.topics import LEDGER_EVENTS, topic_specs
-from tests.support.infra import create_database
 
 D = Decimal
 TARGET_RATE = 50_000  # events/s (issue 13)
@@ -156,25 +151,15 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=2_000)
     parser.add_argument("--runs", type=int, default=2, help="repeats of each measurement; the best is kept")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="ogp-bench-rebuild-"))
-    os.chmod(base, 0o755)
-    s = get_settings()
-    pg = PostgresServer(base / "pg", free_port(), "ogp", "bench", "bench")
-    kafka = KafkaBroker(
-        base / "kafka", free_port(), free_port(), s.kafka_version, s.kafka_cache_dir, heap="1g", quick_start=False
-    )
-    pg.start()
-    kafka.start()
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; Kafka {s.kafka_version}")
-    try:
-        db = create_database(pg.url, "bench_rebuild")
-        upgrade(db)
-        settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=kafka.bootstrap)
-        asyncio.run(ensure_topics(kafka.bootstrap, topic_specs(settings)))
+    with servers("rebuild") as found:
+        print(f"machine load {os.getloadavg()[0]:.1f}")
+        db = found.database("bench_rebuild")
+        settings = Settings(environment="test", database_url=db, kafka_bootstrap_servers=found.bootstrap)
+        asyncio.run(ensure_topics(found.bootstrap, topic_specs(settings)))
         accounts = seed(db, args.accounts)
         items = events(accounts, args.events, random.Random(13))
         t0 = time.perf_counter()
-        asyncio.run(fill(kafka.bootstrap, items))
+        asyncio.run(fill(found.bootstrap, items))
         print(
             f"filled {LEDGER_EVENTS} ({settings.events_partitions} partitions) with {len(items):,} events "
             f"in {time.perf_counter() - t0:.1f}s"
@@ -191,9 +176,6 @@ def main() -> None:
             return len(items), elapsed
 
         reb_n, reb_s = best(args.runs, rebuilt)
-    finally:
-        kafka.stop()
-        pg.stop()
     raw, decoded, rate = raw_n / raw_s, dec_n / dec_s, reb_n / reb_s
     print(f"  raw consume           {raw_n:>9,} records in {raw_s:6.2f}s  {raw:>10,.0f} events/s")
     print(f"  consume + decode      {dec_n:>9,} records in {dec_s:6.2f}s  {decoded:>10,.0f} events/s")
