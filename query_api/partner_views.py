@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ColumnClause, Date, cast, func, literal_column, select, tuple_
+from sqlalchemy import ColumnClause, Date, Select, cast, func, literal_column, select, tuple_
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -55,8 +55,7 @@ def _base():
     )
 
 
-async def feed_page(
-    engine: AsyncEngine,
+def feed_query(
     *,
     limit: int,
     after: tuple[int, int] | None,
@@ -66,8 +65,8 @@ async def feed_page(
     created_to: datetime | None = None,
     min_amount: Decimal | None = None,
     max_amount: Decimal | None = None,
-) -> list[RowMapping]:
-    """Up to ``limit`` accessible rows after feed position ``after``, in feed order, below the horizon."""
+) -> Select:
+    """The statement behind :func:`feed_page` (bench/partner_page.py explains it)."""
     query = _base().where(pf.c.feed_txid < HORIZON)
     if after is not None:
         query = query.where(tuple_(pf.c.feed_txid, pf.c.feed_seq) > tuple_(*after))
@@ -78,9 +77,13 @@ async def feed_page(
         query = query.where(ht.c.amount >= min_amount)
     if max_amount is not None:
         query = query.where(ht.c.amount <= max_amount)
-    query = query.order_by(pf.c.feed_txid, pf.c.feed_seq).limit(limit)
+    return query.order_by(pf.c.feed_txid, pf.c.feed_seq).limit(limit)
+
+
+async def feed_page(engine: AsyncEngine, **filters) -> list[RowMapping]:
+    """Up to ``limit`` accessible rows after feed position ``after``, in feed order, below the horizon."""
     async with engine.connect() as conn:
-        return list((await conn.execute(query)).mappings())
+        return list((await conn.execute(feed_query(**filters))).mappings())
 
 
 async def feed_item(engine: AsyncEngine, transaction_id: str) -> RowMapping | None:
