@@ -142,7 +142,9 @@ class Result:
     rows: int = 0
 
 
-async def drive(base: str, key: str, path: str, params: list[dict[str, Any]], requests: int, concurrency: int) -> Result:
+async def drive(
+    base: str, key: str, path: str, params: list[dict[str, Any]], requests: int, concurrency: int
+) -> Result:
     """``requests`` GETs of ``path`` (cycling through ``params``) from ``concurrency`` closed-loop clients."""
     result = Result()
     counter = iter(range(requests))
@@ -234,6 +236,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the query API")
     parser.add_argument("--explain", action="store_true", help="print each scenario's query plan")
+    parser.add_argument("--explain-only", action="store_true", help="seed and print the plans; no load")
     args = parser.parse_args()
     with infrastructure("partner_page", api_key_pepper=SecretStr(PEPPER)) as infra:
         url = infra.settings.database_url
@@ -250,6 +253,10 @@ def main() -> None:
         ) as api:
             deep = walk(api.url, key, 50, {"limit": 100})
             cases = scenarios(first_day, args.days, deep)
+            if args.explain_only:
+                for name, params in cases.items():
+                    print(f"\n== {name}: {params}\n{explain(url, params)}")
+                return
             # Warm-up: the pool's connections, the key cache, the page cache of the indexes.
             asyncio.run(drive(api.url, key, PATH, [{"limit": 100, **p} for p in cases.values()], 400, args.concurrency))
             health = asyncio.run(drive(api.url, key, "/health", [{}], args.requests, args.concurrency))
@@ -264,9 +271,13 @@ def main() -> None:
             f"{args.workers} API worker(s); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
             f"on {os.cpu_count()} cores"
         )
-        print(f"baseline GET /health: n={len(health.latencies)} p50={pct(health.latencies, 0.5):.1f} ms "
-              f"p99={pct(health.latencies, 0.99):.1f} ms")
-        print(f"{'scenario':46} {'n':>6} {'rows/page':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  target p99 < 30 ms")
+        print(
+            f"baseline GET /health: n={len(health.latencies)} p50={pct(health.latencies, 0.5):.1f} ms "
+            f"p99={pct(health.latencies, 0.99):.1f} ms"
+        )
+        print(
+            f"{'scenario':46} {'n':>6} {'rows/page':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  target p99 < 30 ms"
+        )
         for name, r in results.items():
             p99 = pct(r.latencies, 0.99)
             verdict = "ok" if p99 < TARGET_P99_MS and not r.errors else "MISSED"

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ogp.db.tables import historical_transactions as ht
 from ogp.db.tables import partner_feed as pf
 from ogp.db.tables import users
-from query_api.history_filters import filter_history
 
 # The oldest transaction still running (as bigint, like feed_txid); everything below it is final.
 HORIZON: ColumnClause[int] = literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
@@ -70,13 +69,20 @@ def feed_query(
     query = _base().where(pf.c.feed_txid < HORIZON)
     if after is not None:
         query = query.where(tuple_(pf.c.feed_txid, pf.c.feed_seq) > tuple_(*after))
-    query = filter_history(
-        query, transaction_type=transaction_type, status=status, created_from=created_from, created_to=created_to
-    )
+    # On the feed's copies of the columns (0018): an index of partner_feed then yields the page in feed order,
+    # and the history and users are joined for the page's rows only.
+    if transaction_type:
+        query = query.where(pf.c.transaction_type == transaction_type)
+    if status:
+        query = query.where(pf.c.transaction_status == status)
+    if created_from:
+        query = query.where(pf.c.created_at >= created_from)
+    if created_to:
+        query = query.where(pf.c.created_at < created_to)
     if min_amount is not None:
-        query = query.where(ht.c.amount >= min_amount)
+        query = query.where(pf.c.amount >= min_amount)
     if max_amount is not None:
-        query = query.where(ht.c.amount <= max_amount)
+        query = query.where(pf.c.amount <= max_amount)
     return query.order_by(pf.c.feed_txid, pf.c.feed_seq).limit(limit)
 
 
