@@ -181,6 +181,7 @@ def scenarios(first_day: datetime, days: int, deep_cursor: str) -> dict[str, dic
         "first page, no filter": {},
         "page 50 (cursor), no filter": {"cursor": deep_cursor},
         "one day (from/to)": {"from": middle.isoformat(), "to": (middle + timedelta(days=1)).isoformat()},
+        "last 30 days (wide range, late in the feed)": {"from": (first_day + timedelta(days=days - 30)).isoformat()},
         "type+status TRANSFER/SUCCESS": {"type": "TRANSFER", "status": "SUCCESS"},
         "amount 500000..505000": {"min_amount": "500000", "max_amount": "505000"},
         "selective REFUND/FAILED, 1 week": {
@@ -203,9 +204,8 @@ def scenarios(first_day: datetime, days: int, deep_cursor: str) -> dict[str, dic
 def explain(url: str, params: dict[str, Any]) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of the statement the route runs for these parameters."""
     cursor = params.get("cursor")
-    query = partner_views.feed_query(
-        limit=101,
-        after=decode_feed_cursor(cursor) if cursor else None,
+    after = decode_feed_cursor(cursor) if cursor else None
+    filters: dict[str, Any] = dict(
         transaction_type=params.get("type"),
         status=params.get("status"),
         created_from=datetime.fromisoformat(params["from"]) if "from" in params else None,
@@ -215,10 +215,24 @@ def explain(url: str, params: dict[str, Any]) -> str:
     )
     engine = create_engine(url)
     try:
-        compiled = query.compile(dialect=engine.dialect)
         with engine.connect() as conn:
+            # As feed_page decides: sort a narrow range's matches, walk the feed otherwise.
+            size = partner_views.range_size_query(after=after, **filters)
+            sort = size is not None and (conn.scalar(size) or 0) < partner_views.SORT_MAX
+            query = partner_views.feed_query(limit=101, after=after, sort_matches=sort, **filters)
+            compiled = query.compile(dialect=engine.dialect)
             plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + compiled.string, compiled.params)
-            return "\n".join(row[0] for row in plan)
+            text_plan = "\n".join(row[0] for row in plan)
+            if size is not None:
+                counted = size.compile(dialect=engine.dialect)
+                count_plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + counted.string, counted.params)
+                text_plan = (
+                    f"range size (then {'sort the matches' if sort else 'walk the feed'}):\n"
+                    + "\n".join(row[0] for row in count_plan)
+                    + "\npage:\n"
+                    + text_plan
+                )
+            return text_plan
     finally:
         engine.dispose()
 

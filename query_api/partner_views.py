@@ -54,9 +54,12 @@ def _base():
     )
 
 
-def feed_query(
-    *,
-    limit: int,
+# A range filter (created_at, amount) with at most this many rows after the cursor is answered by reading them
+# all and sorting by position; a wider one by walking the feed in order (see feed_page).
+SORT_MAX = 20_000
+
+
+def _positions(
     after: tuple[int, int] | None,
     transaction_type=None,
     status=None,
@@ -65,12 +68,11 @@ def feed_query(
     min_amount: Decimal | None = None,
     max_amount: Decimal | None = None,
 ) -> Select:
-    """The statement behind :func:`feed_page` (bench/partner_page.py explains it)."""
-    query = _base().where(pf.c.feed_txid < HORIZON)
+    """The feed positions (below the horizon, after ``after``) whose row passes the filters."""
+    query = select(pf.c.transaction_id, pf.c.feed_txid, pf.c.feed_seq).where(pf.c.feed_txid < HORIZON)
     if after is not None:
         query = query.where(tuple_(pf.c.feed_txid, pf.c.feed_seq) > tuple_(*after))
-    # On the feed's copies of the columns (0018): an index of partner_feed then yields the page in feed order,
-    # and the history and users are joined for the page's rows only.
+    # On the feed's copies of the columns (0018): one of partner_feed's indexes yields the matches.
     if transaction_type:
         query = query.where(pf.c.transaction_type == transaction_type)
     if status:
@@ -83,13 +85,55 @@ def feed_query(
         query = query.where(pf.c.amount >= min_amount)
     if max_amount is not None:
         query = query.where(pf.c.amount <= max_amount)
-    return query.order_by(pf.c.feed_txid, pf.c.feed_seq).limit(limit)
+    return query
 
 
-async def feed_page(engine: AsyncEngine, **filters) -> list[RowMapping]:
+def range_size_query(
+    *,
+    after: tuple[int, int] | None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    min_amount: Decimal | None = None,
+    max_amount: Decimal | None = None,
+    **_,
+) -> Select | None:
+    """How many rows after ``after`` lie in the page's range filter, counted up to SORT_MAX; None without one."""
+    if created_from or created_to:
+        query = _positions(after, created_from=created_from, created_to=created_to)
+    elif min_amount is not None or max_amount is not None:
+        query = _positions(after, min_amount=min_amount, max_amount=max_amount)
+    else:
+        return None
+    return select(func.count()).select_from(query.with_only_columns(pf.c.feed_seq).limit(SORT_MAX).subquery())
+
+
+def feed_query(*, limit: int, after: tuple[int, int] | None, sort_matches: bool = False, **filters) -> Select:
+    """The page's statement: ``limit`` positions in feed order, then their history rows and users.
+
+    ``sort_matches`` reads every match through the filter's index and sorts them (``feed_txid + 0`` keeps the
+    planner off the feed-order walk): right for a narrow range, which the walk would reach only after
+    reading every earlier position, as PostgreSQL assumes matches are spread evenly along the feed.
+    """
+    order = (pf.c.feed_txid + 0, pf.c.feed_seq) if sort_matches else (pf.c.feed_txid, pf.c.feed_seq)
+    page = _positions(after, **filters).order_by(*order).limit(limit).subquery("page")
+    return (
+        select(*(c for c in _COLUMNS if c.table is not pf), page.c.feed_txid, page.c.feed_seq)
+        .select_from(
+            page.join(ht, ht.c.transaction_id == page.c.transaction_id).join(users, users.c.id == ht.c.user_id)
+        )
+        .where(ht.c.is_accessible_external)
+        .order_by(page.c.feed_txid, page.c.feed_seq)
+    )
+
+
+async def feed_page(engine: AsyncEngine, *, limit: int, after: tuple[int, int] | None, **filters) -> list[RowMapping]:
     """Up to ``limit`` accessible rows after feed position ``after``, in feed order, below the horizon."""
     async with engine.connect() as conn:
-        return list((await conn.execute(feed_query(**filters))).mappings())
+        sort_matches = False
+        if (size := range_size_query(after=after, **filters)) is not None:
+            sort_matches = (await conn.scalar(size) or 0) < SORT_MAX
+        query = feed_query(limit=limit, after=after, sort_matches=sort_matches, **filters)
+        return list((await conn.execute(query)).mappings())
 
 
 async def feed_item(engine: AsyncEngine, transaction_id: str) -> RowMapping | None:

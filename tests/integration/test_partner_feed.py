@@ -125,3 +125,9 @@ def test_filters_follow_a_rows_status_change_and_a_row_made_accessible(engine, d
     assert filtered(status="PENDING") == []
     assert filtered(transaction_type="PAYMENT", status="SUCCESS", min_amount=Decimal("7.00")) == ["f1", "f2"]
     assert filtered(max_amount=Decimal("6.99")) == []
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE historical_transactions SET is_accessible_external = false WHERE transaction_id = 'f1'")
+        )
+    assert filtered(status="SUCCESS") == ["f2"]
+    assert filtered(created_from=datetime(2000, 1, 1, tzinfo=UTC)) == ["f2"]  # answered by sorting the range

@@ -11,7 +11,9 @@ range in the middle reads most of the table: 3 s at 1,000,000 rows) or read ever
 the four filter columns beside the position let one index per filter answer in feed order, and the page
 joins the history only for the rows it returns. The trigger keeps the copies equal to the row in the same
 transaction (status changes included), so a page never sees them differ; ``historical_transactions`` keeps
-exactly the columns a replay of the ledger events produces.
+exactly the columns a replay of the ledger events produces. A row that stops being accessible now leaves the
+feed (it rejoins at the end if it becomes accessible again, as before), so the feed holds exactly the rows
+partners may see and a page picks its positions on ``partner_feed`` alone.
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ BEGIN
         ON CONFLICT (transaction_id) DO UPDATE SET feed_txid = EXCLUDED.feed_txid, feed_seq = EXCLUDED.feed_seq,
             transaction_type = EXCLUDED.transaction_type, transaction_status = EXCLUDED.transaction_status,
             created_at = EXCLUDED.created_at, amount = EXCLUDED.amount;
-    ELSIF TG_OP = 'UPDATE' AND (NEW.transaction_type, NEW.transaction_status, NEW.created_at, NEW.amount)
+    ELSIF TG_OP = 'UPDATE' AND OLD.is_accessible_external AND NOT NEW.is_accessible_external THEN
+        -- Out of the feed: the feed then holds exactly the accessible rows, so a page's positions can be
+        -- chosen on partner_feed alone.
+        DELETE FROM partner_feed WHERE transaction_id = NEW.transaction_id;
+    ELSIF TG_OP = 'UPDATE' AND NEW.is_accessible_external
+            AND (NEW.transaction_type, NEW.transaction_status, NEW.created_at, NEW.amount)
             IS DISTINCT FROM (OLD.transaction_type, OLD.transaction_status, OLD.created_at, OLD.amount) THEN
         UPDATE partner_feed SET transaction_type = NEW.transaction_type,
             transaction_status = NEW.transaction_status, created_at = NEW.created_at, amount = NEW.amount
@@ -86,6 +93,10 @@ def upgrade() -> None:
         "UPDATE partner_feed f SET transaction_type = h.transaction_type, transaction_status = h.transaction_status,"
         " created_at = h.created_at, amount = h.amount"
         " FROM historical_transactions h WHERE h.transaction_id = f.transaction_id"
+    )
+    op.execute(
+        "DELETE FROM partner_feed f USING historical_transactions h"
+        " WHERE h.transaction_id = f.transaction_id AND NOT h.is_accessible_external"
     )
     for column in _COPIED:
         op.alter_column("partner_feed", column, nullable=False)
