@@ -153,7 +153,12 @@ async def drive(
         async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}, timeout=30) as http:
             for i in counter:
                 started = time.perf_counter()
-                response = await http.get(path, params=params[i % len(params)])
+                try:
+                    response = await http.get(path, params=params[i % len(params)])
+                except httpx.TimeoutException:  # counted as an error, at the time it took
+                    result.latencies.append(time.perf_counter() - started)
+                    result.errors += 1
+                    continue
                 result.latencies.append(time.perf_counter() - started)
                 if response.status_code != 200:
                     result.errors += 1
