@@ -14,6 +14,7 @@ from typing import Annotated, Literal, overload
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
+from pydantic_core import to_json
 from sqlalchemy.engine import RowMapping
 
 from ogp.errors import ApiError, NotFound, Unprocessable
@@ -158,7 +159,6 @@ async def list_histories(
     key: ReadTransactions,
     engine: Engine,
     settings: Settings_,
-    response: Response,
     transaction_type: Annotated[TransactionType | None, Query(alias="type")] = None,
     status: Annotated[TransactionStatus | None, Query()] = None,
     created_from: Annotated[Moment | None, Query(alias="from", description="created at or after")] = None,
@@ -170,7 +170,7 @@ async def list_histories(
         Query(description="next_cursor (or X-Resume-Cursor) of a previous page", json_schema_extra=CURSOR_SCHEMA),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="page size; capped at the server's maximum (100)")] = 50,
-) -> PartnerTransactionPage:
+) -> Response:
     """Externally accessible transactions in feed order; every row exactly once across pages.
 
     ``next_cursor`` is null on the last page. ``X-Resume-Cursor`` always names the position after this
@@ -200,10 +200,11 @@ async def list_histories(
     )
     page = rows[:limit]
     position = encode_feed_cursor(page[-1]["feed_txid"], page[-1]["feed_seq"]) if page else cursor
-    if position:
-        response.headers[RESUME_HEADER] = position
-    return PartnerTransactionPage.model_validate(
-        {"items": [_item_fields(r) for r in page], "next_cursor": position if len(rows) > limit else None}
+    body = {"items": [_item_fields(r) for r in page], "next_cursor": position if len(rows) > limit else None}
+    # PartnerTransactionPage's JSON, serialised by pydantic-core as the model would be, without validating a
+    # hundred items that come from typed columns (a quarter of the route's CPU): the model documents the answer.
+    return Response(
+        to_json(body), media_type="application/json", headers={RESUME_HEADER: position} if position else None
     )
 
 
