@@ -14,14 +14,13 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ColumnClause, Date, cast, func, literal_column, select, tuple_
+from sqlalchemy import ColumnClause, Date, Select, cast, func, literal_column, select, tuple_
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.db.tables import historical_transactions as ht
 from ogp.db.tables import partner_feed as pf
 from ogp.db.tables import users
-from query_api.history_filters import filter_history
 
 # The oldest transaction still running (as bigint, like feed_txid); everything below it is final.
 HORIZON: ColumnClause[int] = literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
@@ -55,10 +54,12 @@ def _base():
     )
 
 
-async def feed_page(
-    engine: AsyncEngine,
-    *,
-    limit: int,
+# A range filter (created_at, amount) with at most this many rows after the cursor is answered by reading them
+# all and sorting by position; a wider one by walking the feed in order (see feed_page).
+SORT_MAX = 20_000
+
+
+def _positions(
     after: tuple[int, int] | None,
     transaction_type=None,
     status=None,
@@ -66,20 +67,72 @@ async def feed_page(
     created_to: datetime | None = None,
     min_amount: Decimal | None = None,
     max_amount: Decimal | None = None,
-) -> list[RowMapping]:
-    """Up to ``limit`` accessible rows after feed position ``after``, in feed order, below the horizon."""
-    query = _base().where(pf.c.feed_txid < HORIZON)
+) -> Select:
+    """The feed positions (below the horizon, after ``after``) whose row passes the filters."""
+    query = select(pf.c.transaction_id, pf.c.feed_txid, pf.c.feed_seq).where(pf.c.feed_txid < HORIZON)
     if after is not None:
         query = query.where(tuple_(pf.c.feed_txid, pf.c.feed_seq) > tuple_(*after))
-    query = filter_history(
-        query, transaction_type=transaction_type, status=status, created_from=created_from, created_to=created_to
-    )
+    # On the feed's copies of the columns (0018): one of partner_feed's indexes yields the matches.
+    if transaction_type:
+        query = query.where(pf.c.transaction_type == transaction_type)
+    if status:
+        query = query.where(pf.c.transaction_status == status)
+    if created_from:
+        query = query.where(pf.c.created_at >= created_from)
+    if created_to:
+        query = query.where(pf.c.created_at < created_to)
     if min_amount is not None:
-        query = query.where(ht.c.amount >= min_amount)
+        query = query.where(pf.c.amount >= min_amount)
     if max_amount is not None:
-        query = query.where(ht.c.amount <= max_amount)
-    query = query.order_by(pf.c.feed_txid, pf.c.feed_seq).limit(limit)
+        query = query.where(pf.c.amount <= max_amount)
+    return query
+
+
+def range_size_query(
+    *,
+    after: tuple[int, int] | None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    min_amount: Decimal | None = None,
+    max_amount: Decimal | None = None,
+    **_,
+) -> Select | None:
+    """How many rows after ``after`` lie in the page's range filter, counted up to SORT_MAX; None without one."""
+    if created_from or created_to:
+        query = _positions(after, created_from=created_from, created_to=created_to)
+    elif min_amount is not None or max_amount is not None:
+        query = _positions(after, min_amount=min_amount, max_amount=max_amount)
+    else:
+        return None
+    return select(func.count()).select_from(query.with_only_columns(pf.c.feed_seq).limit(SORT_MAX).subquery())
+
+
+def feed_query(*, limit: int, after: tuple[int, int] | None, sort_matches: bool = False, **filters) -> Select:
+    """The page's statement: ``limit`` positions in feed order, then their history rows and users.
+
+    ``sort_matches`` reads every match through the filter's index and sorts them (``feed_txid + 0`` keeps the
+    planner off the feed-order walk): right for a narrow range, which the walk would reach only after
+    reading every earlier position, as PostgreSQL assumes matches are spread evenly along the feed.
+    """
+    order = (pf.c.feed_txid + 0, pf.c.feed_seq) if sort_matches else (pf.c.feed_txid, pf.c.feed_seq)
+    page = _positions(after, **filters).order_by(*order).limit(limit).subquery("page")
+    return (
+        select(*(c for c in _COLUMNS if c.table is not pf), page.c.feed_txid, page.c.feed_seq)
+        .select_from(
+            page.join(ht, ht.c.transaction_id == page.c.transaction_id).join(users, users.c.id == ht.c.user_id)
+        )
+        .where(ht.c.is_accessible_external)
+        .order_by(page.c.feed_txid, page.c.feed_seq)
+    )
+
+
+async def feed_page(engine: AsyncEngine, *, limit: int, after: tuple[int, int] | None, **filters) -> list[RowMapping]:
+    """Up to ``limit`` accessible rows after feed position ``after``, in feed order, below the horizon."""
     async with engine.connect() as conn:
+        sort_matches = False
+        if (size := range_size_query(after=after, **filters)) is not None:
+            sort_matches = (await conn.scalar(size) or 0) < SORT_MAX
+        query = feed_query(limit=limit, after=after, sort_matches=sort_matches, **filters)
         return list((await conn.execute(query)).mappings())
 
 

@@ -305,8 +305,29 @@ partner_feed = Table(
     ),
     Column("feed_txid", BigInteger, nullable=False),  # the writing transaction's id (xid8 as bigint)
     Column("feed_seq", BigInteger, nullable=False),  # from sequence partner_feed_seq
+    # 0018: copies of the row's filter columns, kept equal by the trigger, so each filter has an index in feed
+    # order (see the migration).
+    Column("transaction_type", transaction_type_enum, nullable=False),
+    Column("transaction_status", transaction_status_enum, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("amount", Money, nullable=False),
 )
 Index("ix_partner_feed_feed_txid_feed_seq", partner_feed.c.feed_txid, partner_feed.c.feed_seq)
+Index(
+    "ix_partner_feed_type_status_position",
+    partner_feed.c.transaction_type,
+    partner_feed.c.transaction_status,
+    partner_feed.c.feed_txid,
+    partner_feed.c.feed_seq,
+)
+Index(
+    "ix_partner_feed_status_position",
+    partner_feed.c.transaction_status,
+    partner_feed.c.feed_txid,
+    partner_feed.c.feed_seq,
+)
+Index("ix_partner_feed_created_at", partner_feed.c.created_at, partner_feed.c.feed_txid, partner_feed.c.feed_seq)
+Index("ix_partner_feed_amount", partner_feed.c.amount, partner_feed.c.feed_txid, partner_feed.c.feed_seq)
 
 
 # == Ledger tables (owned by the ledger processor) =========================================================

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, overload
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
+from pydantic_core import to_json
 from sqlalchemy.engine import RowMapping
 
 from ogp.errors import ApiError, NotFound, Unprocessable
@@ -109,24 +110,27 @@ class DailyBalanceReport(BaseModel):
     items: list[DailyBalanceRow]
 
 
-def _item(row: RowMapping) -> PartnerTransaction:
-    return PartnerTransaction(
-        transaction_id=row["transaction_id"],
-        type=row["transaction_type"],
-        status=row["transaction_status"],
-        amount=money_str(row["amount"]),
-        balance_before=money_str(row["balance_before"]),
-        balance_after=money_str(row["balance_after"]),
-        currency=row["currency"],
-        description=row["description"],
-        external_reference=row["external_reference"],
-        payment_method=row["payment_method"],
-        user=PartnerUser(
-            account_id=row["account_id"], masked_phone=mask_phone(row["phone"]), masked_email=mask_email(row["email"])
-        ),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+def _item_fields(row: RowMapping) -> dict:
+    """A row as PartnerTransaction's fields: a page validates its hundred items in one call, not one model each."""
+    return {
+        "transaction_id": row["transaction_id"],
+        "type": row["transaction_type"],
+        "status": row["transaction_status"],
+        "amount": money_str(row["amount"]),
+        "balance_before": money_str(row["balance_before"]),
+        "balance_after": money_str(row["balance_after"]),
+        "currency": row["currency"],
+        "description": row["description"],
+        "external_reference": row["external_reference"],
+        "payment_method": row["payment_method"],
+        "user": {
+            "account_id": row["account_id"],
+            "masked_phone": mask_phone(row["phone"]),
+            "masked_email": mask_email(row["email"]),
+        },
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
 
 
 def _decimal(amount: str | None) -> Decimal | None:
@@ -155,7 +159,6 @@ async def list_histories(
     key: ReadTransactions,
     engine: Engine,
     settings: Settings_,
-    response: Response,
     transaction_type: Annotated[TransactionType | None, Query(alias="type")] = None,
     status: Annotated[TransactionStatus | None, Query()] = None,
     created_from: Annotated[Moment | None, Query(alias="from", description="created at or after")] = None,
@@ -167,7 +170,7 @@ async def list_histories(
         Query(description="next_cursor (or X-Resume-Cursor) of a previous page", json_schema_extra=CURSOR_SCHEMA),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="page size; capped at the server's maximum (100)")] = 50,
-) -> PartnerTransactionPage:
+) -> Response:
     """Externally accessible transactions in feed order; every row exactly once across pages.
 
     ``next_cursor`` is null on the last page. ``X-Resume-Cursor`` always names the position after this
@@ -197,9 +200,12 @@ async def list_histories(
     )
     page = rows[:limit]
     position = encode_feed_cursor(page[-1]["feed_txid"], page[-1]["feed_seq"]) if page else cursor
-    if position:
-        response.headers[RESUME_HEADER] = position
-    return PartnerTransactionPage(items=[_item(r) for r in page], next_cursor=position if len(rows) > limit else None)
+    body = {"items": [_item_fields(r) for r in page], "next_cursor": position if len(rows) > limit else None}
+    # PartnerTransactionPage's JSON, serialised by pydantic-core as the model would be, without validating a
+    # hundred items that come from typed columns (a quarter of the route's CPU): the model documents the answer.
+    return Response(
+        to_json(body), media_type="application/json", headers={RESUME_HEADER: position} if position else None
+    )
 
 
 @router.get(
@@ -214,7 +220,7 @@ async def get_history(
     row = await views.feed_item(engine, transaction_id)
     if row is None:
         raise NotFound("transaction not found", code="transaction_not_found")
-    return _item(row)
+    return PartnerTransaction.model_validate(_item_fields(row))
 
 
 @router.get(

@@ -180,6 +180,11 @@ EXPECTED_COLUMNS = {
         "transaction_id": (varchar(50), True, None),
         "feed_txid": ("bigint", True, None),
         "feed_seq": ("bigint", True, None),
+        # 0018: copies of the filter columns, so each partner filter has an index in feed order.
+        "transaction_type": ("transaction_type_enum", True, None),
+        "transaction_status": ("transaction_status_enum", True, None),
+        "created_at": (TSTZ, True, None),
+        "amount": (MONEY, True, None),
     },
     "ledger_transactions": {
         "transaction_id": (varchar(50), True, None),
@@ -456,6 +461,14 @@ EXPECTED_INDEXES = {
     "USING btree (previous_key_prefix)",
     "ix_partner_feed_feed_txid_feed_seq": "CREATE INDEX ix_partner_feed_feed_txid_feed_seq ON "
     "public.partner_feed USING btree (feed_txid, feed_seq)",
+    "ix_partner_feed_type_status_position": "CREATE INDEX ix_partner_feed_type_status_position ON "
+    "public.partner_feed USING btree (transaction_type, transaction_status, feed_txid, feed_seq)",
+    "ix_partner_feed_status_position": "CREATE INDEX ix_partner_feed_status_position ON "
+    "public.partner_feed USING btree (transaction_status, feed_txid, feed_seq)",
+    "ix_partner_feed_created_at": "CREATE INDEX ix_partner_feed_created_at ON "
+    "public.partner_feed USING btree (created_at, feed_txid, feed_seq)",
+    "ix_partner_feed_amount": "CREATE INDEX ix_partner_feed_amount ON "
+    "public.partner_feed USING btree (amount, feed_txid, feed_seq)",
     "ix_api_access_logs_service_recent": "CREATE INDEX ix_api_access_logs_service_recent ON "
     "public.api_access_logs USING btree (external_service_id, created_at DESC, id)",
     "ix_api_access_logs_key_recent": "CREATE INDEX ix_api_access_logs_key_recent ON public.api_access_logs "

@@ -93,3 +93,41 @@ def test_updates_keep_a_rows_place_and_a_row_made_accessible_joins_the_end(engin
             text("UPDATE historical_transactions SET is_accessible_external = true WHERE transaction_id = 'b'")
         )
     assert read(db_url, cursor)[0] == ["b"]  # 'a' is not repeated; 'b' is new to partners
+
+
+def test_filters_follow_a_rows_status_change_and_a_row_made_accessible(engine, db_url):
+    """The feed's copies of the filter columns (0018) change with the row, in the same transaction."""
+
+    def filtered(**filters):
+        async def go():
+            e = async_engine(db_url)
+            try:
+                return await feed_page(e, limit=100, after=start, **filters)
+            finally:
+                await e.dispose()
+
+        return [r["transaction_id"] for r in asyncio.run(go())]
+
+    _, start = read(db_url, None)
+    with engine.begin() as conn:
+        conn.execute(insert(historical_transactions), [row("f1"), row("f2", accessible=False)])
+    assert filtered(status="PENDING") == ["f1"]
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE historical_transactions SET transaction_status = 'SUCCESS', amount = 7.00, revision = 1 "
+                "WHERE transaction_id IN ('f1', 'f2')"
+            )
+        )
+        conn.execute(
+            text("UPDATE historical_transactions SET is_accessible_external = true WHERE transaction_id = 'f2'")
+        )
+    assert filtered(status="PENDING") == []
+    assert filtered(transaction_type="PAYMENT", status="SUCCESS", min_amount=Decimal("7.00")) == ["f1", "f2"]
+    assert filtered(max_amount=Decimal("6.99")) == []
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE historical_transactions SET is_accessible_external = false WHERE transaction_id = 'f1'")
+        )
+    assert filtered(status="SUCCESS") == ["f2"]
+    assert filtered(created_from=datetime(2000, 1, 1, tzinfo=UTC)) == ["f2"]  # answered by sorting the range
