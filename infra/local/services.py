@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,6 +27,8 @@ from ogp.metrics import MULTIPROCESS_DIR
 from ogp.settings import Settings
 
 SUPERVISOR = "supervisor"
+# uvicorn's logging configuration per API (see services()).
+LOG_CONFIGS = Path(__file__).resolve().parent / "logging"
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,10 @@ def services(settings: Settings) -> list[Service]:
 
     workers = settings.api_worker_count
 
-    def uvicorn(app: str, port: int) -> tuple[str, ...]:
+    def uvicorn(name: str, app: str, port: int) -> tuple[str, ...]:
         # Client IPs: only our OGP_TRUSTED_PROXIES decides whom X-Forwarded-For is believed from.
+        # --log-config: with --workers, uvicorn's own supervising process (which never builds the app, so never
+        # configures our logging) writes its lines as JSON too, masked, with the service's name.
         return (
             py,
             "-m",
@@ -79,6 +84,8 @@ def services(settings: Settings) -> list[Service]:
             "--no-access-log",
             "--forwarded-allow-ips",
             "",
+            "--log-config",
+            str(LOG_CONFIGS / f"{name}.json"),
             *(("--workers", str(workers)) if workers > 1 else ()),
         )
 
@@ -96,13 +103,13 @@ def services(settings: Settings) -> list[Service]:
         *(simulator if settings.environment != "production" else []),
         Service(
             "command-api",
-            uvicorn("command_api.app:create_app", settings.command_api_port),
+            uvicorn("command-api", "command_api.app:create_app", settings.command_api_port),
             f"http://{h}:{settings.command_api_port}",
             workers=workers,
         ),
         Service(
             "query-api",
-            uvicorn("query_api.app:create_app", settings.query_api_port),
+            uvicorn("query-api", "query_api.app:create_app", settings.query_api_port),
             f"http://{h}:{settings.query_api_port}",
             workers=workers,
         ),
