@@ -193,6 +193,7 @@ def calls(ids: dict) -> dict[tuple[str, str], tuple[str, dict, dict | None]]:
         ("POST", "/api/admin/payments/{payment_id}/deny"): ("command", admin, None),
         ("GET", "/api/admin/reconcile"): ("command", admin, None),
         ("GET", "/api/admin/dead-letters"): ("command", admin, None),
+        ("GET", "/api/admin/held-payments"): ("command", admin, None),
         ("GET", "/api/admin/dead-letters/{partition}/{offset}"): ("command", admin, None),
         ("POST", "/api/admin/dead-letters/{partition}/{offset}/redrive"): ("command", admin, {}),
         ("GET", "/api/payment/account"): ("query", user, None),
