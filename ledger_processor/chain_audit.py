@@ -13,10 +13,9 @@ checkpoint read names a link already committed):
 3. **The checkpoints.** Each head published to the events topic (the copy outside the database) must be the
    hash of that link now: a chain rewritten consistently in PostgreSQL, links and rows and checkpoint table
    alike, still disagrees with what Kafka holds. The database's own checkpoint table is compared too. And the
-   copy outside must be there: a checkpoint the database recorded and published (no longer waiting in the
-   outbox) that Kafka does not hold fails the audit, when a later checkpoint of its partition is in Kafka (the
-   outbox publishes a partition's records in order) or when it was made more than ``PUBLISH_GRACE`` before the
-   Kafka read began. Deleting Kafka's copy does not make a rewritten chain pass.
+   copy outside must be there: every checkpoint the database had published (recorded, and no longer waiting in
+   the outbox) before Kafka was read (:func:`published_checkpoints`) must be among those read, or the audit
+   fails naming it. Deleting Kafka's copy does not make a rewritten chain pass.
 
 Read-only, streaming (the rows are never all in memory), in the ``audit``'s REPEATABLE READ transaction.
 """
@@ -27,7 +26,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
@@ -42,9 +41,6 @@ from schemas.events import ChainCheckpoint
 from schemas.topics import COMMANDS, LEDGER_EVENTS
 
 _SHOWN = 20  # problems listed per kind (all are counted)
-# A checkpoint made this long before the audit read Kafka has been published by then (the outbox's lag is
-# seconds; one still waiting in the outbox is never expected in Kafka).
-PUBLISH_GRACE = timedelta(minutes=5)
 
 
 @dataclass
@@ -130,9 +126,11 @@ def _checkpoint(value: bytes, where: str) -> Checkpoint:
     return Checkpoint(message.partition, message.seq, message.hash, message.occurred_at, where)
 
 
-def audit_chain(conn: Connection, published: Iterable[Checkpoint], read_at: datetime | None = None) -> ChainReport:
-    """Verify the chains, the rows against them, and ``published`` (the checkpoints read from Kafka, a read that
-    began at ``read_at``)."""
+def audit_chain(
+    conn: Connection, published: Iterable[Checkpoint], expected: set[tuple[int, int]] | None = None
+) -> ChainReport:
+    """Verify the chains, the rows against them, and ``published`` (the checkpoints read from Kafka); every link
+    of ``expected`` (:func:`published_checkpoints` before the read) must be among them."""
     if not conn.in_transaction():
         conn.execution_options(isolation_level="REPEATABLE READ")
     report = ChainReport()
@@ -146,7 +144,7 @@ def audit_chain(conn: Connection, published: Iterable[Checkpoint], read_at: date
     ]
     database = _by_link(stored, report, "the database")
     report.database_checkpoints = len(database)
-    report.checkpoints += _missing_from_kafka(conn, database, kafka, read_at)
+    report.checkpoints += _missing_from_kafka(database, kafka, expected or set())
     _verify_links(conn, report, kafka, database)
     for source in (kafka, database):
         for (partition, seq), cp in sorted(source.items()):
@@ -158,10 +156,9 @@ def audit_chain(conn: Connection, published: Iterable[Checkpoint], read_at: date
     return report
 
 
-def _missing_from_kafka(
-    conn: Connection, database: dict[tuple[int, int], Checkpoint], kafka: dict, read_at: datetime | None
-) -> list[str]:
-    """The database's checkpoints that were published but that Kafka does not hold (see the module's 3.)."""
+def published_checkpoints(conn: Connection) -> set[tuple[int, int]]:
+    """The checkpoints (partition, seq) the database holds as published: recorded, and no longer waiting in the
+    outbox. Read before Kafka is, each of them must be in what is read (the end offsets are taken after)."""
     waiting: set[tuple[int, int]] = set()
     for (payload,) in conn.execute(
         text(
@@ -176,18 +173,24 @@ def _missing_from_kafka(
             continue
         if isinstance(message, ChainCheckpoint):
             waiting.add((message.partition, message.seq))
-    newest: dict[int, int] = {}
-    for partition, seq in kafka:
-        newest[partition] = max(newest.get(partition, 0), seq)
+    stored = conn.execute(text("SELECT partition, seq FROM ledger_chain_checkpoints"))
+    return {(p, seq) for p, seq in stored} - waiting
+
+
+def missing(expected: set[tuple[int, int]], published: Iterable[Checkpoint]) -> set[tuple[int, int]]:
+    """The links of ``expected`` that no checkpoint of ``published`` names."""
+    return expected - {(cp.partition, cp.seq) for cp in published}
+
+
+def _missing_from_kafka(database: dict, kafka: dict, expected: set[tuple[int, int]]) -> list[str]:
     problems = []
-    for (partition, seq), cp in sorted(database.items()):
-        if (partition, seq) in kafka or (partition, seq) in waiting:
-            continue
-        if seq < newest.get(partition, 0) or (read_at is not None and cp.at < read_at - PUBLISH_GRACE):
-            problems.append(
-                f"checkpoint {partition}/{seq} in the database (at {cp.at:%Y-%m-%d %H:%M:%S}) was published but "
-                f"is not in {LEDGER_EVENTS} (Kafka's copy deleted, or not the ledger's broker?)"
-            )
+    for partition, seq in sorted(expected - set(kafka)):
+        cp = database.get((partition, seq))
+        at = f" (at {cp.at:%Y-%m-%d %H:%M:%S})" if cp is not None else ""
+        problems.append(
+            f"checkpoint {partition}/{seq} in the database{at} was published before Kafka was read but is not in "
+            f"{LEDGER_EVENTS} (Kafka's copy deleted, or not the ledger's broker?)"
+        )
     return problems
 
 

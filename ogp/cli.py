@@ -13,7 +13,7 @@ import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +29,7 @@ from command_api.midtrans.adapter import MidtransGateway
 from command_api.midtrans.reconcile import Report, reconcile
 from infra.local import cli as local_cli
 from ledger_processor.audit import audit
-from ledger_processor.chain_audit import audit_chain, read_checkpoints
+from ledger_processor.chain_audit import audit_chain, missing, published_checkpoints, read_checkpoints
 from ogp.clients import KafkaProducerManager, async_engine
 from ogp.console import console, err, friendly
 from ogp.errors import ApiError
@@ -91,15 +91,24 @@ def audit_ledger(
     """Check the ledger: double entry, balances equal their entries, none negative, nothing stranded."""
     settings = get_settings()
     # The checkpoints first: then every one read names a link already committed when the snapshot is taken.
-    read_at = datetime.now(UTC)
-    checkpoints = asyncio.run(read_checkpoints(settings.kafka_bootstrap)) if chain else []
     engine = create_engine(settings.sqlalchemy_url)
     try:
+        checkpoints: list = []
+        expected: set = set()
+        if chain:
+            # What the database had published first, then Kafka, then the snapshot: every checkpoint read names
+            # a link already committed, and every one published before the read must have been read.
+            with engine.connect() as conn:
+                expected = published_checkpoints(conn)
+            checkpoints = asyncio.run(read_checkpoints(settings.kafka_bootstrap))
+            if missing(expected, checkpoints):
+                # Read once more before calling any missing: a read that came back short is not a verdict.
+                checkpoints = asyncio.run(read_checkpoints(settings.kafka_bootstrap))
         with engine.connect() as conn:
             report = audit(
                 conn, timedelta(seconds=older_than), timedelta(seconds=settings.payment_expiry_grace_seconds)
             )
-            chain_report = audit_chain(conn, checkpoints, read_at) if chain else None
+            chain_report = audit_chain(conn, checkpoints, expected) if chain else None
     finally:
         engine.dispose()
     for line in report.lines():

@@ -21,11 +21,13 @@ from psycopg import sql
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from ledger_processor.chain_audit import PUBLISH_GRACE, audit_chain, read_checkpoints
+from ledger_processor.chain_audit import audit_chain, missing, published_checkpoints, read_checkpoints
 from ledger_processor.domain import chain
 from ledger_processor.domain.book import Transaction
 from ledger_processor.sql import conninfo_from_url
+from schemas.base import encode
 from schemas.commands import RequestTopup
+from schemas.events import ChainCheckpoint
 from tests.support.infra import with_database
 from tests.support.ledger import (
     BackgroundProcessor,
@@ -290,31 +292,47 @@ def test_a_chain_rewritten_consistently_after_a_checkpoint_disagrees_with_kafka(
 
 
 def test_checkpoints_published_but_missing_from_kafka_fail_the_audit(ledger_env, db):
-    """Kafka's copy must be there: an earlier checkpoint missing while a later one of its partition is in Kafka,
-    or any checkpoint older than the grace when Kafka holds none, fails the audit, named."""
+    """Kafka's copy must be there: a checkpoint the database had published before Kafka was read and that the read
+    did not find fails the audit, named; one still waiting in the outbox is not expected."""
     published = asyncio.run(read_checkpoints(ledger_env.kafka_bootstrap, timeout=60))
     engine = create_engine(db)
     try:
         with engine.connect() as conn:
-            assert audit_chain(conn, published, datetime.now(UTC)).ok  # all there, just read
-        by_partition: dict[int, list] = {}
-        for cp in published:
-            by_partition.setdefault(cp.partition, []).append(cp)
-        partition, kept = next((p, sorted(c, key=lambda c: c.seq)) for p, c in by_partition.items() if len(c) > 1)
-        lost = kept[0]
+            expected = published_checkpoints(conn)
+        assert expected and not missing(expected, published)
         with engine.connect() as conn:
-            report = audit_chain(conn, [cp for cp in published if cp is not lost], datetime.now(UTC))
+            assert audit_chain(conn, published, expected).ok  # all there
+        lost = min(published, key=lambda cp: (cp.partition, cp.seq))
+        with engine.connect() as conn:
+            report = audit_chain(conn, [cp for cp in published if cp is not lost], expected)
         assert not report.ok
         assert report.checkpoints == [
-            f"checkpoint {partition}/{lost.seq} in the database (at {lost.at:%Y-%m-%d %H:%M:%S}) was published but "
-            "is not in ogp.ledger-events.v1 (Kafka's copy deleted, or not the ledger's broker?)"
+            f"checkpoint {lost.partition}/{lost.seq} in the database (at {lost.at:%Y-%m-%d %H:%M:%S}) was published "
+            "before Kafka was read but is not in ogp.ledger-events.v1 (Kafka's copy deleted, or not the ledger's "
+            "broker?)"
         ], report.checkpoints
-        # Kafka emptied: nothing to compare is not "OK" once the checkpoints are older than the grace.
+        # Kafka emptied: nothing to compare is not "OK".
         with engine.connect() as conn:
-            assert audit_chain(conn, [], datetime.now(UTC)).ok  # just made: maybe still on their way
+            assert len(audit_chain(conn, [], expected).checkpoints) == len(expected)
+        # A checkpoint still waiting in the outbox (not published yet) is not expected in Kafka.
+        run(
+            db,
+            "INSERT INTO ledger_outbox (partition, topic, key, payload, headers, created_at) "
+            "SELECT p.partition, 'ogp.ledger-events.v1', :key, :payload, '{}', now() FROM ledger_partitions p "
+            "WHERE p.topic = 'ogp.commands.v1' ORDER BY p.partition LIMIT 1",
+            key=chain.checkpoint_key(lost.partition),
+            payload=encode(
+                ChainCheckpoint(
+                    event_id=f"chk-{lost.partition}-{lost.seq}",
+                    partition=lost.partition,
+                    seq=lost.seq,
+                    hash=lost.hash,
+                    occurred_at=lost.at,
+                )
+            ).decode(),
+        )
         with engine.connect() as conn:
-            late = audit_chain(conn, [], datetime.now(UTC) + PUBLISH_GRACE + timedelta(seconds=1))
-        assert len(late.checkpoints) == query(db, "SELECT count(*) FROM ledger_chain_checkpoints")[0][0] > 0
+            assert (lost.partition, lost.seq) not in published_checkpoints(conn)
     finally:
         engine.dispose()
 
