@@ -23,14 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Connection, insert
 
 from infra.local.kafka import KafkaBroker
 from infra.local.postgres import PostgresServer
 from infra.local.process import free_port
 from infra.local.redis import RedisServer
 from ogp.db.migrate import upgrade
+from ogp.db.tables import api_keys, external_services
 from ogp.messaging import ensure_topics
 from ogp.metrics import MULTIPROCESS_DIR
+from ogp.security.api_keys import generate_api_key
 from ogp.settings import Settings, get_settings
 from schemas.topics import topic_specs
 from tests.support.infra import create_database
@@ -189,3 +192,26 @@ def worker(module: str, settings: Settings, run_dir: Path, **env: str) -> Iterat
         yield process
     finally:
         process.stop()
+
+
+def partner_key(conn: Connection, pepper: str, rate_limit: int) -> str:
+    """A partner ("Bench") with one READ_TRANSACTIONS API key allowed ``rate_limit`` requests a minute, in the
+    caller's transaction; the key's plaintext."""
+    material = generate_api_key(pepper)
+    service_id = conn.execute(
+        insert(external_services)
+        .values(company="Bench", contact_email="bench@example.id")
+        .returning(external_services.c.id)
+    ).scalar_one()
+    conn.execute(
+        insert(api_keys).values(
+            external_service_id=service_id,
+            key_name="bench",
+            permissions=["READ_TRANSACTIONS"],
+            key_prefix=material.prefix,
+            key_hash=material.key_hash,
+            rate_limit_count=rate_limit,
+            rate_limit_unit="minute",
+        )
+    )
+    return material.plaintext

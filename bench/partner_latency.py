@@ -27,18 +27,16 @@ import httpx
 from pydantic import SecretStr
 from sqlalchemy import create_engine, insert, text
 
-from bench._stack import api_process
+from bench._stack import api_process, partner_key
 from ogp.db.migrate import upgrade
-from ogp.db.tables import api_keys, external_services, historical_transactions
+from ogp.db.tables import historical_transactions
 from ogp.messaging import ensure_topics
-from ogp.security.api_keys import generate_api_key
 from ogp.settings import Settings
 from schemas.topics import topic_specs
 from tests.support.infra import InfraProvider, create_database
 
 
 def seed(url: str, pepper: str) -> str:
-    material = generate_api_key(pepper)
     engine = create_engine(url)
     with engine.begin() as conn:
         user_id = conn.execute(
@@ -69,24 +67,9 @@ def seed(url: str, pepper: str) -> str:
                 for i in range(500)
             ],
         )
-        service_id = conn.execute(
-            insert(external_services)
-            .values(company="Bench", contact_email="bench@example.id")
-            .returning(external_services.c.id)
-        ).scalar_one()
-        conn.execute(
-            insert(api_keys).values(
-                external_service_id=service_id,
-                key_name="bench",
-                permissions=["READ_TRANSACTIONS"],
-                key_prefix=material.prefix,
-                key_hash=material.key_hash,
-                rate_limit_count=10_000_000,
-                rate_limit_unit="minute",
-            )
-        )
+        key = partner_key(conn, pepper, 10_000_000)
     engine.dispose()
-    return material.plaintext
+    return key
 
 
 async def load(url: str, key: str, requests: int, concurrency: int) -> list[float]:

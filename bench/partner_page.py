@@ -35,11 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 from pydantic import SecretStr
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, text
 
-from bench._stack import api_process, infrastructure
-from ogp.db.tables import api_keys, external_services
-from ogp.security.api_keys import generate_api_key
+from bench._stack import api_process, infrastructure, partner_key
 from query_api import partner_views
 from query_api.feed_cursor import decode_feed_cursor
 
@@ -113,26 +111,10 @@ def seed(url: str, rows: int, accounts: int, days: int) -> tuple[str, datetime]:
         conn.execute(text("DROP TABLE bench_accounts"))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
-    material = generate_api_key(PEPPER)
     with engine.begin() as conn:
-        service_id = conn.execute(
-            insert(external_services)
-            .values(company="Bench", contact_email="bench@example.id")
-            .returning(external_services.c.id)
-        ).scalar_one()
-        conn.execute(
-            insert(api_keys).values(
-                external_service_id=service_id,
-                key_name="bench",
-                permissions=["READ_TRANSACTIONS"],
-                key_prefix=material.prefix,
-                key_hash=material.key_hash,
-                rate_limit_count=1_000_000_000,
-                rate_limit_unit="minute",
-            )
-        )
+        key = partner_key(conn, PEPPER, 1_000_000_000)
     engine.dispose()
-    return material.plaintext, first_day
+    return key, first_day
 
 
 @dataclass
