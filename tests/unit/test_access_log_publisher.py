@@ -4,7 +4,9 @@ is left pending (once its loop is gone, such a task is "destroyed but pending", 
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
+from ogp.clients import KafkaProducerManager
 from query_api.partners.access_log import AccessLogPublisher, access_event
 
 
@@ -32,6 +34,10 @@ class Kafka:
         self.producer = producer
 
 
+def publisher_on(producer: Producer) -> AccessLogPublisher:
+    return AccessLogPublisher(cast(KafkaProducerManager, Kafka(producer)))
+
+
 def event(n: int):
     return access_event("key-1", "service-1", f"/api/transaction/histories/{n}", "GET", "10.0.0.1", "ua", 200)
 
@@ -43,7 +49,7 @@ def publisher_tasks() -> list[asyncio.Task]:
 def test_close_delivers_what_is_queued_and_leaves_no_task():
     async def scenario():
         producer = Producer()
-        publisher = AccessLogPublisher(Kafka(producer))  # type: ignore[arg-type]
+        publisher = publisher_on(producer)
         for n in range(3):
             publisher.publish(event(n))
         assert publisher_tasks()
@@ -59,7 +65,7 @@ def test_close_delivers_what_is_queued_and_leaves_no_task():
 
 def test_close_with_the_broker_down_ends_the_task_and_counts_the_undelivered():
     async def scenario():
-        publisher = AccessLogPublisher(Kafka(Producer(up=False)))  # type: ignore[arg-type]
+        publisher = publisher_on(Producer(up=False))
         for n in range(3):
             publisher.publish(event(n))
         await publisher.close(timeout=0.2)
@@ -71,7 +77,7 @@ def test_close_with_the_broker_down_ends_the_task_and_counts_the_undelivered():
 
 def test_close_of_a_publisher_that_never_published():
     async def scenario():
-        publisher = AccessLogPublisher(Kafka(Producer()))  # type: ignore[arg-type]
+        publisher = publisher_on(Producer())
         await publisher.close()
         assert publisher_tasks() == [] and publisher.dropped == 0
 
