@@ -26,9 +26,13 @@ def build_app(
     routers: Iterable[APIRouter],
     settings: Settings | None = None,
     on_startup: Callable | None = None,
+    on_shutdown: Callable | None = None,
     read_only: bool = False,
 ) -> FastAPI:
-    """A FastAPI app for ``service`` whose lifespan opens and closes the shared clients."""
+    """A FastAPI app for ``service`` whose lifespan opens and closes the shared clients.
+
+    ``on_startup(app)`` runs once they are open; ``on_shutdown(app)`` before they close.
+    """
     settings = settings or get_settings()
     # At build time, not in the lifespan: under `uvicorn --factory` this runs before uvicorn's first line
     # ("Started server process"), so that line is JSON too.
@@ -44,7 +48,11 @@ def build_app(
         try:
             yield
         finally:
-            await clients.close()
+            try:
+                if on_shutdown is not None:
+                    await on_shutdown(app)
+            finally:
+                await clients.close()
 
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)

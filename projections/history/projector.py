@@ -13,10 +13,26 @@ from collections.abc import Sequence
 
 import psycopg
 from aiokafka import ConsumerRecord
-from sqlalchemy import and_, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    FromClause,
+    Integer,
+    Numeric,
+    Text,
+    and_,
+    cast,
+    column,
+    select,
+    table,
+    values,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.types import TypeEngine
 
 from ogp.db.tables import historical_transactions as ht
 from ogp.settings import Settings
@@ -73,65 +89,79 @@ def _decode_batch(
 # A batch's rows go to PostgreSQL by COPY into a session's temporary table, then one INSERT ... SELECT upserts
 # them. Against an executemany of the same upsert (SQLAlchemy's insertmanyvalues), psycopg's C COPY formatting and
 # one planned statement take most of the client's time per row out (bench/rebuild_rate.py).
-_COLUMNS: tuple[tuple[str, str, str], ...] = (  # name, type in the batch table, type in the read model
-    ("transaction_id", "text", "text"),
-    ("revision", "int", "int"),
-    ("user_id", "bigint", "bigint"),
-    ("account_id", "text", "text"),
-    ("transaction_type", "text", "transaction_type_enum"),
-    ("transaction_status", "text", "transaction_status_enum"),
-    ("amount", "numeric", "numeric"),
-    ("balance_before", "numeric", "numeric"),
-    ("balance_after", "numeric", "numeric"),
-    ("currency", "text", "text"),
-    ("description", "text", "text"),
-    ("external_reference", "text", "text"),
-    ("payment_method", "text", "payment_method_enum"),
-    ("metadata", "text", "text"),
-    ("is_accessible_external", "boolean", "boolean"),
-    ("created_at", "timestamptz", "timestamptz"),
-    ("updated_at", "timestamptz", "timestamptz"),
+_COLUMNS: tuple[tuple[str, TypeEngine, TypeEngine], ...] = (  # name, type in the batch table, type in the read model
+    ("transaction_id", Text(), Text()),
+    ("revision", Integer(), Integer()),
+    ("user_id", BigInteger(), BigInteger()),
+    ("account_id", Text(), Text()),
+    ("transaction_type", Text(), ht.c.transaction_type.type),
+    ("transaction_status", Text(), ht.c.transaction_status.type),
+    ("amount", Numeric(), Numeric()),
+    ("balance_before", Numeric(), Numeric()),
+    ("balance_after", Numeric(), Numeric()),
+    ("currency", Text(), Text()),
+    ("description", Text(), Text()),
+    ("external_reference", Text(), Text()),
+    ("payment_method", Text(), ht.c.payment_method.type),
+    ("metadata", Text(), Text()),
+    ("is_accessible_external", Boolean(), Boolean()),
+    ("created_at", DateTime(timezone=True), DateTime(timezone=True)),
+    ("updated_at", DateTime(timezone=True), DateTime(timezone=True)),
 )
-_NAMES = ", ".join(name for name, _, _ in _COLUMNS)
+_NAMES = [name for name, _, _ in _COLUMNS]
+_BATCH_COLUMNS = [column(name, kind) for name, kind, _ in _COLUMNS]
+_BATCH = table("history_batch", *_BATCH_COLUMNS)
 _BATCH_TABLE = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS history_batch ("
-    + ", ".join(f"{name} {kind}" for name, kind, _ in _COLUMNS)
+    + ", ".join(f"{name} {kind.compile(dialect=postgresql.dialect())}" for name, kind, _ in _COLUMNS)
     + ") ON COMMIT DELETE ROWS"
 )
-_COPY = f"COPY history_batch ({_NAMES}) FROM STDIN"
-_UPSERT_BATCH = text(
-    f"INSERT INTO historical_transactions ({_NAMES}) "
-    f"SELECT {', '.join(f'{name}::{cast}' for name, _, cast in _COLUMNS)} FROM history_batch "
-    "ORDER BY transaction_id "  # a stable order: two writers lock the same rows in the same order
-    "ON CONFLICT (transaction_id) DO UPDATE SET "
-    + ", ".join(f"{name} = excluded.{name}" for name, _, _ in _COLUMNS if name != "transaction_id")
-    + " WHERE historical_transactions.revision < excluded.revision"
-    " AND historical_transactions.account_id = excluded.account_id"
-)
+_COPY = f"COPY history_batch ({', '.join(_NAMES)}) FROM STDIN"
+
+
+def _upsert(source: FromClause) -> Insert:
+    """The projection's one upsert, from ``source`` (the batch table, or one row's VALUES in the row-by-row
+    fallback): the rows by ``transaction_id``, where only a newer state of the same wallet's transaction replaces
+    the stored one (see project())."""
+    rows = (
+        select(*(cast(source.c[name], to) for name, _, to in _COLUMNS))
+        .select_from(source)
+        .order_by(source.c.transaction_id)  # a stable order: two writers lock the same rows in the same order
+    )
+    stmt = insert(ht).from_select(_NAMES, rows)
+    return stmt.on_conflict_do_update(
+        index_elements=[ht.c.transaction_id],
+        set_={name: stmt.excluded[name] for name in _NAMES if name != "transaction_id"},
+        where=and_(ht.c.revision < stmt.excluded.revision, ht.c.account_id == stmt.excluded.account_id),
+    )
+
+
+_UPSERT_BATCH = _upsert(_BATCH)
 
 
 async def _upsert_batch(conn: AsyncConnection, rows: list[dict]) -> None:
-    """Upsert ``rows`` (one per transaction id) as ``_upsert_rows()`` would, through the session's batch table
-    (emptied when the transaction ends)."""
+    """Upsert ``rows`` (one per transaction id) through the session's batch table (emptied when the transaction
+    ends)."""
     raw = (await conn.get_raw_connection()).driver_connection
     assert raw is not None, "a pooled connection has its driver's connection"
     async with raw.cursor() as cur:
         await cur.execute(_BATCH_TABLE)
         async with cur.copy(_COPY) as copy:
             for row in rows:
-                await copy.write_row([row[name] for name, _, _ in _COLUMNS])
+                await copy.write_row([row[name] for name in _NAMES])
     await conn.execute(_UPSERT_BATCH)
 
 
-def _upsert_rows():
-    stmt = insert(ht)
-    columns = [c.name for c in ht.columns if c.name not in ("id", "transaction_id")]
-    return stmt.on_conflict_do_update(
-        index_elements=[ht.c.transaction_id],
-        set_={name: stmt.excluded[name] for name in columns},
-        # Only a newer state of the same wallet's transaction replaces the stored one (see project()).
-        where=and_(ht.c.revision < stmt.excluded.revision, ht.c.account_id == stmt.excluded.account_id),
-    )
+async def _upsert_row(conn: AsyncConnection, row: dict) -> None:
+    """Upsert one row by the same statement as a batch, its source one row of VALUES instead of the batch table.
+
+    Through SQLAlchemy, not the driver's COPY: a refused row is SQLAlchemy's IntegrityError or DataError, and the
+    row-by-row fallback rolls back to its savepoint and goes on. (A NUL that the COPY meets is psycopg's own
+    DataError, raised while writing the row: caught as SQLAlchemy's it would not be, and the partition's batch
+    would be fetched again forever.)
+    """
+    one = values(*_BATCH_COLUMNS, name="history_batch").data([tuple(row[name] for name in _NAMES)])
+    await conn.execute(_upsert(one))
 
 
 async def _fold(
@@ -203,7 +233,7 @@ async def _apply_row_by_row(
         for row in await _fold(conn, events, partition, folded):
             try:
                 async with conn.begin_nested():
-                    await conn.execute(_upsert_rows(), [row])
+                    await _upsert_row(conn, row)
                 folded.applied += 1
             except (IntegrityError, DataError) as exc:
                 folded.rejected += 1

@@ -49,7 +49,8 @@ class AccessLogPublisher:
     """A bounded queue drained by one task into Kafka (key: the API key id, so one key's logs stay ordered).
 
     ``publish`` never waits: when Kafka is down and the queue is full, events are dropped and counted
-    (``dropped``) rather than slowing partners down; the loss is logged.
+    (``dropped``) rather than slowing partners down; the loss is logged. The query API's lifespan makes one and
+    ``close``s it on shutdown, before the Kafka producer stops.
     """
 
     def __init__(self, kafka: KafkaProducerManager, topic: str = ACCESS_LOGS, maxsize: int = QUEUE_SIZE):
@@ -58,8 +59,14 @@ class AccessLogPublisher:
         self.dropped = 0
         self.sent = 0
         self._task: asyncio.Task | None = None
+        self._closed = False
+        self._in_hand = False  # the task holds an event it has not yet handed to the producer
 
     def publish(self, event: AccessLogged) -> None:
+        if self._closed:
+            self.dropped += 1
+            log.error("access-log event after shutdown: dropped")
+            return
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain(), name="access-log-publisher")
         try:
@@ -72,11 +79,13 @@ class AccessLogPublisher:
     async def _drain(self) -> None:
         while True:
             event = await self.queue.get()
+            self._in_hand = True
             while True:
                 try:
                     # send() only appends to the producer's batch; delivery is awaited out of band.
                     future = await self.kafka.producer.send(self.topic, encode(event), key=event.api_key_id.encode())
                     future.add_done_callback(self._delivered)
+                    self._in_hand = False
                     break
                 except Exception as exc:  # noqa: BLE001 - broker down or not yet connected: keep the event, retry
                     log.warning("access-log publish failed (%s); retrying", exc.__class__.__name__)
@@ -96,3 +105,19 @@ class AccessLogPublisher:
             await asyncio.sleep(0.01)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.kafka.producer.flush(), max(0.1, deadline - asyncio.get_running_loop().time()))
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued (for at most ``timeout`` seconds), then cancel the task and wait for it to end.
+
+        What is still queued then is counted as dropped and logged. Later events are dropped.
+        """
+        self._closed = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        await self.flush(timeout)
+        task.cancel()
+        await asyncio.wait({task})  # not ``await task``: a cancellation of close() itself stays one
+        if left := self.queue.qsize() + self._in_hand:
+            self.dropped += left
+            log.error("access-log publisher closed with %d events undelivered", left)

@@ -17,11 +17,7 @@ from query_api.partners.access_log import AccessLogPublisher, access_event
 
 
 def _publisher(request: Request) -> AccessLogPublisher:
-    state = request.app.state
-    publisher = getattr(state, "access_logs", None)
-    if publisher is None:
-        publisher = state.access_logs = AccessLogPublisher(state.clients.kafka)
-    return publisher
+    return request.app.state.access_logs  # made and closed by the app's lifespan (query_api.app)
 
 
 class PartnerRoute(APIRoute):

@@ -20,14 +20,15 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import create_engine, delete, insert, select
 
+from ogp.clients import async_engine
 from ogp.db.migrate import upgrade
 from ogp.db.tables import accounts, historical_transactions, projection_positions, users
 from ogp.messaging import ensure_topics
 from ogp.settings import Settings
-from projections.history.projector import PROJECTOR, HistoryProjector, rebuild
-from projections.history.rows import replay
+from projections.history.projector import PROJECTOR, HistoryProjector, _upsert_batch, _upsert_row, rebuild
+from projections.history.rows import replay, row_from_event
 from schemas.base import Message, encode
 from schemas.events import AccountStatusChanged, TransactionRecorded
 from schemas.topics import LEDGER_EVENTS, TopicSpec, topic_specs
@@ -323,6 +324,76 @@ def test_poison_and_unknown_account_events_are_skipped_and_the_partition_moves_o
         assert table(world) == replay(good)
         assert projector.stats.undecodable == 2
         assert projector.stats.rejected == 2
+
+    asyncio.run(scenario())
+
+
+def test_the_batch_and_the_row_by_row_fallback_write_the_same_rows(world):
+    """The COPY batch and the fallback (one row at a time, for a batch the database refused) are one upsert: the
+    same rows through either leave the same table, where only a newer revision of the same wallet's transaction
+    replaces the stored one."""
+    mine, other = world.account_ids[:2]
+
+    def row(tid: str, revision: int, account: str, **changes) -> dict:
+        fields: dict = {
+            "event_id": f"{tid}#{revision}",
+            "transaction_id": tid,
+            "revision": revision,
+            "account_id": account,
+            "user_id": world.user_of[account],
+            "transaction_type": "PAYMENT",
+            "status": "SUCCESS",
+            "amount": Decimal("1250.50"),
+            "balance_before": Decimal("5000.00"),
+            "balance_after": Decimal("3749.50"),
+            "created_at": T0,
+            "updated_at": T0 + timedelta(minutes=revision, microseconds=1),
+        }
+        return row_from_event(TransactionRecorded(**(fields | changes)))
+
+    full = {"description": "tab\there \\ é", "external_reference": "ref-1", "payment_method": "gopay"}
+    steps = [
+        # New rows: every optional column set, and none.
+        [row("tx-a", 2, mine, **full, metadata={"n": 1}), row("tx-b", 1, other, description="", status="PENDING")],
+        # An older revision, the same revision again, another wallet's newer one: none of them wins.
+        [row("tx-a", 1, mine, status="PENDING"), row("tx-a", 2, mine, amount=Decimal("1.00"))],
+        [row("tx-b", 2, mine)],
+        # Newer states of the same wallets' transactions win.
+        [
+            row("tx-a", 3, mine, status="CANCELLED", failure_reason="expired", is_accessible_external=False),
+            row("tx-b", 2, other),
+        ],
+    ]
+    expected = [
+        {"tx-a": steps[0][0], "tx-b": steps[0][1]},
+        {"tx-a": steps[0][0], "tx-b": steps[0][1]},
+        {"tx-a": steps[0][0], "tx-b": steps[0][1]},
+        {"tx-a": steps[3][0], "tx-b": steps[3][1]},
+    ]
+
+    async def through(upsert) -> list[dict[str, dict]]:
+        engine = async_engine(world.settings.database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(delete(historical_transactions))
+            tables = []
+            for rows in steps:
+                for one in rows:  # one transaction per row: each meets the row the step before stored
+                    async with engine.begin() as conn:
+                        await upsert(conn, one)
+                tables.append(await asyncio.to_thread(table, world))
+            return tables
+        finally:
+            await engine.dispose()
+
+    async def batch(conn, one: dict) -> None:
+        await _upsert_batch(conn, [one])
+
+    async def scenario():
+        by_batch = await through(batch)
+        by_row = await through(_upsert_row)
+        assert by_batch == expected
+        assert by_row == expected
 
     asyncio.run(scenario())
 

@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, insert, select, text
 
@@ -415,3 +416,25 @@ def test_every_status_path_becomes_an_access_log_row(commands, admin, queries, d
     ).json()
     assert len(rest["items"]) == 2 and rest["next_cursor"] is None
     assert {i["id"] for i in listed["items"] + rest["items"]} == {r["id"] for r in rows}
+
+
+def test_the_query_api_lifespan_ends_the_access_log_publishers_task(settings, commands, admin):
+    # In-process, as schemathesis runs the app: its loop outlives the app, and a task left pending there is
+    # destroyed while pending once the app is garbage.
+    _, _, key = new_service(commands, admin)
+
+    def publishing() -> list[asyncio.Task]:
+        return [t for t in asyncio.all_tasks() if t.get_name() == "access-log-publisher"]
+
+    async def scenario():
+        app = query_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://query-api") as client:
+                response = await client.get("/api/transaction/histories", headers={"X-API-Key": key})
+            assert response.status_code == 200, response.text
+            assert publishing(), "the request's access log went through the publisher's task"
+        assert publishing() == []
+        assert app.state.access_logs.sent == 1 and app.state.access_logs.dropped == 0
+
+    asyncio.run(scenario())
