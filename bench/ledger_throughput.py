@@ -401,13 +401,25 @@ def measurements(
         limit = f"binding limit {step} {cap:,.0f}/s -> {rate / cap:.0%}; " if cap else "limits not measured; "
         limit += f"row-lock baseline {b_rate:,.0f}/s"
         what = f"applied/s, {mix} ({commands:,} commands, {accounts:,} accounts)"
-        out.append(Measurement(figure, what, rate, "/s", ">=", 20_000 if figure == "P1" else 10_000, limit))
+        bound = 20_000 if figure == "P1" else 10_000
+        out.append(Measurement(figure, what, rate, "/s", ">=", bound, limit, key=f"{figure}:rate"))
         if cap:
             out.append(
-                Measurement(figure, f"share of the binding limit ({step}), {mix}", 100 * rate / cap, "%", ">=", 60)
+                Measurement(
+                    figure,
+                    f"share of the binding limit ({step}), {mix}",
+                    100 * rate / cap,
+                    "%",
+                    ">=",
+                    60,
+                    key=f"{figure}:share",
+                )
             )
         if figure == "P2":
-            out.append(Measurement(figure, "ratio to the row-lock baseline, same run", rate / b_rate, "x", ">=", 10))
+            ratio = rate / b_rate
+            out.append(
+                Measurement(figure, "ratio to the row-lock baseline, same run", ratio, "x", ">=", 10, key="P2:ratio")
+            )
     return out
 
 

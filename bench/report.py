@@ -5,9 +5,11 @@ Usage: .venv/bin/python bench/report.py [--dir .ogp/bench]
 Each bench ends by writing its figures with :func:`save` to ``.ogp/bench/<bench>.json`` (git-ignored): when it
 ran, the machine's load average and cores, its command line, and its measurements (:class:`Measurement`: the
 figure, what was measured, the value, the target as an operator and a bound, and the baseline or limit the bench
-measured in the same run). This script reads them all and prints one row per measurement, grouped by figure,
-with "met" or "NOT met"; a figure no bench has measured says so with the command that measures it. It measures
-nothing itself: a figure is as old as its bench's last run (the "measured" column says when).
+measured in the same run). A run of part of a bench (``http_load.py --only open``) keeps the figures of an
+earlier run it did not measure again, each with its own time and load. This script reads them all and prints
+one row per measurement, grouped by figure, with "met" or "NOT met"; a figure no bench has measured says so with
+the command that measures it. It measures nothing itself: a figure is as old as the run that measured it (the
+"when" column).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import operator
 import os
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,9 @@ class Measurement:
     bound: float | None = None
     limit: str = ""  # the same run's baseline or limit, and the value's share of it
     load: str = ""  # the load average while this value was measured, when the bench read it per figure
+    # Names what a later run that measures only part of a bench's figures replaces: a kept measurement of an
+    # earlier run has a key the later one does not measure again; one without a key is always replaced.
+    key: str = ""
 
 
 @dataclass
@@ -108,8 +113,21 @@ def load_average() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+def merged(new: Run, earlier: Iterable[Run]) -> list[Run]:
+    """``new``, then the measurements of ``earlier`` runs it does not measure again (by key), each run with its
+    own time, load and command."""
+    fresh = {m.key for m in new.measurements}
+    out = [new]
+    for run in earlier:
+        kept = [m for m in run.measurements if m.key and m.key not in fresh]
+        if kept:
+            out.append(replace(run, measurements=kept))
+    return out
+
+
 def save(bench: str, measurements: Iterable[Measurement], directory: Path | None = None) -> Path:
-    """Write a bench's measurements to ``<directory>/<bench>.json`` with when, the load and the command line."""
+    """Write a bench's measurements to ``<directory>/<bench>.json`` with when, the load and the command line,
+    keeping what an earlier run measured and this one did not (:func:`merged`)."""
     run = Run(
         bench=bench,
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -121,7 +139,8 @@ def save(bench: str, measurements: Iterable[Measurement], directory: Path | None
     directory = directory or bench_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{bench}.json"
-    path.write_text(json.dumps(asdict(run), indent=1) + "\n")
+    earlier = read_file(path) if path.exists() else []
+    path.write_text(json.dumps({"runs": [asdict(r) for r in merged(run, earlier)]}, indent=1) + "\n")
     print(f"figures written to {path} (bench/report.py prints them all)")
     return path
 
@@ -131,8 +150,12 @@ def read_run(data: dict[str, Any]) -> Run:
     return Run(**{**data, "measurements": measurements})
 
 
+def read_file(path: Path) -> list[Run]:
+    return [read_run(r) for r in json.loads(path.read_text())["runs"]]
+
+
 def read_runs(directory: Path) -> list[Run]:
-    return [read_run(json.loads(p.read_text())) for p in sorted(directory.glob("*.json"))]
+    return [run for path in sorted(directory.glob("*.json")) for run in read_file(path)]
 
 
 def verdict(m: Measurement) -> str:
@@ -148,10 +171,10 @@ def number(value: float | None, unit: str = "") -> str:
     """``value`` as the table shows it: thousands separated, decimals only where they carry information."""
     if value is None:
         return "-"
-    if value == int(value) and abs(value) < 100 and unit not in ("x", "%"):
-        return f"{value:.0f}{' ms' if unit == 'ms' else unit}"  # a count, or a round bound
     if unit == "x":
-        return f"{value:.1f}x"
+        return f"{value:.0f}x" if value == int(value) else f"{value:.1f}x"
+    if unit == "/s" or (value == int(value) and abs(value) < 100):  # a rate, a count or a round bound
+        return f"{value:,.0f}{' ms' if unit == 'ms' else unit}"
     if unit == "%":
         return f"{value:.0f}%"
     text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
