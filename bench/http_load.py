@@ -1,7 +1,7 @@
 """The front door under real HTTP load: accepted commands/s and latency of pay, transfer, balance, history, webhook.
 
 Usage: .venv/bin/python bench/http_load.py [--users 1000] [--duration 15] [--connections 64] [--workers 2]
-       [--rate 1000] [--low-rate 30] [--open-duration 15] [--only pay,balance] [--profile SECONDS]
+       [--rate 1000] [--low-rate 30[,10...]] [--open-duration 15] [--only pay,balance] [--profile SECONDS]
 
 Starts PostgreSQL, Kafka (full JIT) and Redis (bench/_stack.py), migrates a fresh database, seeds --users
 funded wallets and mints an access token for each, routes top-up orders for the webhook, then runs the
@@ -14,8 +14,8 @@ ledger processor, the command API and the query API as ``ogp up`` does (uvicorn,
   sends on schedule whether or not earlier answers came, and times each from when it was due (wrk has no
   fixed rate and wrk2 is not in Debian; a closed loop hides queueing behind its own back-pressure).
 * the webhook (P7) at concurrency 8, as its target is stated.
-* P4, accepted -> posted: the open loop runs first at --low-rate (default 30/s, which this stack's front door
-  keeps up with), then at --rate, with the history projector running (the status resource,
+* P4, accepted -> posted: the open loop runs first at each --low-rate (default 30/s, about what this stack's
+  front door keeps up with), then at --rate, with the history projector running (the status resource,
   ``GET /api/payment/transactions/{id}``, reads its table). For every 202, the time from the commit of the
   command's append to the commands topic (its record's timestamp) to the commit of its SUCCESS row in
   historical_transactions (PostgreSQL's commit timestamps: ``track_commit_timestamp`` is on in this bench's
@@ -581,9 +581,8 @@ def main() -> int:
     parser.add_argument("--open-duration", type=int, default=15, help="seconds per open-loop run")
     parser.add_argument(
         "--low-rate",
-        type=int,
-        default=30,
-        help="an open-loop run at this rate first (P4 where the API keeps up); 0: none",
+        default="30",
+        help="open-loop runs at these rates first, comma-separated (P4 where the API keeps up); 0: none",
     )
     parser.add_argument("--only", default="health,pay,transfer,balance,history,webhook,open")
     parser.add_argument("--profile", type=int, default=0, help="py-spy the API for N s of pay and of balance")
@@ -663,7 +662,8 @@ def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
                     stack.enter_context(worker("projections.history", settings, tmp / "run"))
                     projected(settings)
                     check = asyncio.run(polled_check(commands.url, queries.url, users, 20))
-                for rate in [r for r in (args.low_rate, args.rate) if r]:
+                low = [int(r) for r in args.low_rate.split(",") if int(r)]
+                for rate in [*low, args.rate]:
                     notes = Posted() if measure_posted else None
                     f = asyncio.run(open_loop(commands.url, users, rate, args.open_duration, posted=notes))
                     target = f"P3 p99 < 20 ms at {args.rate:,}/s, no errors" if rate == args.rate else "(P4's low rate)"
