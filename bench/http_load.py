@@ -16,8 +16,8 @@ ledger processor, the command API and the query API as ``ogp up`` does (uvicorn,
 * the webhook (P7) at concurrency 8, as its target is stated.
 * P4, accepted -> posted: the open loop runs first at each --low-rate (default 30/s, about what this stack's
   front door keeps up with), then at --rate, with the history projector running (the status resource,
-  ``GET /api/payment/transactions/{id}``, reads its table). For every 202, the time from the commit of the
-  command's append to the commands topic (its record's timestamp) to the commit of its SUCCESS row in
+  ``GET /api/payment/transactions/{id}``, reads its table). For every 202, the time from the command's
+  append to the commands topic (its record's timestamp) to the commit of its SUCCESS row in
   historical_transactions (PostgreSQL's commit timestamps: ``track_commit_timestamp`` is on in this bench's
   PostgreSQL), read after the run, so measuring adds no request to the load; beside it the same to the
   ledger's own row, and to the 202's arrival at the driver. Before the timed runs, 20 payments one at a time
