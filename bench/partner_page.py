@@ -295,9 +295,11 @@ def main() -> None:
     what = f"partner page p99, worst of {len(results)} scenarios: {worst} ({args.rows:,} rows, c={args.concurrency})"
     baseline = f"GET /health p99 {pct(health.latencies, 0.99):.1f} ms; {errors} errors"
     load_text = f"{load[0]:.2f} ({load[1]:.2f} 5m)"
+    stated = args.rows >= 1_000_000  # P6's page target is stated at 1,000,000 rows; a smaller run is shown without it
+    p99 = pct(results[worst].latencies, 0.99)
     save(
         "partner_page",
-        [Measurement("P6", what, pct(results[worst].latencies, 0.99), "ms", "<", TARGET_P99_MS, baseline, load_text)],
+        [Measurement("P6", what, p99, "ms", "<" if stated else None, TARGET_P99_MS, baseline, load_text)],
     )
 
 
