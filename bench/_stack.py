@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from sqlalchemy import Connection, insert
 
 from infra.local.kafka import KafkaBroker
@@ -76,9 +77,10 @@ class Servers:
 
 
 @contextlib.contextmanager
-def servers(name: str = "bench", *, redis: bool = False) -> Iterator[Servers]:
+def servers(name: str = "bench", *, redis: bool = False, commit_timestamps: bool = False) -> Iterator[Servers]:
     """PostgreSQL, Kafka (full JIT, 1 GB heap: the tests' quick-start broker trades steady-state speed for
-    start-up) and, with ``redis``, Redis, on free ports in a temporary folder; stopped and removed on the way out."""
+    start-up) and, with ``redis``, Redis, on free ports in a temporary folder; stopped and removed on the way out.
+    With ``commit_timestamps``, PostgreSQL records when each transaction commits (:func:`track_commit_timestamps`)."""
     base_dir = Path(tempfile.mkdtemp(prefix=f"ogp-bench-{name}-"))
     os.chmod(base_dir, 0o755)  # PostgreSQL runs as 'postgres' when we are root: it must reach its folder
     defaults = get_settings()
@@ -99,6 +101,8 @@ def servers(name: str = "bench", *, redis: bool = False) -> Iterator[Servers]:
             if server is not None:
                 server.start()
                 started.append(server)
+        if commit_timestamps:
+            track_commit_timestamps(pg)
         print(f"machine: {os.cpu_count()} cores; Kafka {defaults.kafka_version}; PostgreSQL at {pg.port}")
         yield Servers(pg, kafka, cache)
     finally:
@@ -108,6 +112,16 @@ def servers(name: str = "bench", *, redis: bool = False) -> Iterator[Servers]:
         shutil.rmtree(base_dir, ignore_errors=True)
 
 
+def track_commit_timestamps(pg: PostgresServer) -> None:
+    """Restart ``pg`` with ``track_commit_timestamp`` on: ``pg_xact_commit_timestamp(xmin)`` then tells when a
+    row's version was committed, i.e. became visible to readers, on this machine's clock, at no cost to the
+    writers' statements (a postmaster setting: it takes the restart)."""
+    with psycopg.connect(pg.conninfo("postgres"), autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET track_commit_timestamp = on")
+    pg.stop()
+    pg.start()
+
+
 @dataclass
 class Infrastructure:
     settings: Settings
@@ -115,9 +129,11 @@ class Infrastructure:
 
 
 @contextlib.contextmanager
-def infrastructure(name: str, *, redis: bool = True, **settings: Any) -> Iterator[Infrastructure]:
+def infrastructure(
+    name: str, *, redis: bool = True, commit_timestamps: bool = False, **settings: Any
+) -> Iterator[Infrastructure]:
     """Settings for a fresh, migrated database on private PostgreSQL, Kafka (topics created) and Redis."""
-    with servers(name, redis=redis) as found:
+    with servers(name, redis=redis, commit_timestamps=commit_timestamps) as found:
         db = found.database(f"bench_{name}_{uuid.uuid4().hex[:6]}")
         settings.setdefault("environment", "development")
         result = Settings(

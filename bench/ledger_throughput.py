@@ -43,6 +43,7 @@ from sqlalchemy import create_engine
 
 from bench import ledger_limits
 from bench._stack import servers
+from bench.report import Measurement, save
 from ledger_processor.audit import audit
 from ledger_processor.sql import conninfo_from_url
 from ogp.settings import Settings
@@ -288,9 +289,12 @@ PROCESSOR_METHODS = {
 }
 
 
-def print_shares(mix: str, rate: float, costs: dict[str, float], limits: list[ledger_limits.Limit]) -> None:
+def print_shares(
+    mix: str, rate: float, costs: dict[str, float], limits: list[ledger_limits.Limit]
+) -> tuple[str, float]:
     """The processor's rate beside each limit turned into commands/s (its rate over the records or rows one
-    command costs), with the processor's method and with the fastest one measured."""
+    command costs), with the processor's method and with the fastest one measured; the binding limit with the
+    processor's methods (step, commands/s)."""
     by_name = {limit.name: limit.rate for limit in limits}
     print(f"[{mix}] per command: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
     print(f"    {'step':<22}{'processor method':<40}{'cap/s':>10}{'share':>7}   {'fastest measured':<40}{'cap/s':>10}")
@@ -316,6 +320,8 @@ def print_shares(mix: str, rate: float, costs: dict[str, float], limits: list[le
             f"{rate / chosen[binding]:.0%}; all steps one after another in one process: {series:,.0f}/s -> "
             f"{rate / series:.0%}"
         )
+    binding = min(caps, key=lambda k: caps[k])
+    return binding, caps[binding]
 
 
 def main() -> None:
@@ -331,6 +337,7 @@ def main() -> None:
     parser.add_argument("--py-spy", type=Path, default=None, help="record the processor with py-spy into this file")
     args = parser.parse_args()
     results = []
+    bindings: dict[str, tuple[str, float]] = {}  # mix -> the binding limit (step, commands/s)
     limits: list[ledger_limits.Limit] = []
     with servers() as s:
         for mix, hot in (("spread over accounts", False), ("half on one hot account", True)):
@@ -375,11 +382,45 @@ def main() -> None:
             if not report.ok:
                 print("\n".join(f"    audit: {line}" for line in report.lines()))
             if limits:
-                print_shares(mix, rate, costs, limits)
+                bindings[mix] = print_shares(mix, rate, costs, limits)
             results.append((mix, rate, b_rate))
     print("\nsummary")
     for mix, rate, b_rate in results:
         print(f"  {mix:<26} processor {rate:>9,.0f}/s  baseline {b_rate:>7,.0f}/s  ratio {rate / b_rate:5.1f}x")
+    save("ledger_throughput", measurements(results, bindings, args.commands, args.accounts))
+
+
+def measurements(
+    results: list[tuple[str, float, float]], bindings: dict[str, tuple[str, float]], commands: int, accounts: int
+) -> list[Measurement]:
+    """P1 (spread) and P2 (hot) for bench/report.py: each rate beside its binding limit and the row-lock baseline."""
+    out = []
+    for mix, rate, b_rate in results:
+        figure = "P2" if "hot" in mix else "P1"
+        step, cap = bindings.get(mix, ("", 0.0))
+        limit = f"binding limit {step} {cap:,.0f}/s -> {rate / cap:.0%}; " if cap else "limits not measured; "
+        limit += f"row-lock baseline {b_rate:,.0f}/s"
+        what = f"applied/s, {mix} ({commands:,} commands, {accounts:,} accounts)"
+        bound = 20_000 if figure == "P1" else 10_000
+        out.append(Measurement(figure, what, rate, "/s", ">=", bound, limit, key=f"{figure}:rate"))
+        if cap:
+            out.append(
+                Measurement(
+                    figure,
+                    f"share of the binding limit ({step}), {mix}",
+                    100 * rate / cap,
+                    "%",
+                    ">=",
+                    60,
+                    key=f"{figure}:share",
+                )
+            )
+        if figure == "P2":
+            ratio = rate / b_rate
+            out.append(
+                Measurement(figure, "ratio to the row-lock baseline, same run", ratio, "x", ">=", 10, key="P2:ratio")
+            )
+    return out
 
 
 if __name__ == "__main__":
