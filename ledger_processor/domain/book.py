@@ -269,7 +269,7 @@ class Book:
             Outgoing(
                 "events",
                 tx.account_id,
-                TransactionRecorded.model_construct(
+                TransactionRecorded.trusted(
                     event_id=f"{tx.transaction_id}#{tx.revision}",
                     transaction_id=tx.transaction_id,
                     revision=tx.revision,
