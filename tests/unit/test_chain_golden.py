@@ -172,7 +172,7 @@ moments = st.datetimes(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     tid=texts,
     kind=texts,
@@ -212,13 +212,13 @@ def test_any_row_encodes_as_the_reference_does(
     assert chain.row_digest(tx, partition) == hashlib.sha256(_reference_row_bytes(tx, partition)).digest()
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(entries=st.lists(st.tuples(texts, money.filter(lambda m: m is not None), money, moments), max_size=4))
 def test_any_entries_encode_as_the_reference_does(entries):
     assert chain.entries_bytes(entries) == _reference_entries_bytes(entries)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(
     prev=st.binary(min_size=32, max_size=32),
     partition=st.integers(min_value=0, max_value=10**4),
