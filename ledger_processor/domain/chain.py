@@ -37,6 +37,7 @@ FORMAT = "ogp-chain/1"
 _CENT = Decimal("0.01")
 _ZERO = Decimal("0.00")
 _LITERALS = {None: "null", True: "true", False: "false"}
+_ONLY_STR = frozenset((str,))
 
 
 class Link(NamedTuple):  # a tuple, not a frozen dataclass: built per transaction version on the hot path
@@ -120,11 +121,15 @@ def canonical_json(value) -> str:
     if kind is str:
         return encode_basestring_ascii(value)
     if kind is dict:
-        if all(type(k) is str for k in value):
+        if _ONLY_STR.issuperset(map(type, value)):
             items = sorted(value.items())  # keys are unique: values are never compared
         else:
             items = sorted((_key(k), v) for k, v in value.items())
-        return "{" + ",".join([encode_basestring_ascii(k) + ":" + canonical_json(v) for k, v in items]) + "}"
+        esc = encode_basestring_ascii
+        # A text value (the common case) without the call.
+        return (
+            "{" + ",".join([esc(k) + ":" + (esc(v) if type(v) is str else canonical_json(v)) for k, v in items]) + "}"
+        )
     if isinstance(value, str):  # a str subclass
         return encode_basestring_ascii(value)
     if value is None or isinstance(value, bool):
