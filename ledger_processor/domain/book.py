@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from schemas.base import Message
 from schemas.commands import Command, VerificationLevel
@@ -122,8 +122,7 @@ class Transaction:
     command_offset: int | None = None  # the offset of the command that created it (new rows only)
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):  # a tuple, not a frozen dataclass: built per posting leg on the hot path
     transaction_id: str
     account_id: str
     amount: Decimal  # signed: positive raises the account's balance
@@ -269,7 +268,7 @@ class Book:
             Outgoing(
                 "events",
                 tx.account_id,
-                TransactionRecorded.model_construct(
+                TransactionRecorded.trusted(
                     event_id=f"{tx.transaction_id}#{tx.revision}",
                     transaction_id=tx.transaction_id,
                     revision=tx.revision,

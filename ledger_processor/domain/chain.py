@@ -19,12 +19,12 @@ Pure: no I/O, the standard library only.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
+from hashlib import sha256
 from json.encoder import encode_basestring_ascii
 from typing import NamedTuple
 
@@ -37,6 +37,7 @@ FORMAT = "ogp-chain/1"
 _CENT = Decimal("0.01")
 _ZERO = Decimal("0.00")
 _LITERALS = {None: "null", True: "true", False: "false"}
+_ONLY_STR = frozenset((str,))
 
 
 class Link(NamedTuple):  # a tuple, not a frozen dataclass: built per transaction version on the hot path
@@ -120,11 +121,15 @@ def canonical_json(value) -> str:
     if kind is str:
         return encode_basestring_ascii(value)
     if kind is dict:
-        if all(type(k) is str for k in value):
+        if _ONLY_STR.issuperset(map(type, value)):
             items = sorted(value.items())  # keys are unique: values are never compared
         else:
             items = sorted((_key(k), v) for k, v in value.items())
-        return "{" + ",".join([encode_basestring_ascii(k) + ":" + canonical_json(v) for k, v in items]) + "}"
+        esc = encode_basestring_ascii
+        # A text value (the common case) without the call.
+        return (
+            "{" + ",".join([esc(k) + ":" + (esc(v) if type(v) is str else canonical_json(v)) for k, v in items]) + "}"
+        )
     if isinstance(value, str):  # a str subclass
         return encode_basestring_ascii(value)
     if value is None or isinstance(value, bool):
@@ -142,13 +147,23 @@ def _fields(values: Iterable[str | None]) -> bytes:
     return "".join(["~" if v is None else f"{len(v)}:{v}," for v in values]).encode("utf-8", "surrogatepass")
 
 
+def _text(head: str, values: Iterable[str | None]) -> bytes:
+    # ``head`` (fields already encoded, ASCII), then ``values`` as fields: what _fields gives for them all.
+    return (head + "".join(["~" if v is None else f"{len(v)}:{v}," for v in values])).encode("utf-8", "surrogatepass")
+
+
+# The constant fields that open each encoding, encoded once.
+_ROW_HEAD = _fields((FORMAT, "transaction")).decode()
+_ENTRIES_HEAD = _fields((FORMAT, "entries")).decode()
+_LINK_HEAD = _fields((FORMAT, "link")).decode()
+
+
 def row_bytes(tx: Transaction, partition: int) -> bytes:
     """The canonical encoding of one transaction version: every column the processor writes (but the command
     offset, which a loaded row does not carry), in a fixed order."""
-    return _fields(
+    return _text(
+        _ROW_HEAD,
         (
-            FORMAT,
-            "transaction",
             tx.transaction_id,
             str(partition),
             tx.transaction_type,
@@ -167,24 +182,24 @@ def row_bytes(tx: Transaction, partition: int) -> bytes:
             canonical_json(tx.details),
             timestamp(tx.created_at),
             timestamp(tx.updated_at),
-        )
+        ),
     )
 
 
 def entries_bytes(entries: Iterable[EntryRow | tuple[str, Decimal, Decimal, datetime]]) -> bytes:
     """The canonical encoding of the entries one write added to a transaction, in the order written."""
-    values: list[str | None] = [FORMAT, "entries"]
+    values: list[str | None] = []
     for account_id, amount, balance_after, created_at in entries:
         values += (account_id, money(amount), money(balance_after), timestamp(created_at))
-    return _fields(values)
+    return _text(_ENTRIES_HEAD, values)
 
 
 def row_digest(tx: Transaction, partition: int) -> bytes:
-    return hashlib.sha256(row_bytes(tx, partition)).digest()
+    return sha256(row_bytes(tx, partition)).digest()
 
 
 def entries_digest(entries: Iterable[EntryRow | tuple[str, Decimal, Decimal, datetime]]) -> bytes:
-    return hashlib.sha256(entries_bytes(entries)).digest()
+    return sha256(entries_bytes(entries)).digest()
 
 
 def link_hash(
@@ -199,10 +214,9 @@ def link_hash(
     at: datetime,
 ) -> bytes:
     """SHA-256 of the previous link's hash and this link's fields (its digests included)."""
-    body = _fields(
+    body = _text(
+        _LINK_HEAD,
         (
-            FORMAT,
-            "link",
             str(partition),
             str(seq),
             transaction_id,
@@ -211,9 +225,9 @@ def link_hash(
             entries.hex(),
             str(count),
             timestamp(at),
-        )
+        ),
     )
-    return hashlib.sha256(prev_hash + body).digest()
+    return sha256(prev_hash + body).digest()
 
 
 def verify(link: Link) -> bool:
@@ -242,18 +256,27 @@ def links(book: Book, partition: int, head: Head) -> list[Link]:
     if unknown:
         raise InvariantViolation(f"entries for transactions the batch does not hold: {sorted(unknown)}")
     out: list[Link] = []
-    seq, prev = head.seq, head.hash
+    seq, prev, now = head.seq, head.hash, book.now
+    # What entries_digest and link_hash would encode, with the fields every link of the batch shares encoded
+    # once (the same bytes: tests/unit/test_chain_golden.py holds the encoder as first written).
+    at = timestamp(now)
+    link_head = _LINK_HEAD + _fields((str(partition),)).decode()
     for tx in book.transactions.values():
         entries = added.get(tx.transaction_id, ())
         if not (tx.is_new or tx.changed or entries):
             continue
         seq += 1
-        row = row_digest(tx, partition)
-        posted = entries_digest([(e.account_id, e.amount, e.balance_after, book.now) for e in entries])
-        digest = link_hash(prev, partition, seq, tx.transaction_id, tx.revision, row, posted, len(entries), book.now)
-        out.append(
-            Link(partition, seq, tx.transaction_id, tx.revision, row, posted, len(entries), book.now, prev, digest)
+        row = sha256(row_bytes(tx, partition)).digest()
+        values: list[str | None] = []
+        for e in entries:
+            values += (e.account_id, money(e.amount), money(e.balance_after), at)
+        posted = sha256(_text(_ENTRIES_HEAD, values)).digest()
+        body = _text(
+            link_head,
+            (str(seq), tx.transaction_id, str(tx.revision), row.hex(), posted.hex(), str(len(entries)), at),
         )
+        digest = sha256(prev + body).digest()
+        out.append(Link(partition, seq, tx.transaction_id, tx.revision, row, posted, len(entries), now, prev, digest))
         prev = digest
     return out
 

@@ -517,7 +517,7 @@ def _publish_order(book: Book, tx: Transaction) -> None:
     metadata = tx.details.get("metadata", {})
     book.emit(
         tx.account_id,
-        OrderPaymentRecorded.model_construct(
+        OrderPaymentRecorded.trusted(
             event_id=f"{tx.transaction_id}#{tx.revision}",
             order_id=tx.external_reference,
             payment_id=tx.details.get("payment_id", tx.external_reference),
