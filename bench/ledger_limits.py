@@ -97,6 +97,7 @@ async def _consume_aiokafka(bootstrap: str, topic: str, partitions: int, expecte
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
+        auto_offset_reset="earliest",  # the reset assign() starts by itself must not land after the seek at "latest"
         max_poll_records=5000,
         fetch_max_bytes=32 * 1024 * 1024,
         max_partition_fetch_bytes=4 * 1024 * 1024,
