@@ -437,14 +437,13 @@ def _in_transit_across(connections: list[Connection]) -> Decimal:
     """Transfers debited at their source (PENDING) whose credit (``<id>:in``) no database holds as SUCCESS."""
     pending: dict[str, Decimal] = {}
     for conn in connections:
-        pending.update(
-            conn.execute(
-                text(
-                    "SELECT transaction_id, amount FROM ledger_transactions "
-                    "WHERE status = 'PENDING' AND transaction_type = 'TRANSFER'"
-                )
-            ).tuples()
-        )
+        for transaction_id, amount in conn.execute(
+            text(
+                "SELECT transaction_id, amount FROM ledger_transactions "
+                "WHERE status = 'PENDING' AND transaction_type = 'TRANSFER'"
+            )
+        ):
+            pending[transaction_id] = amount
     arrived: set[str] = set()
     for conn in connections:
         arrived.update(

@@ -156,7 +156,7 @@ def _audit_ledger_databases(shards: LedgerShards, older_than: int, chain: bool) 
         for engine in engines.values():
             engine.dispose()
     for line in report.lines():
-        console.print(f"  {line}")
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
     console.print("[green]ledger OK[/green]" if report.ok else "[red]ledger INVARIANT VIOLATED[/red]")
     for label, chain_report in chain_reports:
         console.print(f"  chain of {label if label != 'all' else 'all ledger databases together'}:")
