@@ -35,7 +35,7 @@ from schemas.base import encode
 from schemas.commands import RequestTransfer
 from schemas.topics import COMMANDS, partition_for
 from tests.support.infra import create_database, docker_available
-from tests.support.ledger import create_accounts, end_offsets, funding, now, produce, query, recreate_topics
+from tests.support.ledger import caught_up, create_accounts, funding, now, produce, query, recreate_topics
 from tests.support.processes import Worker
 from tests.support.waiting import DEFAULT_TIMEOUT, wait_until
 
@@ -112,40 +112,6 @@ def owner_pid(owner: str) -> int:
     return int(owner.split(":")[1])
 
 
-def settled_across(urls: list[str], bootstrap: str, at_least: int, logs, timeout: float = 240) -> None:
-    """Both databases' stored positions reach the topic's end, their outboxes are published, twice in a row."""
-    engines = [create_engine(u) for u in urls]
-    last: dict = {}
-
-    def settled() -> bool:
-        ends = asyncio.run(end_offsets(bootstrap, COMMANDS))
-        stored: dict[int, int] = {}
-        pending = 0
-        for engine in engines:
-            with engine.connect() as conn:
-                stored.update(
-                    conn.execute(
-                        text("SELECT partition, next_offset FROM ledger_partitions WHERE topic = :t"), {"t": COMMANDS}
-                    ).all()
-                )
-                pending += conn.execute(
-                    text(
-                        "SELECT count(*) FROM ledger_outbox o JOIN ledger_partitions p ON p.topic = :t "
-                        "AND p.partition = o.partition WHERE o.id > p.published_outbox_id"
-                    ),
-                    {"t": COMMANDS},
-                ).scalar_one()
-        done = pending == 0 and sum(stored.values()) >= at_least and all(stored.get(p, 0) >= e for p, e in ends.items())
-        last.update(ends=ends, stored=stored, pending=pending, stable=last.get("stable", 0) + 1 if done else 0)
-        return last["stable"] >= 2
-
-    try:
-        wait_until(settled, timeout, lambda: f"both ledger databases caught up: {last}; {logs()}", interval=0.3)
-    finally:
-        for engine in engines:
-            engine.dispose()
-
-
 def test_two_ledger_databases_two_processors_and_a_kill_9_keep_every_account_in_its_own_database(
     postgres_admin_url, second_server, private_kafka
 ):
@@ -215,12 +181,7 @@ def test_two_ledger_databases_two_processors_and_a_kill_9_keep_every_account_in_
         processors[0].kill9()
         load.join(DEFAULT_TIMEOUT * 4)
         assert not load.is_alive() and len(load.accepted) == len(commands)
-        settled_across(
-            [first, second],
-            private_kafka,
-            at_least=len(funded) + len(commands),
-            logs=lambda: "\n".join(p.log()[-3000:] for p in processors),
-        )
+        caught_up([first, second], private_kafka, timeout=240, at_least=len(funded) + len(commands))
 
         # The survivor owns every partition now, those of the killed one included, in both databases.
         assert {p: owner_pid(o) for p, o in owners(first, second).items()} == dict.fromkeys(range(PARTITIONS), pids[1])
