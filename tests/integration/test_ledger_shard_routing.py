@@ -1,0 +1,85 @@
+"""Past one database, the APIs' side: registration creates the account's ledger row in its partition's
+database, and the user's balance reads (now and at a moment) come from there, not from the main database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from command_api.app import create_app as command_app
+from ogp.messaging import ensure_topics
+from ogp.provision import migrate_database
+from ogp.settings import Settings
+from query_api.app import create_app as query_app
+from schemas.topics import topic_specs
+from tests.support.infra import create_database
+from tests.support.ledger import query
+
+pytestmark = pytest.mark.integration
+
+SIGNING_KEY = "shard-routing-test-signing-key-0123456789-abcdef"
+
+
+@pytest.fixture(scope="module")
+def sharded(postgres_admin_url, redis_url, kafka_bootstrap) -> Settings:
+    """A main database, and a second one holding every partition's ledger (so every account's is there)."""
+    main = create_database(postgres_admin_url, f"route_main_{uuid.uuid4().hex[:8]}")
+    ledger = create_database(postgres_admin_url, f"route_ledger_{uuid.uuid4().hex[:8]}")
+    settings = Settings(
+        environment="test",
+        database_url=main,
+        redis_url=redis_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        jwt_signing_key=SIGNING_KEY,
+        ledger_databases=[{"partitions": "0-11", "url": ledger}],
+    )
+    migrate_database(settings)
+    asyncio.run(ensure_topics(kafka_bootstrap, topic_specs(settings)))
+    return settings
+
+
+def test_registration_creates_the_ledger_row_in_its_database_and_balances_are_read_from_there(sharded):
+    main, ledger = sharded.sqlalchemy_url, sharded.ledger_databases[0].url
+    n = uuid.uuid4().int % 10**8
+    user = {"username": f"shard{n}", "email": f"shard{n}@example.com", "phone": f"0817{n:08d}", "password": f"s {n} x"}
+    with TestClient(command_app(sharded)) as api:
+        registered = api.post("/api/auth/register", json=user)
+        assert registered.status_code == 201, registered.text
+        account_id, user_id = registered.json()["account_id"], registered.json()["user_id"]
+        token = api.post("/api/auth/login", json={"username": user["username"], "password": user["password"]})
+        assert token.status_code == 200, token.text
+    # The registration row in the main database, the ledger row (no user there: no foreign key) in the ledger's.
+    assert query(main, "SELECT user_id FROM accounts WHERE id = :a", a=account_id) == [(user_id,)]
+    assert query(ledger, "SELECT user_id, balance FROM accounts WHERE id = :a", a=account_id)[0][0] == user_id
+    assert query(ledger, "SELECT count(*) FROM users")[0][0] == 0
+
+    # What the processor of the account's partition would have posted: a credit, in the ledger database only.
+    posted = datetime.now(UTC) - timedelta(minutes=1)
+    engine = create_engine(ledger)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO ledger_entries (transaction_id, account_id, amount, balance_after, partition, created_at) "
+                "VALUES ('route-1', :a, 123.45, 123.45, 0, :t)"
+            ),
+            {"a": account_id, "t": posted},
+        )
+        conn.execute(text("UPDATE accounts SET balance = 123.45 WHERE id = :a"), {"a": account_id})
+    engine.dispose()
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    with TestClient(query_app(sharded)) as reads:
+        balance = reads.get("/api/payment/balance", headers=headers)
+        assert balance.status_code == 200, balance.text
+        assert balance.json()["balance"] == "123.45"
+        account = reads.get("/api/payment/account", headers=headers)
+        assert account.json()["balance"] == "123.45" and account.json()["username"] == user["username"]
+        at = reads.get("/api/payment/balance", headers=headers, params={"at": datetime.now(UTC).isoformat()})
+        assert at.status_code == 200, at.text
+        assert at.json()["balance"] == "123.45"
+        before = reads.get("/api/payment/balance", headers=headers, params={"at": (posted - timedelta(1)).isoformat()})
+        assert before.json()["balance"] == "0.00"
