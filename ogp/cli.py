@@ -32,6 +32,7 @@ from ledger_processor.audit import audit, audit_databases
 from ledger_processor.chain_audit import audit_chain, audit_chains, missing, published_checkpoints, read_checkpoints
 from ogp.clients import KafkaProducerManager, async_engine
 from ogp.console import console, err, friendly
+from ogp.db.ledger_engines import LedgerEngines
 from ogp.db.shards import LedgerShards
 from ogp.errors import ApiError
 from ogp.provision import create_topics, migrate_database
@@ -419,10 +420,14 @@ def admin_create_user(
     """Create a user with the admin role (the only way to get it) and their wallet account."""
 
     async def create() -> int:
-        engine = async_engine(get_settings().sqlalchemy_url)
+        settings = get_settings()
+        engine = async_engine(settings.sqlalchemy_url)
+        # The admin's wallet account gets its ledger row in its partition's database (OGP_LEDGER_DATABASES).
+        ledger = LedgerEngines(LedgerShards.from_settings(settings), engine, async_engine)
         try:
-            return await create_admin(engine, username, email, phone, password)
+            return await create_admin(engine, username, email, phone, password, ledger)
         finally:
+            await ledger.dispose()
             await engine.dispose()
 
     try:

@@ -227,9 +227,11 @@ async def purge_expired(engine: AsyncEngine, older_than: timedelta = timedelta(d
         return result.rowcount
 
 
-async def create_admin(engine: AsyncEngine, username: str, email: str, phone: str, password: str) -> int:
+async def create_admin(
+    engine: AsyncEngine, username: str, email: str, phone: str, password: str, ledger: LedgerEngines | None = None
+) -> int:
     """Register a user with the admin role (the only way to get it) and their wallet account; the user id."""
-    registered = await register(engine, username, email, phone, password)
+    registered = await register(engine, username, email, phone, password, ledger)
     async with engine.begin() as conn:
         await conn.execute(update(users).where(users.c.id == registered.user_id).values(is_admin=True))
     return registered.user_id
