@@ -4,9 +4,11 @@ database, and the user's balance reads (now and at a moment) come from there, no
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
@@ -19,6 +21,8 @@ from query_api.app import create_app as query_app
 from schemas.topics import topic_specs
 from tests.support.infra import create_database
 from tests.support.ledger import query
+from tests.support.server import serve_client
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +87,53 @@ def test_registration_creates_the_ledger_row_in_its_database_and_balances_are_re
         assert at.json()["balance"] == "123.45"
         before = reads.get("/api/payment/balance", headers=headers, params={"at": (posted - timedelta(1)).isoformat()})
         assert before.json()["balance"] == "0.00"
+
+
+def test_prefer_wait_finds_the_outcome_in_the_accounts_ledger_database(sharded):
+    main, ledger = sharded.sqlalchemy_url, sharded.ledger_databases[0].url
+    n = uuid.uuid4().int % 10**8
+    user = {"username": f"wait{n}", "email": f"wait{n}@example.com", "phone": f"0818{n:08d}", "password": f"w {n} x"}
+    with serve_client(command_app(sharded)) as api:
+        registered = api.post("/api/auth/register", json=user)
+        assert registered.status_code == 201, registered.text
+        account_id = registered.json()["account_id"]
+        token = api.post("/api/auth/login", json={"username": user["username"], "password": user["password"]})
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}", "Idempotency-Key": f"wait-{n}"}
+        answer: dict = {}
+
+        def pay() -> None:
+            with httpx.Client(base_url=str(api.base_url), timeout=60) as client:
+                answer["response"] = client.post(
+                    "/api/payment/pay",
+                    json={"amount": "10.00", "merchant_reference": "m"},
+                    headers=headers | {"Prefer": "wait=10"},
+                )
+
+        caller = threading.Thread(target=pay)
+        caller.start()
+        # Play the processor of the account's partition: settle the command in the ledger database.
+        [(transaction_id,)] = wait_until(
+            lambda: query(
+                main,
+                "SELECT transaction_id FROM idempotency_keys WHERE idempotency_key = :k AND state = 'DONE'",
+                k=f"wait-{n}",
+            ),
+            10,
+            "the command was accepted",
+            interval=0.01,
+        )
+        engine = create_engine(ledger)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO ledger_transactions (transaction_id, partition, transaction_type, account_id, "
+                    "status, amount, balance_before, balance_after) "
+                    "VALUES (:t, 0, 'PAYMENT', :a, 'SUCCESS', 10, 30, 20)"
+                ),
+                {"t": transaction_id, "a": account_id},
+            )
+        engine.dispose()
+        caller.join(30)
+    response = answer["response"]
+    assert response.status_code == 200, response.text
+    assert (response.json()["status"], response.json()["balance_after"]) == ("SUCCESS", "20.00")
