@@ -342,7 +342,10 @@ async def list_transactions(
     responses=errors({404: "`transaction_not_found`: none of the caller's transactions has this id"}),
 )
 async def get_transaction(
-    user: CurrentUser, engine: Engine, transaction_id: Annotated[str, Path(min_length=1, max_length=50)]
+    user: CurrentUser,
+    engine: Engine,
+    ledger: Ledger,
+    transaction_id: Annotated[str, Path(min_length=1, max_length=50)],
 ) -> TransactionDetail:
     """One of the caller's transactions; PENDING if accepted but not yet in the history; a PENDING top-up with
     how to pay it."""
@@ -350,7 +353,9 @@ async def get_transaction(
     if row is not None:
         item = _item(row)
     elif (record := await views.accepted_request(engine, user.user_id, transaction_id)) is not None:
-        item = _pending_item(transaction_id, record, await views.rejection_reason(engine, user.user_id, transaction_id))
+        item = _pending_item(
+            transaction_id, record, await views.rejection_reason(engine, user.user_id, transaction_id, ledger)
+        )
     else:
         # The same answer for another user's transaction as for none: ids are not enumerable.
         raise NotFound("transaction not found", code="transaction_not_found")

@@ -113,8 +113,16 @@ async def accepted_request(engine: AsyncEngine, user_id: int, transaction_id: st
         return (await conn.execute(query)).mappings().first()
 
 
-async def rejection_reason(engine: AsyncEngine, user_id: int, transaction_id: str) -> str | None:
-    """Why the ledger rejected the user's command ``transaction_id`` without a record of its own, if it did."""
+async def rejection_reason(
+    engine: AsyncEngine, user_id: int, transaction_id: str, ledger: LedgerEngines | None = None
+) -> str | None:
+    """Why the ledger rejected the user's command ``transaction_id`` without a record of its own, if it did
+    (past one database, in the user's account's ledger database, whose ledger row names the user too)."""
+    if ledger is not None and ledger.shards.sharded:
+        account = await fetch_one(engine, "SELECT id FROM accounts WHERE user_id = %s", (user_id,))
+        if account is None:
+            return None
+        engine = ledger.of_account(account[0])
     d = ledger_dead_letters.c
     query = (
         select(d.reason)

@@ -137,3 +137,36 @@ def test_prefer_wait_finds_the_outcome_in_the_accounts_ledger_database(sharded):
     response = answer["response"]
     assert response.status_code == 200, response.text
     assert (response.json()["status"], response.json()["balance_after"]) == ("SUCCESS", "20.00")
+
+
+def test_the_status_resource_finds_a_rejection_in_the_accounts_ledger_database(sharded):
+    ledger = sharded.ledger_databases[0].url
+    n = uuid.uuid4().int % 10**8
+    user = {"username": f"rej{n}", "email": f"rej{n}@example.com", "phone": f"0819{n:08d}", "password": f"r {n} x"}
+    with TestClient(command_app(sharded)) as api:
+        registered = api.post("/api/auth/register", json=user)
+        account_id = registered.json()["account_id"]
+        token = api.post("/api/auth/login", json={"username": user["username"], "password": user["password"]})
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        paid = api.post(
+            "/api/payment/pay",
+            json={"amount": "10.00", "merchant_reference": "m"},
+            headers=headers | {"Idempotency-Key": f"rej-{n}"},
+        )
+        assert paid.status_code == 202, paid.text
+    transaction_id = paid.json()["transaction_id"]
+    # What the processor of the account's partition records when it rejects a command without a record.
+    engine = create_engine(ledger)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO ledger_dead_letters (partition, command_offset, topic, transaction_id, account_id, "
+                "command_type, reason) VALUES (0, :o, 'ogp.commands.v1', :t, :a, 'RequestPayment', 'duplicate_id')"
+            ),
+            {"o": n, "t": transaction_id, "a": account_id},
+        )
+    engine.dispose()
+    with TestClient(query_app(sharded)) as reads:
+        status = reads.get(f"/api/payment/transactions/{transaction_id}", headers=headers)
+    assert status.status_code == 200, status.text
+    assert (status.json()["status"], status.json()["failure_reason"]) == ("FAILED", "duplicate_id")
