@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,23 +44,32 @@ import psycopg
 from sqlalchemy import create_engine
 
 from bench import ledger_limits
-from bench._stack import servers
+from bench._stack import Servers, servers
 from bench.report import Measurement, save
-from ledger_processor.audit import audit
+from infra.local.postgres import PostgresServer
+from infra.local.process import free_port
+from ledger_processor.audit import audit, audit_databases
 from ledger_processor.sql import conninfo_from_url
-from ogp.settings import Settings
+from ogp.db.migrate import upgrade_ledger_database
+from ogp.db.shards import LedgerShards
+from ogp.settings import LedgerDatabase, Settings
 from schemas.base import encode
 from schemas.commands import RequestPayment, RequestTransfer
-from schemas.topics import COMMANDS
+from schemas.topics import COMMANDS, partition_for
+from tests.support.infra import create_database
 from tests.support.ledger import caught_up, produce
 from tests.support.processes import Worker
 
 D = Decimal
 FUNDS = D("1000000000.00")
+PARTITIONS = Settings.model_fields["commands_partitions"].default  # the topics' count (Servers.ledger's settings)
 
 
-def seed(db: str, n: int, hot_funds: D) -> list[tuple[int, str]]:
-    """``n`` users and accounts, each funded by a balanced opening entry against a system account."""
+def seed(db: str, n: int, hot_funds: D, elsewhere: dict[str, set[int]] | None = None) -> list[tuple[int, str]]:
+    """``n`` users and accounts, each funded by a balanced opening entry against a system account.
+
+    ``elsewhere``: other ledger databases and their partitions; an account of those partitions keeps its
+    registration row in ``db`` (balance 0) and gets its ledger row, funds and opening entries there."""
     with psycopg.connect(conninfo_from_url(db), autocommit=False) as conn:
         tag = uuid.uuid4().hex[:6]
         conn.execute(
@@ -67,29 +78,51 @@ def seed(db: str, n: int, hot_funds: D) -> list[tuple[int, str]]:
             "FROM generate_series(1, %s) i",
             (tag, tag, str(random.randint(100, 999)), n),
         )
-        conn.execute(
-            "INSERT INTO accounts (user_id, balance) SELECT id, %s FROM users WHERE username LIKE %s",
-            (FUNDS, f"b{tag}%"),
-        )
-        rows = conn.execute(
-            "SELECT u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.username LIKE %s ORDER BY u.id",
-            (f"b{tag}%",),
-        ).fetchall()
-        conn.execute("UPDATE accounts SET balance = %s WHERE id = %s", (hot_funds, rows[0][1]))
+        conn.execute("INSERT INTO accounts (user_id) SELECT id FROM users WHERE username LIKE %s", (f"b{tag}%",))
+        rows = [
+            (int(u), a)
+            for u, a in conn.execute(
+                "SELECT u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.username LIKE %s "
+                "ORDER BY u.id",
+                (f"b{tag}%",),
+            ).fetchall()
+        ]
+        conn.commit()
+    hot = rows[0][1]
+    placed: dict[str, list[tuple[int, str]]] = {db: []}
+    for user, account in rows:
+        p = partition_for(account, PARTITIONS)
+        owner = next((url for url, parts in (elsewhere or {}).items() if p in parts), db)
+        placed.setdefault(owner, []).append((user, account))
+    for url, accounts in placed.items():
+        if accounts:
+            _open(url, accounts, hot, hot_funds, registered=url == db)
+    return rows
+
+
+def _open(db: str, accounts: list[tuple[int, str]], hot: str, hot_funds: D, registered: bool) -> None:
+    """Fund ``accounts`` in the ledger database ``db`` (their rows created first when not ``registered`` there)."""
+    ids = [a for _, a in accounts]
+    with psycopg.connect(conninfo_from_url(db), autocommit=False) as conn:
+        if not registered:
+            with conn.cursor().copy("COPY accounts (id, user_id) FROM STDIN") as copy:
+                for user, account in accounts:
+                    copy.write_row((account, user))
+        conn.execute("UPDATE accounts SET balance = %s WHERE id = ANY(%s)", (FUNDS, ids))
+        if hot in ids:
+            conn.execute("UPDATE accounts SET balance = %s WHERE id = %s", (hot_funds, hot))
         conn.execute(
             "INSERT INTO ledger_entries (transaction_id, account_id, amount, balance_after, partition) "
             "SELECT 'opening-' || id, id, balance, balance, -1 FROM accounts WHERE id = ANY(%s)",
-            ([r[1] for r in rows],),
+            (ids,),
         )
         # Every entry has its transaction record (ogp audit checks it).
         conn.execute(
             "INSERT INTO ledger_transactions (transaction_id, partition, transaction_type, account_id, status, amount) "
             "SELECT 'opening-' || id, -1, 'OPENING', id, 'SUCCESS', balance FROM accounts WHERE id = ANY(%s)",
-            ([r[1] for r in rows],),
+            (ids,),
         )
-        summed = conn.execute(
-            "SELECT sum(balance) FROM accounts WHERE id = ANY(%s)", ([r[1] for r in rows],)
-        ).fetchone()
+        summed = conn.execute("SELECT sum(balance) FROM accounts WHERE id = ANY(%s)", (ids,)).fetchone()
         assert summed is not None, "an aggregate returns one row"
         total = summed[0]
         conn.execute(
@@ -101,7 +134,7 @@ def seed(db: str, n: int, hot_funds: D) -> list[tuple[int, str]]:
         conn.execute(
             "INSERT INTO ledger_entries (transaction_id, account_id, amount, balance_after, partition) "
             "SELECT 'opening-' || id, 'SYS:OPENING:bench', -balance, 0, -1 FROM accounts WHERE id = ANY(%s)",
-            ([r[1] for r in rows],),
+            (ids,),
         )
         # The wallets' side of the opening entries in their day's flows (ogp audit checks them against the entries).
         conn.execute(
@@ -112,10 +145,9 @@ def seed(db: str, n: int, hot_funds: D) -> list[tuple[int, str]]:
             "FROM ledger_entries e JOIN accounts a ON a.id = e.account_id WHERE e.account_id = ANY(%s) GROUP BY 1, 2 "
             "ON CONFLICT (day, partition) DO UPDATE SET credits = f.credits + excluded.credits, "
             "debits = f.debits + excluded.debits, entries = f.entries + excluded.entries",
-            ([r[1] for r in rows],),
+            (ids,),
         )
         conn.commit()
-    return [(int(u), a) for u, a in rows]
 
 
 def make_commands(accounts, n: int, hot: bool, rng: random.Random) -> list:
@@ -153,17 +185,21 @@ def make_commands(accounts, n: int, hot: bool, rng: random.Random) -> list:
     return out
 
 
+def ledger_urls(settings: Settings) -> list[str]:
+    """The ledger databases of ``settings``: the main one, then those of its map."""
+    return list(dict.fromkeys([settings.sqlalchemy_url, *(e.url for e in settings.ledger_databases)]))
+
+
 def run_processor(settings: Settings, bootstrap: str, n: int, processes: int, py_spy: Path | None = None) -> float:
     """Start ``processes`` ledger processors (real OS processes, as deployed) and time them to the end."""
-    db = settings.database_url
-    assert db is not None, "main() gives the processors the benchmark's own database"
+    dbs = ledger_urls(settings)
     run_dir = Path(tempfile.mkdtemp(prefix="ogp-bench-workers-"))
     # The accounts are seeded with far more than Bank Indonesia's caps allow (so no payment runs dry): the
     # e-money limits would refuse every transfer, so they are off here, and the work measured is the posting.
-    workers = [
-        Worker("ledger_processor", f"processor-{i}", run_dir, settings, OGP_EMONEY_LIMITS_ENABLED="false")
-        for i in range(processes)
-    ]
+    env = {"OGP_EMONEY_LIMITS_ENABLED": "false"}
+    if settings.ledger_databases:
+        env["OGP_LEDGER_DATABASES"] = json.dumps([e.model_dump() for e in settings.ledger_databases])
+    workers = [Worker("ledger_processor", f"processor-{i}", run_dir, settings, **env) for i in range(processes)]
     started = time.perf_counter()
     for w in workers:
         w.start()
@@ -177,7 +213,7 @@ def run_processor(settings: Settings, bootstrap: str, n: int, processes: int, py
             stdout=subprocess.DEVNULL,
         )
     try:
-        caught_up(db, bootstrap, timeout=1800, at_least=n)
+        caught_up(dbs, bootstrap, timeout=1800, at_least=n)
         elapsed = time.perf_counter() - started
         cpu = sum(_cpu_seconds(w.process.pid()) for w in workers)
     finally:
@@ -185,10 +221,12 @@ def run_processor(settings: Settings, bootstrap: str, n: int, processes: int, py
             w.stop()
         if recorder is not None:
             recorder.wait(60)
-    with psycopg.connect(conninfo_from_url(db)) as conn:
-        summed = conn.execute("SELECT sum(next_offset) FROM ledger_partitions").fetchone()
-    assert summed is not None, "an aggregate returns one row"
-    records = int(summed[0])
+    records = 0
+    for db in dbs:
+        with psycopg.connect(conninfo_from_url(db)) as conn:
+            summed = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM ledger_partitions").fetchone()
+        assert summed is not None, "an aggregate returns one row"
+        records += int(summed[0])
     print(
         f"    {processes} processor process(es): {records} records applied (commands + saga steps) "
         f"in {elapsed:.1f}s, start-up and group join included; CPU {cpu:.1f}s = "
@@ -324,6 +362,51 @@ def print_shares(
     return binding, caps[binding]
 
 
+def two_databases(s: Servers, accounts_n: int, commands_n: int, processes: int) -> tuple[float, bool]:
+    """P1 past one database: a second PostgreSQL server holds the ledger of the upper half of the partitions
+    (OGP_LEDGER_DATABASES), the first keeps the lower half; ``processes`` processors, the spread mix."""
+    base = Path(tempfile.mkdtemp(prefix="ogp-bench-pg2-"))
+    os.chmod(base, 0o755)  # PostgreSQL runs as 'postgres' when we are root: it must reach its folder
+    second = PostgresServer(base / "pg", free_port(), "ogp", "bench", "bench")
+    second.start()
+    try:
+        first = s.ledger("bench_shard_a")  # migrated, and the topics created afresh
+        db_a = first.sqlalchemy_url
+        db_b = create_database(second.url, "bench_shard_b")
+        upgrade_ledger_database(db_b)
+        upper = set(range(PARTITIONS // 2, PARTITIONS))
+        settings = Settings(
+            environment="test",
+            database_url=db_a,
+            kafka_bootstrap_servers=s.bootstrap,
+            ledger_databases=[LedgerDatabase(partitions=f"{min(upper)}-{max(upper)}", url=db_b)],
+        )
+        accounts = seed(db_a, accounts_n, FUNDS, elsewhere={db_b: upper})
+        commands = make_commands(accounts, commands_n, False, random.Random(7))
+        t0 = time.perf_counter()
+        asyncio.run(produce(s.bootstrap, commands))
+        print(
+            f"[two ledger databases] PostgreSQL at {s.pg.port} (partitions 0-{min(upper) - 1}) and {second.port} "
+            f"(partitions {min(upper)}-{max(upper)}); preloaded {len(commands)} commands in "
+            f"{time.perf_counter() - t0:.1f}s"
+        )
+        elapsed = run_processor(settings, s.bootstrap, len(commands), processes)
+        shards = LedgerShards.from_settings(settings)
+        engines = {shard.url: create_engine(shard.url) for shard in shards.shards()}
+        try:
+            with engines[db_a].connect() as a, engines[db_b].connect() as b:
+                report = audit_databases([(shard, a if shard.main else b) for shard in shards.shards()], shards)
+        finally:
+            for engine in engines.values():
+                engine.dispose()
+        if not report.ok:
+            print("\n".join(f"    audit: {line}" for line in report.lines()))
+        return len(commands) / elapsed, report.ok
+    finally:
+        second.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--commands", type=int, default=200_000)
@@ -335,6 +418,14 @@ def main() -> None:
     )
     parser.add_argument("--mixes", default="spread,hot", help="which mixes to run: spread, hot or both")
     parser.add_argument("--py-spy", type=Path, default=None, help="record the processor with py-spy into this file")
+    parser.add_argument(
+        "--ledger-databases",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: also run the spread mix with the ledger on two PostgreSQL servers (half the partitions each) "
+        "and at least two processors, and print its P1 beside the one-database figure",
+    )
     args = parser.parse_args()
     results = []
     bindings: dict[str, tuple[str, float]] = {}  # mix -> the binding limit (step, commands/s)
@@ -384,17 +475,37 @@ def main() -> None:
             if limits:
                 bindings[mix] = print_shares(mix, rate, costs, limits)
             results.append((mix, rate, b_rate))
+        two: tuple[float, bool] | None = None
+        if args.ledger_databases == 2:
+            two = two_databases(s, args.accounts, args.commands, max(args.processors, 2))
     print("\nsummary")
     for mix, rate, b_rate in results:
         print(f"  {mix:<26} processor {rate:>9,.0f}/s  baseline {b_rate:>7,.0f}/s  ratio {rate / b_rate:5.1f}x")
-    save("ledger_throughput", measurements(results, bindings, args.commands, args.accounts))
+    if two is not None:
+        one = next((rate for mix, rate, _ in results if mix.startswith("spread")), None)
+        print(
+            f"  P1 past one database: two ledger databases, {max(args.processors, 2)} processors "
+            f"{two[0]:>9,.0f}/s (ledger invariants across both {'OK' if two[1] else 'VIOLATED'}) | one database, "
+            f"{args.processors} processor(s) {f'{one:,.0f}/s' if one else 'not run (--mixes)'} | target >= 20,000/s"
+        )
+    save("ledger_throughput", measurements(results, bindings, args.commands, args.accounts, two))
 
 
 def measurements(
-    results: list[tuple[str, float, float]], bindings: dict[str, tuple[str, float]], commands: int, accounts: int
+    results: list[tuple[str, float, float]],
+    bindings: dict[str, tuple[str, float]],
+    commands: int,
+    accounts: int,
+    two: tuple[float, bool] | None = None,
 ) -> list[Measurement]:
-    """P1 (spread) and P2 (hot) for bench/report.py: each rate beside its binding limit and the row-lock baseline."""
+    """P1 (spread) and P2 (hot) for bench/report.py: each rate beside its binding limit and the row-lock baseline;
+    P1 with two ledger databases when that was run."""
     out = []
+    if two is not None:
+        one = next((rate for mix, rate, _ in results if mix.startswith("spread")), None)
+        beside = f"one database, same run: {one:,.0f}/s" if one else "one database not run"
+        what = f"applied/s, spread over two ledger databases ({commands:,} commands)"
+        out.append(Measurement("P1", what, two[0], "/s", ">=", 20_000, beside, key="P1:two-databases"))
     for mix, rate, b_rate in results:
         figure = "P2" if "hot" in mix else "P1"
         step, cap = bindings.get(mix, ("", 0.0))

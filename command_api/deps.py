@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ogp.db.ledger_engines import LedgerEngines
 from ogp.security.current_user import token_service
 from ogp.security.tokens import TokenService
 from ogp.settings import Settings
@@ -20,6 +21,11 @@ async def _engine(request: Request) -> AsyncEngine:
 
 async def _redis(request: Request) -> aioredis.Redis:
     return request.app.state.clients.redis
+
+
+async def _ledger(request: Request) -> LedgerEngines | None:
+    # The engine of each account's ledger database (OGP_LEDGER_DATABASES); None where clients were not opened.
+    return getattr(request.app.state.clients, "ledger", None)
 
 
 async def _settings(request: Request) -> Settings:
@@ -37,6 +43,7 @@ async def _client_ip(request: Request) -> str:
 
 
 Engine = Annotated[AsyncEngine, Depends(_engine)]
+Ledger = Annotated[LedgerEngines | None, Depends(_ledger)]
 Redis = Annotated[aioredis.Redis, Depends(_redis)]
 Settings_ = Annotated[Settings, Depends(_settings)]
 Tokens = Annotated[TokenService, Depends(_tokens)]

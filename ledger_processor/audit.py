@@ -16,6 +16,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from ogp.db.shards import LedgerShard, LedgerShards, ranges
 from schemas.commands import RETURNABLE_HOLDS
 
 DEFAULT_THRESHOLD = timedelta(minutes=10)
@@ -295,14 +296,16 @@ def _held(conn: Connection, kind: str, reason_key: str) -> list[tuple]:
     ]
 
 
-def _unfinished(conn: Connection, threshold: timedelta, payment_grace: timedelta) -> list[tuple]:
+def _unfinished(
+    conn: Connection, threshold: timedelta, payment_grace: timedelta, most: int | None = 100
+) -> list[tuple]:
     """Accepted wallet commands and Midtrans payments still without a final state after ``threshold``.
 
     A wallet command was accepted when its Idempotency-Key was answered 2xx with the transaction (top-ups
     and Midtrans refunds use keys too, and are judged as payments below); its final state is its ledger
     record leaving PENDING, or a dead letter (rejected without a record of its own). A payment's is its
     ledger record leaving PENDING (at the latest the sweep closes it ``payment_grace`` after its Midtrans
-    expiry); a payment with no record at all never got one."""
+    expiry); a payment with no record at all never got one. ``most``: per kind (None: all)."""
     commands = conn.execute(
         text(
             """SELECT 'command', k.transaction_id, coalesce(t.status, 'NOT APPLIED'), k.created_at
@@ -312,9 +315,9 @@ def _unfinished(conn: Connection, threshold: timedelta, payment_grace: timedelta
              AND k.response_body->>'type' IN ('PAYMENT', 'TRANSFER', 'REFUND')
              AND (t.transaction_id IS NULL OR t.status = 'PENDING')
              AND NOT EXISTS (SELECT 1 FROM ledger_dead_letters d WHERE d.transaction_id = k.transaction_id)
-           ORDER BY k.created_at LIMIT 100"""
+           ORDER BY k.created_at LIMIT :most"""
         ),
-        {"age": threshold},
+        {"age": threshold, "most": most},
     )
     payments = conn.execute(
         text(
@@ -323,8 +326,169 @@ def _unfinished(conn: Connection, threshold: timedelta, payment_grace: timedelta
            LEFT JOIN ledger_transactions t ON t.transaction_id =
                CASE WHEN o.kind = 'ORDER' THEN 'order:' || o.order_id ELSE o.order_id END
            WHERE o.expires_at < now() - :age AND (t.transaction_id IS NULL OR t.status = 'PENDING')
-           ORDER BY o.expires_at LIMIT 100"""
+           ORDER BY o.expires_at LIMIT :most"""
         ),
-        {"age": threshold + payment_grace},
+        {"age": threshold + payment_grace, "most": most},
     )
     return [tuple(x) for x in commands] + [tuple(x) for x in payments]
+
+
+# -- past one database (OGP_LEDGER_DATABASES) -------------------------------------------------------------------
+
+
+@dataclass
+class DatabaseAudit:
+    """One ledger database's part: its own report, and the rows of partitions it does not own."""
+
+    label: str
+    partitions: tuple[int, ...]
+    report: AuditReport
+    misplaced: list[tuple[str, int, int]] = field(default_factory=list)  # (table, partition, rows)
+
+    @property
+    def ok(self) -> bool:
+        # Double entry holds inside each database (a transaction's entries are all of one partition); what
+        # is in transit and what is unfinished are judged across all of them (ShardedAudit.total).
+        return self.report.total == 0 and not self.report.unbalanced_transactions and not self.misplaced
+
+
+@dataclass
+class ShardedAudit:
+    """The audit of every ledger database: each one's part, and the whole (``total``) judged across them."""
+
+    databases: list[DatabaseAudit]
+    total: AuditReport
+
+    @property
+    def ok(self) -> bool:
+        return self.total.ok and all(d.ok for d in self.databases)
+
+    def lines(self) -> list[str]:
+        out = []
+        for d in self.databases:
+            r = d.report
+            out.append(
+                f"database {d.label} (partitions {ranges(d.partitions)}): {r.entries} entries, "
+                f"sum {r.total:.2f} (must be 0.00), {len(r.unbalanced_transactions)} unbalanced, "
+                f"{len(d.misplaced)} partition(s) with rows that belong elsewhere"
+            )
+            out += [
+                f"  {rows} row(s) of partition {p} in {table}: not this database's" for table, p, rows in d.misplaced
+            ]
+        return out + ["all ledger databases together:"] + [f"  {line}" for line in self.total.lines()]
+
+
+# Tables whose rows carry their partition; each must hold only its own database's partitions.
+_PARTITIONED = ("ledger_partitions", "ledger_system_accounts", "ledger_transactions", "ledger_entries", "ledger_chain")
+
+
+def audit_databases(
+    databases: list[tuple[LedgerShard, Connection]],
+    shards: LedgerShards,
+    threshold: timedelta = DEFAULT_THRESHOLD,
+    payment_grace: timedelta = timedelta(hours=1),
+) -> ShardedAudit:
+    """Audit each ledger database of ``shards`` (with a connection to it) and judge the whole across them.
+
+    Each database is read in its own snapshot (there is no snapshot across servers): a transfer credited at
+    its destination after its source was read counts as arrived, one debited after is simply not seen yet."""
+    parts = []
+    for shard, conn in databases:
+        report = audit(conn, threshold, payment_grace)
+        misplaced = [
+            (table, p, n)
+            for table in _PARTITIONED
+            for p, n in conn.execute(text(f"SELECT partition, count(*) FROM {table} GROUP BY partition ORDER BY 1"))
+            # Negative: rows no partition owns (a benchmark's opening entries).
+            if p >= 0 and shards.url_of(p) != shard.url
+        ]
+        parts.append(DatabaseAudit(shard.label, shard.partitions, report, misplaced))
+    total = AuditReport(threshold=threshold)
+    for d in parts:
+        r = d.report
+        total.entries += r.entries
+        total.transactions += r.transactions
+        total.total += r.total
+        total.in_flight_balance += r.in_flight_balance
+        total.dead_letters += r.dead_letters
+        total.dead_letters_without_outcome += r.dead_letters_without_outcome
+        for name in (
+            "unbalanced_transactions",
+            "balance_mismatches",
+            "negative_wallets",
+            "entries_without_transaction",
+            "daily_flow_mismatches",
+            "stranded_sagas",
+            "suspense",
+            "receivables",
+            "lost_statuses",
+            "flagged",
+            "held_payments",
+        ):
+            getattr(total, name).extend(getattr(r, name))
+    connections = [conn for _, conn in databases]
+    total.in_transit = _in_transit_across(connections)
+    main = next(conn for shard, conn in databases if shard.main)
+    total.unfinished = _unfinished_across(main, connections, threshold, payment_grace)
+    return ShardedAudit(parts, total)
+
+
+def _in_transit_across(connections: list[Connection]) -> Decimal:
+    """Transfers debited at their source (PENDING) whose credit (``<id>:in``) no database holds as SUCCESS."""
+    pending: dict[str, Decimal] = {}
+    for conn in connections:
+        for transaction_id, amount in conn.execute(
+            text(
+                "SELECT transaction_id, amount FROM ledger_transactions "
+                "WHERE status = 'PENDING' AND transaction_type = 'TRANSFER'"
+            )
+        ):
+            pending[transaction_id] = amount
+    arrived: set[str] = set()
+    for conn in connections:
+        arrived.update(
+            t.removesuffix(":in")
+            for t in conn.execute(
+                text(
+                    "SELECT transaction_id FROM ledger_transactions "
+                    "WHERE transaction_id = ANY(:ids) AND status = 'SUCCESS'"
+                ),
+                {"ids": [f"{t}:in" for t in pending]},
+            ).scalars()
+        )
+    return sum((amount for t, amount in pending.items() if t not in arrived), Decimal(0))
+
+
+def _unfinished_across(
+    main: Connection, connections: list[Connection], threshold: timedelta, payment_grace: timedelta, most: int = 100
+) -> list[tuple]:
+    """The main database's accepted commands and payments (it alone holds the idempotency keys and Midtrans
+    orders) with no final state in any ledger database. Every candidate the main database cannot settle is
+    looked up in the others, in chunks: an audit that reads every key of the threshold's age and older."""
+    others = [c for c in connections if c is not main]
+    found: list[tuple] = []
+    candidates = _unfinished(main, threshold, payment_grace, most=None)
+    for start in range(0, len(candidates), 5000):
+        chunk = candidates[start : start + 5000]
+        ids = [_ledger_id(what, i) for what, i, _, _ in chunk]
+        final: set[str] = set()
+        for conn in others:
+            final.update(
+                conn.execute(
+                    text(
+                        "SELECT transaction_id FROM ledger_transactions WHERE transaction_id = ANY(:ids) "
+                        "AND status <> 'PENDING' UNION SELECT transaction_id FROM ledger_dead_letters "
+                        "WHERE transaction_id = ANY(:ids)"
+                    ),
+                    {"ids": ids},
+                ).scalars()
+            )
+        found += [c for c, i in zip(chunk, ids, strict=True) if i not in final]
+        if len(found) >= most:
+            break
+    return found[:most]
+
+
+def _ledger_id(what: str, id_: str) -> str:
+    """The ledger's transaction id of an unfinished item (an order payment's record is ``order:<id>``)."""
+    return f"order:{id_}" if what == "order" else id_

@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 
 from ledger_processor.domain import chain
 from ledger_processor.domain.book import Transaction
+from ogp.db.shards import LedgerShard, LedgerShards
 from ogp.errors import OperatorError
 from ogp.messaging import describe_partitions
 from schemas.base import UnknownMessage, decode
@@ -361,3 +362,25 @@ def _verify_entries(report: ChainReport, tid: str, links: list[tuple], entries: 
 
 def _ids(ids: list[int]) -> str:
     return ", ".join(str(i) for i in ids) if ids else "none"
+
+
+def audit_chains(
+    databases: list[tuple[LedgerShard, Connection]],
+    shards: LedgerShards,
+    published: Iterable[Checkpoint],
+    expected: set[tuple[int, int]],
+) -> list[tuple[str, ChainReport]]:
+    """:func:`audit_chain` on each ledger database (``OGP_LEDGER_DATABASES``), each given only the checkpoints
+    and expected links of the partitions it owns; with a last report, "all", that adds them up."""
+    published = list(published)
+    out = []
+    for shard, conn in databases:
+        mine = [cp for cp in published if shards.url_of(cp.partition) == shard.url]
+        out.append((shard.label, audit_chain(conn, mine, {e for e in expected if shards.url_of(e[0]) == shard.url})))
+    total = ChainReport()
+    for _, report in out:
+        for name in ("partitions", "links", "transactions", "entries", "kafka_checkpoints", "database_checkpoints"):
+            setattr(total, name, getattr(total, name) + getattr(report, name))
+        for name in ("broken_links", "rows", "checkpoints"):
+            getattr(total, name).extend(getattr(report, name))
+    return [*out, ("all", total)]

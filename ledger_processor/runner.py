@@ -29,6 +29,7 @@ from ledger_processor.domain import transfers
 from ledger_processor.domain.book import EmoneyLimits, Policy
 from ledger_processor.sql import LedgerSQL, OutboxRow, pool
 from ogp import tracing
+from ogp.db.shards import LedgerShards
 from ogp.messaging import headers_dict
 from ogp.settings import Settings
 from ogp.worker import Backoff, Heartbeat, bounded, describe
@@ -78,7 +79,10 @@ class LedgerProcessor:
         self._partitions = 0
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
-        self.pool: AsyncConnectionPool | None = None
+        # One pool per ledger database (OGP_LEDGER_DATABASES; by default the one main database), by URL: any
+        # partition may be assigned to us, so every ledger database is reachable from the start.
+        self.shards = LedgerShards.from_settings(self.settings)
+        self.pools: dict[str, AsyncConnectionPool] = {}
         self._topic_counts: dict[str, int] = {}
         self._fault_fired = False
         self._to_commit: dict[TopicPartition, int] = {}
@@ -106,14 +110,17 @@ class LedgerProcessor:
     async def start(self) -> None:
         """Connect to PostgreSQL and Kafka and join the group; raises when one of them is unavailable."""
         s = self.settings
-        if self.pool is None:
-            connections = pool(s.sqlalchemy_url, self.concurrency)
-            try:
-                await connections.open(wait=True, timeout=10)
-            except BaseException:
-                await bounded(connections.close(), 5, "closing the database pool")
-                raise
-            self.pool = connections
+        if not self.pools:
+            opened: dict[str, AsyncConnectionPool] = {}
+            for shard in self.shards.shards():
+                connections = opened[shard.url] = pool(shard.url, self.concurrency)
+                try:
+                    await connections.open(wait=True, timeout=10)
+                except BaseException:
+                    for each in opened.values():
+                        await bounded(each.close(), 5, "closing a database pool")
+                    raise
+            self.pools = opened
         if self.producer is None:
             producer = AIOKafkaProducer(
                 bootstrap_servers=s.kafka_bootstrap,
@@ -184,14 +191,15 @@ class LedgerProcessor:
             if closer is not None:
                 clean &= await bounded(closer.stop(), max(deadline - time.monotonic(), 0.1), f"closing {what}")
         self.consumer = self.producer = None
-        if self.pool is not None:
-            pool_, self.pool = self.pool, None
+        pools, self.pools = list(self.pools.values()), {}
+        if pools:
 
-            async def close_pool() -> None:
+            async def close_pools() -> None:
                 async with self._lock:
-                    await pool_.close(timeout=max(deadline - time.monotonic(), 0.1))
+                    for pool_ in pools:
+                        await pool_.close(timeout=max(deadline - time.monotonic(), 0.1))
 
-            clean &= await bounded(close_pool(), max(deadline - time.monotonic(), 0.1), "closing the database pool")
+            clean &= await bounded(close_pools(), max(deadline - time.monotonic(), 0.1), "closing the database pools")
         return clean
 
     # The clients start() opens. Everything below runs after it: in run()'s loop, or in a rebalance callback
@@ -206,10 +214,11 @@ class LedgerProcessor:
         assert self.producer is not None, "start() opened the producer"
         return self.producer
 
-    @property
-    def _started_pool(self) -> AsyncConnectionPool:
-        assert self.pool is not None, "start() opened the database pool"
-        return self.pool
+    def _started_pool(self, partition: int) -> AsyncConnectionPool:
+        """The pool on the database that holds ``partition``'s ledger."""
+        pool_ = self.pools.get(self.shards.url_of(partition))
+        assert pool_ is not None, "start() opened a pool on every ledger database"
+        return pool_
 
     async def run(self) -> None:
         """Consume until stopped. A database or Kafka failure never ends it: it is logged, backed off (with a
@@ -229,7 +238,7 @@ class LedgerProcessor:
         while not self._stopping.is_set():
             self.heartbeat.beat()
             try:
-                if self.consumer is None or self.producer is None or self.pool is None:
+                if self.consumer is None or self.producer is None or not self.pools:
                     await self.start()
                 if failing:
                     await self._resync()
@@ -282,7 +291,7 @@ class LedgerProcessor:
         self._next_sweep = time.monotonic() + s.ledger_sweep_interval_seconds
         async with self._lock:
             for partition, owned in sorted(self._owned.items()):
-                async with self.service() as service:
+                async with self.service(partition) as service:
                     try:
                         result = await service.sweep(
                             partition,
@@ -318,10 +327,13 @@ class LedgerProcessor:
         """Lag (the topic's end minus the position stored in PostgreSQL), outbox backlog and sagas in flight of
         each owned partition: one statement and one offsets request, without the batch lock."""
         consumer, owned = self.consumer, sorted(self._owned)
-        if consumer is None or self.pool is None or not owned:
+        if consumer is None or not self.pools or not owned:
             return
-        async with self.sql() as sql:
-            backlogs = await sql.backlog(owned, transfers.TRANSFER)
+        backlogs = []
+        for shard in self.shards.shards(owned):
+            if shard.partitions:  # one statement per ledger database, on its own partitions
+                async with self.sql(shard.partitions[0]) as sql:
+                    backlogs += await sql.backlog(list(shard.partitions), transfers.TRANSFER)
         # The end is read after the position, so the lag is never below the truth (nor below 0).
         ends = await asyncio.wait_for(consumer.end_offsets([TopicPartition(COMMANDS, p) for p in owned]), 5)
         for backlog in backlogs:
@@ -336,13 +348,14 @@ class LedgerProcessor:
         is the truth, and apply_batch skips what it already holds and seeks forward on a gap. Ownership is
         not claimed again: if another owner took a partition meanwhile, our next batch is fenced.
         """
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._started_pool.check(), 5)  # drop connections that died with the server
+        for pool_ in list(self.pools.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool_.check(), 5)  # drop connections that died with the server
         async with self._lock:
             assignment = self._started_consumer.assignment()
             for partition, owned in sorted(self._owned.items()):
                 tp = TopicPartition(COMMANDS, partition)
-                async with self.sql() as sql:
+                async with self.sql(partition) as sql:
                     leftovers = await sql.unpublished(partition)
                     if leftovers:
                         await self._publish(sql, partition, leftovers)
@@ -381,11 +394,11 @@ class LedgerProcessor:
 
     async def _take(self, tp: TopicPartition) -> None:
         """Claim ``tp`` (fencing older owners), publish its outbox leftovers, and seek to its stored position."""
-        async with self.sql() as sql:
+        async with self.sql(tp.partition) as sql:
             epoch, next_offset = await sql.claim(tp.partition, self.owner)
         self._owned[tp.partition] = Owned(epoch, next_offset)
         # Whatever a crash left in the outbox goes out before anything newer.
-        async with self.sql() as sql:
+        async with self.sql(tp.partition) as sql:
             leftovers = await sql.unpublished(tp.partition)
             if leftovers:
                 await self._publish(sql, tp.partition, leftovers)
@@ -395,17 +408,18 @@ class LedgerProcessor:
         log.info("partition claimed", extra={"partition": tp.partition, "offset": next_offset})
 
     @contextlib.asynccontextmanager
-    async def sql(self) -> AsyncIterator[LedgerSQL]:
-        """The SQL adapter on a pooled connection: claiming a partition, its outbox leftovers."""
+    async def sql(self, partition: int) -> AsyncIterator[LedgerSQL]:
+        """The SQL adapter on a pooled connection to ``partition``'s ledger database: claiming it, its outbox."""
         # A short wait: with the database down the loop fails fast, backs off and retries (and its
         # heartbeat keeps beating) instead of hanging on the pool.
-        async with self._started_pool.connection(timeout=5) as conn:
+        async with self._started_pool(partition).connection(timeout=5) as conn:
             yield LedgerSQL(conn, COMMANDS)
 
     @contextlib.asynccontextmanager
-    async def service(self) -> AsyncIterator[BatchService]:
-        """The batch service on a pooled connection (its SQL adapter as ``.sql``): a batch, a sweep."""
-        async with self.sql() as sql:
+    async def service(self, partition: int) -> AsyncIterator[BatchService]:
+        """The batch service on a pooled connection to ``partition``'s ledger database (its SQL adapter as
+        ``.sql``): a batch, a sweep."""
+        async with self.sql(partition) as sql:
             yield BatchService(
                 sql, LEDGER_EVENTS, DEAD_LETTER, policy=self._policy, tracer=self.tracer, checkpoints=self._checkpoints
             )
@@ -421,7 +435,7 @@ class LedgerProcessor:
         return partition_for(account_id, self._partitions)
 
     async def _process(self, tp: TopicPartition, records) -> None:
-        async with self.service() as service:
+        async with self.service(tp.partition) as service:
             await self._process_with(service, tp, records)
 
     async def _process_with(self, service: BatchService, tp: TopicPartition, records) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import getpass
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -28,10 +28,12 @@ from command_api.identity.service import create_admin
 from command_api.midtrans.adapter import MidtransGateway
 from command_api.midtrans.reconcile import Report, reconcile
 from infra.local import cli as local_cli
-from ledger_processor.audit import audit
-from ledger_processor.chain_audit import audit_chain, missing, published_checkpoints, read_checkpoints
+from ledger_processor.audit import audit, audit_databases
+from ledger_processor.chain_audit import audit_chain, audit_chains, missing, published_checkpoints, read_checkpoints
 from ogp.clients import KafkaProducerManager, async_engine
 from ogp.console import console, err, friendly
+from ogp.db.ledger_engines import LedgerEngines
+from ogp.db.shards import LedgerShards
 from ogp.errors import ApiError
 from ogp.provision import create_topics, migrate_database
 from ogp.settings import get_settings
@@ -90,6 +92,10 @@ def audit_ledger(
 ) -> None:
     """Check the ledger: double entry, balances equal their entries, none negative, nothing stranded."""
     settings = get_settings()
+    shards = LedgerShards.from_settings(settings)
+    if shards.sharded:
+        _audit_ledger_databases(shards, older_than, chain)
+        return
     # The checkpoints first: then every one read names a link already committed when the snapshot is taken.
     engine = create_engine(settings.sqlalchemy_url)
     try:
@@ -120,6 +126,47 @@ def audit_ledger(
             console.print(f"  {line}", highlight=False, soft_wrap=True)
         console.print("[green]chain OK[/green]" if chain_report.ok else "[red]chain BROKEN[/red]")
     if not report.ok or (chain_report is not None and not chain_report.ok):
+        raise typer.Exit(1)
+
+
+def _audit_ledger_databases(shards: LedgerShards, older_than: int, chain: bool) -> None:
+    """``ogp audit`` past one database: each ledger database's part, then all of them together."""
+    settings = get_settings()
+    engines = {shard.url: create_engine(shard.url) for shard in shards.shards()}
+    try:
+        checkpoints: list = []
+        expected: set = set()
+        if chain:
+            # As with one database: what each database had published, then Kafka, then the snapshots.
+            for engine in engines.values():
+                with engine.connect() as conn:
+                    expected |= published_checkpoints(conn)
+            checkpoints = asyncio.run(read_checkpoints(settings.kafka_bootstrap))
+            if missing(expected, checkpoints):
+                checkpoints = asyncio.run(read_checkpoints(settings.kafka_bootstrap))
+        with ExitStack() as stack:
+            databases = [(shard, stack.enter_context(engines[shard.url].connect())) for shard in shards.shards()]
+            report = audit_databases(
+                databases,
+                shards,
+                timedelta(seconds=older_than),
+                timedelta(seconds=settings.payment_expiry_grace_seconds),
+            )
+            chain_reports = audit_chains(databases, shards, checkpoints, expected) if chain else []
+    finally:
+        for engine in engines.values():
+            engine.dispose()
+    for line in report.lines():
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    console.print("[green]ledger OK[/green]" if report.ok else "[red]ledger INVARIANT VIOLATED[/red]")
+    for label, chain_report in chain_reports:
+        console.print(f"  chain of {label if label != 'all' else 'all ledger databases together'}:")
+        for line in chain_report.lines():
+            console.print(f"    {line}", highlight=False, soft_wrap=True)
+    if chain_reports:
+        chain_ok = chain_reports[-1][1].ok
+        console.print("[green]chain OK[/green]" if chain_ok else "[red]chain BROKEN[/red]")
+    if not report.ok or (chain_reports and not chain_reports[-1][1].ok):
         raise typer.Exit(1)
 
 
@@ -373,10 +420,14 @@ def admin_create_user(
     """Create a user with the admin role (the only way to get it) and their wallet account."""
 
     async def create() -> int:
-        engine = async_engine(get_settings().sqlalchemy_url)
+        settings = get_settings()
+        engine = async_engine(settings.sqlalchemy_url)
+        # The admin's wallet account gets its ledger row in its partition's database (OGP_LEDGER_DATABASES).
+        ledger = LedgerEngines(LedgerShards.from_settings(settings), engine, async_engine)
         try:
-            return await create_admin(engine, username, email, phone, password)
+            return await create_admin(engine, username, email, phone, password, ledger)
         finally:
+            await ledger.dispose()
             await engine.dispose()
 
     try:

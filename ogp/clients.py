@@ -13,6 +13,8 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ogp.db.ledger_engines import LedgerEngines
+from ogp.db.shards import LedgerShards
 from ogp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,10 +102,14 @@ class Clients:
     redis: aioredis.Redis
     kafka: KafkaProducerManager
     extras: dict = field(default_factory=dict)
+    # The engine of each account's ledger database (the main engine unless OGP_LEDGER_DATABASES maps it elsewhere).
+    ledger: LedgerEngines | None = None
 
     async def close(self) -> None:
         await self.kafka.close()
         await self.redis.aclose()
+        if self.ledger is not None:
+            await self.ledger.dispose()
         await self.engine.dispose()
 
 
@@ -120,8 +126,13 @@ def async_engine(url: str, **kwargs) -> AsyncEngine:
 
 async def open_clients(settings: Settings, client_id: str, *, read_only: bool = False) -> Clients:
     """``read_only``: the service never writes to PostgreSQL, so its statements run without transactions."""
-    engine = async_engine(settings.sqlalchemy_url, **({"isolation_level": "AUTOCOMMIT"} if read_only else {}))
+    options = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
+    engine = async_engine(settings.sqlalchemy_url, **options)
+    # The other ledger databases serve one account's row per request: a smaller pool each.
+    ledger = LedgerEngines(
+        LedgerShards.from_settings(settings), engine, lambda url: async_engine(url, pool_size=10, **options)
+    )
     redis = aioredis.Redis.from_url(settings.redis_dsn, socket_timeout=3, socket_connect_timeout=3)
     kafka = KafkaProducerManager(settings.kafka_bootstrap, client_id, settings.kafka_append_timeout_seconds)
     await kafka.start(wait=5.0)
-    return Clients(settings=settings, engine=engine, redis=redis, kafka=kafka)
+    return Clients(settings=settings, engine=engine, redis=redis, kafka=kafka, ledger=ledger)

@@ -8,16 +8,23 @@ from __future__ import annotations
 import asyncio
 
 from ogp.console import console
-from ogp.db.migrate import upgrade
+from ogp.db.migrate import upgrade, upgrade_ledger_database
+from ogp.db.shards import LedgerShards, ranges
 from ogp.messaging import ensure_topics
 from ogp.settings import Settings
 from schemas.topics import topic_specs
 
 
 def migrate_database(settings: Settings, revision: str = "head") -> None:
-    """Apply the Alembic migrations up to ``revision``."""
+    """Apply the Alembic migrations up to ``revision``: the main database, then every other ledger database."""
     upgrade(settings.sqlalchemy_url, revision)
     console.print(f"  database migrated to {revision}")
+    for shard in LedgerShards.from_settings(settings).shards():
+        if not shard.main:
+            upgrade_ledger_database(shard.url, revision)
+            console.print(
+                f"  ledger database {shard.label} (partitions {ranges(shard.partitions)}) migrated to {revision}"
+            )
 
 
 def create_topics(settings: Settings) -> None:

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +21,35 @@ _PLACEHOLDER_SECRETS = {
     "changethis",
     "",
 }
+
+
+class LedgerDatabase(BaseModel):
+    """One entry of ``OGP_LEDGER_DATABASES``: a range of the commands topic's partitions and the database that
+    holds their ledger (``{"partitions": "6-11", "url": "postgresql+psycopg://..."}``; one partition: ``"7"``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    partitions: str
+    url: str
+
+    @field_validator("partitions")
+    @classmethod
+    def _a_range(cls, value: str) -> str:
+        first, _, last = value.partition("-")
+        if not (first.strip().isdigit() and (not last or last.strip().isdigit())):
+            raise ValueError(f"partitions must be 'first-last' or one number, not {value!r}")
+        if int(last or first) < int(first):
+            raise ValueError(f"partitions {value!r}: the range ends before it starts")
+        return value
+
+    @property
+    def first(self) -> int:
+        return int(self.partitions.partition("-")[0])
+
+    @property
+    def last(self) -> int:
+        first, _, last = self.partitions.partition("-")
+        return int(last or first)
 
 
 class Settings(BaseSettings):
@@ -146,6 +175,10 @@ class Settings(BaseSettings):
     # of the chain in PostgreSQL could go unnoticed for. 0 seconds: a checkpoint with every batch that links.
     ledger_chain_checkpoint_seconds: float = Field(default=60.0, ge=0)
     ledger_chain_checkpoint_links: int = Field(default=10_000, ge=1)
+    # Past one database: the ledger of these partitions lives in these databases (JSON list, see
+    # LedgerDatabase); a partition not listed stays in the main database (sqlalchemy_url). Empty: one database.
+    # Routing is ogp/db/shards.py; docs/architecture.md "Past one database" says what lives where.
+    ledger_databases: list[LedgerDatabase] = Field(default_factory=list)
 
     # --- Live monitoring (projections/velocity): velocity rules over the ledger events; alerts only ---
     # An account's outgoing transfers in one minute above this raise one alert for that minute.
@@ -198,6 +231,23 @@ class Settings(BaseSettings):
 
     # Fault injection for the crash tests (never in production): see ledger_processor/runner.py.
     fault: Literal["crash_after_commit", "sigstop_before_batch", "hang_before_batch"] | None = None
+
+    @model_validator(mode="after")
+    def _ledger_ranges_apart_and_within_the_topic(self) -> Settings:
+        taken: dict[int, str] = {}
+        for entry in self.ledger_databases:
+            if entry.last >= self.commands_partitions:
+                raise ValueError(
+                    f"ledger_databases: partitions {entry.partitions} reach past the commands topic's "
+                    f"{self.commands_partitions} partitions"
+                )
+            for p in range(entry.first, entry.last + 1):
+                if p in taken:
+                    raise ValueError(
+                        f"ledger_databases: partition {p} is in two ranges ({taken[p]} and {entry.partitions})"
+                    )
+                taken[p] = entry.partitions
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_development(self) -> Settings:

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import anyio
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from command_api.identity.login_throttle import LoginThrottle
 from command_api.identity.passwords import DUMMY_PASSWORD_HASH, hash_password, verify_password
 from command_api.identity.policy import PolicyViolation, check_password, normalise_email, normalise_phone
+from ogp.db.ledger_engines import LedgerEngines
 from ogp.db.tables import accounts, authentications, users
 from ogp.errors import Conflict, TooManyRequests, Unauthorized, Unprocessable
 from ogp.security.tokens import REFRESH, InvalidToken, TokenClaims, TokenService, token_hash
@@ -48,8 +50,14 @@ def _clashing_field(exc: IntegrityError) -> str:
     return "user"
 
 
-async def register(engine: AsyncEngine, username: str, email: str, phone: str, password: str) -> Registered:
-    """Create the user and their ACTIVE IDR wallet account together, or neither."""
+async def register(
+    engine: AsyncEngine, username: str, email: str, phone: str, password: str, ledger: LedgerEngines | None = None
+) -> Registered:
+    """Create the user and their ACTIVE IDR wallet account together, or neither.
+
+    Past one database (``ledger``), an account whose partition's ledger is elsewhere gets its ledger row there
+    first (idempotent): a user who exists always has a ledger row. A registration refused after that leaves a
+    row no user or command will ever name."""
     try:
         email = normalise_email(email)
         phone = normalise_phone(phone)
@@ -57,17 +65,22 @@ async def register(engine: AsyncEngine, username: str, email: str, phone: str, p
     except PolicyViolation as exc:
         raise _policy_error(exc) from None
     password_hash = await anyio.to_thread.run_sync(hash_password, password)
+    ids: dict = {}
+    if ledger is not None and ledger.shards.sharded:
+        ids = await _ledger_row_first(engine, ledger)
     try:
         async with engine.begin() as conn:
             user_id = (
                 await conn.execute(
                     insert(users)
-                    .values(username=username, email=email, phone=phone, password=password_hash)
+                    .values(username=username, email=email, phone=phone, password=password_hash, **ids.get("user", {}))
                     .returning(users.c.id)
                 )
             ).scalar_one()
             account_id = (
-                await conn.execute(insert(accounts).values(user_id=user_id).returning(accounts.c.id))
+                await conn.execute(
+                    insert(accounts).values(user_id=user_id, **ids.get("account", {})).returning(accounts.c.id)
+                )
             ).scalar_one()
     except IntegrityError as exc:
         field = _clashing_field(exc)
@@ -75,6 +88,20 @@ async def register(engine: AsyncEngine, username: str, email: str, phone: str, p
         raise Conflict(f"{field} is already registered", code=f"{field}_taken", details={"field": field}) from None
     log.info("user registered", extra={"user_id": user_id, "account_id": account_id})
     return Registered(user_id, account_id, username)
+
+
+async def _ledger_row_first(engine: AsyncEngine, ledger: LedgerEngines) -> dict:
+    """Choose the new user's and account's ids, and create the account's row in its ledger database when that
+    is not the main one; the ids for the main database's inserts."""
+    account_id = str(uuid.uuid4())
+    async with engine.connect() as conn:
+        user_id = (await conn.execute(text("SELECT nextval(pg_get_serial_sequence('users', 'id'))"))).scalar_one()
+    if ledger.elsewhere(account_id):
+        async with ledger.of_account(account_id).begin() as conn:
+            await conn.execute(
+                pg_insert(accounts).values(id=account_id, user_id=user_id).on_conflict_do_nothing(index_elements=["id"])
+            )
+    return {"user": {"id": user_id}, "account": {"id": account_id}}
 
 
 async def _issue_pair(
@@ -200,9 +227,11 @@ async def purge_expired(engine: AsyncEngine, older_than: timedelta = timedelta(d
         return result.rowcount
 
 
-async def create_admin(engine: AsyncEngine, username: str, email: str, phone: str, password: str) -> int:
+async def create_admin(
+    engine: AsyncEngine, username: str, email: str, phone: str, password: str, ledger: LedgerEngines | None = None
+) -> int:
     """Register a user with the admin role (the only way to get it) and their wallet account; the user id."""
-    registered = await register(engine, username, email, phone, password)
+    registered = await register(engine, username, email, phone, password, ledger)
     async with engine.begin() as conn:
         await conn.execute(update(users).where(users.c.id == registered.user_id).values(is_admin=True))
     return registered.user_id

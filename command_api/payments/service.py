@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from weakref import WeakKeyDictionary
 
 from aiokafka.errors import KafkaError
@@ -24,6 +24,7 @@ from command_api.payments import idempotency
 from command_api.payments.amounts import AmountOutOfLimits, check_limits, money_str
 from command_api.payments.requests import TransactionView
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
+from ogp.db.ledger_engines import LedgerEngines
 from ogp.db.statements import fetch_one
 from ogp.db.tables import accounts, ledger_dead_letters, ledger_transactions, users
 from ogp.errors import NotFound, ServiceUnavailable, Unprocessable
@@ -240,12 +241,17 @@ def _kafka_unavailable(kind: type[ServiceUnavailable] = ServiceUnavailable) -> S
 
 
 async def await_outcome(
-    engine: AsyncEngine, user_id: int, accepted: Accepted, seconds: float
+    engine: AsyncEngine, user_id: int, accepted: Accepted, seconds: float, ledger: LedgerEngines | None = None
 ) -> TransactionView | None:
-    """The transaction once the ledger has settled it, or None if it is still PENDING after ``seconds``."""
+    """The transaction once the ledger has settled it, or None if it is still PENDING after ``seconds``.
+
+    Past one database (``ledger``), it is looked for in the caller's account's ledger database."""
     lt, dl = ledger_transactions, ledger_dead_letters
     transaction_id = accepted.body["transaction_id"]
-    account_id = select(accounts.c.id).where(accounts.c.user_id == user_id).scalar_subquery()
+    account_id: Any = select(accounts.c.id).where(accounts.c.user_id == user_id).scalar_subquery()
+    if ledger is not None and ledger.shards.sharded:
+        account_id = await caller_account(engine, user_id)
+        engine = ledger.of_account(account_id)
     query = select(lt.c.status, lt.c.balance_before, lt.c.balance_after, lt.c.failure_reason, lt.c.updated_at).where(
         lt.c.transaction_id == transaction_id, lt.c.account_id == account_id
     )

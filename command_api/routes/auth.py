@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from command_api.deps import ClientIp, Engine, Redis, Settings_, Tokens
+from command_api.deps import ClientIp, Engine, Ledger, Redis, Settings_, Tokens
 from command_api.identity import service
 from command_api.identity.fields import Email
 from command_api.identity.login_throttle import LoginThrottle
@@ -66,9 +66,9 @@ def _tokens(pair: service.TokenPair) -> TokenResponse:
         }
     ),
 )
-async def register(body: RegisterRequest, engine: Engine) -> RegisterResponse:
+async def register(body: RegisterRequest, engine: Engine, ledger: Ledger) -> RegisterResponse:
     """Register a user and open their wallet account."""
-    result = await service.register(engine, body.username, body.email, body.phone, body.password)
+    result = await service.register(engine, body.username, body.email, body.phone, body.password, ledger)
     return RegisterResponse(user_id=result.user_id, account_id=result.account_id, username=result.username)
 
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from command_api.deps import Engine, Settings_
+from command_api.deps import Engine, Ledger, Settings_
 from command_api.payments import service
 from command_api.payments.requests import (
     PayRequest,
@@ -30,6 +30,7 @@ from command_api.payments.web import (
     fingerprint,
     openapi_command,
 )
+from ogp.db.ledger_engines import LedgerEngines
 from ogp.security.current_user import CurrentUser
 from ogp.web.openapi import errors
 from schemas.commands import RequestPayment, RequestRefund, RequestTransfer, WalletCommand
@@ -63,10 +64,12 @@ def _responses(more: dict[int, str] | None = None) -> dict:
     }
 
 
-async def _reply(engine, user_id: int, accepted: service.Accepted, wait: int | None) -> JSONResponse:
+async def _reply(
+    engine, user_id: int, accepted: service.Accepted, wait: int | None, ledger: LedgerEngines | None = None
+) -> JSONResponse:
     location = f"/api/payment/transactions/{accepted.body['transaction_id']}"
     if wait and not accepted.replayed:
-        settled = await service.await_outcome(engine, user_id, accepted, wait)
+        settled = await service.await_outcome(engine, user_id, accepted, wait, ledger)
         if settled is not None:
             return JSONResponse(
                 settled.model_dump(mode="json"),
@@ -98,6 +101,7 @@ def _command_route(
             engine: Engine,
             kafka: Kafka,
             settings: Settings_,
+            ledger: Ledger,
         ) -> JSONResponse:
             async def prepare() -> tuple[str, CommandOf]:
                 service.check_amount(body.amount, settings)
@@ -124,7 +128,7 @@ def _command_route(
                 prepare=prepare,
                 build=build,
             )
-            return await _reply(engine, user.user_id, accepted, wait)
+            return await _reply(engine, user.user_id, accepted, wait, ledger)
 
         endpoint.__name__ = endpoint.__qualname__ = checks.__name__
         endpoint.__doc__ = checks.__doc__

@@ -9,8 +9,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 
+from ogp.db.shards import ACCOUNTS_USERS_FK
 from ogp.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -29,6 +30,21 @@ def alembic_config(url: str | None = None) -> Config:
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     """Migrate the database at ``url`` up to ``revision``."""
     command.upgrade(alembic_config(url), revision)
+
+
+def upgrade_ledger_database(url: str, revision: str = "head") -> None:
+    """Migrate a ledger database other than the main one (``OGP_LEDGER_DATABASES``) up to ``revision``.
+
+    It gets the full schema (one set of migrations for all), less the foreign key from its accounts to users:
+    the users live in the main database, where registration creates each user and its account row; the
+    ledger database's row of that account is its balance, kept by the processor of its partition."""
+    upgrade(url, revision)
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f"ALTER TABLE IF EXISTS accounts DROP CONSTRAINT IF EXISTS {ACCOUNTS_USERS_FK}"))
+    finally:
+        engine.dispose()
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:

@@ -12,12 +12,13 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 from sqlalchemy.engine import RowMapping
 
+from ogp.db.ledger_engines import LedgerEngines
 from ogp.db.tables import TRANSACTION_TYPES
 from ogp.errors import ApiError, NotFound, Unprocessable
 from ogp.security.current_user import CurrentUser
 from ogp.web.fields import Moment
 from ogp.web.openapi import errors
-from query_api.deps import Engine
+from query_api.deps import Engine, Ledger
 from query_api.routes import balance_views
 from query_api.routes import payment_views as views
 from query_api.routes.cursor import CURSOR_SCHEMA, InvalidCursor, decode_cursor, encode_cursor
@@ -171,20 +172,25 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
-async def _account(engine, user_id: int) -> Mapping[str, Any]:
-    account = await views.account_of(engine, user_id)
+async def _account(engine, user_id: int, ledger: LedgerEngines | None) -> Mapping[str, Any]:
+    account = await views.account_of(engine, user_id, ledger)
     if account is None:
         raise NotFound("no wallet account for this user", code="account_not_found")
     return account
+
+
+def _ledger_of(engine, ledger: LedgerEngines | None, account: Mapping[str, Any]):
+    """The engine on the database with the account's entries (past one database, maybe not the main one)."""
+    return engine if ledger is None else ledger.of_account(account["account_id"])
 
 
 # -- routes -----------------------------------------------------------------------------------------------
 
 
 @router.get("/account", response_model=AccountResponse, responses=_NO_ACCOUNT)
-async def get_account(user: CurrentUser, engine: Engine) -> AccountResponse:
+async def get_account(user: CurrentUser, engine: Engine, ledger: Ledger) -> AccountResponse:
     """The caller's profile and wallet account."""
-    a = await _account(engine, user.user_id)
+    a = await _account(engine, user.user_id, ledger)
     return AccountResponse(
         account_id=a["account_id"],
         user_id=a["user_id"],
@@ -215,14 +221,15 @@ def _past(moment: datetime, name: str) -> datetime:
 async def get_balance(
     user: CurrentUser,
     engine: Engine,
+    ledger: Ledger,
     at: Annotated[Moment | None, Query(description="the balance at this moment, from the ledger's entries")] = None,
 ) -> BalanceResponse:
     """The caller's wallet balance, from the authoritative ledger balance (or its entries, at a moment)."""
-    a = await _account(engine, user.user_id)
+    a = await _account(engine, user.user_id, ledger)
     if at is None:
         return BalanceResponse(account_id=a["account_id"], balance=money_str(a["balance"]), currency=a["currency"])
     at = _past(at, "at")
-    [balance] = await balance_views.balances_at(engine, a["account_id"], [at])
+    [balance] = await balance_views.balances_at(_ledger_of(engine, ledger, a), a["account_id"], [at])
     return BalanceResponse(account_id=a["account_id"], balance=money_str(balance), currency=a["currency"], at=at)
 
 
@@ -237,6 +244,7 @@ async def get_balance(
 async def get_balance_history(
     user: CurrentUser,
     engine: Engine,
+    ledger: Ledger,
     moment_from: Annotated[Moment, Query(alias="from", description="the first moment")],
     moment_to: Annotated[Moment | None, Query(alias="to", description="the last moment at most (default: now)")] = None,
     interval: Annotated[Interval, Query(description="the step between moments")] = "day",
@@ -244,7 +252,7 @@ async def get_balance_history(
 ) -> BalanceHistory:
     """The caller's balance at ``from`` and every ``interval`` after it up to ``to`` (and now), from the ledger's
     entries; paged by time: the next page starts at ``next_from``."""
-    a = await _account(engine, user.user_id)
+    a = await _account(engine, user.user_id, ledger)
     first = _past(moment_from, "from")
     now = datetime.now(UTC)
     last = min(_past(moment_to, "to") if moment_to is not None else now, now)
@@ -257,7 +265,7 @@ async def get_balance_history(
         moments.append(moment)
         moment += step
     page, following = moments[:limit], moments[limit:]
-    balances = await balance_views.balances_at(engine, a["account_id"], page)
+    balances = await balance_views.balances_at(_ledger_of(engine, ledger, a), a["account_id"], page)
     return BalanceHistory(
         account_id=a["account_id"],
         currency=a["currency"],
@@ -268,9 +276,9 @@ async def get_balance_history(
 
 
 @router.get("/wallet", response_model=WalletResponse, responses=_NO_ACCOUNT)
-async def get_wallet(user: CurrentUser, engine: Engine) -> WalletResponse:
+async def get_wallet(user: CurrentUser, engine: Engine, ledger: Ledger) -> WalletResponse:
     """The caller's balance, account status and latest transactions."""
-    a = await _account(engine, user.user_id)
+    a = await _account(engine, user.user_id, ledger)
     recent = await views.history_page(engine, user.user_id, limit=RECENT)
     return WalletResponse(
         account_id=a["account_id"],
@@ -334,7 +342,10 @@ async def list_transactions(
     responses=errors({404: "`transaction_not_found`: none of the caller's transactions has this id"}),
 )
 async def get_transaction(
-    user: CurrentUser, engine: Engine, transaction_id: Annotated[str, Path(min_length=1, max_length=50)]
+    user: CurrentUser,
+    engine: Engine,
+    ledger: Ledger,
+    transaction_id: Annotated[str, Path(min_length=1, max_length=50)],
 ) -> TransactionDetail:
     """One of the caller's transactions; PENDING if accepted but not yet in the history; a PENDING top-up with
     how to pay it."""
@@ -342,7 +353,9 @@ async def get_transaction(
     if row is not None:
         item = _item(row)
     elif (record := await views.accepted_request(engine, user.user_id, transaction_id)) is not None:
-        item = _pending_item(transaction_id, record, await views.rejection_reason(engine, user.user_id, transaction_id))
+        item = _pending_item(
+            transaction_id, record, await views.rejection_reason(engine, user.user_id, transaction_id, ledger)
+        )
     else:
         # The same answer for another user's transaction as for none: ids are not enumerable.
         raise NotFound("transaction not found", code="transaction_not_found")

@@ -11,6 +11,7 @@ from sqlalchemy import or_, select, tuple_
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ogp.db.ledger_engines import LedgerEngines
 from ogp.db.statements import fetch_one
 from ogp.db.tables import accounts, idempotency_keys, ledger_dead_letters, midtrans_orders
 from ogp.db.tables import historical_transactions as ht
@@ -43,9 +44,21 @@ WHERE u.id = %s
 """
 
 
-async def account_of(engine: AsyncEngine, user_id: int) -> Mapping[str, Any] | None:
-    """The user's identity and wallet (balance from the authoritative ``accounts`` row)."""
-    return await fetch_one(engine, _ACCOUNT_OF, (user_id,), row_factory=dict_row)
+_LEDGER_ROW = "SELECT balance, currency, account_status FROM accounts WHERE id = %s"
+
+
+async def account_of(
+    engine: AsyncEngine, user_id: int, ledger: LedgerEngines | None = None
+) -> Mapping[str, Any] | None:
+    """The user's identity and wallet (balance from the authoritative ``accounts`` row: past one database,
+    the row in the account's ledger database)."""
+    account = await fetch_one(engine, _ACCOUNT_OF, (user_id,), row_factory=dict_row)
+    if account is None or ledger is None or not ledger.elsewhere(account["account_id"]):
+        return account
+    row = await fetch_one(
+        ledger.of_account(account["account_id"]), _LEDGER_ROW, (account["account_id"],), row_factory=dict_row
+    )
+    return {**account, **row} if row is not None else None
 
 
 async def history_page(
@@ -100,8 +113,16 @@ async def accepted_request(engine: AsyncEngine, user_id: int, transaction_id: st
         return (await conn.execute(query)).mappings().first()
 
 
-async def rejection_reason(engine: AsyncEngine, user_id: int, transaction_id: str) -> str | None:
-    """Why the ledger rejected the user's command ``transaction_id`` without a record of its own, if it did."""
+async def rejection_reason(
+    engine: AsyncEngine, user_id: int, transaction_id: str, ledger: LedgerEngines | None = None
+) -> str | None:
+    """Why the ledger rejected the user's command ``transaction_id`` without a record of its own, if it did
+    (past one database, in the user's account's ledger database, whose ledger row names the user too)."""
+    if ledger is not None and ledger.shards.sharded:
+        account = await fetch_one(engine, "SELECT id FROM accounts WHERE user_id = %s", (user_id,))
+        if account is None:
+            return None
+        engine = ledger.of_account(account[0])
     d = ledger_dead_letters.c
     query = (
         select(d.reason)

@@ -98,28 +98,33 @@ async def end_offsets(bootstrap: str, topic: str = COMMANDS) -> dict[int, int]:
         await consumer.stop()
 
 
-def caught_up(db_url: str, bootstrap: str, timeout: float = 120, topic: str = COMMANDS, at_least: int = 1) -> None:
+def caught_up(
+    db_url: str | list[str], bootstrap: str, timeout: float = 120, topic: str = COMMANDS, at_least: int = 1
+) -> None:
     """Wait until the processor's stored positions reach the topic's end (follow-ups included), at least
     ``at_least`` records were consumed, and the outbox is empty, twice in a row (saga steps append more
-    commands while we look)."""
-    engine = create_engine(db_url)
+    commands while we look). Several URLs: the ledger databases of one map, each holding its partitions."""
+    engines = [create_engine(url) for url in ([db_url] if isinstance(db_url, str) else db_url)]
     last: dict = {}
 
     def settled() -> bool:
         ends = asyncio.run(end_offsets(bootstrap, topic))
-        with engine.connect() as conn:
-            stored: dict[int, int] = dict(
-                conn.execute(
-                    text("SELECT partition, next_offset FROM ledger_partitions WHERE topic = :t"), {"t": topic}
-                ).all()
-            )
-            pending = conn.execute(
-                text(
-                    "SELECT count(*) FROM ledger_outbox o JOIN ledger_partitions p "
-                    "ON p.topic = :t AND p.partition = o.partition WHERE o.id > p.published_outbox_id"
-                ),
-                {"t": topic},
-            ).scalar()
+        stored: dict[int, int] = {}
+        pending = 0
+        for engine in engines:
+            with engine.connect() as conn:
+                stored.update(
+                    conn.execute(
+                        text("SELECT partition, next_offset FROM ledger_partitions WHERE topic = :t"), {"t": topic}
+                    ).all()
+                )
+                pending += conn.execute(
+                    text(
+                        "SELECT count(*) FROM ledger_outbox o JOIN ledger_partitions p "
+                        "ON p.topic = :t AND p.partition = o.partition WHERE o.id > p.published_outbox_id"
+                    ),
+                    {"t": topic},
+                ).scalar_one()
         done = (
             bool(ends)
             and pending == 0
@@ -140,7 +145,8 @@ def caught_up(db_url: str, bootstrap: str, timeout: float = 120, topic: str = CO
             interval=0.3,
         )
     finally:
-        engine.dispose()
+        for engine in engines:
+            engine.dispose()
 
 
 class BackgroundProcessor:

@@ -1,0 +1,48 @@
+"""The async engine of the ledger database that holds an account (``OGP_LEDGER_DATABASES``), for the APIs.
+
+With no map every account's ledger is in the main database and the main engine is the answer. With one, an
+engine per other ledger database is made on first use (engines connect lazily) and disposed with the clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ogp.db.shards import LedgerShards
+from schemas.topics import partition_for
+
+
+@dataclass
+class LedgerEngines:
+    """The main engine, and one per ledger database other than the main one (``make`` opens it)."""
+
+    shards: LedgerShards
+    main: AsyncEngine
+    make: Callable[[str], AsyncEngine]
+    _made: dict[str, AsyncEngine] = field(default_factory=dict)
+
+    def elsewhere(self, account_id: str) -> bool:
+        """Whether ``account_id``'s ledger row lives outside the main database."""
+        return self.shards.sharded and self.shards.url_of(self.partition_of(account_id)) != self.shards.main_url
+
+    def partition_of(self, account_id: str) -> int:
+        return partition_for(account_id, self.shards.partitions)
+
+    def of_account(self, account_id: str) -> AsyncEngine:
+        """The engine on the database that holds ``account_id``'s ledger (balance, transactions, entries)."""
+        if not self.elsewhere(account_id):
+            return self.main
+        url = self.shards.url_of(self.partition_of(account_id))
+        engine = self._made.get(url)
+        if engine is None:
+            engine = self._made[url] = self.make(url)
+        return engine
+
+    async def dispose(self) -> None:
+        """Close the engines made here (the main one is its owner's to close)."""
+        made, self._made = list(self._made.values()), {}
+        for engine in made:
+            await engine.dispose()
