@@ -30,6 +30,7 @@ from command_api.midtrans.requests import OrderPaymentRequest, TopupRequest
 from command_api.payments.amounts import money_str
 from command_api.payments.idempotency import OutcomeUnknown, request_hash
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
+from ogp.db.ledger_engines import LedgerEngines, ledger_engine
 from ogp.db.tables import (
     accounts,
     ledger_transactions,
@@ -111,7 +112,8 @@ def check_channel(method: PaymentMethod, channel: str) -> None:
 async def check_emoney_room(engine: AsyncEngine, account_id: str, amount: Decimal, settings: Settings) -> None:
     """Refuse, before anyone pays, a top-up the ledger would have to hold: Bank Indonesia's balance cap for the
     account's verification level, or its month's incoming cap. The ledger decides for good (top-ups still
-    pending are not counted here); this only spares the user a payment that would be parked."""
+    pending are not counted here); this only spares the user a payment that would be parked. ``engine``: the
+    account's ledger database (``ledger_engine``), whose row has the balance, level and month's total."""
     if not settings.emoney_limits_enabled:
         return
     async with engine.connect() as conn:
@@ -338,13 +340,14 @@ async def create_topup(
     body: TopupRequest,
     order_id: str,
     resume: bool = False,
+    ledger: LedgerEngines | None = None,
 ) -> Created:
     """A Snap page (or a Core API charge) for a wallet top-up, then the PENDING top-up command (order_id = our
-    transaction id)."""
+    transaction id). ``ledger``: the engines of the ledger databases (``OGP_LEDGER_DATABASES``)."""
     check_channel(body.payment_method, body.channel)
     check_topup_limits(body.amount, settings)
     if not resume:  # a retry replays its accepted answer, whatever the balance is by now
-        await check_emoney_room(engine, account_id, body.amount, settings)
+        await check_emoney_room(ledger_engine(engine, ledger, account_id), account_id, body.amount, settings)
     now = datetime.now(UTC)
     expires_at = now + timedelta(minutes=settings.topup_expiry_minutes)
     customer = await _customer(engine, user_id)
@@ -535,14 +538,20 @@ def refusal_outcome(exc: Exception) -> str | None:
 
 
 async def receive_notification(
-    engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, settings: Settings, raw: bytes
+    engine: AsyncEngine,
+    kafka: KafkaProducerManager,
+    gateway: MidtransGateway,
+    settings: Settings,
+    raw: bytes,
+    ledger: LedgerEngines | None = None,
 ) -> str:
     """Verify, route and append one notification, counted by outcome; returns "appended" or "unknown_order".
 
     An appended one is counted "verified" or "duplicate" once its audit row shows whether it was seen before.
+    ``ledger``: the engines of the ledger databases, where the ledger's record of the order is.
     """
     try:
-        outcome = await _receive(engine, kafka, gateway, settings, raw)
+        outcome = await _receive(engine, kafka, gateway, settings, raw, ledger)
     except Exception as exc:
         if (refused := refusal_outcome(exc)) is not None:
             WEBHOOK_NOTIFICATIONS.labels(refused).inc()
@@ -553,7 +562,12 @@ async def receive_notification(
 
 
 async def _receive(
-    engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, settings: Settings, raw: bytes
+    engine: AsyncEngine,
+    kafka: KafkaProducerManager,
+    gateway: MidtransGateway,
+    settings: Settings,
+    raw: bytes,
+    ledger: LedgerEngines | None = None,
 ) -> str:
     payload = parse_notification(raw)
     if not signature.verify(payload, settings.midtrans_server_key.get_secret_value()):
@@ -573,7 +587,7 @@ async def _receive(
     status = source = payload
     confirm = settings.midtrans_should_confirm or (
         str(payload["transaction_status"]).lower() in REVERSING_STATUSES
-        and await _is_paid(engine, order_id, account_id)
+        and await _is_paid(ledger_engine(engine, ledger, account_id), order_id, account_id)
     )
     if confirm:
         try:
@@ -623,7 +637,8 @@ REVERSING_STATUSES = frozenset({"refund", "partial_refund", "chargeback", "parti
 
 
 async def _is_paid(engine: AsyncEngine, order_id: str, account_id: str) -> bool:
-    """Has the ledger credited this order? (Before payment, a deny or cancel only closes it.)"""
+    """Has the ledger credited this order? (Before payment, a deny or cancel only closes it.) ``engine``: the
+    ledger database of ``account_id`` (the order's Kafka key), where the order's commands are applied."""
     ledger_id = order_transaction_id(order_id) if account_id == order_account_id(order_id) else order_id
     async with engine.connect() as conn:
         status = (
