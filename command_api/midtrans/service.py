@@ -786,24 +786,27 @@ async def refund_payment(
     *,
     refund_key: str,
     user_id: int,
+    ledger: LedgerEngines | None = None,
 ) -> dict:
     """Refund (part of) a paid order through Midtrans's refund API, then record the resulting status.
 
-    The amount is reserved first against the ledger's own record of the payment, so concurrent refunds
-    never exceed it; ``refund_key`` makes a retry the same refund at Midtrans."""
+    The amount is reserved first against the ledger's own record of the payment (in the ledger database of the
+    order's account, ``ledger``), so concurrent refunds never exceed it; ``refund_key`` makes a retry the same
+    refund at Midtrans."""
     if payment.get("kind") == "TOPUP":
         # Money in a wallet may already be spent: Midtrans would pay out first and the ledger could only
         # book a receivable. Wallet money leaves through the ledger (payments, transfers), never this way.
         raise Unprocessable(
             "a wallet top-up cannot be refunded through Midtrans", code="not_refundable", details={"kind": "TOPUP"}
         )
-    amount = await _reserve_refund(engine, payment["order_id"], amount, reason, refund_key, user_id)
+    ledger_db = ledger_engine(engine, ledger, payment["account_id"])
+    amount = await _reserve_refund(engine, ledger_db, payment["order_id"], amount, reason, refund_key, user_id)
     try:
         await gateway.refund(payment["order_id"], refund_key, int(amount), reason)
     except MidtransError as exc:
         if exc.status is not None and 400 <= exc.status < 500:
             await _settle_refund(engine, refund_key, "FAILED")  # refused: nothing was refunded
-            if exc.status == 412 and await _paid_state(engine, payment["order_id"]) in _UNSETTLED:
+            if exc.status == 412 and await _paid_state(ledger_db, payment["order_id"]) in _UNSETTLED:
                 # Midtrans refunds only settled money; a card capture settles the next day (or is cancelled).
                 raise Conflict(
                     "the payment is not settled yet; Midtrans refunds it once settled",
@@ -853,9 +856,16 @@ async def refund_payment(
 
 
 async def _reserve_refund(
-    engine: AsyncEngine, order_id: str, amount: Decimal | None, reason: str, refund_key: str, user_id: int
+    engine: AsyncEngine,
+    ledger_db: AsyncEngine,
+    order_id: str,
+    amount: Decimal | None,
+    reason: str,
+    refund_key: str,
+    user_id: int,
 ) -> Decimal:
-    """Reserve ``amount`` (default: all that is left) of a paid order, or repeat an earlier reservation."""
+    """Reserve ``amount`` (default: all that is left) of a paid order, or repeat an earlier reservation.
+    ``ledger_db``: the order's account's ledger database (``engine`` itself with no map)."""
     r, lt = midtrans_refunds.c, ledger_transactions.c
     async with engine.begin() as conn:
         earlier = (await conn.execute(select(r.amount, r.state).where(r.refund_key == refund_key))).first()
@@ -865,11 +875,12 @@ async def _reserve_refund(
         await conn.execute(
             select(midtrans_orders.c.order_id).where(midtrans_orders.c.order_id == order_id).with_for_update()
         )
-        paid = (
-            await conn.execute(
-                select(lt.status, lt.amount, lt.details).where(lt.transaction_id == order_transaction_id(order_id))
-            )
-        ).first()
+        paid_query = select(lt.status, lt.amount, lt.details).where(lt.transaction_id == order_transaction_id(order_id))
+        if ledger_db is engine:
+            paid = (await conn.execute(paid_query)).first()
+        else:  # read while the order's lock is held here, so a concurrent refund still waits for this one
+            async with ledger_db.connect() as ledger_conn:
+                paid = (await ledger_conn.execute(paid_query)).first()
         if paid is None or paid.status != "SUCCESS":
             raise Unprocessable(
                 "only a paid payment can be refunded",
@@ -919,7 +930,7 @@ _UNSETTLED = frozenset({"capture", "authorize"})
 
 
 async def _paid_state(engine: AsyncEngine, order_id: str) -> str | None:
-    """The Midtrans state the ledger last recorded for a paid order payment."""
+    """The Midtrans state the ledger last recorded for a paid order payment (``engine``: its ledger database)."""
     lt = ledger_transactions.c
     async with engine.connect() as conn:
         details = (

@@ -295,6 +295,7 @@ async def refund_payment(
     kafka: Kafka,
     gateway: Gateway,
     settings: Settings_,
+    ledger: Ledger,
 ) -> JSONResponse:
     """Refund (part of) a paid payment through Midtrans's refund API; the ledger follows its status."""
 
@@ -309,6 +310,7 @@ async def refund_payment(
             body.reason,
             refund_key=claim.transaction_id,
             user_id=user.user_id,
+            ledger=ledger,
         )
 
     # The key's pre-assigned id is Midtrans's refund_key: a retry is the same refund there and here.

@@ -23,6 +23,7 @@ from ogp.messaging import ensure_topics
 from ogp.provision import migrate_database
 from ogp.security.tokens import TokenService
 from ogp.settings import Settings
+from schemas.commands import order_account_id, order_transaction_id
 from schemas.money import regulatory_month
 from schemas.topics import topic_specs
 from tests.support.infra import create_database
@@ -62,9 +63,14 @@ class StubGateway:
     answers what it is asked about with a cancel, and remembers who asked."""
 
     asked: list[str] = field(default_factory=list)
+    refunded: list[tuple[str, int]] = field(default_factory=list)
 
     async def create_snap(self, body: dict):
         raise MidtransError("Midtrans is down in this test", status=500)
+
+    async def refund(self, order_id: str, refund_key: str, amount: int, reason: str) -> dict:
+        self.refunded.append((order_id, amount))
+        return {"status_code": "200"}
 
     async def status(self, order_id: str) -> dict:
         self.asked.append(order_id)
@@ -240,3 +246,34 @@ def test_the_account_admin_sees_the_ledger_rows_status_balance_and_verification(
         unverify = api.post(f"{url}/verification", json={"level": "UNVERIFIED"}, headers=admin)
         assert unverify.status_code == 202, unverify.text
         assert unverify.json()["current_level"] == "VERIFIED"
+
+
+def test_a_midtrans_refund_of_an_order_paid_in_its_ledger_database_is_reserved_and_made(sharded):
+    with TestClient(command_app(sharded)) as api:
+        gateway = api.app.state.midtrans = StubGateway()
+        wallet = register(api, "ord")
+        order_id, payment_id = f"ord-{uuid.uuid4().hex[:12]}", str(uuid.uuid4())
+        execute(
+            sharded.sqlalchemy_url,
+            "INSERT INTO midtrans_orders (order_id, payment_id, kind, account_id, user_id, amount) "
+            "VALUES (:o, :p, 'ORDER', :a, :u, 50000)",
+            o=order_id,
+            p=payment_id,
+            a=order_account_id(order_id),
+            u=wallet.user_id,
+        )
+        # The order was paid: the ledger's record, in the database of the order's account's partition.
+        execute(
+            sharded.ledger_databases[0].url,
+            "INSERT INTO ledger_transactions (transaction_id, partition, transaction_type, account_id, status, "
+            "amount, balance_before, balance_after) VALUES (:t, 0, 'PAYMENT', :a, 'SUCCESS', 50000, 0, 0)",
+            t=order_transaction_id(order_id),
+            a=order_account_id(order_id),
+        )
+        refund = api.post(
+            f"/payments/{payment_id}/refund",
+            json={"amount": "20000", "reason": "changed my mind"},
+            headers=wallet.auth | {"Idempotency-Key": f"ord-{payment_id}"},
+        )
+    assert refund.status_code == 202, refund.text
+    assert (refund.json()["refund_amount"], gateway.refunded) == ("20000.00", [(order_id, 20000)])
