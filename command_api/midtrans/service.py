@@ -30,6 +30,7 @@ from command_api.midtrans.requests import OrderPaymentRequest, TopupRequest
 from command_api.payments.amounts import money_str
 from command_api.payments.idempotency import OutcomeUnknown, request_hash
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
+from ogp.db.ledger_engines import LedgerEngines, ledger_engine
 from ogp.db.tables import (
     accounts,
     ledger_transactions,
@@ -111,7 +112,8 @@ def check_channel(method: PaymentMethod, channel: str) -> None:
 async def check_emoney_room(engine: AsyncEngine, account_id: str, amount: Decimal, settings: Settings) -> None:
     """Refuse, before anyone pays, a top-up the ledger would have to hold: Bank Indonesia's balance cap for the
     account's verification level, or its month's incoming cap. The ledger decides for good (top-ups still
-    pending are not counted here); this only spares the user a payment that would be parked."""
+    pending are not counted here); this only spares the user a payment that would be parked. ``engine``: the
+    account's ledger database (``ledger_engine``), whose row has the balance, level and month's total."""
     if not settings.emoney_limits_enabled:
         return
     async with engine.connect() as conn:
@@ -338,13 +340,14 @@ async def create_topup(
     body: TopupRequest,
     order_id: str,
     resume: bool = False,
+    ledger: LedgerEngines | None = None,
 ) -> Created:
     """A Snap page (or a Core API charge) for a wallet top-up, then the PENDING top-up command (order_id = our
-    transaction id)."""
+    transaction id). ``ledger``: the engines of the ledger databases (``OGP_LEDGER_DATABASES``)."""
     check_channel(body.payment_method, body.channel)
     check_topup_limits(body.amount, settings)
     if not resume:  # a retry replays its accepted answer, whatever the balance is by now
-        await check_emoney_room(engine, account_id, body.amount, settings)
+        await check_emoney_room(ledger_engine(engine, ledger, account_id), account_id, body.amount, settings)
     now = datetime.now(UTC)
     expires_at = now + timedelta(minutes=settings.topup_expiry_minutes)
     customer = await _customer(engine, user_id)
@@ -535,14 +538,20 @@ def refusal_outcome(exc: Exception) -> str | None:
 
 
 async def receive_notification(
-    engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, settings: Settings, raw: bytes
+    engine: AsyncEngine,
+    kafka: KafkaProducerManager,
+    gateway: MidtransGateway,
+    settings: Settings,
+    raw: bytes,
+    ledger: LedgerEngines | None = None,
 ) -> str:
     """Verify, route and append one notification, counted by outcome; returns "appended" or "unknown_order".
 
     An appended one is counted "verified" or "duplicate" once its audit row shows whether it was seen before.
+    ``ledger``: the engines of the ledger databases, where the ledger's record of the order is.
     """
     try:
-        outcome = await _receive(engine, kafka, gateway, settings, raw)
+        outcome = await _receive(engine, kafka, gateway, settings, raw, ledger)
     except Exception as exc:
         if (refused := refusal_outcome(exc)) is not None:
             WEBHOOK_NOTIFICATIONS.labels(refused).inc()
@@ -553,7 +562,12 @@ async def receive_notification(
 
 
 async def _receive(
-    engine: AsyncEngine, kafka: KafkaProducerManager, gateway: MidtransGateway, settings: Settings, raw: bytes
+    engine: AsyncEngine,
+    kafka: KafkaProducerManager,
+    gateway: MidtransGateway,
+    settings: Settings,
+    raw: bytes,
+    ledger: LedgerEngines | None = None,
 ) -> str:
     payload = parse_notification(raw)
     if not signature.verify(payload, settings.midtrans_server_key.get_secret_value()):
@@ -573,7 +587,7 @@ async def _receive(
     status = source = payload
     confirm = settings.midtrans_should_confirm or (
         str(payload["transaction_status"]).lower() in REVERSING_STATUSES
-        and await _is_paid(engine, order_id, account_id)
+        and await _is_paid(ledger_engine(engine, ledger, account_id), order_id, account_id)
     )
     if confirm:
         try:
@@ -623,7 +637,8 @@ REVERSING_STATUSES = frozenset({"refund", "partial_refund", "chargeback", "parti
 
 
 async def _is_paid(engine: AsyncEngine, order_id: str, account_id: str) -> bool:
-    """Has the ledger credited this order? (Before payment, a deny or cancel only closes it.)"""
+    """Has the ledger credited this order? (Before payment, a deny or cancel only closes it.) ``engine``: the
+    ledger database of ``account_id`` (the order's Kafka key), where the order's commands are applied."""
     ledger_id = order_transaction_id(order_id) if account_id == order_account_id(order_id) else order_id
     async with engine.connect() as conn:
         status = (
@@ -771,24 +786,27 @@ async def refund_payment(
     *,
     refund_key: str,
     user_id: int,
+    ledger: LedgerEngines | None = None,
 ) -> dict:
     """Refund (part of) a paid order through Midtrans's refund API, then record the resulting status.
 
-    The amount is reserved first against the ledger's own record of the payment, so concurrent refunds
-    never exceed it; ``refund_key`` makes a retry the same refund at Midtrans."""
+    The amount is reserved first against the ledger's own record of the payment (in the ledger database of the
+    order's account, ``ledger``), so concurrent refunds never exceed it; ``refund_key`` makes a retry the same
+    refund at Midtrans."""
     if payment.get("kind") == "TOPUP":
         # Money in a wallet may already be spent: Midtrans would pay out first and the ledger could only
         # book a receivable. Wallet money leaves through the ledger (payments, transfers), never this way.
         raise Unprocessable(
             "a wallet top-up cannot be refunded through Midtrans", code="not_refundable", details={"kind": "TOPUP"}
         )
-    amount = await _reserve_refund(engine, payment["order_id"], amount, reason, refund_key, user_id)
+    ledger_db = ledger_engine(engine, ledger, payment["account_id"])
+    amount = await _reserve_refund(engine, ledger_db, payment["order_id"], amount, reason, refund_key, user_id)
     try:
         await gateway.refund(payment["order_id"], refund_key, int(amount), reason)
     except MidtransError as exc:
         if exc.status is not None and 400 <= exc.status < 500:
             await _settle_refund(engine, refund_key, "FAILED")  # refused: nothing was refunded
-            if exc.status == 412 and await _paid_state(engine, payment["order_id"]) in _UNSETTLED:
+            if exc.status == 412 and await _paid_state(ledger_db, payment["order_id"]) in _UNSETTLED:
                 # Midtrans refunds only settled money; a card capture settles the next day (or is cancelled).
                 raise Conflict(
                     "the payment is not settled yet; Midtrans refunds it once settled",
@@ -838,9 +856,16 @@ async def refund_payment(
 
 
 async def _reserve_refund(
-    engine: AsyncEngine, order_id: str, amount: Decimal | None, reason: str, refund_key: str, user_id: int
+    engine: AsyncEngine,
+    ledger_db: AsyncEngine,
+    order_id: str,
+    amount: Decimal | None,
+    reason: str,
+    refund_key: str,
+    user_id: int,
 ) -> Decimal:
-    """Reserve ``amount`` (default: all that is left) of a paid order, or repeat an earlier reservation."""
+    """Reserve ``amount`` (default: all that is left) of a paid order, or repeat an earlier reservation.
+    ``ledger_db``: the order's account's ledger database (``engine`` itself with no map)."""
     r, lt = midtrans_refunds.c, ledger_transactions.c
     async with engine.begin() as conn:
         earlier = (await conn.execute(select(r.amount, r.state).where(r.refund_key == refund_key))).first()
@@ -850,11 +875,12 @@ async def _reserve_refund(
         await conn.execute(
             select(midtrans_orders.c.order_id).where(midtrans_orders.c.order_id == order_id).with_for_update()
         )
-        paid = (
-            await conn.execute(
-                select(lt.status, lt.amount, lt.details).where(lt.transaction_id == order_transaction_id(order_id))
-            )
-        ).first()
+        paid_query = select(lt.status, lt.amount, lt.details).where(lt.transaction_id == order_transaction_id(order_id))
+        if ledger_db is engine:
+            paid = (await conn.execute(paid_query)).first()
+        else:  # read while the order's lock is held here, so a concurrent refund still waits for this one
+            async with ledger_db.connect() as ledger_conn:
+                paid = (await ledger_conn.execute(paid_query)).first()
         if paid is None or paid.status != "SUCCESS":
             raise Unprocessable(
                 "only a paid payment can be refunded",
@@ -904,7 +930,7 @@ _UNSETTLED = frozenset({"capture", "authorize"})
 
 
 async def _paid_state(engine: AsyncEngine, order_id: str) -> str | None:
-    """The Midtrans state the ledger last recorded for a paid order payment."""
+    """The Midtrans state the ledger last recorded for a paid order payment (``engine``: its ledger database)."""
     lt = ledger_transactions.c
     async with engine.connect() as conn:
         details = (

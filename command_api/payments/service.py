@@ -83,18 +83,27 @@ async def caller_account(engine: AsyncEngine, user_id: int) -> str:
     return account_id
 
 
-async def open_wallet(engine: AsyncEngine, user_id: int) -> str:
+async def open_wallet(engine: AsyncEngine, user_id: int, ledger: LedgerEngines | None = None) -> str:
     """The caller's wallet account, refused (422 ``account_closed``) if it is closed: nothing may be paid into
-    it, so no payment page is made for it."""
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(select(accounts.c.id, accounts.c.account_status).where(accounts.c.user_id == user_id))
-        ).first()
-    if row is None:
-        raise NotFound("you have no wallet account", code="account_not_found")
-    if row.account_status == "CLOSED":
+    it, so no payment page is made for it. Past one database (``ledger``), the id is the registration row's and
+    the status the ledger row's, in the account's ledger database."""
+    if ledger is not None and ledger.shards.sharded:
+        account_id = await caller_account(engine, user_id)
+        async with ledger.of_account(account_id).connect() as conn:
+            status = (await conn.execute(select(accounts.c.account_status).where(accounts.c.id == account_id))).scalar()
+    else:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(accounts.c.id, accounts.c.account_status).where(accounts.c.user_id == user_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound("you have no wallet account", code="account_not_found")
+        account_id, status = row
+    if status == "CLOSED":
         raise Unprocessable("this wallet is closed", code="account_closed")
-    return row.id
+    return account_id
 
 
 async def resolve_destination(engine: AsyncEngine, to: str, own_account_id: str) -> str:
@@ -127,6 +136,7 @@ async def resolve_destination(engine: AsyncEngine, to: str, own_account_id: str)
 
 async def check_refundable(engine: AsyncEngine, account_id: str, transaction_id: str, amount: Decimal) -> None:
     """The original must be a successful PAYMENT of this account, at least as large as the refund.
+    ``engine``: the account's ledger database (``ledger_engine``), which records the original.
 
     The running total of refunds is the ledger processor's to enforce: only it sees them in order.
     """

@@ -11,8 +11,9 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from command_api.deps import Engine
+from command_api.deps import Engine, Ledger
 from ogp.clients import KafkaUnavailable
+from ogp.db.ledger_engines import ledger_engine
 from ogp.db.tables import accounts
 from ogp.errors import Conflict, NotFound, ServiceUnavailable
 from ogp.messaging import append_command
@@ -63,11 +64,13 @@ async def change_status(
     body: StatusChange,
     admin: AdminUser,
     engine: Engine,
+    ledger: Ledger,
     request: Request,
     account_id: Annotated[str, Path(max_length=36)],
 ) -> StatusChangeAccepted:
     """Suspend (no paying or sending), close (no receiving; balance must be 0.00) or reactivate an account."""
-    async with engine.connect() as conn:
+    # The ledger row (in the account's ledger database past one database) has the status and the balance.
+    async with ledger_engine(engine, ledger, account_id).connect() as conn:
         row = (
             await conn.execute(select(accounts.c.account_status, accounts.c.balance).where(accounts.c.id == account_id))
         ).first()
@@ -126,11 +129,12 @@ async def change_verification(
     body: VerificationChange,
     admin: AdminUser,
     engine: Engine,
+    ledger: Ledger,
     request: Request,
     account_id: Annotated[str, Path(max_length=36)],
 ) -> VerificationChangeAccepted:
     """Mark an account VERIFIED (its holder's identity checked: the higher e-money balance cap) or UNVERIFIED."""
-    async with engine.connect() as conn:
+    async with ledger_engine(engine, ledger, account_id).connect() as conn:
         current = (
             await conn.execute(select(accounts.c.verification_level).where(accounts.c.id == account_id))
         ).scalar()

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from command_api.deps import Engine, Settings_
+from command_api.deps import Engine, Ledger, Settings_
 from command_api.midtrans import service
 from command_api.midtrans.adapter import MidtransGateway
 from command_api.midtrans.methods import instructions_of
@@ -110,6 +110,7 @@ async def topup(
     kafka: Kafka,
     gateway: Gateway,
     settings: Settings_,
+    ledger: Ledger,
 ) -> JSONResponse:
     """Start a wallet top-up: a Midtrans payment page (or, ``channel: core``, the VA number, bill key or QR to
     pay), and a PENDING top-up until Midtrans says paid."""
@@ -117,7 +118,7 @@ async def topup(
     async def create(order_id: str, resume: bool = False) -> tuple[int, dict]:
         service.check_channel(body.payment_method, body.channel)
         service.check_topup_limits(body.amount, settings)
-        account_id = await wallet.open_wallet(engine, user.user_id)
+        account_id = await wallet.open_wallet(engine, user.user_id, ledger)
         created = await service.create_topup(
             engine,
             kafka,
@@ -128,6 +129,7 @@ async def topup(
             body=body,
             order_id=order_id,
             resume=resume,
+            ledger=ledger,
         )
         view = TopupView(
             transaction_id=created.order_id,
@@ -172,9 +174,11 @@ async def topup(
     ),
     openapi_extra=_NOTIFICATION,
 )
-async def webhook(request: Request, engine: Engine, kafka: Kafka, settings: Settings_) -> dict:
+async def webhook(request: Request, engine: Engine, kafka: Kafka, settings: Settings_, ledger: Ledger) -> dict:
     """Midtrans's HTTP notification: verify the signature, append the status to Kafka, answer 200."""
-    outcome = await service.receive_notification(engine, kafka, gateway_of(request), settings, await request.body())
+    outcome = await service.receive_notification(
+        engine, kafka, gateway_of(request), settings, await request.body(), ledger
+    )
     return {"status": "ok", "outcome": outcome}
 
 
@@ -291,6 +295,7 @@ async def refund_payment(
     kafka: Kafka,
     gateway: Gateway,
     settings: Settings_,
+    ledger: Ledger,
 ) -> JSONResponse:
     """Refund (part of) a paid payment through Midtrans's refund API; the ledger follows its status."""
 
@@ -305,6 +310,7 @@ async def refund_payment(
             body.reason,
             refund_key=claim.transaction_id,
             user_id=user.user_id,
+            ledger=ledger,
         )
 
     # The key's pre-assigned id is Midtrans's refund_key: a retry is the same refund there and here.

@@ -30,7 +30,7 @@ from command_api.payments.web import (
     fingerprint,
     openapi_command,
 )
-from ogp.db.ledger_engines import LedgerEngines
+from ogp.db.ledger_engines import LedgerEngines, ledger_engine
 from ogp.security.current_user import CurrentUser
 from ogp.web.openapi import errors
 from schemas.commands import RequestPayment, RequestRefund, RequestTransfer, WalletCommand
@@ -47,10 +47,11 @@ _COMMON = {
 }
 
 # What a route's own checks hand back: the command, short of the fields every wallet command has
-# (account, user, transaction id, amount, when), which the route factory fills in.
+# (account, user, transaction id, amount, when), which the route factory fills in. The checks get the main
+# engine and the engine of the caller's account's ledger database (the same one with no OGP_LEDGER_DATABASES).
 CommandOf = Callable[..., WalletCommand]
 Body = TypeVar("Body", bound=StrictRequest)
-Checks = Callable[[Body, str, AsyncEngine], Awaitable[CommandOf]]
+Checks = Callable[[Body, str, AsyncEngine, AsyncEngine], Awaitable[CommandOf]]
 
 
 def _responses(more: dict[int, str] | None = None) -> dict:
@@ -82,7 +83,8 @@ async def _reply(
 def _command_route(
     path: str, model: type[Body], more_responses: dict[int, str] | None = None
 ) -> Callable[[Checks[Body]], Checks[Body]]:
-    """Register a wallet command route whose own part is ``checks(body, account_id, engine) -> CommandOf``.
+    """Register a wallet command route whose own part is ``checks(body, account_id, engine, ledger_engine) ->
+    CommandOf`` (``ledger_engine``: the caller's account's ledger database).
 
     The route itself is the same for every wallet command: authenticate, read the exact body, claim the
     Idempotency-Key, check the amount's limits and find the caller's account (not for a replay), run the
@@ -106,7 +108,7 @@ def _command_route(
             async def prepare() -> tuple[str, CommandOf]:
                 service.check_amount(body.amount, settings)
                 account_id = await service.caller_account(engine, user.user_id)
-                return account_id, await checks(body, account_id, engine)
+                return account_id, await checks(body, account_id, engine, ledger_engine(engine, ledger, account_id))
 
             def build(transaction_id: str, now: datetime, prepared: tuple[str, CommandOf]) -> WalletCommand:
                 account_id, command_of = prepared
@@ -147,7 +149,7 @@ def _command_route(
 
 
 @_command_route("/pay", PayRequest)
-async def pay(body: PayRequest, account_id: str, engine: AsyncEngine) -> CommandOf:
+async def pay(body: PayRequest, account_id: str, engine: AsyncEngine, ledger: AsyncEngine) -> CommandOf:
     """Pay a merchant from the caller's wallet."""
     return partial(RequestPayment, merchant_reference=body.merchant_reference, description=body.description)
 
@@ -160,7 +162,7 @@ async def pay(body: PayRequest, account_id: str, engine: AsyncEngine) -> Command
         422: "`ambiguous_destination`: `to` matches more than one wallet; `same_account`",
     },
 )
-async def transfer(body: TransferRequest, account_id: str, engine: AsyncEngine) -> CommandOf:
+async def transfer(body: TransferRequest, account_id: str, engine: AsyncEngine, ledger: AsyncEngine) -> CommandOf:
     """Transfer to another wallet, named by account id, username or phone number."""
     to_account_id = await service.resolve_destination(engine, body.to, account_id)
     return partial(RequestTransfer, to_account_id=to_account_id, description=body.description)
@@ -174,7 +176,7 @@ async def transfer(body: TransferRequest, account_id: str, engine: AsyncEngine) 
         422: "`not_refundable`: not a successful payment; `refund_exceeds_original`",
     },
 )
-async def refund(body: RefundRequest, account_id: str, engine: AsyncEngine) -> CommandOf:
+async def refund(body: RefundRequest, account_id: str, engine: AsyncEngine, ledger: AsyncEngine) -> CommandOf:
     """Refund (part of) one of the caller's payments back into their wallet."""
-    await service.check_refundable(engine, account_id, body.transaction_id, body.amount)
+    await service.check_refundable(ledger, account_id, body.transaction_id, body.amount)
     return partial(RequestRefund, original_transaction_id=body.transaction_id, reason=body.reason)

@@ -46,3 +46,9 @@ class LedgerEngines:
         made, self._made = list(self._made.values()), {}
         for engine in made:
             await engine.dispose()
+
+
+def ledger_engine(main: AsyncEngine, ledger: LedgerEngines | None, account_id: str) -> AsyncEngine:
+    """The engine on ``account_id``'s ledger database: ``main`` where there are no ledger engines (a caller
+    without clients) or no map."""
+    return main if ledger is None else ledger.of_account(account_id)
