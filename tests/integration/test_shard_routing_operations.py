@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from command_api import dead_letters
+from command_api.app import create_app as command_app
 from command_api.midtrans.reconcile import reconcile
 from command_api.midtrans.status_sync.returner import due_returns, held_payments
 from command_api.midtrans.status_sync.worker import late_payments
@@ -36,10 +37,12 @@ from schemas.commands import RecordMidtransStatus, order_transaction_id
 from schemas.topics import COMMANDS, partition_for, topic_specs
 from tests.support.infra import create_database
 from tests.support.ledger import query
+from tests.support.server import serve_client
 
 pytestmark = pytest.mark.integration
 
 D = Decimal
+SIGNING_KEY = "shard-operations-test-signing-key-0123456789-abcdef"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,7 @@ def sharded(postgres_admin_url, redis_url, kafka_bootstrap) -> Settings:
         database_url=main,
         redis_url=redis_url,
         kafka_bootstrap_servers=kafka_bootstrap,
+        jwt_signing_key=SIGNING_KEY,
         ledger_databases=[{"partitions": "6-11", "url": other}],
     )
     migrate_database(settings)
@@ -303,6 +307,27 @@ def test_dead_letters_are_listed_from_every_ledger_database_and_redriven_once_fr
     assert (here_p, near) in [(x.partition, x.offset) for x in after]
     redriven = next(x for x in every if (x.partition, x.offset) == (there_p, far))
     assert redriven.redrive is not None and redriven.why_not_redrivable == "already redriven"
+
+
+def test_the_admin_api_shows_and_redrives_a_dead_letter_of_another_database(sharded):
+    main, other = sharded.sqlalchemy_url, ledger_db(sharded)
+    seed_demo(create_engine(main), sharded)  # the admin, with the demo password (its ledger row routed too)
+    account, partition = account_in(sharded, mapped=True)
+    offset = a_dead_letter(other, partition, account, minutes_ago=0)
+    with serve_client(command_app(sharded)) as api:
+        login = api.post("/api/auth/login", json={"username": "admin", "password": "admin-demo-pass"})
+        admin = {"Authorization": "Bearer " + login.json()["access_token"]}
+        listed = api.get("/api/admin/dead-letters", params={"waiting": "true", "limit": 500}, headers=admin)
+        assert listed.status_code == 200, listed.text
+        [item] = [i for i in listed.json()["items"] if (i["partition"], i["offset"]) == (partition, offset)]
+        assert item["database"] == label(other) and item["redrivable"]
+        shown = api.get(f"/api/admin/dead-letters/{partition}/{offset}", headers=admin)
+        assert shown.status_code == 200 and shown.json()["command"]["account_id"] == account
+        url = f"/api/admin/dead-letters/{partition}/{offset}/redrive"
+        first = api.post(url, json={"note": "fixed"}, headers=admin)
+        assert first.status_code == 201, first.text
+        again = api.post(url, headers=admin)
+        assert again.status_code == 200 and again.json()["redrive"] == first.json()["redrive"]
 
 
 # -- 4. the partners' end-of-day totals ---------------------------------------------------------------------------
