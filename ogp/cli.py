@@ -273,15 +273,24 @@ def reconcile_orders(
 
     async def run(bar: _Bar) -> Report:
         engine = async_engine(settings.sqlalchemy_url, pool_size=2, max_overflow=2)
+        ledger = LedgerEngines(LedgerShards.from_settings(settings), engine, async_engine)  # each order's ledger row
         kafka = KafkaProducerManager(settings.kafka_bootstrap, "ogp-reconcile", settings.kafka_append_timeout_seconds)
         if heal:
             await kafka.start(wait=10.0)
         try:
             return await reconcile(
-                engine, MidtransGateway(settings), kafka if heal else None, start, end, heal=heal, progress=bar
+                engine,
+                MidtransGateway(settings),
+                kafka if heal else None,
+                start,
+                end,
+                heal=heal,
+                progress=bar,
+                ledger=ledger,
             )
         finally:
             await kafka.close()
+            await ledger.dispose()
             await engine.dispose()
 
     with _progress_bar("reconciling orders") as bar:
@@ -328,6 +337,7 @@ def _dead_letter_line(letter: dead_letters.DeadLetter) -> str:
     return (
         f"  {letter.partition}/{letter.offset}  {letter.at:%Y-%m-%d %H:%M:%S}  {letter.command_type or '?'}  "
         f"{letter.transaction_id or '-'}  {letter.reason}  {state}"
+        + (f"  (in {letter.database})" if letter.database else "")
     )
 
 
@@ -340,10 +350,13 @@ def dlq_list(
     """The newest dead letters first: partition/offset, when, type, transaction, reason, state."""
 
     async def read() -> list[dead_letters.DeadLetter]:
-        engine = async_engine(get_settings().sqlalchemy_url)
+        settings = get_settings()
+        engine = async_engine(settings.sqlalchemy_url)
+        ledger = LedgerEngines(LedgerShards.from_settings(settings), engine, async_engine)  # every ledger database
         try:
-            return await dead_letters.list_dead_letters(engine, waiting_only=waiting, limit=limit)
+            return await dead_letters.list_dead_letters(engine, waiting_only=waiting, limit=limit, ledger=ledger)
         finally:
+            await ledger.dispose()
             await engine.dispose()
 
     letters = asyncio.run(read())
@@ -358,10 +371,13 @@ def dlq_show(partition: int, offset: int) -> None:
     """One dead letter: why it failed, its original command, whether it can be redriven."""
 
     async def read() -> dead_letters.DeadLetter:
-        engine = async_engine(get_settings().sqlalchemy_url)
+        settings = get_settings()
+        engine = async_engine(settings.sqlalchemy_url)
+        ledger = LedgerEngines(LedgerShards.from_settings(settings), engine, async_engine)  # the partition's database
         try:
-            return await dead_letters.get_dead_letter(engine, partition, offset)
+            return await dead_letters.get_dead_letter(engine, partition, offset, ledger)
         finally:
+            await ledger.dispose()
             await engine.dispose()
 
     try:
@@ -387,14 +403,16 @@ def dlq_redrive(
 
     async def run() -> tuple[dead_letters.DeadLetter, bool]:
         engine = async_engine(settings.sqlalchemy_url)
+        ledger = LedgerEngines(LedgerShards.from_settings(settings), engine, async_engine)  # the partition's database
         kafka = KafkaProducerManager(settings.kafka_bootstrap, "ogp-cli-dlq", settings.kafka_append_timeout_seconds)
         await kafka.start(wait=10.0)
         try:
             return await dead_letters.redrive(
-                engine, kafka, partition, offset, actor=f"cli:{getpass.getuser()}", note=note
+                engine, kafka, partition, offset, actor=f"cli:{getpass.getuser()}", note=note, ledger=ledger
             )
         finally:
             await kafka.close()
+            await ledger.dispose()
             await engine.dispose()
 
     try:

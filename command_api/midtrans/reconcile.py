@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from command_api.midtrans.adapter import MidtransError, MidtransGateway
 from command_api.midtrans.service import append_status
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
+from ogp.db.ledger_engines import LedgerEngines
 from ogp.db.tables import historical_transactions, ledger_transactions, midtrans_orders, payments
 from schemas.commands import order_transaction_id
 
@@ -279,25 +280,42 @@ def _ledger_id(order: _Order) -> str:
     return order_transaction_id(order.order_id) if order.kind == "ORDER" else order.order_id
 
 
-async def _stored(engine: AsyncEngine, orders: Sequence[_Order]) -> tuple[dict, dict, dict]:
-    """The ledger rows (by ledger id), payments rows (by order id) and history rows (by transaction id)."""
-    lt, p, h = ledger_transactions.c, payments.c, historical_transactions.c
-    ids = [_ledger_id(o) for o in orders]
-    async with engine.connect() as conn:
-        ledger = {
-            r.transaction_id: LedgerRow(
-                r.status,
-                r.amount,
-                r.revision,
-                r.details.get("midtrans_state") or (r.details.get("metadata") or {}).get("midtrans_status"),
-                r.balance_after,
-            )
+async def _ledger_rows(
+    engine: AsyncEngine, orders: Sequence[_Order], ledger_engines: LedgerEngines | None
+) -> dict[str, LedgerRow]:
+    """The ledger rows of ``orders`` by ledger id, each from its account's ledger database (past one database)."""
+    lt = ledger_transactions.c
+    by_engine: dict[int, tuple[AsyncEngine, list[str]]] = {}
+    for o in orders:
+        source = engine if ledger_engines is None else ledger_engines.of_account(o.account_id)
+        by_engine.setdefault(id(source), (source, []))[1].append(_ledger_id(o))
+    rows: dict[str, LedgerRow] = {}
+    for source, ids in by_engine.values():
+        async with source.connect() as conn:
             for r in await conn.execute(
                 select(lt.transaction_id, lt.status, lt.amount, lt.revision, lt.details, lt.balance_after).where(
                     lt.transaction_id.in_(ids)
                 )
-            )
-        }
+            ):
+                rows[r.transaction_id] = LedgerRow(
+                    r.status,
+                    r.amount,
+                    r.revision,
+                    r.details.get("midtrans_state") or (r.details.get("metadata") or {}).get("midtrans_status"),
+                    r.balance_after,
+                )
+    return rows
+
+
+async def _stored(
+    engine: AsyncEngine, orders: Sequence[_Order], ledger_engines: LedgerEngines | None = None
+) -> tuple[dict, dict, dict]:
+    """The ledger rows (by ledger id; past one database, from each account's ledger database), payments rows
+    (by order id) and history rows (by transaction id)."""
+    p, h = payments.c, historical_transactions.c
+    ids = [_ledger_id(o) for o in orders]
+    ledger = await _ledger_rows(engine, orders, ledger_engines)
+    async with engine.connect() as conn:
         paid = {
             r.order_id: ReadRow(r.status, r.amount, r.revision)
             for r in await conn.execute(
@@ -314,10 +332,13 @@ async def _stored(engine: AsyncEngine, orders: Sequence[_Order]) -> tuple[dict, 
 
 
 async def gather_facts(
-    engine: AsyncEngine, orders: Sequence[_Order], answers: dict[str, dict | None]
+    engine: AsyncEngine,
+    orders: Sequence[_Order],
+    answers: dict[str, dict | None],
+    ledger_engines: LedgerEngines | None = None,
 ) -> list[OrderFacts]:
     """The facts of ``orders`` as stored now, with Midtrans's ``answers`` (orders without one are left out)."""
-    ledger, paid, history = await _stored(engine, orders)
+    ledger, paid, history = await _stored(engine, orders, ledger_engines)
     return [
         OrderFacts(
             o.order_id,
@@ -383,9 +404,11 @@ async def reconcile(
     settle_timeout: float = 15.0,
     concurrency: int = 4,
     clock: Callable[[], float] = time.monotonic,
+    ledger: LedgerEngines | None = None,
 ) -> Report:
     """Compare every order of [since, until); with ``heal`` (and ``kafka``), heal what is safe and read the ledger
-    again (up to ``settle_timeout`` seconds) to see which mismatches it resolved."""
+    again (up to ``settle_timeout`` seconds) to see which mismatches it resolved. Past one database (``ledger``
+    with a map) each order's ledger row is read from its account's ledger database."""
     report = Report(since, until)
     orders = await orders_in_range(engine, since, until)
     report.orders = len(orders)
@@ -405,10 +428,10 @@ async def reconcile(
 
     await asyncio.gather(*(ask(o) for o in orders))
     report.unverified.sort()
-    facts = {f.order_id: f for f in await gather_facts(engine, orders, answers)}
+    facts = {f.order_id: f for f in await gather_facts(engine, orders, answers, ledger)}
     differences = [d for f in facts.values() for d in compare(f)]
     if heal:
-        differences = await _heal(engine, kafka, orders, answers, facts, differences, settle_timeout, clock)
+        differences = await _heal(engine, kafka, orders, answers, facts, differences, settle_timeout, clock, ledger)
     report.differences = differences
     return report
 
@@ -422,6 +445,7 @@ async def _heal(
     differences: list[Difference],
     settle_timeout: float,
     clock: Callable[[], float],
+    ledger: LedgerEngines | None = None,
 ) -> list[Difference]:
     out: list[Difference] = []
     appended: set[str] = set()
@@ -446,7 +470,7 @@ async def _heal(
     deadline = clock() + settle_timeout
     agreed: set[str] = set()
     while True:
-        fresh = await gather_facts(engine, again, answers)
+        fresh = await gather_facts(engine, again, answers, ledger)
         agreed = {f.order_id for f in fresh if not compare_status(f)}
         if agreed == appended or clock() >= deadline:
             break

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from command_api import dead_letters
-from command_api.deps import Engine
+from command_api.deps import Engine, Ledger
 from ogp.security.current_user import AdminUser
 from ogp.web.openapi import errors
 
@@ -41,6 +41,10 @@ class DeadLetterView(BaseModel):
     detail: str
     outcome_recorded: bool
     at: datetime
+    database: str | None = Field(
+        None,
+        description="past one database (OGP_LEDGER_DATABASES): host:port/database of the ledger database holding it",
+    )
     redrivable: bool
     why_not_redrivable: str | None
     redrive: RedriveView | None
@@ -71,6 +75,7 @@ def _view(letter: dead_letters.DeadLetter) -> dict[str, Any]:
         "detail": letter.detail,
         "outcome_recorded": letter.outcome_recorded,
         "at": letter.at,
+        "database": letter.database,
         "redrivable": letter.why_not_redrivable is None,
         "why_not_redrivable": letter.why_not_redrivable,
         "redrive": RedriveView(**vars(redrive)) if redrive is not None else None,
@@ -81,18 +86,21 @@ def _view(letter: dead_letters.DeadLetter) -> dict[str, Any]:
 async def list_dead_letters(
     admin: AdminUser,
     engine: Engine,
+    ledger: Ledger,
     waiting: Annotated[bool, Query(description="only those a person still has to act on")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DeadLetterList:
     """The newest dead letters first."""
-    letters = await dead_letters.list_dead_letters(engine, waiting_only=waiting, limit=limit)
+    letters = await dead_letters.list_dead_letters(engine, waiting_only=waiting, limit=limit, ledger=ledger)
     return DeadLetterList(items=[DeadLetterView(**_view(letter)) for letter in letters])
 
 
 @router.get("/{partition}/{offset}", response_model=DeadLetterDetail, responses=errors(_NOT_FOUND))
-async def show_dead_letter(admin: AdminUser, engine: Engine, partition: Partition, offset: Offset) -> DeadLetterDetail:
+async def show_dead_letter(
+    admin: AdminUser, engine: Engine, ledger: Ledger, partition: Partition, offset: Offset
+) -> DeadLetterDetail:
     """One dead letter with its original command."""
-    letter = await dead_letters.get_dead_letter(engine, partition, offset)
+    letter = await dead_letters.get_dead_letter(engine, partition, offset, ledger)
     return DeadLetterDetail(**_view(letter), command=letter.command())
 
 
@@ -115,6 +123,7 @@ async def show_dead_letter(admin: AdminUser, engine: Engine, partition: Partitio
 async def redrive_dead_letter(
     admin: AdminUser,
     engine: Engine,
+    ledger: Ledger,
     request: Request,
     response: Response,
     partition: Partition,
@@ -129,6 +138,7 @@ async def redrive_dead_letter(
         offset,
         actor=f"user:{admin.user_id}",
         note=body.note if body else "",
+        ledger=ledger,
     )
     if not appended:
         response.status_code = 200

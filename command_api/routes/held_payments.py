@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from command_api.deps import Engine
+from command_api.deps import Engine, Ledger
 from command_api.midtrans.status_sync import returner
 from ogp.security.current_user import AdminUser
 from ogp.web.openapi import errors
@@ -48,9 +48,10 @@ class HeldPaymentList(BaseModel):
 async def list_held_payments(
     admin: AdminUser,
     engine: Engine,
+    ledger: Ledger,
     state: Annotated[State | None, Query(description="only those in this state")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> HeldPaymentList:
     """Money held in suspense, newest first: why, and whether it is being returned, returned, or parked and why."""
-    rows = await returner.held_payments(engine, state, limit)
+    rows = await returner.held_payments(engine, state, limit, ledger)
     return HeldPaymentList(items=[HeldPaymentView(**row) for row in rows])

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
-from command_api.deps import Engine
+from command_api.deps import Engine, Ledger
 from command_api.midtrans.reconcile import Kind, reconcile
 from command_api.routes.midtrans import Gateway
 from ogp.errors import Unprocessable
@@ -49,6 +49,7 @@ class ReconcileReport(BaseModel):
 async def reconcile_range(
     _: AdminUser,
     engine: Engine,
+    ledger: Ledger,
     gateway: Gateway,
     since: Annotated[AwareMoment | None, Query(alias="from", description="orders created at or after it")] = None,
     until: Annotated[AwareMoment | None, Query(alias="to", description="orders created before it")] = None,
@@ -56,5 +57,5 @@ async def reconcile_range(
     """Compare every order of [from, to) with Midtrans and the read models; read-only (`ogp reconcile` heals)."""
     if since is not None and until is not None and since >= until:
         raise Unprocessable("from must be before to", code="invalid_range")
-    report = await reconcile(engine, gateway, None, since, until, heal=False)
+    report = await reconcile(engine, gateway, None, since, until, heal=False, ledger=ledger)
     return report.as_dict()

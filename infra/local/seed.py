@@ -2,19 +2,25 @@
 
 The credentials are fixed, well-known development values (printed by ``ogp up``), which is exactly why
 :func:`seed_demo` refuses to run outside the development and test environments.
+
+Past one database (``OGP_LEDGER_DATABASES``) each demo wallet also gets its ledger row in its partition's
+database, as registration does (``command_api.identity.service.register``): that row is committed before the
+main database's transaction, so a demo user who exists always has a ledger row; seeding again adds a missing one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, func, pool, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from command_api.identity.passwords import hash_password, verify_password
+from ogp.db.shards import LedgerShards
 from ogp.db.tables import accounts, api_keys, external_services, users
 from ogp.security.api_keys import format_api_key, hash_api_key
 from ogp.settings import Settings
+from schemas.topics import partition_for
 
 SEED_ENVIRONMENTS = ("development", "test")
 
@@ -105,13 +111,14 @@ def seed_demo(engine_or_connection: Engine | Connection, settings: Settings) -> 
 
 def _seed(connection: Connection, settings: Settings) -> None:
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+    shards = LedgerShards.from_settings(settings)
     for user in DEMO_USERS:
-        _seed_user(connection, user)
+        _seed_user(connection, user, shards)
     for key in DEMO_API_KEYS:
         _seed_partner(connection, key, settings)
 
 
-def _seed_user(connection: Connection, user: DemoUser) -> None:
+def _seed_user(connection: Connection, user: DemoUser, shards: LedgerShards) -> None:
     row = connection.execute(
         select(users.c.id, users.c.password).where(func.lower(users.c.username) == user.username.lower())
     ).one_or_none()
@@ -142,6 +149,26 @@ def _seed_user(connection: Connection, user: DemoUser) -> None:
         .values(user_id=user_id, balance=0, currency="IDR", account_status="ACTIVE")
         .on_conflict_do_nothing(index_elements=[accounts.c.user_id])
     )
+    if shards.sharded:
+        account_id = str(connection.execute(select(accounts.c.id).where(accounts.c.user_id == user_id)).scalar_one())
+        url = shards.url_of(partition_for(account_id, shards.partitions))
+        if url != shards.main_url:
+            _ledger_row(url, account_id, user_id)
+
+
+def _ledger_row(url: str, account_id: str, user_id: int) -> None:
+    """The demo wallet's row in its partition's ledger database (idempotent), committed on its own, before the
+    main database's: the same order as registration."""
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                insert(accounts)
+                .values(id=account_id, user_id=user_id, balance=0, currency="IDR", account_status="ACTIVE")
+                .on_conflict_do_nothing(index_elements=[accounts.c.id])
+            )
+    finally:
+        engine.dispose()
 
 
 def _seed_partner(connection: Connection, key: DemoApiKey, settings: Settings) -> None:

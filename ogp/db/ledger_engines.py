@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ogp.db.shards import LedgerShards
+from ogp.db.shards import LedgerShard, LedgerShards
 from schemas.topics import partition_for
 
 
@@ -40,6 +40,24 @@ class LedgerEngines:
         if engine is None:
             engine = self._made[url] = self.make(url)
         return engine
+
+    def of_partition(self, partition: int) -> AsyncEngine:
+        """The engine on the database that holds ``partition``'s ledger (a dead letter is named by its partition)."""
+        return self.of_url(self.shards.url_of(partition))
+
+    def of_url(self, url: str) -> AsyncEngine:
+        """The engine on the ledger database at ``url`` (the main engine for the main database's URL)."""
+        if url == self.shards.main_url:
+            return self.main
+        engine = self._made.get(url)
+        if engine is None:
+            engine = self._made[url] = self.make(url)
+        return engine
+
+    def each(self) -> list[tuple[LedgerShard, AsyncEngine]]:
+        """Every ledger database (the main one first, listed even when it holds no partition) with its engine:
+        for the readers that sum or list over all of them."""
+        return [(shard, self.of_url(shard.url)) for shard in self.shards.shards()]
 
     async def dispose(self) -> None:
         """Close the engines made here (the main one is its owner's to close)."""

@@ -24,7 +24,6 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
-    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -523,11 +522,8 @@ dead_letter_redrives = Table(
     Column("appended_partition", Integer, nullable=False),
     Column("appended_offset", BigInteger, nullable=False),
     _created_at(),
+    # No foreign key to the dead letter (0019): past one database it lives in its partition's ledger database.
     PrimaryKeyConstraint("topic", "partition", "command_offset"),
-    ForeignKeyConstraint(
-        ["topic", "partition", "command_offset"],
-        [ledger_dead_letters.c.topic, ledger_dead_letters.c.partition, ledger_dead_letters.c.command_offset],
-    ),
 )
 
 projection_positions = Table(

@@ -21,7 +21,7 @@ from ogp.errors import ApiError, NotFound, Unprocessable
 from ogp.web.fields import Moment
 from ogp.web.openapi import errors
 from query_api import partner_views as views
-from query_api.deps import Engine, Settings_
+from query_api.deps import Engine, Ledger, Settings_
 from query_api.feed_cursor import decode_feed_cursor, encode_feed_cursor
 from query_api.partners.auth import ReadReports, ReadTransactions
 from query_api.partners.keys import mask_email, mask_phone
@@ -275,6 +275,7 @@ async def report_summary(
 async def report_balances(
     key: ReadReports,
     engine: Engine,
+    ledger: Ledger,
     first: Annotated[date, Query(alias="from", description="the first UTC day (YYYY-MM-DD)")],
     last: Annotated[date, Query(alias="to", description="the last UTC day, included (YYYY-MM-DD)")],
 ) -> DailyBalanceReport:
@@ -283,7 +284,7 @@ async def report_balances(
         raise Unprocessable("'from' must not be after 'to', nor 'to' after today", code="invalid_range")
     if (last - first).days >= MAX_REPORT_DAYS:
         raise Unprocessable(f"a report spans at most {MAX_REPORT_DAYS} days", code="invalid_range")
-    days = await balance_views.daily_wallet_totals(engine, first, last)
+    days = await balance_views.daily_wallet_totals(engine, first, last, ledger)
     return DailyBalanceReport(
         from_=first,
         to=last,

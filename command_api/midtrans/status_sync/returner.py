@@ -19,6 +19,12 @@ sync worker does. Each round it reads, read-only, the HELD records whose reason 
 
 Where each held record stands is the returner's own table ``held_returns`` (the ledger's rows are never
 written here); the ledger's held record says when the money was returned.
+
+Past one database (``OGP_LEDGER_DATABASES``) the held records are in their partitions' ledger databases and
+``held_returns`` in the main one: the selection reads, from the main database, the held records not due (parked,
+or waiting for their next attempt: few), leaves them out of each ledger database's selection, and merges the
+databases' candidates oldest first; the listing reads every ledger database's held records and their return
+state from the main one.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from types import SimpleNamespace
+from typing import Any, Literal
 
 from aiokafka.errors import KafkaError
 from sqlalchemy import Numeric, and_, cast, func, or_, select
@@ -38,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from command_api.midtrans.adapter import MidtransError, MidtransGateway
 from command_api.midtrans.service import append_status
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
+from ogp.db.ledger_engines import LedgerEngines
 from ogp.db.tables import held_returns, ledger_transactions
 from ogp.metrics import HELD_RETURNS
 from ogp.settings import Settings
@@ -83,8 +91,13 @@ class HeldPayment:
     attempts: int
 
 
-async def due_returns(engine: AsyncEngine, now: datetime, limit: int) -> list[HeldPayment]:
-    """Held records to return now: a returnable reason, money still held, not parked, due."""
+async def due_returns(
+    engine: AsyncEngine, now: datetime, limit: int, ledger: LedgerEngines | None = None
+) -> list[HeldPayment]:
+    """Held records to return now: a returnable reason, money still held, not parked, due (past one database,
+    ``ledger`` with a map: from every ledger database)."""
+    if ledger is not None and ledger.shards.sharded:
+        return await _due_returns_sharded(engine, ledger, now, limit)
     lt, h = ledger_transactions.c, held_returns.c
     returned = func.coalesce(cast(lt.details["returned"].astext, Numeric(15, 2)), 0)
     query = (
@@ -117,6 +130,68 @@ async def due_returns(engine: AsyncEngine, now: datetime, limit: int) -> list[He
     ]
 
 
+def _returnable(lt, returned):
+    return [
+        lt.transaction_type == "HELD",
+        lt.details["suspense_reason"].astext.in_(sorted(RETURNABLE_HOLDS)),
+        lt.amount > returned,
+    ]
+
+
+async def _due_returns_sharded(
+    engine: AsyncEngine, ledger: LedgerEngines, now: datetime, limit: int
+) -> list[HeldPayment]:
+    lt, h = ledger_transactions.c, held_returns.c
+    returned = func.coalesce(cast(lt.details["returned"].astext, Numeric(15, 2)), 0)
+    async with engine.connect() as conn:
+        not_due = [
+            row.held_id
+            for row in await conn.execute(select(h.held_id).where(or_(h.state == "PARKED", h.next_attempt_at > now)))
+        ]
+    found: list[Any] = []
+    for shard, shard_engine in ledger.each():
+        if not shard.partitions:
+            continue
+        query = (
+            select(
+                lt.transaction_id,
+                lt.external_reference,
+                lt.account_id,
+                (lt.amount - returned).label("left"),
+                lt.details["suspense_reason"].astext.label("reason"),
+                lt.created_at,
+            )
+            .where(*_returnable(lt, returned), lt.partition.in_(shard.partitions))
+            .order_by(lt.created_at, lt.transaction_id)
+            .limit(limit)
+        )
+        if not_due:
+            query = query.where(lt.transaction_id.not_in(not_due))
+        async with shard_engine.connect() as conn:
+            found += (await conn.execute(query)).all()
+    found.sort(key=lambda r: (r.created_at, r.transaction_id))
+    found = found[:limit]
+    async with engine.connect() as conn:
+        attempts = dict(
+            (
+                await conn.execute(
+                    select(h.held_id, h.attempts).where(h.held_id.in_([r.transaction_id for r in found]))
+                )
+            ).all()
+        )
+    return [
+        HeldPayment(
+            r.transaction_id,
+            r.external_reference,
+            r.account_id,
+            Decimal(r.left),
+            r.reason,
+            attempts.get(r.transaction_id, 0),
+        )
+        for r in found
+    ]
+
+
 # -- the duty -------------------------------------------------------------------------------------------------------
 
 
@@ -130,13 +205,16 @@ class Returner:
         kafka: KafkaProducerManager,
         gateway: MidtransGateway,
         beat: Callable[[], None] = lambda: None,
+        *,
+        ledger: LedgerEngines | None = None,
     ):
         self.settings, self.engine, self.kafka, self.gateway, self.beat = settings, engine, kafka, gateway, beat
+        self.ledger = ledger
 
     async def round(self, now: datetime) -> int:
         """Try each held record due; returns how many Midtrans refunded in this round."""
         done = 0
-        for held in await due_returns(self.engine, now, self.settings.status_sync_batch_size):
+        for held in await due_returns(self.engine, now, self.settings.status_sync_batch_size, self.ledger):
             done += await self.give_back(held, now) == "refunded"
             self.beat()
         return done
@@ -249,8 +327,57 @@ def return_state(amount: Decimal, returned: Decimal, reason: str | None, returne
     return "returning" if reason in RETURNABLE_HOLDS else "held"
 
 
-async def held_payments(engine: AsyncEngine, state: str | None, limit: int) -> list[dict]:
-    """Money held in suspense, newest first, with where its return stands (``state``: only those)."""
+async def _held_rows_sharded(engine: AsyncEngine, ledger: LedgerEngines) -> list:
+    """Every ledger database's held records, newest first, each with its return state from the main database."""
+    lt, h = ledger_transactions.c, held_returns.c
+    held: list[Any] = []
+    for shard, shard_engine in ledger.each():
+        if not shard.partitions:
+            continue
+        query = select(
+            lt.transaction_id, lt.external_reference, lt.account_id, lt.amount, lt.details, lt.created_at
+        ).where(lt.transaction_type == "HELD", lt.partition.in_(shard.partitions))
+        async with shard_engine.connect() as conn:
+            held += (await conn.execute(query)).all()
+    async with engine.connect() as conn:
+        states = {
+            row.held_id: row
+            for row in await conn.execute(
+                select(h.held_id, h.state, h.attempts, h.next_attempt_at, h.last_error, h.parked_reason).where(
+                    h.held_id.in_([r.transaction_id for r in held])
+                )
+            )
+        }
+    rows = []
+    for r in sorted(held, key=lambda r: r.transaction_id):
+        kept = states.get(r.transaction_id)
+        rows.append(
+            SimpleNamespace(
+                **r._asdict(),
+                state=kept.state if kept else None,
+                attempts=kept.attempts if kept else None,
+                next_attempt_at=kept.next_attempt_at if kept else None,
+                last_error=kept.last_error if kept else None,
+                parked_reason=kept.parked_reason if kept else None,
+            )
+        )
+    rows.sort(key=lambda r: r.created_at, reverse=True)  # stable: newest first, then by id as in SQL
+    return rows
+
+
+async def held_payments(
+    engine: AsyncEngine, state: str | None, limit: int, ledger: LedgerEngines | None = None
+) -> list[dict]:
+    """Money held in suspense, newest first, with where its return stands (``state``: only those); past one
+    database (``ledger`` with a map), from every ledger database."""
+    if ledger is not None and ledger.shards.sharded:
+        rows = await _held_rows_sharded(engine, ledger)
+    else:
+        rows = await _held_rows(engine)
+    return _held_views(rows, state, limit)
+
+
+async def _held_rows(engine: AsyncEngine) -> list:
     lt, h = ledger_transactions.c, held_returns.c
     query = (
         select(
@@ -271,7 +398,10 @@ async def held_payments(engine: AsyncEngine, state: str | None, limit: int) -> l
         .order_by(lt.created_at.desc(), lt.transaction_id)
     )
     async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+        return list((await conn.execute(query)).all())
+
+
+def _held_views(rows: list, state: str | None, limit: int) -> list[dict]:
     out = []
     for r in rows:
         returned = Decimal(r.details.get("returned", "0"))

@@ -17,6 +17,10 @@ expiry, and asks Midtrans's status API about each:
 It never decides anything by itself: money moves only on what Midtrans answered. Its schedule lives in memory:
 a restart checks each late payment once more, which costs a status call and changes nothing.
 
+Past one database (``OGP_LEDGER_DATABASES``) the selection is two reads instead of one join: each ledger
+database's PENDING transactions, oldest update first in bounded pages, then their orders (and expiries) in the
+main database; the matches of every database are merged in Python, oldest update first, up to the batch size.
+
 Its second duty, each round after the first: the returner (:mod:`.returner`) asks Midtrans to refund money the
 ledger holds in suspense for a paid top-up it could not credit (an e-money cap, a closed wallet).
 """
@@ -33,13 +37,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from aiokafka.errors import KafkaError
-from sqlalchemy import and_, case, func, not_, or_, select
+from sqlalchemy import and_, case, func, not_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from command_api.midtrans.adapter import MidtransError, MidtransGateway
 from command_api.midtrans.service import append_status
 from command_api.midtrans.status_sync.returner import Returner
 from ogp.clients import KafkaProducerManager, KafkaUnavailable, async_engine
+from ogp.db.ledger_engines import LedgerEngines
+from ogp.db.shards import LedgerShards
 from ogp.db.tables import ledger_transactions, midtrans_orders
 from ogp.metrics import STATUS_SYNC_APPENDED, STATUS_SYNC_CHECKS, STATUS_SYNC_ERRORS
 from ogp.settings import Settings
@@ -153,9 +159,17 @@ def _ledger_id():
 
 
 async def late_payments(
-    engine: AsyncEngine, now: datetime, quiet: timedelta, skip: list[str], limit: int
+    engine: AsyncEngine,
+    now: datetime,
+    quiet: timedelta,
+    skip: list[str],
+    limit: int,
+    ledger: LedgerEngines | None = None,
 ) -> list[LatePayment]:
-    """PENDING payments with no ledger update for ``quiet`` or past their expiry, oldest update first."""
+    """PENDING payments with no ledger update for ``quiet`` or past their expiry, oldest update first (past one
+    database, ``ledger`` with a map: from every ledger database)."""
+    if ledger is not None and ledger.shards.sharded:
+        return await _late_payments_sharded(engine, ledger, now, quiet, skip, limit)
     o, lt = midtrans_orders.c, ledger_transactions.c
     query = (
         select(
@@ -178,6 +192,65 @@ async def late_payments(
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [LatePayment(r.order_id, r.account_id, r.kind, r.expires_at, r.recorded) for r in rows]
+
+
+# How many PENDING transactions one read of a ledger database takes (past one database); the reads go on, page by
+# page, until the batch is full or that database has no more.
+LEDGER_PAGE = 500
+
+
+async def _late_payments_sharded(
+    engine: AsyncEngine, ledger: LedgerEngines, now: datetime, quiet: timedelta, skip: list[str], limit: int
+) -> list[LatePayment]:
+    """``late_payments`` past one database: per ledger database, its PENDING transactions in pages (oldest
+    update first), each page's orders read from the main database; merged oldest update first."""
+    lt, o = ledger_transactions.c, midtrans_orders.c
+    prefix = order_transaction_id("")
+    skipped = [*skip, *(prefix + order_id for order_id in skip)]
+    found: list[tuple[datetime, LatePayment]] = []
+    for shard, shard_engine in ledger.each():
+        if not shard.partitions:
+            continue
+        mine: list[tuple[datetime, LatePayment]] = []
+        after: tuple[datetime, str] | None = None
+        while len(mine) < limit:
+            page = (
+                select(lt.transaction_id, lt.updated_at, lt.details[("metadata", "midtrans_status")].astext)
+                .where(lt.status == "PENDING", lt.partition.in_(shard.partitions))
+                .order_by(lt.updated_at, lt.transaction_id)
+                .limit(LEDGER_PAGE)
+            )
+            if skipped:
+                page = page.where(not_(lt.transaction_id.in_(skipped)))
+            if after is not None:
+                page = page.where(tuple_(lt.updated_at, lt.transaction_id) > tuple_(*after))
+            async with shard_engine.connect() as conn:
+                pending = (await conn.execute(page)).all()
+            if not pending:
+                break
+            after = (pending[-1].updated_at, pending[-1].transaction_id)
+            # The routing row of each: a top-up's order id is its transaction id, an order's is prefixed.
+            names = {r.transaction_id.removeprefix(prefix) for r in pending}
+            async with engine.connect() as conn:
+                orders = (
+                    await conn.execute(
+                        select(o.order_id, o.account_id, o.kind, o.expires_at).where(o.order_id.in_(names))
+                    )
+                ).all()
+            by_ledger_id = {(prefix + r.order_id if r.kind == "ORDER" else r.order_id): r for r in orders}
+            for tx_id, updated_at, recorded in pending:
+                order = by_ledger_id.get(tx_id)
+                if order is None:
+                    continue  # not a Midtrans payment (a transfer's saga step, say)
+                expired = order.expires_at is not None and order.expires_at < now
+                if updated_at < now - quiet or expired:
+                    payment = LatePayment(order.order_id, order.account_id, order.kind, order.expires_at, recorded)
+                    mine.append((updated_at, payment))
+            if len(pending) < LEDGER_PAGE:
+                break
+        found += mine[:limit]
+    found.sort(key=lambda item: (item[0], item[1].order_id))
+    return [payment for _, payment in found[:limit]]
 
 
 # -- the worker ----------------------------------------------------------------------------------------------------
@@ -206,6 +279,7 @@ class StatusSync:
         )
         self._stopping = asyncio.Event()
         self.engine: AsyncEngine | None = None
+        self.ledger: LedgerEngines | None = None
         self.kafka: KafkaProducerManager | None = None
         self.gateway: MidtransGateway | None = None
         self.returner: Returner | None = None
@@ -214,10 +288,14 @@ class StatusSync:
         """Check late payments every interval until ``request_stop()``; failures are retried, never raised."""
         s = self.settings
         self.engine = async_engine(s.sqlalchemy_url, pool_size=2, max_overflow=2)
+        # Past one database: a small engine per ledger database, made on first use.
+        self.ledger = LedgerEngines(
+            LedgerShards.from_settings(s), self.engine, lambda url: async_engine(url, pool_size=1, max_overflow=1)
+        )
         self.kafka = KafkaProducerManager(s.kafka_bootstrap, "ogp-status-sync", s.kafka_append_timeout_seconds)
         await self.kafka.start(wait=5.0)
         self.gateway = MidtransGateway(s)
-        self.returner = Returner(s, self.engine, self.kafka, self.gateway, self.heartbeat.beat)
+        self.returner = Returner(s, self.engine, self.kafka, self.gateway, self.heartbeat.beat, ledger=self.ledger)
         backoff = Backoff(first=1.0, cap=30.0)
         log.info("status sync: checking payments pending for %gs or past expiry", s.status_sync_after_seconds)
         while not self._stopping.is_set():
@@ -245,6 +323,7 @@ class StatusSync:
             timedelta(seconds=s.status_sync_after_seconds),
             self.schedule.not_due(now),
             s.status_sync_batch_size,
+            self.ledger,
         )
         appended = 0
         for payment in late:
@@ -319,6 +398,8 @@ class StatusSync:
         ok = True
         if self.kafka is not None:
             ok = await bounded(self.kafka.close(), timeout / 2, "closing the status sync's producer") and ok
+        if self.ledger is not None:
+            ok = await bounded(self.ledger.dispose(), timeout / 4, "closing the status sync's ledger engines") and ok
         if self.engine is not None:
-            ok = await bounded(self.engine.dispose(), timeout / 2, "closing the status sync's engine") and ok
+            ok = await bounded(self.engine.dispose(), timeout / 4, "closing the status sync's engine") and ok
         return ok
