@@ -2,7 +2,8 @@
 
 A rebuild reads the topic's retained records once, from the first to each partition's end offset when it
 starts (``projections.replay``), through the projection's own batch code, so the rows it writes are the ones
-the projector would write.
+the projector would write. The history projection has its own loop on the same lock
+(``projections.history.projector.rebuild``: each chunk folded in Python, written by the live upsert).
 
 Safe while the projector runs, and no lock between them is needed: both write idempotently (an upsert where
 only a newer revision wins, or an insert keyed by the event id), and a position never moves backwards
