@@ -47,7 +47,7 @@ from ogp.settings import Settings
 from ogp.worker import Heartbeat
 from projections.history.rows import project
 from projections.positions import PositionedProjector, ProjectionStats, upsert_position
-from projections.rebuild import REBUILD_BATCH, one_rebuild_at_a_time
+from projections.rebuild import REBUILD_BATCH, REBUILD_FETCH_WAIT_MS, one_rebuild_at_a_time
 from projections.replay import NoProgress, Progress, range_consumer, read_ranges, topic_partitions, whole_topic
 from schemas.base import UnknownMessage, decode
 from schemas.events import TransactionRecorded
@@ -283,9 +283,6 @@ class HistoryProjector(PositionedProjector):
 # -- rebuild ----------------------------------------------------------------------------------------------
 
 REBUILD_CHUNK = REBUILD_BATCH  # records of one partition per transaction (at most two chunks in memory at once)
-# A fetch at a partition's end is held this long by the broker, and the next partition waits it out
-# (projections.replay.range_consumer): 500 ms a partition by default, most of a rebuild's time before.
-REBUILD_FETCH_WAIT_MS = 5
 
 
 def _fold_chunk(partition: int, records: Sequence[ConsumerRecord], stats: ProjectionStats) -> list[dict]:
