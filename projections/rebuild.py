@@ -2,7 +2,8 @@
 
 A rebuild reads the topic's retained records once, from the first to each partition's end offset when it
 starts (``projections.replay``), through the projection's own batch code, so the rows it writes are the ones
-the projector would write.
+the projector would write. The history projection has its own loop on the same lock
+(``projections.history.projector.rebuild``: each chunk folded in Python, written by the live upsert).
 
 Safe while the projector runs, and no lock between them is needed: both write idempotently (an upsert where
 only a newer revision wins, or an insert keyed by the event id), and a position never moves backwards
@@ -34,6 +35,9 @@ from projections.replay import Chunk, NoProgress, Progress, range_consumer, read
 log = logging.getLogger(__name__)
 
 REBUILD_BATCH = 5000  # records per transaction: larger than a live batch, for throughput (no latency to keep)
+# How long the broker holds a fetch that finds nothing: a fetch sent at a partition's end while its last chunk
+# is applied would otherwise hold the next partition back 500 ms (projections.replay.range_consumer).
+REBUILD_FETCH_WAIT_MS = 5
 
 
 class RebuildRefused(OperatorError):
@@ -77,7 +81,7 @@ async def replay_topic(
     of ``topic`` up to the end offsets read before clearing, chunk by chunk, showing ``progress``."""
     progress = progress or NoProgress()
     engine = async_engine(settings.sqlalchemy_url, pool_size=2, max_overflow=2)
-    consumer = range_consumer(settings, f"ogp-rebuild-{projection}")
+    consumer = range_consumer(settings, f"ogp-rebuild-{projection}", fetch_max_wait_ms=REBUILD_FETCH_WAIT_MS)
     try:
         async with one_rebuild_at_a_time(engine, projection):
             tps = await topic_partitions(settings, topic)

@@ -53,8 +53,13 @@ class Chunk:
     upto: int
 
 
-def range_consumer(settings: Settings, client_id: str) -> AIOKafkaConsumer:
-    """A consumer of no group: it commits nothing and moves no projector's offsets."""
+def range_consumer(settings: Settings, client_id: str, *, fetch_max_wait_ms: int = 500) -> AIOKafkaConsumer:
+    """A consumer of no group: it commits nothing and moves no projector's offsets.
+
+    ``fetch_max_wait_ms`` is how long the broker holds a fetch that finds no new record (aiokafka's 500 ms by
+    default). :func:`read_ranges` reads one partition after the other: a fetch sent at a partition's end while
+    the caller works on its last chunk is held that long, and the next partition's first fetch waits it out.
+    A caller that takes time per chunk (a rebuild) passes a few milliseconds."""
     return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=None,
@@ -65,6 +70,7 @@ def range_consumer(settings: Settings, client_id: str) -> AIOKafkaConsumer:
         # Larger fetches than a live consumer's 1 MB a partition: a range is read in bulk, so a rebuild's
         # transactions hold thousands of records each rather than the one fetch's worth.
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
 
 

@@ -8,8 +8,11 @@ account's transaction wins), with the position under projector name ``history``,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import psycopg
 from aiokafka import ConsumerRecord
@@ -24,8 +27,10 @@ from sqlalchemy import (
     and_,
     cast,
     column,
+    delete,
     select,
     table,
+    text,
     values,
 )
 from sqlalchemy.dialects import postgresql
@@ -34,13 +39,16 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.types import TypeEngine
 
+from ogp.clients import async_engine
 from ogp.db.tables import historical_transactions as ht
+from ogp.db.tables import partner_feed
+from ogp.db.tables import projection_positions as pp
 from ogp.settings import Settings
 from ogp.worker import Heartbeat
 from projections.history.rows import project
 from projections.positions import PositionedProjector, ProjectionStats, upsert_position
-from projections.rebuild import rebuild_positioned
-from projections.replay import Progress
+from projections.rebuild import REBUILD_BATCH, REBUILD_FETCH_WAIT_MS, one_rebuild_at_a_time
+from projections.replay import NoProgress, Progress, range_consumer, read_ranges, topic_partitions, whole_topic
 from schemas.base import UnknownMessage, decode
 from schemas.events import TransactionRecorded
 from schemas.topics import LEDGER_EVENTS
@@ -274,14 +282,116 @@ class HistoryProjector(PositionedProjector):
 
 # -- rebuild ----------------------------------------------------------------------------------------------
 
+REBUILD_CHUNK = REBUILD_BATCH  # records of one partition per transaction (at most two chunks in memory at once)
+
+
+def _fold_chunk(partition: int, records: Sequence[ConsumerRecord], stats: ProjectionStats) -> list[dict]:
+    """A chunk's rows: its events decoded and folded with project() from nothing (the newest revision of each
+    transaction id in the chunk), in transaction id order. Rows of earlier chunks are the upsert's to meet."""
+    table: dict[str, dict] = {}
+    for event in _decode_batch(partition, records, stats):
+        current = table.get(event.transaction_id)
+        row = project(current, event)
+        if row is not None:
+            table[event.transaction_id] = row
+        elif current is not None and event.revision > current["revision"]:
+            stats.rejected += 1
+            log.error(
+                "transaction %s belongs to account %s; refusing a state for account %s",
+                event.transaction_id,
+                current["account_id"],
+                event.account_id,
+                extra={"partition": partition, "transaction_id": event.transaction_id},
+            )
+        else:
+            stats.ignored += 1
+    return [table[tid] for tid in sorted(table)]
+
+
+async def _write_chunk(
+    engine: AsyncEngine, topic: str, partition: int, records: Sequence[ConsumerRecord], rows: list[dict]
+) -> ProjectionStats:
+    """One chunk's folded rows by the live batch upsert, with the partition's position, in one transaction."""
+    next_offset = records[-1].offset + 1
+    written = ProjectionStats()
+    try:
+        async with engine.begin() as conn:
+            if rows:
+                await _upsert_batch(conn, rows)
+            await conn.execute(upsert_position(PROJECTOR, topic, partition, next_offset))
+        written.applied = len(rows)
+    except (IntegrityError, DataError, psycopg.IntegrityError, psycopg.DataError) as exc:
+        log.warning(
+            "rebuild chunk refused by the database (%s); applying row by row",
+            exc.__class__.__name__,
+            extra={"partition": partition, "offset": records[0].offset},
+        )
+        events = _decode_batch(partition, records, ProjectionStats())
+        written = await _apply_row_by_row(engine, topic, partition, events, next_offset)
+    return written
+
 
 async def rebuild(
     settings: Settings, *, topic: str = LEDGER_EVENTS, progress: Progress | None = None
 ) -> ProjectionStats:
-    """Delete the projection (rows and positions) and replay ``topic`` from offset 0 up to its end at the start.
+    """Empty the projection (rows, feed and positions) and replay ``topic`` from its first retained offsets up to
+    its end at the start.
 
+    Each chunk of a partition is decoded and folded in Python (``_fold_chunk``, in a worker thread) while the
+    previous chunk is written, so decoding and PostgreSQL's work overlap; no stored revision is read (the table
+    started empty: the upsert's own condition meets rows of earlier chunks or of a running projector).
     Readers see a partial history until it finishes. A running projector may stay up (``projections.rebuild``).
     """
-    return await rebuild_positioned(
-        settings, projector=PROJECTOR, topic=topic, tables=[ht], apply_batch=apply_batch, progress=progress
-    )
+    progress = progress or NoProgress()
+    stats = ProjectionStats()
+    engine = async_engine(settings.sqlalchemy_url, pool_size=2, max_overflow=2)
+    consumer = range_consumer(settings, f"ogp-rebuild-{PROJECTOR}", fetch_max_wait_ms=REBUILD_FETCH_WAIT_MS)
+    try:
+        async with one_rebuild_at_a_time(engine, PROJECTOR):
+            tps = await topic_partitions(settings, topic)
+            await consumer.start()
+            ranges = await whole_topic(consumer, tps)
+            async with engine.begin() as conn:
+                # TRUNCATE, not DELETE: no per-row cascade into partner_feed, no dead rows left to vacuum.
+                await conn.execute(text(f"TRUNCATE {ht.name}, {partner_feed.name}"))
+                await conn.execute(delete(pp).where(pp.c.projector == PROJECTOR, pp.c.topic == topic))
+            reached = {p: first for p, (first, _) in ranges.items()}
+            progress.start(sum(end - first for first, end in ranges.values()))
+            writing: asyncio.Task[ProjectionStats] | None = None
+            written_upto: tuple[int, int] | None = None
+
+            async def finish_write() -> None:
+                nonlocal writing
+                if writing is not None:
+                    stats.add(await writing)
+                    writing = None
+                if written_upto is not None:
+                    partition, upto = written_upto
+                    progress.advance(upto - reached[partition])
+                    reached[partition] = upto
+
+            try:
+                async for chunk in read_ranges(consumer, topic, ranges, max_records=REBUILD_CHUNK):
+                    folded = ProjectionStats()
+                    rows = (
+                        await asyncio.to_thread(_fold_chunk, chunk.partition, chunk.records, folded)
+                        if chunk.records
+                        else []
+                    )
+                    await finish_write()
+                    stats.add(folded)
+                    if chunk.records:
+                        writing = asyncio.create_task(_write_chunk(engine, topic, chunk.partition, chunk.records, rows))
+                    written_upto = (chunk.partition, chunk.upto)
+                await finish_write()
+            finally:
+                if writing is not None:  # the reading failed: the chunk being written ends with its transaction
+                    writing.cancel()
+                    with contextlib.suppress(BaseException):
+                        await writing
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        await engine.dispose()
+    log.info("%s projection rebuilt from %s: %s", PROJECTOR, topic, asdict(stats))
+    return stats
