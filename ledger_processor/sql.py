@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic_core import to_json
 from sqlalchemy.engine import make_url
 
-from ledger_processor.domain.book import Account, Book, Transaction
+from ledger_processor.domain.book import Account, Book, Entry, Transaction
 from ledger_processor.domain.chain import GENESIS, Head, Link
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -97,6 +97,53 @@ def copy_text(rows: Iterable[Iterable[Any]]) -> bytes:
         lines.append("\t".join(fields))
     lines.append("")
     return "\n".join(lines).encode()
+
+
+def _has_escape(text: str) -> bool:
+    return "\\" in text or "\t" in text or "\n" in text or "\r" in text
+
+
+def _moments(values: Iterable[datetime]) -> dict[int, str]:
+    """Each distinct moment's text, by id (a batch's rows share one or two moments; the objects stay alive)."""
+    return {id(at): at.isoformat() for at in values}
+
+
+def entries_text(entries: Sequence[Entry], partition: int, at: datetime) -> bytes:
+    """``ledger_entries`` rows (transaction_id, account_id, amount, balance_after, partition, created_at) in COPY's
+    text format: the same bytes as :func:`copy_text`, without its per-field dispatch (every field's type is
+    known). The ids are checked for characters to escape once for the whole batch, in one scan."""
+    if not entries:
+        return b""
+    tail = f"\t{partition}\t{at.isoformat()}\n"
+    ids = "".join([e.transaction_id + e.account_id for e in entries])
+    if _has_escape(ids):
+        return "".join(
+            [
+                f"{_text(e.transaction_id)}\t{_text(e.account_id)}\t{e.amount!s}\t{e.balance_after!s}{tail}"
+                for e in entries
+            ]
+        ).encode()
+    return "".join(
+        [f"{e.transaction_id}\t{e.account_id}\t{e.amount!s}\t{e.balance_after!s}{tail}" for e in entries]
+    ).encode()
+
+
+def chain_text(links: Sequence[Link]) -> bytes:
+    """``ledger_chain`` rows (partition, seq, transaction_id, revision, row_digest, entries_digest, entries,
+    prev_hash, hash, created_at) in COPY's text format: the same bytes as :func:`copy_text`, without its per-field
+    dispatch (every field's type is known; digests and hashes are bytea in hex)."""
+    if not links:
+        return b""
+    moments = _moments(k.at for k in links)
+    escape = _has_escape("".join([k.transaction_id for k in links]))
+    return "".join(
+        [
+            f"{k.partition}\t{k.seq}\t{_text(k.transaction_id) if escape else k.transaction_id}\t{k.revision}"
+            f"\t\\\\x{k.row_digest.hex()}\t\\\\x{k.entries_digest.hex()}\t{k.entries}"
+            f"\t\\\\x{k.prev_hash.hex()}\t\\\\x{k.hash.hex()}\t{moments[id(k.at)]}\n"
+            for k in links
+        ]
+    ).encode()
 
 
 def _json_list(items: Iterable[Any]) -> str:
@@ -399,12 +446,7 @@ class LedgerSQL:
                 "COPY ledger_entries (transaction_id, account_id, amount, balance_after, partition, created_at) "
                 "FROM STDIN"
             ) as copy:
-                await copy.write(
-                    copy_text(
-                        (e.transaction_id, e.account_id, e.amount, e.balance_after, partition, book.now)
-                        for e in book.entries
-                    )
-                )
+                await copy.write(entries_text(book.entries, partition, book.now))
             await self._add_daily_wallet_flows(book, partition)
         wallets = [
             a
@@ -485,23 +527,7 @@ class LedgerSQL:
             "COPY ledger_chain (partition, seq, transaction_id, revision, row_digest, entries_digest, entries, "
             "prev_hash, hash, created_at) FROM STDIN"
         ) as copy:
-            await copy.write(
-                copy_text(
-                    (
-                        k.partition,
-                        k.seq,
-                        k.transaction_id,
-                        k.revision,
-                        k.row_digest,
-                        k.entries_digest,
-                        k.entries,
-                        k.prev_hash,
-                        k.hash,
-                        k.at,
-                    )
-                    for k in links
-                )
-            )
+            await copy.write(chain_text(links))
 
     async def record_checkpoint(self, partition: int, seq: int, hash_: bytes, at: datetime) -> None:
         """Remember a checkpoint published (through the outbox, in this transaction)."""

@@ -4,14 +4,16 @@ reads it back, whatever the fast paths (exact types, objects formatted once per 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import StrEnum
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger_processor.sql import copy_text
+from ledger_processor.domain.book import Entry
+from ledger_processor.domain.chain import Link
+from ledger_processor.sql import chain_text, copy_text, entries_text
 
 _UNESCAPE = {"\\\\": "\\", "\\t": "\t", "\\n": "\n", "\\r": "\r"}
 
@@ -86,3 +88,73 @@ def test_objects_formatted_once_are_still_each_rows_own():
     assert _read(copy_text((d,) for d in generated)) == [
         [json.dumps({"i": i}, separators=(",", ":"))] for i in range(200)
     ]
+
+
+# The formatters of the hot path's fixed rows (entries, chain links) write the same bytes as copy_text.
+ids = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12)
+moneys = st.decimals(allow_nan=False, allow_infinity=False, places=2, min_value=-(10**12), max_value=10**12)
+moments = st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=7))]))
+digests = st.binary(min_size=0, max_size=40)
+
+
+@given(st.lists(st.tuples(ids, ids, moneys, moneys), max_size=6), st.integers(0, 63), moments)
+def test_entries_text_is_copy_text(legs, partition, at):
+    entries = [Entry(*leg) for leg in legs]
+    expected = copy_text((e.transaction_id, e.account_id, e.amount, e.balance_after, partition, at) for e in entries)
+    assert entries_text(entries, partition, at) == expected
+
+
+@given(
+    st.lists(
+        st.builds(
+            Link,
+            st.integers(0, 63),
+            st.integers(1, 2**40),
+            ids,
+            st.integers(0, 99),
+            digests,
+            digests,
+            st.integers(0, 9),
+            moments,
+            digests,
+            digests,
+        ),
+        max_size=6,
+    )
+)
+def test_chain_text_is_copy_text(links):
+    expected = copy_text(
+        (
+            k.partition,
+            k.seq,
+            k.transaction_id,
+            k.revision,
+            k.row_digest,
+            k.entries_digest,
+            k.entries,
+            k.prev_hash,
+            k.hash,
+            k.at,
+        )
+        for k in links
+    )
+    assert chain_text(links) == expected
+
+
+def test_fixed_row_formatters_escape_and_share_moments():
+    at = datetime(2026, 11, 30, 5, 30, 1, 250, tzinfo=UTC)
+    later = at + timedelta(seconds=1)
+    entries = [Entry("t\\1", "a\tb", Decimal("-1.00"), Decimal("5.00")), Entry("t2", "a", Decimal("1E+1"), Decimal(0))]
+    assert _read(entries_text(entries, 3, at)) == [
+        ["t\\1", "a\tb", "-1.00", "5.00", "3", at.isoformat()],
+        ["t2", "a", "1E+1", "0", "3", at.isoformat()],
+    ]
+    links = [
+        Link(1, 2, "x\n", 0, b"\x01", b"", 2, at, b"\xff", b"\x00"),
+        Link(1, 3, "y", 1, b"", b"", 0, later, b"", b""),
+    ]
+    assert _read(chain_text(links)) == [
+        ["1", "2", "x\n", "0", "\\x01", "\\x", "2", "\\xff", "\\x00", at.isoformat()],
+        ["1", "3", "y", "1", "\\x", "\\x", "0", "\\x", "\\x", later.isoformat()],
+    ]
+    assert entries_text([], 0, at) == chain_text([]) == copy_text([]) == b""
