@@ -11,9 +11,9 @@ from enum import StrEnum
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger_processor.domain.book import Entry
+from ledger_processor.domain.book import Entry, Transaction
 from ledger_processor.domain.chain import Link
-from ledger_processor.sql import chain_text, copy_text, entries_text
+from ledger_processor.sql import chain_text, copy_text, entries_text, outbox_text, transactions_text
 
 _UNESCAPE = {"\\\\": "\\", "\\t": "\t", "\\n": "\n", "\\r": "\r"}
 
@@ -158,3 +158,81 @@ def test_fixed_row_formatters_escape_and_share_moments():
         ["1", "3", "y", "1", "\\x", "\\x", "0", "\\x", "\\x", later.isoformat()],
     ]
     assert entries_text([], 0, at) == chain_text([]) == copy_text([]) == b""
+
+
+optional_ids = st.none() | ids
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | ids, lambda inner: st.lists(inner, max_size=3), max_leaves=5
+)
+details = st.dictionaries(ids, json_values, max_size=3)
+
+
+@st.composite
+def transactions(draw):
+    return Transaction(
+        transaction_id=draw(ids),
+        transaction_type=draw(st.sampled_from(["PAYMENT", "TOPUP", "TRANSFER"])),
+        account_id=draw(ids),
+        user_id=draw(st.none() | st.integers(0, 2**40)),
+        status=draw(st.sampled_from(["PENDING", "SUCCESS", "FAILED"])),
+        amount=draw(moneys),
+        created_at=draw(moments),
+        updated_at=draw(moments),
+        failure_reason=draw(optional_ids),
+        balance_before=draw(st.none() | moneys),
+        balance_after=draw(st.none() | moneys),
+        description=draw(ids),
+        external_reference=draw(optional_ids),
+        payment_method=draw(optional_ids),
+        revision=draw(st.integers(0, 9)),
+        details=draw(details),
+        is_new=True,
+        command_offset=draw(st.none() | st.integers(0, 2**40)),
+    )
+
+
+@given(st.lists(transactions(), max_size=5), st.integers(0, 63))
+def test_transactions_text_is_copy_text(new, partition):
+    expected = copy_text(
+        (
+            t.transaction_id,
+            partition,
+            t.transaction_type,
+            t.account_id,
+            t.user_id,
+            t.status,
+            t.amount,
+            t.currency,
+            t.failure_reason,
+            t.balance_before,
+            t.balance_after,
+            t.description,
+            t.external_reference,
+            t.payment_method,
+            t.revision,
+            t.details,
+            t.command_offset,
+            t.created_at,
+            t.updated_at,
+        )
+        for t in new
+    )
+    assert transactions_text(new, partition) == expected
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["ledger.events", "a\tb"]), optional_ids, ids, details), max_size=6),
+    st.integers(0, 63),
+    moments,
+)
+def test_outbox_text_is_copy_text(messages, partition, at):
+    ids_ = list(range(100, 100 + len(messages)))
+    shared = {"correlation_id": "c1"}  # a command's messages share its headers dict
+    topics = [m[0] for m in messages]
+    keys = [m[1] for m in messages]
+    payloads = [m[2] for m in messages]
+    headers = [m[3] if n % 2 else shared for n, m in enumerate(messages)]
+    expected = copy_text(
+        (i, partition, t, k, p, h, at) for i, t, k, p, h in zip(ids_, topics, keys, payloads, headers, strict=True)
+    )
+    assert outbox_text(ids_, partition, topics, keys, payloads, headers, at) == expected
