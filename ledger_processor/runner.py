@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -40,6 +41,10 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
+
+# Kafka's partitioner for a key (murmur2, in pure Python: about as costly as formatting a record's COPY row),
+# remembered: the outbox's keys are account ids, which recur from batch to batch. Bounded, so memory is too.
+_partition_for = functools.lru_cache(maxsize=1 << 16)(partition_for)
 
 
 @dataclass
@@ -432,7 +437,7 @@ class LedgerProcessor:
 
     # -- the work --------------------------------------------------------------------------------------
     def partition_of(self, account_id: str) -> int:
-        return partition_for(account_id, self._partitions)
+        return _partition_for(account_id, self._partitions)
 
     async def _process(self, tp: TopicPartition, records) -> None:
         async with self.service(tp.partition) as service:
@@ -493,7 +498,7 @@ class LedgerProcessor:
         batches: dict[tuple[str, int], BatchBuilder] = {}
         for row in rows:
             count = await self._topic_partitions(row.topic)
-            target = (row.topic, partition_for(row.key, count) if row.key else 0)
+            target = (row.topic, _partition_for(row.key, count) if row.key else 0)
             headers = [(k, str(v).encode()) for k, v in row.headers.items()]
             key = row.key.encode() if row.key else None
             batch = batches.get(target)

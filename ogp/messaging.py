@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaTimeoutError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from ogp.clients import KafkaProducerManager
 from ogp.errors import OperatorError
 from ogp.logs import correlation_id
 from schemas.base import Message, encode
 from schemas.commands import Command
 from schemas.topics import COMMANDS, TopicSpec
+
+if TYPE_CHECKING:  # not at run time: ogp.clients loads redis and SQLAlchemy's async engine
+    from ogp.clients import KafkaProducerManager
 
 # A proxy until ogp.tracing installs the process's provider: no wiring happens at import.
 _tracer = trace.get_tracer(__name__)

@@ -15,11 +15,8 @@ import logging
 from collections.abc import Mapping
 
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Tracer
 
@@ -49,6 +46,10 @@ def build_provider(settings: Settings, service: str) -> tuple[TracerProvider, bo
     endpoint = settings.otel_exporter_otlp_endpoint
     if not endpoint:
         return provider, False
+    # Imported here, not at the top: a worker that exports nothing never loads the exporter (nor its HTTP client).
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     exporter = OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=_EXPORT_TIMEOUT_SECONDS)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider, True
@@ -94,5 +95,8 @@ def shutdown() -> None:
 
 def instrument(app, settings: Settings, service: str) -> None:
     """A server span per request (named after the route template), from the caller's trace context if any."""
+    # Imported here, not at the top: it loads FastAPI, which the workers (the ledger processor) never use.
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
     provider = configure(settings, service)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready,metrics", tracer_provider=provider)
