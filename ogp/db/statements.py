@@ -4,12 +4,17 @@ Without a transaction around it (autocommit) a statement is one round trip, not 
 ROLLBACK); and given to psycopg as SQL (which prepares it after a few uses) it skips SQLAlchemy's statement
 building and result handling, which cost a busy API more CPU than PostgreSQL spends running the statement.
 For what needs more than one statement, or a transaction, the engine itself remains the way.
+
+psycopg's own errors are raised as SQLAlchemy's, as the engine would: callers and the APIs' error mapping (a
+lost server is 503, never 500) see one family, and a connection the server dropped leaves the pool.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
 from psycopg.rows import RowFactory, tuple_row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,6 +25,14 @@ async def fetch_one(engine: AsyncEngine, sql: str, params: tuple, row_factory: R
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None, "a checked-out connection has its psycopg connection"
-        async with driver.cursor(row_factory=row_factory) as cursor:
-            await cursor.execute(sql, params)
-            return await cursor.fetchone() if cursor.description else None
+        try:
+            async with driver.cursor(row_factory=row_factory) as cursor:
+                await cursor.execute(sql, params)
+                return await cursor.fetchone() if cursor.description else None
+        except psycopg.Error as exc:
+            lost = driver.closed or isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+            if lost:
+                await conn.invalidate(exc)  # not back into the pool: the next checkout opens a new one
+            raise sqlalchemy.exc.DBAPIError.instance(
+                sql, params, exc, psycopg.Error, hide_parameters=True, connection_invalidated=lost
+            ) from exc
