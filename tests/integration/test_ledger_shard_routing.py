@@ -3,7 +3,6 @@ database, and the user's balance reads (now and at a moment) come from there, no
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -14,14 +13,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from command_api.app import create_app as command_app
-from ogp.messaging import ensure_topics
-from ogp.provision import migrate_database
 from ogp.settings import Settings
 from query_api.app import create_app as query_app
-from schemas.topics import topic_specs
-from tests.support.infra import create_database
 from tests.support.ledger import query
 from tests.support.server import serve_client
+from tests.support.shards import sharded_settings
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -32,19 +28,14 @@ SIGNING_KEY = "shard-routing-test-signing-key-0123456789-abcdef"
 @pytest.fixture(scope="module")
 def sharded(postgres_admin_url, redis_url, kafka_bootstrap) -> Settings:
     """A main database, and a second one holding every partition's ledger (so every account's is there)."""
-    main = create_database(postgres_admin_url, f"route_main_{uuid.uuid4().hex[:8]}")
-    ledger = create_database(postgres_admin_url, f"route_ledger_{uuid.uuid4().hex[:8]}")
-    settings = Settings(
-        environment="test",
-        database_url=main,
-        redis_url=redis_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
+    return sharded_settings(
+        postgres_admin_url,
+        redis_url,
+        kafka_bootstrap,
+        name="route",
+        partitions="0-11",
         jwt_signing_key=SIGNING_KEY,
-        ledger_databases=[{"partitions": "0-11", "url": ledger}],
     )
-    migrate_database(settings)
-    asyncio.run(ensure_topics(kafka_bootstrap, topic_specs(settings)))
-    return settings
 
 
 def test_registration_creates_the_ledger_row_in_its_database_and_balances_are_read_from_there(sharded):

@@ -5,7 +5,6 @@ row in the main database. The processor is played by writing its rows into the l
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -19,15 +18,12 @@ from sqlalchemy import create_engine, text
 from command_api.app import create_app as command_app
 from command_api.midtrans.adapter import MidtransError
 from command_api.midtrans.signature import signature
-from ogp.messaging import ensure_topics
-from ogp.provision import migrate_database
 from ogp.security.tokens import TokenService
 from ogp.settings import Settings
 from schemas.commands import order_account_id, order_transaction_id
 from schemas.money import regulatory_month
-from schemas.topics import topic_specs
-from tests.support.infra import create_database
 from tests.support.ledger import query
+from tests.support.shards import sharded_settings
 
 pytestmark = pytest.mark.integration
 
@@ -38,23 +34,18 @@ SIGNING_KEY = "shard-commands-test-signing-key-0123456789-abcdef"
 @pytest.fixture(scope="module")
 def sharded(postgres_admin_url, redis_url, kafka_bootstrap) -> Settings:
     """A main database, and a second one holding every partition's ledger (so every account's is there)."""
-    main = create_database(postgres_admin_url, f"rtcmd_main_{uuid.uuid4().hex[:8]}")
-    ledger = create_database(postgres_admin_url, f"rtcmd_ledger_{uuid.uuid4().hex[:8]}")
-    settings = Settings(
-        environment="test",
-        database_url=main,
-        redis_url=redis_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
+    return sharded_settings(
+        postgres_admin_url,
+        redis_url,
+        kafka_bootstrap,
+        name="rtcmd",
+        partitions="0-11",
         jwt_signing_key=SIGNING_KEY,
-        ledger_databases=[{"partitions": "0-11", "url": ledger}],
         midtrans_confirm_status=False,  # only a reversal of a paid order is confirmed with Midtrans
         emoney_balance_cap_unverified=D("100000.00"),
         emoney_balance_cap_verified=D("1000000.00"),
         emoney_monthly_incoming_cap=D("500000.00"),
     )
-    migrate_database(settings)
-    asyncio.run(ensure_topics(kafka_bootstrap, topic_specs(settings)))
-    return settings
 
 
 @dataclass

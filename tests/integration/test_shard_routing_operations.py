@@ -31,16 +31,16 @@ from infra.local.seed import seed_demo
 from ogp.clients import KafkaProducerManager, async_engine
 from ogp.db.ledger_engines import LedgerEngines
 from ogp.db.shards import LedgerShards, label
-from ogp.messaging import ensure_topics
 from ogp.provision import migrate_database
 from ogp.settings import Settings
 from query_api.routes.balance_views import daily_wallet_totals
 from schemas.base import encode
 from schemas.commands import RecordMidtransStatus, order_transaction_id
-from schemas.topics import COMMANDS, partition_for, topic_specs
+from schemas.topics import COMMANDS, partition_for
 from tests.support.infra import create_database
 from tests.support.ledger import query
 from tests.support.server import serve_client
+from tests.support.shards import sharded_settings
 
 pytestmark = pytest.mark.integration
 
@@ -51,19 +51,14 @@ SIGNING_KEY = "shard-operations-test-signing-key-0123456789-abcdef"
 @pytest.fixture(scope="module")
 def sharded(postgres_admin_url, redis_url, kafka_bootstrap) -> Settings:
     """Partitions 0-5 in the main database, 6-11 in a second one."""
-    main = create_database(postgres_admin_url, f"ops_main_{uuid.uuid4().hex[:8]}")
-    other = create_database(postgres_admin_url, f"ops_ledger_{uuid.uuid4().hex[:8]}")
-    settings = Settings(
-        environment="test",
-        database_url=main,
-        redis_url=redis_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
+    return sharded_settings(
+        postgres_admin_url,
+        redis_url,
+        kafka_bootstrap,
+        name="ops",
+        partitions="6-11",
         jwt_signing_key=SIGNING_KEY,
-        ledger_databases=[{"partitions": "6-11", "url": other}],
     )
-    migrate_database(settings)
-    asyncio.run(ensure_topics(kafka_bootstrap, topic_specs(settings)))
-    return settings
 
 
 def ledger_db(settings: Settings) -> str:
