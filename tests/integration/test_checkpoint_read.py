@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.consumer.fetcher import Fetcher
 
 from ledger_processor.chain_audit import read_checkpoints
@@ -24,6 +24,7 @@ from ogp.messaging import ensure_topics
 from schemas.base import encode
 from schemas.events import ChainCheckpoint
 from schemas.topics import TopicSpec
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,8 @@ _resetting = contextvars.ContextVar("resetting", default=False)
 
 @pytest.fixture
 def slow_latest_reset(monkeypatch):
-    """Every "reset to latest" the fetcher starts by itself answers a second late."""
+    """Every "reset to latest" the fetcher starts by itself answers only once the reader has asked for another
+    position (a seek or a reset of its own), or after a deadline: the race is lost every time, by condition."""
     update = Fetcher._update_fetch_positions
     request = Fetcher._proc_offset_request
 
@@ -47,7 +49,14 @@ def slow_latest_reset(monkeypatch):
     async def requesting(self, node_id, topic_data):
         answer = await request(self, node_id, topic_data)
         if _resetting.get() and any(s == LATEST for parts in topic_data.values() for _, s in parts):
-            await asyncio.sleep(1.0)
+            tps = [TopicPartition(topic, p) for topic, parts in topic_data.items() for p, _ in parts]
+
+            async def asked_for_another_position() -> bool:
+                assignment = self._subscriptions.subscription.assignment
+                states = [assignment.state_value(tp) for tp in tps]
+                return all(st is None or st.reset_strategy != LATEST for st in states)
+
+            await wait_until_async(asked_for_another_position, 10, "the reader's own seek", interval=0.01)
         return answer
 
     monkeypatch.setattr(Fetcher, "_update_fetch_positions", updating)
