@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 
 import psycopg
@@ -181,6 +181,14 @@ async def _fold(
         select(ht.c.transaction_id, ht.c.revision, ht.c.account_id).where(ht.c.transaction_id.in_(ids))
     )
     table: dict[str, dict] = {r.transaction_id: dict(r._mapping) for r in stored}
+    return _folded(table, events, partition, stats)
+
+
+def _folded(
+    table: dict[str, dict], events: Iterable[TransactionRecorded], partition: int, stats: ProjectionStats
+) -> list[dict]:
+    """Fold ``events`` into ``table`` (transaction id → row) with project(); the rows they changed, in
+    transaction id order: two writers touching the same rows lock them in the same order (no deadlock)."""
     changed: set[str] = set()
     for event in events:
         current = table.get(event.transaction_id)
@@ -199,7 +207,6 @@ async def _fold(
             )
         else:
             stats.ignored += 1
-    # A stable order: two writers touching the same rows lock them in the same order (no deadlock).
     return [table[tid] for tid in sorted(changed)]
 
 
@@ -288,24 +295,7 @@ REBUILD_CHUNK = REBUILD_BATCH  # records of one partition per transaction (at mo
 def _fold_chunk(partition: int, records: Sequence[ConsumerRecord], stats: ProjectionStats) -> list[dict]:
     """A chunk's rows: its events decoded and folded with project() from nothing (the newest revision of each
     transaction id in the chunk), in transaction id order. Rows of earlier chunks are the upsert's to meet."""
-    table: dict[str, dict] = {}
-    for event in _decode_batch(partition, records, stats):
-        current = table.get(event.transaction_id)
-        row = project(current, event)
-        if row is not None:
-            table[event.transaction_id] = row
-        elif current is not None and event.revision > current["revision"]:
-            stats.rejected += 1
-            log.error(
-                "transaction %s belongs to account %s; refusing a state for account %s",
-                event.transaction_id,
-                current["account_id"],
-                event.account_id,
-                extra={"partition": partition, "transaction_id": event.transaction_id},
-            )
-        else:
-            stats.ignored += 1
-    return [table[tid] for tid in sorted(table)]
+    return _folded({}, _decode_batch(partition, records, stats), partition, stats)
 
 
 async def _write_chunk(
