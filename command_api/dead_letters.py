@@ -111,19 +111,25 @@ class DeadLetter:
             return f"undecodable: {exc.__class__.__name__}: {exc}"
 
 
+# A dead letter's own columns, as both reads select them.
+_LETTER_COLUMNS = (
+    _d.partition,
+    _d.command_offset,
+    _d.transaction_id,
+    _d.account_id,
+    _d.command_type,
+    _d.reason,
+    _d.detail,
+    _d.outcome_recorded,
+    _d.created_at,
+    _d.payload,
+)
+
+
 def _query(*where):
     return (
         select(
-            _d.partition,
-            _d.command_offset,
-            _d.transaction_id,
-            _d.account_id,
-            _d.command_type,
-            _d.reason,
-            _d.detail,
-            _d.outcome_recorded,
-            _d.created_at,
-            _d.payload,
+            *_LETTER_COLUMNS,
             _r.actor,
             _r.note,
             _r.appended_partition,
@@ -141,18 +147,7 @@ def _query(*where):
 
 
 # Past one database: the dead letter from its ledger database, its redrive from the main one.
-_LETTER = select(
-    _d.partition,
-    _d.command_offset,
-    _d.transaction_id,
-    _d.account_id,
-    _d.command_type,
-    _d.reason,
-    _d.detail,
-    _d.outcome_recorded,
-    _d.created_at,
-    _d.payload,
-).where(_d.topic == COMMANDS)
+_LETTER = select(*_LETTER_COLUMNS).where(_d.topic == COMMANDS)
 _REDRIVE = select(
     _r.partition,
     _r.command_offset,
