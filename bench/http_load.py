@@ -518,7 +518,9 @@ def profiled(pid: int, seconds: int, out: str) -> Iterator[None]:
     if not seconds:
         yield
         return
-    argv = ["py-spy", "record", "-d", str(seconds), "-r", "200", "-s", "-f", "raw", "-o", out, "-p", str(pid)]
+    # Beside this interpreter when not on PATH: the venv's bin is where `pip install py-spy` puts it.
+    spy_binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    argv = [spy_binary, "record", "-d", str(seconds), "-r", "200", "-s", "-f", "raw", "-o", out, "-p", str(pid)]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
