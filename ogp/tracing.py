@@ -94,18 +94,12 @@ def shutdown() -> None:
         _provider.shutdown()
 
 
-def instrument(app, settings: Settings, service: str) -> None:
+def instrument(app, provider: TracerProvider) -> None:
     """A server span per request (named after the route template), from the caller's trace context if any.
 
-    Only where spans are exported: otherwise the request gets its trace context and nothing more
-    (``ogp.web.trace_context``), which is all that leaves the process then (Kafka headers, log lines)."""
-    provider = configure(settings, service)
-    # Imported here, not at the top: they load FastAPI, which the workers (the ledger processor) never use.
-    if not _exporting:
-        from ogp.web.trace_context import TraceContext
-
-        app.add_middleware(TraceContext, provider=provider)
-        return
+    For an API whose spans are exported; one whose spans would go nowhere takes the request's trace context
+    alone (``ogp.web.trace_context``), which is all that leaves the process then (Kafka headers, log lines)."""
+    # Imported here, not at the top: it loads FastAPI, which the workers (the ledger processor) never use.
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     # No span per ASGI message sent or received (two or three a request): they cost more than the request's

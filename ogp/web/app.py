@@ -11,13 +11,14 @@ from ogp.clients import open_clients
 from ogp.health import health_router
 from ogp.logs import configure_logging
 from ogp.settings import Settings, get_settings
-from ogp.tracing import instrument
+from ogp.tracing import configure, exporting, instrument
 from ogp.web.body_limit import BodySizeLimit
 from ogp.web.correlation import CorrelationId
 from ogp.web.errors import install_error_handlers
 from ogp.web.input_guard import InputGuard
 from ogp.web.metrics import RequestMetrics, metrics_router
 from ogp.web.openapi import install_openapi
+from ogp.web.trace_context import TraceContext
 
 
 def build_app(
@@ -64,7 +65,12 @@ def build_app(
     # One id per request, from the caller (or Kong) when sane, carried into Kafka headers and logs.
     app.add_middleware(CorrelationId)
 
-    instrument(app, settings, service)
+    # A server span per request only where spans leave the process; otherwise the request's trace context alone.
+    provider = configure(settings, service)
+    if exporting():
+        instrument(app, provider)
+    else:
+        app.add_middleware(TraceContext, provider=provider)
     # Added last, so it runs first: the duration covers every layer, refusals by the guards included.
     app.add_middleware(RequestMetrics, service=service)
     app.include_router(health_router(service))

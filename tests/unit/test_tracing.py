@@ -7,7 +7,6 @@ import re
 from unittest.mock import patch
 
 import pytest
-from fastapi import FastAPI
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -19,7 +18,8 @@ from pydantic import ValidationError
 from command_api.midtrans.adapter import MidtransError, MidtransGateway
 from infra.local.process import free_port
 from ogp.settings import Settings
-from ogp.tracing import build_provider, instrument, recorded, traces_url
+from ogp.tracing import build_provider, recorded, traces_url
+from ogp.web.app import build_app
 from ogp.web.trace_context import TraceContext
 
 
@@ -130,11 +130,11 @@ def test_without_an_exporter_a_request_without_a_trace_starts_one_sampled_at_the
 
 
 def test_without_an_exporter_an_api_makes_no_server_span_but_with_one_it_does():
-    quiet, exported = FastAPI(), FastAPI()
-    with patch("ogp.tracing._provider", TracerProvider()), patch("ogp.tracing._exporting", False):
-        instrument(quiet, Settings(), "command-api")
-    with patch("ogp.tracing._provider", TracerProvider()), patch("ogp.tracing._exporting", True):
-        instrument(exported, Settings(), "command-api")
-    assert [m.cls for m in quiet.user_middleware] == [TraceContext]
+    with patch("ogp.tracing._exporting", False):
+        quiet = build_app("command-api", "quiet", routers=[], settings=Settings(environment="test"))
+    with patch("ogp.tracing._exporting", True):
+        exported = build_app("command-api", "exported", routers=[], settings=Settings(environment="test"))
+    assert TraceContext in [m.cls for m in quiet.user_middleware]
+    assert not getattr(quiet, "_is_instrumented_by_opentelemetry", False)
     assert getattr(exported, "_is_instrumented_by_opentelemetry", False)
     assert TraceContext not in [m.cls for m in exported.user_middleware]
