@@ -197,17 +197,18 @@ async def submit(
     user_id: int,
     idempotency_key: str,
     fingerprint: str,
-    prepare: Callable[[], Awaitable[T]],
+    prepare: Callable[[str | None], Awaitable[T]],
     build: Callable[[str, datetime, T], WalletCommand],
 ) -> Accepted:
-    """Append ``build(transaction_id, now, prepare())`` once per Idempotency-Key, and say what to answer.
+    """Append ``build(transaction_id, now, prepare(account_id))`` once per Idempotency-Key, and say what to answer.
 
     ``prepare`` (checks and lookups) runs only for a request that is not a replay: a retry of an accepted
-    command gets its stored answer even if checking it now would fail (a destination closed since, say).
+    command gets its stored answer even if checking it now would fail (a destination closed since, say). It
+    gets the caller's wallet account when the claim read it, else None.
     """
 
     async def append(claim: idempotency.Claimed) -> tuple[int, dict]:
-        command = build(claim.transaction_id, datetime.now(UTC), await prepare())
+        command = build(claim.transaction_id, datetime.now(UTC), await prepare(claim.account_id))
         try:
             await append_command(kafka, command)
         except KafkaUnavailable:
