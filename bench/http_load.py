@@ -604,7 +604,9 @@ def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
     figures: list[tuple[Figure, str]] = []
     with infrastructure("http", commit_timestamps=True, midtrans_confirm_status=False) as infra:
         settings = infra.settings
-        env = {"MIDTRANS_SERVER_KEY": SERVER_KEY, "OGP_MIDTRANS_CONFIRM_STATUS": "false"}
+        # INFO, as `ogp up` runs them: each accepted command writes its JSON log line, a cost of every answer.
+        logged = {"OGP_LOG_LEVEL": "INFO"}
+        env = {"MIDTRANS_SERVER_KEY": SERVER_KEY, "OGP_MIDTRANS_CONFIRM_STATUS": "false", **logged}
         users = seed_users(settings, args.users, users_file)
         route_orders(settings, users, 60_000 if "webhook" in only else 0, hooks_file)
         print(f"seeded {len(users)} wallets; load average {loadavg()}; {CORES} cores", flush=True)
@@ -619,7 +621,7 @@ def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
                 api_process("command_api.app:create_app", settings, workers=args.workers, log=tmp / "cmd.log", **env)
             )
             queries = stack.enter_context(
-                api_process("query_api.app:create_app", settings, workers=args.workers, log=tmp / "query.log")
+                api_process("query_api.app:create_app", settings, workers=args.workers, log=tmp / "query.log", **logged)
             )
             data = str(users_file)
             w = Load(args.duration, args.connections, args.threads)
