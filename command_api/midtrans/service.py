@@ -31,6 +31,7 @@ from command_api.payments.amounts import money_str
 from command_api.payments.idempotency import OutcomeUnknown, request_hash
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
 from ogp.db.ledger_engines import LedgerEngines, ledger_engine
+from ogp.db.statements import fetch_one
 from ogp.db.tables import (
     accounts,
     ledger_transactions,
@@ -575,10 +576,9 @@ async def _receive(
         raise Unauthorized("invalid signature_key", code="invalid_signature", headers={})
     notification_id = hashlib.sha256(raw).hexdigest()
     order_id = payload["order_id"]
-    async with engine.connect() as conn:
-        account_id = (
-            await conn.execute(select(midtrans_orders.c.account_id).where(midtrans_orders.c.order_id == order_id))
-        ).scalar()
+    # One statement on its own (ogp/db/statements.py): no transaction around it, no query built per call.
+    row = await fetch_one(engine, "SELECT account_id FROM midtrans_orders WHERE order_id = %s", (order_id,))
+    account_id = row[0] if row is not None else None
     if account_id is None:
         # Midtrans's dashboard "test notification", or an order of another system: keep it, answer 200.
         await _insert_notification(engine, notification_id, payload, known=False)
