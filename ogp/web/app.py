@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from ogp.clients import open_clients
 from ogp.health import health_router
@@ -55,7 +56,10 @@ def build_app(
             finally:
                 await clients.close()
 
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    # FastAPI's own OpenTelemetry (spans for each request and each dependency it resolves, once a tracer
+    # provider is installed) off: traces are ogp/tracing.py's choice below, metrics are Prometheus's.
+    native_telemetry_off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, telemetry=native_telemetry_off)
     install_error_handlers(app)
     install_openapi(app)
     # The last added runs first: the size limit bounds what the guard reads.

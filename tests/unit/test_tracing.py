@@ -6,8 +6,11 @@ import asyncio
 import re
 from unittest.mock import patch
 
+import httpx
 import pytest
+from fastapi import APIRouter
 from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -138,3 +141,24 @@ def test_without_an_exporter_an_api_makes_no_server_span_but_with_one_it_does():
     assert not getattr(quiet, "_is_instrumented_by_opentelemetry", False)
     assert getattr(exported, "_is_instrumented_by_opentelemetry", False)
     assert TraceContext not in [m.cls for m in exported.user_middleware]
+
+
+def test_without_an_exporter_a_request_runs_in_its_trace_context_with_no_span_recorded():
+    router = APIRouter()
+
+    @router.get("/probe")
+    async def probe() -> dict:
+        span = trace.get_current_span()
+        return {"recording": span.is_recording(), "traced": span.get_span_context().is_valid}
+
+    with patch("ogp.tracing._exporting", False):
+        app = build_app("query-api", "quiet", routers=[router], settings=Settings(environment="test"))
+
+    async def get() -> dict:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client:
+            return (await client.get("/probe")).json()
+
+    # Neither OpenTelemetry's middleware nor FastAPI's own telemetry makes a span that would go nowhere.
+    with patch.object(SdkTracer, "start_span", autospec=True, side_effect=SdkTracer.start_span) as started:
+        assert asyncio.run(get()) == {"recording": False, "traced": True}
+    assert started.call_count == 0
