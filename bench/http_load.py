@@ -518,7 +518,9 @@ def profiled(pid: int, seconds: int, out: str) -> Iterator[None]:
     if not seconds:
         yield
         return
-    argv = ["py-spy", "record", "-d", str(seconds), "-r", "200", "-s", "-f", "raw", "-o", out, "-p", str(pid)]
+    # Beside this interpreter when not on PATH: the venv's bin is where `pip install py-spy` puts it.
+    spy_binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    argv = [spy_binary, "record", "-d", str(seconds), "-r", "200", "-s", "-f", "raw", "-o", out, "-p", str(pid)]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
@@ -585,7 +587,7 @@ def main() -> int:
         help="open-loop runs at these rates first, comma-separated (P4 where the API keeps up); 0: none",
     )
     parser.add_argument("--only", default="health,pay,transfer,balance,history,webhook,open")
-    parser.add_argument("--profile", type=int, default=0, help="py-spy the API for N s of pay and of balance")
+    parser.add_argument("--profile", type=int, default=0, help="py-spy the API for N s of each endpoint's run")
     parser.add_argument("--profile-out", default="/tmp/ogp-http-load", help="py-spy's raw output: PREFIX-pay.txt...")
     parser.add_argument("--no-processor", action="store_true", help="accept only (the ledger is not run)")
     args = parser.parse_args()
@@ -602,7 +604,9 @@ def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
     figures: list[tuple[Figure, str]] = []
     with infrastructure("http", commit_timestamps=True, midtrans_confirm_status=False) as infra:
         settings = infra.settings
-        env = {"MIDTRANS_SERVER_KEY": SERVER_KEY, "OGP_MIDTRANS_CONFIRM_STATUS": "false"}
+        # INFO, as `ogp up` runs them: each accepted command writes its JSON log line, a cost of every answer.
+        logged = {"OGP_LOG_LEVEL": "INFO"}
+        env = {"MIDTRANS_SERVER_KEY": SERVER_KEY, "OGP_MIDTRANS_CONFIRM_STATUS": "false", **logged}
         users = seed_users(settings, args.users, users_file)
         route_orders(settings, users, 60_000 if "webhook" in only else 0, hooks_file)
         print(f"seeded {len(users)} wallets; load average {loadavg()}; {CORES} cores", flush=True)
@@ -617,7 +621,7 @@ def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
                 api_process("command_api.app:create_app", settings, workers=args.workers, log=tmp / "cmd.log", **env)
             )
             queries = stack.enter_context(
-                api_process("query_api.app:create_app", settings, workers=args.workers, log=tmp / "query.log")
+                api_process("query_api.app:create_app", settings, workers=args.workers, log=tmp / "query.log", **logged)
             )
             data = str(users_file)
             w = Load(args.duration, args.connections, args.threads)
@@ -630,29 +634,41 @@ def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
             if "health" in only:
                 f = wrk("GET /health (command)", commands.url, "health.lua", w, on_commands)
                 figures.append((f, "baseline: uvicorn with no work"))
+
+            def spied(api, name: str):  # --profile: py-spy on the API while it serves this endpoint's run
+                return profiled(api.pid, args.profile, f"{args.profile_out}-{name}.txt")
+
             if "pay" in only:
-                with profiled(commands.pid, args.profile, f"{args.profile_out}-pay.txt"):
+                with spied(commands, "pay"):
                     f = wrk("POST pay", commands.url, "pay.lua", w, on_commands, OGP_WRK_DATA=data)
                 figures.append((f, "P3 >= 2,000/s accepted"))
             if "transfer" in only:
-                f = wrk("POST transfer", commands.url, "transfer.lua", w, on_commands, OGP_WRK_DATA=data)
+                with spied(commands, "transfer"):
+                    f = wrk("POST transfer", commands.url, "transfer.lua", w, on_commands, OGP_WRK_DATA=data)
                 figures.append((f, "(as pay)"))
             if "balance" in only:
                 path = "/api/payment/balance"
-                with profiled(queries.pid, args.profile, f"{args.profile_out}-balance.txt"):
+                with spied(queries, "balance"):
                     f = wrk("GET balance", queries.url, "read.lua", w, on_queries, OGP_WRK_DATA=data, OGP_WRK_PATH=path)
                 figures.append((f, "P6 >= 3,000/s"))
             if "history" in only:
                 path = "/api/payment/transactions?limit=20"
-                f = wrk(
-                    "GET history (20)", queries.url, "read.lua", w, on_queries, OGP_WRK_DATA=data, OGP_WRK_PATH=path
-                )
+                with spied(queries, "history"):
+                    f = wrk(
+                        "GET history (20)", queries.url, "read.lua", w, on_queries, OGP_WRK_DATA=data, OGP_WRK_PATH=path
+                    )
                 figures.append((f, "(P6 names no figure)"))
             if "webhook" in only:
                 c8 = Load(args.duration, 8, 2)
-                f = wrk(
-                    "POST webhook (c=8)", commands.url, "webhook.lua", c8, on_commands, OGP_WRK_DATA=str(hooks_file)
-                )
+                with spied(commands, "webhook"):
+                    f = wrk(
+                        "POST webhook (c=8)",
+                        commands.url,
+                        "webhook.lua",
+                        c8,
+                        on_commands,
+                        OGP_WRK_DATA=str(hooks_file),
+                    )
                 figures.append((f, "P7 p99 < 50 ms at concurrency 8"))
             posted_figures: list[PostedFigure] = []
             if "open" in only:  # last: a server that cannot keep up leaves a queue behind

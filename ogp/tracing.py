@@ -1,9 +1,10 @@
 """OpenTelemetry: one tracer provider per process, built from the settings; W3C trace context in Kafka headers.
 
 Spans leave the process over OTLP/HTTP when ``OGP_OTEL_EXPORTER_OTLP_ENDPOINT`` is set (the collector in
-``infra/monitoring``, port 4318). Without it the APIs still make spans, so a request's trace context reaches the
-Kafka records it appends (and the log lines it writes), while the workers make none at all: their per-command
-spans would cost the hot path and go nowhere (:func:`worker_tracer` is None).
+``infra/monitoring``, port 4318). Without it the APIs make no server span, only a request's trace context (the
+caller's or a new one, ``ogp.web.trace_context``), so that it still reaches the Kafka records the request
+appends (and the log lines it writes); the workers make no span at all: their per-command spans would cost the
+hot path and go nowhere (:func:`worker_tracer` is None).
 
 New traces are kept at ``OGP_OTEL_TRACES_SAMPLER_RATIO``; every later hop follows the decision in the
 ``traceparent`` it receives (ParentBased), so a trace is kept or dropped whole.
@@ -93,10 +94,16 @@ def shutdown() -> None:
         _provider.shutdown()
 
 
-def instrument(app, settings: Settings, service: str) -> None:
-    """A server span per request (named after the route template), from the caller's trace context if any."""
+def instrument(app, provider: TracerProvider) -> None:
+    """A server span per request (named after the route template), from the caller's trace context if any.
+
+    For an API whose spans are exported; one whose spans would go nowhere takes the request's trace context
+    alone (``ogp.web.trace_context``), which is all that leaves the process then (Kafka headers, log lines)."""
     # Imported here, not at the top: it loads FastAPI, which the workers (the ledger processor) never use.
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    provider = configure(settings, service)
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready,metrics", tracer_provider=provider)
+    # No span per ASGI message sent or received (two or three a request): they cost more than the request's
+    # own span and say nothing its duration does not.
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="health,ready,metrics", tracer_provider=provider, exclude_spans=["receive", "send"]
+    )

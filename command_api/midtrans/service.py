@@ -18,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from aiokafka.errors import KafkaError
+from psycopg.types.json import Jsonb
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,10 +32,10 @@ from command_api.payments.amounts import money_str
 from command_api.payments.idempotency import OutcomeUnknown, request_hash
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
 from ogp.db.ledger_engines import LedgerEngines, ledger_engine
+from ogp.db.statements import fetch_one
 from ogp.db.tables import (
     accounts,
     ledger_transactions,
-    midtrans_notifications,
     midtrans_orders,
     midtrans_refunds,
     payments,
@@ -575,10 +576,9 @@ async def _receive(
         raise Unauthorized("invalid signature_key", code="invalid_signature", headers={})
     notification_id = hashlib.sha256(raw).hexdigest()
     order_id = payload["order_id"]
-    async with engine.connect() as conn:
-        account_id = (
-            await conn.execute(select(midtrans_orders.c.account_id).where(midtrans_orders.c.order_id == order_id))
-        ).scalar()
+    # One statement on its own (ogp/db/statements.py): no transaction around it, no query built per call.
+    row = await fetch_one(engine, "SELECT account_id FROM midtrans_orders WHERE order_id = %s", (order_id,))
+    account_id = row[0] if row is not None else None
     if account_id is None:
         # Midtrans's dashboard "test notification", or an order of another system: keep it, answer 200.
         await _insert_notification(engine, notification_id, payload, known=False)
@@ -664,25 +664,33 @@ async def _audit(engine: AsyncEngine, notification_id: str, payload: dict, comma
         WEBHOOK_NOTIFICATIONS.labels("duplicate").inc()
 
 
+# The notification's audit row in one statement on its own (ogp/db/statements.py). For a row whose notification
+# Kafka already holds durably (``known``), the statement's own transaction commits without waiting for the WAL
+# flush: set_config(..., is_local) lasts until that transaction's end, its commit included.
+_INSERT_NOTIFICATION = """
+INSERT INTO midtrans_notifications (notification_id, order_id, transaction_status, known_order, payload)
+SELECT %s, %s, %s, %s, %s
+WHERE CASE WHEN %s THEN set_config('synchronous_commit', 'off', true) = 'off' ELSE true END
+ON CONFLICT DO NOTHING
+RETURNING notification_id
+"""
+
+
 async def _insert_notification(engine: AsyncEngine, notification_id: str, payload: dict, known: bool) -> bool:
     """Whether the row is new (False: this very notification was recorded before)."""
-    async with engine.begin() as conn:
-        if known:
-            # An audit copy of what Kafka already holds durably: no need to wait for the WAL flush.
-            await conn.execute(text("SET LOCAL synchronous_commit = off"))
-        inserted = await conn.execute(
-            insert(midtrans_notifications)
-            .values(
-                notification_id=notification_id,
-                order_id=str(payload["order_id"])[:64],
-                transaction_status=str(payload["transaction_status"])[:32],
-                known_order=known,
-                payload=payload,
-            )
-            .on_conflict_do_nothing()
-            .returning(midtrans_notifications.c.notification_id)
-        )
-        return inserted.first() is not None
+    row = await fetch_one(
+        engine,
+        _INSERT_NOTIFICATION,
+        (
+            notification_id,
+            str(payload["order_id"])[:64],
+            str(payload["transaction_status"])[:32],
+            known,
+            Jsonb(payload),
+            known,
+        ),
+    )
+    return row is not None
 
 
 async def keep_instructions(engine: AsyncEngine, order_id: str, status: dict) -> None:

@@ -72,6 +72,9 @@ class Claimed:
     transaction_id: str
     lease: datetime
     taken_over: bool = False
+    # The caller's wallet account, read by the claim statement itself (a command needs it, and this spares it
+    # a round trip); None where the slower path claimed the key, or the user has no account.
+    account_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,8 @@ def _in_flight() -> Conflict:
     )
 
 
-# The two statements every accepted command runs, each alone (ogp/db/statements.py).
+# The two statements every accepted command runs, each alone (ogp/db/statements.py). The claim also reads the
+# caller's wallet account, which every wallet command goes on to need.
 _FAST_CLAIM = """
 INSERT INTO idempotency_keys AS k
     (user_id, idempotency_key, request_hash, state, transaction_id, created_at, expires_at)
@@ -104,7 +108,7 @@ ON CONFLICT (user_id, idempotency_key) DO UPDATE SET
     response_status = excluded.response_status, response_body = excluded.response_body,
     created_at = excluded.created_at, expires_at = excluded.expires_at
 WHERE k.expires_at <= now()
-RETURNING transaction_id, created_at
+RETURNING transaction_id, created_at, (SELECT a.id FROM accounts a WHERE a.user_id = k.user_id)
 """
 _COMPLETE = """
 UPDATE idempotency_keys SET state = 'DONE', response_status = %s, response_body = %s
@@ -153,7 +157,8 @@ async def claim(
     # a key already taken needs the transaction below, which decides on the locked record.
     mine = await fetch_one(engine, _FAST_CLAIM, (user_id, key, fingerprint, str(uuid.uuid4()), ttl_seconds))
     if mine is not None:
-        return Claimed(*mine)
+        transaction_id, lease, account_id = mine
+        return Claimed(transaction_id, lease, account_id=account_id)
     timeout = timedelta(seconds=in_flight_timeout_seconds)
     for _ in range(_ATTEMPTS):
         async with engine.begin() as conn:

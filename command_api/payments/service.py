@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 from weakref import WeakKeyDictionary
 
 from aiokafka.errors import KafkaError
-from sqlalchemy import func, literal, null, or_, select
+from sqlalchemy import literal, null, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,7 +26,7 @@ from command_api.payments.requests import TransactionView
 from ogp.clients import KafkaProducerManager, KafkaUnavailable
 from ogp.db.ledger_engines import LedgerEngines
 from ogp.db.statements import fetch_one
-from ogp.db.tables import accounts, ledger_dead_letters, ledger_transactions, users
+from ogp.db.tables import accounts, ledger_dead_letters, ledger_transactions
 from ogp.errors import NotFound, ServiceUnavailable, Unprocessable
 from ogp.messaging import append_command
 from ogp.metrics import COMMANDS_ACCEPTED
@@ -106,21 +106,25 @@ async def open_wallet(engine: AsyncEngine, user_id: int, ledger: LedgerEngines |
     return account_id
 
 
+# Up to three wallets a transfer's ``to`` may name (more than one is refused): one statement on its own
+# (ogp/db/statements.py), not a transaction around a query SQLAlchemy builds each time.
+_DESTINATIONS = """
+SELECT array(
+    SELECT a.id FROM accounts a JOIN users u ON u.id = a.user_id
+    WHERE a.id = %s OR lower(u.username) = %s OR u.phone = %s
+    LIMIT 3
+)
+"""
+
+
 async def resolve_destination(engine: AsyncEngine, to: str, own_account_id: str) -> str:
     """The account a transfer goes to, named by account id, username or phone number."""
-    matches = [accounts.c.id == to, func.lower(users.c.username) == to.lower()]
     try:
-        matches.append(users.c.phone == normalise_phone(to))
+        phone: str | None = normalise_phone(to)
     except PolicyViolation:
-        pass  # not a phone number; it may still be an account id or a username
-    async with engine.connect() as conn:
-        found = set(
-            (
-                await conn.execute(
-                    select(accounts.c.id).join(users, users.c.id == accounts.c.user_id).where(or_(*matches)).limit(3)
-                )
-            ).scalars()
-        )
+        phone = None  # not a phone number; it may still be an account id or a username
+    row = await fetch_one(engine, _DESTINATIONS, (to, to.lower(), phone))
+    found = set(row[0]) if row is not None else set()
     if not found:
         raise NotFound("no wallet matches this destination", code="unknown_destination")
     if len(found) > 1:
@@ -197,17 +201,18 @@ async def submit(
     user_id: int,
     idempotency_key: str,
     fingerprint: str,
-    prepare: Callable[[], Awaitable[T]],
+    prepare: Callable[[str | None], Awaitable[T]],
     build: Callable[[str, datetime, T], WalletCommand],
 ) -> Accepted:
-    """Append ``build(transaction_id, now, prepare())`` once per Idempotency-Key, and say what to answer.
+    """Append ``build(transaction_id, now, prepare(account_id))`` once per Idempotency-Key, and say what to answer.
 
     ``prepare`` (checks and lookups) runs only for a request that is not a replay: a retry of an accepted
-    command gets its stored answer even if checking it now would fail (a destination closed since, say).
+    command gets its stored answer even if checking it now would fail (a destination closed since, say). It
+    gets the caller's wallet account when the claim read it, else None.
     """
 
     async def append(claim: idempotency.Claimed) -> tuple[int, dict]:
-        command = build(claim.transaction_id, datetime.now(UTC), await prepare())
+        command = build(claim.transaction_id, datetime.now(UTC), await prepare(claim.account_id))
         try:
             await append_command(kafka, command)
         except KafkaUnavailable:

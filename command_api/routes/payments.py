@@ -105,9 +105,10 @@ def _command_route(
             settings: Settings_,
             ledger: Ledger,
         ) -> JSONResponse:
-            async def prepare() -> tuple[str, CommandOf]:
+            async def prepare(claimed_account: str | None) -> tuple[str, CommandOf]:
                 service.check_amount(body.amount, settings)
-                account_id = await service.caller_account(engine, user.user_id)
+                # The claim read the caller's account; only a key claimed the slower way needs it looked up.
+                account_id = claimed_account or await service.caller_account(engine, user.user_id)
                 return account_id, await checks(body, account_id, engine, ledger_engine(engine, ledger, account_id))
 
             def build(transaction_id: str, now: datetime, prepared: tuple[str, CommandOf]) -> WalletCommand:

@@ -6,18 +6,20 @@ from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from ogp.clients import open_clients
 from ogp.health import health_router
 from ogp.logs import configure_logging
 from ogp.settings import Settings, get_settings
-from ogp.tracing import instrument
+from ogp.tracing import configure, exporting, instrument
 from ogp.web.body_limit import BodySizeLimit
 from ogp.web.correlation import CorrelationId
 from ogp.web.errors import install_error_handlers
 from ogp.web.input_guard import InputGuard
 from ogp.web.metrics import RequestMetrics, metrics_router
 from ogp.web.openapi import install_openapi
+from ogp.web.trace_context import TraceContext
 
 
 def build_app(
@@ -54,7 +56,10 @@ def build_app(
             finally:
                 await clients.close()
 
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    # FastAPI's own OpenTelemetry (spans for each request and each dependency it resolves, once a tracer
+    # provider is installed) off: traces are ogp/tracing.py's choice below, metrics are Prometheus's.
+    native_telemetry_off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, telemetry=native_telemetry_off)
     install_error_handlers(app)
     install_openapi(app)
     # The last added runs first: the size limit bounds what the guard reads.
@@ -64,7 +69,12 @@ def build_app(
     # One id per request, from the caller (or Kong) when sane, carried into Kafka headers and logs.
     app.add_middleware(CorrelationId)
 
-    instrument(app, settings, service)
+    # A server span per request only where spans leave the process; otherwise the request's trace context alone.
+    provider = configure(settings, service)
+    if exporting():
+        instrument(app, provider)
+    else:
+        app.add_middleware(TraceContext, provider=provider)
     # Added last, so it runs first: the duration covers every layer, refusals by the guards included.
     app.add_middleware(RequestMetrics, service=service)
     app.include_router(health_router(service))

@@ -62,6 +62,11 @@ def url_problem(scope: Scope) -> str | None:
     return None
 
 
+def _has_body(scope: Scope) -> bool:
+    """Whether the request may carry a body: HTTP/1.1 has one only with Content-Length or Transfer-Encoding."""
+    return any(name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers") or ())
+
+
 def body_problem(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> tuple[str, str, dict] | None:
     """(code, message, details) for a body to refuse; None lets the route's own decoder judge it."""
     if not body:
@@ -90,6 +95,9 @@ class InputGuard:
             return
         if (where := url_problem(scope)) is not None:
             await refuse(send, 400, "invalid_text", "text must not contain U+0000", {"where": where})
+            return
+        if not _has_body(scope):  # a GET, say: nothing to read, so nothing to replay
+            await self.app(scope, receive, send)
             return
         # Bodies are bounded by BodySizeLimit, which runs outside this guard.
         messages: list[Message] = []

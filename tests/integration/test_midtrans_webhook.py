@@ -3,6 +3,7 @@ samples through the webhook, real Kafka, the ledger processor and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -14,9 +15,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from command_api.app import create_app as command_app
+from command_api.midtrans.service import _insert_notification
 from command_api.midtrans.signature import signature
 from infra.local.process import free_port
 from infra.midtrans_sim.app import create_app as sim_app
+from ogp.clients import async_engine
+from ogp.db.statements import fetch_one
 from ogp.settings import Settings
 from schemas.money import regulatory_month
 from tests.support.ledger import BackgroundProcessor, caught_up
@@ -238,6 +242,33 @@ def test_unknown_orders_are_recorded_and_answered_200(system):
     settings, api, _ = system
     reply = post(api, notification("payment_notif_test_G000000000_" + uuid.uuid4().hex[:8], "settlement"))
     assert reply.status_code == 200 and reply.json()["outcome"] == "unknown_order"
+
+
+def test_a_notifications_audit_row_is_one_statement_whose_quick_commit_stays_with_it(system):
+    settings, _, _ = system
+    payload = {"order_id": f"audit-{uuid.uuid4().hex[:8]}", "transaction_status": "settlement"}
+
+    async def recorded() -> tuple[bool, bool, str, str]:
+        # One pooled connection: the audit rows' statements and the SHOW after them all run on it.
+        engine = async_engine(settings.database_url, pool_size=1)
+        try:
+            notification_id = uuid.uuid4().hex
+            first = await _insert_notification(engine, notification_id, payload, known=True)
+            again = await _insert_notification(engine, notification_id, payload, known=True)
+            row = await fetch_one(engine, "SHOW synchronous_commit", ())
+            known = await fetch_one(
+                engine,
+                "SELECT known_order::text FROM midtrans_notifications WHERE notification_id = %s",
+                (notification_id,),
+            )
+            return first, again, row[0], known[0]
+        finally:
+            await engine.dispose()
+
+    first, again, setting, known = asyncio.run(recorded())
+    # New once, a duplicate after; the quick commit was that statement's alone, not the pooled connection's.
+    assert (first, again, known) == (True, False, "true")
+    assert setting == "on"
 
 
 def test_bad_input_is_a_clear_400(system):

@@ -20,8 +20,10 @@ from aiokafka.errors import KafkaTimeoutError
 from sqlalchemy import text
 
 from command_api.app import create_app
+from command_api.payments import idempotency
 from command_api.payments.idempotency import request_hash
 from command_api.payments.requests import PayRequest
+from ogp.clients import async_engine
 from ogp.messaging import ensure_topics, headers_dict
 from ogp.settings import Settings
 from schemas.base import decode
@@ -413,6 +415,24 @@ def test_repeating_a_request_with_its_key_replays_the_answer_and_appends_nothing
         first.json()["transaction_id"],
     )
     assert (record.expires_at - record.created_at).total_seconds() >= 24 * 3600
+
+
+def test_claiming_a_new_key_reads_the_callers_wallet_account_in_the_same_statement(api, settings):
+    alice = new_wallet(api)
+
+    async def claim(user_id: int) -> idempotency.Claimed | idempotency.Replay:
+        engine = async_engine(settings.database_url)
+        try:
+            return await idempotency.claim(
+                engine, user_id, f"claim-{uuid.uuid4()}", "0" * 64, ttl_seconds=60, in_flight_timeout_seconds=30
+            )
+        finally:
+            await engine.dispose()
+
+    mine, nobodys = asyncio.run(claim(alice.user_id)), asyncio.run(claim(alice.user_id + 10**9))
+    # A command needs the account next: read by the claim, it costs no round trip of its own.
+    assert isinstance(mine, idempotency.Claimed) and mine.account_id == alice.account_id
+    assert isinstance(nobodys, idempotency.Claimed) and nobodys.account_id is None
 
 
 def test_reusing_a_key_for_another_request_is_422(api, kafka_bootstrap):

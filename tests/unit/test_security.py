@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from unittest.mock import patch
 
+import jwt
 import pytest
 from pydantic import SecretStr
 
@@ -23,6 +25,7 @@ from ogp.security.api_keys import (
     parse_prefix,
     verify_api_key,
 )
+from ogp.security.tokens import ACCESS, REFRESH, InvalidToken, TokenService
 
 PEPPER = "unit-test-pepper"
 
@@ -122,3 +125,46 @@ def test_malformed_keys_are_rejected_before_any_lookup(presented):
 def test_an_empty_pepper_is_refused():
     with pytest.raises(ValueError):
         hash_api_key("ogp_abcd1234_" + "s" * 40, "")
+
+
+# -- access tokens ---------------------------------------------------------------------------------------------
+
+SIGNING_KEY = "unit-test-signing-key-0123456789-abcdef"
+
+
+def _tokens() -> TokenService:
+    return TokenService(SIGNING_KEY, "ogp-test", "ogp-test-api", access_ttl=900, refresh_ttl=3600)
+
+
+def test_a_verified_token_is_not_verified_again_while_it_lasts():
+    tokens = _tokens()
+    issued = tokens.issue_access(7, is_admin=False)
+    with patch("ogp.security.tokens.jwt.decode", wraps=jwt.decode) as decode:
+        first, again = tokens.verify(issued.token, ACCESS), tokens.verify(issued.token, ACCESS)
+    assert first == again == issued.claims and decode.call_count == 1
+
+
+def test_a_remembered_token_is_refused_from_its_expiry_on_and_as_another_type():
+    tokens = _tokens()
+    issued = tokens.issue_access(7, is_admin=False)
+    assert tokens.verify(issued.token, ACCESS).user_id == 7
+    with pytest.raises(InvalidToken):
+        tokens.verify(issued.token, REFRESH)
+    with patch("ogp.security.tokens.time.time", return_value=issued.claims.expires_at), pytest.raises(InvalidToken):
+        tokens.verify(issued.token, ACCESS)
+    # Forgotten once expired: a later look verifies it afresh (and PyJWT refuses it as expired in its turn).
+    assert issued.token not in tokens._verified
+
+
+def test_a_forged_token_is_never_remembered_and_the_memory_is_bounded():
+    tokens = _tokens()
+    forged = _tokens().issue_access(7, is_admin=True).token[:-4] + "AAAA"
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            tokens.verify(forged, ACCESS)
+    assert not tokens._verified
+    with patch("ogp.security.tokens.VERIFIED_CACHE_SIZE", 3):
+        issued = [tokens.issue_access(user_id, is_admin=False).token for user_id in range(5)]
+        for token in issued:
+            tokens.verify(token, ACCESS)
+    assert list(tokens._verified) == issued[-3:]
