@@ -320,7 +320,7 @@ def per_command(db: str, commands: int) -> dict[str, float]:
 # The limit each of the processor's steps meets, by the client and method it uses today.
 PROCESSOR_METHODS = {
     "consume": "consume aiokafka",
-    "produce": "produce aiokafka batched",
+    "produce": "produce confluent-kafka outbox publisher",
     "ledger_entries": "COPY ledger_entries preformatted",
     "ledger_transactions": "COPY ledger_transactions preformatted",
     "ledger_outbox": "COPY ledger_outbox preformatted",
