@@ -213,6 +213,10 @@ def run_processor(settings: Settings, bootstrap: str, n: int, processes: int, py
             stdout=subprocess.DEVNULL,
         )
     try:
+        # The CPU spent until the first batch committed (imports, connecting, joining the group), so that the
+        # steady state's CPU per record can be printed without it: start-up varies with the machine's load.
+        first_records = _applied(dbs, until_any=time.monotonic() + 600)
+        first_cpu = sum(_cpu_seconds(w.process.pid()) for w in workers)
         caught_up(dbs, bootstrap, timeout=1800, at_least=n)
         elapsed = time.perf_counter() - started
         cpu = sum(_cpu_seconds(w.process.pid()) for w in workers)
@@ -221,18 +225,34 @@ def run_processor(settings: Settings, bootstrap: str, n: int, processes: int, py
             w.stop()
         if recorder is not None:
             recorder.wait(60)
-    records = 0
-    for db in dbs:
-        with psycopg.connect(conninfo_from_url(db)) as conn:
-            summed = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM ledger_partitions").fetchone()
-        assert summed is not None, "an aggregate returns one row"
-        records += int(summed[0])
+    records = _applied(dbs)
+    steady = (cpu - first_cpu) / max(records - first_records, 1) * 1e6
     print(
         f"    {processes} processor process(es): {records} records applied (commands + saga steps) "
         f"in {elapsed:.1f}s, start-up and group join included; CPU {cpu:.1f}s = "
-        f"{cpu / records * 1e6:.0f} µs per record (start-up included; the machine's load does not change it much)"
+        f"{cpu / records * 1e6:.0f} µs per record (start-up included; the machine's load does not change it much); "
+        f"after the first commit ({first_records} records, {first_cpu:.1f}s CPU): {steady:.0f} µs per record"
     )
     return elapsed
+
+
+def _applied(dbs: list[str], until_any: float | None = None) -> int:
+    """Records the ledger databases hold as applied (their partitions' positions summed); with ``until_any``,
+    polled until some are (or that monotonic deadline passes)."""
+    conns = [psycopg.connect(conninfo_from_url(db), autocommit=True) for db in dbs]
+    try:
+        while True:
+            records = 0
+            for conn in conns:
+                summed = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM ledger_partitions").fetchone()
+                assert summed is not None, "an aggregate returns one row"
+                records += int(summed[0])
+            if until_any is None or records or time.monotonic() > until_any:
+                return records
+            time.sleep(0.02)
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def _cpu_seconds(pid: int | None) -> float:
