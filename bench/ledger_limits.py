@@ -43,6 +43,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg.types.json import Jsonb
 
 from bench._stack import servers
+from ledger_processor.publisher import OutboxProducer
 from ledger_processor.sql import OutboxRow, conninfo_from_url, copy_text
 from schemas.base import encode
 from schemas.commands import RequestPayment
@@ -230,8 +231,6 @@ async def _produce_outbox_publisher(
 ) -> None:
     """The processor's outbox publisher, ``chunk`` rows a publish (a batch's outbox), each row with a
     correlation id header as the processor's carry."""
-    from ledger_processor.publisher import OutboxProducer
-
     rows = [OutboxRow(i, topic, k.decode(), v, {"correlation_id": f"{i:032x}"}) for i, (k, v) in enumerate(records)]
     producer = OutboxProducer(bootstrap, "bench-limits")
     await producer.start()
