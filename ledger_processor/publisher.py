@@ -1,9 +1,9 @@
 """The outbox's Kafka producer: confluent-kafka (librdkafka), acks=all and idempotent, awaited from asyncio.
 
-Why not aiokafka, which the processor consumes with: its producer builds and sends record batches in Python
-(the partitioner's murmur2, the batch builder, the produce requests), about a tenth of the processor's samples
-under load; librdkafka does all of that in C on threads of its own (see docs/architecture.md, "Step 3, the
-publish"). What the processor awaits is the delivery report of every record it sent: an outbox row is marked
+Why not aiokafka, which the processor consumes with: its producer builds and sends record batches in Python on
+the processor's event loop (the partitioner's murmur2, the batch builder, the produce requests); librdkafka does
+all of that in C on threads of its own, for less CPU per record (docs/architecture.md, "Step 3, the publish and
+the chain"). What the processor awaits is the delivery report of every record it sent: an outbox row is marked
 published only after Kafka has written it (acks=all).
 
 librdkafka reports deliveries through ``poll()``: one thread of ours polls (the wait releases the GIL) and
