@@ -2,9 +2,9 @@
 
 Why not aiokafka, which the processor consumes with: its producer builds and sends record batches in Python on
 the processor's event loop (the partitioner's murmur2, the batch builder, the produce requests); librdkafka does
-all of that in C on threads of its own, for less CPU per record (docs/architecture.md, "Step 3, the publish and
-the chain"). What the processor awaits is the delivery report of every record it sent: an outbox row is marked
-published only after Kafka has written it (acks=all).
+all of that in C on threads of its own: about the same CPU per record, less of it on the event loop's thread
+(docs/architecture.md, "Step 3, the publish and the chain"). What the processor awaits is the delivery report
+of every record it sent: an outbox row is marked published only after Kafka has written it (acks=all).
 
 librdkafka reports deliveries through ``poll()``: one thread of ours polls (the wait releases the GIL) and
 resolves the waiting coroutine's future on the event loop once its last record is reported.
