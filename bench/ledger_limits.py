@@ -6,14 +6,17 @@ Each figure is what one Python process gets with nothing else to do, on records 
 1. consume: the commands-shaped records (~300 bytes) read from the start of a 12-partition topic to its end,
    with aiokafka (the processor's client) and with confluent-kafka (librdkafka);
 2. produce (acks=all, idempotent, linger 5 ms): aiokafka with one ``send`` per record, aiokafka with whole
-   batches per partition (``create_batch``/``send_batch``, as the processor publishes its outbox), and
-   confluent-kafka;
+   batches per partition (``create_batch``/``send_batch``, as the processor published its outbox until
+   confluent-kafka replaced it), confluent-kafka alone, and the processor's own outbox publisher
+   (``ledger_processor.publisher``: confluent-kafka awaited from asyncio, 5,000 rows a publish);
 3. PostgreSQL COPY into the ledger's own tables (their indexes included) of rows shaped like its entries,
    transactions and outbox rows, 2,000 rows per COPY and commit: psycopg's ``write_row``, a buffer
    preformatted by the processor's own ``copy_text`` (formatting timed), and binary ``write_row``.
 
 ``bench/ledger_throughput.py`` measures these in the same run as the processor and prints the processor's
-rate as a share of them; alone, this script starts its own PostgreSQL and Kafka.
+rate as a share of them; alone, this script starts its own PostgreSQL and Kafka. Beside each rate it prints the
+CPU this process used per record or row: every thread of it (librdkafka's own threads counted; PostgreSQL's and
+Kafka's work is not), and the main thread's part, the one Python thread that holds the GIL.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg.types.json import Jsonb
 
 from bench._stack import servers
-from ledger_processor.sql import conninfo_from_url, copy_text
+from ledger_processor.publisher import OutboxProducer
+from ledger_processor.sql import OutboxRow, conninfo_from_url, copy_text
 from schemas.base import encode
 from schemas.commands import RequestPayment
 from schemas.topics import partition_for
@@ -53,6 +57,8 @@ class Limit:
     name: str
     what: str  # the unit its rate counts: "record" (Kafka) or the table's row
     rate: float  # per second
+    cpu_us: float  # this process's CPU per record or row, microseconds (all its threads)
+    main_us: float  # the part of it on the main thread (the Python thread that holds the GIL)
 
 
 def commands_shaped(n: int, seed: int = 11) -> list[tuple[bytes, bytes]]:
@@ -86,9 +92,15 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
 
 
 def _timed(name: str, what: str, count: int, run: Callable[[], object]) -> Limit:
-    started = time.perf_counter()
+    started, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
     run()
-    return Limit(name, what, count / (time.perf_counter() - started))
+    return Limit(
+        name,
+        what,
+        count / (time.perf_counter() - started),
+        (time.process_time() - cpu) / count * 1e6,
+        (time.thread_time() - main) / count * 1e6,
+    )
 
 
 # -- consume -----------------------------------------------------------------------------------------------
@@ -221,6 +233,22 @@ def _produce_confluent(bootstrap: str, topic: str, records: Sequence[tuple[bytes
         raise RuntimeError(f"confluent-kafka: {len(failed)} deliveries failed, first {failed[0]}")
 
 
+async def _produce_outbox_publisher(bootstrap: str, rows: Sequence[OutboxRow], chunk: int = 5000) -> None:
+    """The processor's outbox publisher, ``chunk`` rows a publish (a batch's outbox)."""
+    producer = OutboxProducer(bootstrap, "bench-limits")
+    await producer.start()
+    try:
+        for start in range(0, len(rows), chunk):
+            await producer.publish(rows[start : start + chunk])
+    finally:
+        await producer.stop()
+
+
+def outbox_rows(topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[OutboxRow]:
+    """``records`` as outbox rows for ``topic``, each with a correlation id header as the processor's carry."""
+    return [OutboxRow(i, topic, k.decode(), v, {"correlation_id": f"{i:032x}"}) for i, (k, v) in enumerate(records)]
+
+
 # -- COPY --------------------------------------------------------------------------------------------------
 _ENTRY_COLUMNS = ("transaction_id", "account_id", "amount", "balance_after", "partition", "created_at")
 _TX_COLUMNS = (
@@ -317,7 +345,7 @@ def _copy_rate(conninfo: str, table: str, columns: Sequence[str], rows: list[tup
             ).fetchall()
         )
         typnames = [types[c] for c in columns]
-        started = time.perf_counter()
+        started, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
         for start in range(0, len(rows), COPY_CHUNK):
             chunk = rows[start : start + COPY_CHUNK]
             with conn.transaction(), conn.cursor() as cur:
@@ -333,9 +361,9 @@ def _copy_rate(conninfo: str, table: str, columns: Sequence[str], rows: list[tup
                         copy.set_types(typnames)
                         for row in chunk:
                             copy.write_row([_typed(v, t) for v, t in zip(row, typnames, strict=True)])
-        elapsed = time.perf_counter() - started
+        elapsed, cpu, main = time.perf_counter() - started, time.process_time() - cpu, time.thread_time() - main
         conn.execute(f"TRUNCATE {table}")
-    return Limit(f"COPY {table} {method}", "row", len(rows) / elapsed)
+    return Limit(f"COPY {table} {method}", "row", len(rows) / elapsed, cpu / len(rows) * 1e6, main / len(rows) * 1e6)
 
 
 # -- all of them -------------------------------------------------------------------------------------------
@@ -372,8 +400,16 @@ def measure(
         ),
         ("produce confluent-kafka", lambda t: _produce_confluent(bootstrap, t, records)),
     ]
+    publisher_topic = f"bench.limits.{uuid.uuid4().hex[:6]}.outbox"
+    publisher_rows = outbox_rows(publisher_topic, records)  # built before the timing, as the processor's come from SQL
+    runs.append(
+        (
+            "produce confluent-kafka outbox publisher",
+            lambda _t: asyncio.run(_produce_outbox_publisher(bootstrap, publisher_rows)),
+        )
+    )
     for i, (name, run) in enumerate(runs):
-        topic = f"bench.limits.{uuid.uuid4().hex[:6]}.{i}"
+        topic = publisher_topic if i == len(runs) - 1 else f"bench.limits.{uuid.uuid4().hex[:6]}.{i}"
         asyncio.run(create_topic(bootstrap, topic, partitions))
         limits.append(_timed(name, "record", len(records), functools.partial(run, topic)))
     conninfo = conninfo_from_url(db_url)
@@ -390,9 +426,12 @@ def measure(
 
 
 def print_limits(limits: Sequence[Limit]) -> None:
-    print("limits (one Python process, nothing else to do)")
+    print("limits (one Python process, nothing else to do; its CPU per record or row: all its threads / the main one)")
     for limit in limits:
-        print(f"  {limit.name:<40} {limit.rate:>10,.0f} {limit.what}s/s")
+        print(
+            f"  {limit.name:<40} {limit.rate:>10,.0f} {limit.what}s/s "
+            f"{limit.cpu_us:>6.1f} / {limit.main_us:>4.1f} µs CPU per {limit.what}"
+        )
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """The ledger processor: consume commands, apply them per partition in fenced batches, publish the outbox.
 
-Plain aiokafka rather than faust-streaming: the processor must seek each partition to the position stored
+Plain Kafka clients rather than faust-streaming: the processor must seek each partition to the position stored
 in PostgreSQL, fence older owners, and publish only after the database commit; all of that is explicit here.
+It consumes with aiokafka and publishes its outbox with confluent-kafka (``ledger_processor.publisher``).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from opentelemetry.trace import Tracer
 
 from ledger_processor import monitoring
 from ledger_processor.batch import BatchService, Checkpoints, Fenced, OffsetGap, Record
 from ledger_processor.domain import transfers
 from ledger_processor.domain.book import EmoneyLimits, Policy
+from ledger_processor.publisher import OutboxProducer
 from ledger_processor.sql import LedgerSQL, OutboxRow, pool
 from ogp import tracing
 from ogp.db.shards import LedgerShards
@@ -37,13 +39,12 @@ from ogp.worker import Backoff, Heartbeat, bounded, describe
 from schemas.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS, partition_for
 
 if TYPE_CHECKING:
-    from aiokafka.producer.message_accumulator import BatchBuilder
     from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
 
 # Kafka's partitioner for a key (murmur2, in pure Python: about as costly as formatting a record's COPY row),
-# remembered: the outbox's keys are account ids, which recur from batch to batch. Bounded, so memory is too.
+# remembered: saga follow-ups are routed by account id, and ids recur from batch to batch. Bounded, so memory is too.
 _partition_for = functools.lru_cache(maxsize=1 << 16)(partition_for)
 
 
@@ -83,12 +84,11 @@ class LedgerProcessor:
         self._stopping = asyncio.Event()
         self._partitions = 0
         self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
+        self.producer: OutboxProducer | None = None
         # One pool per ledger database (OGP_LEDGER_DATABASES; by default the one main database), by URL: any
         # partition may be assigned to us, so every ledger database is reachable from the start.
         self.shards = LedgerShards.from_settings(self.settings)
         self.pools: dict[str, AsyncConnectionPool] = {}
-        self._topic_counts: dict[str, int] = {}
         self._fault_fired = False
         self._to_commit: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
@@ -127,17 +127,7 @@ class LedgerProcessor:
                     raise
             self.pools = opened
         if self.producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=s.kafka_bootstrap,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                max_batch_size=256 * 1024,
-                client_id=f"ledger-{self.owner}",
-                # A send to a broker that is gone fails after this (and is retried from
-                # the outbox) well before the heartbeat goes stale.
-                request_timeout_ms=15000,
-            )
+            producer = OutboxProducer(s.kafka_bootstrap, f"ledger-{self.owner}")
             try:
                 await producer.start()
             except BaseException:
@@ -215,7 +205,7 @@ class LedgerProcessor:
         return self.consumer
 
     @property
-    def _started_producer(self) -> AIOKafkaProducer:
+    def _started_producer(self) -> OutboxProducer:
         assert self.producer is not None, "start() opened the producer"
         return self.producer
 
@@ -251,6 +241,10 @@ class LedgerProcessor:
             except Exception as exc:
                 delay = backoff.next()
                 self.heartbeat.failed(exc)
+                if self.producer is not None and self.producer.broken:
+                    # A fatal error of the idempotent producer: a new one is made by the next start().
+                    producer, self.producer = self.producer, None
+                    await bounded(producer.stop(1.0), 5, "closing the broken Kafka producer")
                 log.warning(
                     "ledger processor: %s; retrying in %.1fs",
                     describe(exc),
@@ -493,33 +487,10 @@ class LedgerProcessor:
         self._started_consumer.pause(tp)
 
     async def _publish(self, sql: LedgerSQL, partition: int, rows: list[OutboxRow]) -> None:
-        """Send outbox rows in id order, as whole batches per target partition, then record the mark."""
-        futures = []
-        batches: dict[tuple[str, int], BatchBuilder] = {}
-        for row in rows:
-            count = await self._topic_partitions(row.topic)
-            target = (row.topic, _partition_for(row.key, count) if row.key else 0)
-            headers = [(k, str(v).encode()) for k, v in row.headers.items()]
-            key = row.key.encode() if row.key else None
-            batch = batches.get(target)
-            if batch is None:
-                batch = batches[target] = self._started_producer.create_batch()
-            if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
-                # Full: send it and start another for the same partition (order is kept per partition).
-                futures.append(await self._started_producer.send_batch(batch, target[0], partition=target[1]))
-                batch = batches[target] = self._started_producer.create_batch()
-                batch.append(key=key, value=row.payload, timestamp=None, headers=headers)
-        for (topic, target_partition), batch in batches.items():
-            futures.append(await self._started_producer.send_batch(batch, topic, partition=target_partition))
-        await asyncio.gather(*futures)
+        """Send outbox rows in id order, wait until Kafka has written every one, then record the mark."""
+        await self._started_producer.publish(rows)
         await sql.mark_published(partition, rows[-1].id)
         self.stats.published += len(rows)
-
-    async def _topic_partitions(self, topic: str) -> int:
-        count = self._topic_counts.get(topic)
-        if count is None:
-            count = self._topic_counts[topic] = len(await self._started_producer.partitions_for(topic))
-        return count
 
 
 class _Listener(ConsumerRebalanceListener):

@@ -161,28 +161,36 @@ _LINK_HEAD = _fields((FORMAT, "link")).decode()
 def row_bytes(tx: Transaction, partition: int) -> bytes:
     """The canonical encoding of one transaction version: every column the processor writes (but the command
     offset, which a loaded row does not carry), in a fixed order."""
-    return _text(
-        _ROW_HEAD,
-        (
-            tx.transaction_id,
-            str(partition),
-            tx.transaction_type,
-            tx.account_id,
-            None if tx.user_id is None else str(tx.user_id),
-            tx.status,
-            money(tx.amount),
-            tx.currency,
-            tx.failure_reason,
-            money(tx.balance_before),
-            money(tx.balance_after),
-            tx.description,
-            tx.external_reference,
-            tx.payment_method,
-            str(tx.revision),
-            canonical_json(tx.details),
-            timestamp(tx.created_at),
-            timestamp(tx.updated_at),
-        ),
+    p = str(partition)
+    return _row_text(tx, f"{len(p)}:{p},").encode("utf-8", "surrogatepass")
+
+
+def _row_text(tx: Transaction, partition_field: str) -> str:
+    # row_bytes's fields as one f-string, ``partition_field`` encoded by the caller (once per batch in links()):
+    # the same text as _text(_ROW_HEAD, ...) field by field, without building and joining a list per row.
+    a, b, c, s, cu, fr, de, er, pm = (
+        tx.transaction_id,
+        tx.transaction_type,
+        tx.account_id,
+        tx.status,
+        tx.currency,
+        tx.failure_reason,
+        tx.description,
+        tx.external_reference,
+        tx.payment_method,
+    )
+    u = None if tx.user_id is None else str(tx.user_id)
+    am, bb, ba = money(tx.amount), money(tx.balance_before), money(tx.balance_after)
+    r, d, ca, ua = str(tx.revision), canonical_json(tx.details), timestamp(tx.created_at), timestamp(tx.updated_at)
+    return (
+        f"{_ROW_HEAD}{'~' if a is None else f'{len(a)}:{a},'}{partition_field}"
+        f"{'~' if b is None else f'{len(b)}:{b},'}{'~' if c is None else f'{len(c)}:{c},'}"
+        f"{'~' if u is None else f'{len(u)}:{u},'}{'~' if s is None else f'{len(s)}:{s},'}"
+        f"{'~' if am is None else f'{len(am)}:{am},'}{'~' if cu is None else f'{len(cu)}:{cu},'}"
+        f"{'~' if fr is None else f'{len(fr)}:{fr},'}{'~' if bb is None else f'{len(bb)}:{bb},'}"
+        f"{'~' if ba is None else f'{len(ba)}:{ba},'}{'~' if de is None else f'{len(de)}:{de},'}"
+        f"{'~' if er is None else f'{len(er)}:{er},'}{'~' if pm is None else f'{len(pm)}:{pm},'}"
+        f"{len(r)}:{r},{len(d)}:{d},{len(ca)}:{ca},{len(ua)}:{ua},"
     )
 
 
@@ -257,28 +265,41 @@ def links(book: Book, partition: int, head: Head) -> list[Link]:
         raise InvariantViolation(f"entries for transactions the batch does not hold: {sorted(unknown)}")
     out: list[Link] = []
     seq, prev, now = head.seq, head.hash, book.now
-    # What entries_digest and link_hash would encode, with the fields every link of the batch shares encoded
-    # once (the same bytes: tests/unit/test_chain_golden.py holds the encoder as first written).
+    # What row_digest, entries_digest and link_hash would encode, with the fields every link of the batch shares
+    # encoded once, and each text written as one f-string (the same bytes: tests/unit/test_chain_golden.py holds
+    # the encoder as first written).
     at = timestamp(now)
-    link_head = _LINK_HEAD + _fields((str(partition),)).decode()
+    at_field = f"{len(at)}:{at},"
+    p = str(partition)
+    partition_field = f"{len(p)}:{p},"
+    link_head = _LINK_HEAD + partition_field
     for tx in book.transactions.values():
         entries = added.get(tx.transaction_id, ())
         if not (tx.is_new or tx.changed or entries):
             continue
         seq += 1
-        row = sha256(row_bytes(tx, partition)).digest()
-        values: list[str | None] = []
-        for e in entries:
-            values += (e.account_id, money(e.amount), money(e.balance_after), at)
-        posted = sha256(_text(_ENTRIES_HEAD, values)).digest()
-        body = _text(
-            link_head,
-            (str(seq), tx.transaction_id, str(tx.revision), row.hex(), posted.hex(), str(len(entries)), at),
-        )
+        row = sha256(_row_text(tx, partition_field).encode("utf-8", "surrogatepass")).digest()
+        posted = sha256(
+            "".join([_ENTRIES_HEAD, *[_entry_text(e, at_field) for e in entries]]).encode("utf-8", "surrogatepass")
+        ).digest()
+        s, t, r, n = str(seq), tx.transaction_id, str(tx.revision), str(len(entries))
+        body = (
+            f"{link_head}{len(s)}:{s},{'~' if t is None else f'{len(t)}:{t},'}{len(r)}:{r},"
+            f"64:{row.hex()},64:{posted.hex()},{len(n)}:{n},{at_field}"
+        ).encode("utf-8", "surrogatepass")
         digest = sha256(prev + body).digest()
         out.append(Link(partition, seq, tx.transaction_id, tx.revision, row, posted, len(entries), now, prev, digest))
         prev = digest
     return out
+
+
+def _entry_text(entry: Entry, at_field: str) -> str:
+    # entries_bytes's four fields of one entry, its moment (the batch's) encoded by the caller.
+    a, am, ba = entry.account_id, money(entry.amount), money(entry.balance_after)
+    return (
+        f"{'~' if a is None else f'{len(a)}:{a},'}{'~' if am is None else f'{len(am)}:{am},'}"
+        f"{'~' if ba is None else f'{len(ba)}:{ba},'}{at_field}"
+    )
 
 
 def checkpoint_due(head: Head, now: datetime, every: timedelta, most_links: int) -> bool:
