@@ -28,9 +28,11 @@ from sqlalchemy import (
     cast,
     column,
     delete,
+    literal_column,
     select,
     table,
     text,
+    tuple_,
     values,
 )
 from sqlalchemy.dialects import postgresql
@@ -147,17 +149,63 @@ def _upsert(source: FromClause) -> Insert:
 _UPSERT_BATCH = _upsert(_BATCH)
 
 
-async def _upsert_batch(conn: AsyncConnection, rows: list[dict]) -> None:
+def _upsert_keeping_the_feed() -> Insert:
+    """The batch upsert, and the ``partner_feed`` changes the feed's trigger would make for the rows it writes, set-wise
+    in the same statement, for a transaction where the trigger stands aside (``ogp.skip_feed``, migration 0020).
+
+    The feed holds exactly the accessible rows, so for each row the upsert wrote: accessible, it joins the feed at
+    this transaction's position, in transaction id order (the order the upsert writes, and the trigger numbers,
+    its rows), or keeps its place and takes the row's filter columns if it was there already; not accessible, it
+    leaves the feed. A row the upsert left alone (an older revision, another account) changes nothing, as with
+    the trigger."""
+    written = _UPSERT_BATCH.returning(ht.c.transaction_id, ht.c.is_accessible_external, *_FEED_COPIES).cte("written")
+    leaving = (
+        delete(partner_feed)
+        .where(partner_feed.c.transaction_id == written.c.transaction_id, ~written.c.is_accessible_external)
+        .cte("leaving")
+    )
+    # The subquery's ORDER BY is kept (PostgreSQL does not pull a sorted subquery up): nextval in that order.
+    joining = (
+        select(written.c.transaction_id, *(written.c[c.name] for c in _FEED_COPIES))
+        .where(written.c.is_accessible_external)
+        .order_by(written.c.transaction_id)
+        .subquery("joining")
+    )
+    names = ["transaction_id", "feed_txid", "feed_seq", *(c.name for c in _FEED_COPIES)]
+    positioned = select(
+        joining.c.transaction_id,
+        literal_column("pg_current_xact_id()::text::bigint"),  # as the trigger numbers them
+        literal_column("nextval('partner_feed_seq')"),
+        *(joining.c[c.name] for c in _FEED_COPIES),
+    )
+    stmt = insert(partner_feed).from_select(names, positioned)
+    copies = [partner_feed.c[c.name] for c in _FEED_COPIES]
+    return stmt.on_conflict_do_update(
+        index_elements=[partner_feed.c.transaction_id],
+        set_={c.name: stmt.excluded[c.name] for c in copies},
+        where=tuple_(*copies).is_distinct_from(tuple_(*(stmt.excluded[c.name] for c in copies))),
+    ).add_cte(leaving)
+
+
+# The feed's copies of the row's filter columns (migration 0018).
+_FEED_COPIES = (ht.c.transaction_type, ht.c.transaction_status, ht.c.created_at, ht.c.amount)
+_UPSERT_BATCH_KEEPING_THE_FEED = _upsert_keeping_the_feed()
+_SKIP_FEED = "SET LOCAL ogp.skip_feed = on"  # the trigger stands aside until the transaction ends (migration 0020)
+
+
+async def _upsert_batch(conn: AsyncConnection, rows: list[dict], *, feed_in_bulk: bool = False) -> None:
     """Upsert ``rows`` (one per transaction id) through the session's batch table (emptied when the transaction
-    ends)."""
+    ends). ``feed_in_bulk``: the feed is written by the same statement, the trigger skipped for the rest of the
+    transaction (the rebuild's chunks; the live batches keep the trigger)."""
     raw = (await conn.get_raw_connection()).driver_connection
     assert raw is not None, "a pooled connection has its driver's connection"
     async with raw.cursor() as cur:
-        await cur.execute(_BATCH_TABLE)
+        # No parameters: one simple query, so both statements in one round trip.
+        await cur.execute(f"{_BATCH_TABLE}; {_SKIP_FEED}" if feed_in_bulk else _BATCH_TABLE)
         async with cur.copy(_COPY) as copy:
             for row in rows:
                 await copy.write_row([row[name] for name in _NAMES])
-    await conn.execute(_UPSERT_BATCH)
+    await conn.execute(_UPSERT_BATCH_KEEPING_THE_FEED if feed_in_bulk else _UPSERT_BATCH)
 
 
 async def _upsert_row(conn: AsyncConnection, row: dict) -> None:
@@ -307,7 +355,7 @@ async def _write_chunk(
     try:
         async with engine.begin() as conn:
             if rows:
-                await _upsert_batch(conn, rows)
+                await _upsert_batch(conn, rows, feed_in_bulk=True)
             await conn.execute(upsert_position(PROJECTOR, topic, partition, next_offset))
         written.applied = len(rows)
     except (IntegrityError, DataError, psycopg.IntegrityError, psycopg.DataError) as exc:
