@@ -112,6 +112,11 @@ async def read_ranges(
             fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=max_records)
             records = [r for r in fetched.get(tp, []) if r.offset < end]
             reached = min(await consumer.position(tp), end)
+            if reached >= end:
+                # Read to its end: no more fetches for it while the caller works on its last chunk (each an
+                # empty fetch held fetch_max_wait_ms by the broker, over and over: a rebuild's Kafka spent more
+                # CPU on those than on the records).
+                consumer.pause(tp)
             if records or reached > upto:
                 upto = reached
                 yield Chunk(partition, records, upto)

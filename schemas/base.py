@@ -8,14 +8,27 @@ Older versions stay readable: an upcaster turns version N's ``data`` into versio
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any, ClassVar, Literal, Self
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainValidator,
+    ValidationError,
+    WrapValidator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import from_json
 
 _REGISTRY: dict[str, type[Message]] = {}
+M = TypeVar("M", bound="Message")
 _UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
 
 
@@ -59,18 +72,23 @@ class Message(BaseModel):
                 fields[name] = values[name]
             elif field is not None:
                 fields[name] = field.get_default(call_default_factory=True, validated_data=fields)
-        m = cls.__new__(cls)
-        _setattr(m, "__dict__", fields)
-        _setattr(m, "__pydantic_fields_set__", values.keys() & fields.keys())
-        _setattr(m, "__pydantic_extra__", None)
-        _setattr(m, "__pydantic_private__", None)
-        return m
+        return _instance(cls, fields, values.keys() & fields.keys())
 
 
 # Per message class: (field name, its FieldInfo when it has a default, else None) in declaration order; False
 # where model_construct must do the work (aliases, extra fields kept, a post-init hook).
 _PLANS: dict[type[Message], list[tuple[str, FieldInfo | None]] | Literal[False]] = {}
 _setattr = object.__setattr__
+
+
+def _instance(cls: type[M], fields: dict[str, Any], fields_set: Iterable[str]) -> M:
+    """An instance of ``cls`` holding ``fields`` (all of them, in declaration order), unvalidated."""
+    m = cls.__new__(cls)
+    _setattr(m, "__dict__", fields)
+    _setattr(m, "__pydantic_fields_set__", set(fields_set))
+    _setattr(m, "__pydantic_extra__", None)
+    _setattr(m, "__pydantic_private__", None)
+    return m
 
 
 def _plan(cls: type[Message]) -> list[tuple[str, FieldInfo | None]] | Literal[False]:
@@ -120,6 +138,12 @@ _HEADS: dict[type[Message], bytes] = {}
 
 
 def from_wire(envelope: dict) -> Message:
+    cls, data = _current(envelope)
+    return _validated(cls, data)
+
+
+def _current(envelope: dict) -> tuple[type[Message], dict]:
+    """The envelope's message class and its data at the class's version (upcast); refuses what it cannot read."""
     try:
         type_name, version, data = envelope["type"], int(envelope["version"]), envelope["data"]
     except (KeyError, TypeError, ValueError):
@@ -135,20 +159,150 @@ def from_wire(envelope: dict) -> Message:
             raise UnknownMessage(f"no upcaster for {type_name} v{version}")
         data = step(dict(data))
         version += 1
+    return cls, data
+
+
+def _validated(cls: type[Message], data: Any) -> Message:
     try:
         # model_validate(data) without its Python wrapper (every option at its default: the same call).
         return cls.__pydantic_validator__.validate_python(data)
     except ValidationError as exc:
         raise UnknownMessage(
-            f"invalid {type_name}: {exc.error_count()} error(s): {exc.errors(include_url=False, include_input=False)}"
+            f"invalid {cls.TYPE}: {exc.error_count()} error(s): {exc.errors(include_url=False, include_input=False)}"
         ) from None
 
 
-def decode(raw: bytes) -> Message:
+def _envelope(raw: bytes) -> dict:
     try:
         envelope = from_json(raw)
     except (ValueError, TypeError):
         raise UnknownMessage("not JSON") from None
     if not isinstance(envelope, dict):
         raise UnknownMessage("not a message envelope")
-    return from_wire(envelope)
+    return envelope
+
+
+def decode(raw: bytes) -> Message:
+    return from_wire(_envelope(raw))
+
+
+def decode_trusted(raw: bytes) -> Message:
+    """:func:`decode` without validating the data, for bytes this system's own :func:`encode` wrote from a valid
+    message (the ledger's events: only the processor writes their topic). A rebuild reads millions of them.
+
+    The envelope is read as by :func:`decode`: a type or version this reader does not know is refused, an older
+    version upcast. The data becomes the message's fields as ``Message.trusted`` builds them, each value as JSON
+    gives it but for the money and time fields, turned back into ``Decimal`` and ``datetime`` from the strings
+    ``encode`` writes; constraints (lengths, patterns, literals, signs) are not checked. Data that does not fit
+    (a required field missing, a field the class does not have, a money or time field that is not such a string)
+    and classes with fields this cannot read (nested models, validators of their own) go through :func:`decode`'s
+    validation instead, which refuses what is invalid. tests/unit/test_decode_trusted.py holds the two equal."""
+    cls, data = _current(_envelope(raw))
+    reader = _READERS.get(cls)
+    if reader is None:
+        reader = _READERS[cls] = _reader(cls)
+    if reader is not False and isinstance(data, dict):
+        message = _read(cls, reader, data)
+        if message is not None:
+            return message
+    return _validated(cls, data)
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """How decode_trusted reads one message class's data."""
+
+    fields: list[tuple[str, FieldInfo | None, Callable[[Any], Any] | None]]  # declaration order: name, its
+    # FieldInfo when it has a default, the conversion of its JSON value (None: as JSON gives it)
+    names: tuple[str, ...]  # every field, in declaration order: what encode writes
+    conversions: list[tuple[str, Callable[[Any], Any]]]  # the fields whose JSON value is converted
+
+
+_READERS: dict[type[Message], _Reader | Literal[False]] = {}  # False: only validation will do
+
+
+def _read(cls: type[Message], reader: _Reader, data: dict) -> Message | None:
+    """The message of ``data`` built without validation, or None where the data does not fit the class."""
+    try:
+        if tuple(data) == reader.names:
+            # What encode wrote (every field, in order): the data becomes the fields, a few values converted.
+            for name, conversion in reader.conversions:
+                value = data[name]
+                if value is not None:
+                    data[name] = conversion(value)
+            return _instance(cls, data, data)
+        fields: dict[str, Any] = {}
+        present = 0
+        for name, default, convert in reader.fields:
+            if name in data:
+                value = data[name]
+                fields[name] = value if convert is None or value is None else convert(value)
+                present += 1
+            elif default is None:
+                return None  # a required field is missing
+            else:
+                fields[name] = default.get_default(call_default_factory=True, validated_data=fields)
+    except (ValueError, TypeError, ArithmeticError):
+        return None
+    if present != len(data):
+        return None  # a field the class does not have
+    return _instance(cls, fields, data)
+
+
+def _decimal(value: Any) -> Decimal:
+    if type(value) is not str:
+        raise TypeError("money is written as a string")  # never from a float
+    return Decimal(value)
+
+
+def _datetime(value: Any) -> datetime:
+    if type(value) is not str:
+        raise TypeError("a time is written as a string")
+    return datetime.fromisoformat(value)
+
+
+_AS_JSON_GIVES = (str, int, bool, type(None), dict, list)
+_VALIDATORS = (AfterValidator, BeforeValidator, PlainValidator, WrapValidator)
+
+
+def _reader(cls: type[Message]) -> _Reader | Literal[False]:
+    plan = _plan(cls)
+    decorators = cls.__pydantic_decorators__
+    if plan is False or decorators.field_validators or decorators.model_validators or decorators.validators:
+        return False
+    fields: list[tuple[str, FieldInfo | None, Callable[[Any], Any] | None]] = []
+    for name, default in plan:
+        field = cls.__pydantic_fields__[name]
+        convert = _conversion(field.annotation)
+        if convert is False:
+            return False
+        if convert is not _decimal and any(isinstance(m, _VALIDATORS) for m in field.metadata):
+            return False  # a validator that might change the value (money's only check and round what encode wrote)
+        fields.append((name, default, convert))
+    return _Reader(fields, tuple(name for name, _, _ in fields), [(name, c) for name, _, c in fields if c is not None])
+
+
+def _conversion(annotation: Any) -> Callable[[Any], Any] | None | Literal[False]:
+    """How a JSON value of this type becomes the field's value: None as it is, False when it cannot be read
+    without validation."""
+    if get_origin(annotation) is Annotated:
+        if any(isinstance(m, _VALIDATORS) for m in get_args(annotation)[1:]):
+            return False
+        return _conversion(get_args(annotation)[0])
+    if annotation is Decimal:
+        return _decimal
+    if annotation is datetime:
+        return _datetime
+    if annotation in _AS_JSON_GIVES:
+        return None
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return None if all(type(a) in (str, int, bool) for a in get_args(annotation)) else False
+    if origin in (Union, UnionType):
+        kinds = [a for a in get_args(annotation) if a is not type(None)]
+        if len(kinds) == 1:
+            return _conversion(kinds[0])
+        return None if all(_conversion(k) is None for k in kinds) else False
+    if origin in (dict, list):
+        return None if all(_conversion(a) is None for a in get_args(annotation)) else False
+    return False

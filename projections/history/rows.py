@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import lru_cache
 
 from schemas.base import Message
 from schemas.events import PAYMENT_METHODS, TransactionRecorded
@@ -18,6 +19,7 @@ _PAYMENT_METHOD_BY_FOLDED = {m.replace("_", ""): m for m in PAYMENT_METHODS}
 Row = dict
 
 
+@lru_cache(maxsize=1024)  # a handful of spellings, met on every event
 def payment_method_column(raw: str | None) -> str | None:
     """The enum value ``raw`` names (``"gopay"`` → ``"GOPAY"``), or None when it names none."""
     if not raw:
@@ -69,12 +71,15 @@ def project(current_row: Row | None, event: TransactionRecorded) -> Row | None:
     An event naming another account than the stored row is refused too: a transaction id belongs to
     one wallet's history, and letting a second account overwrite it would show one user another's row.
     """
-    if current_row is not None:
-        if event.revision <= current_row["revision"]:
-            return None
-        if event.account_id != current_row["account_id"]:
-            return None
+    if current_row is not None and not supersedes(event, current_row["revision"], current_row["account_id"]):
+        return None
     return row_from_event(event)
+
+
+def supersedes(event: TransactionRecorded, revision: int, account_id: str) -> bool:
+    """Whether ``event`` replaces the stored state of its transaction, at ``revision`` of ``account_id`` (the
+    rule of :func:`project`, for a fold that builds each transaction's row only once, from its last state)."""
+    return event.revision > revision and event.account_id == account_id
 
 
 def replay(events: Iterable[Message]) -> dict[str, Row]:

@@ -29,6 +29,7 @@ from ogp.db.tables import (
     api_keys,
     external_services,
     historical_transactions,
+    partner_feed,
     payments,
     projection_positions,
     users,
@@ -110,7 +111,8 @@ def world(fresh_database_url, redis_url, kafka_bootstrap) -> World:
 
 
 def ledger_events(world: World, n: int, start: int = 0) -> list[Message]:
-    """Top-ups, transfers and order payments, each in two revisions, with a duplicate now and then."""
+    """Top-ups, transfers and order payments, each in two revisions, with a duplicate now and then; some rows
+    leave the partner feed or join it with their second revision."""
     out: list[Message] = []
     for i in range(start, start + n):
         account = world.account_ids[i % len(world.account_ids)]
@@ -130,6 +132,8 @@ def ledger_events(world: World, n: int, start: int = 0) -> list[Message]:
                     balance_after=D("10.00") + (D(i + 1) / 100 if status == "SUCCESS" else 0),
                     payment_method="GOPAY",
                     metadata={"midtrans_status": "settlement"} if status == "SUCCESS" else {},
+                    # Now and then hidden from partners, or shown only from its second state.
+                    is_accessible_external=not ((i % 4 == 0 and revision == 2) or (i % 6 == 1 and revision == 1)),
                     created_at=created,
                     updated_at=created + timedelta(seconds=revision),
                 )
@@ -282,6 +286,11 @@ def test_a_history_rebuild_while_the_projector_runs_and_events_keep_coming_ends_
         await stop(projector, task)
         expected = history_rows.replay(first + more)
         assert rows(world, historical_transactions, "transaction_id") == expected
+        # The feed (written in bulk by the rebuild's chunks, by the trigger for the projector's batches) holds
+        # exactly the accessible rows, with their filter columns.
+        copies = ("transaction_type", "transaction_status", "created_at", "amount")
+        feed = {tx: {c: r[c] for c in copies} for tx, r in rows(world, partner_feed, "transaction_id").items()}
+        assert feed == {tx: {c: r[c] for c in copies} for tx, r in expected.items() if r["is_accessible_external"]}
 
     asyncio.run(scenario())
 
