@@ -18,7 +18,6 @@ from decimal import Decimal
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from faust.transport.consumer import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
@@ -34,7 +33,7 @@ from schemas.topics import ALERTS, LEDGER_EVENTS, topic_specs
 from tests.support.ledger import produce
 from tests.support.processes import Workers
 from tests.support.topics import read_to_end
-from tests.support.waiting import wait_until, wait_until_async
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -271,56 +270,3 @@ def test_every_topic_of_the_monitor_s_own_exists_before_its_faust_app_starts(set
     asyncio.run(monitor.run())
     assert len(own) == 5 and found == dict.fromkeys(own, PARTITIONS)
     assert isinstance(monitor.app.flow_control, KeepsBuffersOnResume)
-
-
-def test_records_fetched_while_faust_waits_for_committed_offsets_after_recovery_are_all_counted(settings, monkeypatch):
-    """After table recovery faust resumes the stream partitions, waits for their committed offsets, and only then
-    resumes the flow, which (faust's own way) clears the agents' buffers: records fetched meanwhile were lost,
-    and a partition with no committed offset was not read again. Here the wait lasts until every record is
-    fetched and in the buffer (the first in the agent's hand), so the race is lost every time."""
-    story = Story()
-    monitor = VelocityMonitor(settings.model_copy(update={"velocity_app_id": f"ogp-velocity-{story.tag}"}))
-    handle, perform_seek = monitor._on_ledger_record, Consumer.perform_seek
-    handled: set[tuple[int, int]] = set()
-    seek_done = asyncio.Event()
-    total = 0
-
-    async def held_until_the_seek(event) -> None:
-        await seek_done.wait()
-        await handle(event)
-        handled.add((event.message.partition, event.message.offset))
-
-    def delivered(consumer) -> int:
-        return sum(o + 1 for tp, o in consumer._read_offset.items() if tp.topic == LEDGER_EVENTS and o is not None)
-
-    async def slow_perform_seek(consumer) -> None:
-        if not seek_done.is_set():
-            await wait_until_async(lambda: delivered(consumer) >= total, 60, "every record in the agent's buffer")
-        await perform_seek(consumer)
-        seek_done.set()
-
-    monkeypatch.setattr(monitor, "_on_ledger_record", held_until_the_seek)
-    monkeypatch.setattr(Consumer, "perform_seek", slow_perform_seek)
-
-    async def scenario() -> None:
-        nonlocal total
-        # A record in a changelog, so that the app recovers its tables as it starts (as after a crash), and
-        # ledger records none of which has a committed offset in this app's group.
-        await ensure_topics(settings.kafka_bootstrap, monitor.own_topics)
-        changelog = monitor.own_topics[1].name
-        await produce(settings.kafka_bootstrap, [('["nobody", [0.0, 59.9]]', b"{}")], topic=changelog)
-        mine = [story.record(f"calm{i}", "TRANSFER", metadata={"direction": "OUT"}) for i in range(6)]
-        await produce(settings.kafka_bootstrap, [(r.account_id, encode(r)) for r in mine], topic=LEDGER_EVENTS)
-        total = len(await read_to_end(settings.kafka_bootstrap, LEDGER_EVENTS))  # other tests' records too
-        running = asyncio.create_task(monitor.run())
-        try:
-            await wait_until_async(
-                lambda: len(handled) >= total or running.done(), 90, lambda: f"all {total} counted: {len(handled)}"
-            )
-        finally:
-            monitor.request_stop()
-            await running
-            await monitor.close(30)
-
-    asyncio.run(scenario())
-    assert len(handled) == total
