@@ -39,6 +39,7 @@ from typing import Any
 
 import faust
 from faust.types import EventT
+from mode.utils.queues import FlowControlEvent
 
 from ogp.messaging import ensure_topics, headers_dict
 from ogp.metrics import VELOCITY_ALERTS_SENT, VELOCITY_EVENTS
@@ -72,6 +73,40 @@ HORIZON_SECONDS = HOUR_WINDOWS_KEPT.total_seconds()
 
 SOURCE_PARTITION = "ogp-source-partition"
 SOURCE_OFFSET = "ogp-source-offset"
+
+
+class KeepsBuffersOnResume(FlowControlEvent):
+    """faust's flow control of stream buffers, except that resuming a flow that is not suspended clears nothing.
+
+    faust ends a rebalance with table recovery by resuming the stream partitions, waiting for their committed
+    offsets, and only then resuming the flow (``Recovery.on_recovery_completed``); and ``resume()`` clears every
+    agent's buffer. Records fetched while it waited were already in the buffers, and a partition with no
+    committed offset is not sought back: its records were skipped until the next restart (after a ``kill -9``
+    under load, a whole partition's). While the flow is suspended nothing enters the buffers, and a rebalance
+    clears them when it suspends, so a resume after a suspend still clears, as faust's does. A kept record can
+    come again after a seek back to a committed offset: handled twice, counted once (the tallies know).
+    """
+
+    def resume(self) -> None:
+        if self.is_active():
+            return  # records in the buffers came from the current assignment: counted, never dropped
+        super().resume()
+
+
+def _changelog_spec(table: Any) -> TopicSpec:
+    """The changelog topic of a faust ``table`` as faust itself would create it (partitions, cleanup, retention)."""
+    topic = table.changelog_topic
+    cleanup = [policy for policy, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on]
+    configs = {**topic.config, "cleanup.policy": ",".join(cleanup)} if cleanup else dict(topic.config)
+    if topic.retention:
+        configs["retention.ms"] = str(int(topic.retention * 1000))
+    return TopicSpec(
+        topic.get_topic_name(),
+        topic.partitions,
+        configs,
+        key=f"the {table.name} table's key and window (faust's changelog)",
+        replication_factor=topic.replicas or table.app.conf.topic_replication_factor,
+    )
 
 
 def config_from(settings: Settings) -> VelocityConfig:
@@ -115,8 +150,7 @@ class VelocityMonitor:
         self.ledger_events = self.app.topic(LEDGER_EVENTS, **raw)
         self.alerts = self.app.topic(ALERTS, **raw)
         # Partitioned as the ledger events (each merchant's records come in order from one partition), and made
-        # before the app starts (``run``): a topic faust creates itself is missing from its consumer's first
-        # assignment, which then leaves it unread until the next metadata refresh (minutes).
+        # before the app starts (``run``), like the tables' changelogs (``own_topics``).
         self.merchant_topic = TopicSpec(
             f"{settings.velocity_app_id}-merchant-payments",
             partitions,
@@ -131,6 +165,11 @@ class VelocityMonitor:
             (MERCHANT, MINUTE): self._table("merchant-minute", MINUTE, MINUTE_WINDOWS_KEPT),
             (MERCHANT, HOUR): self._table("merchant-hour", HOUR, HOUR_WINDOWS_KEPT),
         }
+        # Every topic of this app's own, made before it starts: a topic faust creates itself as it starts can be
+        # missing from its consumer's first assignment (the metadata it joined with predates it), and stays
+        # unassigned until the next metadata refresh (minutes). A changelog missing so makes each write to its
+        # table fail (faust's PartitionsMismatch: the topic has no partitions yet), and the agent stalls.
+        self.own_topics = [self.merchant_topic, *(_changelog_spec(w.table) for w in self.windows.values())]
         self.app.agent(self.ledger_events, name="accounts")(self._accounts)
         self.app.agent(self.merchant_payments, name="merchants")(self._merchants)
 
@@ -145,15 +184,17 @@ class VelocityMonitor:
         backoff = Backoff(cap=10.0)
         while not self._stopping.is_set():
             try:
-                await ensure_topics(self.settings.kafka_bootstrap, [self.merchant_topic])
+                await ensure_topics(self.settings.kafka_bootstrap, self.own_topics)
                 break
             except Exception as exc:  # noqa: BLE001 - Kafka not reachable yet: retried, like every worker's start
                 self.heartbeat.failed(exc)
-                log.warning("velocity monitor: creating %s: %s", self.merchant_topic.name, describe(exc))
+                log.warning("velocity monitor: creating its topics: %s", describe(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff.next())
         if self._stopping.is_set():
             return
+        # Set before the app makes its buffers (as it starts), on the loop faust would have given its own.
+        self.app.flow_control = KeepsBuffersOnResume(loop=self.app.loop)
         await self.app.start()
         log.info("velocity monitor consuming %s as %s", LEDGER_EVENTS, self.settings.velocity_app_id)
         while not self._stopping.is_set():

@@ -49,9 +49,21 @@ def settings(postgres_admin_url, redis_url, kafka_bootstrap) -> Settings:
     return s
 
 
-def writer(db_url: str, rounds: int, done: threading.Event) -> None:
+def writer(db_url: str, rounds: int, done: threading.Event, failed: list[BaseException]) -> None:
     """Two concurrent writers whose transactions overlap and commit in random order, like projector batches."""
-    engine = create_engine(db_url)
+    try:
+        _write(db_url, rounds)
+    except BaseException as exc:
+        failed.append(exc)  # the partner's wait reports it at once, instead of waiting out its deadline
+        raise
+    done.set()
+
+
+def _write(db_url: str, rounds: int) -> None:
+    # Both connections hold their transaction open while the other inserts, in this one thread: a row of one
+    # that the other also inserted would make the second insert wait on the first's unique key for ever (the
+    # first commits only after it). Each connection's ids are its own (``w``), and a lock wait fails instead.
+    engine = create_engine(db_url, connect_args={"options": "-c lock_timeout=10s"})
     with engine.connect() as conn:
         user_id, account_id = conn.execute(
             text("SELECT u.id, a.id FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.username = 'bob'")
@@ -60,7 +72,7 @@ def writer(db_url: str, rounds: int, done: threading.Event) -> None:
     rng = random.Random(7)
     for n in range(rounds):
         transactions = []
-        for conn in (first, second):
+        for w, conn in enumerate((first, second)):
             tx = conn.begin()
             now = datetime.now(UTC)
             conn.execute(
@@ -69,7 +81,7 @@ def writer(db_url: str, rounds: int, done: threading.Event) -> None:
                     dict(
                         user_id=user_id,
                         account_id=account_id,
-                        transaction_id=f"story-{n}-{id(conn) % 97}-{i}",
+                        transaction_id=f"story-{n}-{w}-{i}",
                         transaction_type="TRANSFER",
                         transaction_status="SUCCESS",
                         amount=Decimal("1.00"),
@@ -89,7 +101,6 @@ def writer(db_url: str, rounds: int, done: threading.Event) -> None:
             tx.commit()
     first.close(), second.close()
     engine.dispose()
-    done.set()
 
 
 def test_a_partner_receives_every_accessible_row_once_and_in_order_while_rows_arrive(settings):
@@ -121,12 +132,13 @@ def test_a_partner_receives_every_accessible_row_once_and_in_order_while_rows_ar
         ).json()["api_key"]
 
         # Rows keep arriving from concurrent writers while the partner pages through the feed.
-        done = threading.Event()
-        thread = threading.Thread(target=writer, args=(settings.sqlalchemy_url, 60, done))
+        done, failed = threading.Event(), []
+        thread = threading.Thread(target=writer, args=(settings.sqlalchemy_url, 60, done, failed))
         thread.start()
         received, feed = [], {"cursor": None, "quiet_polls": 0}
 
         def caught_up_with_the_writers() -> bool:
+            assert not failed, f"the writers failed: {failed[0]!r}"
             cursor = feed["cursor"]
             response = queries.get(
                 "/api/transaction/histories",

@@ -22,9 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from infra.local.process import free_port
-from ogp.messaging import ensure_topics
+from ogp.messaging import TopicError, describe_partitions, ensure_topics
 from ogp.security.tokens import TokenService
 from ogp.settings import Settings
+from projections.velocity.monitor import KeepsBuffersOnResume, VelocityMonitor
 from query_api.app import create_app as query_app
 from schemas.base import decode, encode
 from schemas.events import TransactionRecorded, VelocityAlert
@@ -244,3 +245,28 @@ def test_one_alert_per_breach_across_a_kill_9_and_none_within_limits(settings, d
         assert paged == [item["alert_id"] for item in listed.json()["items"]] and rest["next_cursor"] is None
         user = {"Authorization": f"Bearer {TokenService.from_settings(settings).issue_access(2, False).token}"}
         assert api.get("/api/admin/velocity-alerts", headers=user).status_code == 403
+
+
+def test_every_topic_of_the_monitor_s_own_exists_before_its_faust_app_starts(settings, monkeypatch):
+    """A topic faust makes as it starts can be missing from its consumer's first assignment (the metadata it
+    joined with predates it) until the next metadata refresh, minutes later; a table's changelog missing so
+    makes each write to the table fail (PartitionsMismatch) and stalls its agent. So the monitor makes them
+    all before it starts the app."""
+    monitor = VelocityMonitor(settings.model_copy(update={"velocity_app_id": f"ogp-velocity-{uuid.uuid4().hex[:8]}"}))
+    own = [monitor.merchant_payments.get_topic_name()] + [
+        table.changelog_topic.get_topic_name() for table in monitor.app.tables.values()
+    ]
+    found: dict[str, int | None] = {}
+
+    async def instead_of_starting() -> None:
+        for name in own:
+            try:
+                found[name] = await describe_partitions(settings.kafka_bootstrap, name)
+            except TopicError:
+                found[name] = None
+        monitor.request_stop()
+
+    monkeypatch.setattr(monitor.app, "start", instead_of_starting)
+    asyncio.run(monitor.run())
+    assert len(own) == 5 and found == dict.fromkeys(own, PARTITIONS)
+    assert isinstance(monitor.app.flow_control, KeepsBuffersOnResume)
