@@ -193,6 +193,10 @@ class Settings(BaseSettings):
     velocity_app_id: str = "ogp-velocity"
     # How often the monitor commits its offsets; a crash re-reads at most this much (counted once all the same).
     velocity_commit_interval_seconds: float = Field(default=2.8, gt=0)
+    # How long the broker waits for a silent monitor before giving its partitions to another (faust's
+    # broker_session_timeout): after a crash, a restarted monitor reads nothing for about this long. The
+    # broker refuses less than 6 s (group.min.session.timeout.ms); heartbeats go every 3 s.
+    velocity_session_timeout_seconds: float = Field(default=60.0, ge=6)
     # Replication of the topics the faust app creates for itself (3 in production, as ours).
     velocity_topic_replication_factor: int = Field(default=1, ge=1)
 

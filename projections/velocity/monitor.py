@@ -140,6 +140,7 @@ class VelocityMonitor:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             broker_commit_interval=settings.velocity_commit_interval_seconds,
+            broker_session_timeout=settings.velocity_session_timeout_seconds,
         )
         raw: dict[str, Any] = {
             "key_type": bytes,

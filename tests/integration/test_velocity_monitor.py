@@ -146,7 +146,13 @@ def test_one_alert_per_breach_across_a_kill_9_and_none_within_limits(settings, d
     workers = Workers(tmp_path, settings)
     env = {"OGP_EVENTS_PARTITIONS": str(PARTITIONS), **LIMITS}
     app_id = f"ogp-velocity-test-{story.tag}"
-    monitor_env = {**env, "OGP_VELOCITY_APP_ID": app_id, "OGP_VELOCITY_COMMIT_INTERVAL_SECONDS": "600"}
+    monitor_env = {
+        **env,
+        "OGP_VELOCITY_APP_ID": app_id,
+        "OGP_VELOCITY_COMMIT_INTERVAL_SECONDS": "600",
+        # The broker gives the killed monitor's partitions away after 10 s of silence, not faust's 60 s.
+        "OGP_VELOCITY_SESSION_TIMEOUT_SECONDS": "10",
+    }
     port = free_port()
     monitor = workers("projections.velocity", "velocity-monitor", OGP_HEALTH_PORT=str(port), **monitor_env)
     projector = workers("projections.velocity.alerts", "projector-velocity-alerts", **env)

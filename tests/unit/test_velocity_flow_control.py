@@ -11,7 +11,8 @@ import asyncio
 
 from mode.utils.queues import FlowControlQueue
 
-from projections.velocity.monitor import KeepsBuffersOnResume
+from ogp.settings import Settings
+from projections.velocity.monitor import KeepsBuffersOnResume, VelocityMonitor
 
 
 def _buffered_after(*steps: str) -> int:
@@ -35,3 +36,10 @@ def test_resuming_a_flow_that_runs_keeps_the_records_in_the_buffers():
 
 def test_resuming_after_a_suspend_clears_the_buffers_as_faust_does():
     assert _buffered_after("suspend", "resume") == 0  # a rebalance
+
+
+def test_the_monitor_asks_the_broker_for_the_session_timeout_it_is_given():
+    # After a kill -9 the restarted monitor reads nothing until the broker drops the dead member: this long.
+    settings = Settings(environment="test", jwt_signing_key="k" * 40, velocity_session_timeout_seconds=10)
+    assert VelocityMonitor(settings).app.conf.broker_session_timeout == 10
+    assert VelocityMonitor(Settings(environment="test", jwt_signing_key="k" * 40)).app.conf.broker_session_timeout == 60
