@@ -27,6 +27,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import from_json
 
+from schemas.money import MAX_AMOUNT, any_money, positive_amount
+
 _REGISTRY: dict[str, type[Message]] = {}
 M = TypeVar("M", bound="Message")
 _UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
@@ -250,18 +252,59 @@ def _read(cls: type[Message], reader: _Reader, data: dict) -> Message | None:
 
 
 def _decimal(value: Any) -> Decimal:
+    """Money as encode writes it (``money_str``): a string of a finite number with exactly two places."""
     if type(value) is not str:
         raise TypeError("money is written as a string")  # never from a float
-    return Decimal(value)
+    d = Decimal(value)
+    if not d.is_finite() or d.as_tuple().exponent != -2:
+        raise ValueError("not money as encode writes it")
+    return d
+
+
+def _amount(value: Any) -> Decimal:
+    """An ``Amount`` as encode writes it: money above zero, within numeric(15,2)."""
+    d = _decimal(value)
+    if not 0 < d <= MAX_AMOUNT:
+        raise ValueError("not an amount")
+    return d
 
 
 def _datetime(value: Any) -> datetime:
     if type(value) is not str:
         raise TypeError("a time is written as a string")
-    return datetime.fromisoformat(value)
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError("encode writes every time with its offset")
+    return moment
 
 
-_AS_JSON_GIVES = (str, int, bool, type(None), dict, list)
+def _exactly(kind: type) -> Callable[[Any], Any]:
+    """A JSON value taken as it is, only if it is of exactly this type (no "false" for False, no 3.0 for 3)."""
+
+    def check(value: Any) -> Any:
+        if type(value) is not kind:
+            raise TypeError(f"not a {kind.__name__}")
+        return value
+
+    return check
+
+
+def _one_of(allowed: tuple[Any, ...]) -> Callable[[Any], Any]:
+    """A literal's JSON value, only if it is one of the literal's values (of the same type)."""
+    known = {(type(a), a) for a in allowed}
+
+    def check(value: Any) -> Any:
+        if (type(value), value) not in known:
+            raise ValueError("not one of the literal's values")
+        return value
+
+    return check
+
+
+_EXACT = {str: _exactly(str), int: _exactly(int), bool: _exactly(bool)}
+_AS_JSON_GIVES = (type(None), dict, list)
+# The money validators decode_trusted replaces by its own checks of what encode writes.
+_MONEY_CHECKS: dict[Callable[..., Any], Callable[[Any], Decimal]] = {positive_amount: _amount, any_money: _decimal}
 _VALIDATORS = (AfterValidator, BeforeValidator, PlainValidator, WrapValidator)
 
 
@@ -276,8 +319,13 @@ def _reader(cls: type[Message]) -> _Reader | Literal[False]:
         convert = _conversion(field.annotation)
         if convert is False:
             return False
-        if convert is not _decimal and any(isinstance(m, _VALIDATORS) for m in field.metadata):
-            return False  # a validator that might change the value (money's only check and round what encode wrote)
+        validators = [m for m in field.metadata if isinstance(m, _VALIDATORS)]
+        if validators:
+            # Money's validator becomes the check of what encode writes; any other might change the value.
+            money = _MONEY_CHECKS.get(validators[0].func) if len(validators) == 1 else None
+            if convert is not _decimal or money is None:
+                return False
+            convert = money
         fields.append((name, default, convert))
     return _Reader(fields, tuple(name for name, _, _ in fields), [(name, c) for name, _, c in fields if c is not None])
 
@@ -293,11 +341,14 @@ def _conversion(annotation: Any) -> Callable[[Any], Any] | None | Literal[False]
         return _decimal
     if annotation is datetime:
         return _datetime
+    if annotation in _EXACT:
+        return _EXACT[annotation]
     if annotation in _AS_JSON_GIVES:
         return None
     origin = get_origin(annotation)
     if origin is Literal:
-        return None if all(type(a) in (str, int, bool) for a in get_args(annotation)) else False
+        allowed = get_args(annotation)
+        return _one_of(allowed) if all(type(a) in (str, int, bool) for a in allowed) else False
     if origin in (Union, UnionType):
         kinds = [a for a in get_args(annotation) if a is not type(None)]
         if len(kinds) == 1:

@@ -47,7 +47,7 @@ def positive_amount(value) -> Decimal:
     return d
 
 
-def _any(value) -> Decimal:
+def any_money(value) -> Decimal:
     d = to_money(value)
     if abs(d) > Decimal("999999999999999999.99"):
         raise ValueError("amount out of range")
@@ -61,7 +61,7 @@ def money_str(d: Decimal) -> str:
 Amount = Annotated[Decimal, BeforeValidator(positive_amount), PlainSerializer(money_str, return_type=str)]
 """A positive amount (0.01 .. 9,999,999,999,999.99), 2 places."""
 
-Balance = Annotated[Decimal, BeforeValidator(_any), PlainSerializer(money_str, return_type=str)]
+Balance = Annotated[Decimal, BeforeValidator(any_money), PlainSerializer(money_str, return_type=str)]
 """A balance or signed amount, 2 places."""
 
 

@@ -173,3 +173,37 @@ def test_an_older_version_is_upcast(monkeypatch):
     raw = json.dumps(wire).encode()
     same(decode_trusted(raw), decode(raw))
     assert decode_trusted(raw).status == "FAILED"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"is_accessible_external": "false"},  # a string for a bool: validation reads it as False
+        {"revision": "3"},  # a string for an int
+        {"revision": 3.0},  # a float for an int
+        {"user_id": True},  # a bool for an int
+        {"amount": "NaN"},
+        {"amount": "-5.00"},  # an amount is above zero
+        {"amount": "0.00"},
+        {"amount": "1.005"},  # more than two places
+        {"amount": "10.5"},  # one place: validation makes it 10.50
+        {"balance_before": "1e3"},
+        {"balance_after": "Infinity"},
+        {"status": "NOPE"},  # not one of the literal's values
+        {"transaction_type": 1},
+        {"description": 5},
+        {"created_at": "2026-12-01T03:04:05"},  # no offset: encode always writes one
+    ],
+    ids=lambda data: f"{next(iter(data))}={next(iter(data.values()))!r}",
+)
+def test_values_encode_never_writes_read_as_decode_reads_them_or_are_refused_alike(data):
+    # Only the processor writes the ledger's events, through encode; were anything else to, a rebuild must still
+    # not take a value validation would refuse or change (a "false" would make a hidden row a partner's).
+    raw = envelope(MESSAGES[0], **data)
+    try:
+        expected = decode(raw)
+    except UnknownMessage:
+        with pytest.raises(UnknownMessage):
+            decode_trusted(raw)
+    else:
+        same(decode_trusted(raw), expected)
