@@ -152,9 +152,22 @@ class OutboxProducer:
             raise PublishFailed(f"Kafka did not write a record: {delivery.error.str()}")
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Wait up to ``timeout`` for what is in flight, then stop serving reports."""
+        """Wait up to ``timeout`` for what is in flight, then close the producer (a second call does nothing)."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        # The polling thread ends first (within its 0.1 s poll), so that reports are served by one thread at a
+        # time: from here on by flush, on the thread that runs it.
+        await asyncio.to_thread(self._thread.join, 1.0)
         try:
             await asyncio.to_thread(self._producer.flush, timeout)
         finally:
-            self._stopping.set()
-            await asyncio.to_thread(self._thread.join, 1.0)
+            await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        """Fail what is still unsent (reported as purged: its publish raises and its rows stay in the outbox),
+        then end librdkafka's threads and connections now, not whenever the garbage collector finds the
+        producer (its error callback is a cycle back to us)."""
+        self._producer.purge()
+        self._producer.flush(0)  # serve the purged records' reports
+        self._producer.close()

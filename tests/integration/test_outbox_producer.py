@@ -9,7 +9,9 @@ broker, start() fails and publish raises PublishFailed once its records are repo
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,6 +22,7 @@ from ledger_processor.publisher import OutboxProducer, PublishFailed
 from ledger_processor.sql import OutboxRow
 from ogp.messaging import ensure_topics
 from schemas.topics import TopicSpec, partition_for
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +90,30 @@ def test_without_a_broker_start_fails_and_publish_raises():
             await producer.stop(timeout=1)
 
     asyncio.run(scenario())
+
+
+def _threads() -> int:
+    """librdkafka's threads in this process (native, named "rdk:...": the threading module does not see them)."""
+    tasks = Path("/proc/self/task")
+    return sum(1 for task in tasks.iterdir() if (task / "comm").read_text().startswith("rdk:"))
+
+
+def test_a_stopped_producer_ends_its_threads_without_waiting_for_the_garbage_collector():
+    # The processor replaces a broken producer and retries start() while Kafka is down: each stopped one
+    # must not leave librdkafka's threads and connections behind (its error callback makes a reference cycle).
+    async def scenario() -> None:
+        before = _threads()
+        for _ in range(3):
+            producer = OutboxProducer(f"127.0.0.1:{free_port()}", "test-outbox-stop", delivery_timeout_ms=2000)
+            with pytest.raises(KafkaException):
+                await producer.start(timeout=0.5)
+            await producer.stop(timeout=0.5)
+            await producer.stop(timeout=0.5)  # a second stop does nothing
+        del producer
+        wait_until(lambda: _threads() <= before, 10, f"librdkafka's threads ended ({_threads()} vs {before})")
+
+    gc.disable()  # the point: nothing may depend on a collection
+    try:
+        asyncio.run(scenario())
+    finally:
+        gc.enable()
