@@ -193,12 +193,13 @@ def decode_trusted(raw: bytes) -> Message:
     message (the ledger's events: only the processor writes their topic). A rebuild reads millions of them.
 
     The envelope is read as by :func:`decode`: a type or version this reader does not know is refused, an older
-    version upcast. The data becomes the message's fields as ``Message.trusted`` builds them, each value as JSON
-    gives it but for the money and time fields, turned back into ``Decimal`` and ``datetime`` from the strings
-    ``encode`` writes; constraints (lengths, patterns, literals, signs) are not checked. Data that does not fit
-    (a required field missing, a field the class does not have, a money or time field that is not such a string)
-    and classes with fields this cannot read (nested models, validators of their own) go through :func:`decode`'s
-    validation instead, which refuses what is invalid. tests/unit/test_decode_trusted.py holds the two equal."""
+    version upcast. The data becomes the message's fields as ``Message.trusted`` builds them, each value taken
+    only if it is what ``encode`` writes: a str, int or bool of exactly that type, one of a literal's values,
+    money as a string with two places (an ``Amount`` above zero), a time as a string with its offset; lengths and
+    patterns are not checked. Data that does not fit (a required field missing, a field the class does not have,
+    any other value) and classes with fields this cannot read (nested models, validators of their own) go
+    through :func:`decode`'s validation instead, which refuses or converts as it does.
+    tests/unit/test_decode_trusted.py holds the two equal."""
     cls, data = _current(_envelope(raw))
     reader = _READERS.get(cls)
     if reader is None:
