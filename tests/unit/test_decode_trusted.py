@@ -21,6 +21,7 @@ from schemas.events import (
     TransactionRecorded,
     VelocityAlert,
 )
+from tests.support.messages import same
 
 NOW = datetime(2026, 12, 1, 3, 4, 5, 678901, tzinfo=UTC)
 WIB = timezone(timedelta(hours=7))
@@ -86,15 +87,6 @@ MESSAGES: list[Message] = [
         account_id="a", requested_at=NOW, transaction_id="t-2", user_id=7, to_account_id="b", amount=Decimal("0.01")
     ),
 ]
-
-
-def same(a: Message, b: Message) -> None:
-    assert type(a) is type(b)
-    assert list(a.__dict__.items()) == list(b.__dict__.items())  # values, types and order
-    assert [type(v) for v in a.__dict__.values()] == [type(v) for v in b.__dict__.values()]
-    assert a.model_fields_set == b.model_fields_set
-    assert a == b
-    assert encode(a) == encode(b)
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)

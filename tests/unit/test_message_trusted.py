@@ -7,23 +7,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from schemas.base import Message, encode, registered_types
+from schemas.base import Message, registered_types
 from schemas.events import OrderPaymentRecorded, TransactionRecorded
+from tests.support.messages import same
 
 NOW = datetime(2026, 12, 1, 3, 4, 5, 678901, tzinfo=UTC)
-
-
-def same(a: BaseModel, b: BaseModel) -> None:
-    assert type(a) is type(b)
-    assert list(a.__dict__.items()) == list(b.__dict__.items())  # order too: pydantic serialises in dict order
-    assert a.model_fields_set == b.model_fields_set
-    assert a.__pydantic_extra__ == b.__pydantic_extra__ and a.__pydantic_private__ == b.__pydantic_private__
-    assert a == b
-    assert a.model_dump_json() == b.model_dump_json()
-    if isinstance(a, Message) and isinstance(b, Message) and hasattr(type(a), "TYPE"):
-        assert encode(a) == encode(b)
 
 
 RECORDED = dict(
