@@ -8,18 +8,23 @@ this test says whether the result still resolves.
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import re
 import shlex
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -302,3 +307,52 @@ def test_checks_catch_a_missing_module():
         _check_runnable(["uvicorn", "command_api.app:no_such_factory", "--factory"])
     with pytest.raises(AssertionError):
         _check_runnable(["ogp", "no-such-command"])
+
+
+def _runtime_distributions() -> set[str]:
+    """The runtime dependencies of pyproject.toml and everything they require in turn, with the extras asked for."""
+    seen: set[tuple[str, str]] = set()
+    todo = [Requirement(d) for d in PYPROJECT["project"]["dependencies"]]
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        wanted = {(name, extra) for extra in ("", *requirement.extras)} - seen
+        if not wanted:
+            continue
+        seen |= wanted
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for text in map(Requirement, requires):
+            if text.marker is None or any(text.marker.evaluate({"extra": extra}) for _, extra in wanted):
+                todo.append(text)
+    return {name for name, _ in seen}
+
+
+def test_every_library_the_shipped_code_imports_is_a_runtime_dependency():
+    # The image installs the runtime dependencies only: a library that came with the [test] extra here would be
+    # missing there, and the service importing it would not start.
+    includes = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    ours = {p.parent.name for p in ROOT.glob("*/__init__.py")} | {"tests", "bench"}
+    provided = importlib.metadata.packages_distributions()
+    runtime = _runtime_distributions()
+    missing = set()
+    for package in (p.parent for p in ROOT.glob("*/__init__.py")):
+        if not any(fnmatch.fnmatch(package.name, pattern) for pattern in includes):
+            continue
+        for path in package.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for top in (name.split(".")[0] for name in names):
+                    if top in sys.stdlib_module_names or top in ours:
+                        continue
+                    distributions = {canonicalize_name(d) for d in provided.get(top, [top])}
+                    if not distributions & runtime:
+                        missing.add(f"{top} ({path.relative_to(ROOT)})")
+    assert not missing, f"imported by the shipped code, not a runtime dependency: {sorted(missing)}"
