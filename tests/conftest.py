@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine
 
 from infra.local.kafka import KafkaBroker
@@ -16,6 +17,12 @@ from infra.local.process import free_port
 from ogp.db.migrate import upgrade
 from ogp.settings import get_settings
 from tests.support.infra import InfraProvider, create_database
+
+# No property test fails for how long one example took: on a busy machine (CI beside other work, load 10+ on
+# two cores) a single example can stall past Hypothesis's default 200 ms deadline, and Hypothesis then fails
+# the test as "Unreliable test timings" although every example passed.
+hypothesis_settings.register_profile("ogp", deadline=None)
+hypothesis_settings.load_profile("ogp")
 
 
 @pytest.fixture(scope="session")
