@@ -53,6 +53,7 @@ import aiohttp
 import psycopg
 
 from bench._stack import api_process, infrastructure, worker
+from bench.cpu import tree_cpu_seconds
 from bench.ledger_throughput import FUNDS, seed
 from bench.report import Measurement, save
 from bench.webhook_latency import SERVER_KEY, notification
@@ -111,22 +112,6 @@ LEGEND = (
 def loadavg() -> str:
     one, five, _ = Path("/proc/loadavg").read_text().split()[:3]
     return f"{one} ({five} 5m)"
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and all its descendants (uvicorn's workers), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, pending = 0.0, [pid]
-    while pending:
-        p = pending.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in Path(f"/proc/{p}/task").iterdir():
-                pending += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from sqlalchemy import create_engine
 
 from bench import ledger_limits
 from bench._stack import Servers, servers
+from bench.cpu import cpu_seconds, machine_busy_seconds, server_cpu_seconds
 from bench.report import Measurement, save
 from infra.local.postgres import PostgresServer
 from infra.local.process import free_port
@@ -190,8 +191,18 @@ def ledger_urls(settings: Settings) -> list[str]:
     return list(dict.fromkeys([settings.sqlalchemy_url, *(e.url for e in settings.ledger_databases)]))
 
 
-def run_processor(settings: Settings, bootstrap: str, n: int, processes: int, py_spy: Path | None = None) -> float:
-    """Start ``processes`` ledger processors (real OS processes, as deployed) and time them to the end."""
+def run_processor(
+    settings: Settings,
+    bootstrap: str,
+    n: int,
+    processes: int,
+    py_spy: Path | None = None,
+    servers_pids: dict[str, int] | None = None,
+) -> float:
+    """Start ``processes`` ledger processors (real OS processes, as deployed) and time them to the end.
+
+    With ``servers_pids`` (PostgreSQL's and Kafka's), it also prints their CPU per record after the first commit,
+    and how busy the whole machine was meanwhile: whether the processor waits on them, or the cores are full."""
     dbs = ledger_urls(settings)
     run_dir = Path(tempfile.mkdtemp(prefix="ogp-bench-workers-"))
     # The accounts are seeded with far more than Bank Indonesia's caps allow (so no payment runs dry): the
@@ -216,12 +227,17 @@ def run_processor(settings: Settings, bootstrap: str, n: int, processes: int, py
         # The CPU spent until the first batch committed (imports, connecting, joining the group), so that the
         # steady state's CPU per record can be printed without it: start-up varies with the machine's load.
         first_records = _applied(dbs, until_any=time.monotonic() + 600)
-        first_cpu = sum(_cpu_seconds(w.process.pid()) for w in workers)
-        first_main = sum(_cpu_seconds(w.process.pid(), main_thread=True) for w in workers)
+        first_cpu = sum(cpu_seconds(w.process.pid()) for w in workers)
+        first_main = sum(cpu_seconds(w.process.pid(), main_thread=True) for w in workers)
+        first_servers = {name: server_cpu_seconds(pid) for name, pid in (servers_pids or {}).items()}
+        first_machine, first_at, first_own = machine_busy_seconds(), time.perf_counter(), time.process_time()
         caught_up(dbs, bootstrap, timeout=1800, at_least=n)
         elapsed = time.perf_counter() - started
-        cpu = sum(_cpu_seconds(w.process.pid()) for w in workers)
-        main = sum(_cpu_seconds(w.process.pid(), main_thread=True) for w in workers)
+        machine, window = machine_busy_seconds() - first_machine, time.perf_counter() - first_at
+        own = time.process_time() - first_own  # this script's, polling for the end
+        servers_cpu = {n: server_cpu_seconds(pid) - first_servers[n] for n, pid in (servers_pids or {}).items()}
+        cpu = sum(cpu_seconds(w.process.pid()) for w in workers)
+        main = sum(cpu_seconds(w.process.pid(), main_thread=True) for w in workers)
     finally:
         for w in workers:
             w.stop()
@@ -237,6 +253,18 @@ def run_processor(settings: Settings, bootstrap: str, n: int, processes: int, py
         f"after the first commit ({first_records} records, {first_cpu:.1f}s CPU): {steady:.0f} µs per record, "
         f"{steady_main:.0f} µs of it on the main thread (the Python one, which holds the GIL)"
     )
+    if servers_cpu:
+        steady_records = max(records - first_records, 1)
+        stack = sum(servers_cpu.values()) + (cpu - first_cpu)
+        cores = os.cpu_count() or 1
+        print(
+            f"    after the first commit ({window:.1f}s), CPU per record: processor {steady:.0f} µs, "
+            + ", ".join(f"{name} {cpu * 1e6 / steady_records:.0f} µs" for name, cpu in servers_cpu.items())
+            + f", this script's polling {own * 1e6 / steady_records:.0f} µs. The whole machine was busy "
+            f"{machine / window:.2f} of its {cores} cores; the stack's {stack * 1e6 / steady_records:.0f} µs per "
+            f"record would fill them at {cores * steady_records / stack:,.0f} records/s "
+            f"({cores * steady_records / stack * n / records:,.0f} commands/s)"
+        )
     return elapsed
 
 
@@ -257,19 +285,6 @@ def _applied(dbs: list[str], until_any: float | None = None) -> int:
     finally:
         for conn in conns:
             conn.close()
-
-
-def _cpu_seconds(pid: int | None, main_thread: bool = False) -> float:
-    """User and system CPU time a running process (or only its main thread) has used so far."""
-    if pid is None:
-        return 0.0
-    fields = (
-        Path(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat")
-        .read_text()
-        .rsplit(")", 1)[1]
-        .split()
-    )
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def baseline(db: str, commands: list, workers: int = 16) -> float:
@@ -484,7 +499,7 @@ def main() -> None:
                     records,
                 )
                 ledger_limits.print_limits(limits)
-            elapsed = run_processor(settings, s.bootstrap, len(commands), args.processors, args.py_spy)
+            elapsed = run_processor(settings, s.bootstrap, len(commands), args.processors, args.py_spy, s.pids)
             rate = len(commands) / elapsed
             engine = create_engine(db)
             with engine.connect() as conn:

@@ -37,7 +37,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine, func, select
 
 from bench._stack import servers
-from bench.http_load import tree_cpu_seconds
+from bench.cpu import server_cpu_seconds
 from bench.report import Measurement, save
 from ledger_processor.sql import conninfo_from_url
 from ogp.db.tables import historical_transactions
@@ -136,13 +136,6 @@ async def consume(settings: Settings, *, decoding: Callable[[bytes], Message] | 
         return count, time.perf_counter() - t0
     finally:
         await consumer.stop()
-
-
-def server_cpu_seconds(pid: int) -> float:
-    """CPU of a server's process tree so far, with that of the children it has reaped (PostgreSQL's backends of
-    closed connections: the rebuild's, when its engine is disposed of)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return tree_cpu_seconds(pid) + (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
 def table_rows(db: str) -> int:
