@@ -98,6 +98,45 @@ async def end_offsets(bootstrap: str, topic: str = COMMANDS) -> dict[int, int]:
         await consumer.stop()
 
 
+class EndOffsets:
+    """A topic's end offsets, read again and again through one consumer, on an event loop of its own.
+
+    A new client for each read (an admin to count the partitions, a consumer to list the offsets) cost the broker
+    about 20 ms of CPU and the caller 10 ms: polled every 0.3 s beside a benchmark, that was a third of the CPU per
+    record charged to Kafka. One consumer kept open costs the broker about 2 ms a read."""
+
+    def __init__(self, bootstrap: str, topic: str = COMMANDS):
+        self.bootstrap, self.topic = bootstrap, topic
+        self._runner = asyncio.Runner()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._parts: list[TopicPartition] = []
+
+    def __enter__(self) -> EndOffsets:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def read(self) -> dict[int, int]:
+        """Every partition's end offset (never empty: the topic must exist)."""
+        return self._runner.run(self._read())
+
+    async def _read(self) -> dict[int, int]:
+        if self._consumer is None:
+            count = await describe_partitions(self.bootstrap, self.topic)
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+            await consumer.start()
+            self._consumer, self._parts = consumer, [TopicPartition(self.topic, p) for p in range(count)]
+        return {tp.partition: off for tp, off in (await self._consumer.end_offsets(self._parts)).items()}
+
+    def close(self) -> None:
+        try:
+            if self._consumer is not None:
+                self._runner.run(self._consumer.stop())
+        finally:
+            self._runner.close()
+
+
 def caught_up(
     db_url: str | list[str], bootstrap: str, timeout: float = 120, topic: str = COMMANDS, at_least: int = 1
 ) -> None:
@@ -105,10 +144,11 @@ def caught_up(
     ``at_least`` records were consumed, and the outbox is empty, twice in a row (saga steps append more
     commands while we look). Several URLs: the ledger databases of one map, each holding its partitions."""
     engines = [create_engine(url) for url in ([db_url] if isinstance(db_url, str) else db_url)]
+    offsets = EndOffsets(bootstrap, topic)
     last: dict = {}
 
     def settled() -> bool:
-        ends = asyncio.run(end_offsets(bootstrap, topic))
+        ends = offsets.read()
         stored: dict[int, int] = {}
         pending = 0
         for engine in engines:
@@ -145,6 +185,7 @@ def caught_up(
             interval=0.3,
         )
     finally:
+        offsets.close()
         for engine in engines:
             engine.dispose()
 
