@@ -198,11 +198,13 @@ def run_processor(
     processes: int,
     py_spy: Path | None = None,
     servers_pids: dict[str, int] | None = None,
-) -> float:
+) -> tuple[float, float | None]:
     """Start ``processes`` ledger processors (real OS processes, as deployed) and time them to the end.
 
     With ``servers_pids`` (PostgreSQL's and Kafka's), it also prints their CPU per record after the first commit,
-    and how busy the whole machine was meanwhile: whether the processor waits on them, or the cores are full."""
+    and how busy the whole machine was meanwhile: whether the processor waits on them, or the cores are full.
+    Returns the seconds it took, and the commands/s at which the stack's CPU (processor, PostgreSQL, Kafka)
+    would fill every core (None without ``servers_pids``)."""
     dbs = ledger_urls(settings)
     run_dir = Path(tempfile.mkdtemp(prefix="ogp-bench-workers-"))
     # The accounts are seeded with far more than Bank Indonesia's caps allow (so no payment runs dry): the
@@ -253,6 +255,7 @@ def run_processor(
         f"after the first commit ({first_records} records, {first_cpu:.1f}s CPU): {steady:.0f} µs per record, "
         f"{steady_main:.0f} µs of it on the main thread (the Python one, which holds the GIL)"
     )
+    fill = None
     if servers_cpu:
         steady_records = max(records - first_records, 1)
         stack = sum(servers_cpu.values()) + (cpu - first_cpu)
@@ -265,7 +268,8 @@ def run_processor(
             f"record would fill them at {cores * steady_records / stack:,.0f} records/s "
             f"({cores * steady_records / stack * n / records:,.0f} commands/s)"
         )
-    return elapsed
+        fill = cores * steady_records / stack * n / records
+    return elapsed, fill
 
 
 def _applied(dbs: list[str], until_any: float | None = None) -> int:
@@ -434,7 +438,7 @@ def two_databases(s: Servers, accounts_n: int, commands_n: int, processes: int) 
             f"(partitions {min(upper)}-{max(upper)}); preloaded {len(commands)} commands in "
             f"{time.perf_counter() - t0:.1f}s"
         )
-        elapsed = run_processor(settings, s.bootstrap, len(commands), processes)
+        elapsed, _ = run_processor(settings, s.bootstrap, len(commands), processes)
         shards = LedgerShards.from_settings(settings)
         engines = {shard.url: create_engine(shard.url) for shard in shards.shards()}
         try:
@@ -473,6 +477,7 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     bindings: dict[str, tuple[str, float]] = {}  # mix -> the binding limit (step, commands/s)
+    fills: dict[str, float] = {}  # mix -> commands/s at which the stack's CPU fills the machine's cores
     limits: list[ledger_limits.Limit] = []
     with servers() as s:
         for mix, hot in (("spread over accounts", False), ("half on one hot account", True)):
@@ -499,8 +504,11 @@ def main() -> None:
                     records,
                 )
                 ledger_limits.print_limits(limits)
-            elapsed = run_processor(settings, s.bootstrap, len(commands), args.processors, args.py_spy, s.pids)
+            elapsed, fill = run_processor(settings, s.bootstrap, len(commands), args.processors, args.py_spy, s.pids)
             rate = len(commands) / elapsed
+            if fill:
+                fills[mix] = fill
+                print(f"    the processor: {rate:,.0f}/s, {rate / fill:.0%} of what the stack's CPU fills the cores at")
             engine = create_engine(db)
             with engine.connect() as conn:
                 report = audit(conn)  # before the baseline, whose rows are not a balanced ledger
@@ -532,7 +540,7 @@ def main() -> None:
             f"{two[0]:>9,.0f}/s (ledger invariants across both {'OK' if two[1] else 'VIOLATED'}) | one database, "
             f"{args.processors} processor(s) {f'{one:,.0f}/s' if one else 'not run (--mixes)'} | target >= 20,000/s"
         )
-    save("ledger_throughput", measurements(results, bindings, args.commands, args.accounts, two))
+    save("ledger_throughput", measurements(results, bindings, args.commands, args.accounts, two, fills))
 
 
 def measurements(
@@ -541,6 +549,7 @@ def measurements(
     commands: int,
     accounts: int,
     two: tuple[float, bool] | None = None,
+    fills: dict[str, float] | None = None,
 ) -> list[Measurement]:
     """P1 (spread) and P2 (hot) for bench/report.py: each rate beside its binding limit and the row-lock baseline;
     P1 with two ledger databases when that was run."""
@@ -568,6 +577,19 @@ def measurements(
                     ">=",
                     60,
                     key=f"{figure}:share",
+                )
+            )
+        if fill := (fills or {}).get(mix):
+            out.append(
+                Measurement(
+                    figure,
+                    f"share of the machine's CPU limit for the whole stack (processor, PostgreSQL, Kafka), {mix}",
+                    100 * rate / fill,
+                    "%",
+                    ">=",
+                    60,
+                    f"the stack's CPU per command fills {os.cpu_count()} cores at {fill:,.0f}/s",
+                    key=f"{figure}:stack-share",
                 )
             )
         if figure == "P2":
