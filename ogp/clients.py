@@ -120,9 +120,9 @@ def async_engine(url: str, *, hot_path: bool = False, **kwargs) -> AsyncEngine:
     """An async SQLAlchemy engine on psycopg 3 (URLs with any postgres driver are accepted).
 
     ``hot_path``: the engine serves requests (the APIs), so a connection taken from the pool is checked without a
-    round trip (``_drop_if_closed_by_server``) instead of SQLAlchemy's pre-ping, an extra ``SELECT`` that cost the
-    APIs 11-16% of their CPU per answer. Workers and the CLI keep the pre-ping, which also finds a connection that
-    died without a word from the server (a network cut), at a cost they do not feel.
+    round trip (``_drop_if_closed_by_server``) instead of SQLAlchemy's pre-ping, an extra round trip per checkout
+    that cost the APIs 11-16% of their CPU per answer. Workers and the CLI keep the pre-ping: they check out per
+    batch or per run, where it is not felt. See docs/architecture.md, "The APIs' pooled connections".
     """
     u = make_url(url).set(drivername="postgresql+psycopg")
     # All kept once opened (opened on demand): an overflow connection is opened and closed per use, and
@@ -149,7 +149,8 @@ def _drop_if_closed_by_server(_dbapi_connection, record, proxy) -> None:
 
     An idle connection has nothing to read: PostgreSQL sends nothing unasked, except on closing it (restart,
     ``pg_terminate_backend``, ``idle_session_timeout``), when it sends its FATAL message and the end of the stream.
-    So a readable socket means a dead connection, found with one non-blocking ``poll`` and no round trip. Raising
+    So a readable socket means a dead connection, found with one non-blocking ``poll`` and no round trip (a
+    notification would read as one too, but the APIs do not LISTEN; a wrong guess costs one reconnect). Raising
     ``DisconnectionError`` here is SQLAlchemy's documented way to have the pool open a new connection in its place
     and check that one out (so no request sees the dead one). A connection just opened is not checked (as the
     pre-ping does not check it): a second failure would exhaust the pool's attempts into an error that is not a
