@@ -17,6 +17,7 @@ from ogp.clients import async_engine
 from ogp.db.statements import fetch_one
 from ogp.web.errors import dependency_error
 from tests.support.infra import create_database
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +54,36 @@ def test_a_refused_statement_is_sqlalchemys_error_of_the_same_kind(postgres_admi
             with pytest.raises(sqlalchemy.exc.DataError):
                 await fetch_one(engine, "SELECT 1 / 0", ())
             assert (await fetch_one(engine, "SELECT 2", ())) == (2,)  # the connection is still good
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_a_dropped_connection_takes_the_pools_older_connections_with_it(postgres_admin_url):
+    url = create_database(postgres_admin_url, "statements_restarted")
+
+    async def scenario() -> None:
+        # Three pooled connections, no check at checkout; the server drops them all, as a restart does.
+        engine = async_engine(url, pool_size=3, pool_pre_ping=False)
+        try:
+            held = [await engine.connect() for _ in range(3)]
+            for conn in held:
+                await conn.close()  # back into the pool, all three open
+            async with await psycopg.AsyncConnection.connect(
+                url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+            ) as admin:
+                others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                await admin.execute(f"SELECT pg_terminate_backend(pid) {others}")
+
+                async def all_gone() -> bool:
+                    return (await (await admin.execute(f"SELECT count(*) {others}")).fetchone()) == (0,)
+
+                await wait_until_async(all_gone, 30, "the terminated backends exited")
+            # One statement fails (503), and it was the last: the pool replaces the other two as well.
+            with pytest.raises(sqlalchemy.exc.OperationalError):
+                await fetch_one(engine, "SELECT 1", ())
+            assert [await fetch_one(engine, "SELECT 1", ()) for _ in range(3)] == [(1,)] * 3
         finally:
             await engine.dispose()
 
