@@ -398,7 +398,7 @@ EXPECTED_PRIMARY_KEYS = {
     "midtrans_notifications": ["notification_id"],
     "payments": ["payment_id"],
     "partner_feed": ["transaction_id"],
-    "partner_feed_hours": ["hour"],
+    "partner_feed_hours": ["hour", "feed_txid"],
     "ledger_transactions": ["transaction_id"],
     "ledger_system_accounts": ["id"],
     "ledger_entries": ["id"],

@@ -235,3 +235,22 @@ def test_a_range_late_in_the_feed_reads_from_its_first_hour_not_the_feed_before_
         assert positions <= 21 + 1  # the page, and the hour's one row before 07:12 (rows every half hour)
     else:
         assert positions > 10 * PER_DAY * 0.9  # what the fix avoids (the check is not vacuous)
+
+
+def test_two_overlapping_transactions_that_open_the_same_hour_do_not_wait_for_each_other(postgres_admin_url):
+    """Each writes its own transaction's row of the hour: in one thread, a wait for the other would never end."""
+    url = create_database(postgres_admin_url, f"feed_hours_w_{uuid.uuid4().hex[:8]}")
+    upgrade(url)
+    (wallet,) = create_accounts(url, 1, prefix="overlap")
+    engine = create_engine(url, connect_args={"options": "-c lock_timeout=5s"})
+    first, second = engine.connect(), engine.connect()
+    first_tx, second_tx = first.begin(), second.begin()
+    hour = T0 + timedelta(hours=3)
+    first.execute(insert(historical_transactions), [row("w1", hour + timedelta(minutes=1), 1, wallet)])
+    second.execute(insert(historical_transactions), [row("w2", hour + timedelta(minutes=2), 2, wallet)])
+    first.execute(insert(historical_transactions), [row("w3", hour + timedelta(minutes=3), 3, wallet)])
+    second_tx.commit()
+    first_tx.commit()
+    first.close(), second.close()
+    engine.dispose()
+    assert hours_behind(url) == 0

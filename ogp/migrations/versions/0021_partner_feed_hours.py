@@ -9,17 +9,19 @@ created in range (query_api/partner_views.py). A range late in the feed read eve
 "the last 30 days" of a 90-day feed walked ~650,000 positions (175 ms) before its first match. Positions follow
 the time a row was written, not its ``created_at``, so no index on either alone says where to start.
 
-``partner_feed_hours`` holds, for each UTC hour of ``created_at``, a position at or before the first feed
+``partner_feed_hours`` holds, for each UTC hour of ``created_at``, positions at or before the first feed
 position of a row created in that hour: the lowest position of the hours a range covers is where its walk may
 start without skipping a match (a lower bound, so the page is the same; only fewer positions are read). Rows
 leaving the feed or changing hour leave the bound as it was: still at or before every row of the hour.
 
 Kept by statement triggers on ``partner_feed`` itself, set-wise from the statement's new rows, so every writer
 keeps it: the live trigger of 0007/0018 (one row a statement), the rebuild's bulk feed statement (0020, one a
-chunk), an operator's UPDATE; a TRUNCATE of the feed (the rebuild's first step) empties it. An hour's row is
-locked only when a statement lowers it (its first row, or a row of an older transaction committed late), not on
-every insert: writers in the same hour wait for each other only where one lowers its start (an hour's first
-rows, or a late older transaction), as any upsert of one key waits.
+chunk), an operator's UPDATE; a TRUNCATE of the feed (the rebuild's first step) empties it. A statement adds a
+row only where its position is lower than every position its hour has already (the hour's first rows, or an
+older transaction committing late), so an hour holds a handful of rows. Its key is the hour and the position's
+transaction: two writers never write the same row (each writes its own transaction's), so no writer waits for
+another; one row per hour would make the second writer of a new hour wait for the first to commit, and two
+overlapping transactions that each first touched an hour the other then writes would deadlock.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ down_revision = "0020"
 branch_labels = None
 depends_on = None
 
-# One statement's new rows: each hour's lowest position, written where it is lower than the hour's (or new).
+# One statement's new rows: each hour's lowest position, written where it is lower than every position the hour
+# has (or the hour is new), as a row of the hour and the position's transaction.
 _LOWER = """
     INSERT INTO partner_feed_hours AS h (hour, feed_txid, feed_seq)
     SELECT n.hour, n.feed_txid, n.feed_seq
@@ -46,8 +49,7 @@ _LOWER = """
         WHERE o.hour = n.hour AND (o.feed_txid, o.feed_seq) <= (n.feed_txid, n.feed_seq)
     )
     ORDER BY n.hour  -- one lock order for every writer: no deadlock between two statements over several hours
-    ON CONFLICT (hour) DO UPDATE SET feed_txid = EXCLUDED.feed_txid, feed_seq = EXCLUDED.feed_seq
-    WHERE (EXCLUDED.feed_txid, EXCLUDED.feed_seq) < (h.feed_txid, h.feed_seq)
+    ON CONFLICT (hour, feed_txid) DO UPDATE SET feed_seq = EXCLUDED.feed_seq WHERE EXCLUDED.feed_seq < h.feed_seq
 """
 
 _FUNCTIONS = f"""
@@ -72,7 +74,7 @@ def upgrade() -> None:
         sa.Column("hour", sa.DateTime(timezone=True), nullable=False),
         sa.Column("feed_txid", sa.BigInteger(), nullable=False),
         sa.Column("feed_seq", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("hour", name="pk_partner_feed_hours"),
+        sa.PrimaryKeyConstraint("hour", "feed_txid", name="pk_partner_feed_hours"),
     )
     op.execute(_FUNCTIONS)
     # A database with a feed already: its hours from the rows it holds, before the triggers keep them.
