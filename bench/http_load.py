@@ -43,9 +43,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -344,46 +345,40 @@ def print_polled_check(settings: Settings, posted: Posted, seen: Posted) -> None
     )
 
 
-async def open_loop(
+async def paced(
     base: str,
-    users: list[tuple[str, str, str]],
+    name: str,
     rate: int,
     duration: int,
+    send: Callable[[aiohttp.ClientSession, int], Any],
     max_in_flight: int = 1000,
-    posted: Posted | None = None,
+    answered: Callable[[int, bytes], None] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Figure:
-    """``POST /api/payment/pay`` at ``rate``/s on schedule; each latency counted from when it was due.
+    """Open loop: request ``i`` (``send(session, i)``, an aiohttp request context) due at ``i / rate`` seconds,
+    sent on schedule whether or not earlier answers came; each latency counted from when it was due.
 
     A request due while ``max_in_flight`` are unanswered is not sent and counts as an error: a server that
-    cannot keep up fails the run without a queue of timed-out requests burying the runs after it. With
-    ``posted``, each 202 is noted there (P4)."""
-    run = uuid.uuid4().hex[:8]
+    cannot keep up fails the run without a queue of timed-out requests burying the runs after it.
+    ``answered(status, body)`` sees every answer."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     errors = 0
     in_flight = 0
     total = rate * duration
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
-    async with aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as http:
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(base, connector=connector, timeout=timeout, headers=headers) as http:
 
         async def one(i: int, due: float) -> None:
             nonlocal errors, in_flight
             in_flight += 1
-            token = users[i % len(users)][0]
             try:
-                async with http.post(
-                    "/api/payment/pay",
-                    data=f'{{"amount": "1000.00", "merchant_reference": "open-{i}"}}',
-                    headers={
-                        "Authorization": f"Bearer {token}",
-                        "Content-Type": "application/json",
-                        "Idempotency-Key": f"{run}-{i}",
-                    },
-                ) as reply:
+                async with send(http, i) as reply:
                     body = await reply.read()
                     statuses[reply.status] = statuses.get(reply.status, 0) + 1
-                    if posted is not None and reply.status == 202:
-                        posted.accepted(json.loads(body)["transaction_id"])
+                    if answered is not None:
+                        answered(reply.status, body)
             except (aiohttp.ClientError, TimeoutError):
                 errors += 1
                 return
@@ -407,22 +402,40 @@ async def open_loop(
         elapsed = time.perf_counter() - started
     latencies.sort()
     ok = sum(n for s, n in statuses.items() if 200 <= s < 300)
-
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
-
+    ms = [v * 1000 for v in latencies]
     return Figure(
-        f"pay @ {rate}/s open loop",
-        total,
-        ok,
-        elapsed,
-        total - ok - errors,
-        errors,
-        pct(0.5),
-        pct(0.95),
-        pct(0.99),
-        loadavg(),
+        name, total, ok, elapsed, total - ok - errors, errors, pct(ms, 0.5), pct(ms, 0.95), pct(ms, 0.99), loadavg()
     )
+
+
+async def open_loop(
+    base: str,
+    users: list[tuple[str, str, str]],
+    rate: int,
+    duration: int,
+    max_in_flight: int = 1000,
+    posted: Posted | None = None,
+) -> Figure:
+    """``POST /api/payment/pay`` at ``rate``/s on schedule (``paced``). With ``posted``, each 202 is noted there
+    (P4)."""
+    run = uuid.uuid4().hex[:8]
+
+    def send(http: aiohttp.ClientSession, i: int) -> Any:
+        return http.post(
+            "/api/payment/pay",
+            data=f'{{"amount": "1000.00", "merchant_reference": "open-{i}"}}',
+            headers={
+                "Authorization": f"Bearer {users[i % len(users)][0]}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": f"{run}-{i}",
+            },
+        )
+
+    def answered(status: int, body: bytes) -> None:
+        if posted is not None and status == 202:
+            posted.accepted(json.loads(body)["transaction_id"])
+
+    return await paced(base, f"pay @ {rate}/s open loop", rate, duration, send, max_in_flight, answered)
 
 
 def seed_users(settings: Settings, n: int, data: Path) -> list[tuple[str, str, str]]:

@@ -328,6 +328,17 @@ Index(
 Index("ix_partner_feed_created_at", partner_feed.c.created_at, partner_feed.c.feed_txid, partner_feed.c.feed_seq)
 Index("ix_partner_feed_amount", partner_feed.c.amount, partner_feed.c.feed_txid, partner_feed.c.feed_seq)
 
+# 0021: for each UTC hour of created_at, feed positions at or before the first row created in it, one row per
+# writing transaction that lowered it (kept by statement triggers on partner_feed): where a page with a date
+# filter starts its walk of the feed.
+partner_feed_hours = Table(
+    "partner_feed_hours",
+    metadata,
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("feed_txid", BigInteger, primary_key=True),
+    Column("feed_seq", BigInteger, nullable=False),
+)
+
 
 # == Ledger tables (owned by the ledger processor) =========================================================
 # A "partition" is the Kafka partition of the commands topic that owns an account. Each partition has

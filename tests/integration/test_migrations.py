@@ -186,6 +186,12 @@ EXPECTED_COLUMNS = {
         "created_at": (TSTZ, True, None),
         "amount": (MONEY, True, None),
     },
+    # 0021: where in the feed each UTC hour of created_at starts (kept by statement triggers on partner_feed).
+    "partner_feed_hours": {
+        "hour": (TSTZ, True, None),
+        "feed_txid": ("bigint", True, None),
+        "feed_seq": ("bigint", True, None),
+    },
     "ledger_transactions": {
         "transaction_id": (varchar(50), True, None),
         "partition": ("integer", True, None),
@@ -392,6 +398,7 @@ EXPECTED_PRIMARY_KEYS = {
     "midtrans_notifications": ["notification_id"],
     "payments": ["payment_id"],
     "partner_feed": ["transaction_id"],
+    "partner_feed_hours": ["hour", "feed_txid"],
     "ledger_transactions": ["transaction_id"],
     "ledger_system_accounts": ["id"],
     "ledger_entries": ["id"],
