@@ -45,7 +45,8 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from bench._stack import ApiProcess, api_process, infrastructure, partner_key
-from bench.http_load import Figure, Load, Watched, paced, profiled, tree_cpu_seconds, wrk
+from bench.cpu import tree_cpu_seconds
+from bench.http_load import Figure, Load, Watched, paced, profiled, wrk
 from bench.report import Measurement, save
 from ogp.clients import async_engine
 from query_api import partner_views
