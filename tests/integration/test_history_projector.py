@@ -32,7 +32,7 @@ from projections.history.rows import replay, row_from_event
 from schemas.base import Message, encode
 from schemas.events import AccountStatusChanged, TransactionRecorded
 from schemas.topics import LEDGER_EVENTS, TopicSpec, topic_specs
-from tests.support.tasks import kill, within
+from tests.support.tasks import kill, stop, within
 from tests.support.waiting import wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
@@ -193,11 +193,6 @@ def start(world: World, group: str) -> tuple[HistoryProjector, asyncio.Task]:
     return projector, asyncio.create_task(projector.run())
 
 
-async def stop(projector: HistoryProjector, task: asyncio.Task) -> None:
-    projector.stop()
-    await within(task, "the projector stopped", 30)
-
-
 # -- tests ------------------------------------------------------------------------------------------------
 
 
@@ -215,7 +210,7 @@ def test_events_become_rows_and_redelivery_changes_nothing(world):
         placed += await produce_events(world, events)
         await wait_for_positions(world, end_offsets(placed))
         assert table(world) == first
-        await stop(projector, task)
+        await stop(projector, task, "the projector", 30)
         assert projector.stats.applied == len(replay(events))
         assert projector.stats.other_types == 2 * sum(isinstance(e, AccountStatusChanged) for e in events)
         # Kafka's committed offsets follow the database (for lag dashboards).
@@ -276,7 +271,7 @@ def test_a_projector_killed_mid_stream_resumes_to_exactly_the_replayed_table(wor
         # A new instance resumes from the stored positions and ends with exactly the replayed table.
         projector, task = start(world, group)
         await wait_for_positions(world, end_offsets(placed))
-        await stop(projector, task)
+        await stop(projector, task, "the projector", 30)
         assert table(world) == replay(events)
         assert positions(world) == end_offsets(placed)
 
@@ -289,7 +284,7 @@ def test_rebuild_reproduces_the_table_from_offset_zero(world):
         placed = await produce_events(world, events)
         projector, task = start(world, f"t-{uuid.uuid4().hex[:8]}")
         await wait_for_positions(world, end_offsets(placed))
-        await stop(projector, task)
+        await stop(projector, task, "the projector", 30)
         live = table(world)
         # The read model is thrown away and rebuilt from the topic.
         stats = await rebuild(world.settings, topic=world.topic)
@@ -323,7 +318,7 @@ def test_poison_and_unknown_account_events_are_skipped_and_the_partition_moves_o
         placed = await produce(world, items)
         projector, task = start(world, f"t-{uuid.uuid4().hex[:8]}")
         await wait_for_positions(world, end_offsets(placed))
-        await stop(projector, task)
+        await stop(projector, task, "the projector", 30)
         assert table(world) == replay(good)
         assert projector.stats.undecodable == 2
         assert projector.stats.rejected == 2

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+from ogp.worker import Worker
 from tests.support.waiting import DEFAULT_TIMEOUT, WaitTimeout
 
 T = TypeVar("T")
@@ -80,3 +81,10 @@ async def kill(task: asyncio.Task, what: str, timeout: float = DEFAULT_TIMEOUT) 
         raise AssertionError(f"{what} was to be killed, and ended otherwise") from task.exception()
     if sent > 1:
         warnings.warn(f"{what} ended only after {sent} cancels: something ate a cancel", stacklevel=2)
+
+
+async def stop(worker: Worker, task: asyncio.Task, what: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Ask ``worker`` to stop (``request_stop()``, ogp/worker.py's protocol) and await ``task`` (its ``run()``)
+    within ``timeout``; WaitTimeout with the stacks if it does not return."""
+    worker.request_stop()
+    await within(task, f"{what} stopped", timeout)
