@@ -256,10 +256,11 @@ def test_a_projector_killed_mid_stream_resumes_to_exactly_the_replayed_table(wor
             lambda: asyncio.to_thread(positions, world), what="the projector committed a batch", interval=0.01
         )
         # ...and the projector is killed without warning, perhaps inside a database transaction. Every wait here
-        # has a deadline that names the tasks' stacks: the publisher waits for the kill, so a projector that
-        # outlived its cancel once hung this test silently, until pytest's timeout (a 3.11 asyncio.wait_for ate
-        # the cancel of its lag watcher: tests/unit/test_projector_loop.py). kill() cancels until the task has
-        # ended, as a real kill cannot be refused, and warns if one cancel was not enough.
+        # has a deadline that names the tasks' await chains: the publisher waits for the kill, so a projector that
+        # outlived its cancel once hung this test silently until pytest's timeout (the rollback after a COPY the
+        # cancel cut short raised OperationalError, which the loop retried; tests/unit/test_projector_loop.py).
+        # kill() cancels again until the task has ended, as a real kill cannot be refused, and warns if one
+        # cancel was not enough: the property tested is the resume after a kill, not how the task dies.
         await kill(task, "the projector")
         killed.set()
         placed = await within(producing, "the ledger published everything")
