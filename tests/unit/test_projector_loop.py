@@ -4,15 +4,20 @@ it lands, without a broker or a database (the consumer, the positions and the ba
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import psycopg
 from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy.exc import OperationalError
 
+import projections.facts
+import projections.positions
 from ogp.clients import async_engine
 from ogp.settings import Settings
+from projections.access_logs.projector import AccessLogProjector
 from projections.loop import ProjectorLoop
 from projections.positions import PositionedProjector
+from projections.velocity.monitor import VelocityMonitor
 
 TP = TopicPartition("t", 0)
 
@@ -66,11 +71,15 @@ def test_the_lag_watcher_ends_when_cancelled_even_as_its_positions_arrive():
 
 async def _cancel_turned_into_an_error(entered: asyncio.Event) -> None:
     """Waits for ever; cancelled, fails as SQLAlchemy does when it rolls back a psycopg connection whose COPY the
-    cancel cut short (seen in the history projector's kill test): an error in place of the CancelledError."""
+    cancel cut short (seen in the history projector's kill test): an error in place of the CancelledError. Only
+    the first time: a retry's cancel ends the retry, so that a test that failed still ends."""
+    first = not entered.is_set()
     entered.set()
     try:
         await asyncio.Event().wait()
     except asyncio.CancelledError:
+        if not first:
+            raise
         busy = psycopg.OperationalError("sending query failed: another command is already in progress")
         raise OperationalError("ROLLBACK", {}, busy) from None
 
@@ -126,5 +135,42 @@ def test_a_cancel_that_the_clean_up_turns_into_an_error_still_ends_the_loop():
         loop = _ConsumerCancelledOnItsWayOut(Settings(environment="test"), group_id="g", topic="t")
         loop.stats = "-"
         await _ends_cancelled(asyncio.create_task(loop.run()), loop.entered)
+
+    asyncio.run(scenario())
+
+
+def _parked_then_refused(entered: asyncio.Event):
+    """A stand-in for a database call (any arguments) that waits, and fails as above once cancelled."""
+
+    async def call(*args, **kwargs):
+        await _cancel_turned_into_an_error(entered)
+
+    return call
+
+
+def test_the_other_retrying_waits_end_on_a_cancel_that_the_clean_up_turns_into_an_error(monkeypatch):
+    """The same for each other wait that retries what failed: the seek to the stored positions on assignment,
+    the facts' write, the velocity monitor's record."""
+    settings = Settings(environment="test")
+
+    async def seek_to_stored(entered: asyncio.Event) -> None:
+        monkeypatch.setattr(projections.positions, "stored_positions", _parked_then_refused(entered))
+        projector = _Projector(settings, "g", topic="t", engine=async_engine(settings.sqlalchemy_url))
+        projector._consumer = _Consumer()  # type: ignore[assignment]  # a stand-in: seek()
+        await projector._seek_to_stored([TP])
+
+    async def write_facts(entered: asyncio.Event) -> None:
+        monkeypatch.setattr(projections.facts, "write_rows", _parked_then_refused(entered))
+        projector = AccessLogProjector(settings, group_id="g", topic="t", engine=async_engine(settings.sqlalchemy_url))
+        await projector._write_until_done([{"id": "a"}])
+
+    async def handle_a_record(entered: asyncio.Event) -> None:
+        record = SimpleNamespace(message=SimpleNamespace(partition=0, offset=7))  # what a failure's log reads
+        await VelocityMonitor(settings)._until_done(_parked_then_refused(entered), record)  # type: ignore[arg-type]  # a stand-in event
+
+    async def scenario() -> None:
+        for waiting in (seek_to_stored, write_facts, handle_a_record):
+            entered = asyncio.Event()
+            await _ends_cancelled(asyncio.create_task(waiting(entered)), entered)
 
     asyncio.run(scenario())
