@@ -82,6 +82,19 @@ def describe(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text[0][:300]}" if text else exc.__class__.__name__
 
 
+def raise_if_cancelling(exc: BaseException) -> None:
+    """Raise CancelledError (caused by ``exc``) if the running task has been asked to cancel; else nothing.
+
+    For the first line of an ``except Exception`` that retries: a failure caught while a cancel is pending may
+    be the cancel itself, turned into an error by clean-up on its way out (SQLAlchemy rolling back a psycopg
+    connection whose COPY the cancel cut short raises OperationalError "another command is already in
+    progress" in its place). Retried, the cancel would be lost and the loop would never end.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError(f"cancelled, then {describe(exc)}") from exc
+
+
 class Backoff:
     """Exponential delays between retries, capped; ``reset()`` after a success."""
 

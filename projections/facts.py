@@ -31,7 +31,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.settings import Settings
-from ogp.worker import Heartbeat, describe
+from ogp.worker import Heartbeat, describe, raise_if_cancelling
 from projections.loop import ProjectorLoop
 from schemas.base import UnknownMessage, decode
 
@@ -168,6 +168,7 @@ class FactProjector(ProjectorLoop):
                 await write_rows(self.engine, self.facts, rows, self.stats)
                 return True
             except Exception as exc:  # noqa: BLE001 - database down: keep the batch (offsets uncommitted), retry
+                raise_if_cancelling(exc)
                 self.heartbeat.failed(exc)
                 log.warning("writing %s rows failed (%s); retrying in %.1fs", self.facts.noun, describe(exc), delay)
                 await self._sleep(delay)

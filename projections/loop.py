@@ -35,7 +35,7 @@ from ogp.clients import async_engine
 from ogp.messaging import headers_dict
 from ogp.metrics import PROJECTOR_APPLIED, PROJECTOR_LAG
 from ogp.settings import Settings
-from ogp.worker import Backoff, Heartbeat, bounded, describe
+from ogp.worker import Backoff, Heartbeat, bounded, describe, raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ class ProjectorLoop:
                 try:
                     await self._consume()
                 except Exception as exc:
+                    raise_if_cancelling(exc)
                     delay = backoff.next()
                     self.heartbeat.failed(exc)
                     log.warning(
@@ -153,8 +154,10 @@ class ProjectorLoop:
                         await self._project_traced(batches)
             finally:
                 watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                # Bounded: a watcher that outlived its cancel must not hold this consumer's close, nor the retry
+                # (asyncio.wait, unlike awaiting the task, never eats a cancel sent to us meanwhile).
+                timeout = self.settings.shutdown_timeout_seconds
+                await bounded(watcher, timeout, f"the {self.name} projector's lag watcher")
                 self._show_lag({})  # this consumer's partitions are no longer ours to report
         finally:
             # Leaving the group waits on the broker: one that does not answer must not hold us.
@@ -230,6 +233,7 @@ class ProjectorLoop:
             try:
                 await self.refresh_lag()
             except Exception as exc:  # noqa: BLE001 - a missed refresh keeps the last values; the loop reports outages
+                raise_if_cancelling(exc)
                 log.debug("%s projector: refreshing the lag: %s", self.name, describe(exc))
 
     async def refresh_lag(self) -> None:
@@ -239,9 +243,13 @@ class ProjectorLoop:
         if not held:
             self._show_lag({})
             return
-        positions = await asyncio.wait_for(self._positions(held), 5)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result when a cancel meets it in one
+        # turn of the loop, and a watcher that ate its cancel went on refreshing while _consume() waited for it.
+        async with asyncio.timeout(5):
+            positions = await self._positions(held)
         # The end is read after the position, so the lag is never below the truth (nor below 0).
-        ends = await asyncio.wait_for(consumer.end_offsets(held), 5)
+        async with asyncio.timeout(5):
+            ends = await consumer.end_offsets(held)
         still = consumer.assignment()  # a partition revoked meanwhile is not reported
         self._show_lag({tp.partition: max(ends[tp] - positions.get(tp.partition, 0), 0) for tp in held if tp in still})
 
@@ -268,5 +276,6 @@ class ProjectorLoop:
 
     async def _sleep(self, seconds: float) -> None:
         """Wait ``seconds``, or less if asked to stop meanwhile."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):  # not wait_for: see refresh_lag()
+                await self._stopping.wait()

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ogp.db.tables import projection_positions as pp
 from ogp.settings import Settings
-from ogp.worker import Backoff, Heartbeat, describe
+from ogp.worker import Backoff, Heartbeat, describe, raise_if_cancelling
 from projections.loop import ProjectorLoop
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ class PositionedProjector(ProjectorLoop):
                 positions = await stored_positions(self.engine, self.topic, self.projector)
                 break
             except Exception as exc:
+                raise_if_cancelling(exc)
                 # Without the stored position we must not consume at all (Kafka's offset may be ahead).
                 self.heartbeat.failed(exc)
                 log.exception("cannot read projection positions; retrying")
@@ -188,6 +189,7 @@ class PositionedProjector(ProjectorLoop):
                 self._count_applied(self.stats.applied - applied)  # counted by apply_batch after its commit
                 self._apply_backoff.reset()
             except Exception as exc:
+                raise_if_cancelling(exc)
                 delay = self._apply_backoff.next()
                 self.heartbeat.failed(exc)
                 log.warning(

@@ -44,7 +44,7 @@ from mode.utils.queues import FlowControlEvent
 from ogp.messaging import ensure_topics, headers_dict
 from ogp.metrics import VELOCITY_ALERTS_SENT, VELOCITY_EVENTS
 from ogp.settings import Settings
-from ogp.worker import Backoff, Heartbeat, bounded, describe
+from ogp.worker import Backoff, Heartbeat, bounded, describe, raise_if_cancelling
 from projections.velocity.rules import (
     ACCOUNT,
     HOUR,
@@ -188,6 +188,7 @@ class VelocityMonitor:
                 await ensure_topics(self.settings.kafka_bootstrap, self.own_topics)
                 break
             except Exception as exc:  # noqa: BLE001 - Kafka not reachable yet: retried, like every worker's start
+                raise_if_cancelling(exc)
                 self.heartbeat.failed(exc)
                 log.warning("velocity monitor: creating its topics: %s", describe(exc))
                 with contextlib.suppress(TimeoutError):
@@ -239,6 +240,7 @@ class VelocityMonitor:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    raise_if_cancelling(exc)
                     # Kafka unreachable, say: retried, the record is kept (logged with its traceback).
                     delay = backoff.next()
                     self.heartbeat.failed(exc)

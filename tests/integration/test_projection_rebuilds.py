@@ -50,6 +50,7 @@ from schemas.access_logs import AccessLogged
 from schemas.base import Message, encode
 from schemas.events import OrderPaymentRecorded, TransactionRecorded
 from schemas.topics import ACCESS_LOGS, LEDGER_EVENTS, TopicSpec
+from tests.support.tasks import stop, within
 from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
@@ -231,11 +232,6 @@ async def running(projector: ProjectorLoop):
     return asyncio.create_task(projector.run())
 
 
-async def stop(projector: ProjectorLoop, task: asyncio.Task) -> None:
-    projector.stop()
-    await asyncio.wait_for(task, 30)
-
-
 async def reach(world: World, projector: str, ends: dict[int, int]) -> None:
     at: dict[int, int] = {}
 
@@ -256,7 +252,7 @@ def test_a_payments_rebuild_gives_the_projectors_table_back(world):
         projector = PaymentsProjector(world.settings, f"t-{uuid.uuid4().hex[:6]}", topic=world.events)
         task = await running(projector)
         await reach(world, "payments", ends)
-        await stop(projector, task)
+        await stop(projector, task, "the projector", 30)
         live = payments_table(world)
         assert live == expected_payments(events) and live
         # The read model is spoiled, then rebuilt from the topic.
@@ -281,9 +277,9 @@ def test_a_history_rebuild_while_the_projector_runs_and_events_keep_coming_ends_
         # The rebuild and the projector write at the same time, and the ledger keeps publishing meanwhile.
         publishing = asyncio.create_task(publish(world, world.events, more))
         await rebuild_history(world.settings, topic=world.events)
-        more_ends = await publishing
+        more_ends = await within(publishing, "the ledger published the rest")
         await reach(world, "history", {p: max(ends.get(p, 0), more_ends.get(p, 0)) for p in ends | more_ends})
-        await stop(projector, task)
+        await stop(projector, task, "the projector", 30)
         expected = history_rows.replay(first + more)
         assert rows(world, historical_transactions, "transaction_id") == expected
         # The feed (written in bulk by the rebuild's chunks, by the trigger for the projector's batches) holds
@@ -305,7 +301,7 @@ def test_an_access_log_rebuild_restores_rows_and_keeps_those_older_than_the_topi
             lambda: asyncio.to_thread(lambda: len(rows(world, api_access_logs, "id")) == len(events)),
             what="the access-log projector wrote every event",
         )
-        await stop(projector, task)
+        await stop(projector, task, "the projector", 30)
         live = rows(world, api_access_logs, "id")
         # A row from before the topic's retention, one row lost, one changed by hand.
         expired = {**live[events[0].event_id], "id": str(uuid.uuid4()), "endpoint": "/api/partner/long-ago"}
