@@ -30,16 +30,18 @@ def test_a_wait_past_its_deadline_names_what_did_not_happen_and_where_each_task_
 def test_a_kill_cancels_again_a_task_that_ate_one_cancel_and_says_so(monkeypatch):
     monkeypatch.setattr(tasks, "RESEND_INTERVAL", 0.05)
 
-    async def eats_one_cancel() -> None:
+    async def eats_one_cancel(started: asyncio.Event) -> None:
         try:
+            started.set()
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             pass  # as a clean-up that turns the cancel into something else would
         await asyncio.Event().wait()
 
     async def scenario():
-        task = asyncio.create_task(eats_one_cancel())
-        await asyncio.sleep(0)
+        started = asyncio.Event()
+        task = asyncio.create_task(eats_one_cancel(started))
+        await within(started.wait(), "the task is inside its try", 5)
         with pytest.warns(UserWarning, match="after 2 cancels"):
             await kill(task, "the task", 5)
         assert task.cancelled()
@@ -50,16 +52,18 @@ def test_a_kill_cancels_again_a_task_that_ate_one_cancel_and_says_so(monkeypatch
 def test_a_kill_fails_for_a_task_that_will_not_die_and_for_one_that_returns(monkeypatch):
     monkeypatch.setattr(tasks, "RESEND_INTERVAL", 0.05)
 
-    async def immortal() -> None:
+    async def immortal(started: asyncio.Event) -> None:
         while True:
             try:
+                started.set()
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 if stop.is_set():
                     raise
 
-    async def returns_when_cancelled() -> None:
+    async def returns_when_cancelled(started: asyncio.Event) -> None:
         try:
+            started.set()
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             return
@@ -67,15 +71,17 @@ def test_a_kill_fails_for_a_task_that_will_not_die_and_for_one_that_returns(monk
     stop = asyncio.Event()
 
     async def scenario():
-        task = asyncio.create_task(immortal())
-        await asyncio.sleep(0)
+        started = asyncio.Event()
+        task = asyncio.create_task(immortal(started))
+        await within(started.wait(), "the task is inside its try", 5)
         with pytest.raises(WaitTimeout, match=r"the task ended \(cancelled \d+ times\)"):
             await kill(task, "the task", 0.2)
         stop.set()
         task.cancel()
         await asyncio.wait({task})
-        task = asyncio.create_task(returns_when_cancelled())
-        await asyncio.sleep(0)
+        started = asyncio.Event()
+        task = asyncio.create_task(returns_when_cancelled(started))
+        await within(started.wait(), "the task is inside its try", 5)
         with pytest.raises(AssertionError, match="ended otherwise"):
             await kill(task, "the task", 5)
 
