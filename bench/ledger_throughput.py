@@ -260,15 +260,15 @@ def run_processor(
         steady_records = max(records - first_records, 1)
         stack = sum(servers_cpu.values()) + (cpu - first_cpu)
         cores = os.cpu_count() or 1
+        fill_records = cores * steady_records / stack
+        fill = fill_records * n / records
         print(
             f"    after the first commit ({window:.1f}s), CPU per record: processor {steady:.0f} µs, "
-            + ", ".join(f"{name} {cpu * 1e6 / steady_records:.0f} µs" for name, cpu in servers_cpu.items())
+            + ", ".join(f"{name} {used * 1e6 / steady_records:.0f} µs" for name, used in servers_cpu.items())
             + f", this script's polling {own * 1e6 / steady_records:.0f} µs. The whole machine was busy "
             f"{machine / window:.2f} of its {cores} cores; the stack's {stack * 1e6 / steady_records:.0f} µs per "
-            f"record would fill them at {cores * steady_records / stack:,.0f} records/s "
-            f"({cores * steady_records / stack * n / records:,.0f} commands/s)"
+            f"record would fill them at {fill_records:,.0f} records/s ({fill:,.0f} commands/s)"
         )
-        fill = cores * steady_records / stack * n / records
     return elapsed, fill
 
 
