@@ -44,7 +44,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,7 @@ class Figure:
     load: str
     cpu_ms_per_ok: float | None = None  # the API's own CPU per 2xx answer
     stack_cpu_ms_per_ok: float | None = None  # the API, PostgreSQL, Kafka, Redis and the processor together
+    parts_ms_per_ok: dict[str, float] = field(default_factory=dict)  # the same, process by process
 
     @property
     def ok_rate(self) -> float:
@@ -96,6 +97,10 @@ class Figure:
             f"  {self.name:<22} {self.ok_rate:8.0f}/s {self.p50_ms:7.1f} {self.p95_ms:7.1f} {self.p99_ms:7.1f}"
             f"   {self.non2xx + self.socket_errors:6d}  {ms(self.cpu_ms_per_ok)} {ms(self.stack_cpu_ms_per_ok)}"
             f" {capacity}   {self.load:<15} {target}"
+        ) + (
+            "\n    CPU per 2xx, ms: " + ", ".join(f"{n} {v:.2f}" for n, v in self.parts_ms_per_ok.items())
+            if self.parts_ms_per_ok
+            else ""
         )
 
 
@@ -128,6 +133,7 @@ class Watched:
 
     api: int
     stack: tuple[int, ...]
+    names: tuple[str, ...] = ()  # one per stack pid: the CPU per 2xx is printed per process too
 
 
 def wrk(name: str, base: str, script: str, load: Load, watched: Watched | None = None, **env: str) -> Figure:
@@ -143,10 +149,11 @@ def wrk(name: str, base: str, script: str, load: Load, watched: Watched | None =
         **env,
     }
     api_before = tree_cpu_seconds(watched.api) if watched else 0.0
-    stack_before = sum(tree_cpu_seconds(p) for p in watched.stack) if watched else 0.0
+    parts_before = [tree_cpu_seconds(p) for p in watched.stack] if watched else []
     out = subprocess.run(argv, env=full_env, capture_output=True, text=True, check=True).stdout
     api_cpu = tree_cpu_seconds(watched.api) - api_before if watched else None
-    stack_cpu = sum(tree_cpu_seconds(p) for p in watched.stack) - stack_before if watched else None
+    parts = [tree_cpu_seconds(p) - b for p, b in zip(watched.stack, parts_before, strict=True)] if watched else []
+    stack_cpu = sum(parts) if watched else None
     line = next(x for x in out.splitlines() if x.startswith("OGP_WRK "))
     s = json.loads(line.removeprefix("OGP_WRK "))
     return Figure(
@@ -162,6 +169,7 @@ def wrk(name: str, base: str, script: str, load: Load, watched: Watched | None =
         loadavg(),
         api_cpu * 1000 / s["ok"] if api_cpu is not None and s["ok"] else None,
         stack_cpu * 1000 / s["ok"] if stack_cpu is not None and s["ok"] else None,
+        {n: c * 1000 / s["ok"] for n, c in zip(watched.names, parts, strict=False)} if watched and s["ok"] else {},
     )
 
 
@@ -623,8 +631,9 @@ def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
             )
             data = str(users_file)
             w = Load(args.duration, args.connections, args.threads)
-            on_commands = Watched(commands.pid, (*pids, commands.pid))
-            on_queries = Watched(queries.pid, (*pids, queries.pid))
+            names = (*infra.pids, *(() if args.no_processor else ("processor",)))
+            on_commands = Watched(commands.pid, (*pids, commands.pid), (*names, "API"))
+            on_queries = Watched(queries.pid, (*pids, queries.pid), (*names, "API"))
             # Warm-up: connection pools filled, the producer's metadata, the first request of every route.
             warm = Load(3, args.connections, args.threads)
             wrk("warm-up", commands.url, "pay.lua", warm, OGP_WRK_DATA=data)
