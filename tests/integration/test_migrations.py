@@ -463,13 +463,15 @@ EXPECTED_INDEXES = {
     "ix_partner_feed_feed_txid_feed_seq": "CREATE INDEX ix_partner_feed_feed_txid_feed_seq ON "
     "public.partner_feed USING btree (feed_txid, feed_seq)",
     "ix_partner_feed_type_status_position": "CREATE INDEX ix_partner_feed_type_status_position ON "
-    "public.partner_feed USING btree (transaction_type, transaction_status, feed_txid, feed_seq)",
+    "public.partner_feed USING btree (transaction_type, transaction_status, feed_txid, feed_seq) "
+    "INCLUDE (created_at, amount, transaction_id)",
     "ix_partner_feed_status_position": "CREATE INDEX ix_partner_feed_status_position ON "
-    "public.partner_feed USING btree (transaction_status, feed_txid, feed_seq)",
+    "public.partner_feed USING btree (transaction_status, feed_txid, feed_seq) "
+    "INCLUDE (transaction_type, created_at, amount, transaction_id)",
     "ix_partner_feed_created_at": "CREATE INDEX ix_partner_feed_created_at ON "
-    "public.partner_feed USING btree (created_at, feed_txid, feed_seq)",
+    "public.partner_feed USING btree (created_at, feed_txid, feed_seq) INCLUDE (transaction_id)",
     "ix_partner_feed_amount": "CREATE INDEX ix_partner_feed_amount ON "
-    "public.partner_feed USING btree (amount, feed_txid, feed_seq)",
+    "public.partner_feed USING btree (amount, feed_txid, feed_seq) INCLUDE (transaction_id)",
     "ix_api_access_logs_service_recent": "CREATE INDEX ix_api_access_logs_service_recent ON "
     "public.api_access_logs USING btree (external_service_id, created_at DESC, id)",
     "ix_api_access_logs_key_recent": "CREATE INDEX ix_api_access_logs_key_recent ON public.api_access_logs "
