@@ -74,7 +74,8 @@ class StatementPool:
         self.pool = self._make()
 
     async def fetch_one(self, sql: str, params: tuple, row_factory: RowFactory[Any]) -> Any:
-        conn = await self._checkout(sql, params)
+        pool = self.pool  # the one the connection goes back to, should ``close`` replace it meanwhile
+        conn = await _checkout(pool, sql, params)
         try:
             async with conn.cursor(row_factory=row_factory) as cursor:
                 await cursor.execute(sql, params)
@@ -83,30 +84,31 @@ class StatementPool:
             if conn.closed or conn.broken:
                 # As SQLAlchemy's engine does on a disconnect: the connections opened before this one are likely
                 # dead too; psycopg's pool replaces those idle now, and those in use when they come back.
-                await self.pool.drain()
+                await pool.drain()
             lost = conn.closed or isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
             raise _as_sqlalchemys(sql, params, exc, lost) from exc
         finally:
-            await self.pool.putconn(conn)  # a closed or broken one is replaced by a new one
-
-    async def _checkout(self, sql: str, params: tuple) -> psycopg.AsyncConnection:
-        """A pooled connection the server has not closed: the dead ones met on the way are replaced."""
-        if self.pool.closed:
-            await self.pool.open()  # no-op when another request opened it meanwhile
-        while True:
-            try:
-                conn = await self.pool.getconn()
-            except psycopg.Error as exc:  # PoolTimeout: PostgreSQL down, or every connection busy too long
-                raise _as_sqlalchemys(sql, params, exc, lost=False) from exc
-            if not closed_by_server(conn):
-                return conn
-            await conn.close()
-            await self.pool.putconn(conn)
+            await pool.putconn(conn)  # a closed or broken one is replaced by a new one
 
     async def close(self) -> None:
         """Close the connections; the next use opens a new pool (as an engine is usable after ``dispose``)."""
         pool, self.pool = self.pool, self._make()
         await pool.close()
+
+
+async def _checkout(pool: AsyncConnectionPool, sql: str, params: tuple) -> psycopg.AsyncConnection:
+    """A connection of ``pool`` the server has not closed: the dead ones met on the way are replaced."""
+    while True:
+        try:
+            if pool.closed:
+                await pool.open()  # no-op when another request opened it meanwhile; connects in the background
+            conn = await pool.getconn()
+        except psycopg.Error as exc:  # PoolTimeout (PostgreSQL down, or all busy too long); PoolClosed
+            raise _as_sqlalchemys(sql, params, exc, lost=False) from exc
+        if not closed_by_server(conn):
+            return conn
+        await conn.close()
+        await pool.putconn(conn)  # closed: the pool opens another in its place
 
 
 class HotPathEngine(AsyncEngine):
