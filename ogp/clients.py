@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import select
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ogp.db.ledger_engines import LedgerEngines
 from ogp.db.shards import LedgerShards
+from ogp.db.statements import HotPathEngine, StatementPool, closed_by_server
 from ogp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,25 +117,32 @@ class Clients:
         await self.engine.dispose()
 
 
-def async_engine(url: str, *, hot_path: bool = False, **kwargs) -> AsyncEngine:
+def async_engine(url: str, *, hot_path: bool = False, statement_pool_size: int = 10, **kwargs) -> AsyncEngine:
     """An async SQLAlchemy engine on psycopg 3 (URLs with any postgres driver are accepted).
 
     ``hot_path``: the engine serves requests (the APIs), so a connection taken from the pool is checked without a
     round trip (``_drop_if_closed_by_server``) instead of SQLAlchemy's pre-ping, an extra round trip per checkout
-    that cost the APIs 11-16% of their CPU per answer. Workers and the CLI keep the pre-ping: they check out per
-    batch or per run, where it is not felt. See docs/architecture.md, "The APIs' pooled connections".
+    that cost the APIs 11-16% of their CPU per answer; and it comes with a pool of ``statement_pool_size`` psycopg
+    connections in autocommit (a :class:`~ogp.db.statements.HotPathEngine`) for ``fetch_one``, checked the same
+    way. Workers and the CLI keep the pre-ping: they check out per batch or per run, where it is not felt. See
+    docs/architecture.md, "The APIs' pooled connections" and "One statement without SQLAlchemy".
     """
     u = make_url(url).set(drivername="postgresql+psycopg")
     # All kept once opened (opened on demand): an overflow connection is opened and closed per use, and
-    # PostgreSQL forks a backend for each, which cost a loaded API more than its queries (at most 30, as before).
-    kwargs.setdefault("pool_size", 30)
+    # PostgreSQL forks a backend for each, which cost a loaded API more than its queries. At most 30 per engine,
+    # as before: on the hot path, 20 for SQLAlchemy and ``statement_pool_size`` (10) for the one-statement pool.
+    kwargs.setdefault("pool_size", 30 - statement_pool_size if hot_path else 30)
     kwargs.setdefault("max_overflow", 0)
     kwargs.setdefault("pool_pre_ping", not hot_path)
     engine = create_async_engine(u, **kwargs)
-    if hot_path:
-        event.listen(engine.sync_engine.pool, "connect", _mark_fresh)
-        event.listen(engine.sync_engine.pool, "checkout", _drop_if_closed_by_server)
-    return engine
+    if not hot_path:
+        return engine
+    event.listen(engine.sync_engine.pool, "connect", _mark_fresh)
+    event.listen(engine.sync_engine.pool, "checkout", _drop_if_closed_by_server)
+    # The same connection parameters as the engine's (and its psycopg adapters), without its pool.
+    _, connect_kwargs = engine.dialect.create_connect_args(engine.url)
+    statements = StatementPool(connect_kwargs, statement_pool_size, name=f"statements@{u.host}/{u.database}")
+    return HotPathEngine(engine.sync_engine, statements)
 
 
 _FRESH = "ogp_fresh"  # in a connection record's info (cleared when the connection is replaced): not yet checked out
@@ -147,35 +155,27 @@ def _mark_fresh(_dbapi_connection, record) -> None:
 def _drop_if_closed_by_server(_dbapi_connection, record, proxy) -> None:
     """Make the pool replace a pooled connection the server has closed, before a statement is sent on it.
 
-    An idle connection has nothing to read: PostgreSQL sends nothing unasked, except on closing it (restart,
-    ``pg_terminate_backend``, ``idle_session_timeout``), when it sends its FATAL message and the end of the stream.
-    So a readable socket means a dead connection, found with one non-blocking ``poll`` and no round trip (a
-    notification would read as one too, but the APIs do not LISTEN; a wrong guess costs one reconnect). Raising
-    ``DisconnectionError`` here is SQLAlchemy's documented way to have the pool open a new connection in its place
-    and check that one out (so no request sees the dead one). A connection just opened is not checked (as the
-    pre-ping does not check it): a second failure would exhaust the pool's attempts into an error that is not a
-    disconnect; its statement fails instead, as a database error (503).
+    ``closed_by_server`` tells it with one non-blocking ``poll``, no round trip. Raising ``DisconnectionError``
+    here is SQLAlchemy's documented way to have the pool open a new connection in its place and check that one out
+    (so no request sees the dead one). A connection just opened is not checked (as the pre-ping does not check
+    it): a second failure would exhaust the pool's attempts into an error that is not a disconnect; its statement
+    fails instead, as a database error (503).
     """
     if record.info.pop(_FRESH, False):
         return
-    driver = proxy.driver_connection
-    if driver.closed:
-        raise DisconnectionError("the connection is closed")
-    poller = select.poll()
-    poller.register(driver.pgconn.socket, select.POLLIN)
-    if poller.poll(0):
+    if closed_by_server(proxy.driver_connection):
         raise DisconnectionError("the server closed the connection")
 
 
 async def open_clients(settings: Settings, client_id: str, *, read_only: bool = False) -> Clients:
     """``read_only``: the service never writes to PostgreSQL, so its statements run without transactions."""
-    options = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
     engine = async_engine(settings.sqlalchemy_url, hot_path=True, **options)
-    # The other ledger databases serve one account's row per request: a smaller pool each.
+    # The other ledger databases serve one account's row per request: smaller pools each (10 connections).
     ledger = LedgerEngines(
         LedgerShards.from_settings(settings),
         engine,
-        lambda url: async_engine(url, hot_path=True, pool_size=10, **options),
+        lambda url: async_engine(url, hot_path=True, pool_size=5, statement_pool_size=5, **options),
     )
     redis = aioredis.Redis.from_url(settings.redis_dsn, socket_timeout=3, socket_connect_timeout=3)
     kafka = KafkaProducerManager(settings.kafka_bootstrap, client_id, settings.kafka_append_timeout_seconds)

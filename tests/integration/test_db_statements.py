@@ -13,8 +13,9 @@ import psycopg
 import pytest
 import sqlalchemy.exc
 
+from infra.local.process import free_port
 from ogp.clients import async_engine
-from ogp.db.statements import fetch_one
+from ogp.db.statements import HotPathEngine, fetch_one
 from ogp.web.errors import dependency_error
 from tests.support.infra import create_database
 from tests.support.waiting import wait_until_async
@@ -86,5 +87,131 @@ def test_a_dropped_connection_takes_the_pools_older_connections_with_it(postgres
             assert [await fetch_one(engine, "SELECT 1", ()) for _ in range(3)] == [(1,)] * 3
         finally:
             await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+# The APIs' engines (async_engine(..., hot_path=True)) serve fetch_one from a pool of psycopg's own, beside the
+# engine's: the same promises hold there, and that pool is checked without a round trip at each checkout.
+
+
+def _admin(url: str):
+    return psycopg.AsyncConnection.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+
+async def _pooled_backends(engine, count: int) -> set[int]:
+    """The server pids of ``count`` statement-pool connections, all in use at once (so the pool holds as many)."""
+    rows = await asyncio.gather(
+        *(fetch_one(engine, "SELECT pg_backend_pid(), pg_sleep(0.2)", ()) for _ in range(count))
+    )
+    return {pid for pid, _ in rows}
+
+
+def test_the_statement_pool_replaces_connections_the_server_closed_before_sending_a_statement(postgres_admin_url):
+    url = create_database(postgres_admin_url, "statements_hot_closed")
+
+    async def scenario() -> None:
+        engine = async_engine(url, hot_path=True, statement_pool_size=3)
+        try:
+            pooled = await _pooled_backends(engine, 3)
+            assert len(pooled) == 3
+            async with await _admin(url) as admin:
+                for pid in pooled:
+                    await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+                async def all_gone() -> bool:
+                    (alive,) = await (
+                        await admin.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pooled),)
+                        )
+                    ).fetchone()
+                    return alive == 0
+
+                await wait_until_async(all_gone, 30, "the terminated backends exited")
+            # No statement fails: each dead connection is found at checkout and replaced.
+            assert not await _pooled_backends(engine, 3) & pooled
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_dropped_during_a_statement_takes_the_statement_pools_older_connections_with_it(
+    postgres_admin_url,
+):
+    url = create_database(postgres_admin_url, "statements_hot_dropped")
+
+    async def scenario() -> None:
+        engine = async_engine(url, hot_path=True, statement_pool_size=3)
+        try:
+            pooled = await _pooled_backends(engine, 3)
+            slow = asyncio.create_task(fetch_one(engine, "SELECT pg_sleep(60)", ()))
+            async with await _admin(url) as admin:
+
+                async def sleeping() -> int | None:
+                    row = await (
+                        await admin.execute(
+                            "SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'"
+                        )
+                    ).fetchone()
+                    return row[0] if row else None
+
+                pid = await wait_until_async(sleeping, 30, "the slow statement is running")
+                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            with pytest.raises(sqlalchemy.exc.OperationalError) as caught:
+                await slow
+            assert dependency_error(caught.value) is not None  # the APIs answer 503 with Retry-After
+            # The others were opened before it and are replaced too, though the server had not closed them.
+            assert not await _pooled_backends(engine, 3) & pooled
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_a_statement_the_server_refuses_leaves_the_statement_pools_connection_in_use(postgres_admin_url):
+    url = create_database(postgres_admin_url, "statements_hot_refused")
+
+    async def scenario() -> None:
+        engine = async_engine(url, hot_path=True, statement_pool_size=1)
+        try:
+            (pid,) = await fetch_one(engine, "SELECT pg_backend_pid()", ())
+            with pytest.raises(sqlalchemy.exc.DataError):
+                await fetch_one(engine, "SELECT 1 / 0", ())
+            assert (await fetch_one(engine, "SELECT pg_backend_pid()", ())) == (pid,)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_with_no_server_to_reach_a_statement_fails_as_a_lost_server_does():
+    url = f"postgresql+psycopg://nobody:nothing@127.0.0.1:{free_port()}/nothing"
+
+    async def scenario() -> None:
+        engine = async_engine(url, hot_path=True)
+        try:
+            with pytest.raises(sqlalchemy.exc.OperationalError) as caught:
+                await fetch_one(engine, "SELECT 1", ())
+            assert dependency_error(caught.value) is not None  # 503 with Retry-After, never 500
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_disposing_the_engine_closes_its_statement_pool_and_the_engine_stays_usable(postgres_admin_url):
+    url = create_database(postgres_admin_url, "statements_hot_disposed")
+
+    async def scenario() -> None:
+        engine = async_engine(url, hot_path=True)
+        assert isinstance(engine, HotPathEngine)
+        assert (await fetch_one(engine, "SELECT 1", ())) == (1,)
+        used = engine.statements.pool
+        await engine.dispose()
+        assert used.closed
+        assert (await fetch_one(engine, "SELECT 2", ())) == (2,)  # as an engine is, after dispose
+        await engine.dispose()
+        assert engine.statements.pool.closed
 
     asyncio.run(scenario())
