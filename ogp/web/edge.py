@@ -63,7 +63,7 @@ class Edge:
         # Each header once, for all that is needed of them.
         given = declared = None
         has_body = header_nul = False
-        for name, value in scope["headers"]:
+        for name, value in scope.get("headers") or ():
             if name == CORRELATION_HEADER:
                 given = value if given is None else given  # the first, as Starlette's Headers.get
             elif name == b"content-length":

@@ -51,7 +51,7 @@ class TraceContext:
         if textmap is not self._textmap:  # found once per propagator installed, not per request
             self._textmap, self._fields = textmap, _fields_read(textmap)
         fields = self._fields
-        if fields is not None and not any(name in fields for name, _ in scope["headers"]):
+        if fields is not None and not any(name in fields for name, _ in scope.get("headers") or ()):
             parent = context.get_current()  # what extract returns when none of its headers is there
         else:
             parent = propagate.extract(cast(dict, scope), getter=asgi_getter)  # an ASGI scope is a dict
