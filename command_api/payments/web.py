@@ -166,8 +166,8 @@ def wallet_command_input(model: type[M]) -> Callable:
     """A dependency reading a wallet command's Idempotency-Key, exact JSON body and ``Prefer: wait``, in that order.
 
     One node where there were three (the key's, the body's and ``Prefer``'s, whose errors came in that order
-    too): FastAPI resolves each node of a route's dependency tree, and each header
-    parameter, on every request. Document the route with ``openapi_command(model, prefer=True)``.
+    too): FastAPI resolves each node of a route's dependency tree, and each header parameter, on every
+    request. Document the route with ``openapi_command(model, prefer=True)``.
     """
     read_body = exact_json_body(model)
 
