@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,6 +41,13 @@ IDEMPOTENCY_KEY_PARAMETER = {
         "pattern": IDEMPOTENCY_KEY_PATTERN,
         "examples": ["5f0c2a9e-7d1b-4b55-9a57-2f4f1c7f6a10"],
     },
+}
+# What FastAPI documented for ``Header(alias="Prefer")`` when the wallet commands declared it one.
+PREFER_PARAMETER = {
+    "in": "header",
+    "name": "Prefer",
+    "required": False,
+    "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Prefer"},
 }
 
 
@@ -87,15 +95,21 @@ def _inline_defs(schema: dict) -> dict:
     return inline(schema)
 
 
-def openapi_command(model: type[BaseModel], *, key_required: bool = True) -> dict:
-    """``openapi_extra`` of a command route: its exact JSON body and the Idempotency-Key header."""
-    return openapi_body(model) | {"parameters": [IDEMPOTENCY_KEY_PARAMETER | {"required": key_required}]}
+def openapi_command(model: type[BaseModel], *, key_required: bool = True, prefer: bool = False) -> dict:
+    """``openapi_extra`` of a command route: its exact JSON body and the Idempotency-Key header (and ``Prefer``,
+    for a route that reads it with :func:`wallet_command_input`)."""
+    key = IDEMPOTENCY_KEY_PARAMETER | {"required": key_required}
+    return openapi_body(model) | {"parameters": [PREFER_PARAMETER, key] if prefer else [key]}
 
 
 async def _idempotency_key(
     # Read here, documented by IDEMPOTENCY_KEY_PARAMETER: required there, but answered with our own 400 codes.
     key: Annotated[str | None, Header(alias="Idempotency-Key", include_in_schema=False)] = None,
 ) -> str:
+    return _required_key(key)
+
+
+def _required_key(key: str | None) -> str:
     if key is None or not key.strip():
         raise ApiError("the Idempotency-Key header is required for commands", code="idempotency_key_required")
     return _checked_key(key)
@@ -126,10 +140,6 @@ def parse_wait(prefer: str | None) -> int | None:
     return None
 
 
-async def _prefer_wait(prefer: Annotated[str | None, Header(alias="Prefer")] = None) -> int | None:
-    return parse_wait(prefer)
-
-
 def fingerprint(request: Request, body: StrictRequest) -> str:
     """The request hash an Idempotency-Key is bound to: method, path and the canonical body."""
     return idempotency.request_hash(request.method, request.url.path, body.canonical())
@@ -143,11 +153,37 @@ def answer_response(answer: idempotency.Answer, location: str | None = None) -> 
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
+@dataclass(frozen=True)
+class WalletCommandInput:
+    """What a wallet command's request carries besides the caller: its key, body and ``Prefer: wait``."""
+
+    key: str
+    body: Any  # the route's model
+    wait: int | None
+
+
+def wallet_command_input(model: type[M]) -> Callable:
+    """A dependency reading a wallet command's Idempotency-Key, exact JSON body and ``Prefer: wait``, in that order.
+
+    One node where there were three (the key's, the body's and ``Prefer``'s, whose errors came in that order
+    too): FastAPI resolves each node of a route's dependency tree, and each header parameter, on every
+    request. Document the route with ``openapi_command(model, prefer=True)``.
+    """
+    read_body = exact_json_body(model)
+
+    async def dependency(request: Request) -> WalletCommandInput:
+        headers = request.headers
+        key = _required_key(headers.get("idempotency-key"))
+        body = await read_body(request)
+        return WalletCommandInput(key, body, parse_wait(headers.get("prefer")))
+
+    return dependency
+
+
 async def _kafka(request: Request) -> KafkaProducerManager:
     return request.app.state.clients.kafka
 
 
 IdempotencyKey = Annotated[str, Depends(_idempotency_key)]
 OptionalIdempotencyKey = Annotated[str | None, Depends(_optional_idempotency_key)]
-PreferWait = Annotated[int | None, Depends(_prefer_wait)]
 Kafka = Annotated[KafkaProducerManager, Depends(_kafka)]

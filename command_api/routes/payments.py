@@ -6,13 +6,12 @@
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from command_api.deps import Engine, Ledger, Settings_
 from command_api.payments import service
 from command_api.payments.requests import (
     PayRequest,
@@ -22,16 +21,15 @@ from command_api.payments.requests import (
     TransferRequest,
 )
 from command_api.payments.web import (
-    IdempotencyKey,
-    Kafka,
-    PreferWait,
+    WalletCommandInput,
     answer_response,
-    exact_json_body,
     fingerprint,
     openapi_command,
+    wallet_command_input,
 )
 from ogp.db.ledger_engines import LedgerEngines, ledger_engine
 from ogp.security.current_user import CurrentUser
+from ogp.web.deps import AppClients
 from ogp.web.openapi import errors
 from schemas.commands import RequestPayment, RequestRefund, RequestTransfer, WalletCommand
 
@@ -93,18 +91,16 @@ def _command_route(
     """
 
     def register(checks: Checks[Body]) -> Checks[Body]:
-        # ``body`` is a ``model``; FastAPI reads only the dependency, and a variable is no static type.
+        # ``given.body`` is a ``model``; FastAPI reads only the dependency, and a variable is no static type.
         async def endpoint(
             request: Request,
             user: CurrentUser,
-            key: IdempotencyKey,
-            body: Annotated[Any, Depends(exact_json_body(model))],
-            wait: PreferWait,
-            engine: Engine,
-            kafka: Kafka,
-            settings: Settings_,
-            ledger: Ledger,
+            given: Annotated[WalletCommandInput, Depends(wallet_command_input(model))],
+            clients: AppClients,
         ) -> JSONResponse:
+            key, body, wait = given.key, given.body, given.wait
+            engine, kafka, settings, ledger = clients.engine, clients.kafka, clients.settings, clients.ledger
+
             async def prepare(claimed_account: str | None) -> tuple[str, CommandOf]:
                 service.check_amount(body.amount, settings)
                 # The claim read the caller's account; only a key claimed the slower way needs it looked up.
@@ -142,7 +138,7 @@ def _command_route(
             status_code=202,
             response_model=TransactionView,
             responses=_responses(more_responses),
-            openapi_extra=openapi_command(model),
+            openapi_extra=openapi_command(model, prefer=True),
         )
         return checks
 

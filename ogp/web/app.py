@@ -13,13 +13,10 @@ from ogp.health import health_router
 from ogp.logs import configure_logging
 from ogp.settings import Settings, get_settings
 from ogp.tracing import configure, exporting, instrument
-from ogp.web.body_limit import BodySizeLimit
-from ogp.web.correlation import CorrelationId
+from ogp.web.edge import Edge
 from ogp.web.errors import install_error_handlers
-from ogp.web.input_guard import InputGuard
-from ogp.web.metrics import RequestMetrics, metrics_router
+from ogp.web.metrics import metrics_router
 from ogp.web.openapi import install_openapi
-from ogp.web.trace_context import TraceContext
 
 
 def build_app(
@@ -62,21 +59,13 @@ def build_app(
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, telemetry=native_telemetry_off)
     install_error_handlers(app)
     install_openapi(app)
-    # The last added runs first: the size limit bounds what the guard reads.
-    app.add_middleware(InputGuard)
-    app.add_middleware(BodySizeLimit, max_bytes=64 * 1024)
-
-    # One id per request, from the caller (or Kong) when sane, carried into Kafka headers and logs.
-    app.add_middleware(CorrelationId)
-
-    # A server span per request only where spans leave the process; otherwise the request's trace context alone.
+    # Metrics, the trace context, the correlation id, the body size limit and the input guard, in one layer
+    # (ogp/web/edge.py). A server span per request only where spans leave the process (OpenTelemetry's
+    # middleware, outside every other); otherwise the request's trace context alone, made by the edge.
     provider = configure(settings, service)
     if exporting():
         instrument(app, provider)
-    else:
-        app.add_middleware(TraceContext, provider=provider)
-    # Added last, so it runs first: the duration covers every layer, refusals by the guards included.
-    app.add_middleware(RequestMetrics, service=service)
+    app.add_middleware(Edge, service=service, provider=None if exporting() else provider)
     app.include_router(health_router(service))
     app.include_router(metrics_router())
     for router in routers:

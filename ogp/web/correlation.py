@@ -1,8 +1,5 @@
 """The correlation id of each request: the caller's (or Kong's) when sane, else a new one; in logs, Kafka headers
-and the ``X-Correlation-Id`` answer.
-
-A pure ASGI middleware: ``@app.middleware("http")`` (BaseHTTPMiddleware) ran every request in a task group of
-its own, a cost the command API's hot path paid twice over for two lines of work.
+and the ``X-Correlation-Id`` answer. ``ogp.web.edge`` sets it for every HTTP request.
 """
 
 from __future__ import annotations
@@ -10,32 +7,24 @@ from __future__ import annotations
 import re
 import uuid
 
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message
 
-from ogp.logs import correlation_id
-
+HEADER = b"x-correlation-id"
 _CORRELATION_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
-class CorrelationId:
-    def __init__(self, app: ASGIApp):
-        self.app = app
+def correlation_of(given: bytes | None) -> str:
+    """The caller's ``X-Correlation-Id`` if it is a sane id, else a new one."""
+    if given is not None:
+        text = given.decode("latin-1")  # as Starlette's Headers decode
+        if _CORRELATION_ID.fullmatch(text):
+            return text
+    return uuid.uuid4().hex
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = Headers(scope=scope).get("x-correlation-id", "")
-        cid = given if _CORRELATION_ID.fullmatch(given) else uuid.uuid4().hex
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["X-Correlation-Id"] = cid
-            await send(message)
-
-        token = correlation_id.set(cid)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            correlation_id.reset(token)
+def with_correlation_id(message: Message, cid: str) -> None:
+    """Set ``X-Correlation-Id`` on an ``http.response.start`` message (replacing any the app set)."""
+    value = cid.encode("latin-1")
+    headers = [(name, v) for name, v in message.get("headers", ()) if name.lower() != HEADER]
+    headers.append((HEADER, value))
+    message["headers"] = headers

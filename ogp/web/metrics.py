@@ -1,19 +1,17 @@
 """HTTP RED metrics for both APIs: one observation per request by route template, and ``GET /metrics``.
 
-A pure ASGI middleware (no BaseHTTPMiddleware task group on the command API's hot path): it times the request,
-reads the status from ``http.response.start`` and the route template Starlette's router left in the scope.
-Labels stay bounded whatever a caller sends: the template, never the raw path; unknown methods become ``OTHER``.
+``ogp.web.edge`` times each request, reads the status from ``http.response.start`` and hands both to
+:class:`RequestMetrics` with the scope, where Starlette's router left the route template. Labels stay bounded
+whatever a caller sends: the template, never the raw path; unknown methods become ``OTHER``.
 """
 
 from __future__ import annotations
-
-from time import perf_counter
 
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.routing import iter_route_contexts
 from prometheus_client import Histogram
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from ogp.metrics import HTTP_REQUEST_DURATION, exposition
 
@@ -44,39 +42,21 @@ def route_label(scope: Scope) -> str:
 
 
 class RequestMetrics:
-    """ASGI middleware: observes ``http_server_request_duration_seconds`` once per HTTP request."""
+    """Observes ``http_server_request_duration_seconds`` of one service's HTTP requests."""
 
-    def __init__(self, app: ASGIApp, service: str):
-        self.app = app
+    def __init__(self, service: str):
         self.service = service
         # The labelled children, found once: ``labels()`` costs as much as ``observe()`` itself. Bounded as
         # the labels are (methods x route templates x statuses).
         self._series: dict[tuple[str, str, int], Histogram] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = perf_counter()
-        status = 500  # unless a response starts: an exception that no handler answered
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self._series_of(scope, status).observe(perf_counter() - started)
-
-    def _series_of(self, scope: Scope, status: int) -> Histogram:
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """One request answered ``status`` (500: no response started) after ``seconds``."""
         key = (method_label(scope["method"]), route_label(scope), status)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = HTTP_REQUEST_DURATION.labels(self.service, key[0], key[1], str(status))
-        return series
+        series.observe(seconds)
 
 
 def metrics_router() -> APIRouter:

@@ -16,6 +16,7 @@ from ogp.db.ledger_engines import LedgerEngines
 from ogp.db.tables import TRANSACTION_TYPES
 from ogp.errors import ApiError, NotFound, Unprocessable
 from ogp.security.current_user import CurrentUser
+from ogp.web.deps import AppClients
 from ogp.web.fields import Moment
 from ogp.web.openapi import errors
 from query_api.deps import Engine, Ledger
@@ -220,11 +221,11 @@ def _past(moment: datetime, name: str) -> datetime:
 )
 async def get_balance(
     user: CurrentUser,
-    engine: Engine,
-    ledger: Ledger,
+    clients: AppClients,
     at: Annotated[Moment | None, Query(description="the balance at this moment, from the ledger's entries")] = None,
 ) -> BalanceResponse:
     """The caller's wallet balance, from the authoritative ledger balance (or its entries, at a moment)."""
+    engine, ledger = clients.engine, clients.ledger
     a = await _account(engine, user.user_id, ledger)
     if at is None:
         return BalanceResponse(account_id=a["account_id"], balance=money_str(a["balance"]), currency=a["currency"])

@@ -14,7 +14,8 @@ from prometheus_client import REGISTRY
 from command_api.midtrans.service import InvalidNotification, refusal_outcome
 from ogp.errors import NotFound, ServiceUnavailable, Unauthorized
 from ogp.settings import REPO_ROOT
-from ogp.web.metrics import UNMATCHED, RequestMetrics, method_label, route_label
+from ogp.web.edge import Edge
+from ogp.web.metrics import UNMATCHED, method_label, route_label
 
 RED = "http_server_request_duration_seconds"
 
@@ -71,7 +72,7 @@ def _served(app, scope) -> None:
     async def send(_: dict) -> None:
         return None
 
-    asyncio.run(RequestMetrics(app, service="unit-test")(scope, receive, send))
+    asyncio.run(Edge(app, service="unit-test")(scope, receive, send))
 
 
 def _count(route: str, status: str, method: str = "GET") -> float:

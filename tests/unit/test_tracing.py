@@ -23,7 +23,7 @@ from infra.local.process import free_port
 from ogp.settings import Settings
 from ogp.tracing import build_provider, recorded, traces_url
 from ogp.web.app import build_app
-from ogp.web.trace_context import TraceContext
+from ogp.web.edge import Edge
 
 
 def test_without_an_endpoint_nothing_is_exported():
@@ -100,7 +100,7 @@ def test_a_midtrans_call_is_a_client_span_with_its_outcome():
 
 
 def _seen_in_a_request(headers: list[tuple[bytes, bytes]], ratio: float = 1.0) -> dict[str, str]:
-    """The context an app behind TraceContext sees: its current span's ids and the traceparent it would append."""
+    """The context an app behind the edge sees: its current span's ids and the traceparent it would append."""
     seen: dict[str, str] = {}
 
     async def app(scope, receive, send):
@@ -111,7 +111,7 @@ def _seen_in_a_request(headers: list[tuple[bytes, bytes]], ratio: float = 1.0) -
 
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
     scope = {"type": "http", "method": "POST", "path": "/api/payment/pay", "headers": headers}
-    asyncio.run(TraceContext(app, provider=provider)(scope, None, None))
+    asyncio.run(Edge(app, service="unit-test", provider=provider)(scope, None, None))
     assert not trace.get_current_span().get_span_context().is_valid, "the request's context is left behind it"
     return seen
 
@@ -137,10 +137,12 @@ def test_without_an_exporter_an_api_makes_no_server_span_but_with_one_it_does():
         quiet = build_app("command-api", "quiet", routers=[], settings=Settings(environment="test"))
     with patch("ogp.tracing._exporting", True):
         exported = build_app("command-api", "exported", routers=[], settings=Settings(environment="test"))
-    assert TraceContext in [m.cls for m in quiet.user_middleware]
+    [quiet_edge] = [m for m in quiet.user_middleware if m.cls is Edge]
+    assert quiet_edge.kwargs["provider"] is not None  # the edge makes the request's trace context
     assert not getattr(quiet, "_is_instrumented_by_opentelemetry", False)
     assert getattr(exported, "_is_instrumented_by_opentelemetry", False)
-    assert TraceContext not in [m.cls for m in exported.user_middleware]
+    [exported_edge] = [m for m in exported.user_middleware if m.cls is Edge]
+    assert exported_edge.kwargs["provider"] is None  # OpenTelemetry's middleware does
 
 
 def test_without_an_exporter_a_request_runs_in_its_trace_context_with_no_span_recorded():

@@ -1,0 +1,128 @@
+"""What every HTTP request of both APIs passes before its route, in one ASGI layer.
+
+In the order a request meets them (each one covers those after it):
+
+1. **Metrics** (``ogp.web.metrics``): the request's duration and status, refusals below included.
+2. **Trace context** (``ogp.web.trace_context``), where spans are exported nowhere; where they are,
+   OpenTelemetry's own middleware makes a server span per request instead, outside this layer.
+3. **Correlation id** (``ogp.web.correlation``): in logs and Kafka headers while the request runs, and in the
+   ``X-Correlation-Id`` answer, refusals included.
+4. **Body size limit**: 413 ``payload_too_large`` for a body over ``max_bytes``, declared or sent.
+5. **Input guard** (``ogp.web.input_guard``): 400 ``invalid_text`` / ``body_too_deep``; a body that passes is
+   replayed to the app.
+
+These were five middlewares, each its own coroutine per request, three with a wrapper of their own around
+every message sent, and each looking through the headers for its own: about a tenth of a balance read's API
+samples in a py-spy profile, 4% since (docs/architecture.md, "The edge in one layer"). Here the headers are
+read once and the answer goes through one wrapper.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+from opentelemetry.sdk.trace import TracerProvider
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ogp.logs import correlation_id
+from ogp.web.correlation import HEADER as CORRELATION_HEADER
+from ogp.web.correlation import correlation_of, with_correlation_id
+from ogp.web.input_guard import MAX_JSON_DEPTH, body_problem, url_problem
+from ogp.web.metrics import RequestMetrics
+from ogp.web.refuse import refuse
+from ogp.web.trace_context import TraceContext
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class Edge:
+    """ASGI middleware: metrics, trace context, correlation id, body size limit and input guard, in that order."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        service: str,
+        provider: TracerProvider | None = None,
+        max_bytes: int = MAX_BODY_BYTES,
+        max_depth: int = MAX_JSON_DEPTH,
+    ):
+        """``provider``: the tracer provider whose sampler and ids make each request's trace context; None
+        where OpenTelemetry's middleware makes a span per request instead (spans are exported)."""
+        self.app = app
+        self.metrics = RequestMetrics(service)
+        self.trace = TraceContext(provider) if provider is not None else None
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = perf_counter()
+        status = 500  # unless a response starts: an exception that no handler answered
+        # Each header once, for all that is needed of them.
+        given = declared = None
+        has_body = header_nul = False
+        for name, value in scope.get("headers") or ():
+            if name == CORRELATION_HEADER:
+                if given is None:  # the first, as Starlette's Headers.get
+                    given = value
+            elif name == b"content-length":
+                declared, has_body = value, True
+            elif name == b"transfer-encoding":
+                has_body = True  # HTTP/1.1 has a body only with Content-Length or Transfer-Encoding
+            if b"\x00" in value:
+                header_nul = True
+        cid = correlation_of(given)
+
+        async def send_answer(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                with_correlation_id(message, cid)
+            await send(message)
+
+        trace_token = self.trace.enter(scope) if self.trace is not None else None
+        cid_token = correlation_id.set(cid)
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+                await self._too_large(send_answer)
+            elif (where := url_problem(scope, header_nul)) is not None:
+                await refuse(send_answer, 400, "invalid_text", "text must not contain U+0000", {"where": where})
+            elif not has_body:  # a GET, say: nothing to read, so nothing to check or replay
+                await self.app(scope, receive, send_answer)
+            else:
+                await self._with_body(scope, receive, send_answer)
+        finally:
+            correlation_id.reset(cid_token)
+            if trace_token is not None:
+                TraceContext.leave(trace_token)
+            self.metrics.observe(scope, status, perf_counter() - started)
+
+    async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The body read whole (up to ``max_bytes``) and checked, then replayed to the app."""
+        messages: list[Message] = []
+        seen = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                await self._too_large(send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        if (problem := body_problem(body, self.max_depth)) is not None:
+            await refuse(send, 400, *problem)
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await refuse(send, 413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes")
