@@ -256,32 +256,19 @@ def test_two_overlapping_transactions_that_open_the_same_hour_do_not_wait_for_ea
     assert hours_behind(url) == 0
 
 
-def test_a_page_with_a_status_walks_its_index_without_counting_the_range_first(url):
+def test_a_page_with_a_status_runs_no_count_of_its_range_and_answers_the_same_rows(url):
     """The status indexes carry every filter column (0022) and yield the feed's order: a page with a status and a
-    range runs the start and the page, not the range's count (up to SORT_MAX entries) before them; and its rows
-    are chosen from the status index."""
+    range runs the start and the page, not the range's count (up to SORT_MAX entries) before them. Which index
+    the page reads is PostgreSQL's choice (it depends on the statistics), so it is not asserted; the rows are."""
+    filters = {"status": "SUCCESS", "created_from": at(4), "created_to": at(6)}
 
-    async def statements() -> tuple[int, set[str]]:
+    async def statements() -> int:
         engine = async_engine(url)
         try:
             async with engine.connect() as conn:
-                run = await page_statements(
-                    conn, limit=21, after=None, status="SUCCESS", created_from=at(4), created_to=at(6)
-                )
-                page, values = run[-1]
-                compiled = page.compile(dialect=engine.dialect)
-                explained = "EXPLAIN (FORMAT JSON) " + compiled.string
-                plan = (await conn.exec_driver_sql(explained, compiled.construct_params(values))).scalar_one()
-                return len(run), feed_indexes(plan[0]["Plan"])
+                return len(await page_statements(conn, limit=21, after=None, **filters))
         finally:
             await engine.dispose()
 
-    count, indexes = asyncio.run(statements())
-    assert count == 2  # the range's start, then the page
-    assert indexes == {"ix_partner_feed_status_position"}
-
-
-def feed_indexes(plan: dict) -> set[str]:
-    """The indexes a plan reads partner_feed through."""
-    own = {plan["Index Name"]} if plan.get("Relation Name") == "partner_feed" and "Index Name" in plan else set()
-    return own.union(*(feed_indexes(p) for p in plan.get("Plans", [])))
+    assert asyncio.run(statements()) == 2  # the range's start, then the page
+    assert pages(url, filters, skip_to_range=True) == pages(url, filters, skip_to_range=False)
