@@ -23,6 +23,24 @@ from tests.support.waiting import wait_until_async
 pytestmark = pytest.mark.integration
 
 
+def _admin(url: str):
+    """A plain psycopg connection (autocommit) to the test's database, to act as the server would."""
+    return psycopg.AsyncConnection.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+
+async def _terminate(admin: psycopg.AsyncConnection, where: str, params: tuple = ()) -> None:
+    """Terminate the backends ``pg_stat_activity`` lists ``where``, and wait until they have exited."""
+    await admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {where}", params)
+
+    async def all_gone() -> bool:
+        (alive,) = await (
+            await admin.execute(f"SELECT count(*) FROM pg_stat_activity WHERE {where}", params)
+        ).fetchone()
+        return alive == 0
+
+    await wait_until_async(all_gone, 30, "the terminated backends exited")
+
+
 def test_a_connection_the_server_dropped_is_a_database_error_and_leaves_the_pool(postgres_admin_url):
     url = create_database(postgres_admin_url, "statements_dropped")
 
@@ -31,9 +49,7 @@ def test_a_connection_the_server_dropped_is_a_database_error_and_leaves_the_pool
         engine = async_engine(url, pool_size=1, pool_pre_ping=False)
         try:
             (pid,) = await fetch_one(engine, "SELECT pg_backend_pid()", ())
-            async with await psycopg.AsyncConnection.connect(
-                url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
-            ) as admin:
+            async with await _admin(url) as admin:
                 await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
             with pytest.raises(sqlalchemy.exc.DBAPIError) as caught:
                 await fetch_one(engine, "SELECT 1", ())
@@ -71,16 +87,8 @@ def test_a_dropped_connection_takes_the_pools_older_connections_with_it(postgres
             held = [await engine.connect() for _ in range(3)]
             for conn in held:
                 await conn.close()  # back into the pool, all three open
-            async with await psycopg.AsyncConnection.connect(
-                url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
-            ) as admin:
-                others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                await admin.execute(f"SELECT pg_terminate_backend(pid) {others}")
-
-                async def all_gone() -> bool:
-                    return (await (await admin.execute(f"SELECT count(*) {others}")).fetchone()) == (0,)
-
-                await wait_until_async(all_gone, 30, "the terminated backends exited")
+            async with await _admin(url) as admin:
+                await _terminate(admin, "datname = current_database() AND pid <> pg_backend_pid()")
             # One statement fails (503), and it was the last: the pool replaces the other two as well.
             with pytest.raises(sqlalchemy.exc.OperationalError):
                 await fetch_one(engine, "SELECT 1", ())
@@ -93,10 +101,6 @@ def test_a_dropped_connection_takes_the_pools_older_connections_with_it(postgres
 
 # The APIs' engines (async_engine(..., hot_path=True)) serve fetch_one from a pool of psycopg's own, beside the
 # engine's: the same promises hold there, and that pool is checked without a round trip at each checkout.
-
-
-def _admin(url: str):
-    return psycopg.AsyncConnection.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
 
 
 async def _pooled_backends(engine, count: int) -> set[int]:
@@ -116,18 +120,7 @@ def test_the_statement_pool_replaces_connections_the_server_closed_before_sendin
             pooled = await _pooled_backends(engine, 3)
             assert len(pooled) == 3
             async with await _admin(url) as admin:
-                for pid in pooled:
-                    await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-
-                async def all_gone() -> bool:
-                    (alive,) = await (
-                        await admin.execute(
-                            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pooled),)
-                        )
-                    ).fetchone()
-                    return alive == 0
-
-                await wait_until_async(all_gone, 30, "the terminated backends exited")
+                await _terminate(admin, "pid = ANY(%s)", (list(pooled),))
             # No statement fails: each dead connection is found at checkout and replaced.
             assert not await _pooled_backends(engine, 3) & pooled
         finally:
