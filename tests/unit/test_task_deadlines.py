@@ -16,13 +16,17 @@ async def _parked(event: asyncio.Event) -> None:
     await event.wait()
 
 
+async def _returns(value: str) -> str:
+    return value
+
+
 def test_a_wait_past_its_deadline_names_what_did_not_happen_and_where_each_task_waits():
     async def scenario():
         never = asyncio.Event()
         with pytest.raises(WaitTimeout, match="the parked task returned") as failure:
             await within(_parked(never), "the parked task returned", 0.05)
         assert "in _parked" in str(failure.value) and "locks.py" in str(failure.value)  # down to Event.wait
-        assert await within(asyncio.sleep(0, "done"), "a sleep", 5) == "done"
+        assert await within(_returns("done"), "a value", 5) == "done"  # what ends in time is passed back
 
     asyncio.run(scenario())
 
