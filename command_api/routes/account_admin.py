@@ -11,7 +11,6 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from command_api.deps import Engine, Ledger
 from ogp.clients import KafkaUnavailable
 from ogp.db.ledger_engines import ledger_engine
 from ogp.db.tables import accounts
@@ -19,6 +18,7 @@ from ogp.errors import Conflict, NotFound, ServiceUnavailable
 from ogp.messaging import append_command
 from ogp.metrics import COMMANDS_ACCEPTED
 from ogp.security.current_user import AdminUser
+from ogp.web.deps import Engine, Ledger
 from ogp.web.openapi import errors
 from schemas.commands import ChangeAccountStatus, ChangeVerificationLevel, VerificationLevel
 

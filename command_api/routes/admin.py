@@ -9,12 +9,12 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy.engine import RowMapping
 
-from command_api.deps import Engine, Settings_
 from command_api.identity.fields import Email
 from command_api.identity.policy import PolicyViolation, normalise_email
 from command_api.partners import service
 from ogp.errors import Unprocessable
 from ogp.security.current_user import AdminUser
+from ogp.web.deps import Engine, Settings_
 from ogp.web.fields import JSON_INTEGER, AwareMoment
 from ogp.web.openapi import errors
 

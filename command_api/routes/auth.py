@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from command_api.deps import ClientIp, Engine, Ledger, Redis, Settings_, Tokens
+from command_api.deps import ClientIp, Redis, Tokens
 from command_api.identity import service
 from command_api.identity.fields import Email
 from command_api.identity.login_throttle import LoginThrottle
 from ogp.security.current_user import CurrentUser, deny_access_token
+from ogp.web.deps import Engine, Ledger, Settings_
 from ogp.web.openapi import errors
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from command_api import dead_letters
-from command_api.deps import Engine, Ledger
 from ogp.security.current_user import AdminUser
+from ogp.web.deps import Engine, Ledger
 from ogp.web.openapi import errors
 
 router = APIRouter(

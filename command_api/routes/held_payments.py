@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from command_api.deps import Engine, Ledger
 from command_api.midtrans.status_sync import returner
 from ogp.security.current_user import AdminUser
+from ogp.web.deps import Engine, Ledger
 from ogp.web.openapi import errors
 
 router = APIRouter(

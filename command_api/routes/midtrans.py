@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from command_api.deps import Engine, Ledger, Settings_
 from command_api.midtrans import service
 from command_api.midtrans.adapter import MidtransGateway
 from command_api.midtrans.methods import instructions_of
@@ -36,6 +35,7 @@ from command_api.payments.web import (
     openapi_command,
 )
 from ogp.security.current_user import CurrentUser
+from ogp.web.deps import Engine, Ledger, Settings_
 from ogp.web.openapi import errors
 
 router = APIRouter(tags=["payments"])

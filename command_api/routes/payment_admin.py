@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
-from command_api.deps import Engine
 from command_api.midtrans import service
 from command_api.payments.web import Kafka
 from command_api.routes.midtrans import Gateway
 from ogp.security.current_user import AdminUser
+from ogp.web.deps import Engine
 from ogp.web.openapi import errors
 
 router = APIRouter(prefix="/api/admin/payments", tags=["admin"])

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
-from command_api.deps import Engine, Ledger
 from command_api.midtrans.reconcile import Kind, reconcile
 from command_api.routes.midtrans import Gateway
 from ogp.errors import Unprocessable
 from ogp.security.current_user import AdminUser
+from ogp.web.deps import Engine, Ledger
 from ogp.web.fields import AwareMoment
 from ogp.web.openapi import errors
 

@@ -12,8 +12,8 @@ from sqlalchemy import select, tuple_
 from ogp.db.tables import velocity_alerts as alerts
 from ogp.errors import ApiError
 from ogp.security.current_user import AdminUser
+from ogp.web.deps import Engine
 from ogp.web.openapi import errors
-from query_api.deps import Engine
 from query_api.routes.cursor import CURSOR_SCHEMA, InvalidCursor, decode_cursor, encode_cursor
 from schemas.events import VelocityRule
 from schemas.money import Balance

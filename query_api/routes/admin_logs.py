@@ -13,8 +13,8 @@ from ogp.db.tables import api_access_logs as logs
 from ogp.db.tables import external_services
 from ogp.errors import ApiError, NotFound
 from ogp.security.current_user import AdminUser
+from ogp.web.deps import Engine
 from ogp.web.openapi import errors
-from query_api.deps import Engine
 from query_api.routes.cursor import CURSOR_SCHEMA, InvalidCursor, decode_cursor, encode_cursor
 
 router = APIRouter(

@@ -18,10 +18,10 @@ from pydantic_core import to_json
 from sqlalchemy.engine import RowMapping
 
 from ogp.errors import ApiError, NotFound, Unprocessable
+from ogp.web.deps import Engine, Ledger, Settings_
 from ogp.web.fields import Moment
 from ogp.web.openapi import errors
 from query_api import partner_views as views
-from query_api.deps import Engine, Ledger, Settings_
 from query_api.feed_cursor import decode_feed_cursor, encode_feed_cursor
 from query_api.partners.auth import ReadReports, ReadTransactions
 from query_api.partners.keys import mask_email, mask_phone

@@ -16,10 +16,9 @@ from ogp.db.ledger_engines import LedgerEngines
 from ogp.db.tables import TRANSACTION_TYPES
 from ogp.errors import ApiError, NotFound, Unprocessable
 from ogp.security.current_user import CurrentUser
-from ogp.web.deps import AppClients
+from ogp.web.deps import AppClients, Engine, Ledger
 from ogp.web.fields import Moment
 from ogp.web.openapi import errors
-from query_api.deps import Engine, Ledger
 from query_api.routes import balance_views
 from query_api.routes import payment_views as views
 from query_api.routes.cursor import CURSOR_SCHEMA, InvalidCursor, decode_cursor, encode_cursor

@@ -47,7 +47,7 @@ def test_the_code_keeps_every_import_contract():
 
 
 def test_a_service_importing_another_service_breaks_the_contracts(copy_of_the_tree):
-    target = copy_of_the_tree / "query_api" / "deps.py"
+    target = copy_of_the_tree / "query_api" / "partner_views.py"
     target.write_text(target.read_text() + "\nimport ledger_processor.runner  # a deliberate violation\n")
 
     result = lint_imports(copy_of_the_tree)
