@@ -13,8 +13,9 @@ In the order a request meets them (each one covers those after it):
 
 These were five middlewares, each its own coroutine per request, three with a wrapper of their own around
 every message sent, and each looking through the headers for its own: about a tenth of a balance read's API
-samples in a py-spy profile, 4% since (docs/architecture.md, "The edge in one layer"). Here the headers are
-read once and the answer goes through one wrapper.
+samples in a py-spy profile, 4% since (docs/architecture.md, "The edge in one layer"). Here one pass over the
+headers serves every check (the trace context still looks for its own, ``TraceContext.enter``) and the answer
+goes through one wrapper.
 """
 
 from __future__ import annotations
