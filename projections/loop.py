@@ -13,6 +13,12 @@ each projector after its commit, and ``ogp_projector_lag{projector,partition}``,
 where the projector resumes (:meth:`ProjectorLoop._positions`: the position stored in PostgreSQL, or for the
 access logs, which keep none, the consumer's position, which it commits after each write).
 
+A consumer that holds partitions with events behind its position and has fetched nothing for
+``stall_seconds`` (the lag watcher's finding, no batch in hand) is stalled: group clients have been seen to stop
+fetching after a broker restart while they still heartbeat and hold their partitions, so the projection would
+never catch up and nothing would end the process. The loop then closes it and resumes with a new consumer from
+the stored positions, as after any failure (logged as a warning with the partitions behind).
+
 Traces (only when exported, ``ogp/tracing.py``): a span ``project batch`` per fetch, and one ``project event``
 per record of a trace not dropped upstream, continuing the trace its headers carry (the request's, through the
 ledger processor), linked to the fetch's span and ended once the fetch is projected.
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -40,6 +47,10 @@ from ogp.worker import Backoff, Heartbeat, bounded, describe, raise_if_cancellin
 log = logging.getLogger(__name__)
 
 
+class ConsumerStalled(Exception):
+    """The consumer holds partitions with events to project and has fetched nothing for ``stall_seconds``."""
+
+
 class ProjectorLoop:
     """``run()`` gives consumers one after another to ``_consume()`` until ``stop()``: a failure that escapes
     one (the broker gone, a consumer in a bad state) is logged and backed off, and the next one resumes from
@@ -48,6 +59,7 @@ class ProjectorLoop:
 
     retry_cap_seconds = 10.0
     lag_interval_seconds = 5.0  # how often the lag gauges are refreshed
+    stall_seconds = 30.0  # behind and fetching nothing this long: a new consumer (see the module's docstring)
     max_batch = 500  # records per fetch
     isolation_level = "read_uncommitted"  # aiokafka's default
     stats: object  # each projector's own counters: logged when it stops, read by tests
@@ -71,6 +83,12 @@ class ProjectorLoop:
         self._closed_cleanly = True
         self._consumer: AIOKafkaConsumer | None = None
         self._lag_shown: set[int] = set()  # partitions whose lag series this process shows
+        # The stall check (refresh_lag): when records last came, since when the held partitions have been behind
+        # (monotonic seconds; None: not behind), whether a batch is being projected, and what was found.
+        self._fetched_at = 0.0
+        self._behind_since: float | None = None
+        self._projecting = False
+        self._stalled: str | None = None
         # Spans only when they are exported; None: none at all (see _project_traced).
         self.tracer = tracing.worker_tracer("projections")
 
@@ -145,13 +163,22 @@ class ProjectorLoop:
                 return
             self._subscribe(self._consumer)
             log.info("%s projector consuming %s as %s", self.name, self.topic, self.group_id)
+            self._fetched_at, self._behind_since, self._stalled = time.monotonic(), None, None
             watcher = asyncio.create_task(self._watch_lag())
             try:
                 while not self._stopping.is_set():
                     self.heartbeat.beat()
                     batches = await self._fetch()
                     if batches:
-                        await self._project_traced(batches)
+                        self._fetched_at, self._stalled = time.monotonic(), None
+                        self._projecting = True
+                        try:
+                            await self._project_traced(batches)
+                        finally:
+                            self._projecting = False
+                            self._fetched_at = time.monotonic()
+                    elif self._stalled is not None:
+                        raise ConsumerStalled(self._stalled)
             finally:
                 watcher.cancel()
                 # Bounded: a watcher that outlived its cancel must not hold this consumer's close, nor the retry
@@ -251,7 +278,22 @@ class ProjectorLoop:
         async with asyncio.timeout(5):
             ends = await consumer.end_offsets(held)
         still = consumer.assignment()  # a partition revoked meanwhile is not reported
-        self._show_lag({tp.partition: max(ends[tp] - positions.get(tp.partition, 0), 0) for tp in held if tp in still})
+        lags = {tp.partition: max(ends[tp] - positions.get(tp.partition, 0), 0) for tp in held if tp in still}
+        self._show_lag(lags)
+        self._check_stall(lags)
+
+    def _check_stall(self, lags: dict[int, int]) -> None:
+        """Find a stall: held partitions behind, continuously, and no records fetched for ``stall_seconds``."""
+        behind = {partition: lag for partition, lag in lags.items() if lag}
+        now = time.monotonic()
+        if not behind or self._projecting:
+            self._behind_since = None
+            return
+        if self._behind_since is None:
+            self._behind_since = now
+        quiet = now - max(self._behind_since, self._fetched_at)
+        if quiet >= self.stall_seconds and self._stalled is None:
+            self._stalled = f"no records fetched for {quiet:.0f}s while behind on partitions {behind} (partition: lag)"
 
     def _show_lag(self, lags: dict[int, int]) -> None:
         """Set these partitions' lag; remove the series of partitions held before and not now."""

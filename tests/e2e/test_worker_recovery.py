@@ -161,7 +161,9 @@ def log_since(worker: Worker, mark: int) -> str:
     return worker.log()[mark:]
 
 
-def projector_caught_up(db: str, bootstrap: str, projector: str, timeout: float = 120) -> None:
+def projector_caught_up(db: str, bootstrap: str, projector: str, timeout: float = 120, detail=lambda: "") -> None:
+    seen: dict[str, object] = {}
+
     def done() -> bool:
         ends = asyncio.run(end_offsets(bootstrap, LEDGER_EVENTS))
         engine = create_engine(db)
@@ -178,9 +180,15 @@ def projector_caught_up(db: str, bootstrap: str, projector: str, timeout: float 
                 )
         finally:
             engine.dispose()
-        return all(stored.get(p, 0) >= end for p, end in ends.items())
+        seen.update(behind={p: (stored.get(p, 0), end) for p, end in ends.items() if stored.get(p, 0) < end})
+        return not seen["behind"]
 
-    wait_for(done, timeout, f"the {projector} projector should catch up with the ledger events")
+    wait_for(
+        done,
+        timeout,
+        f"the {projector} projector should catch up with the ledger events",
+        lambda: f"partitions behind (stored, end): {seen.get('behind')}\n{detail()}",
+    )
 
 
 def access_logs(db: str, n: int) -> list[tuple[str, bytes]]:
@@ -354,7 +362,7 @@ def _resume_after_outages(settings, worker, killable, probe: Probe) -> None:
     asyncio.run(produce(kafka, access_logs(db, 25), topic=ACCESS_LOGS))
     assert len(load.accepted) > 200, "the load should have appended a meaningful number of commands"
     caught_up(db, kafka, timeout=180, at_least=len(funded) + len(load.accepted))
-    projector_caught_up(db, kafka, "history")
+    projector_caught_up(db, kafka, "history", detail=lambda: history.log()[-6000:])
     wait_for(
         lambda: scalar(db, "SELECT count(*) FROM api_access_logs") == 25,
         120,

@@ -279,6 +279,32 @@ def test_a_projector_killed_mid_stream_resumes_to_exactly_the_replayed_table(wor
     asyncio.run(scenario())
 
 
+def test_a_consumer_that_stops_fetching_while_behind_is_replaced(world):
+    """Group clients have been seen to hold their partitions and heartbeat after a broker restart while fetching
+    nothing more: the projection then never caught up. Here the consumer's partitions are paused behind its back
+    (it holds them, fetches nothing); the loop finds the stall and resumes with a new consumer."""
+
+    async def scenario():
+        events = history(world, 40, seed=3)
+        group = f"t-{uuid.uuid4().hex[:8]}"
+        half = len(events) // 2
+        placed = await produce_events(world, events[:half])
+        projector = HistoryProjector(world.settings, group_id=group, topic=world.topic)
+        projector.lag_interval_seconds, projector.stall_seconds = 0.2, 1.0
+        task = asyncio.create_task(projector.run())
+        await wait_for_positions(world, end_offsets(placed))
+        stuck = projector.consumer
+        await wait_until_async(lambda: bool(stuck.assignment()), what="the consumer holds its partitions")
+        stuck.pause(*stuck.assignment())
+        placed += await produce_events(world, events[half:])
+        await wait_for_positions(world, end_offsets(placed))
+        assert projector.consumer is not stuck
+        await stop(projector, task, "the projector", 30)
+        assert table(world) == replay(events)
+
+    asyncio.run(scenario())
+
+
 def test_rebuild_reproduces_the_table_from_offset_zero(world):
     async def scenario():
         events = history(world, 200, seed=3)
