@@ -35,7 +35,7 @@ from ogp import tracing
 from ogp.db.shards import LedgerShards
 from ogp.messaging import headers_dict
 from ogp.settings import Settings
-from ogp.worker import Backoff, Heartbeat, bounded, describe
+from ogp.worker import Backoff, Heartbeat, bounded, describe, raise_if_cancelling
 from schemas.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS, partition_for
 
 if TYPE_CHECKING:
@@ -239,6 +239,7 @@ class LedgerProcessor:
                     await self._resync()
                 await self._turn()
             except Exception as exc:
+                raise_if_cancelling(exc)
                 delay = backoff.next()
                 self.heartbeat.failed(exc)
                 if self.producer is not None and self.producer.broken:
@@ -362,8 +363,10 @@ class LedgerProcessor:
                     self._started_consumer.seek(tp, owned.next_offset)
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can eat a cancel that meets its result.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     # -- ownership -------------------------------------------------------------------------------------
     async def assigned(self, partitions: set[TopicPartition]) -> None:
@@ -378,6 +381,7 @@ class LedgerProcessor:
                         await self._take(tp)
                         break
                     except Exception as exc:  # noqa: BLE001 - retried until it works, as said below
+                        raise_if_cancelling(exc)
                         # A lock behind a stalled old owner, or the database or broker down: retry until it
                         # works (the coordinator waits for us; the loop's heartbeat keeps beating here).
                         delay = backoff.next()

@@ -13,6 +13,9 @@ import warnings
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+import psycopg
+from sqlalchemy.exc import OperationalError
+
 from ogp.worker import Worker
 from tests.support.waiting import DEFAULT_TIMEOUT, WaitTimeout
 
@@ -88,3 +91,33 @@ async def stop(worker: Worker, task: asyncio.Task, what: str, timeout: float = D
     within ``timeout``; WaitTimeout with the stacks if it does not return."""
     worker.request_stop()
     await within(task, f"{what} stopped", timeout)
+
+
+# -- a cancel that clean-up turns into an error (the retrying loops must still end) ---------------------------
+
+
+async def cancel_turned_into_an_error(entered: asyncio.Event) -> None:
+    """Waits for ever; cancelled, fails as SQLAlchemy does when it rolls back a psycopg connection whose COPY the
+    cancel cut short (seen in the history projector's kill test): an error in place of the CancelledError. Only
+    the first time: a retry's cancel ends the retry, so that a test that failed still ends."""
+    first = not entered.is_set()
+    entered.set()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        if not first:
+            raise
+        busy = psycopg.OperationalError("sending query failed: another command is already in progress")
+        raise OperationalError("ROLLBACK", {}, busy) from None
+
+
+async def ends_cancelled(task: asyncio.Task, entered: asyncio.Event) -> None:
+    """Cancel ``task`` once it is inside the stand-in; it must end cancelled."""
+    await asyncio.wait_for(entered.wait(), 5)
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)
+    try:
+        assert task.cancelled(), "the cancel was taken for a failure and retried: the loop did not end"
+    finally:
+        task.cancel()  # a task that survived (the test has failed by then) is not left to asyncio.run
+        await asyncio.wait({task}, timeout=5)

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-import psycopg
 from aiokafka import ConsumerRecord, TopicPartition
-from sqlalchemy.exc import OperationalError
 
 import projections.facts
 import projections.loop
@@ -19,6 +17,7 @@ from projections.access_logs.projector import AccessLogProjector
 from projections.loop import ProjectorLoop
 from projections.positions import PositionedProjector
 from projections.velocity.monitor import VelocityMonitor
+from tests.support.tasks import cancel_turned_into_an_error, ends_cancelled
 
 TP = TopicPartition("t", 0)
 
@@ -70,40 +69,13 @@ def test_the_lag_watcher_ends_when_cancelled_even_as_its_positions_arrive():
     asyncio.run(scenario())
 
 
-async def _cancel_turned_into_an_error(entered: asyncio.Event) -> None:
-    """Waits for ever; cancelled, fails as SQLAlchemy does when it rolls back a psycopg connection whose COPY the
-    cancel cut short (seen in the history projector's kill test): an error in place of the CancelledError. Only
-    the first time: a retry's cancel ends the retry, so that a test that failed still ends."""
-    first = not entered.is_set()
-    entered.set()
-    try:
-        await asyncio.Event().wait()
-    except asyncio.CancelledError:
-        if not first:
-            raise
-        busy = psycopg.OperationalError("sending query failed: another command is already in progress")
-        raise OperationalError("ROLLBACK", {}, busy) from None
-
-
-async def _ends_cancelled(task: asyncio.Task, entered: asyncio.Event) -> None:
-    """Cancel ``task`` once it is inside the stand-in; it must end cancelled."""
-    await asyncio.wait_for(entered.wait(), 5)
-    task.cancel()
-    await asyncio.wait({task}, timeout=5)
-    try:
-        assert task.cancelled(), "the cancel was taken for a failure and retried: the loop did not end"
-    finally:
-        task.cancel()  # a task that survived (the test has failed by then) is not left to asyncio.run
-        await asyncio.wait({task}, timeout=5)
-
-
 class _Projector(PositionedProjector):
     projector = "test"
     entered = asyncio.Event()
 
     @classmethod
     async def apply_batch(cls, engine, topic, partition, records, stats) -> int:  # type: ignore[override]  # a stand-in
-        await _cancel_turned_into_an_error(cls.entered)
+        await cancel_turned_into_an_error(cls.entered)
         return records[-1].offset + 1
 
 
@@ -116,7 +88,7 @@ def test_a_cancel_that_the_rollback_turns_into_an_error_still_ends_the_batch():
         projector = _Projector(settings, "g", topic="t", engine=async_engine(settings.sqlalchemy_url))
         projector._consumer = _Consumer()  # type: ignore[assignment]  # a stand-in: seek() on a failed batch
         record = ConsumerRecord("t", 0, 7, 0, 0, None, b"{}", None, 0, 2, [])
-        await _ends_cancelled(asyncio.create_task(projector._apply_locked({TP: [record]})), projector.entered)
+        await ends_cancelled(asyncio.create_task(projector._apply_locked({TP: [record]})), projector.entered)
 
     asyncio.run(scenario())
 
@@ -125,7 +97,7 @@ class _ConsumerCancelledOnItsWayOut(ProjectorLoop):
     entered = asyncio.Event()
 
     async def _consume(self) -> None:
-        await _cancel_turned_into_an_error(self.entered)
+        await cancel_turned_into_an_error(self.entered)
 
 
 def test_a_cancel_that_the_clean_up_turns_into_an_error_still_ends_the_loop():
@@ -135,7 +107,7 @@ def test_a_cancel_that_the_clean_up_turns_into_an_error_still_ends_the_loop():
     async def scenario() -> None:
         loop = _ConsumerCancelledOnItsWayOut(Settings(environment="test"), group_id="g", topic="t")
         loop.stats = "-"
-        await _ends_cancelled(asyncio.create_task(loop.run()), loop.entered)
+        await ends_cancelled(asyncio.create_task(loop.run()), loop.entered)
 
     asyncio.run(scenario())
 
@@ -144,7 +116,7 @@ def _parked_then_refused(entered: asyncio.Event):
     """A stand-in for a database call (any arguments) that waits, and fails as above once cancelled."""
 
     async def call(*args, **kwargs):
-        await _cancel_turned_into_an_error(entered)
+        await cancel_turned_into_an_error(entered)
 
     return call
 
@@ -172,7 +144,7 @@ def test_the_other_retrying_waits_end_on_a_cancel_that_the_clean_up_turns_into_a
     async def scenario() -> None:
         for waiting in (seek_to_stored, write_facts, handle_a_record):
             entered = asyncio.Event()
-            await _ends_cancelled(asyncio.create_task(waiting(entered)), entered)
+            await ends_cancelled(asyncio.create_task(waiting(entered)), entered)
 
     asyncio.run(scenario())
 

@@ -49,7 +49,7 @@ from ogp.db.shards import LedgerShards
 from ogp.db.tables import ledger_transactions, midtrans_orders
 from ogp.metrics import STATUS_SYNC_APPENDED, STATUS_SYNC_CHECKS, STATUS_SYNC_ERRORS
 from ogp.settings import Settings
-from ogp.worker import Backoff, Heartbeat, bounded, describe
+from ogp.worker import Backoff, Heartbeat, bounded, describe, raise_if_cancelling
 from schemas.commands import order_transaction_id
 
 log = logging.getLogger(__name__)
@@ -296,8 +296,13 @@ class StatusSync:
         await self.kafka.start(wait=5.0)
         self.gateway = MidtransGateway(s)
         self.returner = Returner(s, self.engine, self.kafka, self.gateway, self.heartbeat.beat, ledger=self.ledger)
-        backoff = Backoff(first=1.0, cap=30.0)
         log.info("status sync: checking payments pending for %gs or past expiry", s.status_sync_after_seconds)
+        await self._rounds()
+
+    async def _rounds(self) -> None:
+        """``round()`` every interval until stopped; a failure is retried after a backoff, a cancel ends it."""
+        s = self.settings
+        backoff = Backoff(first=1.0, cap=30.0)
         while not self._stopping.is_set():
             try:
                 await self.round()
@@ -305,12 +310,15 @@ class StatusSync:
                 self.heartbeat.recovered()
                 wait = s.status_sync_interval_seconds
             except Exception as exc:  # noqa: BLE001 - the database is down: retried, like every worker's loop
+                raise_if_cancelling(exc)
                 STATUS_SYNC_ERRORS.labels("database").inc()
                 self.heartbeat.failed(exc)
                 log.warning("status sync round failed: %s", describe(exc))
                 wait = backoff.next()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can eat a cancel that meets its result.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._stopping.wait()
 
     async def round(self) -> int:
         """One round: check the payments due; returns how many statuses were appended."""
