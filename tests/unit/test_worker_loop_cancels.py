@@ -19,15 +19,15 @@ from tests.support.tasks import cancel_turned_into_an_error, ends_cancelled
 def _processor(entered: asyncio.Event) -> LedgerProcessor:
     processor = LedgerProcessor(Settings(environment="test"))
     # Started, as far as the loop can tell: the turn and the claim are what is tested.
-    processor.consumer = SimpleNamespace(partitions_for_topic=lambda topic: {0})  # type: ignore[assignment]
-    processor.producer = SimpleNamespace(broken=False)  # type: ignore[assignment]
-    processor.pools = {"stand-in": None}  # type: ignore[dict-item]
+    processor.consumer = SimpleNamespace(partitions_for_topic=lambda topic: {0})  # type: ignore[assignment]  # a stand-in
+    processor.producer = SimpleNamespace(broken=False)  # type: ignore[assignment]  # a stand-in
+    processor.pools = {"stand-in": None}  # type: ignore[dict-item]  # a stand-in: never used
 
     async def stand_in(*args) -> None:
         await cancel_turned_into_an_error(entered)
 
-    processor._turn = stand_in  # type: ignore[method-assign]
-    processor._take = stand_in  # type: ignore[method-assign]
+    processor._turn = stand_in  # type: ignore[method-assign]  # the stand-in under test
+    processor._take = stand_in  # type: ignore[method-assign]  # the stand-in under test
     return processor
 
 
@@ -58,7 +58,7 @@ def test_the_status_syncs_rounds_end_on_a_cancel_that_clean_up_turns_into_an_err
             await cancel_turned_into_an_error(entered)
             return 0
 
-        sync.round = round_  # type: ignore[method-assign]
+        sync.round = round_  # type: ignore[method-assign]  # the stand-in under test
         await ends_cancelled(asyncio.create_task(sync._rounds()), entered)
 
     asyncio.run(scenario())
