@@ -626,26 +626,13 @@ def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
                     worker("ledger_processor", settings, tmp / "run", OGP_EMONEY_LIMITS_ENABLED="false")
                 )
                 pids.append(processor.process.pid() or 0)
-            commands = stack.enter_context(
-                api_process(
-                    "command_api.app:create_app",
-                    settings,
-                    workers=args.workers,
-                    log=tmp / "cmd.log",
-                    server=args.server,
-                    **env,
-                )
-            )
-            queries = stack.enter_context(
-                api_process(
-                    "query_api.app:create_app",
-                    settings,
-                    workers=args.workers,
-                    log=tmp / "query.log",
-                    server=args.server,
-                    **logged,
-                )
-            )
+
+            def api(app: str, log: str, **app_env: str):  # as `ogp up` runs it, under --server
+                served = api_process(app, settings, workers=args.workers, log=tmp / log, server=args.server, **app_env)
+                return stack.enter_context(served)
+
+            commands = api("command_api.app:create_app", "cmd.log", **env)
+            queries = api("query_api.app:create_app", "query.log", **logged)
             data = str(users_file)
             w = Load(args.duration, args.connections, args.threads)
             names = (*infra.pids, *(() if args.no_processor else ("processor",)))
