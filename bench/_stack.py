@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -164,6 +165,8 @@ def server_argv(server: str, app: str, port: int, workers: int) -> list[str]:
         argv += ["--no-access-log", "--forwarded-allow-ips", "", "--log-level", "warning"]
         return argv + (["--workers", str(workers)] if workers > 1 else [])
     if server == "granian":
+        if importlib.util.find_spec("granian") is None:  # measured, not adopted: not a project dependency
+            raise RuntimeError("Granian is not installed: pip install granian (see docs/architecture.md)")
         # uvloop and HTTP/1 as uvicorn serves; Granian rewrites no client address unless the app is wrapped
         # (granian.utils.proxies), so there is no flag to turn off.
         argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
