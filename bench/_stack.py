@@ -3,13 +3,15 @@
 :func:`infrastructure` starts PostgreSQL, Kafka (full JIT: the tests' quick-start broker trades steady-state
 speed for start-up) and Redis in a temporary folder, migrates a fresh database and creates the topics.
 :func:`api_process` serves one of the APIs under uvicorn in its own process (the load generator must not share
-its interpreter), as ``ogp up`` does; :func:`worker` runs a worker (``python -m module``) the same way.
+its interpreter), as ``ogp up`` does, or under Granian to compare; :func:`worker` runs a worker
+(``python -m module``) the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -149,39 +151,52 @@ def infrastructure(
 @dataclass
 class ApiProcess:
     url: str
-    pid: int  # uvicorn's: with --workers, their supervisor (the workers are its children)
+    pid: int  # the server's: with --workers, their supervisor (the workers are its children)
+
+
+SERVERS = ("uvicorn", "granian")
+
+
+def server_argv(server: str, app: str, port: int, workers: int) -> list[str]:
+    """The command line serving ``app`` under ``server`` (uvicorn as ``ogp up`` runs it, or Granian), access
+    log off, neither rewriting the client address from X-Forwarded-For."""
+    if server == "uvicorn":
+        argv = [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--no-access-log", "--forwarded-allow-ips", "", "--log-level", "warning"]
+        return argv + (["--workers", str(workers)] if workers > 1 else [])
+    if server == "granian":
+        if importlib.util.find_spec("granian") is None:  # measured, not adopted: not a project dependency
+            raise RuntimeError("Granian is not installed: pip install granian (see docs/architecture.md)")
+        # uvloop and HTTP/1 as uvicorn serves; Granian rewrites no client address unless the app is wrapped
+        # (granian.utils.proxies), so there is no flag to turn off.
+        argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
+        argv += ["--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http", "1"]
+        return [*argv, "--no-access-log", "--log-level", "warning", app]
+    raise ValueError(f"unknown server {server!r}; known: {', '.join(SERVERS)}")
 
 
 @contextlib.contextmanager
 def api_process(
-    app: str, settings: Settings, *, workers: int = 1, log: Path | None = None, **env: str
+    app: str,
+    settings: Settings,
+    *,
+    workers: int = 1,
+    log: Path | None = None,
+    server: str = "uvicorn",
+    **env: str,
 ) -> Iterator[ApiProcess]:
-    """``app`` (``command_api.app:create_app``) under uvicorn as ``ogp up`` runs it."""
+    """``app`` (``command_api.app:create_app``) under ``server`` (uvicorn, as ``ogp up`` runs it, or Granian)."""
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    argv = server_argv(server, app, port, workers)
     full_env = {**os.environ, **worker_env(settings), "OGP_LOG_LEVEL": "WARNING", **env}
     if workers > 1:  # as `ogp up` runs them (infra/local/services.py): metrics summed over the workers
-        argv += ["--workers", str(workers)]
         full_env[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="ogp-bench-metrics-")
     with contextlib.ExitStack() as files:
         out = files.enter_context(open(log, "ab")) if log else subprocess.DEVNULL
         proc = subprocess.Popen(argv, env=full_env, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180  # a loaded machine starts uvicorn's workers slowly
+        deadline = time.monotonic() + 180  # a loaded machine starts the server's workers slowly
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:

@@ -2,14 +2,16 @@
 
 Usage: .venv/bin/python bench/http_load.py [--users 1000] [--duration 15] [--connections 64] [--workers 2]
        [--rate 1000] [--low-rate 30[,10...]] [--open-duration 15] [--only pay,balance] [--profile SECONDS]
+       [--server uvicorn|granian]
 
 Starts PostgreSQL, Kafka (full JIT) and Redis (bench/_stack.py), migrates a fresh database, seeds --users
 funded wallets and mints an access token for each, routes top-up orders for the webhook, then runs the
-ledger processor, the command API and the query API as ``ogp up`` does (uvicorn, --workers each). Then:
+ledger processor, the command API and the query API as ``ogp up`` does (uvicorn, --workers each; or, with
+--server granian, under Granian with as many workers, to compare the two). Then:
 
 * closed loop (``wrk``, --connections, scripts in bench/wrk/): the most each endpoint serves; a new
   Idempotency-Key per command, callers rotated over the seeded users. ``GET /health`` first, as the
-  same-run baseline of what uvicorn on this machine serves with no work behind it.
+  same-run baseline of what the server on this machine serves with no work behind it.
 * open loop (P3 latency): ``POST /api/payment/pay`` at a fixed --rate from an asyncio + aiohttp driver that
   sends on schedule whether or not earlier answers came, and times each from when it was due (wrk has no
   fixed rate and wrk2 is not in Debian; a closed loop hides queueing behind its own back-pressure).
@@ -53,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 import psycopg
 
-from bench._stack import api_process, infrastructure, worker
+from bench._stack import SERVERS, api_process, infrastructure, worker
 from bench.cpu import tree_cpu_seconds
 from bench.ledger_throughput import FUNDS, seed
 from bench.report import Measurement, save
@@ -536,7 +538,7 @@ def profiled(pid: int, seconds: int, out: str) -> Iterator[None]:
 
 
 def measurements(figures: list[tuple[Figure, str]], posted: list[PostedFigure], rate: int) -> list[Measurement]:
-    """The run's figures for bench/report.py, each with the same run's baseline: uvicorn's ``GET /health``."""
+    """The run's figures for bench/report.py, each with the same run's baseline: the server's ``GET /health``."""
     health = next((f for f, _ in figures if f.name.startswith("GET /health")), None)
     baseline = f"GET /health {health.ok_rate:,.0f}/s" if health else ""
     # By name (see run()): figure, key, what, what the value is, target (op, bound).
@@ -584,7 +586,8 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=15, help="seconds per closed-loop run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers per API (default: the cores)")
+    parser.add_argument("--workers", type=int, default=2, help="server workers per API (default: the cores)")
+    parser.add_argument("--server", choices=SERVERS, default="uvicorn", help="the APIs' HTTP server")
     parser.add_argument("--rate", type=int, default=1000, help="open-loop requests/s for P3's latency")
     parser.add_argument("--open-duration", type=int, default=15, help="seconds per open-loop run")
     parser.add_argument(
@@ -623,12 +626,13 @@ def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
                     worker("ledger_processor", settings, tmp / "run", OGP_EMONEY_LIMITS_ENABLED="false")
                 )
                 pids.append(processor.process.pid() or 0)
-            commands = stack.enter_context(
-                api_process("command_api.app:create_app", settings, workers=args.workers, log=tmp / "cmd.log", **env)
-            )
-            queries = stack.enter_context(
-                api_process("query_api.app:create_app", settings, workers=args.workers, log=tmp / "query.log", **logged)
-            )
+
+            def api(app: str, log: str, **app_env: str):  # as `ogp up` runs it, under --server
+                served = api_process(app, settings, workers=args.workers, log=tmp / log, server=args.server, **app_env)
+                return stack.enter_context(served)
+
+            commands = api("command_api.app:create_app", "cmd.log", **env)
+            queries = api("query_api.app:create_app", "query.log", **logged)
             data = str(users_file)
             w = Load(args.duration, args.connections, args.threads)
             names = (*infra.pids, *(() if args.no_processor else ("processor",)))
@@ -640,7 +644,7 @@ def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
             wrk("warm-up", queries.url, "read.lua", warm, OGP_WRK_DATA=data, OGP_WRK_PATH="/api/payment/balance")
             if "health" in only:
                 f = wrk("GET /health (command)", commands.url, "health.lua", w, on_commands)
-                figures.append((f, "baseline: uvicorn with no work"))
+                figures.append((f, f"baseline: {args.server} with no work"))
 
             def spied(api, name: str):  # --profile: py-spy on the API while it serves this endpoint's run
                 return profiled(api.pid, args.profile, f"{args.profile_out}-{name}.txt")
@@ -694,7 +698,7 @@ def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
                     if notes is not None:
                         posted_figures.append(posted_figure(settings, rate, f.requests, notes))
             print(
-                f"\nfront door: {args.workers} uvicorn worker(s) per API; closed loop wrk -t{args.threads}"
+                f"\nfront door: {args.workers} {args.server} worker(s) per API; closed loop wrk -t{args.threads}"
                 f" -c{args.connections}, {args.duration} s a run; latencies in ms"
             )
             print(HEADER)
@@ -708,7 +712,9 @@ def run(args: argparse.Namespace, only: set[str], tmp: Path) -> int:
                     print(p.line())
                 print(POSTED_METHOD)
                 print_polled_check(settings, *check)
-            save("http_load", measurements(figures, posted_figures, args.rate))
+            # Another server's figures apart: bench/report.py's http_load figures are the ones `ogp up` serves with.
+            name = "http_load" if args.server == SERVERS[0] else f"http_load-{args.server}"
+            save(name, measurements(figures, posted_figures, args.rate))
             if not args.no_processor:
                 accepted, posted = settle(settings)
                 verdict = "every one" if posted == accepted else f"{accepted - posted} NOT POSTED"
