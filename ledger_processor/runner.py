@@ -35,7 +35,7 @@ from ogp import tracing
 from ogp.db.shards import LedgerShards
 from ogp.messaging import headers_dict
 from ogp.settings import Settings
-from ogp.worker import Backoff, Heartbeat, bounded, describe, raise_if_cancelling
+from ogp.worker import Backoff, ConsumerStalled, Heartbeat, StallWatch, bounded, describe, raise_if_cancelling
 from schemas.topics import COMMANDS, DEAD_LETTER, LEDGER_EVENTS, partition_for
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ class LedgerProcessor:
     # Partitions are independent, so their batches run concurrently: one's database round trips overlap
     # another's Python work. Each partition still has at most one batch in flight, in offset order.
     concurrency: int = 4
+    # Behind on owned partitions and fetching nothing this long: a new consumer (ogp.worker.StallWatch).
+    stall_seconds: float = 30.0
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     stats: Stats = field(default_factory=Stats)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
@@ -110,6 +112,7 @@ class LedgerProcessor:
             every=timedelta(seconds=s.ledger_chain_checkpoint_seconds), links=s.ledger_chain_checkpoint_links
         )
         self._gc_tuned = False
+        self._stall = StallWatch(self.stall_seconds)  # fed by _turn() and refresh_gauges()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -156,6 +159,7 @@ class LedgerProcessor:
                 gc.set_threshold(50_000, 20, 20)
                 self._gc_tuned = True
             self.consumer = consumer  # the assignment callback may run inside start() and uses it
+            self._stall = StallWatch(self.stall_seconds)  # a new consumer: nothing behind yet
             try:
                 await consumer.start()
             except BaseException:
@@ -242,6 +246,8 @@ class LedgerProcessor:
                 raise_if_cancelling(exc)
                 delay = backoff.next()
                 self.heartbeat.failed(exc)
+                if isinstance(exc, ConsumerStalled):
+                    await self._replace_consumer()
                 if self.producer is not None and self.producer.broken:
                     # A fatal error of the idempotent producer: a new one is made by the next start().
                     producer, self.producer = self.producer, None
@@ -268,17 +274,20 @@ class LedgerProcessor:
             await self.sweep()
         batches = await self._started_consumer.getmany(timeout_ms=200, max_records=self.max_batch)
         if not batches:
+            self._stall.check()
             return
+        self._stall.fetched()
         if self.settings.fault == "hang_before_batch":
             # The health test: the loop stops moving (until asked to stop) while /health still answers.
             log.warning("fault injection: hanging before a batch")
             await self._stopping.wait()
             return
         async with self._lock:
-            results = await asyncio.gather(
-                *(self._process(tp, records) for tp, records in batches.items() if tp.partition in self._owned),
-                return_exceptions=True,
-            )
+            with self._stall.busy():
+                results = await asyncio.gather(
+                    *(self._process(tp, records) for tp, records in batches.items() if tp.partition in self._owned),
+                    return_exceptions=True,
+                )
         # Every partition's batch has finished (or failed) before a failure is raised: none is still writing.
         for result in results:
             if isinstance(result, BaseException):
@@ -336,9 +345,21 @@ class LedgerProcessor:
                     backlogs += await sql.backlog(list(shard.partitions), transfers.TRANSFER)
         # The end is read after the position, so the lag is never below the truth (nor below 0).
         ends = await asyncio.wait_for(consumer.end_offsets([TopicPartition(COMMANDS, p) for p in owned]), 5)
+        lags = {}
         for backlog in backlogs:
             if backlog.partition in self._owned:  # still ours: a revoked partition's series stay removed
-                monitoring.show_partition(backlog, ends[TopicPartition(COMMANDS, backlog.partition)])
+                end = ends[TopicPartition(COMMANDS, backlog.partition)]
+                monitoring.show_partition(backlog, end)
+                lags[backlog.partition] = max(end - backlog.next_offset, 0)
+        self._stall.observe(lags)
+
+    async def _replace_consumer(self) -> None:
+        """Close a consumer that stopped fetching and forget its partitions; the next start() makes a new one,
+        whose assignment claims them again (a new epoch) and whose resync seeks them to the stored positions."""
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            await bounded(consumer.stop(), self.settings.shutdown_timeout_seconds, "closing the stalled Kafka consumer")
+        await self.revoked({TopicPartition(COMMANDS, partition) for partition in list(self._owned)})
 
     async def _resync(self) -> None:
         """After a failure: publish what each owned partition's outbox still holds, and seek every owned

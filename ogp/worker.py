@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Protocol
 
 from ogp import tracing
@@ -108,6 +108,63 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self.first
+
+
+class ConsumerStalled(Exception):
+    """The consumer holds partitions with records to apply and has fetched nothing for a while (:class:`StallWatch`)."""
+
+
+class StallWatch:
+    """Finds a Kafka group consumer that stopped fetching: partitions it holds stay behind their end, continuously,
+    and no records came for ``seconds`` while no batch was in hand.
+
+    A heartbeat proves a loop turns, not that it gets records: a group client has been seen to keep its partitions
+    and its membership after a broker restart and fetch nothing more. The loop calls :meth:`fetched` when records
+    come and marks its batches with :meth:`busy`; the watcher that measures the lag calls :meth:`observe`; the loop,
+    when a fetch came back empty, raises :meth:`check`'s :class:`ConsumerStalled` and starts a new consumer.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.seconds, self.clock = seconds, clock
+        self.reset()
+
+    def reset(self) -> None:
+        """A new consumer: nothing behind yet, records as good as just fetched."""
+        self._fetched_at = self.clock()
+        self._behind_since: float | None = None
+        self._busy = False
+        self.stalled: str | None = None
+
+    def fetched(self) -> None:
+        self._fetched_at, self.stalled = self.clock(), None
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """A batch in hand: never a stall, however long it takes; quiet time counts again from its end."""
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False
+            self._fetched_at = self.clock()
+
+    def observe(self, lags: dict[int, int]) -> None:
+        """The held partitions' lag (partition → records behind), as the lag watcher just measured it."""
+        behind = {partition: lag for partition, lag in lags.items() if lag > 0}
+        now = self.clock()
+        if not behind or self._busy:
+            self._behind_since = None
+            return
+        if self._behind_since is None:
+            self._behind_since = now
+        quiet = now - max(self._behind_since, self._fetched_at)
+        if quiet >= self.seconds and self.stalled is None:
+            self.stalled = f"no records fetched for {quiet:.0f}s while behind on partitions {behind} (partition: lag)"
+
+    def check(self) -> None:
+        """Raise :class:`ConsumerStalled` if a stall was found (call it after a fetch that came back empty)."""
+        if self.stalled is not None:
+            raise ConsumerStalled(self.stalled)
 
 
 async def bounded(awaitable: Awaitable, timeout: float, what: str) -> bool:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -42,13 +41,9 @@ from ogp.clients import async_engine
 from ogp.messaging import headers_dict
 from ogp.metrics import PROJECTOR_APPLIED, PROJECTOR_LAG
 from ogp.settings import Settings
-from ogp.worker import Backoff, Heartbeat, bounded, describe, raise_if_cancelling
+from ogp.worker import Backoff, Heartbeat, StallWatch, bounded, describe, raise_if_cancelling
 
 log = logging.getLogger(__name__)
-
-
-class ConsumerStalled(Exception):
-    """The consumer holds partitions with events to project and has fetched nothing for ``stall_seconds``."""
 
 
 class ProjectorLoop:
@@ -59,7 +54,7 @@ class ProjectorLoop:
 
     retry_cap_seconds = 10.0
     lag_interval_seconds = 5.0  # how often the lag gauges are refreshed
-    stall_seconds = 30.0  # behind and fetching nothing this long: a new consumer (see the module's docstring)
+    stall_seconds = 30.0  # behind and fetching nothing this long: a new consumer (ogp.worker.StallWatch)
     max_batch = 500  # records per fetch
     isolation_level = "read_uncommitted"  # aiokafka's default
     stats: object  # each projector's own counters: logged when it stops, read by tests
@@ -83,12 +78,7 @@ class ProjectorLoop:
         self._closed_cleanly = True
         self._consumer: AIOKafkaConsumer | None = None
         self._lag_shown: set[int] = set()  # partitions whose lag series this process shows
-        # The stall check (refresh_lag): when records last came, since when the held partitions have been behind
-        # (monotonic seconds; None: not behind), whether a batch is being projected, and what was found.
-        self._fetched_at = 0.0
-        self._behind_since: float | None = None
-        self._projecting = False
-        self._stalled: str | None = None
+        self.stall = StallWatch(self.stall_seconds)  # fed by the loop and the lag watcher (refresh_lag)
         # Spans only when they are exported; None: none at all (see _project_traced).
         self.tracer = tracing.worker_tracer("projections")
 
@@ -163,22 +153,18 @@ class ProjectorLoop:
                 return
             self._subscribe(self._consumer)
             log.info("%s projector consuming %s as %s", self.name, self.topic, self.group_id)
-            self._fetched_at, self._behind_since, self._stalled = time.monotonic(), None, None
+            self.stall = StallWatch(self.stall_seconds)  # a new consumer: nothing behind yet
             watcher = asyncio.create_task(self._watch_lag())
             try:
                 while not self._stopping.is_set():
                     self.heartbeat.beat()
                     batches = await self._fetch()
                     if batches:
-                        self._fetched_at, self._stalled = time.monotonic(), None
-                        self._projecting = True
-                        try:
+                        self.stall.fetched()
+                        with self.stall.busy():
                             await self._project_traced(batches)
-                        finally:
-                            self._projecting = False
-                            self._fetched_at = time.monotonic()
-                    elif self._stalled is not None:
-                        raise ConsumerStalled(self._stalled)
+                    else:
+                        self.stall.check()
             finally:
                 watcher.cancel()
                 # Bounded: a watcher that outlived its cancel must not hold this consumer's close, nor the retry
@@ -280,20 +266,7 @@ class ProjectorLoop:
         still = consumer.assignment()  # a partition revoked meanwhile is not reported
         lags = {tp.partition: max(ends[tp] - positions.get(tp.partition, 0), 0) for tp in held if tp in still}
         self._show_lag(lags)
-        self._check_stall(lags)
-
-    def _check_stall(self, lags: dict[int, int]) -> None:
-        """Find a stall: held partitions behind, continuously, and no records fetched for ``stall_seconds``."""
-        behind = {partition: lag for partition, lag in lags.items() if lag}
-        now = time.monotonic()
-        if not behind or self._projecting:
-            self._behind_since = None
-            return
-        if self._behind_since is None:
-            self._behind_since = now
-        quiet = now - max(self._behind_since, self._fetched_at)
-        if quiet >= self.stall_seconds and self._stalled is None:
-            self._stalled = f"no records fetched for {quiet:.0f}s while behind on partitions {behind} (partition: lag)"
+        self.stall.observe(lags)
 
     def _show_lag(self, lags: dict[int, int]) -> None:
         """Set these partitions' lag; remove the series of partitions held before and not now."""

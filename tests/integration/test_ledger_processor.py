@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -197,6 +198,44 @@ def test_a_poison_message_is_dead_lettered_and_the_partition_keeps_moving(env):
     dead = [decode(r.value) for r in asyncio.run(read_to_end(kafka, DEAD_LETTER))]
     reasons = [d.reason for d in dead if d.key == account]
     assert len(reasons) == 2 and any("not JSON" in r for r in reasons) and any("invalid" in r for r in reasons)
+    check_invariants(db)
+
+
+def test_a_consumer_that_stops_fetching_while_behind_is_replaced(env):
+    """Group clients have been seen to keep their partitions and heartbeat after a broker restart while fetching
+    nothing more. Here the processor's consumer has its partitions paused behind its back: the processor finds
+    the stall, replaces the consumer, and the command appended meanwhile is applied."""
+    db, kafka = env.database_url, env.kafka_bootstrap
+    [(user, account)] = create_accounts(db, 1, prefix="stall")
+    asyncio.run(produce(kafka, funding(user, account, D("500.00"))))
+    background = BackgroundProcessor(env.model_copy(update={"ledger_sweep_interval_seconds": 0.5}))
+    background.processor.stall_seconds = 1.0
+    after = str(uuid.uuid4())
+    with background as processor:
+        caught_up(db, kafka)
+        stuck = processor.consumer
+        assert stuck is not None
+        paused = threading.Event()
+
+        def pause() -> None:
+            stuck.pause(*stuck.assignment())
+            paused.set()
+
+        background.call_soon(pause)  # aiokafka's consumer belongs to the processor's loop
+        assert paused.wait(30), "the processor's loop should run the pause"
+        payment = RequestPayment(
+            account_id=account,
+            requested_at=now(),
+            transaction_id=after,
+            user_id=user,
+            amount=D("100.00"),
+            merchant_reference="after the stall",
+        )
+        asyncio.run(produce(kafka, [payment]))
+        caught_up(db, kafka)
+        assert processor.consumer is not stuck
+    assert tx(db, after)["status"] == "SUCCESS"
+    assert balances(db)[account] == D("400.00")
     check_invariants(db)
 
 

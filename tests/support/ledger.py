@@ -224,6 +224,10 @@ class BackgroundProcessor:
             raise RuntimeError("ledger processor did not start")
         return self.processor
 
+    def call_soon(self, callback) -> None:
+        """Run ``callback`` on the processor's event loop (its Kafka clients belong to that loop)."""
+        self._loop.call_soon_threadsafe(callback)
+
     def __exit__(self, *exc):
         self._loop.call_soon_threadsafe(lambda: self._task and self._task.cancel())
         self._thread.join(60)

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 from aiokafka import ConsumerRecord, TopicPartition
 
 import projections.facts
-import projections.loop
 import projections.positions
 from ogp.clients import async_engine
 from ogp.settings import Settings
@@ -147,30 +146,3 @@ def test_the_other_retrying_waits_end_on_a_cancel_that_the_clean_up_turns_into_a
             await ends_cancelled(asyncio.create_task(waiting(entered)), entered)
 
     asyncio.run(scenario())
-
-
-def test_a_stall_is_behind_and_quiet_for_the_bound_not_busy_nor_caught_up(monkeypatch):
-    """The stall check (projections/loop.py): only held partitions behind, continuously, with no records fetched
-    for stall_seconds, and no batch in hand, make a stall. The clock is a stand-in."""
-    now = [100.0]
-    monkeypatch.setattr(projections.loop, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    loop = ProjectorLoop(Settings(environment="test"), group_id="g", topic="t")
-    loop.stall_seconds = 30
-    loop._fetched_at = 100.0
-
-    def check(lags: dict[int, int], at: float) -> str | None:
-        now[0] = at
-        loop._check_stall(lags)
-        return loop._stalled
-
-    assert check({0: 0, 1: 0}, 140) is None, "caught up is never a stall"
-    assert check({0: 5}, 141) is None, "behind from now on"
-    assert check({0: 5}, 170) is None, "behind for 29 s"
-    loop._projecting = True
-    assert check({0: 5}, 200) is None, "a batch in hand is not a stall, however long it takes"
-    loop._projecting = False
-    assert check({0: 5}, 201) is None, "behind again only from the batch's end"
-    loop._fetched_at = 220.0  # records came meanwhile
-    assert check({0: 5}, 240) is None, "20 s since the last records"
-    stalled = check({0: 5, 1: 0}, 250)
-    assert stalled is not None and "{0: 5}" in stalled, "behind and quiet for 30 s"
