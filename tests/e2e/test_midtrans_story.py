@@ -91,6 +91,25 @@ def chromium():
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+def gone(element):
+    """Selenium's ``staleness_of``, also when chromedriver reports the element's removal during a navigation as
+    "Node with given id does not belong to the document" (an unknown error) instead of a stale reference."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def removed(_driver) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return removed
+
+
 def test_a_topup_paid_on_the_payment_page_in_a_browser_raises_the_balance(system):
     settings, commands, queries, _ = system
     dewi = signed_up(commands, "dewi")
@@ -117,11 +136,11 @@ def test_a_topup_paid_on_the_payment_page_in_a_browser_raises_the_balance(system
         page.until(shown.element_to_be_clickable((By.ID, "m-gopay"))).click()
         proceed = page.until(shown.element_to_be_clickable((By.ID, "continue")))
         proceed.click()
-        page.until(shown.staleness_of(proceed))  # the method list has gone; the instructions are loading
+        page.until(gone(proceed))  # the method list has gone; the instructions are loading
         assert page.until(shown.visibility_of_element_located((By.ID, "status"))).text == "pending"
         pay = page.until(shown.element_to_be_clickable((By.ID, "pay")))
         pay.click()
-        page.until(shown.staleness_of(pay))  # the instructions have gone; the result page is loading
+        page.until(gone(pay))  # the instructions have gone; the result page is loading
         assert page.until(shown.visibility_of_element_located((By.ID, "status"))).text == "settlement"
     finally:
         browser.quit()
