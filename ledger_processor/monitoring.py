@@ -44,14 +44,17 @@ def record_batch(result: BatchResult, size: int, seconds: float) -> None:
         DEAD_LETTERS.labels(reason).inc(count)
 
 
-def show_partition(backlog: Backlog, end_offset: int) -> None:
-    """One owned partition's gauges: its lag against ``end_offset`` (the topic's end) and what waits on it."""
+def show_partition(backlog: Backlog, end_offset: int) -> int:
+    """One owned partition's gauges: its lag against ``end_offset`` (the topic's end) and what waits on it.
+    Returns the lag."""
     label = str(backlog.partition)
-    LEDGER_LAG.labels(label).set(max(end_offset - backlog.next_offset, 0))
+    lag = max(end_offset - backlog.next_offset, 0)
+    LEDGER_LAG.labels(label).set(lag)
     OUTBOX_BACKLOG_ROWS.labels(label).set(backlog.outbox_rows)
     OUTBOX_OLDEST_AGE.labels(label).set(backlog.outbox_oldest_age)
     SAGAS_IN_FLIGHT.labels(label).set(backlog.sagas_in_flight)
     SAGA_OLDEST_AGE.labels(label).set(backlog.saga_oldest_age)
+    return lag
 
 
 def forget_partition(partition: int) -> None:

@@ -276,14 +276,13 @@ class LedgerProcessor:
         if not batches:
             self._stall.check()
             return
-        self._stall.fetched()
         if self.settings.fault == "hang_before_batch":
             # The health test: the loop stops moving (until asked to stop) while /health still answers.
             log.warning("fault injection: hanging before a batch")
             await self._stopping.wait()
             return
-        async with self._lock:
-            with self._stall.busy():
+        with self._stall.busy():  # waiting for the lock included: records are in hand
+            async with self._lock:
                 results = await asyncio.gather(
                     *(self._process(tp, records) for tp, records in batches.items() if tp.partition in self._owned),
                     return_exceptions=True,
@@ -349,8 +348,7 @@ class LedgerProcessor:
         for backlog in backlogs:
             if backlog.partition in self._owned:  # still ours: a revoked partition's series stay removed
                 end = ends[TopicPartition(COMMANDS, backlog.partition)]
-                monitoring.show_partition(backlog, end)
-                lags[backlog.partition] = max(end - backlog.next_offset, 0)
+                lags[backlog.partition] = monitoring.show_partition(backlog, end)
         self._stall.observe(lags)
 
     async def _replace_consumer(self) -> None:
@@ -359,7 +357,7 @@ class LedgerProcessor:
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             await bounded(consumer.stop(), self.settings.shutdown_timeout_seconds, "closing the stalled Kafka consumer")
-        await self.revoked({TopicPartition(COMMANDS, partition) for partition in list(self._owned)})
+        await self.revoked({TopicPartition(COMMANDS, partition) for partition in self._owned})
 
     async def _resync(self) -> None:
         """After a failure: publish what each owned partition's outbox still holds, and seek every owned

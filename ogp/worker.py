@@ -119,28 +119,28 @@ class StallWatch:
     and no records came for ``seconds`` while no batch was in hand.
 
     A heartbeat proves a loop turns, not that it gets records: a group client has been seen to keep its partitions
-    and its membership after a broker restart and fetch nothing more. The loop calls :meth:`fetched` when records
-    come and marks its batches with :meth:`busy`; the watcher that measures the lag calls :meth:`observe`; the loop,
-    when a fetch came back empty, raises :meth:`check`'s :class:`ConsumerStalled` and starts a new consumer.
+    and its membership after a broker restart and fetch nothing more. One watch per consumer: the loop works each
+    fetch's records inside :meth:`busy`; the watcher that measures the lag calls :meth:`observe`; the loop, when a
+    fetch came back empty, raises :meth:`check`'s :class:`ConsumerStalled` and starts a new consumer.
     """
 
     def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
-        self.seconds, self.clock = seconds, clock
-        self.reset()
-
-    def reset(self) -> None:
         """A new consumer: nothing behind yet, records as good as just fetched."""
+        self.seconds, self.clock = seconds, clock
         self._fetched_at = self.clock()
         self._behind_since: float | None = None
         self._busy = False
         self.stalled: str | None = None
 
     def fetched(self) -> None:
+        """Records came: not stalled."""
         self._fetched_at, self.stalled = self.clock(), None
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
-        """A batch in hand: never a stall, however long it takes; quiet time counts again from its end."""
+        """Records came and are in hand: never a stall, however long they take; quiet time counts again from
+        their end."""
+        self.fetched()
         self._busy = True
         try:
             yield

@@ -160,7 +160,6 @@ class ProjectorLoop:
                     self.heartbeat.beat()
                     batches = await self._fetch()
                     if batches:
-                        self.stall.fetched()
                         with self.stall.busy():
                             await self._project_traced(batches)
                     else:
