@@ -455,12 +455,26 @@ def two_databases(s: Servers, accounts_n: int, commands_n: int, processes: int) 
         shutil.rmtree(base, ignore_errors=True)
 
 
+def default_processors(partitions: int | None = None) -> int:
+    """One processor process per core, as many as the commands topic has partitions at most: a process waits on
+    PostgreSQL and the broker for part of every batch, and a second keeps the other core busy meanwhile (see
+    "One processor or two" in docs/architecture.md); production runs three replicas."""
+    if partitions is None:
+        partitions = Settings().commands_partitions
+    return max(1, min(os.cpu_count() or 1, partitions))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--commands", type=int, default=200_000)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--baseline", type=int, default=20_000, help="commands the baseline applies")
-    parser.add_argument("--processors", type=int, default=1, help="ledger processor processes")
+    parser.add_argument(
+        "--processors",
+        type=int,
+        default=default_processors(),
+        help="ledger processor processes (default: one per core, at most one per commands partition)",
+    )
     parser.add_argument(
         "--limits", type=int, default=None, help="records and rows per limit (default: --commands; 0: skip them)"
     )
@@ -540,7 +554,10 @@ def main() -> None:
             f"{two[0]:>9,.0f}/s (ledger invariants across both {'OK' if two[1] else 'VIOLATED'}) | one database, "
             f"{args.processors} processor(s) {f'{one:,.0f}/s' if one else 'not run (--mixes)'} | target >= 20,000/s"
         )
-    save("ledger_throughput", measurements(results, bindings, args.commands, args.accounts, two, fills))
+    save(
+        "ledger_throughput",
+        measurements(results, bindings, args.commands, args.accounts, two, fills, processors=args.processors),
+    )
 
 
 def measurements(
@@ -550,6 +567,8 @@ def measurements(
     accounts: int,
     two: tuple[float, bool] | None = None,
     fills: dict[str, float] | None = None,
+    *,
+    processors: int = 1,
 ) -> list[Measurement]:
     """P1 (spread) and P2 (hot) for bench/report.py: each rate beside its binding limit and the row-lock baseline;
     P1 with two ledger databases when that was run."""
@@ -564,7 +583,7 @@ def measurements(
         step, cap = bindings.get(mix, ("", 0.0))
         limit = f"binding limit {step} {cap:,.0f}/s -> {rate / cap:.0%}; " if cap else "limits not measured; "
         limit += f"row-lock baseline {b_rate:,.0f}/s"
-        what = f"applied/s, {mix} ({commands:,} commands, {accounts:,} accounts)"
+        what = f"applied/s, {mix} ({commands:,} commands, {accounts:,} accounts, {processors} processor(s))"
         bound = 20_000 if figure == "P1" else 10_000
         out.append(Measurement(figure, what, rate, "/s", ">=", bound, limit, key=f"{figure}:rate"))
         if cap:
