@@ -25,15 +25,15 @@ from tests.support.infra import create_database
 from tests.support.ledger import (
     caught_up,
     create_accounts,
-    end_offsets,
     funding,
     produce,
+    projector_caught_up,
     random_command,
     recreate_topics,
 )
 from tests.support.processes import Worker
 from tests.support.topics import read_to_end
-from tests.support.waiting import DEFAULT_TIMEOUT, wait_until
+from tests.support.waiting import DEFAULT_TIMEOUT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 D = Decimal
@@ -72,32 +72,6 @@ class Load(threading.Thread):
 def all_events(bootstrap: str) -> list:
     # Per partition, in offset order: the order the projector applies them in.
     return [decode(r.value) for r in asyncio.run(read_to_end(bootstrap, LEDGER_EVENTS))]
-
-
-def projector_caught_up(db: str, bootstrap: str, timeout: float = 120) -> None:
-    engine = create_engine(db)
-    seen: dict = {}
-
-    def caught_up_with_the_topic() -> bool:
-        seen["ends"] = asyncio.run(end_offsets(bootstrap, LEDGER_EVENTS))
-        with engine.connect() as conn:
-            seen["stored"] = dict(
-                conn.execute(
-                    text("SELECT partition, next_offset FROM projection_positions WHERE topic = :t"),
-                    {"t": LEDGER_EVENTS},
-                ).all()
-            )
-        return all(seen["stored"].get(p, 0) >= end for p, end in seen["ends"].items())
-
-    try:
-        wait_until(
-            caught_up_with_the_topic,
-            timeout,
-            lambda: f"the projector caught up: {seen.get('stored')} < {seen.get('ends')}",
-            interval=0.5,
-        )
-    finally:
-        engine.dispose()
 
 
 def test_kill_9_under_load_applies_every_command_once_and_the_read_model_equals_a_rebuild(

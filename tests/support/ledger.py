@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -17,7 +18,7 @@ from ledger_processor.runner import LedgerProcessor
 from ogp.messaging import describe_partitions, ensure_topics
 from schemas.base import encode
 from schemas.commands import Command, RecordMidtransStatus, RequestPayment, RequestTopup, RequestTransfer
-from schemas.topics import COMMANDS, topic_specs
+from schemas.topics import COMMANDS, LEDGER_EVENTS, topic_specs
 from tests.support.waiting import wait_until, wait_until_async
 
 
@@ -188,6 +189,47 @@ def caught_up(
         offsets.close()
         for engine in engines:
             engine.dispose()
+
+
+def projector_caught_up(
+    db_url: str,
+    bootstrap: str,
+    projector: str = "history",
+    timeout: float = 120,
+    detail: Callable[[], str] = lambda: "",
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Wait until ``projector``'s stored positions reach the end of every ledger-events partition. On giving
+    up, name the partitions behind (stored, end) and ``detail()`` (a log tail, say). ``ignoring``: errors that
+    mean "not yet" (a server just restarted)."""
+    engine = create_engine(db_url)
+    seen: dict[str, dict[int, tuple[int, int]]] = {}
+
+    def done() -> bool:
+        ends = asyncio.run(end_offsets(bootstrap, LEDGER_EVENTS))
+        with engine.connect() as conn:
+            stored: dict[int, int] = dict(
+                conn.execute(
+                    text("SELECT partition, next_offset FROM projection_positions WHERE topic = :t AND projector = :p"),
+                    {"t": LEDGER_EVENTS, "p": projector},
+                ).all()
+            )
+        seen["behind"] = {p: (stored.get(p, 0), end) for p, end in ends.items() if stored.get(p, 0) < end}
+        return not seen["behind"]
+
+    try:
+        wait_until(
+            done,
+            timeout,
+            lambda: (
+                f"the {projector} projector caught up with the ledger events; partitions behind (stored, end): "
+                f"{seen.get('behind')}\n{detail()}"
+            ),
+            interval=0.3,
+            ignoring=ignoring,
+        )
+    finally:
+        engine.dispose()
 
 
 class BackgroundProcessor:
