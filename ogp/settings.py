@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     # uvicorn workers per API under `ogp up` (0: one per core); with more than one, /metrics sums them.
     api_workers: int = Field(default=0, ge=0)
+    # Requests one API process works on at once; past that it answers 503 `overloaded` with Retry-After at once
+    # (ogp/web/edge.py). 0: no limit. Above what a client pool of 64 connections can have in flight.
+    api_max_in_flight: int = Field(default=64, ge=0)
     command_api_port: int = 8000
     query_api_port: int = 8001
     midtrans_sim_port: int = 8002

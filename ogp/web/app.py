@@ -65,7 +65,12 @@ def build_app(
     provider = configure(settings, service)
     if exporting():
         instrument(app, provider)
-    app.add_middleware(Edge, service=service, provider=None if exporting() else provider)
+    app.add_middleware(
+        Edge,
+        service=service,
+        provider=None if exporting() else provider,
+        max_in_flight=settings.api_max_in_flight,
+    )
     app.include_router(health_router(service))
     app.include_router(metrics_router())
     for router in routers:

@@ -3,12 +3,16 @@
 In the order a request meets them (each one covers those after it):
 
 1. **Metrics** (``ogp.web.metrics``): the request's duration and status, refusals below included.
-2. **Trace context** (``ogp.web.trace_context``), where spans are exported nowhere; where they are,
+2. **Load shedding**: with ``max_in_flight`` requests of this process already in hand, another is answered
+   at once, 503 ``overloaded`` with Retry-After, instead of queueing behind them (the probes and ``/metrics``
+   excepted). A process past its capacity otherwise takes every request and answers all of them late:
+   callers time out and retry while it still spends its CPU on the ones they gave up on.
+3. **Trace context** (``ogp.web.trace_context``), where spans are exported nowhere; where they are,
    OpenTelemetry's own middleware makes a server span per request instead, outside this layer.
-3. **Correlation id** (``ogp.web.correlation``): in logs and Kafka headers while the request runs, and in the
+4. **Correlation id** (``ogp.web.correlation``): in logs and Kafka headers while the request runs, and in the
    ``X-Correlation-Id`` answer, refusals included.
-4. **Body size limit**: 413 ``payload_too_large`` for a body over ``max_bytes``, declared or sent.
-5. **Input guard** (``ogp.web.input_guard``): 400 ``invalid_text`` / ``body_too_deep``; a body that passes is
+5. **Body size limit**: 413 ``payload_too_large`` for a body over ``max_bytes``, declared or sent.
+6. **Input guard** (``ogp.web.input_guard``): 400 ``invalid_text`` / ``body_too_deep``; a body that passes is
    replayed to the app.
 
 These were five middlewares, each its own coroutine per request, three with a wrapper of their own around
@@ -25,6 +29,7 @@ from time import perf_counter
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ogp.errors import RETRY_AFTER_SECONDS
 from ogp.logs import correlation_id
 from ogp.web.correlation import HEADER as CORRELATION_HEADER
 from ogp.web.correlation import correlation_of, with_correlation_id
@@ -34,10 +39,15 @@ from ogp.web.refuse import refuse
 from ogp.web.trace_context import TraceContext
 
 MAX_BODY_BYTES = 64 * 1024
+# Never shed: an orchestrator's probes (a live process under load must not look dead) and the metrics scrape.
+RETRY_AFTER = RETRY_AFTER_SECONDS.encode()
+OVERLOADED = "this process is working on as many requests as it can: retry after the Retry-After seconds"
+NOT_SHED = frozenset({"/health", "/ready", "/metrics"})
 
 
 class Edge:
-    """ASGI middleware: metrics, trace context, correlation id, body size limit and input guard, in that order."""
+    """ASGI middleware: metrics, load shedding, trace context, correlation id, body size limit and input guard, in
+    that order."""
 
     def __init__(
         self,
@@ -46,14 +56,18 @@ class Edge:
         provider: TracerProvider | None = None,
         max_bytes: int = MAX_BODY_BYTES,
         max_depth: int = MAX_JSON_DEPTH,
+        max_in_flight: int = 0,
     ):
         """``provider``: the tracer provider whose sampler and ids make each request's trace context; None
-        where OpenTelemetry's middleware makes a span per request instead (spans are exported)."""
+        where OpenTelemetry's middleware makes a span per request instead (spans are exported).
+        ``max_in_flight``: the requests this process works on at once before it sheds more (0: no limit)."""
         self.app = app
         self.metrics = RequestMetrics(service)
         self.trace = TraceContext(provider) if provider is not None else None
         self.max_bytes = max_bytes
         self.max_depth = max_depth
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,10 +97,15 @@ class Edge:
                 with_correlation_id(message, cid)
             await send(message)
 
+        shed = 0 < self.max_in_flight <= self.in_flight and scope["path"] not in NOT_SHED
+        if not shed:
+            self.in_flight += 1
         trace_token = self.trace.enter(scope) if self.trace is not None else None
         cid_token = correlation_id.set(cid)
         try:
-            if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            if shed:
+                await refuse(send_answer, 503, "overloaded", OVERLOADED, headers=[(b"retry-after", RETRY_AFTER)])
+            elif declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
                 await self._too_large(send_answer)
             elif (where := url_problem(scope, header_nul)) is not None:
                 await refuse(send_answer, 400, "invalid_text", "text must not contain U+0000", {"where": where})
@@ -95,6 +114,8 @@ class Edge:
             else:
                 await self._with_body(scope, receive, send_answer)
         finally:
+            if not shed:
+                self.in_flight -= 1
             correlation_id.reset(cid_token)
             if trace_token is not None:
                 TraceContext.leave(trace_token)

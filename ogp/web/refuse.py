@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from starlette.types import Send
 
 
-async def refuse(send: Send, status: int, code: str, message: str, details=None) -> None:
-    """Send a complete ``{"error": {"code", "message", "details"}}`` response."""
+async def refuse(
+    send: Send, status: int, code: str, message: str, details=None, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Send a complete ``{"error": {"code", "message", "details"}}`` response, with ``headers`` besides."""
     body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -222,3 +222,73 @@ def test_the_bearer_user_is_documented_as_the_http_bearer_scheme_and_refuses_oth
     for headers in ({}, {"Authorization": "Basic dTpw"}, {"Authorization": "Bearer"}):
         answer = asyncio.run(get(headers))
         assert answer.status_code == 401 and answer.json()["error"]["message"] == "a bearer access token is required"
+
+
+def test_past_its_requests_in_hand_a_process_sheds_at_once_with_503_and_retry_after_but_never_its_probes():
+    """``max_in_flight`` requests inside the app: the next is refused before the app runs; the probes and the
+    metrics still pass; one more comes in as soon as one is done, even one that failed."""
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+        entered: list[str] = []
+
+        async def app(scope, receive, send):
+            entered.append(scope["path"])
+            if scope["path"] == "/fails":
+                raise RuntimeError("a bug")
+            if scope["path"].startswith("/slow"):
+                await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        edge = Edge(app, service=SERVICE, max_in_flight=2)
+
+        async def call(path: str) -> _Answered:
+            answered = _Answered()
+
+            async def send(message):
+                answered.messages.append(message)
+
+            async def receive():
+                return {"type": "http.disconnect"}
+
+            scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": []}
+            await edge(scope, receive, send)
+            return answered
+
+        held = [asyncio.create_task(call(f"/slow{i}")) for i in range(2)]
+        async with asyncio.timeout(10):
+            while len(entered) < 2:
+                await asyncio.sleep(0)
+        before = REGISTRY.get_sample_value(
+            "http_server_request_duration_seconds_count",
+            {"service": SERVICE, "method": "GET", "route": "unmatched", "status": "503"},
+        )
+
+        shed = await call("/p")
+        assert shed.status == 503 and shed.error["code"] == "overloaded"
+        assert shed.headers[b"retry-after"] == b"1" and len(shed.headers[b"x-correlation-id"]) == 32
+        assert entered == ["/slow0", "/slow1"]  # the app never saw it
+        after = REGISTRY.get_sample_value(
+            "http_server_request_duration_seconds_count",
+            {"service": SERVICE, "method": "GET", "route": "unmatched", "status": "503"},
+        )
+        assert (after or 0) == (before or 0) + 1
+        for probe in ("/health", "/ready", "/metrics"):
+            assert (await call(probe)).status == 200
+
+        release.set()
+        assert [t.status for t in await asyncio.gather(*held)] == [200, 200]
+        with pytest.raises(RuntimeError):
+            await call("/fails")
+        assert edge.in_flight == 0
+        assert (await call("/p")).status == 200
+
+    asyncio.run(scenario())
+
+
+def test_no_limit_unless_one_is_set_and_the_apis_take_theirs_from_the_settings():
+    assert Edge(lambda *a: None, service=SERVICE).max_in_flight == 0
+    app = build_app(SERVICE, "t", [], settings=Settings(environment="test", api_max_in_flight=7))
+    edge = next(m for m in app.user_middleware if m.cls is Edge)
+    assert edge.kwargs["max_in_flight"] == 7
