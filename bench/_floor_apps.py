@@ -12,11 +12,15 @@ the real route runs):
   (``ogp.clients.async_engine``, hot path: its psycopg statement pool);
 * ``asgi_asyncpg``: the same statement through an asyncpg pool (measured, not a project dependency);
 * ``fastapi_psycopg``: the check and the statement in one FastAPI route, without the project's edge
-  (middleware, error handlers, metrics, lifespan of all clients): FastAPI's own cost.
+  (middleware, error handlers, metrics, lifespan of all clients): FastAPI's own cost;
+* ``asgi_lean`` and ``fastapi_lean``: asyncpg for the statement and, for the deny-list, :class:`LeanRedis` (one
+  pipelined connection speaking only ``EXISTS``) in place of redis-py: what the read costs with both substituted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -28,6 +32,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from psycopg.rows import dict_row
 from pydantic import BaseModel
+from redis.asyncio.connection import parse_url
 from sqlalchemy.engine import make_url
 from starlette.types import Receive, Scope, Send
 
@@ -57,6 +62,7 @@ class Clients:
         self.tokens = TokenService.from_settings(settings)
         # As ogp.clients.open_clients opens it.
         self.redis = aioredis.Redis.from_url(settings.redis_dsn, socket_timeout=3, socket_connect_timeout=3)
+        self.deny_list: Any = self.redis  # what answers EXISTS
         self.engine: Any = None
         self.pool: Any = None
 
@@ -68,7 +74,13 @@ class Clients:
         """An asyncpg pool as large as the engine's statement pool (10)."""
         self.pool = await asyncpg_pool(self.settings.sqlalchemy_url, 10)
 
+    async def open_lean_redis(self) -> None:
+        """:class:`LeanRedis` for the deny-list instead of redis-py."""
+        self.deny_list = await LeanRedis.connect(self.settings.redis_dsn)
+
     async def close(self) -> None:
+        if self.deny_list is not self.redis:
+            self.deny_list.close()
         await self.redis.aclose()
         if self.engine is not None:
             await self.engine.dispose()
@@ -85,9 +97,69 @@ class Clients:
             claims = self.tokens.verify(token, ACCESS)
         except InvalidToken:
             raise Unauthorized("invalid or expired access token", code="invalid_token") from None
-        if await self.redis.exists(_deny_key(claims.token_id)):
+        if await self.deny_list.exists(_deny_key(claims.token_id)):
             raise Unauthorized("access token has been revoked", code="invalid_token")
         return claims.user_id
+
+
+class LeanRedis(asyncio.Protocol):
+    """The least a deny-list check can cost from Python: ``EXISTS`` written straight to one connection, the
+    requests of all tasks pipelined on it, and each integer reply handed to the oldest waiter. No pool, no
+    retries, no timeouts, no reconnection: a measurement of what redis-py's per-command path costs, not a client
+    to serve with."""
+
+    def __init__(self) -> None:
+        self.waiting: collections.deque[asyncio.Future[int]] = collections.deque()
+        self.buffer = b""
+        self.transport: Any = None
+
+    @classmethod
+    async def connect(cls, url: str) -> LeanRedis:
+        where = parse_url(url)
+        loop = asyncio.get_running_loop()
+        _, lean = await loop.create_connection(cls, where.get("host", "127.0.0.1"), where.get("port", 6379))
+        if where.get("db"):
+            await lean.command(b"SELECT", str(where["db"]).encode())
+        return lean
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n")) >= 0:
+            line, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
+            waiter = self.waiting.popleft()
+            if waiter.done():  # its request was cancelled
+                continue
+            if line[:1] == b":":
+                waiter.set_result(int(line[1:]))
+            elif line[:1] == b"+":
+                waiter.set_result(0)
+            else:
+                waiter.set_exception(ConnectionError(line.decode(errors="replace")))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("redis closed the connection"))
+
+    def command(self, *parts: bytes) -> asyncio.Future[int]:
+        """Send one command (integer or status reply); its future."""
+        out = [b"*%d\r\n" % len(parts)]
+        for part in parts:
+            out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+        self.transport.write(b"".join(out))
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiting.append(waiter)
+        return waiter
+
+    async def exists(self, key: str) -> int:
+        return await self.command(b"EXISTS", key.encode())
+
+    def close(self) -> None:
+        self.transport.close()
 
 
 async def _no_reset(conn: Any) -> None:
@@ -209,13 +281,14 @@ class BalanceResponse(BaseModel):
     currency: str
 
 
-def fastapi_psycopg(settings: Settings | None = None) -> FastAPI:
-    """One FastAPI route (a dependency for the caller, a response model) doing what ``asgi_psycopg`` does."""
+def _fastapi(settings: Settings | None, answer: Answer, opens: tuple[str, ...]) -> FastAPI:
+    """One FastAPI route (a dependency for the caller, a response model) doing what a bare app does."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.clients = Clients(settings or get_settings())
-        await app.state.clients.open_engine()
+        for method in opens:
+            await getattr(app.state.clients, method)()
         yield
         await app.state.clients.close()
 
@@ -234,12 +307,24 @@ def fastapi_psycopg(settings: Settings | None = None) -> FastAPI:
 
     @app.get(BALANCE, response_model=BalanceResponse)
     async def balance(request: Request, user_id: int = Depends(caller)) -> BalanceResponse:
-        account = await _by_psycopg(request.app.state.clients, user_id)
+        account = await answer(request.app.state.clients, user_id)
         if account is None:
             raise HTTPException(404, "no wallet account for this user")
         return BalanceResponse(**balance_of(account))
 
     return app
+
+
+def fastapi_psycopg(settings: Settings | None = None) -> FastAPI:
+    return _fastapi(settings, _by_psycopg, ("open_engine",))
+
+
+def asgi_lean(settings: Settings | None = None) -> BareApp:
+    return BareApp(settings, _by_asyncpg, opens=("open_asyncpg", "open_lean_redis"))
+
+
+def fastapi_lean(settings: Settings | None = None) -> FastAPI:
+    return _fastapi(settings, _by_asyncpg, ("open_asyncpg", "open_lean_redis"))
 
 
 APPS = {
@@ -248,4 +333,6 @@ APPS = {
     "asgi-psycopg": "bench._floor_apps:asgi_psycopg",
     "asgi-asyncpg": "bench._floor_apps:asgi_asyncpg",
     "fastapi-psycopg": "bench._floor_apps:fastapi_psycopg",
+    "asgi-lean": "bench._floor_apps:asgi_lean",
+    "fastapi-lean": "bench._floor_apps:fastapi_lean",
 }

@@ -15,7 +15,9 @@ http_load's balance run (3 s warm-up, then --duration s measured):
 * asgi-auth: bare ASGI with the bearer check (``TokenService.verify`` + redis-py ``EXISTS`` on the deny-list);
 * asgi-psycopg: that, and the real statement through the project's ``fetch_one`` on the query API's engine;
 * asgi-asyncpg: the same statement through an asyncpg pool (skipped with a note when asyncpg is missing);
-* fastapi-psycopg: asgi-psycopg's work as one plain FastAPI route (no project edge).
+* fastapi-psycopg: asgi-psycopg's work as one plain FastAPI route (no project edge);
+* asgi-lean, fastapi-lean: asyncpg, and a minimal pipelined Redis client in place of redis-py for the deny-list,
+  bare and in one FastAPI route (skipped without asyncpg).
 
 (bench/_floor_apps.py holds the apps.) Each line: 2xx/s, latency, CPU per 2xx of the API, of the API +
 PostgreSQL + Redis ("all"), of wrk itself, and of the whole machine (every core's busy time over the run, whoever
@@ -45,6 +47,7 @@ from bench.report import Measurement, save
 P6 = 3000  # balance reads/s
 VARIANTS = ("real", *APPS)
 REAL = "query_api.app:create_app"
+NEED_ASYNCPG = {"asgi-asyncpg", "asgi-lean", "fastapi-lean"}
 LEFT_OUT = ("kafka",)  # idle for a balance read: shown, not in "all ms"
 
 
@@ -125,9 +128,10 @@ def main() -> int:
     variants = [v for v in args.variants.split(",") if v]
     if unknown := set(variants) - set(VARIANTS):
         parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
-    if "asgi-asyncpg" in variants and importlib.util.find_spec("asyncpg") is None:
-        print("asgi-asyncpg skipped: asyncpg is not installed (pip install asyncpg; measured, not a dependency)")
-        variants.remove("asgi-asyncpg")
+    if importlib.util.find_spec("asyncpg") is None:
+        for variant in NEED_ASYNCPG & set(variants):
+            print(f"{variant} skipped: asyncpg is not installed (pip install asyncpg; measured, not a dependency)")
+            variants.remove(variant)
     if args.reverse:
         variants.reverse()
     tmp = Path(tempfile.mkdtemp(prefix="ogp-bench-floor-"))

@@ -13,7 +13,17 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from bench._floor_apps import BALANCE, CONSTANT, asgi_asyncpg, asgi_auth, asgi_const, asgi_psycopg, fastapi_psycopg
+from bench._floor_apps import (
+    BALANCE,
+    CONSTANT,
+    asgi_asyncpg,
+    asgi_auth,
+    asgi_const,
+    asgi_lean,
+    asgi_psycopg,
+    fastapi_lean,
+    fastapi_psycopg,
+)
 from bench.ledger_throughput import FUNDS, seed
 from ogp.db.migrate import upgrade
 from ogp.security.current_user import deny_access_token
@@ -58,7 +68,13 @@ def _balance(url: str, token: str) -> httpx.Response:
 
 
 @pytest.mark.parametrize(
-    "factory", [asgi_psycopg, fastapi_psycopg, pytest.param(asgi_asyncpg, marks=NO_ASYNCPG)], ids=lambda f: f.__name__
+    "factory",
+    [
+        asgi_psycopg,
+        fastapi_psycopg,
+        *(pytest.param(f, marks=NO_ASYNCPG) for f in (asgi_asyncpg, asgi_lean, fastapi_lean)),
+    ],
+    ids=lambda f: f.__name__,
 )
 def test_floor_app_answers_the_callers_balance_and_refuses_revoked_or_forged_tokens(
     floor, factory: Callable[[Settings], Any]
