@@ -30,6 +30,7 @@ from command_api.payments.web import (
 from ogp.db.ledger_engines import LedgerEngines, ledger_engine
 from ogp.security.current_user import CurrentUser
 from ogp.web.deps import AppClients
+from ogp.web.edge import set_aside
 from ogp.web.openapi import errors
 from schemas.commands import RequestPayment, RequestRefund, RequestTransfer, WalletCommand
 
@@ -64,10 +65,16 @@ def _responses(more: dict[int, str] | None = None) -> dict:
 
 
 async def _reply(
-    engine, user_id: int, accepted: service.Accepted, wait: int | None, ledger: LedgerEngines | None = None
+    request: Request,
+    engine,
+    user_id: int,
+    accepted: service.Accepted,
+    wait: int | None,
+    ledger: LedgerEngines | None = None,
 ) -> JSONResponse:
     location = f"/api/payment/transactions/{accepted.body['transaction_id']}"
     if wait and not accepted.replayed:
+        set_aside(request.scope)  # the command is appended: from here the request only waits for its outcome
         settled = await service.await_outcome(engine, user_id, accepted, wait, ledger)
         if settled is not None:
             return JSONResponse(
@@ -127,7 +134,7 @@ def _command_route(
                 prepare=prepare,
                 build=build,
             )
-            return await _reply(engine, user.user_id, accepted, wait, ledger)
+            return await _reply(request, engine, user.user_id, accepted, wait, ledger)
 
         endpoint.__name__ = endpoint.__qualname__ = checks.__name__
         endpoint.__doc__ = checks.__doc__

@@ -6,7 +6,8 @@ In the order a request meets them (each one covers those after it):
 2. **Load shedding**: with ``max_in_flight`` requests of this process already in hand, another is answered
    at once, 503 ``overloaded`` with Retry-After, instead of queueing behind them (the probes and ``/metrics``
    excepted). A process past its capacity otherwise takes every request and answers all of them late:
-   callers time out and retry while it still spends its CPU on the ones they gave up on.
+   callers time out and retry while it still spends its CPU on the ones they gave up on. A request that from
+   some point only waits (a command's ``Prefer: wait``) calls :func:`set_aside` and stops counting.
 3. **Trace context** (``ogp.web.trace_context``), where spans are exported nowhere; where they are,
    OpenTelemetry's own middleware makes a server span per request instead, outside this layer.
 4. **Correlation id** (``ogp.web.correlation``): in logs and Kafka headers while the request runs, and in the
@@ -43,6 +44,33 @@ MAX_BODY_BYTES = 64 * 1024
 RETRY_AFTER = RETRY_AFTER_SECONDS.encode()
 OVERLOADED = "this process is working on as many requests as it can: retry after the Retry-After seconds"
 NOT_SHED = frozenset({"/health", "/ready", "/metrics"})
+
+
+class _InFlight:
+    """A request's place among the requests its process has in hand, given back once."""
+
+    __slots__ = ("_edge", "_held")
+
+    def __init__(self, edge: Edge):
+        self._edge, self._held = edge, True
+        edge.in_flight += 1
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._edge.in_flight -= 1
+
+
+_SCOPE_KEY = "ogp.in_flight"
+
+
+def set_aside(scope: Scope) -> None:
+    """From now on this request only waits (for a command's outcome, say): it no longer counts toward its
+    process's requests in hand, so that waiters, cheap as they are, never make the process shed the requests
+    that do work. Nothing without the edge (a test's bare app)."""
+    place = scope.get(_SCOPE_KEY)
+    if place is not None:
+        place.give_back()
 
 
 class Edge:
@@ -98,8 +126,9 @@ class Edge:
             await send(message)
 
         shed = 0 < self.max_in_flight <= self.in_flight and scope["path"] not in NOT_SHED
+        place = None
         if not shed:
-            self.in_flight += 1
+            place = scope[_SCOPE_KEY] = _InFlight(self)
         trace_token = self.trace.enter(scope) if self.trace is not None else None
         cid_token = correlation_id.set(cid)
         try:
@@ -114,8 +143,8 @@ class Edge:
             else:
                 await self._with_body(scope, receive, send_answer)
         finally:
-            if not shed:
-                self.in_flight -= 1
+            if place is not None:
+                place.give_back()
             correlation_id.reset(cid_token)
             if trace_token is not None:
                 TraceContext.leave(trace_token)

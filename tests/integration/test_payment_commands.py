@@ -572,6 +572,48 @@ def test_prefer_wait_without_a_processor_answers_202_after_the_wait(api):
     assert 1.0 <= elapsed < 1.0 + LATENCY_MARGIN < 10
 
 
+def test_a_caller_waiting_for_its_outcome_does_not_make_a_full_process_shed_other_commands(settings, app, db):
+    """A process that takes one request at a time: once a command is appended and its caller only waits for
+    the outcome (no processor here, so for the whole wait), another command still comes in. (``app``: the
+    module's, whose fixture creates the topics.)"""
+    limited = create_app(settings.model_copy(update={"api_max_in_flight": 1}))
+    with serve_client(limited, timeout=60) as api:
+        alice = new_wallet(api)
+        answer: dict = {}
+
+        def waiting_pay():
+            with httpx.Client(base_url=str(api.base_url), timeout=60) as client:
+                pay = {"amount": "10.00", "merchant_reference": "waits"}
+                answer["response"] = send(client, alice, PAY, pay, key="waits", Prefer="wait=10")
+
+        waiter = threading.Thread(target=waiting_pay)
+        waiter.start()
+        try:
+            wait_until(
+                lambda: (r := idempotency_record(db, alice, "waits")) is not None and r.state == "DONE",
+                DEFAULT_TIMEOUT,
+                "the waiting pay was accepted",
+                interval=0.01,
+            )
+            # Until the waiter sets itself aside (just after its acceptance) the process is full: 503 means
+            # "not yet". Without the set-aside every other command is shed until the 10 s wait ends.
+            other = wait_until(
+                lambda: (
+                    (r := send(api, alice, PAY, {"amount": "1.00", "merchant_reference": "m"})).status_code != 503 and r
+                ),
+                7,
+                "a command came in beside the waiting one",
+                interval=0.05,
+            )
+            assert waiter.is_alive(), "the first caller should still be waiting for its outcome"
+            assert other.status_code == 202, other.text
+        finally:
+            waiter.join(DEFAULT_TIMEOUT)
+        assert answer["response"].status_code == 202  # no processor: still PENDING after the wait
+        # Its place was given back once: the process takes one request again, and only one.
+        assert send(api, alice, PAY, {"amount": "1.00", "merchant_reference": "m"}).status_code == 202
+
+
 def test_prefer_wait_answers_200_with_balances_once_the_ledger_settles(api, db):
     alice = new_wallet(api)
     answer: dict = {}

@@ -23,7 +23,7 @@ from command_api.payments.web import WalletCommandInput, openapi_command, wallet
 from ogp.security.current_user import CurrentUser
 from ogp.settings import Settings
 from ogp.web.app import build_app
-from ogp.web.edge import Edge
+from ogp.web.edge import Edge, set_aside
 from ogp.web.errors import install_error_handlers
 
 SERVICE = "edge-unit-test"
@@ -292,3 +292,40 @@ def test_no_limit_unless_one_is_set_and_the_apis_take_theirs_from_the_settings()
     app = build_app(SERVICE, "t", [], settings=Settings(environment="test", api_max_in_flight=7))
     edge = next(m for m in app.user_middleware if m.cls is Edge)
     assert edge.kwargs["max_in_flight"] == 7
+
+
+def test_a_request_set_aside_to_wait_stops_counting_once_and_for_all():
+    async def scenario() -> None:
+        waiting = asyncio.Event()
+        release = asyncio.Event()
+
+        async def app(scope, receive, send):
+            if scope["path"] == "/waits":
+                set_aside(scope)
+                set_aside(scope)  # a second call gives back nothing more
+                waiting.set()
+                await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        edge = Edge(app, service=SERVICE, max_in_flight=1)
+        statuses: list[int] = []
+
+        async def call(path: str) -> None:
+            async def send(message):
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
+
+            scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": []}
+            await edge(scope, None, send)
+
+        waiter = asyncio.create_task(call("/waits"))
+        async with asyncio.timeout(10):
+            await waiting.wait()
+        await call("/works")  # the full process has room: the waiter no longer counts
+        release.set()
+        await waiter
+        assert statuses == [200, 200] and edge.in_flight == 0
+        set_aside({"type": "http"})  # without the edge (a bare app in a test): nothing to give back
+
+    asyncio.run(scenario())
