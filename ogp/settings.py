@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # Requests one API process works on at once; past that it answers 503 `overloaded` with Retry-After at once
     # (ogp/web/edge.py). 0: no limit. Above what a client pool of 64 connections can have in flight.
     api_max_in_flight: int = Field(default=64, ge=0)
+    # Commands waiting for their outcome (`Prefer: wait`) one API process holds at once besides (each polls the
+    # ledger); past that a command is answered 202 at once. 0: no limit.
+    api_max_waiting: int = Field(default=64, ge=0)
     command_api_port: int = 8000
     query_api_port: int = 8001
     midtrans_sim_port: int = 8002

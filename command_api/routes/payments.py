@@ -73,8 +73,9 @@ async def _reply(
     ledger: LedgerEngines | None = None,
 ) -> JSONResponse:
     location = f"/api/payment/transactions/{accepted.body['transaction_id']}"
-    if wait and not accepted.replayed:
-        set_aside(request.scope)  # the command is appended: from here the request only waits for its outcome
+    # The command is appended: from here the request only waits for its outcome, if its process has room for
+    # one more waiter (RFC 7240 lets a server answer at once instead).
+    if wait and not accepted.replayed and set_aside(request.scope):
         settled = await service.await_outcome(engine, user_id, accepted, wait, ledger)
         if settled is not None:
             return JSONResponse(

@@ -70,6 +70,7 @@ def build_app(
         service=service,
         provider=None if exporting() else provider,
         max_in_flight=settings.api_max_in_flight,
+        max_waiting=settings.api_max_waiting,
     )
     app.include_router(health_router(service))
     app.include_router(metrics_router())

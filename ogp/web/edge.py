@@ -7,7 +7,8 @@ In the order a request meets them (each one covers those after it):
    at once, 503 ``overloaded`` with Retry-After, instead of queueing behind them (the probes and ``/metrics``
    excepted). A process past its capacity otherwise takes every request and answers all of them late:
    callers time out and retry while it still spends its CPU on the ones they gave up on. A request that from
-   some point only waits (a command's ``Prefer: wait``) calls :func:`set_aside` and stops counting.
+   some point only waits (a command's ``Prefer: wait``) calls :func:`set_aside` and counts as a waiter instead,
+   up to ``max_waiting`` of them.
 3. **Trace context** (``ogp.web.trace_context``), where spans are exported nowhere; where they are,
    OpenTelemetry's own middleware makes a server span per request instead, outside this layer.
 4. **Correlation id** (``ogp.web.correlation``): in logs and Kafka headers while the request runs, and in the
@@ -40,37 +41,60 @@ from ogp.web.refuse import refuse
 from ogp.web.trace_context import TraceContext
 
 MAX_BODY_BYTES = 64 * 1024
-# Never shed: an orchestrator's probes (a live process under load must not look dead) and the metrics scrape.
 RETRY_AFTER = RETRY_AFTER_SECONDS.encode()
 OVERLOADED = "this process is working on as many requests as it can: retry after the Retry-After seconds"
-NOT_SHED = frozenset({"/health", "/ready", "/metrics"})
+# Neither counted nor shed: an orchestrator's probes (a live process under load must not look dead) and the scrape.
+NOT_COUNTED = frozenset({"/health", "/ready", "/metrics"})
+# Counted, never shed: Midtrans's notifications. Midtrans ignores Retry-After and retries a refused one minutes
+# later (docs/architecture.md, Midtrans), so a shed one would hold a top-up back that long; their rate is
+# Midtrans's, not whoever overloads the API.
+NEVER_SHED = NOT_COUNTED | {"/payments/webhook"}
+_SCOPE_KEY = "ogp.place"
 
 
-class _InFlight:
-    """A request's place among the requests its process has in hand, given back once."""
+class _Place:
+    """A request's place in its process: working (counted against ``max_in_flight``) or, set aside, waiting
+    (against ``max_waiting``); given back once."""
 
-    __slots__ = ("_edge", "_held")
+    __slots__ = ("_edge", "_waiting", "_working")
 
     def __init__(self, edge: Edge):
-        self._edge, self._held = edge, True
+        self._edge, self._working, self._waiting = edge, True, False
         edge.in_flight += 1
 
+    def wait(self) -> bool:
+        edge = self._edge
+        if not self._working:
+            return self._waiting
+        if edge.max_waiting and edge.waiting >= edge.max_waiting:
+            return False
+        self._working, self._waiting = False, True
+        edge.in_flight -= 1
+        edge.waiting += 1
+        return True
+
     def give_back(self) -> None:
-        if self._held:
-            self._held = False
+        if self._working:
+            self._working = False
             self._edge.in_flight -= 1
+        if self._waiting:
+            self._waiting = False
+            self._edge.waiting -= 1
 
 
-_SCOPE_KEY = "ogp.in_flight"
-
-
-def set_aside(scope: Scope) -> None:
-    """From now on this request only waits (for a command's outcome, say): it no longer counts toward its
-    process's requests in hand, so that waiters, cheap as they are, never make the process shed the requests
-    that do work. Nothing without the edge (a test's bare app)."""
+def set_aside(scope: Scope) -> bool:
+    """Ask that from now on this request only wait (for a command's outcome, say): it leaves its process's
+    requests in hand for its waiters, so that waiters never make the process shed requests that work. False
+    when the process already has ``max_waiting`` waiters (each polls: they are not free): the caller should
+    answer now instead of waiting. True without a limit (or a test's bare app)."""
     place = scope.get(_SCOPE_KEY)
-    if place is not None:
-        place.give_back()
+    return True if place is None else place.wait()
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the app routes on: without the server's root path (uvicorn's ``--root-path`` prefixes it)."""
+    path, root = scope["path"], scope.get("root_path")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 class Edge:
@@ -85,17 +109,21 @@ class Edge:
         max_bytes: int = MAX_BODY_BYTES,
         max_depth: int = MAX_JSON_DEPTH,
         max_in_flight: int = 0,
+        max_waiting: int = 0,
     ):
         """``provider``: the tracer provider whose sampler and ids make each request's trace context; None
         where OpenTelemetry's middleware makes a span per request instead (spans are exported).
-        ``max_in_flight``: the requests this process works on at once before it sheds more (0: no limit)."""
+        ``max_in_flight``: the requests this process works on at once before it sheds more (0: no limit, and no
+        count); ``max_waiting``: the requests set aside to wait at once (0: no limit)."""
         self.app = app
         self.metrics = RequestMetrics(service)
         self.trace = TraceContext(provider) if provider is not None else None
         self.max_bytes = max_bytes
         self.max_depth = max_depth
         self.max_in_flight = max_in_flight
+        self.max_waiting = max_waiting
         self.in_flight = 0
+        self.waiting = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,12 +153,14 @@ class Edge:
                 with_correlation_id(message, cid)
             await send(message)
 
-        shed = 0 < self.max_in_flight <= self.in_flight and scope["path"] not in NOT_SHED
-        place = None
-        if not shed:
-            place = scope[_SCOPE_KEY] = _InFlight(self)
+        shed = counted = False
+        if self.max_in_flight:
+            path = _route_path(scope)
+            counted = path not in NOT_COUNTED
+            shed = counted and self.in_flight >= self.max_in_flight and path not in NEVER_SHED
         trace_token = self.trace.enter(scope) if self.trace is not None else None
         cid_token = correlation_id.set(cid)
+        place = scope[_SCOPE_KEY] = _Place(self) if counted and not shed else None
         try:
             if shed:
                 await refuse(send_answer, 503, "overloaded", OVERLOADED, headers=[(b"retry-after", RETRY_AFTER)])

@@ -60,7 +60,8 @@ _SHARED = {
     413: "`payload_too_large`: the body exceeds 64 KiB",
     422: "`validation_error`: a parameter or the body does not match this schema (`details` names each field)",
     503: "`database_unavailable`, `redis_unavailable`: a store this route needs is down; `overloaded`: the "
-    "process is working on as many requests as it takes at once; retry after Retry-After seconds",
+    "process is working on as many requests as it takes at once, and read or recorded nothing of this one; "
+    "retry after Retry-After seconds",
 }
 
 

@@ -274,8 +274,9 @@ def test_past_its_requests_in_hand_a_process_sheds_at_once_with_503_and_retry_af
             {"service": SERVICE, "method": "GET", "route": "unmatched", "status": "503"},
         )
         assert (after or 0) == (before or 0) + 1
-        for probe in ("/health", "/ready", "/metrics"):
+        for probe in ("/health", "/ready", "/metrics", "/payments/webhook"):  # Midtrans's notifications neither
             assert (await call(probe)).status == 200
+        assert entered[-4:] == ["/health", "/ready", "/metrics", "/payments/webhook"] and edge.in_flight == 2
 
         release.set()
         assert [t.status for t in await asyncio.gather(*held)] == [200, 200]
@@ -301,8 +302,8 @@ def test_a_request_set_aside_to_wait_stops_counting_once_and_for_all():
 
         async def app(scope, receive, send):
             if scope["path"] == "/waits":
-                set_aside(scope)
-                set_aside(scope)  # a second call gives back nothing more
+                assert set_aside(scope)
+                assert set_aside(scope)  # a second call gives back nothing more
                 waiting.set()
                 await release.wait()
             await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -325,7 +326,66 @@ def test_a_request_set_aside_to_wait_stops_counting_once_and_for_all():
         await call("/works")  # the full process has room: the waiter no longer counts
         release.set()
         await waiter
-        assert statuses == [200, 200] and edge.in_flight == 0
-        set_aside({"type": "http"})  # without the edge (a bare app in a test): nothing to give back
+        assert statuses == [200, 200] and edge.in_flight == edge.waiting == 0
+        assert set_aside({"type": "http"})  # without the edge (a bare app in a test): nothing to give back
 
     asyncio.run(scenario())
+
+
+def test_past_its_waiters_a_process_keeps_a_request_working_and_says_so():
+    async def scenario() -> None:
+        release = asyncio.Event()
+        allowed: list[bool] = []
+
+        async def app(scope, receive, send):
+            allowed.append(set_aside(scope))
+            if allowed[-1]:
+                await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        edge = Edge(app, service=SERVICE, max_in_flight=5, max_waiting=1)
+
+        async def call() -> None:
+            scope = {"type": "http", "method": "GET", "path": "/p", "query_string": b"", "headers": []}
+
+            async def send(message):
+                pass
+
+            await edge(scope, None, send)
+
+        waiter = asyncio.create_task(call())
+        async with asyncio.timeout(10):
+            while not allowed:
+                await asyncio.sleep(0)
+        assert (edge.in_flight, edge.waiting) == (0, 1)
+        await call()  # no room to wait: answered at once, counted as working until then
+        assert allowed == [True, False] and (edge.in_flight, edge.waiting) == (0, 1)
+        release.set()
+        await waiter
+        assert (edge.in_flight, edge.waiting) == (0, 0)
+
+    asyncio.run(scenario())
+
+
+def test_the_probes_are_known_under_the_servers_root_path():
+    async def scenario() -> list[int]:
+        statuses: list[int] = []
+
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        edge = Edge(app, service=SERVICE, max_in_flight=1)
+        edge.in_flight = 1  # full
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        for path in ("/api/health", "/api/p"):
+            scope = {"type": "http", "method": "GET", "path": path, "root_path": "/api", "headers": []}
+            await edge(scope | {"query_string": b""}, None, send)
+        return statuses
+
+    assert asyncio.run(scenario()) == [200, 503]
