@@ -43,6 +43,12 @@ HTTP_REQUEST_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+HTTP_REQUESTS_SHED = Counter(
+    "ogp_http_requests_shed",
+    "Requests an API process answered 503 overloaded at once, past its in-flight limit (ogp/web/edge.py).",
+    ["service"],
+)
+
 # -- command API -----------------------------------------------------------------------------------------------
 COMMANDS_ACCEPTED = Counter(
     "ogp_commands_accepted", "Commands appended to ogp.commands.v1 by the command API, by type.", ["type"]

@@ -2,7 +2,8 @@
 
 In the order a request meets them (each one covers those after it):
 
-1. **Metrics** (``ogp.web.metrics``): the request's duration and status, refusals below included.
+1. **Metrics** (``ogp.web.metrics``): the request's duration and status, refusals below included; shed requests
+   are also counted on their own (``ogp_http_requests_shed_total``).
 2. **Load shedding**: with ``max_in_flight`` requests of this process already in hand, another is answered
    at once, 503 ``overloaded`` with Retry-After, instead of queueing behind them (the probes and ``/metrics``
    excepted). A process past its capacity otherwise takes every request and answers all of them late:
@@ -33,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ogp.errors import RETRY_AFTER_SECONDS
 from ogp.logs import correlation_id
+from ogp.metrics import HTTP_REQUESTS_SHED
 from ogp.web.correlation import HEADER as CORRELATION_HEADER
 from ogp.web.correlation import correlation_of, with_correlation_id
 from ogp.web.input_guard import MAX_JSON_DEPTH, body_problem, url_problem
@@ -117,6 +119,7 @@ class Edge:
         count); ``max_waiting``: the requests set aside to wait at once (0: no limit)."""
         self.app = app
         self.metrics = RequestMetrics(service)
+        self.shed_total = HTTP_REQUESTS_SHED.labels(service)
         self.trace = TraceContext(provider) if provider is not None else None
         self.max_bytes = max_bytes
         self.max_depth = max_depth
@@ -163,6 +166,7 @@ class Edge:
         place = scope[_SCOPE_KEY] = _Place(self) if counted and not shed else None
         try:
             if shed:
+                self.shed_total.inc()
                 await refuse(send_answer, 503, "overloaded", OVERLOADED, headers=[(b"retry-after", RETRY_AFTER)])
             elif declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
                 await self._too_large(send_answer)

@@ -265,8 +265,10 @@ def test_past_its_requests_in_hand_a_process_sheds_at_once_with_503_and_retry_af
             {"service": SERVICE, "method": "GET", "route": "unmatched", "status": "503"},
         )
 
+        shed_before = REGISTRY.get_sample_value("ogp_http_requests_shed_total", {"service": SERVICE}) or 0
         shed = await call("/p")
         assert shed.status == 503 and shed.error["code"] == "overloaded"
+        assert REGISTRY.get_sample_value("ogp_http_requests_shed_total", {"service": SERVICE}) == shed_before + 1
         assert shed.headers[b"retry-after"] == b"1" and len(shed.headers[b"x-correlation-id"]) == 32
         assert entered == ["/slow0", "/slow1"]  # the app never saw it
         after = REGISTRY.get_sample_value(
