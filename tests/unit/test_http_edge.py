@@ -224,12 +224,32 @@ def test_the_bearer_user_is_documented_as_the_http_bearer_scheme_and_refuses_oth
         assert answer.status_code == 401 and answer.json()["error"]["message"] == "a bearer access token is required"
 
 
+async def _get(edge: Edge, path: str, root_path: str = "") -> _Answered:
+    """``GET path`` through ``edge``, whatever the app behind it answers."""
+    answered = _Answered()
+
+    async def send(message):
+        answered.messages.append(message)
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": root_path, "query_string": b"", "headers": []}
+    await edge(scope, receive, send)
+    return answered
+
+
+async def _ok(send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
 def test_past_its_requests_in_hand_a_process_sheds_at_once_with_503_and_retry_after_but_never_its_probes():
     """``max_in_flight`` requests inside the app: the next is refused before the app runs; the probes and the
     metrics still pass; one more comes in as soon as one is done, even one that failed."""
 
     async def scenario() -> None:
-        release = asyncio.Event()
+        release, both_in = asyncio.Event(), asyncio.Event()
         entered: list[str] = []
 
         async def app(scope, receive, send):
@@ -237,36 +257,22 @@ def test_past_its_requests_in_hand_a_process_sheds_at_once_with_503_and_retry_af
             if scope["path"] == "/fails":
                 raise RuntimeError("a bug")
             if scope["path"].startswith("/slow"):
+                if len(entered) == 2:
+                    both_in.set()
                 await release.wait()
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
+            await _ok(send)
 
         edge = Edge(app, service=SERVICE, max_in_flight=2)
-
-        async def call(path: str) -> _Answered:
-            answered = _Answered()
-
-            async def send(message):
-                answered.messages.append(message)
-
-            async def receive():
-                return {"type": "http.disconnect"}
-
-            scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": []}
-            await edge(scope, receive, send)
-            return answered
-
-        held = [asyncio.create_task(call(f"/slow{i}")) for i in range(2)]
+        held = [asyncio.create_task(_get(edge, f"/slow{i}")) for i in range(2)]
         async with asyncio.timeout(10):
-            while len(entered) < 2:
-                await asyncio.sleep(0)
+            await both_in.wait()
         before = REGISTRY.get_sample_value(
             "http_server_request_duration_seconds_count",
             {"service": SERVICE, "method": "GET", "route": "unmatched", "status": "503"},
         )
 
         shed_before = REGISTRY.get_sample_value("ogp_http_requests_shed_total", {"service": SERVICE}) or 0
-        shed = await call("/p")
+        shed = await _get(edge, "/p")
         assert shed.status == 503 and shed.error["code"] == "overloaded"
         assert REGISTRY.get_sample_value("ogp_http_requests_shed_total", {"service": SERVICE}) == shed_before + 1
         assert shed.headers[b"retry-after"] == b"1" and len(shed.headers[b"x-correlation-id"]) == 32
@@ -277,15 +283,15 @@ def test_past_its_requests_in_hand_a_process_sheds_at_once_with_503_and_retry_af
         )
         assert (after or 0) == (before or 0) + 1
         for probe in ("/health", "/ready", "/metrics", "/payments/webhook"):  # Midtrans's notifications neither
-            assert (await call(probe)).status == 200
+            assert (await _get(edge, probe)).status == 200
         assert entered[-4:] == ["/health", "/ready", "/metrics", "/payments/webhook"] and edge.in_flight == 2
 
         release.set()
         assert [t.status for t in await asyncio.gather(*held)] == [200, 200]
         with pytest.raises(RuntimeError):
-            await call("/fails")
+            await _get(edge, "/fails")
         assert edge.in_flight == 0
-        assert (await call("/p")).status == 200
+        assert (await _get(edge, "/p")).status == 200
 
     asyncio.run(scenario())
 
@@ -308,27 +314,15 @@ def test_a_request_set_aside_to_wait_stops_counting_once_and_for_all():
                 assert set_aside(scope)  # a second call gives back nothing more
                 waiting.set()
                 await release.wait()
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
+            await _ok(send)
 
         edge = Edge(app, service=SERVICE, max_in_flight=1)
-        statuses: list[int] = []
-
-        async def call(path: str) -> None:
-            async def send(message):
-                if message["type"] == "http.response.start":
-                    statuses.append(message["status"])
-
-            scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": []}
-            await edge(scope, None, send)
-
-        waiter = asyncio.create_task(call("/waits"))
+        waiter = asyncio.create_task(_get(edge, "/waits"))
         async with asyncio.timeout(10):
             await waiting.wait()
-        await call("/works")  # the full process has room: the waiter no longer counts
+        works = await _get(edge, "/works")  # the full process has room: the waiter no longer counts
         release.set()
-        await waiter
-        assert statuses == [200, 200] and edge.in_flight == edge.waiting == 0
+        assert [works.status, (await waiter).status] == [200, 200] and edge.in_flight == edge.waiting == 0
         assert set_aside({"type": "http"})  # without the edge (a bare app in a test): nothing to give back
 
     asyncio.run(scenario())
@@ -336,32 +330,22 @@ def test_a_request_set_aside_to_wait_stops_counting_once_and_for_all():
 
 def test_past_its_waiters_a_process_keeps_a_request_working_and_says_so():
     async def scenario() -> None:
-        release = asyncio.Event()
+        release, asked = asyncio.Event(), asyncio.Event()
         allowed: list[bool] = []
 
         async def app(scope, receive, send):
             allowed.append(set_aside(scope))
+            asked.set()
             if allowed[-1]:
                 await release.wait()
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
+            await _ok(send)
 
         edge = Edge(app, service=SERVICE, max_in_flight=5, max_waiting=1)
-
-        async def call() -> None:
-            scope = {"type": "http", "method": "GET", "path": "/p", "query_string": b"", "headers": []}
-
-            async def send(message):
-                pass
-
-            await edge(scope, None, send)
-
-        waiter = asyncio.create_task(call())
+        waiter = asyncio.create_task(_get(edge, "/p"))
         async with asyncio.timeout(10):
-            while not allowed:
-                await asyncio.sleep(0)
+            await asked.wait()
         assert (edge.in_flight, edge.waiting) == (0, 1)
-        await call()  # no room to wait: answered at once, counted as working until then
+        await _get(edge, "/p")  # no room to wait: answered at once, counted as working until then
         assert allowed == [True, False] and (edge.in_flight, edge.waiting) == (0, 1)
         release.set()
         await waiter
@@ -372,22 +356,11 @@ def test_past_its_waiters_a_process_keeps_a_request_working_and_says_so():
 
 def test_the_probes_are_known_under_the_servers_root_path():
     async def scenario() -> list[int]:
-        statuses: list[int] = []
-
         async def app(scope, receive, send):
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
+            await _ok(send)
 
         edge = Edge(app, service=SERVICE, max_in_flight=1)
         edge.in_flight = 1  # full
-
-        async def send(message):
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
-
-        for path in ("/api/health", "/api/p"):
-            scope = {"type": "http", "method": "GET", "path": path, "root_path": "/api", "headers": []}
-            await edge(scope | {"query_string": b""}, None, send)
-        return statuses
+        return [(await _get(edge, path, root_path="/api")).status for path in ("/api/health", "/api/p")]
 
     assert asyncio.run(scenario()) == [200, 503]
